@@ -1,0 +1,77 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "smpctl",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "smpctl", targets: ["smpctl"]),
+        .library(name: "FirmwareProtocol", targets: ["FirmwareProtocol"]),
+        .library(name: "NeedleDriver", targets: ["NeedleDriver"]),
+        .library(name: "SessionRunner", targets: ["SessionRunner"]),
+        .library(name: "DeviceSim", targets: ["DeviceSim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        // Pure codec: no I/O, no Foundation, shared by host and simulator.
+        .target(name: "FirmwareProtocol", swiftSettings: strict),
+
+        // C libraries reached through system-library targets; the module maps include the
+        // headers by name so pkg-config's include path decides which installed version is used.
+        .systemLibrary(
+            name: "CUdev", pkgConfig: "libudev",
+            providers: [.apt(["libudev-dev"])]),
+        .systemLibrary(
+            name: "CGPIOD", pkgConfig: "libgpiod",
+            providers: [.apt(["libgpiod-dev"])]),
+        // The one C shim: termios/pty/ioctl helpers Swift cannot import cleanly, and libgpiod v1/v2.
+        .target(name: "CSMPShim", dependencies: ["CGPIOD"]),
+
+        .target(
+            name: "NeedleDriver",
+            dependencies: [
+                "FirmwareProtocol", "CUdev", "CGPIOD", "CSMPShim",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict),
+        .target(
+            name: "SessionRunner",
+            dependencies: [
+                "NeedleDriver", "FirmwareProtocol",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .target(
+            name: "DeviceSim",
+            dependencies: [
+                "FirmwareProtocol", "CSMPShim",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "smpctl",
+            dependencies: [
+                "SessionRunner", "NeedleDriver", "DeviceSim",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+
+        .testTarget(name: "FirmwareProtocolTests", dependencies: ["FirmwareProtocol"], swiftSettings: strict),
+        .testTarget(name: "NeedleDriverTests", dependencies: ["NeedleDriver", "DeviceSim"], swiftSettings: strict),
+        .testTarget(name: "SessionRunnerTests", dependencies: ["SessionRunner", "DeviceSim"], swiftSettings: strict),
+        .testTarget(name: "DeviceSimTests", dependencies: ["DeviceSim", "FirmwareProtocol"], swiftSettings: strict),
+        .testTarget(name: "SmpctlTests", dependencies: ["smpctl"], swiftSettings: strict),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,56 @@
+/// Consistent Overhead Byte Stuffing (Cheshire & Baker, 1999).
+///
+/// Every frame on the wire is COBS-encoded and followed by a single 0x00 delimiter. Because an
+/// encoded frame never contains 0x00, a receiver that lost sync (garbage, a dropped byte, a
+/// device reset mid-frame) resynchronises by discarding bytes up to and including the next 0x00;
+/// at most one frame is lost. Overhead: one byte per 254 bytes of payload, plus the delimiter.
+public enum COBS {
+    /// Encodes `input`; the result holds no zero byte and does not include the delimiter.
+    public static func encode(_ input: some Collection<UInt8>, into output: inout [UInt8]) {
+        var codeIndex = output.count
+        output.append(0)
+        var code: UInt8 = 1
+        for byte in input {
+            if byte == 0 {
+                output[codeIndex] = code
+                codeIndex = output.count
+                output.append(0)
+                code = 1
+            } else {
+                output.append(byte)
+                code += 1
+                if code == 0xFF {
+                    output[codeIndex] = code
+                    codeIndex = output.count
+                    output.append(0)
+                    code = 1
+                }
+            }
+        }
+        output[codeIndex] = code
+    }
+
+    /// Decodes one COBS block (delimiter excluded). Returns nil when the block is malformed:
+    /// a zero byte inside it or a code that runs past its end.
+    public static func decode(_ input: some Collection<UInt8>) -> [UInt8]? {
+        var output: [UInt8] = []
+        output.reserveCapacity(input.count)
+        var index = input.startIndex
+        while index != input.endIndex {
+            let code = input[index]
+            if code == 0 { return nil }
+            index = input.index(after: index)
+            for _ in 1..<Int(code) {
+                guard index != input.endIndex else { return nil }
+                let byte = input[index]
+                if byte == 0 { return nil }
+                output.append(byte)
+                index = input.index(after: index)
+            }
+            if code != 0xFF && index != input.endIndex {
+                output.append(0)
+            }
+        }
+        return output
+    }
+}

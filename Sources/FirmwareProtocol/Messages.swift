@@ -1,0 +1,392 @@
+/// Protocol version spoken by this codec. A peer with another major version is refused at HELLO.
+public enum ProtocolVersion {
+    public static let major: UInt8 = 1
+    public static let minor: UInt8 = 0
+}
+
+/// Message type identifiers (first byte of every decoded frame). Host → device below 0x80,
+/// device → host from 0x80.
+public enum MessageType: UInt8, Sendable, CaseIterable {
+    case hello = 0x01
+    case statusRequest = 0x02
+    case arm = 0x03
+    case clear = 0x04
+    case dot = 0x10
+    case hold = 0x20
+    case resume = 0x21
+    case abort = 0x22
+    case estop = 0x2F
+    case helloReply = 0x81
+    case ack = 0x82
+    case nak = 0x83
+    case dotDone = 0x84
+    case status = 0x85
+    case refused = 0x86
+}
+
+/// Hardware limits the device declares in its HELLO reply. Units are in the names.
+public struct DeviceLimits: Sendable, Hashable {
+    public var depthMinMicrometres: UInt16
+    public var depthMaxMicrometres: UInt16
+    public var dwellMinMicroseconds: UInt32
+    public var dwellMaxMicroseconds: UInt32
+    /// Largest |x| the gantry reaches, from the centre of travel.
+    public var travelXMicrometres: UInt32
+    /// Largest |y| the gantry reaches, from the centre of travel.
+    public var travelYMicrometres: UInt32
+    /// Travel speed between dots, used with descend and retract time to predict a dot's duration.
+    public var travelSpeedMicrometresPerSecond: UInt32
+    public var descendMicroseconds: UInt32
+    public var retractMicroseconds: UInt32
+
+    public init(
+        depthMinMicrometres: UInt16, depthMaxMicrometres: UInt16,
+        dwellMinMicroseconds: UInt32, dwellMaxMicroseconds: UInt32,
+        travelXMicrometres: UInt32, travelYMicrometres: UInt32,
+        travelSpeedMicrometresPerSecond: UInt32,
+        descendMicroseconds: UInt32, retractMicroseconds: UInt32
+    ) {
+        self.depthMinMicrometres = depthMinMicrometres
+        self.depthMaxMicrometres = depthMaxMicrometres
+        self.dwellMinMicroseconds = dwellMinMicroseconds
+        self.dwellMaxMicroseconds = dwellMaxMicroseconds
+        self.travelXMicrometres = travelXMicrometres
+        self.travelYMicrometres = travelYMicrometres
+        self.travelSpeedMicrometresPerSecond = travelSpeedMicrometresPerSecond
+        self.descendMicroseconds = descendMicroseconds
+        self.retractMicroseconds = retractMicroseconds
+    }
+}
+
+/// Capability bits in the HELLO reply.
+public struct Capabilities: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// The device de-duplicates DOT frames by sequence number.
+    public static let deduplication = Capabilities(rawValue: 1 << 0)
+    /// HOLD / ABORT fence queued DOTs by epoch.
+    public static let epochFence = Capabilities(rawValue: 1 << 1)
+    /// The device enforces the lease.
+    public static let lease = Capabilities(rawValue: 1 << 2)
+    /// The device has a skin-contact sensor of its own.
+    public static let contactSensor = Capabilities(rawValue: 1 << 3)
+    /// The device has a depth/force sensor and faults on over-depth.
+    public static let depthSensor = Capabilities(rawValue: 1 << 4)
+}
+
+/// Device state as reported in STATUS.
+public enum DeviceState: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    /// After boot or CLEAR: needle power off, DOT refused until ARM.
+    case disarmed = 0
+    /// Armed, queue empty, needle retracted.
+    case ready = 1
+    /// Executing or holding queued dots.
+    case running = 2
+    /// Held by HOLD or lease expiry: needle retracted, queue flushed, resumable by RESUME.
+    case held = 3
+    /// Latched e-stop (host ESTOP or the device's button): only ESTOP, STATUS, CLEAR accepted.
+    case estop = 4
+    /// Latched device fault: only ESTOP, STATUS, CLEAR accepted.
+    case fault = 5
+
+    public var description: String {
+        switch self {
+        case .disarmed: "disarmed"
+        case .ready: "ready"
+        case .running: "running"
+        case .held: "held"
+        case .estop: "estop"
+        case .fault: "fault"
+        }
+    }
+
+    /// True in the latched shutdown states, left only by CLEAR then ARM.
+    public var isLatched: Bool { self == .estop || self == .fault }
+}
+
+/// Why the device is held, stopped or faulted (STATUS `fault`, REFUSED `code`'s companion).
+public enum FaultCode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    case none = 0
+    case estopButton = 1
+    case hostEstop = 2
+    case contactLost = 3
+    case overDepth = 4
+    case leaseExpired = 5
+    case dotOutOfLimits = 6
+    case hostHold = 7
+    case hostAbort = 8
+
+    public var description: String {
+        switch self {
+        case .none: "none"
+        case .estopButton: "e-stop button on the device"
+        case .hostEstop: "e-stop from the host"
+        case .contactLost: "skin contact lost"
+        case .overDepth: "needle went deeper than commanded"
+        case .leaseExpired: "lease expired: no frame from the host in time"
+        case .dotOutOfLimits: "a dot outside the device's hardware limits was refused"
+        case .hostHold: "hold from the host"
+        case .hostAbort: "abort from the host"
+        }
+    }
+}
+
+/// Reason codes carried by NAK and REFUSED.
+public enum ErrorCode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    case badFrame = 1
+    case outOfOrder = 2
+    case queueFull = 3
+    case notArmed = 4
+    case shutdown = 5
+    case depthOutOfRange = 6
+    case dwellOutOfRange = 7
+    case travelOutOfRange = 8
+    case staleEpoch = 9
+    case held = 10
+    case versionMismatch = 11
+
+    public var description: String {
+        switch self {
+        case .badFrame: "bad frame"
+        case .outOfOrder: "sequence number out of order"
+        case .queueFull: "queue full"
+        case .notArmed: "device not armed"
+        case .shutdown: "device in latched shutdown"
+        case .depthOutOfRange: "depth outside hardware limits"
+        case .dwellOutOfRange: "dwell outside hardware limits"
+        case .travelOutOfRange: "position outside hardware travel"
+        case .staleEpoch: "dot from a fenced epoch"
+        case .held: "device held"
+        case .versionMismatch: "protocol version not supported"
+        }
+    }
+}
+
+/// One dot command. The only sequenced, queued message.
+public struct DotCommand: Sendable, Hashable {
+    public var dotID: UInt32
+    public var epoch: UInt16
+    public var xMicrometres: Int32
+    public var yMicrometres: Int32
+    public var depthMicrometres: UInt16
+    public var dwellMicroseconds: UInt32
+
+    public init(dotID: UInt32, epoch: UInt16, xMicrometres: Int32, yMicrometres: Int32,
+                depthMicrometres: UInt16, dwellMicroseconds: UInt32) {
+        self.dotID = dotID
+        self.epoch = epoch
+        self.xMicrometres = xMicrometres
+        self.yMicrometres = yMicrometres
+        self.depthMicrometres = depthMicrometres
+        self.dwellMicroseconds = dwellMicroseconds
+    }
+}
+
+public struct Hello: Sendable, Hashable {
+    public var versionMajor: UInt8
+    public var versionMinor: UInt8
+    /// Lease the host asks for; 0 = the device default. The device grants at most 250 ms.
+    public var requestedLeaseMilliseconds: UInt16
+    /// Echoed in the reply so a stale reply from an earlier handshake is recognised.
+    public var hostNonce: UInt32
+
+    public init(versionMajor: UInt8 = ProtocolVersion.major, versionMinor: UInt8 = ProtocolVersion.minor,
+                requestedLeaseMilliseconds: UInt16, hostNonce: UInt32) {
+        self.versionMajor = versionMajor
+        self.versionMinor = versionMinor
+        self.requestedLeaseMilliseconds = requestedLeaseMilliseconds
+        self.hostNonce = hostNonce
+    }
+}
+
+public struct HelloReply: Sendable, Hashable {
+    public var versionMajor: UInt8
+    public var versionMinor: UInt8
+    public var capabilities: Capabilities
+    /// Random at every boot: a different value on reconnect means the device lost its RAM state.
+    public var bootID: UInt32
+    /// Up to 16 printable ASCII characters.
+    public var firmwareID: String
+    /// DOT frames the device can hold; the host never has more than this many unacknowledged
+    /// or queued (the window).
+    public var queueCapacity: UInt8
+    public var leaseMilliseconds: UInt16
+    public var limits: DeviceLimits
+    public var hostNonce: UInt32
+    /// Dots completed since boot and the id of the last one (0 = none): the resume anchor.
+    public var doneCount: UInt32
+    public var lastDoneDotID: UInt32
+
+    public init(versionMajor: UInt8 = ProtocolVersion.major, versionMinor: UInt8 = ProtocolVersion.minor,
+                capabilities: Capabilities, bootID: UInt32, firmwareID: String, queueCapacity: UInt8,
+                leaseMilliseconds: UInt16, limits: DeviceLimits, hostNonce: UInt32,
+                doneCount: UInt32, lastDoneDotID: UInt32) {
+        self.versionMajor = versionMajor
+        self.versionMinor = versionMinor
+        self.capabilities = capabilities
+        self.bootID = bootID
+        self.firmwareID = firmwareID
+        self.queueCapacity = queueCapacity
+        self.leaseMilliseconds = leaseMilliseconds
+        self.limits = limits
+        self.hostNonce = hostNonce
+        self.doneCount = doneCount
+        self.lastDoneDotID = lastDoneDotID
+    }
+}
+
+public struct Ack: Sendable, Hashable {
+    /// Cumulative: every DOT up to and including this sequence number was accepted.
+    public var ackSeq: UInt8
+    /// Free queue slots after accepting: the host's credit.
+    public var freeSlots: UInt8
+    public var epoch: UInt16
+    public init(ackSeq: UInt8, freeSlots: UInt8, epoch: UInt16) {
+        self.ackSeq = ackSeq
+        self.freeSlots = freeSlots
+        self.epoch = epoch
+    }
+}
+
+public struct Nak: Sendable, Hashable {
+    /// The sequence number the device expects next; the host resends from here.
+    public var expectedSeq: UInt8
+    public var reason: ErrorCode
+    public var freeSlots: UInt8
+    public init(expectedSeq: UInt8, reason: ErrorCode, freeSlots: UInt8) {
+        self.expectedSeq = expectedSeq
+        self.reason = reason
+        self.freeSlots = freeSlots
+    }
+}
+
+public struct DotDone: Sendable, Hashable {
+    /// Sequence number of the DOT frame that carried this dot. Dots run in sequence order, so
+    /// this also confirms every earlier accepted, unfenced dot (a lost DOT_DONE is harmless).
+    public var dotSeq: UInt8
+    public var dotID: UInt32
+    public var doneCount: UInt32
+    /// Device clock at retraction, microseconds since boot.
+    public var deviceTimeMicroseconds: UInt64
+    public init(dotSeq: UInt8, dotID: UInt32, doneCount: UInt32, deviceTimeMicroseconds: UInt64) {
+        self.dotSeq = dotSeq
+        self.dotID = dotID
+        self.doneCount = doneCount
+        self.deviceTimeMicroseconds = deviceTimeMicroseconds
+    }
+}
+
+public struct Status: Sendable, Hashable {
+    public var state: DeviceState
+    public var fault: FaultCode
+    public var queueDepth: UInt8
+    public var freeSlots: UInt8
+    public var epoch: UInt16
+    /// Highest DOT sequence number accepted (same meaning as ACK's `ackSeq`).
+    public var ackSeq: UInt8
+    /// Sequence number of the last completed dot; meaningful when `doneCount` > 0.
+    public var lastDoneSeq: UInt8
+    public var lastDoneDotID: UInt32
+    public var doneCount: UInt32
+    /// Dot in progress (0 = none). After an e-stop it names the dot that was interrupted.
+    public var currentDotID: UInt32
+    public var needleRetracted: Bool
+
+    public init(state: DeviceState, fault: FaultCode, queueDepth: UInt8, freeSlots: UInt8, epoch: UInt16,
+                ackSeq: UInt8, lastDoneSeq: UInt8, lastDoneDotID: UInt32, doneCount: UInt32,
+                currentDotID: UInt32, needleRetracted: Bool) {
+        self.state = state
+        self.fault = fault
+        self.queueDepth = queueDepth
+        self.freeSlots = freeSlots
+        self.epoch = epoch
+        self.ackSeq = ackSeq
+        self.lastDoneSeq = lastDoneSeq
+        self.lastDoneDotID = lastDoneDotID
+        self.doneCount = doneCount
+        self.currentDotID = currentDotID
+        self.needleRetracted = needleRetracted
+    }
+}
+
+public struct Refused: Sendable, Hashable {
+    /// Sequence number of the refused DOT (0 when the refused frame was not a DOT).
+    public var seq: UInt8
+    public var dotID: UInt32
+    public var code: ErrorCode
+    /// The offending value in its wire unit (depth µm, dwell µs, coordinate µm), or 0.
+    public var value: Int32
+    /// The state and fault the device is in after refusing (the shutdown reason when latched).
+    public var state: DeviceState
+    public var fault: FaultCode
+    public init(seq: UInt8, dotID: UInt32, code: ErrorCode, value: Int32, state: DeviceState, fault: FaultCode) {
+        self.seq = seq
+        self.dotID = dotID
+        self.code = code
+        self.value = value
+        self.state = state
+        self.fault = fault
+    }
+}
+
+/// Every message of the protocol. The sequence number lives in the frame header (`Frame.seq`).
+public enum Message: Sendable, Hashable {
+    case hello(Hello)
+    case statusRequest
+    case arm
+    case clear
+    case dot(DotCommand)
+    case hold(epoch: UInt16)
+    /// Leaves `held`; `nextSeq` is the sequence number of the next DOT the host will send, so
+    /// the host never has to fill sequence gaps left by dots the fence discarded.
+    case resume(epoch: UInt16, nextSeq: UInt8)
+    case abort(epoch: UInt16)
+    case estop(cause: FaultCode)
+    case helloReply(HelloReply)
+    case ack(Ack)
+    case nak(Nak)
+    case dotDone(DotDone)
+    case status(Status)
+    case refused(Refused)
+
+    public var type: MessageType {
+        switch self {
+        case .hello: .hello
+        case .statusRequest: .statusRequest
+        case .arm: .arm
+        case .clear: .clear
+        case .dot: .dot
+        case .hold: .hold
+        case .resume: .resume
+        case .abort: .abort
+        case .estop: .estop
+        case .helloReply: .helloReply
+        case .ack: .ack
+        case .nak: .nak
+        case .dotDone: .dotDone
+        case .status: .status
+        case .refused: .refused
+        }
+    }
+
+    /// True for frames the device handles before its queue (GRBL-style real-time commands).
+    public var isPriority: Bool {
+        switch self {
+        case .hold, .resume, .abort, .estop, .statusRequest, .clear: true
+        default: false
+        }
+    }
+}
+
+/// Why a frame could not be decoded. Every case is a reason to discard the frame, never to guess.
+public enum DecodeError: Error, Sendable, Hashable {
+    case cobs
+    /// More bytes than the largest frame arrived without a delimiter (garbage on the line).
+    case oversized
+    case tooShort(Int)
+    case crcMismatch(expected: UInt32, actual: UInt32)
+    case unknownType(UInt8)
+    case wrongLength(MessageType, expected: Int, actual: Int)
+    case truncated
+    case invalidField(String)
+}

@@ -1,0 +1,110 @@
+import Foundation
+import XCTest
+
+@testable import FirmwareProtocol
+
+/// The example frames of firmware-protocol.md, section 8. The document is the source of truth for
+/// the bytes: this test reads it, so the spec and the codec cannot drift apart.
+enum GoldenExamples {
+    static let limits = DeviceLimits(
+        depthMinMicrometres: 200, depthMaxMicrometres: 1500,
+        dwellMinMicroseconds: 20_000, dwellMaxMicroseconds: 500_000,
+        travelXMicrometres: 150_000, travelYMicrometres: 150_000,
+        travelSpeedMicrometresPerSecond: 50_000,
+        descendMicroseconds: 15_000, retractMicroseconds: 15_000)
+
+    static let all: [(name: String, frame: Frame)] = [
+        ("HELLO", Frame(.hello(Hello(requestedLeaseMilliseconds: 100, hostNonce: 0xC0FF_EE01)))),
+        ("STATUS_REQUEST", Frame(.statusRequest)),
+        ("ARM", Frame(.arm)),
+        ("CLEAR", Frame(.clear)),
+        ("DOT", Frame(seq: 1, .dot(DotCommand(dotID: 42, epoch: 0, xMicrometres: -12_500, yMicrometres: 30_250,
+                                              depthMicrometres: 800, dwellMicroseconds: 120_000)))),
+        ("DOT seq 0 after wrap", Frame(seq: 0, .dot(DotCommand(dotID: 256, epoch: 3, xMicrometres: 0, yMicrometres: 0,
+                                                              depthMicrometres: 500, dwellMicroseconds: 20_000)))),
+        ("HOLD", Frame(.hold(epoch: 1))),
+        ("RESUME", Frame(.resume(epoch: 1, nextSeq: 10))),
+        ("ABORT", Frame(.abort(epoch: 2))),
+        ("ESTOP", Frame(.estop(cause: .hostEstop))),
+        ("HELLO_REPLY", Frame(seq: 1, .helloReply(HelloReply(
+            capabilities: [.deduplication, .epochFence, .lease, .contactSensor, .depthSensor],
+            bootID: 0x1234_5678, firmwareID: "smp-sim 1.0", queueCapacity: 32, leaseMilliseconds: 100,
+            limits: limits, hostNonce: 0xC0FF_EE01, doneCount: 0, lastDoneDotID: 0)))),
+        ("ACK", Frame(seq: 2, .ack(Ack(ackSeq: 1, freeSlots: 31, epoch: 0)))),
+        ("NAK", Frame(seq: 3, .nak(Nak(expectedSeq: 5, reason: .outOfOrder, freeSlots: 28)))),
+        ("DOT_DONE", Frame(seq: 4, .dotDone(DotDone(dotSeq: 1, dotID: 42, doneCount: 1,
+                                                    deviceTimeMicroseconds: 1_234_567)))),
+        ("STATUS", Frame(seq: 5, .status(Status(state: .held, fault: .leaseExpired, queueDepth: 0, freeSlots: 32,
+                                                epoch: 1, ackSeq: 9, lastDoneSeq: 7, lastDoneDotID: 1007,
+                                                doneCount: 7, currentDotID: 0, needleRetracted: true)))),
+        ("REFUSED", Frame(seq: 6, .refused(Refused(seq: 9, dotID: 77, code: .depthOutOfRange, value: 2100,
+                                                   state: .fault, fault: .dotOutOfLimits)))),
+    ]
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        bytes.map { String(format: "%02x", $0) }.joined(separator: " ")
+    }
+
+    /// name → bytes from the `<!-- golden:begin -->` section of firmware-protocol.md.
+    static func fromSpec() throws -> [String: [UInt8]] {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        let text = try String(contentsOf: root.appendingPathComponent("firmware-protocol.md"), encoding: .utf8)
+        guard let begin = text.range(of: "<!-- golden:begin -->"), let end = text.range(of: "<!-- golden:end -->")
+        else { throw XCTSkip("golden markers missing") }
+        var result: [String: [UInt8]] = [:]
+        for line in text[begin.upperBound..<end.lowerBound].split(separator: "\n") {
+            // - `NAME` — `message` — `hex`
+            let parts = line.split(separator: "`", omittingEmptySubsequences: false)
+            guard parts.count >= 6 else { continue }
+            let bytes = parts[5].split(separator: " ").compactMap { UInt8($0, radix: 16) }
+            result[String(parts[1])] = bytes
+        }
+        return result
+    }
+
+    static func specLines() -> String {
+        all.map { "- `\($0.name)` — `\(describe($0.frame))` — `\(hex($0.frame.encoded()))`" }
+            .joined(separator: "\n")
+    }
+
+    static func describe(_ frame: Frame) -> String {
+        var text = String(describing: frame.message)
+        text = text.replacingOccurrences(of: "FirmwareProtocol.", with: "")
+        return "seq \(frame.seq) \(text)"
+    }
+}
+
+final class GoldenFrameTests: XCTestCase {
+    func testCRCCheckValue() {
+        XCTAssertEqual(CRC32C.checksum(Array("123456789".utf8)), 0xE306_9283)
+    }
+
+    func testSpecHoldsEveryExampleAndTheBytesMatchBothWays() throws {
+        if ProcessInfo.processInfo.environment["SMP_PRINT_GOLDEN"] != nil {
+            print(GoldenExamples.specLines())
+        }
+        let spec = try GoldenExamples.fromSpec()
+        XCTAssertEqual(Set(spec.keys), Set(GoldenExamples.all.map(\.name)),
+                       "firmware-protocol.md §8 and the golden list name different frames")
+        for (name, frame) in GoldenExamples.all {
+            guard let bytes = spec[name] else { continue }
+            XCTAssertEqual(GoldenExamples.hex(frame.encoded()), GoldenExamples.hex(bytes), "encode \(name)")
+            var decoder = FrameDecoder()
+            XCTAssertEqual(decoder.feed(bytes), [.frame(frame)], "decode \(name)")
+        }
+    }
+
+    func testEveryMessageTypeHasAGoldenExample() {
+        let covered = Set(GoldenExamples.all.map { $0.frame.message.type })
+        XCTAssertEqual(covered, Set(MessageType.allCases))
+    }
+
+    func testEncodedLengthsMatchTheTable() {
+        for (_, frame) in GoldenExamples.all {
+            let raw = COBS.decode(frame.encoded().dropLast())!
+            XCTAssertEqual(raw.count, Frame.payloadLength(of: frame.message.type) + Frame.overhead)
+            XCTAssertLessThanOrEqual(frame.encoded().count, Frame.maximumEncodedLength)
+        }
+    }
+}
