@@ -1,0 +1,459 @@
+import Foundation
+
+// Stage 1 of loading: JSON → a "raw" document that keeps every value the file holds, as written
+// (numbers as Double), plus the shape problems found on the way (unknown keys, wrong types,
+// numbers a Double cannot hold). Nothing here throws past the top level: every problem becomes a
+// `PlanIssue` so that all of them are reported, not just the first.
+//
+// Stage 2 (`PlanLoader`) resolves defaults, checks values and converts units. Only this file knows
+// about `Decoder`; a faster parser can replace it by producing the same `RawPlanDocument`.
+
+/// A field as found in the file.
+enum RawField<Value: Sendable>: Sendable {
+    /// The key is not there.
+    case absent
+    /// The key is there but its value is unusable; the problem is already reported.
+    case invalid
+    case present(Value)
+
+    var value: Value? {
+        if case .present(let value) = self { return value }
+        return nil
+    }
+
+    var isAbsent: Bool {
+        if case .absent = self { return true }
+        return false
+    }
+}
+
+struct RawDefaults: Sendable {
+    var depthMillimetres: RawField<Double> = .absent
+    var dwellMilliseconds: RawField<Double> = .absent
+}
+
+struct RawClient: Sendable {
+    var reference: RawField<String> = .absent
+    var hairTransplantDate: RawField<String> = .absent
+}
+
+struct RawSession: Sendable {
+    var number: RawField<Double> = .absent
+    var of: RawField<Double> = .absent
+    var date: RawField<String> = .absent
+}
+
+struct RawDot: Sendable {
+    var id: RawField<Double> = .absent
+    var xMillimetres: RawField<Double> = .absent
+    var yMillimetres: RawField<Double> = .absent
+    var depthMillimetres: RawField<Double> = .absent
+    var dwellMilliseconds: RawField<Double> = .absent
+    var region: RawField<String> = .absent
+    /// False when the array element was not an object (already reported).
+    var isObject = true
+    /// Shape problems of this dot, sorted by path (almost always empty).
+    var issues: [PlanIssue] = []
+}
+
+struct RawPlanDocument: Sendable {
+    var format: RawField<String> = .absent
+    var planID: RawField<String> = .absent
+    var defaults: RawField<RawDefaults> = .absent
+    var client: RawField<RawClient> = .absent
+    var session: RawField<RawSession> = .absent
+    var dots: RawField<[RawDot]> = .absent
+    /// Shape problems outside `dots` (each dot carries its own).
+    var issues: [PlanIssue] = []
+    /// False when the top level is not a JSON object (already reported).
+    var isObject = true
+}
+
+enum PlanKeys {
+    static let document = ["format", "plan_id", "defaults", "client", "session", "dots"]
+    static let defaults = ["depth_mm", "dwell_ms"]
+    static let client = ["reference", "hair_transplant_date"]
+    static let session = ["number", "of", "date"]
+    static let dot = ["id", "x_mm", "y_mm", "depth_mm", "dwell_ms", "region"]
+}
+
+// MARK: - Decoding with Foundation's JSONDecoder
+
+struct PlanJSONKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(_ string: String) { stringValue = string }
+    init?(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+/// Reads the fields of one JSON object, turning every failure into an issue.
+private struct ObjectReader {
+    let container: KeyedDecodingContainer<PlanJSONKey>
+    let decoder: any Decoder
+    var issues: [PlanIssue] = []
+
+    init(_ container: KeyedDecodingContainer<PlanJSONKey>, decoder: any Decoder) {
+        self.container = container
+        self.decoder = decoder
+    }
+
+    func path(_ key: PlanJSONKey) -> String {
+        PlanText.path(decoder.codingPath + [key])
+    }
+
+    /// The value under `key` as written, and what JSON type it is, for "wrong type" messages.
+    func describe(_ key: PlanJSONKey) -> (value: String, kind: String) {
+        if (try? container.decodeNil(forKey: key)) == true { return ("null", "null") }
+        if let string = try? container.decode(String.self, forKey: key) {
+            return (PlanText.quoted(string), "a string")
+        }
+        if let bool = try? container.decode(Bool.self, forKey: key) { return (String(bool), "a boolean") }
+        if (try? container.nestedContainer(keyedBy: PlanJSONKey.self, forKey: key)) != nil {
+            return ("{…}", "an object")
+        }
+        if (try? container.nestedUnkeyedContainer(forKey: key)) != nil { return ("[…]", "an array") }
+        if let number = try? container.decode(Double.self, forKey: key) {
+            return (PlanText.number(number), "a number")
+        }
+        return ("", "an unreadable value")
+    }
+
+    mutating func wrongType(_ key: PlanJSONKey, expected: String) {
+        let (value, kind) = describe(key)
+        let path = path(key)
+        let message = value.isEmpty
+            ? "\(path) must be \(expected), but its value cannot be read (e.g. a string that is not valid UTF-8)"
+            : "\(path) = \(value) must be \(expected), not \(kind)"
+        issues.append(.error(.wrongType, path, value: value, limit: expected, message))
+    }
+
+    mutating func number(_ key: PlanJSONKey) -> RawField<Double> {
+        do {
+            let value = try container.decode(Double.self, forKey: key)
+            guard value.isFinite else {
+                // JSON has no NaN or infinity; kept in case a decoder ever lets one through.
+                let path = path(key)
+                issues.append(.error(.notFinite, path, value: PlanText.number(value), limit: "finite number",
+                                     "\(path) = \(PlanText.number(value)) is not a finite number"))
+                return .invalid
+            }
+            return .present(value)
+        } catch let error as DecodingError {
+            switch error {
+            case .typeMismatch, .valueNotFound:
+                wrongType(key, expected: "a number")
+            default:
+                notANumber(key, error)
+            }
+            return .invalid
+        } catch {
+            notANumber(key, error)
+            return .invalid
+        }
+    }
+
+    /// JSON numbers JSONDecoder will not turn into a Double: out of range (`1e400`, `1e-400`) or
+    /// malformed in a way its lazy number scanning only notices on use (`01`).
+    private mutating func notANumber(_ key: PlanJSONKey, _ error: any Error) {
+        let path = path(key)
+        let detail = String(describing: error)
+        if let written = Self.parsedNumber(in: detail) {
+            issues.append(.error(.notFinite, path, value: written, limit: "finite number",
+                                 "\(path) = \(written) is too large or too small for a 64-bit number"))
+        } else {
+            // e.g. numberWithLeadingZero(location: …SourceLocation(line: 1, column: 8, index: 7))
+            var at = ""
+            if let line = detail.range(of: "line: "), let column = detail.range(of: "column: ") {
+                let lineNumber = detail[line.upperBound...].prefix { $0.isNumber }
+                let columnNumber = detail[column.upperBound...].prefix { $0.isNumber }
+                if !lineNumber.isEmpty, !columnNumber.isEmpty { at = " at line \(lineNumber), column \(columnNumber)" }
+            }
+            issues.append(.error(.wrongType, path, limit: "a number",
+                                 "\(path) is not a valid JSON number\(at)"))
+        }
+    }
+
+    /// Foundation's `numberIsNotRepresentableInSwift(parsed: "1e400")` carries the text as written.
+    private static func parsedNumber(in detail: String) -> String? {
+        guard let start = detail.range(of: "parsed: \"") else { return nil }
+        let rest = detail[start.upperBound...]
+        guard let end = rest.firstIndex(of: "\"") else { return nil }
+        let text = String(rest[..<end])
+        return text.isEmpty ? nil : text
+    }
+
+    mutating func string(_ key: PlanJSONKey) -> RawField<String> {
+        do {
+            return .present(try container.decode(String.self, forKey: key))
+        } catch {
+            wrongType(key, expected: "a string")
+            return .invalid
+        }
+    }
+
+    mutating func object<T: Decodable & RawObject>(_ key: PlanJSONKey, as type: T.Type) -> RawField<T.Value> {
+        do {
+            let decoded = try container.decode(T.self, forKey: key)
+            issues.append(contentsOf: decoded.issues)
+            return decoded.value.map { .present($0) } ?? .invalid
+        } catch {
+            wrongType(key, expected: "an object")
+            return .invalid
+        }
+    }
+
+    mutating func unknown(_ keys: [PlanJSONKey], known: [String]) {
+        for key in keys.sorted(by: { $0.stringValue < $1.stringValue }) {
+            let (value, _) = describe(key)
+            let path = path(key)
+            let shown = value.isEmpty ? path : "\(path) = \(value)"
+            var message = "\(shown): \(PlanText.quoted(key.stringValue)) is not a key of this format"
+            if let suggestion = PlanText.suggestion(for: key.stringValue, among: known) {
+                message += " (did you mean \(PlanText.quoted(suggestion))?)"
+            } else {
+                message += " (known here: \(known.joined(separator: ", ")))"
+            }
+            issues.append(.error(.unknownKey, path, value: value, limit: "known key", message))
+        }
+    }
+}
+
+/// A nested object of the document, decoded without throwing.
+private protocol RawObject {
+    associatedtype Value: Sendable
+    /// Nil when the JSON value was not an object (reported in `issues`).
+    var value: Value? { get }
+    var issues: [PlanIssue] { get }
+}
+
+/// Opens `decoder` as an object, or records why it is not one.
+private func openObject(_ decoder: any Decoder, expected: String, issues: inout [PlanIssue])
+    -> KeyedDecodingContainer<PlanJSONKey>?
+{
+    if let container = try? decoder.container(keyedBy: PlanJSONKey.self) { return container }
+    let path = PlanText.path(decoder.codingPath)
+    var value = ""
+    var kind = "another JSON value"
+    if let single = try? decoder.singleValueContainer() {
+        if single.decodeNil() {
+            (value, kind) = ("null", "null")
+        } else if let string = try? single.decode(String.self) {
+            (value, kind) = (PlanText.quoted(string), "a string")
+        } else if let bool = try? single.decode(Bool.self) {
+            (value, kind) = (String(bool), "a boolean")
+        } else if let number = try? single.decode(Double.self) {
+            (value, kind) = (PlanText.number(number), "a number")
+        } else if (try? decoder.unkeyedContainer()) != nil {
+            (value, kind) = ("[…]", "an array")
+        }
+    }
+    let shown = value.isEmpty ? path : "\(path) = \(value)"
+    issues.append(.error(.wrongType, path, value: value, limit: expected, "\(shown) must be \(expected), not \(kind)"))
+    return nil
+}
+
+private struct DefaultsObject: Decodable, RawObject {
+    var value: RawDefaults?
+    var issues: [PlanIssue] = []
+
+    init(from decoder: any Decoder) {
+        guard let container = openObject(decoder, expected: "an object", issues: &issues) else { return }
+        var reader = ObjectReader(container, decoder: decoder)
+        var raw = RawDefaults()
+        var unknown: [PlanJSONKey] = []
+        for key in container.allKeys {
+            switch key.stringValue {
+            case "depth_mm": raw.depthMillimetres = reader.number(key)
+            case "dwell_ms": raw.dwellMilliseconds = reader.number(key)
+            default: unknown.append(key)
+            }
+        }
+        reader.unknown(unknown, known: PlanKeys.defaults)
+        issues += reader.issues
+        value = raw
+    }
+}
+
+private struct ClientObject: Decodable, RawObject {
+    var value: RawClient?
+    var issues: [PlanIssue] = []
+
+    init(from decoder: any Decoder) {
+        guard let container = openObject(decoder, expected: "an object", issues: &issues) else { return }
+        var reader = ObjectReader(container, decoder: decoder)
+        var raw = RawClient()
+        var unknown: [PlanJSONKey] = []
+        for key in container.allKeys {
+            switch key.stringValue {
+            case "reference": raw.reference = reader.string(key)
+            case "hair_transplant_date": raw.hairTransplantDate = reader.string(key)
+            default: unknown.append(key)
+            }
+        }
+        reader.unknown(unknown, known: PlanKeys.client)
+        issues += reader.issues
+        value = raw
+    }
+}
+
+private struct SessionObject: Decodable, RawObject {
+    var value: RawSession?
+    var issues: [PlanIssue] = []
+
+    init(from decoder: any Decoder) {
+        guard let container = openObject(decoder, expected: "an object", issues: &issues) else { return }
+        var reader = ObjectReader(container, decoder: decoder)
+        var raw = RawSession()
+        var unknown: [PlanJSONKey] = []
+        for key in container.allKeys {
+            switch key.stringValue {
+            case "number": raw.number = reader.number(key)
+            case "of": raw.of = reader.number(key)
+            case "date": raw.date = reader.string(key)
+            default: unknown.append(key)
+            }
+        }
+        reader.unknown(unknown, known: PlanKeys.session)
+        issues += reader.issues
+        value = raw
+    }
+}
+
+/// One element of `dots`. Never throws, so the array is always read to its end.
+private struct DotElement: Decodable {
+    var dot = RawDot()
+
+    init(from decoder: any Decoder) {
+        guard let container = openObject(decoder, expected: "an object", issues: &dot.issues) else {
+            dot.isObject = false
+            return
+        }
+        var reader = ObjectReader(container, decoder: decoder)
+        var unknown: [PlanJSONKey] = []
+        for key in container.allKeys {
+            switch key.stringValue {
+            case "id": dot.id = reader.number(key)
+            case "x_mm": dot.xMillimetres = reader.number(key)
+            case "y_mm": dot.yMillimetres = reader.number(key)
+            case "depth_mm": dot.depthMillimetres = reader.number(key)
+            case "dwell_ms": dot.dwellMilliseconds = reader.number(key)
+            case "region": dot.region = reader.string(key)
+            default: unknown.append(key)
+            }
+        }
+        if !unknown.isEmpty { reader.unknown(unknown, known: PlanKeys.dot) }
+        if !reader.issues.isEmpty {
+            // Keys come from a dictionary in no particular order: sort this dot's issues by key.
+            dot.issues = reader.issues.sorted { $0.path < $1.path }
+        }
+    }
+}
+
+private struct DocumentObject: Decodable {
+    var document = RawPlanDocument()
+
+    init(from decoder: any Decoder) {
+        guard let container = openObject(decoder, expected: "a JSON object", issues: &document.issues) else {
+            document.isObject = false
+            return
+        }
+        var reader = ObjectReader(container, decoder: decoder)
+        var unknown: [PlanJSONKey] = []
+        var dotsKey: PlanJSONKey?
+        for key in container.allKeys {
+            switch key.stringValue {
+            case "format": document.format = reader.string(key)
+            case "plan_id": document.planID = reader.string(key)
+            case "defaults": document.defaults = reader.object(key, as: DefaultsObject.self)
+            case "client": document.client = reader.object(key, as: ClientObject.self)
+            case "session": document.session = reader.object(key, as: SessionObject.self)
+            case "dots": dotsKey = key
+            default: unknown.append(key)
+            }
+        }
+        reader.unknown(unknown, known: PlanKeys.document)
+        document.issues += reader.issues
+
+        if let dotsKey {
+            document.dots = Self.readDots(container, key: dotsKey, reader: &reader, issues: &document.issues)
+        }
+    }
+
+    private static func readDots(_ container: KeyedDecodingContainer<PlanJSONKey>, key: PlanJSONKey,
+                                 reader: inout ObjectReader, issues: inout [PlanIssue]) -> RawField<[RawDot]> {
+        guard var array = try? container.nestedUnkeyedContainer(forKey: key) else {
+            reader.issues.removeAll()
+            reader.wrongType(key, expected: "an array of dot objects")
+            issues += reader.issues
+            return .invalid
+        }
+        var dots: [RawDot] = []
+        dots.reserveCapacity(array.count ?? 0)
+        while !array.isAtEnd {
+            let index = array.currentIndex
+            guard let element = try? array.decode(DotElement.self) else {
+                // DotElement never throws; if a decoder ever does, stop rather than loop forever.
+                issues.append(.error(.wrongType, "dots[\(index)]", "dots[\(index)] could not be read"))
+                return .invalid
+            }
+            dots.append(element.dot)
+        }
+        return .present(dots)
+    }
+}
+
+
+enum PlanDecoding {
+    /// Decodes `data` into a raw document, or returns the file-level issue that stopped it
+    /// (not JSON, with the line and column where that can be found).
+    static func decode(_ data: Data) -> Result<RawPlanDocument, PlanIssueFailure> {
+        do {
+            return .success(try JSONDecoder().decode(DocumentObject.self, from: data).document)
+        } catch {
+            return .failure(PlanIssueFailure(issue: invalidJSON(data, error)))
+        }
+    }
+
+    /// JSONDecoder only says "The given data was not valid JSON."; JSONSerialization names the
+    /// byte offset ("around character 16"), which is turned into a line and column here. Only run
+    /// on failure, so its slowness does not matter.
+    private static func invalidJSON(_ data: Data, _ error: any Error) -> PlanIssue {
+        var reason = "the data is not valid JSON"
+        do {
+            _ = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
+        } catch {
+            let detail = ((error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String) ?? ""
+            if !detail.isEmpty { reason = locate(detail, in: data) }
+        }
+        if data.isEmpty { reason = "the file is empty" }
+        return .error(.invalidJSON, "$", "not valid JSON: \(reason)")
+    }
+
+    /// "Invalid value around character 16." → "invalid value at line 3, column 7".
+    static func locate(_ detail: String, in data: Data) -> String {
+        var text = detail.hasSuffix(".") ? String(detail.dropLast()) : detail
+        guard let range = text.range(of: "around character ") else { return text }
+        let digits = text[range.upperBound...].prefix { $0.isNumber }
+        guard let offset = Int(digits), offset >= 0 else { return text }
+        var line = 1, column = 1, index = 0
+        for byte in data {
+            if index == offset { break }
+            if byte == UInt8(ascii: "\n") {
+                line += 1
+                column = 1
+            } else if byte & 0xC0 != 0x80 {  // count characters, not UTF-8 continuation bytes
+                column += 1
+            }
+            index += 1
+        }
+        text.replaceSubrange(range.lowerBound..<text.index(range.upperBound, offsetBy: digits.count),
+                             with: "at line \(line), column \(column)")
+        return text.prefix(1).lowercased() + text.dropFirst()
+    }
+}
+
+/// A single file-level issue carried through `Result`.
+struct PlanIssueFailure: Error, Sendable {
+    let issue: PlanIssue
+}

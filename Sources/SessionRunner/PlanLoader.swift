@@ -1,0 +1,451 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Reads `smp-plan/1` files (docs/plan-format.md) into a validated `Plan`.
+///
+/// Loading is two stages: `PlanDecoding` turns JSON into a raw document and reports shape problems;
+/// `resolve` below applies defaults, checks every value in the file's own units against the
+/// envelope (before rounding, so 1.5004 mm is refused under a 1.5 mm maximum; see
+/// `SafetyEnvelope.rangeIssue` for why this is exact at the bounds), converts to µm/µs
+/// and checks spacing. Every problem is collected; the load fails if there is any error.
+public enum PlanLoader {
+    /// Files above this size are refused before reading (a 200,000-dot plan is about 20 MB).
+    public static let maximumFileBytes = 256 * 1024 * 1024
+
+    /// The only format this version reads.
+    public static let format = "smp-plan/1"
+
+    /// Loads and validates the plan at `path`. Returns the plan and its warnings; throws with every
+    /// error (and the warnings) otherwise.
+    public static func load(path: String, envelope: SafetyEnvelope = .builtIn)
+        throws(PlanLoadError) -> (Plan, warnings: [PlanIssue])
+    {
+        let data: Data
+        switch readFile(path) {
+        case .success(let bytes): data = bytes
+        case .failure(let failure): throw PlanLoadError(file: path, issues: [failure.issue])
+        }
+        return try load(data: data, sourceName: path, sourcePath: path, envelope: envelope)
+    }
+
+    /// Loads and validates a plan from memory; `sourceName` names it in messages.
+    public static func load(data: Data, sourceName: String, envelope: SafetyEnvelope)
+        throws(PlanLoadError) -> (Plan, warnings: [PlanIssue])
+    {
+        try load(data: data, sourceName: sourceName, sourcePath: nil, envelope: envelope)
+    }
+
+    private static func load(data: Data, sourceName: String, sourcePath: String?, envelope: SafetyEnvelope)
+        throws(PlanLoadError) -> (Plan, warnings: [PlanIssue])
+    {
+        let raw: RawPlanDocument
+        switch PlanDecoding.decode(data) {
+        case .success(let document): raw = document
+        case .failure(let failure): throw PlanLoadError(file: sourceName, issues: [failure.issue])
+        }
+        var issues = PlanIssueList()
+        let plan = resolve(raw, envelope: envelope, sourcePath: sourcePath, issues: &issues)
+        if plan == nil, !issues.hasErrors {
+            // Cannot happen (every unbuildable dot has a reported reason); refuse loudly if it does.
+            issues.append(.error(.wrongType, "$", "the plan could not be built (internal error: no reason recorded)"))
+        }
+        guard let plan, !issues.hasErrors else {
+            throw PlanLoadError(file: sourceName, issues: issues.all)
+        }
+        return (plan, warnings: issues.all.filter { !$0.isError })
+    }
+
+    // MARK: Reading the file
+
+    /// Reads a regular file with POSIX calls, so the reason for a failure is the system's own
+    /// ("No such file or directory", "Permission denied"). Opens non-blocking so a FIFO cannot hang
+    /// the caller; anything but a regular file is refused.
+    private static func readFile(_ path: String) -> Result<Data, PlanIssueFailure> {
+        func failure(_ code: PlanIssue.Code, _ reason: String) -> Result<Data, PlanIssueFailure> {
+            .failure(PlanIssueFailure(issue: .error(code, "$",
+                                                    "cannot read \(PlanText.quoted(path, maximumLength: 200)): \(reason)")))
+        }
+        func systemError() -> String {
+            String(cString: strerror(errno))
+        }
+        func tooLarge(_ size: Int) -> Result<Data, PlanIssueFailure> {
+            failure(.fileTooLarge, "\(size) bytes is more than the \(maximumFileBytes) allowed for a plan")
+        }
+
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return failure(.fileUnreadable, systemError()) }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { return failure(.fileUnreadable, systemError()) }
+        switch info.st_mode & S_IFMT {
+        case S_IFREG: break
+        case S_IFDIR: return failure(.fileUnreadable, "it is a directory")
+        default: return failure(.fileUnreadable, "it is not a regular file")
+        }
+        let size = Int(info.st_size)
+        if size > maximumFileBytes { return tooLarge(size) }
+
+        var bytes = [UInt8](repeating: 0, count: size + 1)
+        var filled = 0
+        while true {
+            if filled == bytes.count {
+                // The file grew since fstat: keep reading, but never past the limit.
+                if bytes.count > maximumFileBytes { return tooLarge(bytes.count) }
+                bytes.append(contentsOf: repeatElement(0, count: max(bytes.count, 65_536)))
+            }
+            let count = bytes.withUnsafeMutableBytes { buffer in
+                read(fd, buffer.baseAddress! + filled, buffer.count - filled)
+            }
+            if count == 0 { break }
+            if count < 0 {
+                if errno == EINTR { continue }
+                return failure(.fileUnreadable, systemError())
+            }
+            filled += count
+        }
+        if filled > maximumFileBytes { return tooLarge(filled) }
+        return .success(Data(bytes[0..<filled]))
+    }
+
+    // MARK: Stage 2: values, defaults, units, spacing
+
+    /// Checks the raw document; returns the plan when every dot could be built (the caller still
+    /// refuses it if `issues` has errors).
+    static func resolve(_ raw: RawPlanDocument, envelope: SafetyEnvelope, sourcePath: String?,
+                        issues: inout PlanIssueList) -> Plan? {
+        guard raw.isObject else {
+            // Not an object at all: that one error says it; "format is missing" etc. would be noise.
+            issues.append(contentsOf: raw.issues)
+            return nil
+        }
+        // Issues outside `dots`, put in the format's order once all are known.
+        var top = raw.issues
+        if let reason = envelope.emptyReason {
+            top.append(.error(.envelopeEmpty, "$", "no dot can run: the safety envelope admits nothing (\(reason))"))
+        }
+
+        // format
+        switch raw.format {
+        case .absent:
+            top.append(.error(.missingKey, "format", limit: PlanText.quoted(format),
+                              "format is missing: a plan must declare \"format\": \"\(format)\""))
+        case .present(let value) where value != format:
+            top.append(.error(.unsupportedFormat, "format", value: PlanText.quoted(value), limit: PlanText.quoted(format),
+                              "format = \(PlanText.quoted(value)) is not supported; this smpctl reads \(PlanText.quoted(format))"))
+        default: break
+        }
+
+        // plan_id
+        var planID: String?
+        switch raw.planID {
+        case .absent:
+            top.append(.error(.missingKey, "plan_id", limit: "non-empty string", "plan_id is missing"))
+        case .present(let value):
+            if value.allSatisfy(\.isWhitespace) {
+                top.append(.error(.emptyValue, "plan_id", value: PlanText.quoted(value), limit: "non-empty string",
+                                  "plan_id = \(PlanText.quoted(value)) must not be empty or blank"))
+            } else {
+                planID = value
+            }
+        case .invalid: break
+        }
+
+        // defaults (an unusable `defaults` object makes both unusable: no "missing" cascade)
+        let defaults = raw.defaults.value
+            ?? (raw.defaults.isAbsent ? RawDefaults() : RawDefaults(depthMillimetres: .invalid, dwellMilliseconds: .invalid))
+        let defaultDepth = checkedDefault(defaults.depthMillimetres, path: "defaults.depth_mm", code: .depthOutOfRange,
+                                          range: envelope.depthMicrometres, unit: "mm", issues: &top)
+        let defaultDwell = checkedDefault(defaults.dwellMilliseconds, path: "defaults.dwell_ms", code: .dwellOutOfRange,
+                                          range: envelope.dwellMicroseconds, unit: "ms", issues: &top)
+
+        let client = resolveClient(raw.client, issues: &top)
+        let session = resolveSession(raw.session, issues: &top)
+
+        // dots
+        let rawDots = raw.dots.value ?? []
+        if raw.dots.isAbsent {
+            top.append(.error(.missingKey, "dots", limit: "non-empty array", "dots is missing: a plan needs at least one dot"))
+        } else if raw.dots.value?.isEmpty == true {
+            top.append(.error(.emptyValue, "dots", value: "[]", limit: "non-empty array",
+                              "dots is empty: a plan needs at least one dot"))
+        }
+        issues.append(contentsOf: inDocumentOrder(top))
+        if rawDots.isEmpty { return nil }
+
+        var dots: [PlanDot] = []
+        dots.reserveCapacity(rawDots.count)
+        var allDotsBuilt = true
+        var firstIndexOfID: [UInt32: Int] = [:]
+        firstIndexOfID.reserveCapacity(rawDots.count)
+        // Positions of every dot that has both coordinates, for the spacing check.
+        var spacingXs: [Int32] = [], spacingYs: [Int32] = [], spacingIndex: [Int] = []
+        spacingXs.reserveCapacity(rawDots.count)
+        spacingYs.reserveCapacity(rawDots.count)
+        spacingIndex.reserveCapacity(rawDots.count)
+        var idOfIndex = [UInt32](repeating: 0, count: rawDots.count)
+        var facts = PlanValidator.WarningFacts(envelope: envelope)
+
+        for (index, rawDot) in rawDots.enumerated() {
+            issues.append(contentsOf: rawDot.issues)
+            guard rawDot.isObject else {
+                allDotsBuilt = false
+                continue
+            }
+            // Built only when a message needs it: this loop runs for every dot.
+            var path: String { "dots[\(index)]" }
+
+            // id
+            var id: UInt32?
+            switch rawDot.id {
+            case .absent:
+                issues.append(.error(.missingKey, path + ".id", limit: "integer 1...4294967295", "\(path).id is missing"))
+            case .present(let value):
+                var shown: String { PlanText.number(value) }
+                if value != value.rounded(.towardZero) {
+                    issues.append(.error(.notInteger, path + ".id", value: shown, limit: "whole number",
+                                         "\(path).id = \(shown) must be a whole number"))
+                } else if value < 1 || value > Double(UInt32.max) {
+                    issues.append(.error(.idOutOfRange, path + ".id", value: shown, limit: "1...4294967295",
+                                         "\(path).id = \(shown) must be between 1 and 4294967295"))
+                } else {
+                    let candidate = UInt32(value)
+                    if let first = firstIndexOfID[candidate] {
+                        issues.append(.error(.duplicateID, path + ".id", value: shown, limit: "unique id",
+                                             "\(path).id = \(shown) is already the id of dots[\(first)]"))
+                    } else {
+                        firstIndexOfID[candidate] = index
+                        id = candidate
+                    }
+                }
+            case .invalid: break
+            }
+            if let id { idOfIndex[index] = id }
+
+            // position
+            let x = coordinate(rawDot.xMillimetres, axis: "x", index: index, travel: envelope.travelXMicrometres,
+                               id: id, issues: &issues)
+            let y = coordinate(rawDot.yMillimetres, axis: "y", index: index, travel: envelope.travelYMicrometres,
+                               id: id, issues: &issues)
+            if let x, let y {
+                spacingXs.append(x)
+                spacingYs.append(y)
+                spacingIndex.append(index)
+            }
+
+            // depth and dwell: the dot's own value, else the default
+            let depth = dotValue(rawDot.depthMillimetres, default: defaultDepth, key: "depth_mm", index: index,
+                                 code: .depthOutOfRange, range: envelope.depthMicrometres, unit: "mm", id: id,
+                                 issues: &issues)
+            let dwell = dotValue(rawDot.dwellMilliseconds, default: defaultDwell, key: "dwell_ms", index: index,
+                                 code: .dwellOutOfRange, range: envelope.dwellMicroseconds, unit: "ms", id: id,
+                                 issues: &issues)
+
+            // region
+            var region: String?
+            if case .present(let value) = rawDot.region {
+                if value.allSatisfy(\.isWhitespace) {
+                    issues.append(.error(.emptyValue, path + ".region", value: PlanText.quoted(value),
+                                         limit: "non-empty string",
+                                         "\(path).region = \(PlanText.quoted(value)) must not be blank (leave the key out instead)"
+                                         + PlanText.idSuffix(id)))
+                } else {
+                    region = value
+                }
+            }
+
+            facts.count(path: path, hasRegion: !rawDot.region.isAbsent, dwellMicroseconds: dwell)
+
+            if let id, let x, let y, let depth, let dwell {
+                dots.append(PlanDot(id: id, xMicrometres: x, yMicrometres: y, depthMicrometres: depth,
+                                    dwellMicroseconds: dwell, region: region, index: index))
+            } else {
+                allDotsBuilt = false
+            }
+        }
+
+        // spacing, over every dot with a position (even those with other errors)
+        PlanValidator.spacingIssues(xs: spacingXs, ys: spacingYs, paths: { "dots[\(spacingIndex[$0])]" },
+                                    ids: { idOfIndex[spacingIndex[$0]] }, envelope: envelope, issues: &issues)
+
+        PlanValidator.warnings(facts, envelope: envelope, issues: &issues)
+
+        guard allDotsBuilt, let planID else { return nil }
+        if !issues.hasErrors {
+            // Defence in depth: the converted integers must pass the same envelope the file's values
+            // passed. (They always should: rounding cannot cross an integer bound.)
+            for dot in dots {
+                issues.append(contentsOf: envelope.issues(for: dot))
+            }
+        }
+        return Plan(planID: planID, dots: dots, client: client, session: session, sourcePath: sourcePath)
+    }
+
+    /// A default checked in file units; nil when absent or unusable. An out-of-range default is
+    /// reported once here, not again at every dot using it.
+    private static func checkedDefault(_ field: RawField<Double>, path: String, code: PlanIssue.Code,
+                                       range: ClosedRange<Int32>, unit: String,
+                                       issues: inout [PlanIssue]) -> DefaultValue {
+        switch field {
+        case .absent: return .absent
+        case .invalid: return .unusable
+        case .present(let value):
+            if let issue = SafetyEnvelope.rangeIssue(code, path: path, value: PlanText.number(value), fileValue: value,
+                                                      range: range, unit: unit, id: nil) {
+                issues.append(issue)
+                return .unusable
+            }
+            return .value(micro(value * 1000))
+        }
+    }
+
+    private enum DefaultValue {
+        case absent
+        /// Present but wrong (already reported): dots relying on it are not reported again.
+        case unusable
+        case value(Int32)
+    }
+
+    /// The dot's own value (checked in file units) or the default, in micro-units; nil when
+    /// missing or unusable (reported). `index` names the dot only in messages.
+    private static func dotValue(_ field: RawField<Double>, default fallback: DefaultValue, key: String,
+                                 index: Int, code: PlanIssue.Code, range: ClosedRange<Int32>, unit: String,
+                                 id: UInt32?, issues: inout PlanIssueList) -> Int32? {
+        switch field {
+        case .present(let value):
+            if let issue = SafetyEnvelope.rangeIssue(code, path: "dots[\(index)].\(key)", value: PlanText.number(value),
+                                                      fileValue: value, range: range, unit: unit, id: id) {
+                issues.append(issue)
+                return nil
+            }
+            return micro(value * 1000)
+        case .invalid:
+            return nil
+        case .absent:
+            switch fallback {
+            case .value(let micro): return micro
+            case .unusable: return nil
+            case .absent:
+                issues.append(.error(.noValueOrDefault, "dots[\(index)].\(key)", limit: "a value or defaults.\(key)",
+                                     "dots[\(index)] has no \(key) and the plan has no defaults.\(key)"
+                                     + PlanText.idSuffix(id)))
+                return nil
+            }
+        }
+    }
+
+    /// A coordinate in µm, or nil when missing or unusable. Out of travel is reported but the
+    /// position is still returned, for the spacing check.
+    private static func coordinate(_ field: RawField<Double>, axis: String, index: Int, travel: Int32,
+                                   id: UInt32?, issues: inout PlanIssueList) -> Int32? {
+        switch field {
+        case .absent:
+            issues.append(.error(.missingKey, "dots[\(index)].\(axis)_mm", limit: "a number",
+                                 "dots[\(index)].\(axis)_mm is missing" + PlanText.idSuffix(id)))
+            return nil
+        case .invalid:
+            return nil
+        case .present(let value):
+            if let issue = SafetyEnvelope.travelIssue(axis: axis, path: "dots[\(index)].\(axis)_mm",
+                                                       value: PlanText.number(value), fileValue: value, travel: travel,
+                                                       id: id) {
+                issues.append(issue)
+            }
+            return micro(value * 1000)
+        }
+    }
+
+    /// Micro-units from a value already multiplied by 1000: nearest integer, halves away from zero,
+    /// saturating at the ends of Int32 (such values are out of every envelope and already reported).
+    static func micro(_ scaled: Double) -> Int32 {
+        let rounded = scaled.rounded(.toNearestOrAwayFromZero)
+        if rounded.isNaN { return 0 }
+        if rounded >= Double(Int32.max) { return .max }
+        if rounded <= Double(Int32.min) { return .min }
+        return Int32(rounded)
+    }
+
+    /// Top-level issues in the order of the format's keys (`$` first, unknown keys last), since
+    /// the decoder gives keys in no particular order.
+    private static func inDocumentOrder(_ issues: [PlanIssue]) -> [PlanIssue] {
+        let order = Dictionary(uniqueKeysWithValues: (["$"] + PlanKeys.document).enumerated().map { ($1, $0) })
+        func rank(_ issue: PlanIssue) -> Int {
+            order[String(issue.path.prefix { $0 != "." && $0 != "[" })] ?? order.count
+        }
+        return issues.enumerated().sorted { lhs, rhs in
+            let (left, right) = (rank(lhs.element), rank(rhs.element))
+            if left != right { return left < right }
+            if left == order.count, lhs.element.path != rhs.element.path { return lhs.element.path < rhs.element.path }
+            return lhs.offset < rhs.offset
+        }.map(\.element)
+    }
+
+    private static func date(_ field: RawField<String>, path: String, issues: inout [PlanIssue]) -> PlanDate? {
+        guard case .present(let text) = field else { return nil }
+        if let date = PlanDate(text) { return date }
+        let shaped = text.utf8.count == 10 && text.utf8.enumerated().allSatisfy { offset, byte in
+            offset == 4 || offset == 7 ? byte == UInt8(ascii: "-") : (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+        }
+        let problem = shaped ? "is not a real calendar date" : "is not a date written YYYY-MM-DD"
+        issues.append(.error(.invalidDate, path, value: PlanText.quoted(text), limit: "YYYY-MM-DD",
+                             "\(path) = \(PlanText.quoted(text)) \(problem)"))
+        return nil
+    }
+
+    private static func resolveClient(_ field: RawField<RawClient>, issues: inout [PlanIssue]) -> PlanClient? {
+        guard case .present(let raw) = field else { return nil }
+        var reference: String?
+        switch raw.reference {
+        case .absent:
+            issues.append(.error(.missingKey, "client.reference", limit: "non-empty string", "client.reference is missing"))
+        case .present(let value):
+            if value.allSatisfy(\.isWhitespace) {
+                issues.append(.error(.emptyValue, "client.reference", value: PlanText.quoted(value),
+                                     limit: "non-empty string",
+                                     "client.reference = \(PlanText.quoted(value)) must not be empty or blank"))
+            } else {
+                reference = value
+            }
+        case .invalid: break
+        }
+        let transplant = date(raw.hairTransplantDate, path: "client.hair_transplant_date", issues: &issues)
+        guard let reference else { return nil }
+        return PlanClient(reference: reference, hairTransplantDate: transplant)
+    }
+
+    private static func resolveSession(_ field: RawField<RawSession>, issues: inout [PlanIssue]) -> PlanSession? {
+        guard case .present(let raw) = field else { return nil }
+        func count(_ field: RawField<Double>, _ path: String) -> Int? {
+            guard case .present(let value) = field else { return nil }
+            let shown = PlanText.number(value)
+            if value != value.rounded(.towardZero) {
+                issues.append(.error(.notInteger, path, value: shown, limit: "whole number",
+                                     "\(path) = \(shown) must be a whole number"))
+                return nil
+            }
+            if value < 1 || value > Double(Int32.max) {
+                issues.append(.error(.invalidSession, path, value: shown, limit: "≥ 1",
+                                     "\(path) = \(shown) must be 1 or more"))
+                return nil
+            }
+            return Int(value)
+        }
+        if raw.number.isAbsent {
+            issues.append(.error(.missingKey, "session.number", limit: "integer ≥ 1", "session.number is missing"))
+        }
+        let number = count(raw.number, "session.number")
+        let of = count(raw.of, "session.of")
+        if let number, let of, number > of {
+            issues.append(.error(.invalidSession, "session.number", value: String(number), limit: "≤ session.of (\(of))",
+                                 "session.number = \(number) is more than session.of = \(of)"))
+        }
+        let sessionDate = date(raw.date, path: "session.date", issues: &issues)
+        guard let number else { return nil }
+        return PlanSession(number: number, of: of, date: sessionDate)
+    }
+}
