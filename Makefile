@@ -1,0 +1,51 @@
+# smpctl: build, demo and test. GNU make; recipes run in bash with pipefail.
+#   make deps    install missing Debian/Ubuntu build packages (scripts/install-deps.sh)
+#   make build   debug build of everything
+#   make demo    run Examples/hairline.json against the firmware simulator
+#   make test    build with tests, fail on any compiler warning in Sources/ or Tests/, run XCTest
+#   make clean   remove build products (keeps fetched packages)
+
+SWIFT      ?= swift
+PREFIX     ?= /usr/local
+SWIFTFLAGS ?=
+SCRATCH    ?= .build
+
+SHELL       := bash
+.SHELLFLAGS := -euo pipefail -c
+
+BUILD_LOG := $(SCRATCH)/make-test-build.log
+# Our own modules (Sources/*, Tests/*). Their object files are deleted before `make test` so
+# every one of our files is compiled again and its warnings appear in the log: an incremental
+# build stays silent about warnings in files it does not recompile.
+OWN_OBJECTS := $(foreach m,$(notdir $(wildcard Sources/* Tests/*)),$(SCRATCH)/debug/$(m).build/*.o)
+# A diagnostic from one of our files, not from a package under $(SCRATCH)/checkouts.
+OWN_WARNING := ^$(CURDIR)/(Sources|Tests)/[^:]+:[0-9]+:[0-9]+: warning:
+
+SWIFT_BUILD = $(SWIFT) build --scratch-path $(SCRATCH) $(SWIFTFLAGS)
+
+.PHONY: deps build demo test clean
+.DEFAULT_GOAL := build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(SWIFT_BUILD)
+
+demo: build
+	"$$($(SWIFT_BUILD) --show-bin-path)/smpctl" run Examples/hairline.json --sim --yes
+
+# XCTest only (--disable-swift-testing): Swift Testing would end the output with "0 tests".
+test: deps
+	@mkdir -p $(SCRATCH)
+	@rm -f $(OWN_OBJECTS)
+	$(SWIFT_BUILD) --build-tests 2>&1 | tee $(BUILD_LOG)
+	@if grep -E '$(OWN_WARNING)' $(BUILD_LOG) | sort -u | grep .; then \
+	    echo "make test: compiler warnings in our own code (above; full log: $(BUILD_LOG))" >&2; \
+	    exit 1; \
+	fi
+	$(SWIFT) test --scratch-path $(SCRATCH) $(SWIFTFLAGS) --skip-build --disable-swift-testing
+
+clean:
+	$(SWIFT) package clean --scratch-path $(SCRATCH)
+	rm -f $(BUILD_LOG)

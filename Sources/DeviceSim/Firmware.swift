@@ -1,0 +1,803 @@
+import FirmwareProtocol
+
+/// The applicator's firmware, device side of protocol v1 (`firmware-protocol.md`), as a pure,
+/// deterministic state machine: no I/O, no clock, no Dispatch.
+///
+/// The caller owns time. Every input carries `now`, the device's wall time in microseconds
+/// (monotonic, any origin; a `now` earlier than the last one is treated as the last one):
+/// - `receive(_:at:)` — bytes read from the link;
+/// - `advance(to:)` — time passed; call it no later than `nextDeadline`;
+/// - `setEstopButton(pressed:at:)`, `setSkinContact(_:at:)` — the device's own sensors.
+///
+/// Each returns a `FirmwareOutput`: the frames to send, in order, and ground-truth events
+/// (`.injected` for every dot the needle entered the skin for).
+///
+/// ## Two clocks
+/// Physics (travel, descend, dwell, retract) runs on **simulated time**; each phase lasts its
+/// simulated duration × `timeScale` of wall time (0 = instant). Between dots simulated time runs
+/// at the wall rate, so at `timeScale` 1 simulated time equals wall time. The lease, stalls and
+/// everything the host perceives as a timeout use wall time. DOT_DONE's `device_time_us` and the
+/// record's `sim_time_us` are simulated time: they are the device's physics clock and match each
+/// other exactly. Phase boundaries are absolute: a phase that ends at `t` starts the next one at
+/// `t` however late the caller is, so delays never accumulate.
+///
+/// ## Decisions where the spec is silent (the safe reading)
+/// - The in-skin dot finishing under HOLD, lease expiry, contact loss or HELLO keeps the state
+///   `running` (fence already applied, `needle_retracted` 0) until it is back at standoff: only
+///   then DOT_DONE, then STATUS `held`. So a STATUS `held` always means every older-epoch dot
+///   without a DOT_DONE will never run (section 6.4's promise).
+/// - HELLO while dots are queued or executing replies only after the in-skin dot is retracted
+///   (after its DOT_DONE), and leaves the device `held` (fault host_hold, epoch 0).
+/// - Interruptions (ABORT, latch, reset) retract at once. A dot interrupted in its travel phase
+///   was not started (no record). One interrupted in descend or dwell is recorded `interrupted`
+///   and reported as `current_dot_id`. One interrupted in its retract phase had its full dwell: it
+///   completes as `done` with a DOT_DONE.
+/// - Every DOT is checked against the hardware limits before anything else but the latch
+///   (even a duplicate, a gap, a fenced one or one sent while disarmed): one outside them is
+///   REFUSED and latches `dot_out_of_limits`. A DOT with dot_id 0 ("never 0") gets NAK bad_frame.
+/// - Disarmed: every DOT gets NAK not_armed (no de-duplication), as the state table says.
+/// - A DOT whose epoch differs from the current one (older, or newer which a correct host never
+///   sends) is fenced: it consumes its sequence number, is ACKed and never queued.
+/// - ARM needs a HELLO with major version 1 first (REFUSED version_mismatch otherwise, value =
+///   the host's major, 0 if no HELLO). ARM/CLEAR/HOLD/RESUME/ABORT in a state that does not take
+///   them change nothing and are answered with STATUS.
+/// - CLEAR disarms from ready and held (needle at standoff, queue empty), not while running.
+/// - The device is never ready/running without skin contact: contact lost while armed holds
+///   (contact_lost, epoch + 1), ARM without contact holds at once, RESUME without contact is
+///   ignored (STATUS, still held).
+/// - RESUME's `next_seq` may move `expected` forward (over DOTs lost before the fence) or leave
+///   it, never move it back over accepted sequence numbers (`(next_seq − expected) mod 256 ≥ 128`):
+///   such a RESUME is ignored (STATUS, still held), since accepting it would let a stale copy of
+///   an old DOT be taken for a new one.
+/// - ESTOP (or the button) while already latched keeps the first shutdown reason.
+/// - Frames of device → host types (an echoing line) are ignored: no NAK (no NAK loop with an
+///   echo), no lease renewal.
+public struct Firmware: Sendable {
+    public let configuration: FirmwareConfiguration
+    /// Queue capacity granted (configuration clamped to 1…64).
+    public let queueCapacity: Int
+    public private(set) var bootID: UInt32
+    /// Last wall time processed.
+    public private(set) var now: UInt64
+
+    /// Times the queue ran empty while running although a new DOT had been accepted less than one
+    /// lease before (the host was streaming but did not keep the queue fed). Approximate: a
+    /// session that ends within a lease of its last DOT counts one more; at `timeScale` 0 every
+    /// dot counts (an instant device always starves the host).
+    public private(set) var underruns = 0
+    /// Blocks that failed their checks.
+    public private(set) var discardedBlocks = 0
+    /// Frames of device → host types received and ignored.
+    public private(set) var ignoredFrames = 0
+    public private(set) var estopButtonPressed = false
+    public private(set) var skinContact = true
+
+    private var rng: SplitMix64
+    private var decoder = FrameDecoder()
+    private var txSeq: UInt8 = 0
+
+    // Protocol state (RAM: lost on reset).
+    private var state: DeviceState = .disarmed
+    private var fault: FaultCode = .none
+    private var epoch: UInt16 = 0
+    private var expected: UInt8 = 1
+    private var queue: [QueuedDot] = []
+    private var active: ActiveDot?
+    private var pendingStop: PendingStop?
+    private var doneCount: UInt32 = 0
+    private var lastDoneSeq: UInt8 = 0
+    private var lastDoneDotID: UInt32 = 0
+    private var interruptedDotID: UInt32 = 0
+    private var leaseMicroseconds: UInt64 = Firmware.defaultLeaseMicroseconds
+    private var lastValidFrameAt: UInt64
+    private var lastNewDotAt: UInt64?
+    private var hostVersionMajor: UInt8?
+    private var reportedState: DeviceState = .disarmed
+    private var reportedFault: FaultCode = .none
+    private var statusDue = false
+
+    // Physics.
+    private var x: Int32 = 0
+    private var y: Int32 = 0
+    private var idleWall: UInt64
+    private var idleSim: UInt64
+    private let scale: Double
+
+    // Fault injection.
+    private var plan: FaultPlan
+    private var stalledUntil: UInt64?
+    private var stallBacklog: [FrameDecoder.Event] = []
+    private var stallOutbox: [Frame] = []
+
+    private var output = FirmwareOutput()
+
+    public static let defaultLeaseMicroseconds: UInt64 = 100_000
+    public static let minimumLeaseMilliseconds: UInt16 = 20
+    public static let maximumLeaseMilliseconds: UInt16 = 250
+
+    public init(configuration: FirmwareConfiguration = FirmwareConfiguration(), at now: UInt64 = 0) {
+        self.configuration = configuration
+        queueCapacity = Int(min(max(configuration.queueCapacity, 1), 64))
+        rng = SplitMix64.stream(seed: configuration.seed, purpose: 1)
+        bootID = 0
+        self.now = now
+        lastValidFrameAt = now
+        idleWall = now
+        idleSim = 0
+        let timeScale = configuration.timeScale
+        scale = timeScale.isFinite && timeScale > 0 ? timeScale : 0
+        plan = configuration.faults
+        bootID = nextBootID()
+    }
+
+    // MARK: - Inputs
+
+    /// Bytes received from the host at wall time `now`.
+    public mutating func receive(_ bytes: some Sequence<UInt8>, at now: UInt64) -> FirmwareOutput {
+        run(until: now)
+        for event in decoder.feed(bytes) {
+            dispatch(event)
+        }
+        return takeOutput()
+    }
+
+    /// Processes everything due up to `now` (phase ends, lease expiry, the end of a stall).
+    public mutating func advance(to now: UInt64) -> FirmwareOutput {
+        run(until: now)
+        return takeOutput()
+    }
+
+    /// The device's own e-stop button. Pressing it latches `estop` (estop_button) at once;
+    /// releasing it only allows CLEAR.
+    public mutating func setEstopButton(pressed: Bool, at now: UInt64) -> FirmwareOutput {
+        run(until: now)
+        estopButtonPressed = pressed
+        if pressed && !state.isLatched {
+            latch(.estop, .estopButton)
+        }
+        endStep()
+        run(until: self.now)
+        return takeOutput()
+    }
+
+    /// The skin-contact sensor. Losing contact while armed holds (contact_lost, epoch + 1);
+    /// regaining it resumes nothing.
+    public mutating func setSkinContact(_ inContact: Bool, at now: UInt64) -> FirmwareOutput {
+        run(until: now)
+        skinContact = inContact
+        endStep()
+        run(until: self.now)
+        return takeOutput()
+    }
+
+    /// When the firmware must be called again (wall µs): the end of the current phase, the lease
+    /// expiry, the end of a stall. Nil when nothing is due without new input.
+    public var nextDeadline: UInt64? { nextEvent()?.time }
+
+    // MARK: - Observation
+
+    public var snapshot: SimulatorSnapshot {
+        SimulatorSnapshot(
+            state: state, fault: fault, doneCount: doneCount, needleRetracted: needleRetracted,
+            underruns: underruns, epoch: epoch, queueDepth: queueDepth, bootID: bootID,
+            currentDotID: currentDotID, estopButtonPressed: estopButtonPressed, skinContact: skinContact,
+            simulatedTimeMicroseconds: simulatedTime(at: now), discardedBlocks: discardedBlocks)
+    }
+
+    /// Lease granted in the last HELLO (default 100 ms).
+    public var leaseDuration: UInt64 { leaseMicroseconds }
+
+    // MARK: - Event loop
+
+    private enum EventKind { case phaseEnd, stallEnd, leaseExpiry }
+
+    private func nextEvent() -> (time: UInt64, kind: EventKind)? {
+        var best: (time: UInt64, kind: EventKind)?
+        func consider(_ time: UInt64, _ kind: EventKind) {
+            if best == nil || time < best!.time { best = (time, kind) }
+        }
+        // Ties: the phase end first, then the stall end, then the lease.
+        if let active { consider(active.phaseEndWall, .phaseEnd) }
+        if let stalledUntil { consider(stalledUntil, .stallEnd) }
+        if leaseRunning { consider(lastValidFrameAt &+ leaseMicroseconds, .leaseExpiry) }
+        return best
+    }
+
+    /// The lease matters while armed and not already holding.
+    private var leaseRunning: Bool {
+        (state == .ready || state == .running) && pendingStop == nil
+    }
+
+    private mutating func run(until time: UInt64) {
+        let target = max(time, now)
+        while let event = nextEvent(), event.time <= target {
+            now = max(now, event.time)
+            switch event.kind {
+            case .phaseEnd: phaseEnded()
+            case .stallEnd: stallEnded()
+            case .leaseExpiry:
+                epoch &+= 1
+                beginHold(.leaseExpired)
+            }
+            endStep()
+        }
+        now = target
+    }
+
+    private mutating func dispatch(_ event: FrameDecoder.Event) {
+        if stalledUntil != nil {
+            stallBacklog.append(event)
+            return
+        }
+        switch event {
+        case .discarded(let error, _):
+            discardedBlocks += 1
+            output.events.append(.frameDiscarded(error))
+            sendNak(.badFrame)
+        case .frame(let frame):
+            handle(frame)
+        }
+        endStep()
+        run(until: now)  // zero-duration phases (timeScale 0) complete between frames
+    }
+
+    private mutating func takeOutput() -> FirmwareOutput {
+        defer { output = FirmwareOutput() }
+        return output
+    }
+
+    /// After every input and every timed event: the contact interlock, then one STATUS if asked
+    /// for or if the state or fault changed.
+    private mutating func endStep() {
+        if !skinContact && leaseRunning {
+            epoch &+= 1
+            beginHold(.contactLost)
+        }
+        let changed = state != reportedState || fault != reportedFault
+        if statusDue || changed {
+            statusDue = false
+            reportedState = state
+            reportedFault = fault
+            send(.status(currentStatus))
+            if changed { output.events.append(.stateChanged(state, fault)) }
+        }
+    }
+
+    // MARK: - Frames
+
+    private mutating func handle(_ frame: Frame) {
+        guard frame.message.type.rawValue < 0x80 else {
+            ignoredFrames += 1
+            return
+        }
+        if case .dot(let command) = frame.message, fireDeviceFaults(for: command.dotID, frame: frame) {
+            return
+        }
+        lastValidFrameAt = now
+        switch frame.message {
+        case .hello(let hello): handleHello(hello)
+        case .statusRequest: statusDue = true
+        case .arm: handleArm()
+        case .clear: handleClear()
+        case .dot(let command): handleDot(seq: frame.seq, command)
+        case .hold(let epoch): handleHold(epoch)
+        case .resume(let epoch, let nextSeq): handleResume(epoch, nextSeq: nextSeq)
+        case .abort(let epoch): handleAbort(epoch)
+        case .estop(let cause): handleEstop(cause)
+        case .helloReply, .ack, .nak, .dotDone, .status, .refused: break
+        }
+    }
+
+    private mutating func handleHello(_ hello: Hello) {
+        hostVersionMajor = hello.versionMajor
+        let requested = hello.requestedLeaseMilliseconds == 0
+            ? UInt16(Self.defaultLeaseMicroseconds / 1000) : hello.requestedLeaseMilliseconds
+        leaseMicroseconds = UInt64(min(max(requested, Self.minimumLeaseMilliseconds), Self.maximumLeaseMilliseconds)) * 1000
+        if pendingStop != nil {
+            pendingStop!.hello = hello  // reply when the in-skin dot is back at standoff
+            return
+        }
+        if state.isLatched || (active == nil && queue.isEmpty) {
+            completeHello(hello)
+            return
+        }
+        // Dots queued or executing: do what HOLD does first.
+        if stopMotion(finishInSkin: true, cause: .abort) {
+            pendingStop = PendingStop(reason: .hostHold, hello: hello)
+        } else {
+            state = .held
+            fault = .hostHold
+            completeHello(hello)
+        }
+    }
+
+    private mutating func completeHello(_ hello: Hello) {
+        expected = 1
+        epoch = 0
+        send(.helloReply(HelloReply(
+            capabilities: configuration.capabilities, bootID: bootID, firmwareID: configuration.firmwareID,
+            queueCapacity: UInt8(queueCapacity), leaseMilliseconds: UInt16(leaseMicroseconds / 1000),
+            limits: configuration.limits, hostNonce: hello.hostNonce, doneCount: doneCount,
+            lastDoneDotID: lastDoneDotID)))
+    }
+
+    private mutating func handleArm() {
+        if state.isLatched { return refuse(code: .shutdown) }
+        if state == .disarmed {
+            guard hostVersionMajor == ProtocolVersion.major else {
+                return refuse(code: .versionMismatch, value: Int32(hostVersionMajor ?? 0))
+            }
+            state = .ready
+            fault = .none
+            interruptedDotID = 0
+        }
+        statusDue = true
+    }
+
+    private mutating func handleClear() {
+        if state.isLatched {
+            if estopButtonPressed { return refuse(code: .shutdown) }  // the cause persists
+            state = .disarmed
+            fault = .none
+            interruptedDotID = 0
+        } else if state == .ready || state == .held {
+            state = .disarmed
+            fault = .none
+            interruptedDotID = 0
+        }
+        statusDue = true
+    }
+
+    private mutating func handleHold(_ newEpoch: UInt16) {
+        if state.isLatched { return refuse(code: .shutdown) }
+        statusDue = true
+        guard state != .disarmed, Self.isNewer(newEpoch, than: epoch) else { return }
+        epoch = newEpoch
+        beginHold(.hostHold)
+    }
+
+    private mutating func handleResume(_ resumeEpoch: UInt16, nextSeq: UInt8) {
+        if state.isLatched { return refuse(code: .shutdown) }
+        statusDue = true
+        // next_seq may jump over DOTs lost before the fence, never back over accepted ones.
+        guard state == .held, resumeEpoch == epoch, skinContact, nextSeq &- expected < 128 else { return }
+        state = .ready
+        fault = .none
+        interruptedDotID = 0
+        expected = nextSeq
+    }
+
+    private mutating func handleAbort(_ newEpoch: UInt16) {
+        if state.isLatched { return refuse(code: .shutdown) }
+        statusDue = true
+        guard state != .disarmed, Self.isNewer(newEpoch, than: epoch) else { return }
+        epoch = newEpoch
+        _ = stopMotion(finishInSkin: false, cause: .abort)
+        let hello = pendingStop?.hello
+        pendingStop = nil
+        state = .held
+        fault = .hostAbort
+        if let hello { completeHello(hello) }
+    }
+
+    private mutating func handleEstop(_ cause: FaultCode) {
+        statusDue = true
+        if !state.isLatched {
+            latch(.estop, cause == .none ? .hostEstop : cause)
+        }
+    }
+
+    private mutating func handleDot(seq: UInt8, _ command: DotCommand) {
+        if state.isLatched {
+            return refuse(seq: seq, dotID: command.dotID, code: .shutdown)
+        }
+        if command.dotID == 0 {
+            return sendNak(.badFrame)
+        }
+        if let (code, value) = Self.limitViolation(command, configuration.limits) {
+            latch(.fault, .dotOutOfLimits)
+            output.events.append(.dotRefused(seq: seq, dotID: command.dotID, code: code, value: value))
+            return refuse(seq: seq, dotID: command.dotID, code: code, value: value)
+        }
+        if state == .disarmed {
+            return sendNak(.notArmed)
+        }
+        let distance = seq &- expected
+        if distance >= 128 {
+            return sendAck()  // duplicate: never queued again
+        }
+        if distance != 0 {
+            return sendNak(.outOfOrder)
+        }
+        if command.epoch != epoch {
+            expected &+= 1
+            output.events.append(.dotFenced(seq: seq, dotID: command.dotID))
+            return sendAck()
+        }
+        if state == .held || pendingStop != nil {
+            return sendNak(.held)
+        }
+        if queueDepth >= queueCapacity {
+            return sendNak(.queueFull)
+        }
+        queue.append(QueuedDot(seq: seq, command: command))
+        expected &+= 1
+        lastNewDotAt = now
+        sendAck()
+        startNextDot()
+    }
+
+    /// The first failing limit, in the order depth, dwell, x, y, with the offending value.
+    public static func limitViolation(_ command: DotCommand, _ limits: DeviceLimits) -> (ErrorCode, Int32)? {
+        if command.depthMicrometres < limits.depthMinMicrometres || command.depthMicrometres > limits.depthMaxMicrometres {
+            return (.depthOutOfRange, Int32(command.depthMicrometres))
+        }
+        if command.dwellMicroseconds < limits.dwellMinMicroseconds || command.dwellMicroseconds > limits.dwellMaxMicroseconds {
+            return (.dwellOutOfRange, Int32(clamping: command.dwellMicroseconds))
+        }
+        if command.xMicrometres.magnitude > limits.travelXMicrometres {
+            return (.travelOutOfRange, command.xMicrometres)
+        }
+        if command.yMicrometres.magnitude > limits.travelYMicrometres {
+            return (.travelOutOfRange, command.yMicrometres)
+        }
+        return nil
+    }
+
+    /// RFC 1982 serial-number arithmetic on 16 bits.
+    public static func isNewer(_ candidate: UInt16, than current: UInt16) -> Bool {
+        let distance = candidate &- current
+        return distance != 0 && distance < 0x8000
+    }
+
+    // MARK: - Stops
+
+    /// HOLD semantics (the caller has set the new epoch): flush, let the in-skin dot finish,
+    /// then `held` with `reason`.
+    private mutating func beginHold(_ reason: FaultCode) {
+        if pendingStop != nil {
+            pendingStop!.reason = reason
+            queue.removeAll()
+            return
+        }
+        if stopMotion(finishInSkin: true, cause: .abort) {
+            pendingStop = PendingStop(reason: reason, hello: nil)
+        } else {
+            state = .held
+            fault = reason
+        }
+    }
+
+    /// Latched shutdown: needle off and retracted at once, queue flushed.
+    private mutating func latch(_ latchedState: DeviceState, _ reason: FaultCode) {
+        _ = stopMotion(finishInSkin: false, cause: .shutdown(reason))
+        let hello = pendingStop?.hello
+        pendingStop = nil
+        state = latchedState
+        fault = reason
+        if let hello { completeHello(hello) }
+    }
+
+    /// Flushes the queue (the fence) and deals with the executing dot. Returns true when a dot is
+    /// in the skin and was left to finish (`finishInSkin`); otherwise the needle is at standoff.
+    private mutating func stopMotion(finishInSkin: Bool, cause: Interruption) -> Bool {
+        queue.removeAll()
+        guard let dot = active else { return false }
+        switch dot.phase {
+        case .travel:
+            // Not started: the gantry stops where it is.
+            let fraction = dot.phaseWall == 0 ? 1 : Double(now - dot.phaseStartWall) / Double(dot.phaseWall)
+            x = Int32((Double(dot.fromX) + Double(Int64(dot.command.xMicrometres) - Int64(dot.fromX)) * fraction).rounded())
+            y = Int32((Double(dot.fromY) + Double(Int64(dot.command.yMicrometres) - Int64(dot.fromY)) * fraction).rounded())
+            let sim = simulatedTime(at: now)
+            active = nil
+            setIdle(wall: now, sim: sim)
+            return false
+        case .descend, .dwell:
+            if finishInSkin { return true }
+            let sim = simulatedTime(at: now)
+            let delivered = dot.phase == .dwell ? dot.elapsedSim(at: now) : 0
+            active = nil
+            interruptedDotID = dot.command.dotID
+            record(dot, outcome: .interrupted, cause: cause, delivered: delivered, sim: sim, wall: now)
+            setIdle(wall: now, sim: sim)
+            return false
+        case .retract:
+            if finishInSkin { return true }
+            // The dwell was complete: the dot is done; the retraction is cut short.
+            let sim = simulatedTime(at: now)
+            active = nil
+            completeDot(dot, sim: sim, wall: now)
+            return false
+        }
+    }
+
+    private mutating func finishPendingStop() {
+        guard let stop = pendingStop else { return }
+        pendingStop = nil
+        state = .held
+        fault = stop.reason
+        if let hello = stop.hello { completeHello(hello) }
+    }
+
+    // MARK: - Physics
+
+    private var queueDepth: Int { queue.count + (active == nil ? 0 : 1) }
+
+    private var needleRetracted: Bool { active == nil || active!.phase == .travel }
+
+    private var currentDotID: UInt32 { active?.command.dotID ?? interruptedDotID }
+
+    private func simulatedTime(at wall: UInt64) -> UInt64 {
+        if let active { return active.phaseStartSim + active.elapsedSim(at: wall) }
+        return idleSim + (wall - min(wall, idleWall))
+    }
+
+    private mutating func setIdle(wall: UInt64, sim: UInt64) {
+        idleWall = wall
+        idleSim = sim
+    }
+
+    private func wallDuration(_ sim: UInt64) -> UInt64 {
+        scale == 1 ? sim : UInt64((Double(sim) * scale).rounded())
+    }
+
+    private func slowed(_ sim: UInt64) -> UInt64 {
+        plan.slowFactor == 1 ? sim : UInt64((Double(sim) * plan.slowFactor).rounded(.up))
+    }
+
+    /// Simulated travel time from the current position, at the declared speed, straight line.
+    public static func travelDuration(fromX: Int32, fromY: Int32, toX: Int32, toY: Int32, speed: UInt32) -> UInt64 {
+        guard speed > 0 else { return 0 }
+        let dx = Double(Int64(toX) - Int64(fromX)), dy = Double(Int64(toY) - Int64(fromY))
+        let distance = (dx * dx + dy * dy).squareRoot()
+        return UInt64((distance * 1_000_000 / Double(speed)).rounded(.up))
+    }
+
+    private mutating func startNextDot() {
+        guard active == nil, !queue.isEmpty else { return }
+        let next = queue.removeFirst()
+        let travel = slowed(Self.travelDuration(
+            fromX: x, fromY: y, toX: next.command.xMicrometres, toY: next.command.yMicrometres,
+            speed: configuration.limits.travelSpeedMicrometresPerSecond))
+        let sim = simulatedTime(at: now)
+        active = ActiveDot(seq: next.seq, command: next.command, phase: .travel,
+                           phaseStartWall: now, phaseWall: wallDuration(travel),
+                           phaseStartSim: sim, phaseSim: travel, fromX: x, fromY: y, skinEntrySim: 0)
+        interruptedDotID = 0
+        if state == .ready {
+            state = .running
+            fault = .none
+        }
+    }
+
+    private mutating func phaseEnded() {
+        guard var dot = active else { return }
+        let endWall = dot.phaseEndWall, endSim = dot.phaseStartSim + dot.phaseSim
+        func enter(_ phase: Phase, _ sim: UInt64) {
+            dot.phase = phase
+            dot.phaseStartWall = endWall
+            dot.phaseStartSim = endSim
+            dot.phaseSim = sim
+            dot.phaseWall = wallDuration(sim)
+        }
+        switch dot.phase {
+        case .travel:
+            x = dot.command.xMicrometres
+            y = dot.command.yMicrometres
+            dot.skinEntrySim = endSim
+            enter(.descend, slowed(UInt64(configuration.limits.descendMicroseconds)))
+            active = dot
+        case .descend:
+            enter(.dwell, UInt64(dot.command.dwellMicroseconds))
+            active = dot
+        case .dwell:
+            enter(.retract, slowed(UInt64(configuration.limits.retractMicroseconds)))
+            active = dot
+        case .retract:
+            active = nil
+            completeDot(dot, sim: endSim, wall: endWall)
+            if pendingStop != nil {
+                finishPendingStop()
+            } else if !queue.isEmpty {
+                startNextDot()
+            } else if state == .running {
+                state = .ready
+                if let last = lastNewDotAt, endWall < last &+ leaseMicroseconds {
+                    underruns += 1
+                    output.events.append(.underrun)
+                }
+            }
+        }
+    }
+
+    private mutating func completeDot(_ dot: ActiveDot, sim: UInt64, wall: UInt64) {
+        doneCount &+= 1
+        lastDoneSeq = dot.seq
+        lastDoneDotID = dot.command.dotID
+        send(.dotDone(DotDone(dotSeq: dot.seq, dotID: dot.command.dotID, doneCount: doneCount,
+                              deviceTimeMicroseconds: sim)))
+        record(dot, outcome: .done, cause: nil, delivered: UInt64(dot.command.dwellMicroseconds), sim: sim, wall: wall)
+        setIdle(wall: wall, sim: sim)
+    }
+
+    private mutating func record(_ dot: ActiveDot, outcome: InjectedDot.Outcome, cause: Interruption?,
+                                 delivered: UInt64, sim: UInt64, wall: UInt64) {
+        let command = dot.command
+        output.events.append(.injected(InjectedDot(
+            dotID: command.dotID, seq: dot.seq, epoch: command.epoch, xMicrometres: command.xMicrometres,
+            yMicrometres: command.yMicrometres, depthMicrometres: command.depthMicrometres,
+            dwellMicroseconds: command.dwellMicroseconds, dwellDeliveredMicroseconds: delivered,
+            skinEntrySimulatedMicroseconds: dot.skinEntrySim, simulatedTimeMicroseconds: sim,
+            wallTimeMicroseconds: wall, bootID: bootID, outcome: outcome, cause: cause, doneCount: doneCount)))
+    }
+
+    // MARK: - Device faults
+
+    /// Fires the planned device faults for a DOT's first arrival. Returns true when the frame was
+    /// consumed (lost with a reset or disconnect, or held back by a stall).
+    private mutating func fireDeviceFaults(for dotID: UInt32, frame: Frame) -> Bool {
+        if plan.resetAt.remove(dotID) != nil {
+            output.events.append(.faultInjected(.reset, dotID: dotID))
+            reboot()
+            return true
+        }
+        if plan.disconnectAt.remove(dotID) != nil {
+            output.events.append(.faultInjected(.disconnect, dotID: dotID))
+            output.events.append(.disconnectRequested)
+            return true
+        }
+        if let duration = plan.stallAt.removeValue(forKey: dotID) {
+            output.events.append(.faultInjected(.stall, dotID: dotID))
+            stalledUntil = now &+ duration
+            stallBacklog.append(.frame(frame))
+            return true
+        }
+        if plan.estopAt.remove(dotID) != nil {
+            output.events.append(.faultInjected(.estop, dotID: dotID))
+            if !state.isLatched { latch(.estop, .estopButton) }  // pressed and released
+        }
+        if plan.contactLossAt.remove(dotID) != nil {
+            output.events.append(.faultInjected(.contactLoss, dotID: dotID))
+            if leaseRunning {  // lost for a moment: the device holds
+                epoch &+= 1
+                beginHold(.contactLost)
+            }
+        }
+        if plan.overDepthAt.remove(dotID) != nil {
+            output.events.append(.faultInjected(.overDepth, dotID: dotID))
+            if !state.isLatched { latch(.fault, .overDepth) }
+        }
+        return false
+    }
+
+    private mutating func stallEnded() {
+        stalledUntil = nil
+        output.frames.append(contentsOf: stallOutbox)
+        stallOutbox.removeAll()
+        let backlog = stallBacklog
+        stallBacklog.removeAll()
+        for event in backlog {
+            dispatch(event)  // re-queued in order if one of them starts a new stall
+        }
+    }
+
+    /// Power cycle: the dot in the skin is interrupted; every bit of RAM state is lost.
+    private mutating func reboot() {
+        if let dot = active {
+            // Power lost: no frame goes out for the dot in the skin, the record tells the truth.
+            let sim = simulatedTime(at: now)
+            switch dot.phase {
+            case .travel:
+                break
+            case .descend, .dwell:
+                let delivered = dot.phase == .dwell ? dot.elapsedSim(at: now) : 0
+                record(dot, outcome: .interrupted, cause: .reset, delivered: delivered, sim: sim, wall: now)
+            case .retract:
+                doneCount &+= 1
+                record(dot, outcome: .done, cause: nil, delivered: UInt64(dot.command.dwellMicroseconds),
+                       sim: sim, wall: now)
+            }
+            active = nil
+            setIdle(wall: now, sim: sim)
+        }
+        bootID = nextBootID()
+        state = .disarmed
+        fault = .none
+        epoch = 0
+        expected = 1
+        queue.removeAll()
+        active = nil
+        pendingStop = nil
+        doneCount = 0
+        lastDoneSeq = 0
+        lastDoneDotID = 0
+        interruptedDotID = 0
+        leaseMicroseconds = Self.defaultLeaseMicroseconds
+        lastValidFrameAt = now
+        lastNewDotAt = nil
+        hostVersionMajor = nil
+        decoder = FrameDecoder()
+        stalledUntil = nil
+        stallBacklog.removeAll()
+        stallOutbox.removeAll()
+        output.events.append(.rebooted(bootID: bootID))
+        statusDue = true  // the boot announcement
+    }
+
+    private mutating func nextBootID() -> UInt32 {
+        while true {
+            let id = UInt32(truncatingIfNeeded: rng.next())
+            if id != 0 && id != bootID { return id }
+        }
+    }
+
+    // MARK: - Sending
+
+    private var freeSlots: UInt8 { UInt8(queueCapacity - queueDepth) }
+
+    private var currentStatus: Status {
+        Status(state: state, fault: fault, queueDepth: UInt8(queueDepth), freeSlots: freeSlots, epoch: epoch,
+               ackSeq: expected &- 1, lastDoneSeq: lastDoneSeq, lastDoneDotID: lastDoneDotID,
+               doneCount: doneCount, currentDotID: currentDotID, needleRetracted: needleRetracted)
+    }
+
+    private mutating func send(_ message: Message) {
+        let frame = Frame(seq: txSeq, message)
+        txSeq &+= 1
+        if stalledUntil != nil {
+            stallOutbox.append(frame)
+        } else {
+            output.frames.append(frame)
+        }
+    }
+
+    private mutating func sendAck() {
+        send(.ack(Ack(ackSeq: expected &- 1, freeSlots: freeSlots, epoch: epoch)))
+    }
+
+    private mutating func sendNak(_ reason: ErrorCode) {
+        send(.nak(Nak(expectedSeq: expected, reason: reason, freeSlots: freeSlots)))
+    }
+
+    private mutating func refuse(seq: UInt8 = 0, dotID: UInt32 = 0, code: ErrorCode, value: Int32 = 0) {
+        send(.refused(Refused(seq: seq, dotID: dotID, code: code, value: value, state: state, fault: fault)))
+    }
+}
+
+private struct QueuedDot: Sendable {
+    var seq: UInt8
+    var command: DotCommand
+}
+
+private enum Phase: Sendable { case travel, descend, dwell, retract }
+
+private struct ActiveDot: Sendable {
+    var seq: UInt8
+    var command: DotCommand
+    var phase: Phase
+    var phaseStartWall: UInt64
+    var phaseWall: UInt64
+    var phaseStartSim: UInt64
+    var phaseSim: UInt64
+    var fromX: Int32
+    var fromY: Int32
+    var skinEntrySim: UInt64
+
+    var phaseEndWall: UInt64 { phaseStartWall &+ phaseWall }
+
+    /// Simulated time elapsed in the current phase at `wall`, proportional to wall time.
+    func elapsedSim(at wall: UInt64) -> UInt64 {
+        guard wall > phaseStartWall else { return 0 }
+        guard phaseWall > 0 else { return phaseSim }
+        let elapsed = min(wall - phaseStartWall, phaseWall)
+        return elapsed == phaseWall ? phaseSim : UInt64(Double(phaseSim) * Double(elapsed) / Double(phaseWall))
+    }
+}
+
+private struct PendingStop: Sendable {
+    /// Fault reported with `held` once the in-skin dot is back at standoff.
+    var reason: FaultCode
+    /// A HELLO to answer at that moment.
+    var hello: Hello?
+}

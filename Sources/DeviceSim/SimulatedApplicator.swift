@@ -1,0 +1,484 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import FirmwareProtocol
+import Logging
+import Synchronization
+
+/// Options of a simulated applicator. Defaults: real time, seed 1, no record file, no link,
+/// the simulator's hardware limits, a queue of 32, firmware id "smp-sim 1.0", no faults.
+public struct SimulatorOptions: Sendable {
+    /// Wall duration of each physics phase = simulated duration × timeScale (0 = instant).
+    public var timeScale: Double = 1
+    /// Seeds the boot ids and every fault decision: the same seed reproduces a run.
+    public var seed: UInt64 = 1
+    /// NDJSON ground-truth file, appended to (see `GroundTruthRecord`).
+    public var recordPath: String? = nil
+    /// A symbolic link to the slave tty, kept while running (an existing link is replaced, a
+    /// regular file is refused), removed on stop.
+    public var linkPath: String? = nil
+    public var limits: DeviceLimits = .simulatorDefault
+    /// 1…64.
+    public var queueCapacity: UInt8 = 32
+    /// Up to 16 printable ASCII characters.
+    public var firmwareID: String = "smp-sim 1.0"
+    /// Seeded fault injection (see `FaultPlan`).
+    public var faults: FaultPlan = .none
+
+    public init() {}
+
+    var firmwareConfiguration: FirmwareConfiguration {
+        var configuration = FirmwareConfiguration()
+        configuration.limits = limits
+        configuration.queueCapacity = queueCapacity
+        configuration.firmwareID = firmwareID
+        configuration.timeScale = timeScale
+        configuration.seed = seed
+        configuration.faults = faults
+        return configuration
+    }
+
+    func validate() throws(SimulatorError) {
+        guard timeScale.isFinite, timeScale >= 0 else { throw .invalidOption("timeScale \(timeScale) must be ≥ 0") }
+        guard (1...64).contains(queueCapacity) else { throw .invalidOption("queueCapacity \(queueCapacity) must be 1…64") }
+        guard firmwareID.utf8.count <= 16, firmwareID.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) else {
+            throw .invalidOption("firmwareID must be at most 16 printable ASCII characters")
+        }
+        guard limits.depthMinMicrometres <= limits.depthMaxMicrometres,
+              limits.dwellMinMicroseconds <= limits.dwellMaxMicroseconds else {
+            throw .invalidOption("limits: a minimum above its maximum")
+        }
+    }
+}
+
+/// The applicator's firmware (`Firmware`) emulated behind a pseudo-terminal: a host opens
+/// `devicePath` exactly as it would open the real device's tty.
+///
+/// One serial DispatchQueue owns everything: the pty master descriptor, its read source (read
+/// until EAGAIN), the write path (partial writes looped; on EAGAIN a pending buffer drained by a
+/// write source on a `dup` of the master, so no descriptor ever has two sources), and ONE timer
+/// re-armed at an absolute monotonic deadline: the earliest of the firmware's `nextDeadline`, the
+/// release of a delayed frame and a pending reconnection. Each descriptor with a source is closed
+/// only in that source's cancel handler. State shared with other threads sits in a `Mutex`,
+/// locked on the queue and by the thread-safe snapshots.
+///
+/// Call `stop()` when done: the sources keep the pty open until then.
+public final class SimulatedApplicator: Sendable {
+    public let options: SimulatorOptions
+    private let queue: DispatchQueue
+    private let core: Mutex<Core>
+    private let record: GroundTruthRecord
+    /// Entered when a source is created, left in its cancel handler: `stop()` waits on it.
+    private let sourcesDone = DispatchGroup()
+    private let logger: Logger
+    /// CLOCK_MONOTONIC (Dispatch uptime) at start, the origin of the firmware's wall time.
+    private let origin: UInt64
+
+    /// Wall time before a disconnected link (fault `disconnect-at`) comes back as a new pty.
+    public static let reconnectDelayMicroseconds: UInt64 = 500_000
+    /// Bytes kept for a host that does not read; beyond this, output is dropped (and logged).
+    public static let maximumPendingBytes = 1 << 20
+
+    private struct Core {
+        var firmware: Firmware
+        var link: LinkFaultInjector
+        var devicePath: String
+        var master: Int32?
+        var slave: Int32?
+        var readSource: (any DispatchSourceRead)?
+        var writeSource: (any DispatchSourceWrite)?
+        var timer: (any DispatchSourceTimer)?
+        var pending: [UInt8] = []
+        var delayed: [(release: UInt64, bytes: [UInt8])] = []
+        var droppedOutputBytes = 0
+        var reconnectAt: UInt64?
+        /// A cancelled master's read source has not run its cancel handler yet.
+        var masterClosing = false
+        var stopped = false
+    }
+
+    /// Opens the pty (and the link and the record) and starts the device.
+    public static func start(_ options: SimulatorOptions, logger: Logger) throws -> SimulatedApplicator {
+        try options.validate()
+        let record = try GroundTruthRecord(path: options.recordPath)
+        let pty = try PseudoTerminal.open()
+        if let link = options.linkPath {
+            do {
+                try PseudoTerminal.installLink(link, to: pty.path)
+            } catch {
+                closeDescriptor(pty.slave)
+                closeDescriptor(pty.master)
+                throw error
+            }
+        }
+        let applicator = SimulatedApplicator(options: options, logger: logger, record: record, pty: pty)
+        applicator.queue.sync {
+            applicator.core.withLock { core in
+                applicator.attach(pty, to: &core)
+                let timer = DispatchSource.makeTimerSource(flags: .strict, queue: applicator.queue)
+                timer.setEventHandler { [weak applicator] in applicator?.timerFired() }
+                let group = applicator.sourcesDone
+                group.enter()
+                timer.setCancelHandler { group.leave() }
+                timer.schedule(deadline: .distantFuture, leeway: .nanoseconds(0))
+                core.timer = timer
+                timer.resume()
+                applicator.rearm(&core)
+            }
+        }
+        var metadata: Logger.Metadata = ["device": "\(pty.path)", "boot_id": "\(applicator.status.bootID)",
+                                         "time_scale": "\(options.timeScale)", "seed": "\(options.seed)"]
+        if options.faults != .none { metadata["faults"] = "\(options.faults)" }
+        logger.info("simulated applicator started", metadata: metadata)
+        return applicator
+    }
+
+    private init(options: SimulatorOptions, logger: Logger, record: GroundTruthRecord, pty: PseudoTerminal) {
+        self.options = options
+        self.logger = logger
+        self.record = record
+        queue = DispatchQueue(label: "smpctl.devicesim.\(pty.path)")
+        origin = DispatchTime.now().uptimeNanoseconds
+        core = Mutex(Core(firmware: Firmware(configuration: options.firmwareConfiguration, at: 0),
+                          link: LinkFaultInjector(plan: options.faults, seed: options.seed),
+                          devicePath: pty.path))
+    }
+
+    deinit {
+        // Without stop(): release the descriptors at least (the cancel handlers close them).
+        core.withLock { core in
+            core.timer?.cancel()
+            core.readSource?.cancel()
+            core.writeSource?.cancel()
+            if let slave = core.slave { closeDescriptor(slave) }
+        }
+    }
+
+    // MARK: - Public API
+
+    /// The slave tty path (e.g. /dev/pts/7). Changes only when a `disconnect-at` fault brings the
+    /// link back as a new pty.
+    public var devicePath: String {
+        core.withLock { $0.devicePath }
+    }
+
+    /// Stops the device: cancels every source (their cancel handlers close the descriptors), waits
+    /// for them, removes the link. Synchronous and idempotent; never call it from a handler.
+    public func stop() {
+        dispatchPrecondition(condition: .notOnQueue(queue))
+        let path: String? = queue.sync {
+            core.withLock { core -> String? in
+                guard !core.stopped else { return nil }
+                core.stopped = true
+                core.reconnectAt = nil
+                core.timer?.cancel()
+                core.timer = nil
+                detach(&core)
+                return core.devicePath
+            }
+        }
+        sourcesDone.wait()
+        if let path, let link = options.linkPath {
+            PseudoTerminal.removeLink(link, ifPointingTo: path)
+        }
+        record.close()
+        if path != nil { logger.info("simulated applicator stopped") }
+    }
+
+    /// A snapshot of the ground truth, thread-safe.
+    public var injectedDots: [InjectedDot] {
+        record.entries
+    }
+
+    /// A snapshot of the device, thread-safe.
+    public var status: SimulatorSnapshot {
+        core.withLock { $0.firmware.snapshot }
+    }
+
+    /// Link faults applied so far (host → device, device → host).
+    public var linkFaultCounters: (toDevice: LinkFaultCounters, toHost: LinkFaultCounters) {
+        core.withLock { ($0.link.toDevice, $0.link.toHost) }
+    }
+
+    /// Presses the device's own e-stop button: latched estop (estop_button) at once.
+    public func pressEstopButton() {
+        drive { firmware, now in firmware.setEstopButton(pressed: true, at: now) }
+    }
+
+    /// Releases the button: only makes CLEAR possible; never restarts anything.
+    public func releaseEstopButton() {
+        drive { firmware, now in firmware.setEstopButton(pressed: false, at: now) }
+    }
+
+    /// The skin-contact sensor.
+    public func setSkinContact(_ inContact: Bool) {
+        drive { firmware, now in firmware.setSkinContact(inContact, at: now) }
+    }
+
+    // MARK: - Queue-confined work
+
+    private func drive(_ input: (inout Firmware, UInt64) -> FirmwareOutput) {
+        dispatchPrecondition(condition: .notOnQueue(queue))
+        queue.sync {
+            core.withLock { core in
+                let now = clock()
+                let output = input(&core.firmware, now)
+                handle(output, at: now, in: &core)
+                rearm(&core)
+            }
+        }
+    }
+
+    /// Wall µs since start, on the monotonic clock.
+    private func clock() -> UInt64 {
+        (DispatchTime.now().uptimeNanoseconds &- origin) / 1000
+    }
+
+    private func attach(_ pty: PseudoTerminal, to core: inout Core) {
+        core.master = pty.master
+        core.slave = pty.slave
+        core.devicePath = pty.path
+        let master = pty.master
+        let source = DispatchSource.makeReadSource(fileDescriptor: master, queue: queue)
+        source.setEventHandler { [weak self] in self?.readable() }
+        let group = sourcesDone
+        group.enter()
+        source.setCancelHandler { [weak self] in
+            closeDescriptor(master)
+            self?.core.withLock { $0.masterClosing = false }
+            group.leave()
+        }
+        core.readSource = source
+        source.resume()
+    }
+
+    /// Drops the link: cancels the read and write sources (their cancel handlers close the master
+    /// and its duplicate), closes the kept slave descriptor, forgets unsent output.
+    private func detach(_ core: inout Core) {
+        if let source = core.readSource {
+            core.masterClosing = true
+            source.cancel()
+        }
+        core.readSource = nil
+        core.writeSource?.cancel()
+        core.writeSource = nil
+        if let slave = core.slave { closeDescriptor(slave) }
+        core.slave = nil
+        core.master = nil
+        core.pending.removeAll()
+        core.delayed.removeAll()
+    }
+
+    private func readable() {
+        core.withLock { core in
+            guard let master = core.master else { return }
+            var received: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            var hangUp = false
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(master, $0.baseAddress!, $0.count) }
+                if count > 0 {
+                    received.append(contentsOf: buffer[..<count])
+                    continue
+                }
+                if count < 0 && errno == EINTR { continue }
+                if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { break }
+                // EOF or EIO: cannot happen while the slave descriptor is held; treat as a lost link.
+                logger.error("pty master read failed", metadata: ["errno": "\(count < 0 ? errno : 0)"])
+                hangUp = true
+                break
+            }
+            let now = clock()
+            if !received.isEmpty {
+                let bytes = core.link.fromHost(received)
+                handle(core.firmware.receive(bytes, at: now), at: now, in: &core)
+            }
+            if hangUp && core.master != nil {
+                disconnect(&core, at: now)
+            }
+            rearm(&core)
+        }
+    }
+
+    private func timerFired() {
+        core.withLock { core in
+            guard !core.stopped else { return }
+            let now = clock()
+            handle(core.firmware.advance(to: now), at: now, in: &core)
+            if let at = core.reconnectAt, at <= now {
+                reconnect(&core, at: now)
+            }
+            flushDelayed(&core, at: now)
+            rearm(&core)
+        }
+    }
+
+    private func rearm(_ core: inout Core) {
+        guard let timer = core.timer else { return }
+        var deadline = core.firmware.nextDeadline
+        func consider(_ time: UInt64?) {
+            guard let time else { return }
+            deadline = min(deadline ?? time, time)
+        }
+        consider(core.delayed.first?.release)
+        consider(core.reconnectAt)
+        if let deadline {
+            timer.schedule(deadline: DispatchTime(uptimeNanoseconds: origin &+ deadline &* 1000),
+                           leeway: .microseconds(50))
+        } else {
+            timer.schedule(deadline: .distantFuture, leeway: .nanoseconds(0))
+        }
+    }
+
+    private func handle(_ output: FirmwareOutput, at now: UInt64, in core: inout Core) {
+        for event in output.events {
+            switch event {
+            case .injected(let dot):
+                record.append(dot)
+            case .stateChanged(let state, let fault):
+                logger.debug("device state", metadata: ["state": "\(state)", "fault": "\(fault.recordName)"])
+            case .frameDiscarded(let error):
+                logger.debug("discarded a bad block", metadata: ["error": "\(error)"])
+            case .dotFenced(let seq, let dotID):
+                logger.debug("fenced a stale-epoch DOT", metadata: ["seq": "\(seq)", "dot": "\(dotID)"])
+            case .dotRefused(let seq, let dotID, let code, let value):
+                logger.warning("refused a DOT outside the hardware limits",
+                               metadata: ["seq": "\(seq)", "dot": "\(dotID)", "code": "\(code)", "value": "\(value)"])
+            case .underrun:
+                break
+            case .faultInjected(let fault, let dotID):
+                logger.notice("fault injected", metadata: ["fault": "\(fault.rawValue)", "dot": "\(dotID)"])
+            case .rebooted(let bootID):
+                logger.notice("device rebooted", metadata: ["boot_id": "\(bootID)"])
+            case .disconnectRequested:
+                disconnect(&core, at: now)
+            }
+        }
+        guard core.master != nil, !output.frames.isEmpty else { return }
+        core.delayed.append(contentsOf: core.link.toHost(output.frames, at: now))
+        flushDelayed(&core, at: now)
+    }
+
+    /// Writes the delayed frames that are due, in order.
+    private func flushDelayed(_ core: inout Core, at now: UInt64) {
+        var due: [UInt8] = []
+        var count = 0
+        for item in core.delayed {
+            guard item.release <= now else { break }
+            due.append(contentsOf: item.bytes)
+            count += 1
+        }
+        guard count > 0 else { return }
+        core.delayed.removeFirst(count)
+        write(due, in: &core)
+    }
+
+    private func write(_ bytes: [UInt8], in core: inout Core) {
+        guard let master = core.master else { return }
+        if !core.pending.isEmpty {
+            queuePending(bytes[...], in: &core)
+            return
+        }
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes.withUnsafeBytes { Glibc.write(master, $0.baseAddress! + offset, $0.count - offset) }
+            if written > 0 {
+                offset += written
+                continue
+            }
+            if written < 0 && errno == EINTR { continue }
+            if written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                queuePending(bytes[offset...], in: &core)
+                startWriteSource(&core)
+                return
+            }
+            logger.warning("pty master write failed", metadata: ["errno": "\(errno)"])
+            return
+        }
+    }
+
+    private func queuePending(_ bytes: ArraySlice<UInt8>, in core: inout Core) {
+        guard core.pending.count + bytes.count <= Self.maximumPendingBytes else {
+            if core.droppedOutputBytes == 0 {
+                logger.warning("no host is reading the device; dropping output")
+            }
+            core.droppedOutputBytes += bytes.count
+            return
+        }
+        core.pending.append(contentsOf: bytes)
+    }
+
+    private func startWriteSource(_ core: inout Core) {
+        guard core.writeSource == nil, let master = core.master else { return }
+        let duplicate = fcntl(master, F_DUPFD_CLOEXEC, 0)
+        guard duplicate >= 0 else {
+            logger.error("dup of the pty master failed", metadata: ["errno": "\(errno)"])
+            return
+        }
+        let source = DispatchSource.makeWriteSource(fileDescriptor: duplicate, queue: queue)
+        source.setEventHandler { [weak self] in self?.writable() }
+        let group = sourcesDone
+        group.enter()
+        source.setCancelHandler {
+            closeDescriptor(duplicate)
+            group.leave()
+        }
+        core.writeSource = source
+        source.resume()
+    }
+
+    private func writable() {
+        core.withLock { core in
+            guard let master = core.master else { return }
+            while !core.pending.isEmpty {
+                let written = core.pending.withUnsafeBytes { Glibc.write(master, $0.baseAddress!, $0.count) }
+                if written > 0 {
+                    core.pending.removeFirst(written)
+                    continue
+                }
+                if written < 0 && errno == EINTR { continue }
+                if written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return }
+                logger.warning("pty master write failed", metadata: ["errno": "\(errno)"])
+                core.pending.removeAll()
+            }
+            core.writeSource?.cancel()
+            core.writeSource = nil
+        }
+    }
+
+    /// Fault `disconnect-at` (or a master that hung up): the link goes down; the firmware runs on.
+    private func disconnect(_ core: inout Core, at now: UInt64) {
+        guard core.master != nil else { return }
+        logger.notice("link disconnected", metadata: ["device": "\(core.devicePath)"])
+        detach(&core)
+        if !core.stopped {
+            core.reconnectAt = now &+ Self.reconnectDelayMicroseconds
+        }
+    }
+
+    private func reconnect(_ core: inout Core, at now: UInt64) {
+        guard !core.masterClosing else {
+            core.reconnectAt = now &+ 10_000  // the old master's cancel handler has not run yet
+            return
+        }
+        core.reconnectAt = nil
+        do {
+            let pty = try PseudoTerminal.open()
+            if let link = options.linkPath {
+                do {
+                    try PseudoTerminal.installLink(link, to: pty.path)
+                } catch {
+                    closeDescriptor(pty.slave)
+                    closeDescriptor(pty.master)
+                    throw error
+                }
+            }
+            attach(pty, to: &core)
+            logger.notice("link reconnected", metadata: ["device": "\(pty.path)"])
+        } catch {
+            logger.error("cannot reopen the pty", metadata: ["error": "\(error)"])
+            core.reconnectAt = now &+ 1_000_000
+        }
+    }
+}

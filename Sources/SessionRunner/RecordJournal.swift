@@ -1,0 +1,78 @@
+import Dispatch
+import Logging
+
+/// Group commit between the streaming path and the records store.
+///
+/// The session submits changes from its queue; the journal writes them on its own queue in one
+/// transaction per batch (one fsync for many dots) and hands each committed batch back on the
+/// session's queue. The session acts on a change — sends a claimed dot, counts a done dot —
+/// only after its commit, so the record is always ahead of what the host believes.
+///
+/// Window of loss: a DOT_DONE received but not yet committed when the host dies (at most
+/// `flushInterval` plus one fsync). Nothing is lost from the record: the dot is still `sent`,
+/// and on resume the device's done_count and last completed dot (HELLO reply) settle it.
+final class RecordJournal: @unchecked Sendable {
+    private let store: RecordStore?
+    private let sessionID: Int64
+    private let queue = DispatchQueue(label: "smpctl.records")
+    private let target: DispatchQueue
+    private let onCommitted: (RecordBatch) -> Void
+    private let onFailure: (RecordStoreError) -> Void
+    /// Confined to `queue`.
+    private var pending = RecordBatch()
+    private var flushScheduled = false
+    private var failed = false
+    let flushInterval: DispatchTimeInterval = .milliseconds(5)
+
+    /// `onCommitted` and `onFailure` run on `target` (the session queue).
+    init(store: RecordStore?, sessionID: Int64, target: DispatchQueue,
+         onCommitted: @escaping (RecordBatch) -> Void, onFailure: @escaping (RecordStoreError) -> Void) {
+        self.store = store
+        self.sessionID = sessionID
+        self.target = target
+        self.onCommitted = onCommitted
+        self.onFailure = onFailure
+    }
+
+    /// Adds changes to the next batch. `urgent` commits without waiting for more (claims: the
+    /// stream is waiting for them).
+    func submit(urgent: Bool = false, _ change: @escaping @Sendable (inout RecordBatch) -> Void) {
+        guard store != nil else {
+            // No records (tests of the link alone): commit is immediate.
+            var batch = RecordBatch()
+            change(&batch)
+            let committed = batch
+            target.async { self.onCommitted(committed) }
+            return
+        }
+        queue.async {
+            change(&self.pending)
+            if urgent {
+                self.flush()
+            } else if !self.flushScheduled {
+                self.flushScheduled = true
+                self.queue.asyncAfter(deadline: .now() + self.flushInterval) { self.flush() }
+            }
+        }
+    }
+
+    /// Commits everything pending and waits for it (session end).
+    func sync() {
+        guard store != nil else { return }
+        queue.sync { flush() }
+    }
+
+    private func flush() {
+        flushScheduled = false
+        guard let store, !pending.isEmpty, !failed else { return }
+        let batch = pending
+        pending = RecordBatch()
+        do {
+            try store.apply(batch, session: sessionID)
+            target.async { self.onCommitted(batch) }
+        } catch {
+            failed = true
+            target.async { self.onFailure(error) }
+        }
+    }
+}

@@ -1,0 +1,428 @@
+import Foundation
+import GRDB
+
+/// Status of one plan dot in a session's record.
+public enum DotStatus: String, Sendable, Codable, CaseIterable {
+    /// Not sent yet (or returned by a fence: never injected).
+    case planned
+    /// Durably claimed for sending: it may be on the wire or in the device's queue. Written
+    /// before the DOT frame, so no dot is ever injected without a record of it.
+    case sent
+    /// Confirmed by the device's DOT_DONE (or STATUS).
+    case done
+    /// Cut short by an e-stop, fault or abort: partially injected.
+    case interrupted
+    /// In flight when the device lost its memory or the host lost track: unknown.
+    case ambiguous
+    /// The operator chose not to inject it (recorded in the audit trail with the reason).
+    case skipped
+}
+
+/// What is recorded when a session starts.
+public struct SessionInfo: Sendable {
+    public var planID: String
+    public var planPath: String
+    public var planSHA256: String
+    public var sessionNumber: Int?
+    public var sessionOf: Int?
+    public var clientReference: String?
+    public var operatorName: String
+    public var machineID: String
+    public var firmwareID: String?
+    public var bootID: UInt32?
+    public var devicePath: String
+
+    public init(planID: String, planPath: String, planSHA256: String, sessionNumber: Int? = nil, sessionOf: Int? = nil,
+                clientReference: String? = nil, operatorName: String, machineID: String, firmwareID: String? = nil,
+                bootID: UInt32? = nil, devicePath: String) {
+        self.planID = planID
+        self.planPath = planPath
+        self.planSHA256 = planSHA256
+        self.sessionNumber = sessionNumber
+        self.sessionOf = sessionOf
+        self.clientReference = clientReference
+        self.operatorName = operatorName
+        self.machineID = machineID
+        self.firmwareID = firmwareID
+        self.bootID = bootID
+        self.devicePath = devicePath
+    }
+}
+
+public struct SessionSummary: Sendable, Codable, Hashable {
+    public var id: Int64
+    public var planID: String
+    public var planPath: String
+    public var planSHA256: String
+    public var state: String
+    public var done: Int
+    public var total: Int
+    public var startedAt: String
+    public var endedAt: String?
+    public var clientReference: String?
+    public var operatorName: String
+    public var firmwareID: String?
+    public var bootID: UInt32?
+    public var devicePath: String
+    public var sessionNumber: Int?
+    public var sessionOf: Int?
+    public var reason: String?
+}
+
+public struct DotRecord: Sendable, Codable, Hashable {
+    public var dotID: UInt32
+    public var index: Int
+    public var xMicrometres: Int32
+    public var yMicrometres: Int32
+    public var depthMicrometres: Int32
+    public var dwellMicroseconds: Int32
+    public var region: String?
+    public var status: DotStatus
+    /// Order in which dots were claimed for sending (latest claim), nil if never sent.
+    public var sendOrder: Int64?
+    /// The device's done_count when it confirmed this dot (the resume anchor).
+    public var deviceDoneCount: Int64?
+    public var updatedAt: String?
+}
+
+public struct AuditEvent: Sendable, Codable, Hashable {
+    public var id: Int64
+    public var sessionID: Int64?
+    public var at: String
+    public var kind: String
+    public var detail: String
+}
+
+/// Why the records could not be written or read. Plain language, with the path.
+public struct RecordStoreError: Error, Sendable, CustomStringConvertible {
+    public var path: String
+    public var message: String
+    public var description: String { "treatment records at \(path): \(message)" }
+}
+
+/// The treatment records: SQLite through GRDB, WAL, synchronous=FULL, schema migrations.
+///
+/// Sessions, per-dot status and an append-only audit trail (triggers refuse UPDATE and DELETE on
+/// it). The tool never deletes records. Thread-safe: GRDB's `DatabaseQueue` serialises access.
+public final class RecordStore: Sendable {
+    public let path: String
+    private let db: DatabaseQueue
+
+    /// `$XDG_DATA_HOME/smpctl/records.sqlite`, or `~/.local/share/smpctl/records.sqlite`.
+    public static var defaultPath: String {
+        let env = ProcessInfo.processInfo.environment
+        let base = env["XDG_DATA_HOME"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? (env["HOME"] ?? NSHomeDirectory()) + "/.local/share"
+        return base + "/smpctl/records.sqlite"
+    }
+
+    /// Opens (creating with mode 0600 if needed) and migrates the database at `path`.
+    public init(path: String) throws(RecordStoreError) {
+        self.path = path
+        let directory = (path as NSString).deletingLastPathComponent
+        do {
+            if !directory.isEmpty {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                        attributes: [.posixPermissions: 0o700])
+            }
+            if !FileManager.default.fileExists(atPath: path) {
+                // Created 0600 before SQLite opens it: treatment records are personal data.
+                let fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0o600)
+                guard fd >= 0 else {
+                    throw RecordStoreError(path: path, message: String(cString: strerror(errno)))
+                }
+                close(fd)
+            }
+            var configuration = Configuration()
+            configuration.journalMode = .wal
+            configuration.busyMode = .timeout(5)
+            configuration.prepareDatabase { db in
+                try db.execute(sql: "PRAGMA synchronous = FULL")
+            }
+            db = try DatabaseQueue(path: path, configuration: configuration)
+            try Self.migrator.migrate(db)
+        } catch let error as RecordStoreError {
+            throw error
+        } catch {
+            throw RecordStoreError(path: path, message: "\(error)")
+        }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE session (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    plan_id TEXT NOT NULL,
+                    plan_path TEXT NOT NULL,
+                    plan_sha256 TEXT NOT NULL,
+                    session_number INTEGER,
+                    session_of INTEGER,
+                    client_reference TEXT,
+                    operator TEXT NOT NULL,
+                    machine_id TEXT NOT NULL,
+                    firmware_id TEXT,
+                    boot_id INTEGER,
+                    device_path TEXT NOT NULL,
+                    started_at TEXT NOT NULL,
+                    ended_at TEXT,
+                    state TEXT NOT NULL,
+                    reason TEXT,
+                    total INTEGER NOT NULL,
+                    next_send_order INTEGER NOT NULL DEFAULT 1,
+                    last_device_done_count INTEGER
+                );
+                CREATE TABLE dot (
+                    session_id INTEGER NOT NULL REFERENCES session(id),
+                    dot_id INTEGER NOT NULL,
+                    idx INTEGER NOT NULL,
+                    x_um INTEGER NOT NULL,
+                    y_um INTEGER NOT NULL,
+                    depth_um INTEGER NOT NULL,
+                    dwell_us INTEGER NOT NULL,
+                    region TEXT,
+                    status TEXT NOT NULL CHECK (status IN ('planned','sent','done','interrupted','ambiguous','skipped')),
+                    send_order INTEGER,
+                    device_done_count INTEGER,
+                    updated_at TEXT,
+                    PRIMARY KEY (session_id, dot_id)
+                ) WITHOUT ROWID;
+                CREATE INDEX dot_by_status ON dot(session_id, status);
+                CREATE TABLE audit (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    session_id INTEGER REFERENCES session(id),
+                    at TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    detail TEXT NOT NULL
+                );
+                CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+                    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+                CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+                    BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+                CREATE TRIGGER session_no_delete BEFORE DELETE ON session
+                    BEGIN SELECT RAISE(ABORT, 'treatment records are never deleted'); END;
+                CREATE TRIGGER dot_no_delete BEFORE DELETE ON dot
+                    BEGIN SELECT RAISE(ABORT, 'treatment records are never deleted'); END;
+                """)
+        }
+        return migrator
+    }
+
+    static func timestamp(_ date: Date = Date()) -> String {
+        date.formatted(.iso8601.year().month().day().timeZone(separator: .omitted).time(includingFractionalSeconds: true).timeSeparator(.colon).dateTimeSeparator(.standard))
+    }
+
+    private func write<T>(_ body: (Database) throws -> T) throws(RecordStoreError) -> T {
+        do {
+            return try db.write(body)
+        } catch {
+            throw RecordStoreError(path: path, message: "\(error)")
+        }
+    }
+
+    private func read<T>(_ body: (Database) throws -> T) throws(RecordStoreError) -> T {
+        do {
+            return try db.read(body)
+        } catch {
+            throw RecordStoreError(path: path, message: "\(error)")
+        }
+    }
+
+    // MARK: - Writing
+
+    /// Records a new session with every plan dot `planned`. Returns its id.
+    public func createSession(_ info: SessionInfo, dots: [PlanDot]) throws(RecordStoreError) -> Int64 {
+        try write { db in
+            let now = Self.timestamp()
+            try db.execute(sql: """
+                INSERT INTO session (plan_id, plan_path, plan_sha256, session_number, session_of, client_reference,
+                    operator, machine_id, firmware_id, boot_id, device_path, started_at, state, total)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)
+                """, arguments: [info.planID, info.planPath, info.planSHA256, info.sessionNumber, info.sessionOf,
+                                 info.clientReference, info.operatorName, info.machineID, info.firmwareID,
+                                 info.bootID.map { Int64($0) }, info.devicePath, now, dots.count])
+            let id = db.lastInsertedRowID
+            let insert = try db.makeStatement(sql: """
+                INSERT INTO dot (session_id, dot_id, idx, x_um, y_um, depth_um, dwell_us, region, status)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'planned')
+                """)
+            for dot in dots {
+                try insert.execute(arguments: [id, Int64(dot.id), dot.index, dot.xMicrometres, dot.yMicrometres,
+                                               dot.depthMicrometres, dot.dwellMicroseconds, dot.region])
+            }
+            try Self.audit(db, session: id, kind: "session-started", detail: [
+                "plan_id": info.planID, "plan_sha256": info.planSHA256, "device": info.devicePath,
+                "operator": info.operatorName, "firmware": info.firmwareID ?? "",
+            ])
+            return id
+        }
+    }
+
+    /// Applies a batch of changes in ONE transaction (one fsync): the group commit.
+    public func apply(_ batch: RecordBatch, session id: Int64) throws(RecordStoreError) {
+        guard !batch.isEmpty else { return }
+        try write { db in
+            let now = Self.timestamp()
+            for (status, dotIDs) in batch.statusChanges {
+                let change = try db.makeStatement(sql: "UPDATE dot SET status = ?, updated_at = ? WHERE session_id = ? AND dot_id = ?")
+                for dotID in dotIDs { try change.execute(arguments: [status.rawValue, now, id, Int64(dotID)]) }
+            }
+            if !batch.claims.isEmpty {
+                var order = try Int64.fetchOne(db, sql: "SELECT next_send_order FROM session WHERE id = ?", arguments: [id]) ?? 1
+                let claim = try db.makeStatement(sql: """
+                    UPDATE dot SET status = 'sent', send_order = ?, updated_at = ?
+                    WHERE session_id = ? AND dot_id = ? AND status = 'planned'
+                    """)
+                for dotID in batch.claims {
+                    try claim.execute(arguments: [order, now, id, Int64(dotID)])
+                    guard db.changesCount == 1 else {
+                        throw RecordStoreError(path: path, message: "dot \(dotID) claimed for sending but not planned")
+                    }
+                    order += 1
+                }
+                try db.execute(sql: "UPDATE session SET next_send_order = ? WHERE id = ?", arguments: [order, id])
+            }
+            if !batch.done.isEmpty {
+                let done = try db.makeStatement(sql: """
+                    UPDATE dot SET status = 'done', device_done_count = ?, updated_at = ?
+                    WHERE session_id = ? AND dot_id = ? AND status IN ('sent', 'ambiguous')
+                    """)
+                for entry in batch.done {
+                    try done.execute(arguments: [entry.deviceDoneCount.map { Int64($0) }, now, id, Int64(entry.dotID)])
+                    guard db.changesCount == 1 else {
+                        throw RecordStoreError(path: path, message: "dot \(entry.dotID) reported done but was not in flight")
+                    }
+                }
+                if let last = batch.done.last?.deviceDoneCount {
+                    try db.execute(sql: "UPDATE session SET last_device_done_count = ? WHERE id = ?",
+                                   arguments: [Int64(last), id])
+                }
+            }
+            for event in batch.events {
+                try Self.audit(db, session: id, kind: event.kind, detail: event.detail)
+            }
+            if let end = batch.end {
+                try db.execute(sql: "UPDATE session SET state = ?, reason = ?, ended_at = ? WHERE id = ?",
+                               arguments: [end.state, end.reason, end.state == "running" ? nil : now, id])
+            }
+            if let boot = batch.device {
+                try db.execute(sql: "UPDATE session SET firmware_id = ?, boot_id = ?, device_path = ?, last_device_done_count = ? WHERE id = ?",
+                               arguments: [boot.firmwareID, Int64(boot.bootID), boot.devicePath, Int64(boot.doneCount), id])
+            }
+        }
+    }
+
+    private static func audit(_ db: Database, session: Int64?, kind: String, detail: [String: String]) throws {
+        let json = (try? JSONSerialization.data(withJSONObject: detail, options: [.sortedKeys]))
+            .map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        try db.execute(sql: "INSERT INTO audit (session_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+                       arguments: [session, timestamp(), kind, json])
+    }
+
+    // MARK: - Reading
+
+    public func sessions(limit: Int = 50) throws(RecordStoreError) -> [SessionSummary] {
+        try read { db in
+            try Row.fetchAll(db, sql: Self.summarySQL + " ORDER BY s.id DESC LIMIT ?", arguments: [limit]).map(Self.summary)
+        }
+    }
+
+    public func session(id: Int64) throws(RecordStoreError) -> SessionSummary? {
+        try read { db in
+            try Row.fetchOne(db, sql: Self.summarySQL + " WHERE s.id = ?", arguments: [id]).map(Self.summary)
+        }
+    }
+
+    public func dots(session id: Int64) throws(RecordStoreError) -> [DotRecord] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM dot WHERE session_id = ? ORDER BY idx", arguments: [id]).map { row in
+                DotRecord(dotID: UInt32(row["dot_id"] as Int64), index: row["idx"], xMicrometres: row["x_um"],
+                          yMicrometres: row["y_um"], depthMicrometres: row["depth_um"], dwellMicroseconds: row["dwell_us"],
+                          region: row["region"], status: DotStatus(rawValue: row["status"]) ?? .ambiguous,
+                          sendOrder: row["send_order"], deviceDoneCount: row["device_done_count"],
+                          updatedAt: row["updated_at"])
+            }
+        }
+    }
+
+    public func events(session id: Int64) throws(RecordStoreError) -> [AuditEvent] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM audit WHERE session_id = ? ORDER BY id", arguments: [id]).map { row in
+                AuditEvent(id: row["id"], sessionID: row["session_id"], at: row["at"], kind: row["kind"], detail: row["detail"])
+            }
+        }
+    }
+
+    /// The device done_count recorded with the last confirmed dot of the session.
+    public func lastDeviceDoneCount(session id: Int64) throws(RecordStoreError) -> Int64? {
+        try read { db in
+            try Int64.fetchOne(db, sql: "SELECT last_device_done_count FROM session WHERE id = ?", arguments: [id])
+        }
+    }
+
+    /// For tests of the append-only guarantee: runs raw SQL.
+    package func executeRaw(_ sql: String) throws {
+        try db.write { db in try db.execute(sql: sql) }
+    }
+
+    private static let summarySQL = """
+        SELECT s.*, (SELECT COUNT(*) FROM dot d WHERE d.session_id = s.id AND d.status = 'done') AS done_count
+        FROM session s
+        """
+
+    private static func summary(_ row: Row) -> SessionSummary {
+        SessionSummary(
+            id: row["id"], planID: row["plan_id"], planPath: row["plan_path"], planSHA256: row["plan_sha256"],
+            state: row["state"], done: row["done_count"], total: row["total"], startedAt: row["started_at"],
+            endedAt: row["ended_at"], clientReference: row["client_reference"], operatorName: row["operator"],
+            firmwareID: row["firmware_id"], bootID: (row["boot_id"] as Int64?).map { UInt32(truncatingIfNeeded: $0) },
+            devicePath: row["device_path"], sessionNumber: row["session_number"], sessionOf: row["session_of"],
+            reason: row["reason"])
+    }
+}
+
+/// Changes written together in one transaction.
+public struct RecordBatch: Sendable {
+    public struct Event: Sendable {
+        public var kind: String
+        public var detail: [String: String]
+        public init(kind: String, detail: [String: String]) {
+            self.kind = kind
+            self.detail = detail
+        }
+    }
+    public struct End: Sendable {
+        public var state: String
+        public var reason: String?
+        public init(state: String, reason: String?) {
+            self.state = state
+            self.reason = reason
+        }
+    }
+    /// The device a (resumed) session runs on, with its done_count at the handshake: the anchor
+    /// for deciding, after a crash, which dots in flight the device completed.
+    public struct Device: Sendable {
+        public var firmwareID: String
+        public var bootID: UInt32
+        public var devicePath: String
+        public var doneCount: UInt32
+    }
+    public struct Done: Sendable {
+        public var dotID: UInt32
+        public var deviceDoneCount: UInt32?
+    }
+
+    public var claims: [UInt32] = []
+    public var done: [Done] = []
+    public var statusChanges: [(DotStatus, [UInt32])] = []
+    public var events: [Event] = []
+    public var end: End?
+    public var device: Device?
+
+    public init() {}
+
+    public var isEmpty: Bool {
+        claims.isEmpty && done.isEmpty && statusChanges.isEmpty && events.isEmpty && end == nil && device == nil
+    }
+}

@@ -1,0 +1,628 @@
+import Dispatch
+import FirmwareProtocol
+import Logging
+import NeedleDriver
+
+/// What a session reports while it runs. Delivered in order on the session's queue.
+public enum SessionEvent: Sendable {
+    /// After the handshake: what is about to run. Answer `true` from `confirm` to arm.
+    case preflight(Preflight)
+    case armed
+    /// `done` of `total` dots confirmed by the device.
+    case progress(SessionProgress)
+    case held(reason: String)
+    case resumed
+    case deviceStatus(Status)
+    /// A dot was cut short (e-stop, fault, abort): partially injected, never resent.
+    case dotInterrupted(dotID: UInt32)
+    /// Dots whose fate the host cannot know (device reboot, link lost mid-dot).
+    case dotsInDoubt([UInt32])
+    case refused(String)
+    case linkMetrics(LinkMetrics)
+    case finished(SessionAccount)
+}
+
+/// What the technician sees before arming.
+public struct Preflight: Sendable {
+    public var planID: String
+    public var dotCount: Int
+    public var regions: [String: Int]
+    public var devicePath: String
+    public var firmwareID: String
+    public var protocolVersion: String
+    public var envelope: SafetyEnvelope
+    /// Predicted from the device's declared travel speed, descend and retract times.
+    public var estimatedDurationSeconds: Double
+    /// The record of this session (nil when records are off).
+    public var sessionID: Int64?
+    /// Dots done in earlier runs of a resumed session.
+    public var alreadyDone: Int
+}
+
+public struct SessionProgress: Sendable {
+    public var done: Int
+    public var total: Int
+    public var lastDotID: UInt32
+    public var region: String?
+    public var deviceTimeMicroseconds: UInt64
+}
+
+/// How a session ended.
+public enum SessionOutcome: String, Sendable, Codable {
+    /// Every dot confirmed done by the device.
+    case completed
+    /// Stopped before the end, needle retracted, resumable (hold, interlock, operator).
+    case held
+    /// Latched e-stop or device fault.
+    case stopped
+    /// Link lost or device unavailable.
+    case linkLost = "link-lost"
+    /// The plan did not fit the device's envelope; nothing was armed.
+    case refusedPlan = "refused-plan"
+    /// The operator declined at the preflight prompt; nothing was armed.
+    case declined
+    /// Resume needs the operator's decision on dots whose fate is unknown; nothing was armed.
+    case needsDecision = "needs-decision"
+}
+
+/// The exact account of a session: every plan dot is in exactly one of these lists.
+public struct SessionAccount: Sendable {
+    public var outcome: SessionOutcome
+    public var reason: String?
+    public var total: Int
+    /// Confirmed done by the device (DOT_DONE or STATUS), in completion order.
+    public var done: [UInt32]
+    /// Cut short by an e-stop, fault or abort.
+    public var interrupted: [UInt32]
+    /// In flight when the link or the device's memory was lost.
+    public var inDoubt: [UInt32]
+    /// Never injected.
+    public var notStarted: [UInt32]
+    public var metrics: LinkMetrics
+    public var firmwareID: String?
+    public var elapsedSeconds: Double
+    /// The record of this session, when records are kept.
+    public var sessionID: Int64?
+    /// Done in earlier runs of a resumed session.
+    public var previouslyDone = 0
+    /// Left out by the operator's decision.
+    public var skipped = 0
+    /// The treatment record could not be written: the session was held for that reason.
+    public var recordsFailed = false
+
+    /// sysexits-style exit status (documented in docs/operator-guide.md and `smpctl run --help`).
+    public var exitCode: Int32 {
+        if recordsFailed { return 74 }
+        switch outcome {
+        case .completed: return 0
+        case .needsDecision: return 64
+        case .refusedPlan: return 65
+        case .linkLost: return 69
+        case .held, .stopped, .declined: return 75
+        }
+    }
+}
+
+public struct SessionOptions: Sendable {
+    public var envelope: SafetyEnvelope = .builtIn
+    public var link = LinkConfiguration()
+    /// Where the session is recorded; nil only in tests of the streaming path alone.
+    public var recording: RecordingOptions?
+    public init() {}
+}
+
+/// What the operator decided for dots whose fate is unknown (ambiguous or cut short).
+public enum AmbiguousDecision: String, Sendable, CaseIterable {
+    /// Leave them out: they count as skipped, never injected again.
+    case skip
+    /// Inject them again: the operator accepts a possible second injection at those spots.
+    case redo
+}
+
+public struct RecordingOptions: Sendable {
+    public var store: RecordStore
+    public var planPath: String
+    public var planSHA256: String
+    public var operatorName: String
+    public var machineID: String
+    /// Continue this recorded session instead of starting a new one.
+    public var resumeSessionID: Int64?
+    public var ambiguousDecision: AmbiguousDecision?
+
+    public init(store: RecordStore, planPath: String, planSHA256: String, operatorName: String, machineID: String,
+                resumeSessionID: Int64? = nil, ambiguousDecision: AmbiguousDecision? = nil) {
+        self.store = store
+        self.planPath = planPath
+        self.planSHA256 = planSHA256
+        self.operatorName = operatorName
+        self.machineID = machineID
+        self.resumeSessionID = resumeSessionID
+        self.ambiguousDecision = ambiguousDecision
+    }
+}
+
+/// Runs one plan on one applicator: handshake, envelope ∩ device limits, preflight, ARM, stream,
+/// exact account. Confined to the link's queue (one component, one queue); the records are
+/// written by a `RecordJournal` on its own queue, and the session acts on a change only after
+/// it is committed: a dot is claimed durably before it is sent, and counted done only once its
+/// DOT_DONE is durable.
+public final class Session: @unchecked Sendable {
+    public let plan: Plan
+    private let options: SessionOptions
+    private let logger: Logger
+    private var link: ApplicatorLink?
+    private var journal: RecordJournal?
+    private var effectiveEnvelope: SafetyEnvelope
+    public private(set) var sessionID: Int64?
+
+    /// Plan dots still to claim, in plan order; `retry` (dots returned by a fence) goes first.
+    private var todo: [PlanDot] = []
+    private var cursor = 0
+    private var retry: [DotCommand] = []
+    /// Claims submitted to the journal and not yet committed, then committed and ready to send.
+    private var claiming: [DotCommand] = []
+    private var ready: [DotCommand] = []
+    private var readyHead = 0
+    private let claimBatch = 64
+
+    private var done: [UInt32] = []
+    private var doneSet: Set<UInt32> = []
+    private var previouslyDone = 0
+    private var skipped = 0
+    private var interrupted: [UInt32] = []
+    private var inDoubt: [UInt32] = []
+    private var regionByID: [UInt32: String] = [:]
+    private var outcome: SessionOutcome?
+    private var reason: String?
+    private var startNanos: UInt64 = 0
+    private var onEvent: (SessionEvent) -> Void = { _ in }
+    private var finished: (SessionAccount) -> Void = { _ in }
+    private var holding = false
+    private var lastMetrics = LinkMetrics()
+    private var lastStatus: Status?
+    private var pendingEnd: SessionOutcome?
+    private var recordFailure: RecordStoreError?
+    /// Layer-2 envelope check can be switched off by tests only, to show the firmware still refuses.
+    package var checkEnvelopeBeforeEncoding = true
+    /// Layer-1 re-validation against the device's limits; tests switch it off to reach layers 2–3.
+    package var skipValidationAfterHandshake = false
+
+    public init(plan: Plan, options: SessionOptions = SessionOptions(), logger: Logger) {
+        self.plan = plan
+        self.options = options
+        self.logger = logger
+        self.effectiveEnvelope = options.envelope
+        self.todo = plan.dots
+        for dot in plan.dots { if let region = dot.region { regionByID[dot.id] = region } }
+    }
+
+    /// Opens `devicePath` and runs the session. `confirm` is asked once with the preflight; it
+    /// runs off the session queue and may block (a prompt). Returns when the session has ended.
+    public func run(
+        devicePath: String, confirm: @escaping @Sendable (Preflight) -> Bool,
+        onEvent: @escaping @Sendable (SessionEvent) -> Void
+    ) throws(SerialPortError) -> SessionAccount {
+        let queue = DispatchQueue(label: "smpctl.session")
+        let port = try SerialPort.open(path: devicePath, queue: queue)
+        let link = ApplicatorLink(port: port, configuration: options.link, logger: logger)
+        self.link = link
+        let result = ResultBox()
+        queue.sync {
+            self.onEvent = onEvent
+            self.finished = { account in result.set(account) }
+            self.startNanos = DispatchTime.now().uptimeNanoseconds
+            self.start(link: link, confirm: confirm)
+        }
+        return result.wait()
+    }
+
+    /// Operator's hold (first Ctrl-C). Safe to call from any thread.
+    public func requestHold() {
+        guard let link else { return }
+        link.queue.async {
+            guard self.outcome == nil, !self.holding else { return }
+            self.holding = true
+            link.hold()
+            self.audit("hold", ["cause": "operator"])
+            self.onEvent(.held(reason: "operator hold"))
+        }
+    }
+
+    /// Operator's resume after a hold.
+    public func requestResume() {
+        guard let link else { return }
+        link.queue.async {
+            guard self.outcome == nil, self.holding else { return }
+            self.holding = false
+            link.resume()
+            self.audit("resume", ["cause": "operator"])
+            self.onEvent(.resumed)
+        }
+    }
+
+    /// Operator's abort: end the session held (resumable later), needle retracted.
+    public func requestAbort(reason: String) {
+        guard let link else { return }
+        link.queue.async {
+            guard self.outcome == nil else { return }
+            self.holding = true
+            self.reason = reason
+            self.audit("abort", ["reason": reason])
+            link.abort()
+            self.pendingEnd = .held
+        }
+    }
+
+    /// E-stop from the host (interlock or operator).
+    public func requestEstop(cause: FaultCode) {
+        guard let link else { return }
+        link.queue.async {
+            link.estop(cause: cause)
+            self.audit("estop", ["cause": "\(cause)"])
+            self.pendingEnd = .stopped
+        }
+    }
+
+    private func start(link: ApplicatorLink, confirm: @escaping @Sendable (Preflight) -> Bool) {
+        link.onEvent = { [weak self] event in self?.handle(event) }
+        link.dotSource = { [weak self] in self?.nextDot() }
+        link.connect { [weak self] result in
+            guard let self else { return }
+            switch result {
+            case .failure(let loss):
+                self.end(.linkLost, reason: "\(loss)")
+            case .success(let hello):
+                self.handshook(hello, link: link, confirm: confirm)
+            }
+        }
+    }
+
+    private func handshook(_ hello: HelloReply, link: ApplicatorLink, confirm: @escaping @Sendable (Preflight) -> Bool) {
+        effectiveEnvelope = options.envelope.intersected(with: hello.limits)
+        let issues = skipValidationAfterHandshake
+            ? [] : PlanValidator.validate(plan, envelope: effectiveEnvelope).filter { $0.severity == .error }
+        if !issues.isEmpty {
+            let shown = issues.prefix(20).map { "  \($0)" }.joined(separator: "\n")
+            end(.refusedPlan, reason: "the plan does not fit this applicator's limits:\n\(shown)")
+            return
+        }
+        do {
+            try openRecord(hello, link: link)
+        } catch let failure as SessionSetupFailure {
+            end(failure.outcome, reason: failure.reason)
+            return
+        } catch {
+            end(.stopped, reason: "\(error)")
+            return
+        }
+        var regions: [String: Int] = [:]
+        for dot in todo { regions[dot.region ?? "(none)", default: 0] += 1 }
+        let preflight = Preflight(
+            planID: plan.planID, dotCount: todo.count, regions: regions, devicePath: link.devicePath,
+            firmwareID: hello.firmwareID, protocolVersion: "\(hello.versionMajor).\(hello.versionMinor)",
+            envelope: effectiveEnvelope, estimatedDurationSeconds: Self.estimate(todo, limits: hello.limits),
+            sessionID: sessionID, alreadyDone: previouslyDone)
+        onEvent(.preflight(preflight))
+        if todo.isEmpty {
+            end(.completed, reason: nil)
+            return
+        }
+        // The prompt blocks: ask it off the session queue, keep the heartbeat running meanwhile.
+        DispatchQueue.global().async {
+            let accepted = confirm(preflight)
+            link.queue.async {
+                guard self.outcome == nil else { return }
+                guard accepted else {
+                    self.end(.declined, reason: "declined at the preflight prompt; nothing was armed")
+                    return
+                }
+                self.audit("armed", [:])
+                link.arm()
+                self.onEvent(.armed)
+                self.requestClaims()
+                link.startStreaming()
+            }
+        }
+    }
+
+    private struct SessionSetupFailure: Error {
+        var outcome: SessionOutcome
+        var reason: String
+    }
+
+    /// Creates the session's record, or for a resume settles the dots that were in flight from
+    /// what the device reports, and builds the list of dots still to do.
+    private func openRecord(_ hello: HelloReply, link: ApplicatorLink) throws {
+        guard let recording = options.recording else {
+            journal = RecordJournal(store: nil, sessionID: 0, target: link.queue,
+                                    onCommitted: { [weak self] in self?.committed($0) }, onFailure: { _ in })
+            return
+        }
+        let store = recording.store
+        let device = RecordBatch.Device(firmwareID: hello.firmwareID, bootID: hello.bootID,
+                                        devicePath: link.devicePath, doneCount: hello.doneCount)
+        var first = RecordBatch()
+        first.device = device
+        if let id = recording.resumeSessionID {
+            sessionID = id
+            let resolution = try ResumeResolution.resolve(store: store, sessionID: id, hello: hello,
+                                                          decision: recording.ambiguousDecision)
+            if let refusal = resolution.refusal { throw SessionSetupFailure(outcome: .needsDecision, reason: refusal) }
+            first.statusChanges = resolution.statusChanges
+            first.done = []
+            first.events = resolution.events
+            first.end = RecordBatch.End(state: "running", reason: nil)
+            previouslyDone = resolution.doneCount
+            skipped = resolution.skippedCount
+            let remaining = Set(resolution.remaining)
+            todo = plan.dots.filter { remaining.contains($0.id) }
+            for id in resolution.doneIDs { doneSet.insert(id) }
+        } else {
+            let info = SessionInfo(
+                planID: plan.planID, planPath: recording.planPath, planSHA256: recording.planSHA256,
+                sessionNumber: plan.session?.number, sessionOf: plan.session?.of,
+                clientReference: plan.client?.reference, operatorName: recording.operatorName,
+                machineID: recording.machineID, firmwareID: hello.firmwareID, bootID: hello.bootID,
+                devicePath: link.devicePath)
+            sessionID = try store.createSession(info, dots: plan.dots)
+        }
+        try store.apply(first, session: sessionID!)
+        journal = RecordJournal(
+            store: store, sessionID: sessionID!, target: link.queue,
+            onCommitted: { [weak self] in self?.committed($0) },
+            onFailure: { [weak self] error in self?.recordsFailed(error) })
+    }
+
+    // MARK: - Claims: a dot is durably `sent` before it is encoded
+
+    private func requestClaims() {
+        guard outcome == nil, pendingEnd == nil, claiming.isEmpty, let journal else { return }
+        var batch: [DotCommand] = []
+        while batch.count < claimBatch, !retry.isEmpty { batch.append(retry.removeFirst()) }
+        while batch.count < claimBatch, cursor < todo.count {
+            let dot = todo[cursor]
+            cursor += 1
+            batch.append(DotCommand(
+                dotID: dot.id, epoch: 0, xMicrometres: dot.xMicrometres, yMicrometres: dot.yMicrometres,
+                depthMicrometres: UInt16(clamping: dot.depthMicrometres),
+                dwellMicroseconds: UInt32(clamping: dot.dwellMicroseconds)))
+        }
+        guard !batch.isEmpty else { return }
+        claiming = batch
+        let ids = batch.map(\.dotID)
+        journal.submit(urgent: true) { $0.claims.append(contentsOf: ids) }
+    }
+
+    private var planDotByID: [UInt32: PlanDot] {
+        if let cached = cachedPlanDotByID { return cached }
+        var map: [UInt32: PlanDot] = [:]
+        map.reserveCapacity(plan.dots.count)
+        for dot in plan.dots { map[dot.id] = dot }
+        cachedPlanDotByID = map
+        return map
+    }
+    private var cachedPlanDotByID: [UInt32: PlanDot]?
+
+    /// Layer 2 of the envelope: every dot is checked again just before it is encoded.
+    private func nextDot() -> DotCommand? {
+        guard outcome == nil, pendingEnd == nil else { return nil }
+        if ready.count - readyHead < claimBatch / 2 { requestClaims() }
+        guard readyHead < ready.count else { return nil }
+        let command = ready[readyHead]
+        if checkEnvelopeBeforeEncoding, let dot = planDotByID[command.dotID], let issue = effectiveEnvelope.check(dot) {
+            logger.critical("dot \(dot.id) failed the envelope check before encoding: \(issue)")
+            reason = "dot \(dot.id) outside the envelope before encoding: \(issue)"
+            audit("envelope-refused", ["dot": "\(dot.id)", "issue": "\(issue)"])
+            pendingEnd = .held
+            link?.abort()
+            return nil
+        }
+        readyHead += 1
+        if readyHead > 4096 && readyHead * 2 > ready.count {
+            ready.removeFirst(readyHead)
+            readyHead = 0
+        }
+        return command
+    }
+
+    // MARK: - Committed changes
+
+    private func committed(_ batch: RecordBatch) {
+        if !batch.claims.isEmpty {
+            ready.append(contentsOf: claiming)
+            claiming.removeAll()
+            if outcome == nil { link?.pump() }
+        }
+        for entry in batch.done {
+            done.append(entry.dotID)
+            if outcome == nil {
+                onEvent(.progress(SessionProgress(
+                    done: done.count + previouslyDone, total: plan.dots.count - skipped, lastDotID: entry.dotID,
+                    region: regionByID[entry.dotID], deviceTimeMicroseconds: 0)))
+            }
+        }
+        if outcome == nil, !batch.done.isEmpty, done.count + previouslyDone + skipped == plan.dots.count {
+            end(.completed, reason: nil)
+        }
+        if let end = batch.end, end.state != "running", let outcome { finish(outcome) }
+    }
+
+    private func recordsFailed(_ error: RecordStoreError) {
+        recordFailure = error
+        logger.critical("\(error)")
+        guard outcome == nil else { finish(outcome!); return }
+        // Without a durable record no further dot may be injected.
+        holding = true
+        pendingEnd = .held
+        reason = "the treatment record could not be written (\(error)); session held"
+        link?.hold()
+    }
+
+    private func audit(_ kind: String, _ detail: [String: String]) {
+        journal?.submit { $0.events.append(RecordBatch.Event(kind: kind, detail: detail)) }
+    }
+
+    // MARK: - Link events
+
+    private func handle(_ event: LinkEvent) {
+        guard outcome == nil else { return }
+        switch event {
+        case .handshake:
+            break
+        case .dotDone(let id, _, let count):
+            guard doneSet.insert(id).inserted else {
+                // The protocol makes this impossible; if it happens the accounting is broken.
+                logger.critical("dot \(id) reported done twice")
+                link?.estop(cause: .hostEstop)
+                end(.stopped, reason: "dot \(id) reported done twice: stopped for safety")
+                return
+            }
+            journal?.submit { $0.done.append(RecordBatch.Done(dotID: id, deviceDoneCount: count)) }
+        case .dotsReturned(let dots):
+            // Fenced before they started: back to planned, sent again first after resume.
+            retry.insert(contentsOf: dots, at: 0)
+            let unsent = ready[readyHead...]
+            retry.append(contentsOf: unsent)
+            ready.removeAll()
+            readyHead = 0
+            let ids = dots.map(\.dotID) + unsent.map(\.dotID)
+            journal?.submit { $0.statusChanges.append((.planned, ids)) }
+            if let pendingEnd { end(pendingEnd, reason: reason) }
+        case .dotInterrupted(let id):
+            interrupted.append(id)
+            journal?.submit {
+                $0.statusChanges.append((.interrupted, [id]))
+                $0.events.append(RecordBatch.Event(kind: "dot-interrupted", detail: ["dot": "\(id)"]))
+            }
+            onEvent(.dotInterrupted(dotID: id))
+        case .dotsInDoubt(let dots):
+            let ids = dots.map(\.dotID)
+            inDoubt.append(contentsOf: ids)
+            journal?.submit {
+                $0.statusChanges.append((.ambiguous, ids))
+                $0.events.append(RecordBatch.Event(kind: "dots-in-doubt", detail: ["dots": ids.map(String.init).joined(separator: ",")]))
+            }
+            onEvent(.dotsInDoubt(ids))
+        case .deviceStatus(let status):
+            if status.state != lastStatus?.state || status.fault != lastStatus?.fault {
+                onEvent(.deviceStatus(status))
+                audit("device-state", ["state": status.state.description, "fault": "\(status.fault)",
+                                       "done_count": "\(status.doneCount)"])
+            }
+            lastStatus = status
+            if status.state.isLatched {
+                end(.stopped, reason: "applicator \(status.state): \(status.fault)")
+            } else if status.state == .held && status.needleRetracted {
+                if let pendingEnd {
+                    end(pendingEnd, reason: reason)
+                } else if !holding {
+                    holding = true
+                    onEvent(.held(reason: "\(status.fault)"))
+                    // A device-side hold (contact lost, lease) ends a non-interactive run: the
+                    // account is exact and `smpctl resume` continues it.
+                    end(.held, reason: "applicator held: \(status.fault)")
+                }
+            }
+        case .refused(let refused):
+            let text = "applicator refused dot \(refused.dotID): \(refused.code) (value \(refused.value)); now \(refused.state), \(refused.fault)"
+            onEvent(.refused(text))
+            audit("refused", ["dot": "\(refused.dotID)", "code": "\(refused.code)", "value": "\(refused.value)"])
+            if refused.state.isLatched { end(.stopped, reason: text) }
+        case .metrics(let metrics):
+            lastMetrics = metrics
+            onEvent(.linkMetrics(metrics))
+        case .linkLost(let loss):
+            end(.linkLost, reason: "\(loss)")
+        }
+    }
+
+    /// Ends the session: closes the link, records the outcome, and reports the account once the
+    /// record has committed everything before it.
+    private func end(_ outcome: SessionOutcome, reason: String?) {
+        guard self.outcome == nil else { return }
+        self.outcome = outcome
+        self.reason = reason
+        guard let link else { return }
+        lastMetrics = link.metrics
+        // Dots still in flight at the end are in doubt unless the device settled them.
+        let stillInFlight = link.inFlight.map(\.dotID)
+        if outcome != .completed, !stillInFlight.isEmpty {
+            inDoubt.append(contentsOf: stillInFlight)
+            journal?.submit { $0.statusChanges.append((.ambiguous, stillInFlight)) }
+        }
+        // Claimed but never sent: back to planned.
+        let unsent = claiming.map(\.dotID) + ready[readyHead...].map(\.dotID) + retry.map(\.dotID)
+        link.close()
+        guard let journal else {
+            finish(outcome)
+            return
+        }
+        let metrics = lastMetrics
+        let state = outcome.rawValue
+        journal.submit(urgent: true) { batch in
+            if !unsent.isEmpty { batch.statusChanges.append((.planned, unsent)) }
+            batch.events.append(RecordBatch.Event(kind: "link-metrics", detail: [
+                "frames_sent": "\(metrics.framesSent)", "frames_received": "\(metrics.framesReceived)",
+                "retransmissions": "\(metrics.retransmissions)", "bad_frames": "\(metrics.badFramesReceived)",
+                "srtt_us": "\(metrics.smoothedRTTMicroseconds)"]))
+            batch.events.append(RecordBatch.Event(kind: "session-ended", detail: ["outcome": state, "reason": reason ?? ""]))
+            batch.end = RecordBatch.End(state: state, reason: reason)
+        }
+        if recordFailure != nil { finish(outcome) }
+    }
+
+    private var finishedOnce = false
+
+    private func finish(_ outcome: SessionOutcome) {
+        guard !finishedOnce else { return }
+        finishedOnce = true
+        var accounted = doneSet
+        accounted.formUnion(interrupted)
+        accounted.formUnion(inDoubt)
+        let notStarted = todo.lazy.map(\.id).filter { !accounted.contains($0) }
+        var account = SessionAccount(
+            outcome: outcome, reason: reason, total: plan.dots.count, done: done, interrupted: interrupted,
+            inDoubt: inDoubt, notStarted: Array(notStarted), metrics: lastMetrics,
+            firmwareID: link?.hello?.firmwareID,
+            elapsedSeconds: Double(DispatchTime.now().uptimeNanoseconds - startNanos) / 1e9)
+        account.sessionID = sessionID
+        account.previouslyDone = previouslyDone
+        account.skipped = skipped
+        if let recordFailure {
+            account.reason = (account.reason.map { $0 + "; " } ?? "") + "\(recordFailure)"
+            account.recordsFailed = true
+        }
+        onEvent(.linkMetrics(lastMetrics))
+        onEvent(.finished(account))
+        finished(account)
+    }
+
+    /// Sum of travel + descend + dwell + retract over the plan, from the device's own timing.
+    public static func estimate(_ dots: [PlanDot], limits: DeviceLimits) -> Double {
+        var seconds = 0.0
+        var x = 0.0, y = 0.0
+        let speed = max(Double(limits.travelSpeedMicrometresPerSecond), 1)
+        let fixed = Double(limits.descendMicroseconds + limits.retractMicroseconds) / 1e6
+        for dot in dots {
+            let dx = Double(dot.xMicrometres) - x, dy = Double(dot.yMicrometres) - y
+            seconds += (dx * dx + dy * dy).squareRoot() / speed + fixed + Double(dot.dwellMicroseconds) / 1e6
+            x = Double(dot.xMicrometres)
+            y = Double(dot.yMicrometres)
+        }
+        return seconds
+    }
+}
+
+/// One-shot hand-over of the account from the session queue to the caller's thread.
+private final class ResultBox: @unchecked Sendable {
+    private let semaphore = DispatchSemaphore(value: 0)
+    private var account: SessionAccount?
+    func set(_ value: SessionAccount) {
+        account = value
+        semaphore.signal()
+    }
+    func wait() -> SessionAccount {
+        semaphore.wait()
+        return account!
+    }
+}

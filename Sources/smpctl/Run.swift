@@ -1,0 +1,161 @@
+import ArgumentParser
+import DeviceSim
+import Dispatch
+import FirmwareProtocol
+import Foundation
+import Logging
+import NeedleDriver
+import SessionRunner
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a plan on the applicator (or on the built-in simulator with --sim).",
+        discussion: """
+            The plan is validated first; nothing is sent to a device when it has an error. After \
+            the handshake the plan is checked again against the applicator's own limits, a \
+            preflight summary is shown and you are asked to confirm (--yes skips the question). \
+            Ctrl-C once holds the session (needle retracted, queue flushed); Ctrl-C again ends it, \
+            resumable. Exit status 0 only when every dot was confirmed done by the applicator; \
+            65 invalid plan; 69 applicator unavailable or link lost; 75 held or stopped before the \
+            end; 77 permission denied on the device.
+            """)
+
+    @Argument(help: "The plan file (smp-plan/1 JSON).")
+    var plan: String
+
+    @Option(help: "The applicator's tty, e.g. /dev/smp/applicator-SERIAL or /dev/ttyACM0.")
+    var device: String?
+
+    @Flag(help: "Run on the built-in simulator (its own pseudo-terminal, same driver path).")
+    var sim = false
+
+    @Flag(help: "Do not ask for confirmation after the preflight summary.")
+    var yes = false
+
+    @Flag(help: "Print events as NDJSON, one object per line (the default when stdout is not a terminal).")
+    var json = false
+
+    @Option(help: "With --sim: simulator time scale (1 = real time, 0 = instant).")
+    var timeScale: Double = 0.02
+
+    @Option(help: "With --sim: append the simulator's ground-truth record (NDJSON) to this file.")
+    var record: String?
+
+    @Option(help: "With --sim: seed of the simulator.")
+    var seed: UInt64 = 1
+
+    @Flag(name: .shortAndLong, help: "Log protocol details to stderr.")
+    var verbose = false
+
+    func validate() throws {
+        if sim == (device != nil) {
+            throw ValidationError("Give exactly one of --device PATH or --sim.")
+        }
+        if !sim && (record != nil) {
+            throw ValidationError("--record applies to --sim only; a real applicator keeps no ground-truth record.")
+        }
+        guard timeScale.isFinite, timeScale >= 0 else {
+            throw ValidationError("--time-scale must be a finite number ≥ 0 (got \(timeScale)).")
+        }
+    }
+
+    func run() throws {
+        let logger = CLILogging.logger(label: "smpctl.run", verbose: verbose)
+        let loaded: Plan
+        do {
+            let (plan, warnings) = try PlanLoader.load(path: self.plan)
+            for warning in warnings { Output.err("\(self.plan): \(warning)") }
+            loaded = plan
+        } catch let error {
+            for issue in error.issues { Output.err("\(self.plan): \(issue)") }
+            Output.err("\(self.plan): plan refused; nothing was sent to the applicator.")
+            throw ExitCode(error.isUnreadable ? ExitStatus.noInput : ExitStatus.dataError)
+        }
+
+        var simulator: SimulatedApplicator?
+        defer { simulator?.stop() }
+        let devicePath: String
+        if sim {
+            var options = SimulatorOptions()
+            options.timeScale = timeScale
+            options.seed = seed
+            options.recordPath = record
+            do {
+                simulator = try SimulatedApplicator.start(options, logger: CLILogging.logger(label: "smpctl.sim", verbose: verbose))
+            } catch {
+                Output.err("smpctl: could not start the simulator: \(error)")
+                throw ExitCode(ExitStatus.ioError)
+            }
+            devicePath = simulator!.devicePath
+        } else {
+            devicePath = device!
+        }
+
+        let ndjson = json || !Output.stdoutIsTerminal
+        let reporter = RunReporter(ndjson: ndjson, sim: sim)
+        if !yes && !Output.stdinIsTerminal {
+            Output.err("smpctl: standard input is not a terminal, so the preflight cannot be confirmed: pass --yes.")
+            throw ExitCode(ExitStatus.usage)
+        }
+        let session = Session(plan: loaded, logger: logger)
+        let interrupts = InterruptHandler(session: session, reporter: reporter)
+        interrupts.install()
+        let assumeYes = yes
+        let account: SessionAccount
+        do {
+            account = try session.run(
+                devicePath: devicePath,
+                confirm: { preflight in assumeYes || Prompt.confirm("Arm the applicator and start \(preflight.dotCount) dots?") },
+                onEvent: { event in reporter.report(event) })
+        } catch let error {
+            reporter.failed(error.description)
+            throw ExitCode(error.exitCode)
+        }
+        interrupts.uninstall()
+        throw ExitCode(account.exitCode)
+    }
+}
+
+/// Ctrl-C once: hold. Twice: end the session held (resumable).
+final class InterruptHandler: @unchecked Sendable {
+    private let session: Session
+    private let reporter: RunReporter
+    private var source: (any DispatchSourceSignal)?
+    private var count = 0
+    private let queue = DispatchQueue(label: "smpctl.signals")
+
+    init(session: Session, reporter: RunReporter) {
+        self.session = session
+        self.reporter = reporter
+    }
+
+    func install() {
+        signal(SIGINT, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: queue)
+        source.setEventHandler { [self] in
+            count += 1
+            if count == 1 {
+                reporter.note("Ctrl-C: holding — the dot in progress finishes, the needle retracts. Ctrl-C again ends the session (resumable).")
+                session.requestHold()
+            } else {
+                reporter.note("Ctrl-C again: ending the session, needle retracted.")
+                session.requestAbort(reason: "ended by the operator (Ctrl-C twice)")
+            }
+        }
+        source.resume()
+        self.source = source
+    }
+
+    func uninstall() {
+        source?.cancel()
+        signal(SIGINT, SIG_DFL)
+    }
+}
+
+enum Prompt {
+    static func confirm(_ question: String) -> Bool {
+        FileHandle.standardError.write(Data("\(question) [y/N] ".utf8))
+        guard let answer = readLine() else { return false }
+        return ["y", "yes"].contains(answer.trimmingCharacters(in: .whitespaces).lowercased())
+    }
+}

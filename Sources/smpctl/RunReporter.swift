@@ -1,0 +1,216 @@
+import Dispatch
+import FirmwareProtocol
+import Foundation
+import NeedleDriver
+import SessionRunner
+import Synchronization
+
+/// Turns session events into what the technician sees: a summary, a progress line and plain
+/// alarm lines on a terminal; NDJSON (docs/operator-guide.md, "Events") otherwise.
+final class RunReporter: Sendable {
+    private struct State {
+        var lastDraw: UInt64 = 0
+        var startNanos: UInt64 = 0
+        var lineOpen = false
+        var deviceState = "—"
+        var lastProgress: SessionProgress?
+    }
+    private let ndjson: Bool
+    private let sim: Bool
+    private let state = Mutex(State())
+
+    init(ndjson: Bool, sim: Bool) {
+        self.ndjson = ndjson
+        self.sim = sim
+    }
+
+    func report(_ event: SessionEvent) {
+        state.withLock { state in
+            if ndjson { emitJSON(event, &state) } else { emitHuman(event, &state) }
+        }
+    }
+
+    func note(_ text: String) {
+        state.withLock { state in
+            if ndjson {
+                Output.printJSON(["event": "note", "message": text])
+            } else {
+                closeLine(&state)
+                Output.err(text)
+            }
+        }
+    }
+
+    func failed(_ text: String) {
+        state.withLock { state in
+            if ndjson { Output.printJSON(["event": "error", "message": text]) }
+            closeLine(&state)
+            Output.err("smpctl: \(text)")
+        }
+    }
+
+    // MARK: NDJSON
+
+    private func emitJSON(_ event: SessionEvent, _ state: inout State) {
+        switch event {
+        case .preflight(let p):
+            Output.printJSON([
+                "event": "preflight", "plan_id": p.planID, "dots": p.dotCount, "regions": p.regions,
+                "session_id": p.sessionID.map { $0 as Any } ?? NSNull(), "already_done": p.alreadyDone,
+                "device": p.devicePath, "firmware": p.firmwareID, "protocol": p.protocolVersion,
+                "estimated_seconds": (p.estimatedDurationSeconds * 10).rounded() / 10,
+                "envelope": envelopeJSON(p.envelope),
+            ])
+        case .armed:
+            state.startNanos = DispatchTime.now().uptimeNanoseconds
+            Output.printJSON(["event": "armed"])
+        case .progress(let p):
+            let now = DispatchTime.now().uptimeNanoseconds
+            guard p.done == p.total || now - state.lastDraw > 250_000_000 else { return }
+            state.lastDraw = now
+            var object: [String: Any] = ["event": "progress", "done": p.done, "total": p.total, "dot": p.lastDotID]
+            if let region = p.region { object["region"] = region }
+            Output.printJSON(object)
+        case .held(let reason):
+            Output.printJSON(["event": "held", "reason": reason])
+        case .resumed:
+            Output.printJSON(["event": "resumed"])
+        case .deviceStatus(let s):
+            Output.printJSON([
+                "event": "device", "state": s.state.description, "fault": "\(s.fault)", "done_count": s.doneCount,
+                "needle_retracted": s.needleRetracted,
+            ])
+        case .dotInterrupted(let id):
+            Output.printJSON(["event": "dot_interrupted", "dot": id])
+        case .dotsInDoubt(let ids):
+            Output.printJSON(["event": "dots_in_doubt", "dots": ids])
+        case .refused(let text):
+            Output.printJSON(["event": "refused", "message": text])
+        case .linkMetrics(let m):
+            Output.printJSON(["event": "link", "frames_sent": m.framesSent, "frames_received": m.framesReceived,
+                              "retransmissions": m.retransmissions, "bad_frames_received": m.badFramesReceived,
+                              "srtt_us": m.smoothedRTTMicroseconds])
+        case .finished(let a):
+            var object: [String: Any] = [
+                "event": "finished", "outcome": a.outcome.rawValue, "total": a.total,
+                "done": a.done.count + a.previouslyDone, "done_this_run": a.done.count, "skipped": a.skipped,
+                "interrupted": a.interrupted, "in_doubt": a.inDoubt, "not_started": a.notStarted.count,
+                "elapsed_seconds": (a.elapsedSeconds * 1000).rounded() / 1000, "exit_code": a.exitCode,
+            ]
+            if let reason = a.reason { object["reason"] = reason }
+            if let id = a.sessionID { object["session_id"] = id }
+            Output.printJSON(object)
+        }
+    }
+
+    private func envelopeJSON(_ e: SafetyEnvelope) -> [String: Any] {
+        ["depth_um": [e.depthMicrometres.lowerBound, e.depthMicrometres.upperBound],
+         "dwell_us": [e.dwellMicroseconds.lowerBound, e.dwellMicroseconds.upperBound],
+         "travel_x_um": e.travelXMicrometres, "travel_y_um": e.travelYMicrometres,
+         "min_spacing_um": e.minimumSpacingMicrometres]
+    }
+
+    // MARK: Human
+
+    private func emitHuman(_ event: SessionEvent, _ state: inout State) {
+        switch event {
+        case .preflight(let p):
+            let regions = p.regions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            let e = p.envelope
+            print("""
+                Plan        \(p.planID): \(p.dotCount) dots (\(regions))
+                Applicator  \(p.devicePath)\(sim ? " (simulator)" : ""), firmware \(p.firmwareID), protocol \(p.protocolVersion)
+                Envelope    depth \(mm(e.depthMicrometres.lowerBound))–\(mm(e.depthMicrometres.upperBound)) mm, \
+                dwell \(ms(e.dwellMicroseconds.lowerBound))–\(ms(e.dwellMicroseconds.upperBound)) ms, \
+                travel ±\(mm(e.travelXMicrometres)) × ±\(mm(e.travelYMicrometres)) mm, spacing ≥ \(mm(e.minimumSpacingMicrometres)) mm
+                Estimate    \(duration(p.estimatedDurationSeconds)) at the applicator's real speed
+                """)
+        case .armed:
+            state.startNanos = DispatchTime.now().uptimeNanoseconds
+            print("Armed. Streaming…")
+        case .progress(let p):
+            state.lastProgress = p
+            let now = DispatchTime.now().uptimeNanoseconds
+            guard p.done == p.total || now - state.lastDraw > 100_000_000 else { return }
+            state.lastDraw = now
+            drawProgress(p, &state, now: now)
+        case .held(let reason):
+            closeLine(&state)
+            Output.err("HOLD — \(reason). Needle retracted; the place in the plan is kept.")
+        case .resumed:
+            closeLine(&state)
+            Output.err("Resumed.")
+        case .deviceStatus(let s):
+            state.deviceState = s.state.description
+            if s.state.isLatched {
+                closeLine(&state)
+                Output.err("STOP — applicator \(s.state): \(s.fault). Needle power off, needle retracted.")
+            }
+        case .dotInterrupted(let id):
+            closeLine(&state)
+            Output.err("Dot \(id) was cut short (partially injected). It will not be repeated automatically.")
+        case .dotsInDoubt(let ids):
+            closeLine(&state)
+            Output.err("\(ids.count) dot(s) were in flight and cannot be confirmed: \(ids.prefix(10).map(String.init).joined(separator: ", "))\(ids.count > 10 ? ", …" : "")")
+        case .refused(let text):
+            closeLine(&state)
+            Output.err("REFUSED — \(text)")
+        case .linkMetrics:
+            break
+        case .finished(let a):
+            if let p = state.lastProgress { drawProgress(p, &state, now: DispatchTime.now().uptimeNanoseconds) }
+            closeLine(&state)
+            let m = a.metrics
+            let headline: String
+            switch a.outcome {
+            case .completed: headline = "Session complete: all \(a.total) dots confirmed done by the applicator."
+            case .held: headline = "Session held before the end."
+            case .stopped: headline = "Session STOPPED."
+            case .linkLost: headline = "Link to the applicator lost."
+            case .refusedPlan: headline = "Plan refused by the applicator's limits; nothing was armed."
+            case .declined: headline = "Not started."
+            case .needsDecision: headline = "Not resumed: a decision is needed."
+            }
+            print(headline)
+            if let reason = a.reason { print("  Reason:      \(reason)") }
+            if let id = a.sessionID { print("  Session:     \(id) (smpctl report \(id) -o report.html; smpctl resume \(id) …)") }
+            print("  Done:        \(a.done.count + a.previouslyDone) of \(a.total)\(a.previouslyDone > 0 ? " (\(a.previouslyDone) in earlier runs)" : "")\(a.skipped > 0 ? ", \(a.skipped) skipped" : "")")
+            if !a.interrupted.isEmpty { print("  Cut short:   \(a.interrupted.map(String.init).joined(separator: ", "))") }
+            if !a.inDoubt.isEmpty { print("  In doubt:    \(a.inDoubt.count) (\(a.inDoubt.prefix(10).map(String.init).joined(separator: ", ")))") }
+            if a.outcome != .completed { print("  Not started: \(a.notStarted.count)") }
+            print("  Time:        \(duration(a.elapsedSeconds))\(a.elapsedSeconds > 0 ? String(format: ", %.0f dots/s", Double(a.done.count) / a.elapsedSeconds) : "")")
+            print("  Link:        \(m.framesSent) frames sent, \(m.framesReceived) received, \(m.retransmissions) retransmitted, \(m.badFramesReceived) bad frames, RTT \(String(format: "%.1f", Double(m.smoothedRTTMicroseconds) / 1000)) ms")
+        }
+    }
+
+    private func drawProgress(_ p: SessionProgress, _ state: inout State, now: UInt64) {
+        let width = 30
+        let filled = p.total > 0 ? width * p.done / p.total : 0
+        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+        let elapsed = Double(now - state.startNanos) / 1e9
+        let rate = elapsed > 0 ? Double(p.done) / elapsed : 0
+        let eta = rate > 0 ? Double(p.total - p.done) / rate : 0
+        let line = "[\(bar)] \(p.done)/\(p.total) \(String(format: "%5.1f%%", 100 * Double(p.done) / Double(max(p.total, 1)))) "
+            + "\(String(format: "%.0f", rate)) dots/s  ETA \(duration(eta))  \(p.region ?? "")  \(state.deviceState)"
+        if Output.stdoutIsTerminal {
+            FileHandle.standardOutput.write(Data(("\r" + line + "\u{1B}[K").utf8))
+            state.lineOpen = true
+        } else {
+            print(line)
+        }
+    }
+
+    private func closeLine(_ state: inout State) {
+        if state.lineOpen {
+            FileHandle.standardOutput.write(Data("\n".utf8))
+            state.lineOpen = false
+        }
+    }
+
+    private func mm(_ micrometres: Int32) -> String { String(format: "%g", Double(micrometres) / 1000) }
+    private func ms(_ microseconds: Int32) -> String { String(format: "%g", Double(microseconds) / 1000) }
+    private func duration(_ seconds: Double) -> String {
+        let s = Int(seconds.rounded())
+        return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
+    }
+}

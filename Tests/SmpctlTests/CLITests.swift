@@ -1,0 +1,157 @@
+import Foundation
+import XCTest
+
+/// Runs the built `smpctl` binary as a technician would.
+final class CLITests: XCTestCase {
+    static var repositoryRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    static var binary: URL {
+        // Linux: the test bundle runs from the products directory, next to the smpctl binary.
+        Bundle.main.bundleURL.appendingPathComponent("smpctl")
+    }
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    @discardableResult
+    static func smpctl(_ arguments: [String], timeout: TimeInterval = 120) throws -> Result {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        process.currentDirectoryURL = repositoryRoot
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        // Read before waiting so a full pipe cannot deadlock the child.
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    func temporaryDirectory() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+        return url
+    }
+
+    func testValidateAcceptsTheExamples() throws {
+        for name in ["hairline", "crown"] {
+            let result = try Self.smpctl(["validate", "Examples/\(name).json"])
+            XCTAssertEqual(result.status, 0, result.stderr)
+            XCTAssertTrue(result.stdout.contains("valid"), result.stdout)
+        }
+    }
+
+    func testValidateReportsEveryErrorWithPathValueAndLimitAndExits65() throws {
+        let result = try Self.smpctl(["validate", "Examples/invalid.json"])
+        XCTAssertEqual(result.status, 65)
+        XCTAssertTrue(result.stderr.contains("Examples/invalid.json"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("dots["), result.stderr)
+        XCTAssertTrue(result.stderr.contains("nothing was sent"), result.stderr)
+    }
+
+    func testValidateMissingFileExits66() throws {
+        let result = try Self.smpctl(["validate", "no-such-plan.json"])
+        XCTAssertEqual(result.status, 66)
+        XCTAssertTrue(result.stderr.contains("no-such-plan.json"), result.stderr)
+    }
+
+    func testRunNeedsExactlyOneOfDeviceOrSim() throws {
+        let result = try Self.smpctl(["run", "Examples/hairline.json", "--yes"])
+        XCTAssertEqual(result.status, 64)
+        XCTAssertTrue(result.stderr.contains("--device PATH or --sim"), result.stderr)
+    }
+
+    func testRunWithAnInvalidPlanSendsNothingAndExits65() throws {
+        let dir = try temporaryDirectory()
+        let record = dir.appendingPathComponent("record.ndjson").path
+        let result = try Self.smpctl(["run", "Examples/invalid.json", "--sim", "--yes", "--record", record])
+        XCTAssertEqual(result.status, 65)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: record) && (try? String(contentsOfFile: record, encoding: .utf8))?.isEmpty == false)
+    }
+
+    func testRunWithoutYesOnANonTerminalRefusesToGuess() throws {
+        let result = try Self.smpctl(["run", "Examples/hairline.json", "--sim"])
+        XCTAssertEqual(result.status, 64)
+        XCTAssertTrue(result.stderr.contains("--yes"), result.stderr)
+    }
+
+    func testRunInProcessSimulatorEmitsNDJSONAndCompletes() throws {
+        let dir = try temporaryDirectory()
+        let record = dir.appendingPathComponent("record.ndjson").path
+        let result = try Self.smpctl(["run", "Examples/hairline.json", "--sim", "--yes", "--time-scale", "0", "--record", record])
+        XCTAssertEqual(result.status, 0, result.stderr + result.stdout)
+        let events = result.stdout.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        XCTAssertEqual(events.first?["event"] as? String, "preflight")
+        let finished = try XCTUnwrap(events.last)
+        XCTAssertEqual(finished["event"] as? String, "finished")
+        XCTAssertEqual(finished["outcome"] as? String, "completed")
+        let plan = try Self.planDotIDs("Examples/hairline.json")
+        XCTAssertEqual(finished["done"] as? Int, plan.count)
+        XCTAssertEqual(try Self.recordedDotIDs(record).sorted(), plan.sorted())
+    }
+
+    /// The acceptance check: the simulator in one process, smpctl run in another, the
+    /// crown example, every plan dot exactly once in the ground-truth record.
+    func testSimInOneProcessAndRunInAnotherInjectEveryCrownDotExactlyOnce() throws {
+        let dir = try temporaryDirectory()
+        let link = dir.appendingPathComponent("applicator").path
+        let record = dir.appendingPathComponent("r.ndjson").path
+        let sim = Process()
+        sim.executableURL = Self.binary
+        sim.arguments = ["sim", "--link", link, "--record", record, "--time-scale", "0"]
+        sim.standardOutput = Pipe()
+        sim.standardError = FileHandle.nullDevice
+        try sim.run()
+        defer {
+            if sim.isRunning {
+                sim.interrupt()
+                sim.waitUntilExit()
+            }
+        }
+        let deadline = Date().addingTimeInterval(30)
+        while !FileManager.default.fileExists(atPath: link) && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: link), "smpctl sim did not create \(link)")
+
+        let result = try Self.smpctl(["run", "Examples/crown.json", "--device", link, "--yes"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        sim.interrupt()
+        sim.waitUntilExit()
+        XCTAssertEqual(sim.terminationStatus, 0)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: link), "the link outlived the simulator")
+
+        let recorded = try Self.recordedDotIDs(record)
+        let plan = try Self.planDotIDs("Examples/crown.json")
+        XCTAssertEqual(recorded.count, plan.count, "dots recorded ≠ dots planned")
+        XCTAssertEqual(Set(recorded).count, recorded.count, "a dot was injected twice")
+        XCTAssertEqual(Set(recorded), Set(plan))
+    }
+
+    static func planDotIDs(_ path: String) throws -> [Int] {
+        let data = try Data(contentsOf: repositoryRoot.appendingPathComponent(path))
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let dots = try XCTUnwrap(object["dots"] as? [[String: Any]])
+        return dots.compactMap { $0["id"] as? Int }
+    }
+
+    static func recordedDotIDs(_ path: String) throws -> [Int] {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        return try text.split(separator: "\n").map { line in
+            let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            XCTAssertEqual(object["outcome"] as? String, "done")
+            return try XCTUnwrap(object["dot"] as? Int)
+        }
+    }
+}
