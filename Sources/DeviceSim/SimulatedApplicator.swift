@@ -272,6 +272,15 @@ public final class SimulatedApplicator: Sendable {
 
     private func readable() {
         core.withLock { core in
+            drainInput(&core)
+            rearm(&core)
+        }
+    }
+
+    /// Reads and handles everything the host has sent so far. Also called before the timer's
+    /// deadlines are judged: a real UART's interrupt has taken every byte in as it arrived, so a
+    /// lease must never expire on bytes that were already here but not yet read.
+    private func drainInput(_ core: inout Core) {
             guard let master = core.master else { return }
             var received: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 4096)
@@ -297,13 +306,12 @@ public final class SimulatedApplicator: Sendable {
             if hangUp && core.master != nil {
                 disconnect(&core, at: now)
             }
-            rearm(&core)
-        }
     }
 
     private func timerFired() {
         core.withLock { core in
             guard !core.stopped else { return }
+            drainInput(&core)
             let now = clock()
             handle(core.firmware.advance(to: now), at: now, in: &core)
             if let at = core.reconnectAt, at <= now {

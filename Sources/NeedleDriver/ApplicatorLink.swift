@@ -194,11 +194,28 @@ public final class ApplicatorLink: @unchecked Sendable {
 
     // MARK: - Commands (call on queue)
 
-    /// ARM at the start of a session. Completion when the device reports `ready`.
+    /// ARM at the start of a session (the operator confirmed the preflight). A device found
+    /// `held` — its lease expired when an earlier host went away — is resumed instead, which is
+    /// the same operator decision; a latched device is left alone (CLEAR needs its own action).
     public func arm() {
         dispatchPrecondition(condition: .onQueue(queue))
         guard !latched else { return }
-        sendCommand(.arm) { $0.state == .ready || $0.state == .running }
+        armRequested = true
+        if deviceStatus?.state == .held {
+            resumeHeldDevice(epoch: deviceStatus!.epoch)
+        } else {
+            sendCommand(.arm) { $0.state == .ready || $0.state == .running || $0.state == .held }
+        }
+    }
+
+    private var armRequested = false
+
+    private func resumeHeldDevice(epoch held: UInt16) {
+        epoch = held
+        fencePending = false
+        sendCommand(.resume(epoch: held, nextSeq: UInt8(truncatingIfNeeded: nextSeq))) { status in
+            (status.state == .ready || status.state == .running) && status.epoch == held
+        }
     }
 
     /// Operator's explicit recovery from a latched state: CLEAR then ARM (§6.6).
@@ -531,6 +548,13 @@ public final class ApplicatorLink: @unchecked Sendable {
 
         if let pending = pendingCommand, pending.confirmed(status) {
             pendingCommand = nil
+        }
+        if armRequested {
+            if status.state == .ready || status.state == .running {
+                armRequested = false
+            } else if status.state == .held, pendingCommand == nil || pendingCommand?.message.type == .arm {
+                resumeHeldDevice(epoch: status.epoch)
+            }
         }
         if status.state.isLatched {
             latched = true

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -58,7 +59,11 @@ public enum PlanLoader {
         guard let plan, !issues.hasErrors else {
             throw PlanLoadError(file: sourceName, issues: issues.all)
         }
-        return (plan, warnings: issues.all.filter { !$0.isError })
+        // The hash of exactly the bytes that were validated: the record ties a session to them.
+        let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        let hashed = Plan(planID: plan.planID, dots: plan.dots, client: plan.client, session: plan.session,
+                          sourcePath: plan.sourcePath, sha256: digest)
+        return (hashed, warnings: issues.all.filter { !$0.isError })
     }
 
     // MARK: Reading the file

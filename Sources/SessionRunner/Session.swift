@@ -181,6 +181,9 @@ public final class Session: @unchecked Sendable {
     private var lastMetrics = LinkMetrics()
     private var lastStatus: Status?
     private var pendingEnd: SessionOutcome?
+    /// Set once the device reported ready or running in this session: a `held` seen before that
+    /// is the state an earlier host left it in, which arming resumes.
+    private var deviceRunning = false
     private var recordFailure: RecordStoreError?
     /// Layer-2 envelope check can be switched off by tests only, to show the firmware still refuses.
     package var checkEnvelopeBeforeEncoding = true
@@ -447,6 +450,14 @@ public final class Session: @unchecked Sendable {
         if let end = batch.end, end.state != "running", let outcome { finish(outcome) }
     }
 
+    /// Every dot was sent and confirmed by the device; only their records are still being
+    /// committed. A device hold now (its lease, after the last dot) does not stop the session.
+    private var onlyCommitsOutstanding: Bool {
+        guard let link else { return false }
+        return link.inFlight.isEmpty && cursor >= todo.count && retry.isEmpty && claiming.isEmpty
+            && readyHead >= ready.count
+    }
+
     private func recordsFailed(_ error: RecordStoreError) {
         recordFailure = error
         logger.critical("\(error)")
@@ -510,12 +521,13 @@ public final class Session: @unchecked Sendable {
                                        "done_count": "\(status.doneCount)"])
             }
             lastStatus = status
+            if status.state == .ready || status.state == .running { deviceRunning = true }
             if status.state.isLatched {
                 end(.stopped, reason: "applicator \(status.state): \(status.fault)")
-            } else if status.state == .held && status.needleRetracted {
+            } else if status.state == .held && status.needleRetracted && (deviceRunning || pendingEnd != nil) {
                 if let pendingEnd {
                     end(pendingEnd, reason: reason)
-                } else if !holding {
+                } else if !holding && !onlyCommitsOutstanding {
                     holding = true
                     onEvent(.held(reason: "\(status.fault)"))
                     // A device-side hold (contact lost, lease) ends a non-interactive run: the

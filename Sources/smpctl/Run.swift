@@ -7,33 +7,13 @@ import Logging
 import NeedleDriver
 import SessionRunner
 
-struct Run: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Run a plan on the applicator (or on the built-in simulator with --sim).",
-        discussion: """
-            The plan is validated first; nothing is sent to a device when it has an error. After \
-            the handshake the plan is checked again against the applicator's own limits, a \
-            preflight summary is shown and you are asked to confirm (--yes skips the question). \
-            Ctrl-C once holds the session (needle retracted, queue flushed); Ctrl-C again ends it, \
-            resumable. Exit status 0 only when every dot was confirmed done by the applicator; \
-            65 invalid plan; 69 applicator unavailable or link lost; 75 held or stopped before the \
-            end; 77 permission denied on the device.
-            """)
-
-    @Argument(help: "The plan file (smp-plan/1 JSON).")
-    var plan: String
-
+/// Where the session runs: a real applicator, or the built-in simulator.
+struct DeviceOptions: ParsableArguments {
     @Option(help: "The applicator's tty, e.g. /dev/smp/applicator-SERIAL or /dev/ttyACM0.")
     var device: String?
 
     @Flag(help: "Run on the built-in simulator (its own pseudo-terminal, same driver path).")
     var sim = false
-
-    @Flag(help: "Do not ask for confirmation after the preflight summary.")
-    var yes = false
-
-    @Flag(help: "Print events as NDJSON, one object per line (the default when stdout is not a terminal).")
-    var json = false
 
     @Option(help: "With --sim: simulator time scale (1 = real time, 0 = instant).")
     var timeScale: Double = 0.02
@@ -44,42 +24,125 @@ struct Run: ParsableCommand {
     @Option(help: "With --sim: seed of the simulator.")
     var seed: UInt64 = 1
 
-    @Flag(name: .shortAndLong, help: "Log protocol details to stderr.")
-    var verbose = false
+    @Option(help: "With --sim: inject faults, e.g. corrupt=0.02,drop=0.02,estop-at=120 (see `smpctl sim --help`).")
+    var faults: String?
 
     func validate() throws {
         if sim == (device != nil) {
             throw ValidationError("Give exactly one of --device PATH or --sim.")
         }
-        if !sim && (record != nil) {
-            throw ValidationError("--record applies to --sim only; a real applicator keeps no ground-truth record.")
+        if !sim && (record != nil || faults != nil) {
+            throw ValidationError("--record and --faults apply to --sim only.")
         }
         guard timeScale.isFinite, timeScale >= 0 else {
             throw ValidationError("--time-scale must be a finite number ≥ 0 (got \(timeScale)).")
         }
+        if let faults {
+            do { _ = try FaultPlan(spec: faults) } catch { throw ValidationError("--faults: \(error)") }
+        }
     }
+}
+
+struct RecordsOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("The treatment records database.", valueName: "path"))
+    var db: String = RecordStore.defaultPath
+
+    func open() throws -> RecordStore {
+        do {
+            return try RecordStore(path: db)
+        } catch {
+            Output.err("smpctl: \(error)")
+            throw ExitCode(ExitStatus.ioError)
+        }
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a plan on the applicator (or on the built-in simulator with --sim).",
+        discussion: """
+            The plan is validated first; nothing is sent to a device when it has an error. After \
+            the handshake the plan is checked again against the applicator's own limits, a \
+            preflight summary is shown and you are asked to confirm (--yes skips the question). \
+            Every session is recorded (--db). Ctrl-C once holds the session (needle retracted, \
+            queue flushed); Ctrl-C again ends it, resumable with `smpctl resume`. Exit status 0 \
+            only when every dot was confirmed done by the applicator; 65 invalid plan; 69 \
+            applicator unavailable or link lost; 74 records not writable; 75 held or stopped \
+            before the end; 77 permission denied on the device.
+            """)
+
+    @Argument(help: "The plan file (smp-plan/1 JSON).")
+    var plan: String
+
+    @OptionGroup var target: DeviceOptions
+    @OptionGroup var records: RecordsOptions
+
+    @Option(name: .customLong("operator"), help: "Who runs the session (recorded).")
+    var operatorName: String = ProcessInfo.processInfo.environment["USER"] ?? "unknown"
+
+    @Flag(help: "Do not ask for confirmation after the preflight summary.")
+    var yes = false
+
+    @Flag(help: "Print events as NDJSON, one object per line (the default when stdout is not a terminal).")
+    var json = false
+
+    @Flag(name: .shortAndLong, help: "Log protocol details to stderr.")
+    var verbose = false
 
     func run() throws {
-        let logger = CLILogging.logger(label: "smpctl.run", verbose: verbose)
-        let loaded: Plan
+        let loaded = try SessionCommand.loadPlan(plan)
+        let store = try records.open()
+        let recording = RecordingOptions(
+            store: store, planPath: SessionCommand.absolute(plan), planSHA256: loaded.sha256 ?? "",
+            operatorName: operatorName, machineID: SessionCommand.machineID())
+        try SessionCommand.execute(plan: loaded, recording: recording, target: target, yes: yes, json: json,
+                                   verbose: verbose)
+    }
+}
+
+/// What `run` and `resume` share: the device or simulator, the session, the reporter, Ctrl-C.
+enum SessionCommand {
+    static func loadPlan(_ path: String) throws -> Plan {
         do {
-            let (plan, warnings) = try PlanLoader.load(path: self.plan)
-            for warning in warnings { Output.err("\(self.plan): \(warning)") }
-            loaded = plan
+            let (plan, warnings) = try PlanLoader.load(path: path)
+            for warning in warnings { Output.err("\(path): \(warning)") }
+            return plan
         } catch let error {
-            for issue in error.issues { Output.err("\(self.plan): \(issue)") }
-            Output.err("\(self.plan): plan refused; nothing was sent to the applicator.")
+            for issue in error.issues { Output.err("\(path): \(issue)") }
+            Output.err("\(path): plan refused; nothing was sent to the applicator.")
             throw ExitCode(error.isUnreadable ? ExitStatus.noInput : ExitStatus.dataError)
         }
+    }
 
+    static func absolute(_ path: String) -> String {
+        path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+    }
+
+    static func machineID() -> String {
+        if let id = try? String(contentsOfFile: "/etc/machine-id", encoding: .utf8) {
+            let trimmed = id.trimmingCharacters(in: .whitespacesAndNewlines)
+            if !trimmed.isEmpty { return trimmed }
+        }
+        return ProcessInfo.processInfo.hostName
+    }
+
+    static func execute(plan: Plan, recording: RecordingOptions, target: DeviceOptions, yes: Bool, json: Bool,
+                        verbose: Bool) throws {
+        let logger = CLILogging.logger(label: "smpctl.run", verbose: verbose)
+        let ndjson = json || !Output.stdoutIsTerminal
+        if !yes && !Output.stdinIsTerminal {
+            Output.err("smpctl: standard input is not a terminal, so the preflight cannot be confirmed: pass --yes.")
+            throw ExitCode(ExitStatus.usage)
+        }
         var simulator: SimulatedApplicator?
         defer { simulator?.stop() }
         let devicePath: String
-        if sim {
+        if target.sim {
             var options = SimulatorOptions()
-            options.timeScale = timeScale
-            options.seed = seed
-            options.recordPath = record
+            options.timeScale = target.timeScale
+            options.seed = target.seed
+            options.recordPath = target.record
+            if let faults = target.faults { options.faults = try FaultPlan(spec: faults) }
             do {
                 simulator = try SimulatedApplicator.start(options, logger: CLILogging.logger(label: "smpctl.sim", verbose: verbose))
             } catch {
@@ -88,30 +151,26 @@ struct Run: ParsableCommand {
             }
             devicePath = simulator!.devicePath
         } else {
-            devicePath = device!
+            devicePath = target.device!
         }
 
-        let ndjson = json || !Output.stdoutIsTerminal
-        let reporter = RunReporter(ndjson: ndjson, sim: sim)
-        if !yes && !Output.stdinIsTerminal {
-            Output.err("smpctl: standard input is not a terminal, so the preflight cannot be confirmed: pass --yes.")
-            throw ExitCode(ExitStatus.usage)
-        }
-        let session = Session(plan: loaded, logger: logger)
+        let reporter = RunReporter(ndjson: ndjson, sim: target.sim)
+        var options = SessionOptions()
+        options.recording = recording
+        let session = Session(plan: plan, options: options, logger: logger)
         let interrupts = InterruptHandler(session: session, reporter: reporter)
         interrupts.install()
-        let assumeYes = yes
+        defer { interrupts.uninstall() }
         let account: SessionAccount
         do {
             account = try session.run(
                 devicePath: devicePath,
-                confirm: { preflight in assumeYes || Prompt.confirm("Arm the applicator and start \(preflight.dotCount) dots?") },
+                confirm: { preflight in yes || Prompt.confirm("Arm the applicator and start \(preflight.dotCount) dots?") },
                 onEvent: { event in reporter.report(event) })
         } catch let error {
             reporter.failed(error.description)
             throw ExitCode(error.exitCode)
         }
-        interrupts.uninstall()
         throw ExitCode(account.exitCode)
     }
 }

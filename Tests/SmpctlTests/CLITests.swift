@@ -18,11 +18,25 @@ final class CLITests: XCTestCase {
         var stderr: String
     }
 
+    /// Records of CLI tests go to a scratch folder, never to the user's own database.
+    static let scratchDataHome: String = {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-cli-tests-\(getpid())")
+        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url.path
+    }()
+
+    static var environment: [String: String] {
+        var environment = ProcessInfo.processInfo.environment
+        environment["XDG_DATA_HOME"] = scratchDataHome
+        return environment
+    }
+
     @discardableResult
     static func smpctl(_ arguments: [String], timeout: TimeInterval = 120) throws -> Result {
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments
+        process.environment = environment
         process.currentDirectoryURL = repositoryRoot
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
@@ -112,6 +126,7 @@ final class CLITests: XCTestCase {
         let sim = Process()
         sim.executableURL = Self.binary
         sim.arguments = ["sim", "--link", link, "--record", record, "--time-scale", "0"]
+        sim.environment = Self.environment
         sim.standardOutput = Pipe()
         sim.standardError = FileHandle.nullDevice
         try sim.run()

@@ -1,0 +1,197 @@
+import ArgumentParser
+import Foundation
+import SessionRunner
+
+struct Sessions: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List recorded sessions, newest first.")
+
+    @OptionGroup var records: RecordsOptions
+
+    @Flag(help: "Print a JSON array of objects with id, plan_id, state, done, total and more.")
+    var json = false
+
+    @Option(help: "How many sessions to list.")
+    var limit: Int = 50
+
+    func run() throws {
+        let store = try records.open()
+        let sessions = try store.sessions(limit: limit)
+        if json {
+            let array: [[String: Any]] = sessions.map { s in
+                ["id": s.id, "plan_id": s.planID, "state": s.state, "done": s.done, "total": s.total,
+                 "started_at": s.startedAt, "ended_at": s.endedAt ?? NSNull(), "plan_path": s.planPath,
+                 "operator": s.operatorName, "client": s.clientReference ?? NSNull(), "reason": s.reason ?? NSNull()]
+            }
+            Output.printJSON(array)
+            return
+        }
+        if sessions.isEmpty {
+            print("No sessions recorded in \(records.db).")
+            return
+        }
+        print("ID    STATE          DONE/TOTAL     STARTED                   PLAN")
+        for s in sessions {
+            let id = String(s.id).padding(toLength: 5, withPad: " ", startingAt: 0)
+            let state = s.state.padding(toLength: 14, withPad: " ", startingAt: 0)
+            let progress = "\(s.done)/\(s.total)".padding(toLength: 14, withPad: " ", startingAt: 0)
+            let started = s.startedAt.padding(toLength: 25, withPad: " ", startingAt: 0)
+            print("\(id) \(state) \(progress) \(started) \(s.planID)")
+        }
+    }
+}
+
+struct Resume: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Continue a recorded session that was held, stopped or interrupted.",
+        discussion: """
+            Refuses when the plan file changed since the session started (its SHA-256 is recorded) \
+            or the session is complete. Dots that were in flight are settled from what the \
+            applicator reports (its boot id, done count and last completed dot); dots whose fate \
+            cannot be known are listed and resumed only with --ambiguous skip or --ambiguous redo, \
+            a decision recorded in the audit trail. Exit status as for `run`; 64 when a decision \
+            is needed.
+            """)
+
+    @Argument(help: "The session id (see `smpctl sessions`).")
+    var id: Int64
+
+    @OptionGroup var target: DeviceOptions
+    @OptionGroup var records: RecordsOptions
+
+    @Option(help: "What to do with dots that may or may not have been injected: skip or redo.")
+    var ambiguous: AmbiguousChoice?
+
+    @Option(name: .customLong("operator"), help: "Who resumes the session (recorded).")
+    var operatorName: String = ProcessInfo.processInfo.environment["USER"] ?? "unknown"
+
+    @Flag(help: "Do not ask for confirmation after the preflight summary.")
+    var yes = false
+
+    @Flag(help: "Print events as NDJSON.")
+    var json = false
+
+    @Flag(name: .shortAndLong, help: "Log protocol details to stderr.")
+    var verbose = false
+
+    enum AmbiguousChoice: String, ExpressibleByArgument, CaseIterable {
+        case skip, redo
+    }
+
+    func run() throws {
+        let store = try records.open()
+        guard let session = try store.session(id: id) else {
+            Output.err("smpctl resume: no session \(id) in \(records.db) (see `smpctl sessions`).")
+            throw ExitCode(ExitStatus.usage)
+        }
+        if session.state == "completed" || session.done == session.total {
+            Output.err("smpctl resume: session \(id) is complete (\(session.done) of \(session.total) dots); nothing to resume.")
+            throw ExitCode(ExitStatus.usage)
+        }
+        let plan = try SessionCommand.loadPlan(session.planPath)
+        guard plan.sha256 == session.planSHA256 else {
+            Output.err("""
+                smpctl resume: the plan file \(session.planPath) changed since session \(id) started \
+                (SHA-256 \(plan.sha256 ?? "?") now, \(session.planSHA256) then). Resuming it could put \
+                dots in other places; restore the original file. Nothing was sent.
+                """)
+            throw ExitCode(ExitStatus.dataError)
+        }
+        let recording = RecordingOptions(
+            store: store, planPath: session.planPath, planSHA256: session.planSHA256, operatorName: operatorName,
+            machineID: SessionCommand.machineID(), resumeSessionID: id,
+            ambiguousDecision: ambiguous.map { $0 == .skip ? .skip : .redo })
+        try SessionCommand.execute(plan: plan, recording: recording, target: target, yes: yes, json: json,
+                                   verbose: verbose)
+    }
+}
+
+struct Report: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a session's report: .json (machine-readable), .svg (dot map) or .html (everything).")
+
+    @Argument(help: "The session id.")
+    var id: Int64
+
+    @Option(name: .shortAndLong, help: "Output file; its extension chooses the format (.json, .svg, .html).")
+    var output: String
+
+    @OptionGroup var records: RecordsOptions
+
+    func validate() throws {
+        guard ["json", "svg", "html"].contains((output as NSString).pathExtension.lowercased()) else {
+            throw ValidationError("-o must end in .json, .svg or .html (got \(output)).")
+        }
+    }
+
+    func run() throws {
+        let report = try ReportCommand.load(id, records)
+        let data: Data
+        switch (output as NSString).pathExtension.lowercased() {
+        case "json": data = try report.json()
+        case "svg": data = Data(report.svg().utf8)
+        default: data = Data(report.html().utf8)
+        }
+        try ReportCommand.write(data, to: output)
+        print("\(output): session \(id), \(report.session.done) of \(report.session.total) dots done, \(report.session.state)")
+    }
+}
+
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a self-contained archive of a session: report, JSON, audit trail and the plan file.",
+        discussion: "The archive is a .tar.gz; records stay in the database (the tool never deletes them).")
+
+    @Argument(help: "The session id.")
+    var id: Int64
+
+    @Option(name: .shortAndLong, help: "The archive to write (.tar.gz).")
+    var output: String
+
+    @OptionGroup var records: RecordsOptions
+
+    func run() throws {
+        let report = try ReportCommand.load(id, records)
+        let staging = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-export-\(UUID().uuidString)")
+        let folder = staging.appendingPathComponent("smp-session-\(id)")
+        defer { try? FileManager.default.removeItem(at: staging) }
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try report.json().write(to: folder.appendingPathComponent("session.json"))
+        try Data(report.html().utf8).write(to: folder.appendingPathComponent("report.html"))
+        try Data(report.svg().utf8).write(to: folder.appendingPathComponent("dot-map.svg"))
+        try report.auditNDJSON().write(to: folder.appendingPathComponent("audit.ndjson"))
+        if let plan = FileManager.default.contents(atPath: report.session.planPath) {
+            try plan.write(to: folder.appendingPathComponent("plan.json"))
+        }
+        let tar = Process()
+        tar.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        tar.arguments = ["tar", "-czf", SessionCommand.absolute(output), "-C", staging.path, "smp-session-\(id)"]
+        try tar.run()
+        tar.waitUntilExit()
+        guard tar.terminationStatus == 0 else {
+            Output.err("smpctl export: tar failed with status \(tar.terminationStatus) writing \(output)")
+            throw ExitCode(ExitStatus.ioError)
+        }
+        print("\(output): session \(id) archived (report.html, session.json, dot-map.svg, audit.ndjson, plan.json)")
+    }
+}
+
+enum ReportCommand {
+    static func load(_ id: Int64, _ records: RecordsOptions) throws -> SessionReport {
+        let store = try records.open()
+        do {
+            return try SessionReport(store: store, sessionID: id)
+        } catch {
+            Output.err("smpctl: \(error)")
+            throw ExitCode(ExitStatus.usage)
+        }
+    }
+
+    static func write(_ data: Data, to path: String) throws {
+        do {
+            try data.write(to: URL(fileURLWithPath: path))
+        } catch {
+            Output.err("smpctl: cannot write \(path): \(error.localizedDescription)")
+            throw ExitCode(ExitStatus.ioError)
+        }
+    }
+}

@@ -1,0 +1,159 @@
+import DeviceSim
+import FirmwareProtocol
+import Foundation
+import Logging
+import XCTest
+
+@testable import SessionRunner
+
+final class RecordStoreTests: XCTestCase {
+    func temporaryPath(_ name: String = "records.sqlite") throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-records-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        return dir.appendingPathComponent(name).path
+    }
+
+    func dots(_ count: Int) -> [PlanDot] {
+        (0..<count).map { PlanDot(id: UInt32($0 + 1), xMicrometres: Int32($0 % 100) * 1000, yMicrometres: Int32($0 / 100) * 1000,
+                                  depthMicrometres: 800, dwellMicroseconds: 50_000, region: nil, index: $0) }
+    }
+
+    func info() -> SessionInfo {
+        SessionInfo(planID: "p", planPath: "/tmp/p.json", planSHA256: "abc", operatorName: "tester", machineID: "m",
+                    firmwareID: "smp-sim 1.0", bootID: 7, devicePath: "/dev/null")
+    }
+
+    func testDatabaseIsCreatedPrivate() throws {
+        let path = try temporaryPath()
+        _ = try RecordStore(path: path)
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        XCTAssertEqual((attributes[.posixPermissions] as? NSNumber)?.intValue, 0o600)
+    }
+
+    func testAuditTrailCannotBeAlteredBySQL() throws {
+        let store = try RecordStore(path: try temporaryPath())
+        let id = try store.createSession(info(), dots: dots(3))
+        var batch = RecordBatch()
+        batch.events.append(RecordBatch.Event(kind: "override", detail: ["reason": "test"]))
+        try store.apply(batch, session: id)
+        let before = try store.events(session: id)
+        XCTAssertEqual(before.count, 2)
+        XCTAssertThrowsError(try store.executeRaw("UPDATE audit SET detail = '{}'")) { error in
+            XCTAssertTrue("\(error)".contains("append-only"), "\(error)")
+        }
+        XCTAssertThrowsError(try store.executeRaw("DELETE FROM audit"))
+        XCTAssertThrowsError(try store.executeRaw("DELETE FROM session"))
+        XCTAssertThrowsError(try store.executeRaw("DELETE FROM dot"))
+        XCTAssertEqual(try store.events(session: id), before)
+    }
+
+    func testClaimDoneAndStatusTransitions() throws {
+        let store = try RecordStore(path: try temporaryPath())
+        let id = try store.createSession(info(), dots: dots(4))
+        var claim = RecordBatch()
+        claim.claims = [1, 2, 3]
+        try store.apply(claim, session: id)
+        var done = RecordBatch()
+        done.done = [RecordBatch.Done(dotID: 1, deviceDoneCount: 11), RecordBatch.Done(dotID: 2, deviceDoneCount: 12)]
+        try store.apply(done, session: id)
+        let records = try store.dots(session: id)
+        XCTAssertEqual(records.map(\.status), [.done, .done, .sent, .planned])
+        XCTAssertEqual(records.map(\.sendOrder), [1, 2, 3, nil])
+        XCTAssertEqual(try store.lastDeviceDoneCount(session: id), 12)
+        // A dot cannot be done twice, nor claimed when not planned.
+        XCTAssertThrowsError(try store.apply(done, session: id))
+        XCTAssertThrowsError(try store.apply(claim, session: id))
+        XCTAssertEqual(try store.session(id: id)?.done, 2)
+    }
+
+    func hello(boot: UInt32, doneCount: UInt32, lastDone: UInt32) -> HelloReply {
+        HelloReply(capabilities: [.deduplication, .epochFence, .lease], bootID: boot, firmwareID: "smp-sim 1.0",
+                   queueCapacity: 32, leaseMilliseconds: 100, limits: .simulatorDefault, hostNonce: 1,
+                   doneCount: doneCount, lastDoneDotID: lastDone)
+    }
+
+    /// Session with dots 1–2 done (device done_count 12), dots 3–6 sent when the host died.
+    func crashedSession() throws -> (RecordStore, Int64) {
+        let store = try RecordStore(path: try temporaryPath())
+        let id = try store.createSession(info(), dots: dots(8))
+        var batch = RecordBatch()
+        batch.device = RecordBatch.Device(firmwareID: "smp-sim 1.0", bootID: 7, devicePath: "/dev/null", doneCount: 10)
+        batch.claims = [1, 2, 3, 4, 5, 6]
+        try store.apply(batch, session: id)
+        var done = RecordBatch()
+        done.done = [RecordBatch.Done(dotID: 1, deviceDoneCount: 11), RecordBatch.Done(dotID: 2, deviceDoneCount: 12)]
+        try store.apply(done, session: id)
+        return (store, id)
+    }
+
+    func testResumeOnTheSameBootSettlesInFlightDotsExactly() throws {
+        let (store, id) = try crashedSession()
+        // The device completed 3 and 4 after the host died (done_count 14, last dot 4).
+        let resolution = try ResumeResolution.resolve(store: store, sessionID: id,
+                                                      hello: hello(boot: 7, doneCount: 14, lastDone: 4), decision: nil)
+        XCTAssertNil(resolution.refusal)
+        XCTAssertEqual(Set(resolution.doneIDs), [1, 2, 3, 4])
+        XCTAssertEqual(resolution.remaining, [5, 6, 7, 8])
+    }
+
+    func testResumeWithNoFurtherCompletionsReturnsInFlightDotsToPlanned() throws {
+        let (store, id) = try crashedSession()
+        let resolution = try ResumeResolution.resolve(store: store, sessionID: id,
+                                                      hello: hello(boot: 7, doneCount: 12, lastDone: 2), decision: nil)
+        XCTAssertEqual(resolution.remaining, [3, 4, 5, 6, 7, 8])
+    }
+
+    func testResumeAfterADeviceRebootNeedsTheOperatorsDecision() throws {
+        let (store, id) = try crashedSession()
+        let rebooted = hello(boot: 8, doneCount: 0, lastDone: 0)
+        let refused = try ResumeResolution.resolve(store: store, sessionID: id, hello: rebooted, decision: nil)
+        XCTAssertNotNil(refused.refusal)
+        XCTAssertTrue(refused.refusal!.contains("3, 4, 5, 6"), refused.refusal!)
+        let skipped = try ResumeResolution.resolve(store: store, sessionID: id, hello: rebooted, decision: .skip)
+        XCTAssertNil(skipped.refusal)
+        XCTAssertEqual(skipped.remaining, [7, 8])
+        XCTAssertEqual(skipped.skippedCount, 4)
+        XCTAssertTrue(skipped.events.contains { $0.kind == "operator-decision" && $0.detail["decision"] == "skip" })
+        let redo = try ResumeResolution.resolve(store: store, sessionID: id, hello: rebooted, decision: .redo)
+        XCTAssertEqual(redo.remaining, [3, 4, 5, 6, 7, 8])
+    }
+
+    func testNumbersThatDoNotLineUpAreAmbiguousNotGuessed() throws {
+        let (store, id) = try crashedSession()
+        // Same boot, but the device's last dot is not the one the count predicts (another host?).
+        let resolution = try ResumeResolution.resolve(store: store, sessionID: id,
+                                                      hello: hello(boot: 7, doneCount: 14, lastDone: 99), decision: nil)
+        XCTAssertNotNil(resolution.refusal)
+    }
+
+    func testRecordedSessionOverAPseudoTerminalMatchesTheGroundTruth() throws {
+        var options = SimulatorOptions()
+        options.timeScale = 0
+        let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+        let simulator = try SimulatedApplicator.start(options, logger: logger)
+        defer { simulator.stop() }
+        let store = try RecordStore(path: try temporaryPath())
+        let plan = Plan(planID: "recorded", dots: dots(500), sha256: "h")
+        var sessionOptions = SessionOptions()
+        sessionOptions.recording = RecordingOptions(store: store, planPath: "/tmp/p.json", planSHA256: "h",
+                                                    operatorName: "tester", machineID: "m")
+        let session = Session(plan: plan, options: sessionOptions, logger: logger)
+        let account = try session.run(devicePath: simulator.devicePath, confirm: { _ in true }, onEvent: { _ in })
+        XCTAssertEqual(account.outcome, .completed, account.reason ?? "")
+        let id = try XCTUnwrap(account.sessionID)
+        let recorded = try store.dots(session: id)
+        XCTAssertTrue(recorded.allSatisfy { $0.status == .done })
+        XCTAssertEqual(try store.session(id: id)?.state, "completed")
+        let injected = simulator.injectedDots.filter { $0.outcome == .done }.map(\.dotID)
+        XCTAssertEqual(injected.sorted(), recorded.map(\.dotID).sorted())
+        XCTAssertEqual(Set(injected).count, injected.count)
+        let kinds = try store.events(session: id).map(\.kind)
+        XCTAssertEqual(kinds.first, "session-started")
+        XCTAssertTrue(kinds.contains("link-metrics"))
+        XCTAssertEqual(kinds.last, "session-ended")
+        let report = try SessionReport(store: store, sessionID: id)
+        XCTAssertTrue(report.html().contains("<td id=\"done\">500 of 500</td>"))
+        XCTAssertEqual(report.svg().components(separatedBy: "<circle cx").count - 1, 500 + DotStatus.allCases.count)
+    }
+}
