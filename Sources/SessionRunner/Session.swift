@@ -522,7 +522,10 @@ public final class Session: @unchecked Sendable {
             }
             lastStatus = status
             if status.state == .ready || status.state == .running { deviceRunning = true }
-            if status.state.isLatched {
+            if status.state == .disarmed && deviceRunning {
+                // Armed a moment ago, disarmed now: the applicator rebooted and lost its queue.
+                end(.stopped, reason: "the applicator reset (it lost its memory): the dots in flight are in doubt")
+            } else if status.state.isLatched {
                 end(.stopped, reason: "applicator \(status.state): \(status.fault)")
             } else if status.state == .held && status.needleRetracted && (deviceRunning || pendingEnd != nil) {
                 if let pendingEnd {
