@@ -70,6 +70,10 @@ public struct PlanIssue: Sendable, Hashable, CustomStringConvertible {
         case someRegionsMissing
         /// Dwell shorter than the dot-rate limit's period: the runner, not the dwell, sets the pace.
         case dwellBelowRatePeriod
+        /// The session is less than 6 months after the client's hair transplant.
+        case clinicalTooSoonAfterTransplant
+        /// The session is 6–12 months after the transplant, or before a planned one.
+        case clinicalTimingCaution
     }
 
     public let severity: Severity

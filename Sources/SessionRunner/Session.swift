@@ -128,6 +128,8 @@ public struct RecordingOptions: Sendable {
     /// Continue this recorded session instead of starting a new one.
     public var resumeSessionID: Int64?
     public var ambiguousDecision: AmbiguousDecision?
+    /// Written to the audit trail when the session starts (e.g. a clinical override and its reason).
+    public var auditAtStart: [RecordBatch.Event] = []
 
     public init(store: RecordStore, planPath: String, planSHA256: String, operatorName: String, machineID: String,
                 resumeSessionID: Int64? = nil, ambiguousDecision: AmbiguousDecision? = nil) {
@@ -346,6 +348,7 @@ public final class Session: @unchecked Sendable {
                                         devicePath: link.devicePath, doneCount: hello.doneCount)
         var first = RecordBatch()
         first.device = device
+        first.events = recording.auditAtStart
         if let id = recording.resumeSessionID {
             sessionID = id
             let resolution = try ResumeResolution.resolve(store: store, sessionID: id, hello: hello,
@@ -353,7 +356,7 @@ public final class Session: @unchecked Sendable {
             if let refusal = resolution.refusal { throw SessionSetupFailure(outcome: .needsDecision, reason: refusal) }
             first.statusChanges = resolution.statusChanges
             first.done = []
-            first.events = resolution.events
+            first.events += resolution.events
             first.end = RecordBatch.End(state: "running", reason: nil)
             previouslyDone = resolution.doneCount
             skipped = resolution.skippedCount

@@ -86,15 +86,28 @@ struct Run: ParsableCommand {
     @Flag(help: "Print events as NDJSON, one object per line (the default when stdout is not a terminal).")
     var json = false
 
+    @Option(help: ArgumentHelp(
+        "Run a session less than 6 months after a hair transplant; the reason goes into the audit trail.",
+        valueName: "reason"))
+    var overrideClinical: String?
+
     @Flag(name: .shortAndLong, help: "Log protocol details to stderr.")
     var verbose = false
 
+    func validate() throws {
+        if let overrideClinical, overrideClinical.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw ValidationError("--override-clinical needs a reason (it is kept in the audit trail).")
+        }
+    }
+
     func run() throws {
         let loaded = try SessionCommand.loadPlan(plan)
+        let auditAtStart = try SessionCommand.checkClinicalTiming(loaded, planPath: plan, override: overrideClinical)
         let store = try records.open()
-        let recording = RecordingOptions(
+        var recording = RecordingOptions(
             store: store, planPath: SessionCommand.absolute(plan), planSHA256: loaded.sha256 ?? "",
             operatorName: operatorName, machineID: SessionCommand.machineID())
+        recording.auditAtStart = auditAtStart
         try SessionCommand.execute(plan: loaded, recording: recording, target: target, yes: yes, json: json,
                                    verbose: verbose)
     }
@@ -112,6 +125,21 @@ enum SessionCommand {
             Output.err("\(path): plan refused; nothing was sent to the applicator.")
             throw ExitCode(error.isUnreadable ? ExitStatus.noInput : ExitStatus.dataError)
         }
+    }
+
+    /// The clinical timing rule (docs/plan-format.md): refused without an override, which is
+    /// returned as an audit event; warnings printed.
+    static func checkClinicalTiming(_ plan: Plan, planPath: String, override: String?) throws -> [RecordBatch.Event] {
+        let issues = ClinicalTiming.check(plan, today: .today())
+        for issue in issues where !issue.isError { Output.err("\(planPath): \(issue)") }
+        guard let error = issues.first(where: \.isError) else { return [] }
+        guard let override else {
+            Output.err("\(planPath): \(error)")
+            Output.err("\(planPath): session refused; nothing was sent to the applicator.")
+            throw ExitCode(ExitStatus.dataError)
+        }
+        Output.err("\(planPath): clinical timing overridden (\(override)): \(error.message)")
+        return [RecordBatch.Event(kind: "clinical-override", detail: ["reason": override, "rule": error.message])]
     }
 
     static func absolute(_ path: String) -> String {

@@ -6,9 +6,10 @@ struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check a plan against the safety envelope without touching a device.",
         discussion: """
-            Prints every problem with its JSON path, the value and the limit. Exit status 0 when \
-            the plan is valid (warnings may be printed), 65 when it has errors, 66 when the file \
-            cannot be read.
+            Prints every problem with its JSON path, the value and the limit, warnings apart from \
+            errors. Also applies the clinical timing rule (a session less than 6 months after a \
+            hair transplant is an error, 6–12 months a warning). Exit status 0 when the plan is \
+            valid (warnings may be printed), 65 when it has errors, 66 when the file cannot be read.
             """)
 
     @Argument(help: "The plan file (smp-plan/1 JSON).")
@@ -18,30 +19,47 @@ struct Validate: ParsableCommand {
     var json = false
 
     func run() throws {
+        var errors: [PlanIssue] = []
+        var warnings: [PlanIssue] = []
+        var loaded: Plan?
         do {
-            let (loaded, warnings) = try PlanLoader.load(path: plan)
-            if json {
-                Output.printJSON([
-                    "file": plan, "valid": true, "plan_id": loaded.planID, "dots": loaded.dots.count,
-                    "errors": [Any](), "warnings": warnings.map(Output.issueJSON),
-                ])
-            } else {
-                for warning in warnings { Output.err("\(plan): \(warning)") }
-                print("\(plan): valid — plan \(loaded.planID), \(loaded.dots.count) dots")
-            }
+            let (plan, loadWarnings) = try PlanLoader.load(path: plan)
+            let clinical = ClinicalTiming.check(plan, today: .today())
+            loaded = plan
+            warnings = loadWarnings + clinical.filter { !$0.isError }
+            errors = clinical.filter(\.isError)
         } catch let error {
-            let errors = error.issues.filter { $0.severity == .error }
-            let warnings = error.issues.filter { $0.severity == .warning }
-            if json {
-                Output.printJSON([
-                    "file": plan, "valid": false, "errors": errors.map(Output.issueJSON),
-                    "warnings": warnings.map(Output.issueJSON),
-                ])
+            errors = error.issues.filter(\.isError)
+            warnings = error.issues.filter { !$0.isError }
+            if error.isUnreadable {
+                if json { report(valid: false, loaded: nil, errors: errors, warnings: warnings) } else {
+                    for issue in errors { Output.err("\(plan): \(issue)") }
+                }
+                throw ExitCode(ExitStatus.noInput)
+            }
+        }
+        if json {
+            report(valid: errors.isEmpty, loaded: loaded, errors: errors, warnings: warnings)
+        } else {
+            for issue in errors + warnings { Output.err("\(plan): \(issue)") }
+            if errors.isEmpty, let loaded {
+                print("\(plan): valid — plan \(loaded.planID), \(loaded.dots.count) dots")
             } else {
-                for issue in error.issues { Output.err("\(plan): \(issue)") }
                 Output.err("\(plan): \(errors.count) error(s); nothing was sent to any device.")
             }
-            throw ExitCode(error.isUnreadable ? ExitStatus.noInput : ExitStatus.dataError)
         }
+        if !errors.isEmpty { throw ExitCode(ExitStatus.dataError) }
+    }
+
+    private func report(valid: Bool, loaded: Plan?, errors: [PlanIssue], warnings: [PlanIssue]) {
+        var object: [String: Any] = [
+            "file": plan, "valid": valid, "errors": errors.map(Output.issueJSON),
+            "warnings": warnings.map(Output.issueJSON),
+        ]
+        if let loaded {
+            object["plan_id"] = loaded.planID
+            object["dots"] = loaded.dots.count
+        }
+        Output.printJSON(object)
     }
 }
