@@ -23,7 +23,7 @@ OWN_WARNING := ^$(CURDIR)/(Sources|Tests)/[^:]+:[0-9]+:[0-9]+: warning:
 
 SWIFT_BUILD = $(SWIFT) build --scratch-path $(SCRATCH) $(SWIFTFLAGS)
 
-.PHONY: deps build demo test clean
+.PHONY: deps build demo test clean fuzz golden
 .DEFAULT_GOAL := build
 
 deps:
@@ -45,6 +45,20 @@ test: deps
 	    exit 1; \
 	fi
 	$(SWIFT) test --scratch-path $(SCRATCH) $(SWIFTFLAGS) --skip-build --disable-swift-testing
+
+# libFuzzer on the frame decoder (Fuzz/FrameDecoderFuzz.swift) with the committed seed corpus
+# (the golden frames of firmware-protocol.md). FUZZ_SECONDS bounds the run.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@mkdir -p .build-fuzz/corpus
+	swiftc -sanitize=fuzzer,address -parse-as-library -O -o .build-fuzz/frame-decoder-fuzz \
+	    Sources/FirmwareProtocol/*.swift Fuzz/FrameDecoderFuzz.swift
+	.build-fuzz/frame-decoder-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 .build-fuzz/corpus Fuzz/corpus
+
+# Prints the golden frames of firmware-protocol.md §8 as the codec encodes them; paste them
+# between the golden markers after a deliberate protocol change (the test then checks them).
+golden:
+	SMP_PRINT_GOLDEN=1 $(SWIFT) test --scratch-path $(SCRATCH) --filter GoldenFrameTests 2>/dev/null | grep '^- `'
 
 clean:
 	$(SWIFT) package clean --scratch-path $(SCRATCH)
