@@ -289,6 +289,20 @@ public final class ApplicatorLink: @unchecked Sendable {
         pendingCommand = PendingCommand(message: frame.message, lastSent: now()) { $0.state.isLatched }
     }
 
+    /// E-STOP from any thread (an interlock edge): the frame is written straight to the fd, before
+    /// anything queued, then the link latches on its queue. Returns whether the bytes were written.
+    /// The bytes: 0x00 (ends any half-written frame on the wire) then ESTOP twice.
+    @discardableResult
+    public func emergencyStop(cause: FaultCode) -> Bool {
+        var bytes: [UInt8] = [0]
+        let frame = Frame(.estop(cause: cause))
+        frame.encode(into: &bytes)
+        frame.encode(into: &bytes)
+        let written = port.emergencyWrite(bytes)
+        queue.async { self.estop(cause: cause) }
+        return written
+    }
+
     /// Stops the heartbeat and closes the port. The device's lease then expires and it holds.
     public func close() {
         dispatchPrecondition(condition: .onQueue(queue))

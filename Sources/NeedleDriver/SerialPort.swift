@@ -1,5 +1,6 @@
 import CSMPShim
 import Dispatch
+import Synchronization
 import SystemPackage
 
 #if canImport(Glibc)
@@ -63,6 +64,9 @@ public final class SerialPort: @unchecked Sendable {
     private var pendingStart = 0
     private var onBytes: (@Sendable (UnsafeRawBufferPointer) -> Void)?
     private var onClosed: (@Sendable (SerialPortError?) -> Void)?
+    /// The fd for `emergencyWrite` from any thread; nil once the fd is about to close, so a
+    /// stop can never be written to a descriptor number the kernel has given to someone else.
+    private let emergencyFD: Mutex<CInt?>
 
     static let readBufferSize = 4096
     /// Reads per readable event before yielding the queue to other work (level-triggered, so the
@@ -78,11 +82,13 @@ public final class SerialPort: @unchecked Sendable {
         self.originalTermios = originalTermios
         self.queue = queue
         self.readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 16)
+        self.emergencyFD = Mutex(fd)
     }
 
     deinit {
         // Reached only when no source holds `self` any more: either `start` never ran and no
         // write was ever pending (fd still open), or the teardown has finished (fd closed).
+        emergencyFD.withLock { $0 = nil }
         if !fdIsClosed { Self.restoreAndClose(fd: fd, original: originalTermios) }
         readBuffer.deallocate()
     }
@@ -301,6 +307,28 @@ public final class SerialPort: @unchecked Sendable {
     /// never drops, never reorders). Throws if the port is closed/disconnected: the error
     /// that ended the link, or `.closed` after `close()`. A write error other than EAGAIN ends
     /// the link (`onClosed` gets it too).
+    /// Writes `bytes` at once from ANY thread, ahead of whatever `write` has pending: the e-stop
+    /// path, which must not wait for the port's queue. The kernel serialises whole write(2) calls
+    /// on a tty, so these bytes never land inside another call's bytes; a frame that `write` left
+    /// half-written (EAGAIN) may be split, which is why the caller starts with a 0x00 delimiter.
+    /// Returns false when the port is closed or the write failed (the caller has other layers:
+    /// needle power, the device's lease).
+    @discardableResult
+    public func emergencyWrite(_ bytes: [UInt8]) -> Bool {
+        emergencyFD.withLock { fd in
+            guard let fd else { return false }
+            var offset = 0
+            while offset < bytes.count {
+                let result = bytes.withUnsafeBytes { all in
+                    Sys.write(fd, from: UnsafeRawBufferPointer(rebasing: all[offset...]))
+                }
+                guard case .success(let count) = result, count > 0 else { return false }
+                offset += count
+            }
+            return true
+        }
+    }
+
     public func write(_ bytes: [UInt8]) throws(SerialPortError) {
         dispatchPrecondition(condition: .onQueue(queue))
         switch state {
@@ -444,6 +472,7 @@ public final class SerialPort: @unchecked Sendable {
 
     private func finishClose() {
         guard case .closing(let reason) = state else { return }
+        emergencyFD.withLock { $0 = nil }
         Self.restoreAndClose(fd: fd, original: originalTermios)
         fdIsClosed = true
         state = .closed(reason)

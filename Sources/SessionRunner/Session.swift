@@ -258,11 +258,12 @@ public final class Session: @unchecked Sendable {
         }
     }
 
-    /// E-stop from the host (interlock or operator).
+    /// E-stop from the host (interlock or operator), from any thread: the ESTOP bytes go straight
+    /// to the serial fd from the calling thread, without waiting for the session's queue.
     public func requestEstop(cause: FaultCode) {
         guard let link else { return }
+        link.emergencyStop(cause: cause)
         link.queue.async {
-            link.estop(cause: cause)
             self.audit("estop", ["cause": "\(cause)"])
             self.pendingEnd = .stopped
         }

@@ -538,3 +538,38 @@ private func pseudoRandomBytes(count: Int, seed: UInt64) -> [UInt8] {
         return UInt8(truncatingIfNeeded: state >> 32)
     }
 }
+
+/// The e-stop path writes from any thread, ahead of pending output, and never after close.
+final class EmergencyWriteTests: XCTestCase {
+    func testEmergencyWriteFromAnotherThreadArrivesAndIsRefusedAfterClose() throws {
+        var master: CInt = -1
+        var name = [CChar](repeating: 0, count: 128)
+        master = PTYCalls.posixOpenpt(O_RDWR | O_NOCTTY)
+        XCTAssertGreaterThanOrEqual(master, 0)
+        defer { close(master) }
+        XCTAssertEqual(PTYCalls.grantpt(master), 0)
+        XCTAssertEqual(PTYCalls.unlockpt(master), 0)
+        XCTAssertEqual(PTYCalls.ptsnameR(master, &name, name.count), 0)
+        let path = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        var raw = termios()
+        tcgetattr(master, &raw)
+        cfmakeraw(&raw)
+        tcsetattr(master, TCSANOW, &raw)
+        let queue = DispatchQueue(label: "test.port")
+        let port = try SerialPort.open(path: path, queue: queue)
+        let written = DispatchQueue.global().sync { port.emergencyWrite([0, 0x02, 0x2F, 0x06]) }
+        XCTAssertTrue(written)
+        var buffer = [UInt8](repeating: 0, count: 16)
+        var pollfd = pollfd(fd: master, events: Int16(POLLIN), revents: 0)
+        XCTAssertEqual(poll(&pollfd, 1, 5_000), 1)
+        let count = read(master, &buffer, buffer.count)
+        XCTAssertEqual(Array(buffer[..<max(count, 0)]), [0, 0x02, 0x2F, 0x06])
+        let closed = expectation(description: "closed")
+        queue.async {
+            port.start(onBytes: { _ in }, onClosed: { _ in closed.fulfill() })
+            port.close()
+        }
+        wait(for: [closed], timeout: 10)
+        XCTAssertFalse(port.emergencyWrite([0]), "an emergency write after close must be refused")
+    }
+}
