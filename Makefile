@@ -23,7 +23,7 @@ OWN_WARNING := ^$(CURDIR)/(Sources|Tests)/[^:]+:[0-9]+:[0-9]+: warning:
 
 SWIFT_BUILD = $(SWIFT) build --scratch-path $(SCRATCH) $(SWIFTFLAGS)
 
-.PHONY: deps build demo test clean fuzz golden
+.PHONY: deps build demo test clean fuzz golden check-gpiod
 .DEFAULT_GOAL := build
 
 deps:
@@ -36,7 +36,7 @@ demo: build
 	"$$($(SWIFT_BUILD) --show-bin-path)/smpctl" run Examples/hairline.json --sim --yes
 
 # XCTest only (--disable-swift-testing): Swift Testing would end the output with "0 tests".
-test: deps
+test: deps check-gpiod
 	@mkdir -p $(SCRATCH)
 	@rm -f $(OWN_OBJECTS)
 	$(SWIFT_BUILD) --build-tests 2>&1 | tee $(BUILD_LOG)
@@ -45,6 +45,11 @@ test: deps
 	    exit 1; \
 	fi
 	$(SWIFT) test --scratch-path $(SCRATCH) $(SWIFTFLAGS) --skip-build --disable-swift-testing
+
+# The GPIO shim must compile against libgpiod 1.6 (this system) and 2.x (headers fetched from
+# Debian's bookworm-backports into .build-gpiod-v2/).
+check-gpiod:
+	@scripts/check-gpiod-v2.sh
 
 # libFuzzer on the frame decoder (Fuzz/FrameDecoderFuzz.swift) with the committed seed corpus
 # (the golden frames of firmware-protocol.md). FUZZ_SECONDS bounds the run.

@@ -183,3 +183,147 @@ enum Sys {
 /// Inside `Sys`, `flock` names the wrapper and `Glibc.flock` names `struct flock`; out here the
 /// function type picks the C function.
 private let libcFlock: @convention(c) (CInt, CInt) -> CInt = flock
+
+// MARK: - Pipes, clocks and GPIO (the interlock lines)
+
+extension Sys {
+    /// Runs `body` until it returns a non-nil pointer or fails with an errno other than EINTR.
+    @inline(__always)
+    static func retryingInterrupts(_ body: () -> OpaquePointer?) -> Result<OpaquePointer, Errno> {
+        while true {
+            if let pointer = body() { return .success(pointer) }
+            let error = currentErrno
+            if error == .interrupted { continue }
+            return .failure(error)
+        }
+    }
+
+    /// Creates a pipe whose two ends are non-blocking and close-on-exec.
+    ///
+    /// The corresponding C function is `pipe2`, through `smp_pipe2`.
+    static func pipe() -> Result<(readEnd: CInt, writeEnd: CInt), Errno> {
+        var ends: [CInt] = [-1, -1]
+        return retryingInterrupts { smp_pipe2(&ends, O_NONBLOCK | O_CLOEXEC) }.map { _ in (ends[0], ends[1]) }
+    }
+
+    /// Nanoseconds of CLOCK_MONOTONIC: the clock of the kernel's GPIO edge timestamps (uAPI v2,
+    /// and v1 since Linux 5.7) and of Dispatch's `DispatchTime` on Linux. Cannot fail for this
+    /// clock id.
+    ///
+    /// The corresponding C function is `clock_gettime`.
+    @inline(__always)
+    static func monotonicNanoseconds() -> UInt64 {
+        var now = timespec()
+        _ = Glibc.clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
+    }
+
+    /// The libgpiod API major version the shim was compiled against (1 or 2).
+    ///
+    /// The corresponding C function is `smp_gpio_api_version`.
+    static func gpioAPIVersion() -> Int { Int(smp_gpio_api_version()) }
+
+    /// Whether the kernel applies an input line's debounce period (libgpiod v2 only).
+    ///
+    /// The corresponding C function is `smp_gpio_kernel_debounce`.
+    static func gpioKernelDebounce() -> Bool { smp_gpio_kernel_debounce() != 0 }
+
+    /// Opens a GPIO chip by path (/dev/gpiochipN).
+    ///
+    /// The corresponding C function is `gpiod_chip_open`, through `smp_gpio_chip_open`.
+    static func gpioChipOpen(_ path: String) -> Result<OpaquePointer, Errno> {
+        path.withCString { cPath in retryingInterrupts { smp_gpio_chip_open(cPath) } }
+    }
+
+    /// Number of lines of an open chip.
+    ///
+    /// The corresponding C function is `gpiod_chip_num_lines` (v1) or
+    /// `gpiod_chip_info_get_num_lines` (v2), through `smp_gpio_chip_num_lines`.
+    static func gpioChipLineCount(_ chip: OpaquePointer) -> Result<Int, Errno> {
+        retryingInterrupts { smp_gpio_chip_num_lines(chip) }.map { Int($0) }
+    }
+
+    /// Drops the caller's reference to a chip (its requests keep it open).
+    ///
+    /// The corresponding C function is `gpiod_chip_close`, through `smp_gpio_chip_close`.
+    static func gpioChipClose(_ chip: OpaquePointer) {
+        smp_gpio_chip_close(chip)
+    }
+
+    /// Requests input lines with both-edge events.
+    ///
+    /// The corresponding C functions are `gpiod_line_request_both_edges_events_flags` (v1) or
+    /// `gpiod_chip_request_lines` (v2), through `smp_gpio_request_inputs`.
+    static func gpioRequestInputs(_ chip: OpaquePointer, consumer: String, lines: [smp_gpio_line_config])
+        -> Result<OpaquePointer, Errno>
+    {
+        consumer.withCString { cConsumer in
+            lines.withUnsafeBufferPointer { buffer in
+                retryingInterrupts {
+                    smp_gpio_request_inputs(chip, cConsumer, buffer.baseAddress, CUnsignedInt(buffer.count))
+                }
+            }
+        }
+    }
+
+    /// Requests output lines, driven to their initial values from the start.
+    ///
+    /// The corresponding C functions are `gpiod_line_request_output_flags` (v1) or
+    /// `gpiod_chip_request_lines` (v2), through `smp_gpio_request_outputs`.
+    static func gpioRequestOutputs(_ chip: OpaquePointer, consumer: String, lines: [smp_gpio_line_config])
+        -> Result<OpaquePointer, Errno>
+    {
+        consumer.withCString { cConsumer in
+            lines.withUnsafeBufferPointer { buffer in
+                retryingInterrupts {
+                    smp_gpio_request_outputs(chip, cConsumer, buffer.baseAddress, CUnsignedInt(buffer.count))
+                }
+            }
+        }
+    }
+
+    /// The descriptor that becomes readable when an input request has edge events pending. Owned
+    /// by the request (closed by `gpioRelease`).
+    ///
+    /// The corresponding C function is `gpiod_line_request_get_fd` (v2) or an epoll set of
+    /// `gpiod_line_event_get_fd` descriptors (v1), through `smp_gpio_request_fd`.
+    static func gpioRequestFD(_ request: OpaquePointer) -> CInt {
+        smp_gpio_request_fd(request)
+    }
+
+    /// Reads pending edge events without blocking: the count read, 0 when none is pending.
+    ///
+    /// The corresponding C function is `gpiod_line_event_read_fd_multiple` (v1) or
+    /// `gpiod_line_request_read_edge_events` (v2), through `smp_gpio_read_edge_events`.
+    static func gpioReadEdgeEvents(_ request: OpaquePointer, into buffer: UnsafeMutableBufferPointer<smp_gpio_edge_event>)
+        -> Result<Int, Errno>
+    {
+        retryingInterrupts {
+            smp_gpio_read_edge_events(request, buffer.baseAddress, CUnsignedInt(buffer.count))
+        }.map { Int($0) }
+    }
+
+    /// The logical value of line `index` (its position in the request).
+    ///
+    /// The corresponding C function is `gpiod_line_get_value` (v1) or
+    /// `gpiod_line_request_get_value` (v2), through `smp_gpio_get_value`.
+    static func gpioValue(_ request: OpaquePointer, index: Int) -> Result<Bool, Errno> {
+        retryingInterrupts { smp_gpio_get_value(request, CUnsignedInt(index)) }.map { $0 != 0 }
+    }
+
+    /// Drives output line `index` (its position in the request) to a logical value.
+    ///
+    /// The corresponding C function is `gpiod_line_set_value` (v1) or
+    /// `gpiod_line_request_set_value` (v2), through `smp_gpio_set_value`.
+    static func gpioSetValue(_ request: OpaquePointer, index: Int, active: Bool) -> Result<Void, Errno> {
+        retryingInterrupts { smp_gpio_set_value(request, CUnsignedInt(index), active ? 1 : 0) }.map { _ in () }
+    }
+
+    /// Releases the lines of a request and closes its descriptors.
+    ///
+    /// The corresponding C function is `gpiod_line_release` (v1) or `gpiod_line_request_release`
+    /// (v2), through `smp_gpio_request_release`.
+    static func gpioRelease(_ request: OpaquePointer) {
+        smp_gpio_request_release(request)
+    }
+}

@@ -14,6 +14,7 @@ final class RunReporter: Sendable {
         var lineOpen = false
         var deviceState = "—"
         var lastProgress: SessionProgress?
+        var lastDrawnDone = -1
     }
     private let ndjson: Bool
     private let sim: Bool
@@ -158,7 +159,9 @@ final class RunReporter: Sendable {
         case .linkMetrics:
             break
         case .finished(let a):
-            if let p = state.lastProgress { drawProgress(p, &state, now: DispatchTime.now().uptimeNanoseconds) }
+            if let p = state.lastProgress, state.lastDrawnDone != p.done {
+                drawProgress(p, &state, now: DispatchTime.now().uptimeNanoseconds)
+            }
             closeLine(&state)
             let m = a.metrics
             let headline: String
@@ -173,7 +176,10 @@ final class RunReporter: Sendable {
             }
             print(headline)
             if let reason = a.reason { print("  Reason:      \(reason)") }
-            if let id = a.sessionID { print("  Session:     \(id) (smpctl report \(id) -o report.html; smpctl resume \(id) …)") }
+            if let id = a.sessionID {
+                let resume = a.outcome == .completed ? "" : "; continue with: smpctl resume \(id) --device …"
+                print("  Session:     \(id) (report: smpctl report \(id) -o report.html\(resume))")
+            }
             print("  Done:        \(a.done.count + a.previouslyDone) of \(a.total)\(a.previouslyDone > 0 ? " (\(a.previouslyDone) in earlier runs)" : "")\(a.skipped > 0 ? ", \(a.skipped) skipped" : "")")
             if !a.interrupted.isEmpty { print("  Cut short:   \(a.interrupted.map(String.init).joined(separator: ", "))") }
             if !a.inDoubt.isEmpty { print("  In doubt:    \(a.inDoubt.count) (\(a.inDoubt.prefix(10).map(String.init).joined(separator: ", ")))") }
@@ -184,6 +190,7 @@ final class RunReporter: Sendable {
     }
 
     private func drawProgress(_ p: SessionProgress, _ state: inout State, now: UInt64) {
+        state.lastDrawnDone = p.done
         let width = 30
         let filled = p.total > 0 ? width * p.done / p.total : 0
         let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)

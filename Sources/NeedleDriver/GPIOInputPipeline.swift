@@ -1,0 +1,267 @@
+import CSMPShim
+import Dispatch
+import Logging
+import SystemPackage
+
+/// The input path shared by `LibgpiodBackend` and `SimulatedGPIOBackend`: one DispatchSourceRead
+/// per event descriptor (a libgpiod request's fd, or the simulator's pipe), records of
+/// `smp_gpio_edge_event` read into one preallocated buffer, a `LineDebouncer` per line, one
+/// DispatchSourceTimer per line for debounce deadlines. No polling: the sources fire on edges,
+/// the timers on deadlines.
+///
+/// The latency-critical path (an edge to a line's stop level, e.g. e-stop pressed), all on
+/// `queue`, no allocation, no other queue:
+///   read source fires → `readable` → `read` of the fd into `events` → `LineDebouncer.edge`
+///   (immediate level: `.deliver`) → `onChange` (the owner's handler, same queue).
+///
+/// Lifetime: after `start`, the sources and timers hold the pipeline until `close()` has run and
+/// every cancel handler has finished. A descriptor is released only in its source's cancel
+/// handler (or by `close`/`deinit` when no source was ever made for it).
+///
+/// `@unchecked Sendable`: all mutable state is touched only on `queue` (checked with
+/// `dispatchPrecondition` at the entry points; Dispatch runs the handlers on `queue`).
+final class GPIOInputPipeline: @unchecked Sendable {
+    /// One event descriptor and the lines whose edges it delivers.
+    struct Stream {
+        let fd: CInt
+        /// For messages: the chip the stream belongs to.
+        let chip: String
+        /// The lines of the stream: their offsets on the chip and their input indices, in the
+        /// order `readLevel` numbers them.
+        let lines: [(offset: UInt32, input: Int)]
+        /// Reads pending records into the buffer without blocking: the count, 0 if none.
+        let readEvents: (UnsafeMutableBufferPointer<smp_gpio_edge_event>) -> Result<Int, Errno>
+        /// The current logical level of the line at a position in `lines`.
+        let readLevel: (Int) -> Result<GPIOLevel, Errno>
+        /// Releases the descriptor(s): called exactly once.
+        let release: () -> Void
+    }
+
+    private enum State { case idle, running, closing, closed }
+
+    let queue: DispatchQueue
+    let inputs: [GPIOInputLine]
+    private let streams: [Stream]
+    private let logger: Logger
+    /// Where each input is: stream and position.
+    private let location: [(stream: Int, position: Int)]
+    private var debouncers: [LineDebouncer]
+    private var timers: [(any DispatchSourceTimer)?]
+    private var sources: [(any DispatchSourceRead)?]
+    private var streamLost: [Bool]
+    private var streamReleased: [Bool]
+    private var state: State = .idle
+    private var onChange: ((GPIOInputChange) -> Void)?
+    private var onClosed: (@Sendable () -> Void)?
+    /// Reused by every read; owned by this object.
+    private let events: UnsafeMutableBufferPointer<smp_gpio_edge_event>
+
+    /// Reads per readable event before yielding the queue (the source is level-triggered).
+    static let maxReadsPerEvent = 8
+
+    /// `debounce[i]`: the debounce this pipeline applies to input `i` (zero where the kernel
+    /// already debounces the line).
+    init(queue: DispatchQueue, inputs: [GPIOInputLine], debounce: [Duration], streams: [Stream], logger: Logger) {
+        precondition(debounce.count == inputs.count)
+        self.queue = queue
+        self.inputs = inputs
+        self.streams = streams
+        self.logger = logger
+        var location = [(stream: Int, position: Int)](repeating: (-1, -1), count: inputs.count)
+        for (s, stream) in streams.enumerated() {
+            for (position, line) in stream.lines.enumerated() { location[line.input] = (s, position) }
+        }
+        precondition(location.allSatisfy { $0.stream >= 0 }, "every input belongs to a stream")
+        self.location = location
+        self.debouncers = inputs.indices.map {
+            LineDebouncer(debounce: debounce[$0], immediateLevel: inputs[$0].immediateLevel)
+        }
+        self.timers = Array(repeating: nil, count: inputs.count)
+        self.sources = Array(repeating: nil, count: streams.count)
+        self.streamLost = Array(repeating: false, count: streams.count)
+        self.streamReleased = Array(repeating: false, count: streams.count)
+        self.events = .allocate(capacity: Int(SMP_GPIO_MAX_LINES))
+        self.events.initialize(repeating: smp_gpio_edge_event())
+    }
+
+    deinit {
+        // Only reachable without live sources: release what no cancel handler will.
+        for s in streams.indices where !streamReleased[s] { streams[s].release() }
+        events.deallocate()
+    }
+
+    // MARK: - Starting
+
+    func start(onChange: @escaping (GPIOInputChange) -> Void) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard case .idle = state else { preconditionFailure("GPIO backend started twice or after close") }
+        state = .running
+        self.onChange = onChange
+
+        for index in inputs.indices {
+            let timer = DispatchSource.makeTimerSource(queue: queue)
+            timer.setEventHandler { self.deadlineReached(index) }
+            timer.schedule(deadline: .distantFuture)
+            timers[index] = timer
+            timer.activate()
+        }
+
+        // Initial levels first. The time is taken BEFORE each read: an edge stamped earlier is
+        // older than the read and ignored as stale; a later one is processed.
+        for index in inputs.indices {
+            let (s, position) = location[index]
+            if streamLost[s] { continue }
+            let before = Sys.monotonicNanoseconds()
+            switch streams[s].readLevel(position) {
+            case .success(let level):
+                deliver(debouncers[index].seed(level, atNanos: before), input: index, isInitial: true)
+            case .failure(let errno):
+                lose(stream: s, errno: errno, operation: "reading the initial level")
+            }
+            guard case .running = state else { return }  // the owner may close from onChange
+        }
+
+        for (s, stream) in streams.enumerated() where !streamLost[s] {
+            let source = DispatchSource.makeReadSource(fileDescriptor: stream.fd, queue: queue)
+            // Strong captures: the cycle pipeline → source → handler → pipeline keeps a running
+            // pipeline alive; it is broken in the cancel handler.
+            source.setEventHandler { self.readable(s) }
+            source.setCancelHandler { self.sourceCancelled(s) }
+            sources[s] = source
+            source.activate()
+        }
+    }
+
+    // MARK: - Edges
+
+    private func readable(_ s: Int) {
+        guard case .running = state, !streamLost[s] else { return }
+        for _ in 0..<Self.maxReadsPerEvent {
+            switch streams[s].readEvents(events) {
+            case .success(let count):
+                for k in 0..<count {
+                    edge(events[k], stream: s)
+                    guard case .running = state, !streamLost[s] else { return }
+                }
+                if count < events.count { return }
+            case .failure(.resourceTemporarilyUnavailable):
+                return
+            case .failure(let errno):
+                lose(stream: s, errno: errno, operation: "reading edge events")
+                return
+            }
+        }
+    }
+
+    @inline(__always)
+    private func edge(_ event: smp_gpio_edge_event, stream s: Int) {
+        let lines = streams[s].lines
+        for line in lines where line.offset == event.line_offset {
+            let level: GPIOLevel = event.rising != 0 ? .active : .inactive
+            deliver(debouncers[line.input].edge(level, atNanos: event.timestamp_ns), input: line.input, isInitial: false)
+            return
+        }
+    }
+
+    @inline(__always)
+    private func deliver(_ decision: LineDebouncer.Decision, input: Int, isInitial: Bool) {
+        switch decision {
+        case .none:
+            break
+        case .deliver(let reading, let time):
+            onChange?(GPIOInputChange(inputIndex: input, reading: reading, timestampNanos: time, isInitial: isInitial))
+        case .wake(let deadline):
+            // CLOCK_MONOTONIC nanoseconds are Dispatch's uptime clock on Linux
+            // (swift-corelibs-libdispatch, src/shims/time.h), so the kernel's edge time plus the
+            // debounce is used as the absolute deadline directly.
+            timers[input]?.schedule(deadline: DispatchTime(uptimeNanoseconds: deadline), leeway: .milliseconds(1))
+        }
+    }
+
+    private func deadlineReached(_ index: Int) {
+        guard case .running = state, debouncers[index].deadlineNanos != nil else { return }
+        // Edges the kernel already holds come first: one before the deadline cancels the candidate.
+        for s in streams.indices where !streamLost[s] {
+            readable(s)
+            guard case .running = state else { return }
+        }
+        guard debouncers[index].deadlineNanos != nil else { return }
+        let (s, position) = location[index]
+        guard !streamLost[s] else { return }
+        switch streams[s].readLevel(position) {
+        case .success(let level):
+            deliver(debouncers[index].deadlineReached(nowNanos: Sys.monotonicNanoseconds(), current: level),
+                    input: index, isInitial: false)
+        case .failure(let errno):
+            lose(stream: s, errno: errno, operation: "reading the level of \"\(inputs[index].name)\"")
+        }
+    }
+
+    /// A stream cannot be read any more: its lines are reported `.lost` (fail closed) and its
+    /// source is cancelled; the descriptor is released in the cancel handler.
+    private func lose(stream s: Int, errno: Errno, operation: String) {
+        guard !streamLost[s] else { return }
+        streamLost[s] = true
+        let now = Sys.monotonicNanoseconds()
+        for line in streams[s].lines {
+            deliver(debouncers[line.input].lost(atNanos: now), input: line.input, isInitial: false)
+        }
+        let names = streams[s].lines.map { "\"\(inputs[$0.input].name)\"" }.joined(separator: ", ")
+        logger.critical(
+            "GPIO lines \(names) on \(streams[s].chip) lost while \(operation): \(errno) (errno \(errno.rawValue))")
+        sources[s]?.cancel()
+    }
+
+    // MARK: - Closing
+
+    func close(onClosed: (@Sendable () -> Void)?) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        switch state {
+        case .closing:
+            if let onClosed {
+                let previous = self.onClosed
+                self.onClosed = { previous?(); onClosed() }
+            }
+            return
+        case .closed:
+            onClosed?()
+            return
+        case .idle, .running:
+            break
+        }
+        state = .closing
+        self.onClosed = onClosed
+        onChange = nil
+        for index in timers.indices {
+            timers[index]?.cancel()
+            timers[index] = nil
+        }
+        var waiting = false
+        for s in streams.indices {
+            if let source = sources[s] {
+                source.cancel()
+                waiting = true
+            } else if !streamReleased[s] {
+                streamReleased[s] = true
+                streams[s].release()
+            }
+        }
+        if !waiting { finishClose() }
+    }
+
+    private func sourceCancelled(_ s: Int) {
+        sources[s] = nil
+        if !streamReleased[s] {
+            streamReleased[s] = true
+            streams[s].release()
+        }
+        if case .closing = state, sources.allSatisfy({ $0 == nil }) { finishClose() }
+    }
+
+    private func finishClose() {
+        state = .closed
+        let notify = onClosed
+        onClosed = nil
+        notify?()
+    }
+}

@@ -1,0 +1,243 @@
+import CSMPShim
+import Dispatch
+import Logging
+import Synchronization
+import SystemPackage
+
+/// Interlock lines without hardware, for tests and `--sim`, through THE SAME event path as real
+/// chips: per chip a non-blocking pipe stands in for the libgpiod request's descriptor; `press`,
+/// `release`, `set` and `bounce` write `smp_gpio_edge_event` records (16 bytes, the shim's own
+/// layout) to it from the calling thread, and the pipe's read end is watched by the same
+/// `GPIOInputPipeline` (DispatchSourceRead, debounce timers) as a libgpiod request's fd.
+/// `disconnect(chip:)` closes a pipe's write end: the reader sees end-of-file, as when a chip is
+/// removed, and the lines are reported `.lost`.
+///
+/// Outputs are recorded; read them back with `value(of:)`.
+public final class SimulatedGPIOBackend: InterlockLineBackend, @unchecked Sendable {
+    public let queue: DispatchQueue
+    public let inputs: [GPIOInputLine]
+    public let outputs: [GPIOOutputLine]
+    private let pipeline: GPIOInputPipeline
+    private let lines: SimulatedLines
+    /// The chip (pipe) of each input.
+    private let streamOfInput: [Int]
+    private let chipPaths: [String]
+    private var closed = false
+
+    /// Creates one pipe per chip. `initialLevels` (by input name) are the levels the lines read
+    /// at start; unnamed inputs start at their stop level (`immediateLevel`, else inactive), i.e.
+    /// e-stop pressed and pedal released until a test or the operator says otherwise.
+    public init(inputs: [GPIOInputLine], outputs: [GPIOOutputLine], initialLevels: [String: GPIOLevel] = [:],
+                queue: DispatchQueue, logger: Logger) throws(GPIOError) {
+        self.queue = queue
+        self.inputs = inputs
+        self.outputs = outputs
+
+        var chipPaths: [String] = []
+        var streamOfInput: [Int] = []
+        for input in inputs {
+            if let s = chipPaths.firstIndex(of: input.chipPath) {
+                streamOfInput.append(s)
+            } else {
+                streamOfInput.append(chipPaths.count)
+                chipPaths.append(input.chipPath)
+            }
+        }
+        var pipes: [(readEnd: CInt, writeEnd: CInt)] = []
+        for path in chipPaths {
+            switch Sys.pipe() {
+            case .success(let ends): pipes.append(ends)
+            case .failure(let errno):
+                for ends in pipes {
+                    _ = Sys.close(ends.readEnd)
+                    _ = Sys.close(ends.writeEnd)
+                }
+                throw .io(operation: "creating the simulated chip's pipe", chip: path, errno: errno)
+            }
+        }
+
+        let lines = SimulatedLines(
+            physical: inputs.map { initialLevels[$0.name] ?? $0.immediateLevel ?? .inactive },
+            outputs: outputs.map(\.safeLevel),
+            writeEnds: pipes.map(\.writeEnd))
+        self.lines = lines
+        self.streamOfInput = streamOfInput
+        self.chipPaths = chipPaths
+
+        var streams: [GPIOInputPipeline.Stream] = []
+        for (s, path) in chipPaths.enumerated() {
+            let readEnd = pipes[s].readEnd
+            let members = inputs.indices.filter { streamOfInput[$0] == s }
+            streams.append(GPIOInputPipeline.Stream(
+                fd: readEnd,
+                chip: path,
+                lines: members.map { (inputs[$0].lineOffset, $0) },
+                readEvents: { buffer in Self.readRecords(readEnd, into: buffer) },
+                readLevel: { position in .success(lines.physicalLevel(of: members[position])) },
+                release: {
+                    _ = Sys.close(readEnd)
+                    lines.closeWriteEnd(s)
+                }))
+        }
+        pipeline = GPIOInputPipeline(queue: queue, inputs: inputs, debounce: inputs.map(\.debounce), streams: streams,
+                                     logger: logger)
+    }
+
+    /// Reads whole records from the pipe. End of file (the write end closed) reads as ENODEV,
+    /// what a removed chip gives; a partial record (cannot happen: records are written whole,
+    /// atomically) as EIO.
+    private static func readRecords(_ fd: CInt, into buffer: UnsafeMutableBufferPointer<smp_gpio_edge_event>)
+        -> Result<Int, Errno>
+    {
+        let recordSize = MemoryLayout<smp_gpio_edge_event>.stride
+        switch Sys.read(fd, into: UnsafeMutableRawBufferPointer(buffer)) {
+        case .success(0): return .failure(.operationNotSupportedByDevice)
+        case .success(let bytes) where bytes % recordSize != 0: return .failure(.ioError)
+        case .success(let bytes): return .success(bytes / recordSize)
+        case .failure(let errno): return .failure(errno)
+        }
+    }
+
+    // MARK: - InterlockLineBackend
+
+    public func start(onChange: @escaping (GPIOInputChange) -> Void) {
+        pipeline.start(onChange: onChange)
+    }
+
+    public func setOutput(_ index: Int, to level: GPIOLevel) throws(GPIOError) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard !closed else { throw .closed }
+        if let errno = lines.setOutput(index, to: level) {
+            throw .io(operation: "setting \"\(outputs[index].name)\" \(level)", chip: outputs[index].chip, errno: errno)
+        }
+    }
+
+    public func close(onClosed: (@Sendable () -> Void)?) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        if !closed {
+            closed = true
+            for (index, output) in outputs.enumerated() { _ = lines.setOutput(index, to: output.safeLevel, force: true) }
+        }
+        pipeline.close(onClosed: onClosed)
+    }
+
+    // MARK: - Driving the simulated lines (any thread)
+
+    /// The line becomes active now (a button pressed, the pedal pressed, contact made, the
+    /// cartridge inserted).
+    @discardableResult
+    public func press(line name: String) -> Bool { set(line: name, to: .active) }
+
+    /// The line becomes inactive now.
+    @discardableResult
+    public func release(line name: String) -> Bool { set(line: name, to: .inactive) }
+
+    /// The line changes to `level`, with the edge stamped `timestampNanos` (CLOCK_MONOTONIC,
+    /// default now). Returns false if the chip is disconnected or the backend closed.
+    @discardableResult
+    public func set(line name: String, to level: GPIOLevel, timestampNanos: UInt64? = nil) -> Bool {
+        let index = inputIndexOrTrap(name)
+        let time = timestampNanos ?? Sys.monotonicNanoseconds()
+        return lines.write(stream: streamOfInput[index], input: index, finalLevel: level,
+                           records: [record(index, level, time)])
+    }
+
+    /// A bouncing contact: edges to each of `levels` in turn, `spacing` apart, starting now, written
+    /// in ONE write(2) so they reach the reader together. The line ends at the last level.
+    @discardableResult
+    public func bounce(line name: String, levels: [GPIOLevel], spacing: Duration) -> Bool {
+        precondition(!levels.isEmpty && levels.count <= 256, "1…256 edges per bounce (PIPE_BUF)")
+        let index = inputIndexOrTrap(name)
+        let start = Sys.monotonicNanoseconds()
+        let step = spacing.nanoseconds
+        let records = levels.enumerated().map { record(index, $0.element, start + UInt64($0.offset) * step) }
+        return lines.write(stream: streamOfInput[index], input: index, finalLevel: levels[levels.count - 1],
+                           records: records)
+    }
+
+    /// The chip goes away: its pipe's write end is closed, the reader sees end-of-file and every
+    /// line of that chip is reported `.lost`. `chip` as in the configuration ("gpiochip0").
+    public func disconnect(chip: String) {
+        guard let s = chipPaths.firstIndex(of: GPIOChip.path(of: chip)) else {
+            preconditionFailure("no simulated chip \(chip)")
+        }
+        lines.closeWriteEnd(s)
+    }
+
+    /// Makes every later `setOutput` fail with `errno` (nil: succeed again).
+    public func failOutputWrites(with errno: Errno?) { lines.setOutputFailure(errno) }
+
+    /// The level an output was last driven to.
+    public func value(of output: String) -> GPIOLevel {
+        guard let index = outputIndex(named: output) else { preconditionFailure("no simulated output \(output)") }
+        return lines.outputLevel(index)
+    }
+
+    /// The level a simulated input line is at now (what `press`/`release` last set).
+    public func level(of input: String) -> GPIOLevel {
+        lines.physicalLevel(of: inputIndexOrTrap(input))
+    }
+
+    private func inputIndexOrTrap(_ name: String) -> Int {
+        guard let index = inputIndex(named: name) else { preconditionFailure("no simulated input line \(name)") }
+        return index
+    }
+
+    private func record(_ index: Int, _ level: GPIOLevel, _ time: UInt64) -> smp_gpio_edge_event {
+        smp_gpio_edge_event(timestamp_ns: time, line_offset: inputs[index].lineOffset, rising: level == .active ? 1 : 0)
+    }
+}
+
+/// The simulated lines' shared state: written from any thread (`press`) and read on the
+/// backend's queue (`readLevel`, `setOutput`), so it is behind a mutex. A pipe's write end is
+/// closed under the same mutex, so a writer never uses a closed (possibly reused) descriptor.
+private final class SimulatedLines: Sendable {
+    private struct State {
+        var physical: [GPIOLevel]
+        var outputs: [GPIOLevel]
+        /// -1 once closed.
+        var writeEnds: [CInt]
+        var outputFailure: Errno?
+    }
+    private let state: Mutex<State>
+
+    init(physical: [GPIOLevel], outputs: [GPIOLevel], writeEnds: [CInt]) {
+        state = Mutex(State(physical: physical, outputs: outputs, writeEnds: writeEnds, outputFailure: nil))
+    }
+
+    func physicalLevel(of input: Int) -> GPIOLevel { state.withLock { $0.physical[input] } }
+    func outputLevel(_ index: Int) -> GPIOLevel { state.withLock { $0.outputs[index] } }
+    func setOutputFailure(_ errno: Errno?) { state.withLock { $0.outputFailure = errno } }
+
+    /// nil on success; the injected errno otherwise (`force`: the close path, never fails).
+    func setOutput(_ index: Int, to level: GPIOLevel, force: Bool = false) -> Errno? {
+        state.withLock { state in
+            if !force, let failure = state.outputFailure { return failure }
+            state.outputs[index] = level
+            return nil
+        }
+    }
+
+    func write(stream: Int, input: Int, finalLevel: GPIOLevel, records: [smp_gpio_edge_event]) -> Bool {
+        state.withLock { state in
+            let fd = state.writeEnds[stream]
+            guard fd >= 0 else { return false }
+            // Up to PIPE_BUF bytes are written atomically: the reader never sees part of a record.
+            // The level changes under the same lock, so `readLevel` never sees one without the other.
+            let result = records.withUnsafeBytes { Sys.write(fd, from: $0) }
+            guard case .success(let written) = result,
+                  written == records.count * MemoryLayout<smp_gpio_edge_event>.stride else { return false }
+            state.physical[input] = finalLevel
+            return true
+        }
+    }
+
+    func closeWriteEnd(_ stream: Int) {
+        state.withLock { state in
+            let fd = state.writeEnds[stream]
+            guard fd >= 0 else { return }
+            state.writeEnds[stream] = -1
+            _ = Sys.close(fd)
+        }
+    }
+}

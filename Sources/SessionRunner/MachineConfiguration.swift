@@ -1,0 +1,265 @@
+import FirmwareProtocol
+import NeedleDriver
+
+/// How one machine is built: which applicator, how it may be used (an envelope that can only
+/// narrow `SafetyEnvelope.builtIn`), and its interlock lines. Read by `MachineConfigurationLoader`
+/// from a TOML file a person edits (default `/etc/smpctl/machine.toml`; docs/machine-config.md).
+///
+/// The built-in configuration (`builtIn`, used when there is no file) watches no interlock line:
+/// that is simulator/developer mode, not for use on a person. See `isDeveloperMode`.
+public struct MachineConfiguration: Sendable {
+    /// Which serial port is the applicator.
+    public var applicator: ApplicatorSelection
+    /// The machine's envelope: `SafetyEnvelope.builtIn`, narrowed by the file.
+    public var envelope: SafetyEnvelope
+    /// The interlock inputs, in file order; there is at least one e-stop among them when there are any.
+    public var inputs: [InterlockInput]
+    /// The interlock outputs, in file order (at most one of each role).
+    public var outputs: [InterlockOutput]
+    /// Lease asked for in HELLO (firmware-protocol.md §6.5): 20–250 ms, default 100 ms.
+    public var leaseMilliseconds: Int
+    /// The file this was read from; nil for the built-in configuration or text.
+    public var sourcePath: String?
+
+    public init(applicator: ApplicatorSelection = .match(.default), envelope: SafetyEnvelope = .builtIn,
+                inputs: [InterlockInput] = [], outputs: [InterlockOutput] = [],
+                leaseMilliseconds: Int = MachineConfiguration.defaultLeaseMilliseconds, sourcePath: String? = nil) {
+        self.applicator = applicator
+        self.envelope = envelope
+        self.inputs = inputs
+        self.outputs = outputs
+        self.leaseMilliseconds = leaseMilliseconds
+        self.sourcePath = sourcePath
+    }
+
+    /// Lease when the file gives none.
+    public static let defaultLeaseMilliseconds = 100
+    /// The lease a file may ask for (the firmware grants 20–250 ms).
+    public static let leaseMillisecondsRange = 20...250
+    /// Debounce when an interlock gives none.
+    public static let defaultDebounce: Duration = .milliseconds(10)
+    /// Largest debounce an interlock may ask for. Debounce never delays a stop (see
+    /// `GPIOInputLine.immediateLevel`), only the return to "healthy", so this bounds how sluggish
+    /// the pedal may feel.
+    public static let maximumDebounceMilliseconds = 100
+
+    /// No file: the built-in envelope, the default lease, the applicator found by USB id, and NO
+    /// interlock lines — simulator/developer mode.
+    public static let builtIn = MachineConfiguration()
+
+    /// True when no interlock input is configured: nothing watches an e-stop, pedal or skin
+    /// contact, so the machine is only fit for the simulator and development.
+    public var isDeveloperMode: Bool { inputs.isEmpty }
+
+    /// The needle-power output, if configured.
+    public var needlePowerOutput: InterlockOutput? { outputs.first { $0.role == .needlePower } }
+
+    /// The inputs as GPIO lines: edges to each role's stop level are never debounced.
+    public var gpioInputs: [GPIOInputLine] {
+        inputs.map {
+            GPIOInputLine(name: $0.name, chip: $0.chip, lineOffset: $0.lineOffset, activeLow: $0.activeLow,
+                          bias: $0.bias, debounce: $0.debounce, immediateLevel: $0.role.stopLevel)
+        }
+    }
+
+    /// The outputs as GPIO lines, all driven inactive (needle power off, lamp off) when requested.
+    public var gpioOutputs: [GPIOOutputLine] {
+        outputs.map {
+            GPIOOutputLine(name: $0.name, chip: $0.chip, lineOffset: $0.lineOffset, activeLow: $0.activeLow,
+                           safeLevel: .inactive)
+        }
+    }
+}
+
+/// How the applicator's serial port is found.
+public enum ApplicatorSelection: Sendable, Hashable {
+    /// A fixed device path (`[applicator] device = "/dev/…"`).
+    case device(path: String)
+    /// The USB serial device with these ids, found through udev (`[applicator.match]`, or the
+    /// default ids when the file says nothing).
+    case match(ApplicatorMatch)
+}
+
+/// What an interlock input means. Its line is "active" when (with `active_low` applied):
+/// estop: the e-stop is pressed; pedal: the pedal is pressed; contact: the applicator touches the
+/// skin; cartridge: a cartridge is in place.
+public enum InterlockRole: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    case estop
+    case pedal
+    case contact
+    case cartridge
+
+    /// The level that means "stop": e-stop active; pedal, contact, cartridge inactive. A lost line
+    /// counts as this level (fail closed).
+    public var stopLevel: GPIOLevel { self == .estop ? .active : .inactive }
+
+    /// Whether `reading` lets the machine run.
+    public func isHealthy(_ reading: GPIOInputReading) -> Bool {
+        switch reading {
+        case .lost: false
+        case .active: self != .estop
+        case .inactive: self == .estop
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .estop: "e-stop"
+        case .pedal: "foot pedal"
+        case .contact: "skin contact"
+        case .cartridge: "cartridge"
+        }
+    }
+
+    /// "pressed", "released", "touching", … for a reading of this role.
+    public func describe(_ reading: GPIOInputReading) -> String {
+        switch (self, reading) {
+        case (_, .lost): "line lost"
+        case (.estop, .active), (.pedal, .active): "pressed"
+        case (.estop, .inactive), (.pedal, .inactive): "released"
+        case (.contact, .active): "touching"
+        case (.contact, .inactive): "no contact"
+        case (.cartridge, .active): "present"
+        case (.cartridge, .inactive): "missing"
+        }
+    }
+}
+
+/// One `[[interlock]]` table.
+public struct InterlockInput: Sendable, Hashable {
+    public var name: String
+    public var role: InterlockRole
+    /// "gpiochip0" or a path such as "/dev/gpiochip0".
+    public var chip: String
+    public var lineOffset: UInt32
+    public var activeLow: Bool
+    public var bias: GPIOBias
+    public var debounce: Duration
+
+    public init(name: String, role: InterlockRole, chip: String, lineOffset: UInt32, activeLow: Bool,
+                bias: GPIOBias, debounce: Duration = MachineConfiguration.defaultDebounce) {
+        self.name = name
+        self.role = role
+        self.chip = chip
+        self.lineOffset = lineOffset
+        self.activeLow = activeLow
+        self.bias = bias
+        self.debounce = debounce
+    }
+}
+
+/// What an interlock output drives. Both are inactive from start-up and whenever smpctl stops.
+public enum InterlockOutputRole: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    /// Enables the needle drive's power (a relay or driver enable): active only while the
+    /// interlock state is armed or held; switched off first on any e-stop, fault or link loss.
+    case needlePower = "needle-power"
+    /// A lamp that is lit while the machine is armed (the needle may move).
+    case lamp
+
+    public var description: String { rawValue }
+}
+
+/// One `[[output]]` table.
+public struct InterlockOutput: Sendable, Hashable {
+    public var name: String
+    public var role: InterlockOutputRole
+    public var chip: String
+    public var lineOffset: UInt32
+    public var activeLow: Bool
+
+    public init(name: String, role: InterlockOutputRole, chip: String, lineOffset: UInt32, activeLow: Bool) {
+        self.name = name
+        self.role = role
+        self.chip = chip
+        self.lineOffset = lineOffset
+        self.activeLow = activeLow
+    }
+}
+
+// MARK: - Describing (`smpctl config check`)
+
+extension MachineConfiguration {
+    /// The effective configuration as text for `smpctl config check`: the source, applicator,
+    /// lease, interlock lines and outputs, the configured envelope and, when the device's limits
+    /// are known (after HELLO), the effective envelope: configuration ∩ device limits.
+    public func describe(deviceLimits: DeviceLimits?) -> String {
+        var lines: [String] = []
+        lines.append("Machine configuration: " + (sourcePath ?? "built-in defaults (no file)"))
+
+        switch applicator {
+        case .device(let path):
+            lines.append("Applicator: \(path)")
+        case .match(let match):
+            let serial = match.serial.map { " serial \(PlanText.quoted($0))" } ?? " (any serial number)"
+            lines.append("Applicator: USB \(match.vendorID):\(match.productID)\(serial), found through udev")
+        }
+        lines.append("Lease: \(leaseMilliseconds) ms")
+
+        if inputs.isEmpty {
+            lines.append("Interlocks: none — SIMULATOR/DEVELOPER MODE: no e-stop, pedal, skin-contact or cartridge "
+                         + "line is watched. Not for use on a person.")
+        } else {
+            lines.append("Interlocks:")
+            for input in inputs {
+                lines.append("  \(Self.padded(input.role.rawValue, 10)) \(Self.padded(PlanText.quoted(input.name), 14)) "
+                             + "\(input.chip) line \(input.lineOffset), active \(input.activeLow ? "low" : "high"), "
+                             + "bias \(input.bias.rawValue), debounce \(Self.milliseconds(input.debounce)) ms "
+                             + "(stop when \(input.role.describe(GPIOInputReading(input.role.stopLevel))))")
+            }
+        }
+        if outputs.isEmpty {
+            lines.append("Outputs: none")
+        } else {
+            lines.append("Outputs:")
+            for output in outputs {
+                lines.append("  \(Self.padded(output.role.rawValue, 12)) \(Self.padded(PlanText.quoted(output.name), 14)) "
+                             + "\(output.chip) line \(output.lineOffset), active \(output.activeLow ? "low" : "high")")
+            }
+        }
+        if !inputs.isEmpty, needlePowerOutput == nil {
+            lines.append("Note: no needle-power output: an e-stop reaches the needle only through the applicator's "
+                         + "firmware (ESTOP frame) and the hardware e-stop chain.")
+        }
+
+        lines.append("Envelope (configuration): " + Self.describe(envelope))
+        if let deviceLimits {
+            let limits = deviceLimits
+            lines.append("Device limits: depth \(limits.depthMinMicrometres.milli)–\(limits.depthMaxMicrometres.milli) mm, "
+                         + "dwell \(limits.dwellMinMicroseconds.milli)–\(limits.dwellMaxMicroseconds.milli) ms, "
+                         + "travel ±\(limits.travelXMicrometres.milli) × ±\(limits.travelYMicrometres.milli) mm")
+            let effective = envelope.intersected(with: deviceLimits)
+            if let reason = effective.emptyReason {
+                lines.append("Effective envelope: NONE — no dot can run: \(reason)")
+            } else {
+                lines.append("Effective envelope (configuration ∩ device): " + Self.describe(effective))
+            }
+        } else {
+            lines.append("Effective envelope: the configuration's, until the applicator's limits are known "
+                         + "(they are read at connection)")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func describe(_ envelope: SafetyEnvelope) -> String {
+        let depth = envelope.depthMicrometres, dwell = envelope.dwellMicroseconds
+        return "depth \(PlanText.milli(depth.lowerBound))–\(PlanText.milli(depth.upperBound)) mm, "
+            + "dwell \(PlanText.milli(dwell.lowerBound))–\(PlanText.milli(dwell.upperBound)) ms, "
+            + "travel ±\(PlanText.milli(envelope.travelXMicrometres)) × ±\(PlanText.milli(envelope.travelYMicrometres)) mm, "
+            + "dots ≥ \(PlanText.milli(envelope.minimumSpacingMicrometres)) mm apart, "
+            + "≤ \(PlanText.number(envelope.maximumDotsPerSecond)) dots/s"
+    }
+
+    static func milliseconds(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        return PlanText.milli(Int64(seconds) * 1_000_000 + attoseconds / 1_000_000_000_000)
+    }
+
+    private static func padded(_ text: String, _ width: Int) -> String {
+        text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
+    }
+}
+
+extension FixedWidthInteger {
+    /// Micro-units shown in milli-units ("1.5").
+    fileprivate var milli: String { PlanText.milli(Int64(clamping: self)) }
+}
