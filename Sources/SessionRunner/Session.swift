@@ -19,6 +19,8 @@ public enum SessionEvent: Sendable {
     case dotsInDoubt([UInt32])
     case refused(String)
     case linkMetrics(LinkMetrics)
+    /// An interlock transition (e-stop pressed, pedal released, operator reset, …).
+    case interlock(InterlockTransition)
     case finished(SessionAccount)
 }
 
@@ -108,6 +110,9 @@ public struct SessionOptions: Sendable {
     public var link = LinkConfiguration()
     /// Where the session is recorded; nil only in tests of the streaming path alone.
     public var recording: RecordingOptions?
+    /// The machine's interlocks; nil only in tests of the streaming path alone (then the
+    /// preflight confirmation arms directly).
+    public var interlocks: Interlocks?
     public init() {}
 }
 
@@ -223,18 +228,34 @@ public final class Session: @unchecked Sendable {
 
     /// Operator's hold (first Ctrl-C). Safe to call from any thread.
     public func requestHold() {
+        if let interlocks = options.interlocks {
+            interlocks.operatorHold()  // → onHold, the same path as a released pedal
+            return
+        }
+        holdNow(reason: "operator hold")
+    }
+
+    private func holdNow(reason: String) {
         guard let link else { return }
         link.queue.async {
             guard self.outcome == nil, !self.holding else { return }
             self.holding = true
             link.hold()
-            self.audit("hold", ["cause": "operator"])
-            self.onEvent(.held(reason: "operator hold"))
+            self.audit("hold", ["cause": reason])
+            self.onEvent(.held(reason: reason))
         }
     }
 
-    /// Operator's resume after a hold.
+    /// Operator's resume after a hold. With interlocks, only when every input is healthy.
     public func requestResume() {
+        if let interlocks = options.interlocks {
+            interlocks.operatorResume()  // → onResume when healthy
+            return
+        }
+        resumeNow()
+    }
+
+    private func resumeNow() {
         guard let link else { return }
         link.queue.async {
             guard self.outcome == nil, self.holding else { return }
@@ -258,6 +279,20 @@ public final class Session: @unchecked Sendable {
         }
     }
 
+    /// Ends a held session once the hold is complete (the dot in the skin finished, needle up),
+    /// resumable later. Unlike `requestAbort` it never cuts a dot short.
+    public func requestEndWhenHeld(reason: String) {
+        guard let link else { return }
+        link.queue.async {
+            guard self.outcome == nil else { return }
+            self.reason = reason
+            self.pendingEnd = .held
+            if let status = self.lastStatus, status.state == .held, status.needleRetracted, link.inFlight.isEmpty {
+                self.end(.held, reason: reason)
+            }
+        }
+    }
+
     /// E-stop from the host (interlock or operator), from any thread: the ESTOP bytes go straight
     /// to the serial fd from the calling thread, without waiting for the session's queue.
     public func requestEstop(cause: FaultCode) {
@@ -270,6 +305,27 @@ public final class Session: @unchecked Sendable {
     }
 
     private func start(link: ApplicatorLink, confirm: @escaping @Sendable (Preflight) -> Bool) {
+        if let interlocks = options.interlocks {
+            // Handlers run on the interlock queue. The e-stop writes to the serial fd from there
+            // (no hop); the others go to the session queue.
+            interlocks.start(handlers: InterlockHandlers(
+                onEstop: { [weak self] cause in self?.requestEstop(cause: cause) },
+                onHold: { [weak self] cause in self?.holdNow(reason: "interlock: \(cause)") },
+                onArm: { [weak self] in
+                    guard let session = self else { return }
+                    link.queue.async { session.armAndStream() }
+                },
+                onResume: { [weak self] in self?.resumeNow() },
+                onTransition: { [weak self] transition in
+                    guard let session = self else { return }
+                    link.queue.async {
+                        guard session.outcome == nil else { return }
+                        session.audit("interlock", ["from": "\(transition.from)", "to": "\(transition.to)",
+                                                    "cause": "\(transition.cause)"])
+                        session.onEvent(.interlock(transition))
+                    }
+                }))
+        }
         link.onEvent = { [weak self] event in self?.handle(event) }
         link.dotSource = { [weak self] in self?.nextDot() }
         link.connect { [weak self] result in
@@ -301,6 +357,7 @@ public final class Session: @unchecked Sendable {
             end(.stopped, reason: "\(error)")
             return
         }
+        options.interlocks?.linkUp()
         var regions: [String: Int] = [:]
         for dot in todo { regions[dot.region ?? "(none)", default: 0] += 1 }
         let preflight = Preflight(
@@ -322,13 +379,33 @@ public final class Session: @unchecked Sendable {
                     self.end(.declined, reason: "declined at the preflight prompt; nothing was armed")
                     return
                 }
-                self.audit("armed", [:])
-                link.arm()
-                self.onEvent(.armed)
-                self.requestClaims()
-                link.startStreaming()
+                if let interlocks = self.options.interlocks {
+                    // The operator's confirmation is the reset of the interlock latch: it arms
+                    // (→ onArm) only if every input is healthy and the link is up.
+                    interlocks.operatorReset()
+                    interlocks.queue.async {
+                        let status = interlocks.status()
+                        guard status.state != .armed else { return }
+                        let blockers = status.blockers.map { "\($0)" }.joined(separator: "; ")
+                        link.queue.async {
+                            self.end(.declined, reason: "the interlocks did not allow arming: \(blockers.isEmpty ? status.state.description : blockers); nothing was armed")
+                        }
+                    }
+                } else {
+                    self.armAndStream()
+                }
             }
         }
+    }
+
+    /// ARM and start streaming: the preflight was confirmed and the interlocks (if any) armed.
+    private func armAndStream() {
+        guard outcome == nil, let link, !deviceRunning else { return }
+        audit("armed", [:])
+        link.arm()
+        onEvent(.armed)
+        requestClaims()
+        link.startStreaming()
     }
 
     private struct SessionSetupFailure: Error {
@@ -526,6 +603,8 @@ public final class Session: @unchecked Sendable {
             }
             lastStatus = status
             if status.state == .ready || status.state == .running { deviceRunning = true }
+            if status.state.isLatched { options.interlocks?.deviceLatched(status.fault) }
+            if status.state == .held && deviceRunning && !holding { options.interlocks?.deviceHeld(status.fault) }
             if status.state == .disarmed && deviceRunning {
                 // Armed a moment ago, disarmed now: the applicator rebooted and lost its queue.
                 end(.stopped, reason: "the applicator reset (it lost its memory): the dots in flight are in doubt")
@@ -551,6 +630,7 @@ public final class Session: @unchecked Sendable {
             lastMetrics = metrics
             onEvent(.linkMetrics(metrics))
         case .linkLost(let loss):
+            options.interlocks?.linkLost()
             end(.linkLost, reason: "\(loss)")
         }
     }
@@ -569,6 +649,8 @@ public final class Session: @unchecked Sendable {
             inDoubt.append(contentsOf: stillInFlight)
             journal?.submit { $0.statusChanges.append((.ambiguous, stillInFlight)) }
         }
+        // Needle power off and lines released, whatever the outcome.
+        options.interlocks?.close()
         // Claimed but never sent: back to planned.
         let unsent = claiming.map(\.dotID) + ready[readyHead...].map(\.dotID) + retry.map(\.dotID)
         link.close()

@@ -27,12 +27,23 @@ struct DeviceOptions: ParsableArguments {
     @Option(help: "With --sim: inject faults, e.g. corrupt=0.02,drop=0.02,estop-at=120 (see `smpctl sim --help`).")
     var faults: String?
 
+    @Option(help: ArgumentHelp(
+        "With --sim: act on the host's simulated interlock lines when a dot is confirmed: estop-at=DOT, pedal-release-at=DOT, contact-loss-at=DOT, cartridge-out-at=DOT (comma-separated).",
+        valueName: "spec"))
+    var lineFaults: String?
+
+    @Option(help: ArgumentHelp("The machine configuration (interlocks, envelope, lease).", valueName: "path"))
+    var config: String = MachineConfigurationLoader.defaultPath
+
     func validate() throws {
         if sim == (device != nil) {
             throw ValidationError("Give exactly one of --device PATH or --sim.")
         }
-        if !sim && (record != nil || faults != nil) {
-            throw ValidationError("--record and --faults apply to --sim only.")
+        if !sim && (record != nil || faults != nil || lineFaults != nil) {
+            throw ValidationError("--record, --faults and --line-faults apply to --sim only.")
+        }
+        if let lineFaults {
+            do { _ = try HostLineFaults(spec: lineFaults) } catch { throw ValidationError("--line-faults: \(error)") }
         }
         guard timeScale.isFinite, timeScale >= 0 else {
             throw ValidationError("--time-scale must be a finite number ≥ 0 (got \(timeScale)).")
@@ -142,6 +153,15 @@ enum SessionCommand {
         return [RecordBatch.Event(kind: "clinical-override", detail: ["reason": override, "rule": error.message])]
     }
 
+    static func loadMachineConfiguration(_ path: String) throws -> MachineConfiguration {
+        do {
+            return try MachineConfigurationLoader.loadIfPresent(path: path)
+        } catch let error {
+            Output.err("\(error)")
+            throw ExitCode(error.exitCode)
+        }
+    }
+
     static func absolute(_ path: String) -> String {
         path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
     }
@@ -182,10 +202,29 @@ enum SessionCommand {
             devicePath = target.device!
         }
 
+        let machine = try loadMachineConfiguration(target.config)
+        let interlocks: Interlocks
+        do {
+            // With --sim and no lines configured, a simulated e-stop, pedal and contact stand in.
+            let configuration = target.sim && machine.inputs.isEmpty ? HostLineFaults.simulatedMachine(machine) : machine
+            interlocks = try Interlocks.open(configuration: configuration, simulated: target.sim,
+                                             logger: CLILogging.logger(label: "smpctl.interlocks", verbose: verbose))
+        } catch {
+            Output.err("smpctl: \(error)")
+            throw ExitCode(ExitStatus.unavailable)
+        }
+        if machine.isDeveloperMode && !target.sim {
+            Output.err("smpctl: WARNING: \(machine.sourcePath ?? "no machine configuration"): no interlock lines configured — developer mode, not for use on a person.")
+        }
         let reporter = RunReporter(ndjson: ndjson, sim: target.sim)
         var options = SessionOptions()
         options.recording = recording
+        options.interlocks = interlocks
+        options.envelope = machine.envelope
+        options.link.requestedLease = .milliseconds(machine.leaseMilliseconds)
         let session = Session(plan: plan, options: options, logger: logger)
+        let lineFaults = try target.lineFaults.map { try HostLineFaults(spec: $0) }
+        let heldPrompt = HeldPrompt(interactive: Output.stdinIsTerminal && !ndjson, reporter: reporter)
         let interrupts = InterruptHandler(session: session, reporter: reporter)
         interrupts.install()
         defer { interrupts.uninstall() }
@@ -194,7 +233,13 @@ enum SessionCommand {
             account = try session.run(
                 devicePath: devicePath,
                 confirm: { preflight in yes || Prompt.confirm("Arm the applicator and start \(preflight.dotCount) dots?") },
-                onEvent: { event in reporter.report(event) })
+                onEvent: { event in
+                    reporter.report(event)
+                    if case .held = event { heldPrompt.held(session: session) }
+                    if case .progress(let progress) = event, let lineFaults, let lines = interlocks.simulator {
+                        lineFaults.fire(afterDot: progress.lastDotID, on: lines, configuration: interlocks.configuration)
+                    }
+                })
         } catch let error {
             reporter.failed(error.description)
             throw ExitCode(error.exitCode)
@@ -244,5 +289,39 @@ enum Prompt {
         FileHandle.standardError.write(Data("\(question) [y/N] ".utf8))
         guard let answer = readLine() else { return false }
         return ["y", "yes"].contains(answer.trimmingCharacters(in: .whitespaces).lowercased())
+    }
+}
+
+/// What happens when a session is held (pedal released, contact lost, operator's Ctrl-C): at a
+/// terminal the operator resumes with Enter — the interlocks allow it only when every input is
+/// healthy — or ends with Ctrl-C; without one nobody can resume, so the session ends held (its
+/// account exact, `smpctl resume` continues it).
+final class HeldPrompt: @unchecked Sendable {  // `asking` guarded by `lock`
+    private let interactive: Bool
+    private let reporter: RunReporter
+    private let lock = NSLock()
+    private var asking = false
+
+    init(interactive: Bool, reporter: RunReporter) {
+        self.interactive = interactive
+        self.reporter = reporter
+    }
+
+    func held(session: Session) {
+        guard interactive else {
+            session.requestEndWhenHeld(reason: "held with no operator at a terminal to resume it; continue with smpctl resume")
+            return
+        }
+        let start = lock.withLock { () -> Bool in
+            defer { asking = true }
+            return !asking
+        }
+        guard start else { return }
+        reporter.note("Press Enter to resume (every interlock must be healthy), or Ctrl-C to end the session.")
+        Thread.detachNewThread { [self] in
+            _ = readLine()
+            lock.withLock { asking = false }
+            session.requestResume()
+        }
     }
 }

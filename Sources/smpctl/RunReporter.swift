@@ -13,6 +13,7 @@ final class RunReporter: Sendable {
         var startNanos: UInt64 = 0
         var lineOpen = false
         var deviceState = "—"
+        var interlock = ""
         var lastProgress: SessionProgress?
         var lastDrawnDone = -1
     }
@@ -87,6 +88,9 @@ final class RunReporter: Sendable {
             Output.printJSON(["event": "dots_in_doubt", "dots": ids])
         case .refused(let text):
             Output.printJSON(["event": "refused", "message": text])
+        case .interlock(let t):
+            Output.printJSON(["event": "interlock", "from": t.from.description, "to": t.to.description,
+                              "cause": "\(t.cause)", "kernel_ns": t.timestampNanos])
         case .linkMetrics(let m):
             Output.printJSON(["event": "link", "frames_sent": m.framesSent, "frames_received": m.framesReceived,
                               "retransmissions": m.retransmissions, "bad_frames_received": m.badFramesReceived,
@@ -156,6 +160,19 @@ final class RunReporter: Sendable {
         case .refused(let text):
             closeLine(&state)
             Output.err("REFUSED — \(text)")
+        case .interlock(let t):
+            state.interlock = t.to.description
+            if t.to != .armed {
+                closeLine(&state)
+                let effect: String
+                switch t.to {
+                case .estopped: effect = "E-STOP: needle power off. Release the e-stop, then reset to continue (smpctl resume)."
+                case .held: effect = "HOLD: the dot in progress finishes, the needle retracts, the place is kept."
+                case .faulted: effect = "not armed: needle power off."
+                case .armed: effect = ""
+                }
+                Output.err("INTERLOCK — \(t.cause): \(effect)")
+            }
         case .linkMetrics:
             break
         case .finished(let a):
@@ -199,6 +216,7 @@ final class RunReporter: Sendable {
         let eta = rate > 0 ? Double(p.total - p.done) / rate : 0
         let line = "[\(bar)] \(p.done)/\(p.total) \(String(format: "%5.1f%%", 100 * Double(p.done) / Double(max(p.total, 1)))) "
             + "\(String(format: "%.0f", rate)) dots/s  ETA \(duration(eta))  \(p.region ?? "")  \(state.deviceState)"
+            + (state.interlock.isEmpty ? "" : "  interlocks \(state.interlock)")
         if Output.stdoutIsTerminal {
             FileHandle.standardOutput.write(Data(("\r" + line + "\u{1B}[K").utf8))
             state.lineOpen = true

@@ -1,0 +1,75 @@
+import Foundation
+import NeedleDriver
+import SessionRunner
+
+/// Faults on the host's own (simulated) interlock lines for `--sim` sessions: when the dot with
+/// the given id is confirmed done, the line changes. The device-side faults are `--faults`.
+struct HostLineFaults: Sendable {
+    enum Action: String, CaseIterable {
+        case estop = "estop-at", pedalRelease = "pedal-release-at", contactLoss = "contact-loss-at"
+        case cartridgeOut = "cartridge-out-at"
+
+        var role: InterlockRole {
+            switch self {
+            case .estop: .estop
+            case .pedalRelease: .pedal
+            case .contactLoss: .contact
+            case .cartridgeOut: .cartridge
+            }
+        }
+    }
+
+    struct SpecError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    private let actions: [UInt32: [Action]]
+    private let fired = FiredSet()
+
+    init(spec: String) throws {
+        var actions: [UInt32: [Action]] = [:]
+        for item in spec.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !item.isEmpty {
+            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let action = Action(rawValue: parts[0]) else {
+                throw SpecError(description: "\"\(item)\" is not one of \(Action.allCases.map { "\($0.rawValue)=DOT" }.joined(separator: ", "))")
+            }
+            guard let dot = UInt32(parts[1]), dot > 0 else {
+                throw SpecError(description: "\"\(item)\": DOT must be a dot id ≥ 1")
+            }
+            actions[dot, default: []].append(action)
+        }
+        self.actions = actions
+    }
+
+    /// Called for every confirmed dot; acts once per planned fault.
+    func fire(afterDot dot: UInt32, on lines: SimulatedGPIOBackend, configuration: MachineConfiguration) {
+        guard let planned = actions[dot], fired.insert(dot) else { return }
+        for action in planned {
+            for input in configuration.inputs where input.role == action.role {
+                // E-stop and cartridge-out assert the stop level; pedal and contact drop theirs.
+                switch action {
+                case .estop: _ = lines.press(line: input.name)
+                case .pedalRelease, .contactLoss, .cartridgeOut: _ = lines.release(line: input.name)
+                }
+            }
+        }
+    }
+
+    /// The developer configuration plus simulated lines: e-stop, pedal, contact, needle power.
+    static func simulatedMachine(_ base: MachineConfiguration) -> MachineConfiguration {
+        var machine = base
+        machine.inputs = [
+            InterlockInput(name: "estop", role: .estop, chip: "sim", lineOffset: 0, activeLow: false, bias: .asIs),
+            InterlockInput(name: "pedal", role: .pedal, chip: "sim", lineOffset: 1, activeLow: false, bias: .asIs),
+            InterlockInput(name: "contact", role: .contact, chip: "sim", lineOffset: 2, activeLow: false, bias: .asIs),
+        ]
+        machine.outputs = [InterlockOutput(name: "needle-power", role: .needlePower, chip: "sim", lineOffset: 3, activeLow: false)]
+        return machine
+    }
+}
+
+private final class FiredSet: @unchecked Sendable {  // guarded by `lock`
+    private let lock = NSLock()
+    private var dots: Set<UInt32> = []
+    func insert(_ dot: UInt32) -> Bool { lock.withLock { dots.insert(dot).inserted } }
+}

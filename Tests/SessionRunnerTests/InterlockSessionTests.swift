@@ -1,0 +1,138 @@
+import DeviceSim
+import FirmwareProtocol
+import Foundation
+import Logging
+import NeedleDriver
+import XCTest
+
+@testable import SessionRunner
+
+/// Interlocks driven through the simulated GPIO backend (same fd event path as libgpiod) during a
+/// real pty session; the simulator's ground truth is the judge.
+final class InterlockSessionTests: XCTestCase {
+    let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    var machine: MachineConfiguration {
+        var machine = MachineConfiguration()
+        machine.inputs = [
+            InterlockInput(name: "estop", role: .estop, chip: "sim", lineOffset: 0, activeLow: false, bias: .asIs),
+            InterlockInput(name: "pedal", role: .pedal, chip: "sim", lineOffset: 1, activeLow: false, bias: .asIs),
+            InterlockInput(name: "contact", role: .contact, chip: "sim", lineOffset: 2, activeLow: false, bias: .asIs),
+        ]
+        machine.outputs = [InterlockOutput(name: "needle-power", role: .needlePower, chip: "sim", lineOffset: 3, activeLow: false)]
+        return machine
+    }
+
+    func plan(_ count: Int) -> Plan {
+        Plan(planID: "interlocks", dots: (0..<count).map {
+            PlanDot(id: UInt32($0 + 1), xMicrometres: Int32($0 % 30) * 1000, yMicrometres: Int32($0 / 30) * 1000,
+                    depthMicrometres: 700, dwellMicroseconds: 60_000, index: $0)
+        })
+    }
+
+    struct Rig {
+        var simulator: SimulatedApplicator
+        var interlocks: Interlocks
+        var session: Session
+        var lines: SimulatedGPIOBackend { interlocks.simulator! }
+    }
+
+    func rig(dots: Int = 120) throws -> Rig {
+        var options = SimulatorOptions()
+        options.timeScale = 0.05
+        let simulator = try SimulatedApplicator.start(options, logger: logger)
+        addTeardownBlock { simulator.stop() }
+        let interlocks = try Interlocks.open(configuration: machine, simulated: true, logger: logger)
+        var sessionOptions = SessionOptions()
+        sessionOptions.interlocks = interlocks
+        return Rig(simulator: simulator, interlocks: interlocks, session: Session(plan: plan(dots), options: sessionOptions, logger: logger))
+    }
+
+    func testEstopInputStopsTheNeedleCutsPowerAndNothingMoreIsInjected() throws {
+        let rig = try rig()
+        let fired = ManagedFlag()
+        let account = try rig.session.run(devicePath: rig.simulator.devicePath, confirm: { _ in true }) { event in
+            if case .progress(let p) = event, p.done == 15, fired.setOnce() { _ = rig.lines.press(line: "estop") }
+        }
+        XCTAssertEqual(account.outcome, .stopped, account.reason ?? "")
+        XCTAssertEqual(rig.simulator.status.state, .estop)
+        XCTAssertTrue(rig.simulator.status.needleRetracted)
+        XCTAssertEqual(rig.lines.value(of: "needle-power"), .inactive)
+        let count = rig.simulator.injectedDots.count
+        Thread.sleep(forTimeInterval: 0.3)
+        XCTAssertEqual(rig.simulator.injectedDots.count, count, "injected after the e-stop")
+        let done = rig.simulator.injectedDots.filter { $0.outcome == .done }.map(\.dotID)
+        XCTAssertEqual(Set(done), Set(account.done))
+        XCTAssertEqual(done.count, Set(done).count)
+    }
+
+    func testEstopReleaseNeverRestartsWithoutTheOperatorsReset() throws {
+        let rig = try rig()
+        let fired = ManagedFlag()
+        _ = try rig.session.run(devicePath: rig.simulator.devicePath, confirm: { _ in true }) { event in
+            if case .progress(let p) = event, p.done == 10, fired.setOnce() {
+                _ = rig.lines.press(line: "estop")
+                DispatchQueue.global().asyncAfter(deadline: .now() + 0.1) { _ = rig.lines.release(line: "estop") }
+            }
+        }
+        let count = rig.simulator.injectedDots.count
+        Thread.sleep(forTimeInterval: 0.4)
+        XCTAssertEqual(rig.simulator.injectedDots.count, count, "a released e-stop restarted the needle")
+        XCTAssertEqual(rig.interlocks.status().state, .estopped)
+        XCTAssertEqual(rig.simulator.status.state, .estop)
+    }
+
+    func testPedalReleaseHoldsTheDotInProgressCompletesAndNothingStartsUntilResume() throws {
+        let rig = try rig(dots: 80)
+        let released = ManagedFlag()
+        let heldAt = CountBox()
+        let account = try rig.session.run(devicePath: rig.simulator.devicePath, confirm: { _ in true }) { event in
+            if case .progress(let p) = event, p.done == 20, released.setOnce() {
+                _ = rig.lines.release(line: "pedal")
+            }
+            if case .held = event {
+                // While held: wait, check nothing new starts, then press the pedal and resume.
+                DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) {
+                    heldAt.set(rig.simulator.injectedDots.count)
+                    DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) {
+                        heldAt.check(rig.simulator.injectedDots.count)
+                        _ = rig.lines.press(line: "pedal")
+                        DispatchQueue.global().asyncAfter(deadline: .now() + 0.1) { rig.session.requestResume() }
+                    }
+                }
+            }
+        }
+        XCTAssertEqual(account.outcome, .completed, account.reason ?? "")
+        XCTAssertTrue(heldAt.stayedStill, "a dot started while held")
+        XCTAssertFalse(rig.simulator.injectedDots.contains { $0.outcome == .interrupted }, "a hold cut a dot short")
+        let done = rig.simulator.injectedDots.map(\.dotID)
+        XCTAssertEqual(done.count, 80)
+        XCTAssertEqual(Set(done).count, 80, "a dot ran twice")
+    }
+
+    func testArmingIsRefusedWhileAnInputIsUnhealthy() throws {
+        var options = SimulatorOptions()
+        options.timeScale = 0
+        let simulator = try SimulatedApplicator.start(options, logger: logger)
+        defer { simulator.stop() }
+        let interlocks = try Interlocks.open(configuration: machine, simulated: true,
+                                             simulatedInitialLevels: ["estop": .inactive, "pedal": .inactive, "contact": .active],
+                                             logger: logger)
+        var sessionOptions = SessionOptions()
+        sessionOptions.interlocks = interlocks
+        let session = Session(plan: plan(10), options: sessionOptions, logger: logger)
+        let account = try session.run(devicePath: simulator.devicePath, confirm: { _ in true }, onEvent: { _ in })
+        XCTAssertEqual(account.outcome, .declined)
+        XCTAssertTrue(account.reason?.contains("pedal") ?? false, account.reason ?? "")
+        XCTAssertTrue(simulator.injectedDots.isEmpty)
+    }
+}
+
+final class CountBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var at: Int?
+    private var still = true
+    func set(_ value: Int) { lock.withLock { at = value } }
+    func check(_ value: Int) { lock.withLock { if let at, at != value { still = false } } }
+    var stayedStill: Bool { lock.withLock { still && at != nil } }
+}
