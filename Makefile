@@ -3,10 +3,16 @@
 #   make build   debug build of everything
 #   make demo    run Examples/hairline.json against the firmware simulator
 #   make test    build with tests, fail on any compiler warning in Sources/ or Tests/, run XCTest
+#   make install / install-udev   PREFIX-aware install of the binary, completions, man pages / udev rule
+#   make fuzz / golden / check-gpiod   decoder fuzzing, golden frames, libgpiod v1+v2 compile check
 #   make clean   remove build products (keeps fetched packages)
 
 SWIFT      ?= swift
 PREFIX     ?= /usr/local
+DESTDIR    ?=
+# Packages only the tests need: headless Chromium renders the SVG/HTML checks. Debian's
+# `chromium` is a real package; Ubuntu's is a snap stub, so there the render tests skip.
+TEST_PACKAGES ?= $(shell . /etc/os-release 2>/dev/null; [ "$$ID" = debian ] && echo chromium)
 SWIFTFLAGS ?=
 SCRATCH    ?= .build
 
@@ -23,11 +29,14 @@ OWN_WARNING := ^$(CURDIR)/(Sources|Tests)/[^:]+:[0-9]+:[0-9]+: warning:
 
 SWIFT_BUILD = $(SWIFT) build --scratch-path $(SCRATCH) $(SWIFTFLAGS)
 
-.PHONY: deps build demo test clean fuzz golden check-gpiod
+.PHONY: deps test-deps build demo test clean fuzz golden check-gpiod install install-udev
 .DEFAULT_GOAL := build
 
 deps:
 	@scripts/install-deps.sh
+
+test-deps:
+	@scripts/install-deps.sh $(TEST_PACKAGES)
 
 build: deps
 	$(SWIFT_BUILD)
@@ -36,7 +45,7 @@ demo: build
 	"$$($(SWIFT_BUILD) --show-bin-path)/smpctl" run Examples/hairline.json --sim --yes
 
 # XCTest only (--disable-swift-testing): Swift Testing would end the output with "0 tests".
-test: deps check-gpiod
+test: test-deps check-gpiod
 	@mkdir -p $(SCRATCH)
 	@rm -f $(OWN_OBJECTS)
 	$(SWIFT_BUILD) --build-tests 2>&1 | tee $(BUILD_LOG)
@@ -64,6 +73,14 @@ fuzz:
 # between the golden markers after a deliberate protocol change (the test then checks them).
 golden:
 	SMP_PRINT_GOLDEN=1 $(SWIFT) test --scratch-path $(SCRATCH) --filter GoldenFrameTests 2>/dev/null | grep '^- `'
+
+# Release build (static Swift runtime, stripped) to $(PREFIX)/bin, shell completions, man pages.
+install: deps
+	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" SWIFT="$(SWIFT)" SCRATCH="$(SCRATCH)" SWIFTFLAGS="$(SWIFTFLAGS)" scripts/install.sh bin
+
+# The udev rule to $(PREFIX)/lib/udev/rules.d; as root also `groupadd smp` and a udev reload.
+install-udev:
+	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" scripts/install.sh udev
 
 clean:
 	$(SWIFT) package clean --scratch-path $(SCRATCH)

@@ -1,0 +1,240 @@
+import Foundation
+import NeedleDriver
+import XCTest
+
+@testable import smpctl
+
+/// Help text in the style of swift-argument-parser's own tests (exact USAGE line, every option
+/// listed), and the technician commands `devices`, `probe` and `preview` run as a technician would.
+final class HelpTests: XCTestCase {
+    /// The USAGE line and the OPTIONS section of a help text.
+    struct Help {
+        var usage: String
+        var options: [String]
+
+        init(_ text: String) {
+            let lines = text.components(separatedBy: "\n")
+            usage = lines.first { $0.hasPrefix("USAGE: ") } ?? ""
+            var options: [String] = []
+            var inOptions = false
+            for line in lines {
+                if line == "OPTIONS:" {
+                    inOptions = true
+                } else if inOptions && line.isEmpty {
+                    break
+                } else if inOptions, line.hasPrefix("  -") {
+                    // "  -o, --output <file>   Where to…": the option's own column.
+                    let column = line.dropFirst(2)
+                    let end = column.range(of: "  ")?.lowerBound ?? column.endIndex
+                    options.append(String(column[..<end]))
+                }
+            }
+            self.options = options
+        }
+    }
+
+    func help(_ arguments: [String], file: StaticString = #filePath, line: UInt = #line) throws -> Help {
+        let result = try CLITests.smpctl(arguments)
+        XCTAssertEqual(result.status, 0, result.stderr, file: file, line: line)
+        XCTAssertTrue(result.stderr.isEmpty, result.stderr, file: file, line: line)
+        return Help(result.stdout)
+    }
+
+    /// `run` has so many options that argument-parser shortens its synopsis to `[<options>]`;
+    /// the options are then checked one by one, in order.
+    func testHelpRun() throws {
+        let help = try help(["help", "run"])
+        XCTAssertEqual(help.usage, "USAGE: smpctl run [<options>] <plan>")
+        XCTAssertEqual(help.options, [
+            "--device <device>", "--sim", "--time-scale <time-scale>", "--record <record>", "--seed <seed>",
+            "--faults <faults>", "--line-faults <spec>", "--config <path>", "--db <path>", "--operator <operator>",
+            "--yes", "--json", "--override-clinical <reason>", "-v, --verbose", "--version", "-h, --help",
+        ])
+    }
+
+    func testHelpValidate() throws {
+        let help = try help(["help", "validate"])
+        XCTAssertEqual(help.usage, "USAGE: smpctl validate <plan> [--json]")
+        XCTAssertEqual(help.options, ["--json", "--version", "-h, --help"])
+    }
+
+    func testDevicesHelp() throws {
+        let help = try help(["devices", "--help"])
+        XCTAssertEqual(help.usage, "USAGE: smpctl devices [--json]")
+        XCTAssertEqual(help.options, ["--json", "--version", "-h, --help"])
+    }
+
+    func testPreviewHelp() throws {
+        let help = try help(["preview", "--help"])
+        XCTAssertEqual(help.usage, "USAGE: smpctl preview <plan> --output <file> [--density] [--density-cell-mm <mm>] [--fit-plan]")
+        XCTAssertEqual(help.options, [
+            "-o, --output <file>", "--density", "--density-cell-mm <mm>", "--fit-plan", "--version", "-h, --help",
+        ])
+    }
+
+    func testProbeHelp() throws {
+        let help = try help(["probe", "--help"])
+        XCTAssertEqual(help.usage, "USAGE: smpctl probe --device <device> [--json] [--verbose]")
+        XCTAssertEqual(help.options, ["--device <device>", "--json", "-v, --verbose", "--version", "-h, --help"])
+    }
+
+    func testTheTopLevelHelpListsTheTechnicianCommands() throws {
+        let result = try CLITests.smpctl(["help"])
+        XCTAssertEqual(result.status, 0)
+        for command in ["devices", "probe", "preview"] {
+            XCTAssertTrue(result.stdout.contains("\n  \(command) "), "smpctl help does not list \(command)")
+        }
+    }
+
+    // MARK: - devices
+
+    /// No applicator here (these machines have no USB): exit 69 (EX_UNAVAILABLE, as for `run` and
+    /// `probe` with no device), so a script can test `smpctl devices >/dev/null`; the report says
+    /// so, lists what was seen instead and what to check. With an applicator connected: exit 0.
+    func testDevicesSaysWhatItFoundOrWhatToCheck() throws {
+        let result = try CLITests.smpctl(["devices"])
+        if result.status == 0 {
+            XCTAssertTrue(result.stdout.contains("applicator found") || result.stdout.contains("applicators found"), result.stdout)
+            XCTAssertTrue(result.stdout.contains("--device "), result.stdout)
+            return
+        }
+        XCTAssertEqual(result.status, 69, result.stderr)
+        XCTAssertTrue(result.stdout.hasPrefix("No applicator found"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("vendor 1209, product 5350"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("Other USB serial devices seen") || result.stdout.contains("No USB serial devices at all"),
+                      result.stdout)
+        for hint in ["USB cable", "70-smp-applicator.rules", "udevadm info", "dmesg"] {
+            XCTAssertTrue(result.stdout.contains(hint), "no hint about \(hint):\n\(result.stdout)")
+        }
+    }
+
+    func testDevicesJSONListsEveryUSBSerialDevice() throws {
+        let result = try CLITests.smpctl(["devices", "--json"])
+        let ports = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]], result.stdout)
+        let applicators = ports.filter { $0["applicator"] as? Bool == true }
+        XCTAssertEqual(result.status, applicators.isEmpty ? 69 : 0)
+        for port in ports {
+            for key in ["device", "serial", "vendor_id", "product_id", "by_id", "link", "applicator"] {
+                XCTAssertNotNil(port[key], "\(key) missing in \(port)")
+            }
+        }
+    }
+
+    /// What a technician reads when the applicator is missing but other serial devices are
+    /// plugged in (not reproducible on a machine without USB, so built from ports).
+    func testTheNothingFoundReportListsTheOtherDevicesAndWhatToCheck() {
+        let ftdi = DiscoveredPort(devicePath: "/dev/ttyUSB0", vendorID: "0403", productID: "6001", serial: "A10K1234",
+                                  manufacturer: "FTDI", product: "FT232R USB UART",
+                                  byIDPath: "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A10K1234-if00-port0")
+        let report = Devices.nothingFoundReport(others: [ftdi], udevRunning: true)
+        XCTAssertEqual(report.components(separatedBy: "\n").prefix(4), [
+            "No applicator found (looked for USB serial devices with vendor 1209, product 5350).",
+            "Other USB serial devices seen (not applicators):",
+            "  /dev/ttyUSB0  USB 0403:6001  FTDI FT232R USB UART  serial A10K1234",
+            "      by-id: /dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A10K1234-if00-port0",
+        ])
+        XCTAssertFalse(report.contains("udev (systemd-udevd) is not running"))
+        XCTAssertTrue(Devices.nothingFoundReport(others: [], udevRunning: false).contains("udev (systemd-udevd) is not running"))
+    }
+
+    func testTheFoundReportShowsThePathToUse() {
+        let applicator = DiscoveredPort(devicePath: "/dev/ttyACM0", vendorID: "1209", productID: "5350", serial: "SMP0042",
+                                        manufacturer: "Example", product: "SMP Applicator",
+                                        applicatorLink: "/dev/smp/applicator-SMP0042", isApplicator: true)
+        let report = Devices.foundReport([applicator])
+        XCTAssertTrue(report.hasPrefix("1 applicator found:\n  /dev/ttyACM0  USB 1209:5350  Example SMP Applicator  serial SMP0042\n"),
+                      report)
+        XCTAssertTrue(report.hasSuffix("Use it with: smpctl run PLAN --device /dev/smp/applicator-SMP0042"), report)
+        var unlinked = applicator
+        unlinked.applicatorLink = nil
+        XCTAssertTrue(Devices.foundReport([unlinked]).contains("udev rule 70-smp-applicator.rules is not installed"))
+    }
+
+    // MARK: - probe
+
+    func testProbeReportsWhatTheSimulatedApplicatorSays() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-probe-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let link = dir.appendingPathComponent("applicator").path
+        let sim = Process()
+        sim.executableURL = CLITests.binary
+        sim.arguments = ["sim", "--link", link, "--time-scale", "0"]
+        sim.standardOutput = FileHandle.nullDevice
+        sim.standardError = FileHandle.nullDevice
+        try sim.run()
+        defer {
+            if sim.isRunning {
+                sim.interrupt()
+                sim.waitUntilExit()
+            }
+        }
+        let deadline = Date().addingTimeInterval(30)
+        while !FileManager.default.fileExists(atPath: link) && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+
+        let text = try CLITests.smpctl(["probe", "--device", link])
+        XCTAssertEqual(text.status, 0, text.stderr)
+        for row in ["firmware", "protocol", "capabilities", "queue capacity", "lease", "depth", "dwell", "travel",
+                    "boot id", "dots done since boot"] {
+            XCTAssertTrue(text.stdout.contains("\n  \(row) "), "no \(row) row:\n\(text.stdout)")
+        }
+        XCTAssertTrue(text.stdout.contains("smp-sim"), text.stdout)
+        XCTAssertTrue(text.stdout.contains(" mm"), text.stdout)
+
+        // The port was closed and released: a second probe opens it again.
+        let json = try CLITests.smpctl(["probe", "--device", link, "--json"])
+        XCTAssertEqual(json.status, 0, json.stderr)
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any], json.stdout)
+        for key in ["firmware_id", "protocol_version", "capabilities", "queue_capacity", "lease_ms", "depth_min_mm",
+                    "depth_max_mm", "dwell_min_ms", "dwell_max_ms", "travel_x_mm", "travel_y_mm", "boot_id", "done_count"] {
+            XCTAssertNotNil(object[key], "\(key) missing")
+        }
+        XCTAssertEqual(object["device"] as? String, link)
+    }
+
+    func testProbeOfAMissingDeviceExits69AndSaysWhatToDo() throws {
+        let result = try CLITests.smpctl(["probe", "--device", "/dev/ttyACM-not-here"])
+        XCTAssertEqual(result.status, 69)
+        XCTAssertTrue(result.stderr.contains("No device at /dev/ttyACM-not-here"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("smpctl devices"), result.stderr)
+    }
+
+    func testProbeOfSomethingThatIsNotASerialPortExits74() throws {
+        let result = try CLITests.smpctl(["probe", "--device", "/dev/null"])
+        XCTAssertEqual(result.status, 74)
+        XCTAssertTrue(result.stderr.contains("is not a serial port"), result.stderr)
+    }
+
+    // MARK: - preview
+
+    func testPreviewWritesAnSVGOfEveryDot() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-preview-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let output = dir.appendingPathComponent("hairline.svg").path
+        let result = try CLITests.smpctl(["preview", "Examples/hairline.json", "-o", output, "--density"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertTrue(result.stdout.contains("191 dots"), result.stdout)
+        let svg = try String(contentsOfFile: output, encoding: .utf8)
+        XCTAssertTrue(svg.hasPrefix("<?xml"))
+        XCTAssertEqual(svg.components(separatedBy: "<circle ").count - 1, 191)
+        XCTAssertTrue(svg.contains(#"<g id="density""#))
+
+        let stdout = try CLITests.smpctl(["preview", "Examples/hairline.json", "-o", "-", "--fit-plan"])
+        XCTAssertEqual(stdout.status, 0, stdout.stderr)
+        XCTAssertTrue(stdout.stdout.hasPrefix("<?xml"))
+        XCTAssertTrue(stdout.stdout.hasSuffix("</svg>\n"))
+    }
+
+    func testPreviewRefusesAnInvalidPlanAndAMissingFile() throws {
+        let invalid = try CLITests.smpctl(["preview", "Examples/invalid.json", "-o", "/tmp/should-not-exist.svg"])
+        XCTAssertEqual(invalid.status, 65)
+        XCTAssertTrue(invalid.stderr.contains("no picture was written"), invalid.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "/tmp/should-not-exist.svg"))
+        let missing = try CLITests.smpctl(["preview", "no-such-plan.json", "-o", "/tmp/should-not-exist.svg"])
+        XCTAssertEqual(missing.status, 66)
+        let noOutput = try CLITests.smpctl(["preview", "Examples/hairline.json"])
+        XCTAssertEqual(noOutput.status, 64)
+        XCTAssertTrue(noOutput.stderr.contains("--output"), noOutput.stderr)
+    }
+}
