@@ -162,7 +162,8 @@ final class RunReporter: Sendable {
             Output.err("REFUSED — \(text)")
         case .interlock(let t):
             state.interlock = t.to.description
-            if t.to != .armed {
+            // Alarm lines for stops only; readings while not yet armed are the start-up state.
+            if t.to == .estopped || t.to == .held || (t.from == .armed && t.to == .faulted) {
                 closeLine(&state)
                 let effect: String
                 switch t.to {

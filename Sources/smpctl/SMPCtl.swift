@@ -25,5 +25,5 @@ struct SMPCtl: ParsableCommand {
             the end (resumable); 76 applicator refused or broke the protocol; 77 permission denied.
             """,
         version: "0.1.0",
-        subcommands: [Run.self, Resume.self, Validate.self, Sessions.self, Report.self, Export.self, Config.self, Sim.self])
+        subcommands: [Run.self, Resume.self, Validate.self, Sessions.self, Report.self, Export.self, Config.self, Sim.self, Devices.self, Probe.self, Preview.self])
 }
