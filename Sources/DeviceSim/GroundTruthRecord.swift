@@ -1,3 +1,4 @@
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -71,12 +72,24 @@ public final class GroundTruthRecord: Sendable {
     /// Appends one dot: one write(2) of one line, then the in-memory copy.
     public func append(_ dot: InjectedDot) {
         let line = Array(Self.line(for: dot).utf8) + [0x0A]
-        storage.withLock { storage in
-            if storage.fd >= 0 && !Self.writeAll(storage.fd, line) {
-                storage.writeErrors += 1
+        storage.withLock { $0.entries.append(dot) }
+        // The file is written on its own queue, in order: a disk busy with someone else's writes
+        // (dirty-page throttling can block write(2) for hundreds of milliseconds) must never
+        // stall the firmware's queue — a real MCU's UART keeps receiving while its log is slow.
+        writer.async { [self] in
+            storage.withLock { storage in
+                if storage.fd >= 0 && !Self.writeAll(storage.fd, line) {
+                    storage.writeErrors += 1
+                }
             }
-            storage.entries.append(dot)
         }
+    }
+
+    private let writer = DispatchQueue(label: "smpctl.sim.record")
+
+    /// Waits until every appended line is in the file.
+    public func flush() {
+        writer.sync {}
     }
 
     /// Every dot recorded by this process, in order.
@@ -91,6 +104,7 @@ public final class GroundTruthRecord: Sendable {
 
     /// Closes the file (idempotent); the in-memory entries stay readable.
     public func close() {
+        flush()
         storage.withLock { storage in
             if storage.fd >= 0 {
                 closeDescriptor(storage.fd)

@@ -12,6 +12,7 @@ enum ExitStatus {
     static let incomplete: Int32 = 75  // EX_TEMPFAIL: session held or stopped before the end
     static let protocolError: Int32 = 76  // EX_PROTOCOL: the device refused or misbehaved
     static let permission: Int32 = 77  // EX_NOPERM
+    static let config: Int32 = 78  // EX_CONFIG: the machine configuration is invalid
 }
 
 @main
@@ -22,7 +23,8 @@ struct SMPCtl: ParsableCommand {
         discussion: """
             Exit status: 0 success; 64 usage error; 65 invalid plan; 66 file not readable; \
             69 applicator unavailable or link lost; 74 I/O error; 75 session held or stopped before \
-            the end (resumable); 76 applicator refused or broke the protocol; 77 permission denied.
+            the end (resumable); 76 applicator refused or broke the protocol; 77 permission \
+            denied; 78 invalid machine configuration.
             """,
         version: "0.1.0",
         subcommands: [Run.self, Resume.self, Validate.self, Sessions.self, Report.self, Export.self, Config.self, Sim.self, Devices.self, Probe.self, Preview.self])

@@ -108,7 +108,11 @@ final class CLITests: XCTestCase {
         let events = result.stdout.split(separator: "\n").compactMap {
             try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
         }
-        XCTAssertEqual(events.first?["event"] as? String, "preflight")
+        let kinds = events.compactMap { $0["event"] as? String }
+        let preflight = try XCTUnwrap(kinds.firstIndex(of: "preflight"), "no preflight event: \(kinds)")
+        let armed = try XCTUnwrap(kinds.firstIndex(of: "armed"), "no armed event: \(kinds)")
+        XCTAssertLessThan(preflight, armed, "armed before the preflight")
+        XCTAssertTrue(kinds.contains("interlock"), "interlock transitions are events too")
         let finished = try XCTUnwrap(events.last)
         XCTAssertEqual(finished["event"] as? String, "finished")
         XCTAssertEqual(finished["outcome"] as? String, "completed")
