@@ -1,7 +1,8 @@
 import FirmwareProtocol
 
 /// Settles, when a session is resumed, the dots its record shows as `sent` (claimed, maybe in
-/// the device, fate unknown to the host) from what the device reports in its HELLO reply.
+/// the device, fate unknown to the host) or `ambiguous` (in flight when the link was lost) from
+/// what the device reports in its HELLO reply.
 ///
 /// The rule (docs/records.md, "Resume"): if the device has not rebooted since the session's last
 /// record (same boot id), it completed exactly `j = done_count − recorded done_count` dots since,
@@ -28,7 +29,11 @@ struct ResumeResolution {
             return result
         }
         let dots = try store.dots(session: sessionID)
-        let sent = dots.filter { $0.status == .sent }.sorted { ($0.sendOrder ?? 0) < ($1.sendOrder ?? 0) }
+        // `sent`: claimed when the host died. `ambiguous`: in flight when the link was lost. Both
+        // are settled by the device if it kept its memory (same boot id); a device that rebooted
+        // leaves them for the operator.
+        let sent = dots.filter { $0.status == .sent || ($0.status == .ambiguous && $0.sendOrder != nil) }
+            .sorted { ($0.sendOrder ?? 0) < ($1.sendOrder ?? 0) }
         var status: [UInt32: DotStatus] = [:]
         for dot in dots { status[dot.dotID] = dot.status }
 

@@ -2,6 +2,7 @@ import DeviceSim
 import FirmwareProtocol
 import Foundation
 import Logging
+import NeedleDriver
 import XCTest
 
 @testable import SessionRunner
@@ -119,6 +120,22 @@ final class RecordStoreTests: XCTestCase {
         XCTAssertEqual(redo.remaining, [3, 4, 5, 6, 7, 8])
     }
 
+    /// A lost link marks the dots in flight ambiguous; the device (same boot) still settles them.
+    func testDotsInDoubtAfterALinkLossAreSettledByTheSameDevice() throws {
+        let (store, id) = try crashedSession()
+        var lost = RecordBatch()
+        lost.statusChanges = [(.ambiguous, [3, 4, 5, 6])]
+        try store.apply(lost, session: id)
+        let resolution = try ResumeResolution.resolve(store: store, sessionID: id,
+                                                      hello: hello(boot: 7, doneCount: 13, lastDone: 3), decision: nil)
+        XCTAssertNil(resolution.refusal)
+        XCTAssertEqual(Set(resolution.doneIDs), [1, 2, 3])
+        XCTAssertEqual(resolution.remaining, [4, 5, 6, 7, 8])
+        let rebooted = try ResumeResolution.resolve(store: store, sessionID: id,
+                                                    hello: hello(boot: 9, doneCount: 0, lastDone: 0), decision: nil)
+        XCTAssertNotNil(rebooted.refusal, "a rebooted device cannot settle them")
+    }
+
     func testNumbersThatDoNotLineUpAreAmbiguousNotGuessed() throws {
         let (store, id) = try crashedSession()
         // Same boot, but the device's last dot is not the one the count predicts (another host?).
@@ -155,5 +172,42 @@ final class RecordStoreTests: XCTestCase {
         let report = try SessionReport(store: store, sessionID: id)
         XCTAssertTrue(report.html().contains("<td id=\"done\">500 of 500</td>"))
         XCTAssertEqual(report.svg().components(separatedBy: "<circle cx").count - 1, 500 + DotStatus.allCases.count)
+    }
+
+    /// Unplug mid-session (the simulator closes its pty), then resume on the replugged device:
+    /// every dot exactly once, without asking the operator — the device kept its memory.
+    func testLinkLostMidSessionThenResumeInjectsEveryDotExactlyOnce() throws {
+        var options = SimulatorOptions()
+        options.timeScale = 0.01
+        options.faults = try FaultPlan(spec: "disconnect-at=60")
+        let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+        let simulator = try SimulatedApplicator.start(options, logger: logger)
+        defer { simulator.stop() }
+        let store = try RecordStore(path: try temporaryPath())
+        let plan = Plan(planID: "unplug", dots: dots(150), sha256: "h")
+        var sessionOptions = SessionOptions()
+        sessionOptions.recording = RecordingOptions(store: store, planPath: "/tmp/p.json", planSHA256: "h",
+                                                    operatorName: "tester", machineID: "m")
+        let first = try Session(plan: plan, options: sessionOptions, logger: logger)
+            .run(devicePath: simulator.devicePath, confirm: { _ in true }, onEvent: { _ in })
+        XCTAssertEqual(first.outcome, .linkLost, first.reason ?? "")
+        let id = try XCTUnwrap(first.sessionID)
+        // The simulator comes back on a new pty after 0.5 s.
+        let deadline = Date().addingTimeInterval(10)
+        var path = simulator.devicePath
+        while Date() < deadline {
+            path = simulator.devicePath
+            if FileManager.default.fileExists(atPath: path), (try? SerialPort.open(path: path, queue: DispatchQueue(label: "probe"))) != nil { break }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        Thread.sleep(forTimeInterval: 0.2)
+        sessionOptions.recording?.resumeSessionID = id
+        let second = try Session(plan: plan, options: sessionOptions, logger: logger)
+            .run(devicePath: simulator.devicePath, confirm: { _ in true }, onEvent: { _ in })
+        XCTAssertEqual(second.outcome, .completed, second.reason ?? "")
+        let injected = simulator.injectedDots.filter { $0.outcome == .done }.map(\.dotID)
+        XCTAssertEqual(injected.count, Set(injected).count, "a dot was injected twice")
+        XCTAssertEqual(Set(injected), Set(plan.dots.map(\.id)))
+        XCTAssertEqual(try store.session(id: id)?.state, "completed")
     }
 }
