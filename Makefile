@@ -4,6 +4,7 @@
 #   make demo    run Examples/hairline.json against the firmware simulator
 #   make test    build with tests, fail on any compiler warning in Sources/ or Tests/, run XCTest
 #   make install / install-udev   PREFIX-aware install of the binary, completions, man pages / udev rule
+#   make hil     hardware-in-the-loop rig in a QEMU VM (docs/hil.md)
 #   make fuzz / golden / check-gpiod   decoder fuzzing, golden frames, libgpiod v1+v2 compile check
 #   make clean   remove build products (keeps fetched packages)
 
@@ -29,7 +30,7 @@ OWN_WARNING := ^$(CURDIR)/(Sources|Tests)/[^:]+:[0-9]+:[0-9]+: warning:
 
 SWIFT_BUILD = $(SWIFT) build --scratch-path $(SCRATCH) $(SWIFTFLAGS)
 
-.PHONY: deps test-deps build demo test clean fuzz golden check-gpiod install install-udev
+.PHONY: deps test-deps build demo test clean fuzz golden check-gpiod install install-udev hil hil-selftest
 .DEFAULT_GOAL := build
 
 deps:
@@ -54,6 +55,15 @@ test: test-deps check-gpiod
 	    exit 1; \
 	fi
 	$(SWIFT) test --scratch-path $(SCRATCH) $(SWIFTFLAGS) --skip-build --disable-swift-testing
+
+# Hardware-in-the-loop rig: smpctl over real USB CDC-ACM, udev, unplug and GPIO in a QEMU VM
+# (docs/hil.md). SMP_HIL_DEVICE=/dev/... make hil runs the scenarios on a real applicator.
+hil: build
+	hil/run.sh --smpctl "$$($(SWIFT_BUILD) --show-bin-path)/smpctl"
+
+# The rig must fail, clearly, when the udev rule does not match the device (wrong vendor id).
+hil-selftest: build
+	hil/run.sh --selftest-broken-rule --smpctl "$$($(SWIFT_BUILD) --show-bin-path)/smpctl"
 
 # The GPIO shim must compile against libgpiod 1.6 (this system) and 2.x (headers fetched from
 # Debian's bookworm-backports into .build-gpiod-v2/).

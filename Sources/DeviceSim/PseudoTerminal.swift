@@ -10,12 +10,18 @@ public enum SimulatorError: Error, Sendable, Hashable, CustomStringConvertible {
     case linkPathOccupied(String)
     /// An option is out of range.
     case invalidOption(String)
+    /// `portPath` names something that is not a terminal device.
+    case notATerminal(String)
+    /// `portPath` is locked (flock) by another process: another simulator already serves it.
+    case portBusy(String)
 
     public var description: String {
         switch self {
         case .system(let call, let code): "\(call) failed: \(String(cString: strerror(code))) (errno \(code))"
         case .linkPathOccupied(let path): "\(path) exists and is not a symbolic link; refusing to replace it"
         case .invalidOption(let text): "invalid simulator option: \(text)"
+        case .notATerminal(let path): "\(path) is not a terminal device (give a tty such as /dev/ttyGS0)"
+        case .portBusy(let path): "\(path) is in use by another simulator (it holds the port's lock)"
         }
     }
 }
@@ -25,20 +31,30 @@ func closeDescriptor(_ fd: Int32) {
     _ = close(fd)
 }
 
-/// A pseudo-terminal pair: the master (the simulated device's end) and one slave descriptor the
-/// simulator keeps open for as long as it runs.
+/// The simulator's end of the link: the descriptor it reads and writes (`master`), the tty path a
+/// host opens (`path`) and, for a pseudo-terminal, one slave descriptor kept open (`slave`).
 ///
-/// Why keep a slave descriptor: on Linux, once the last descriptor of the slave side is closed
-/// the master reads EIO (a hang-up) until a slave is opened again, which would make the master's
-/// read source fire endlessly while no host is attached, and a host closing the port would look
-/// like an unplugged device. Holding one slave descriptor (never read from, so it steals no bytes)
-/// keeps the tty alive: hosts can open, close and reopen `path` as often as they like, like a real
-/// USB CDC-ACM device that stays powered. It also keeps the raw termios set here in force for a
-/// host that does not configure the port itself.
+/// Two kinds, `open()` and `openPort(_:)`:
+///
+/// - A pseudo-terminal pair (the default): `master` is the pty master. Why keep a slave
+///   descriptor: on Linux, once the last descriptor of the slave side is closed the master reads
+///   EIO (a hang-up) until a slave is opened again, which would make the master's read source fire
+///   endlessly while no host is attached, and a host closing the port would look like an
+///   unplugged device. Holding one slave descriptor (never read from, so it steals no bytes) keeps
+///   the tty alive: hosts can open, close and reopen `path` as often as they like, like a real USB
+///   CDC-ACM device that stays powered. It also keeps the raw termios set here in force for a host
+///   that does not configure the port itself.
+/// - An existing tty (`SimulatorOptions.portPath`), e.g. the USB gadget side `/dev/ttyGS0` whose
+///   host side is a real `/dev/ttyACMn`: `master` is that tty, opened raw, `slave` is nil and
+///   `path` is the port itself. When the host unplugs, the tty hangs up (reads end of file or EIO,
+///   POLLHUP) or just goes silent; the simulator closes it and opens it again (see
+///   `SimulatedApplicator.portReopenIntervalMicroseconds`).
 struct PseudoTerminal {
     var master: Int32
-    var slave: Int32
+    var slave: Int32?
     var path: String
+    /// True for an existing tty opened by path (`openPort`), false for a pty pair.
+    var isPort = false
 
     static func open() throws(SimulatorError) -> PseudoTerminal {
         let libc = try PTYCalls.resolve()
@@ -60,8 +76,36 @@ struct PseudoTerminal {
         guard slave >= 0 else { throw .system("open(\(path))", errno: errno) }
         var slaveKept = false
         defer { if !slaveKept { closeDescriptor(slave) } }
+        try makeRaw(slave)
+        opened = true
+        slaveKept = true
+        return PseudoTerminal(master: master, slave: slave, path: path)
+    }
+
+    /// Opens the existing tty `path` (O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC) as the device's
+    /// end: refuses anything that is not a terminal and a port another simulator holds (flock),
+    /// sets raw mode and discards whatever was queued before (a previous host's bytes).
+    static func openPort(_ path: String) throws(SimulatorError) -> PseudoTerminal {
+        let fd = Glibc.open(path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { throw .system("open(\(path))", errno: errno) }
+        var opened = false
+        defer { if !opened { closeDescriptor(fd) } }
+        guard isatty(fd) == 1 else { throw .notATerminal(path) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            if errno == EWOULDBLOCK { throw .portBusy(path) }
+            throw .system("flock(\(path))", errno: errno)
+        }
+        try makeRaw(fd)
+        guard tcflush(fd, TCIOFLUSH) == 0 else { throw .system("tcflush(\(path))", errno: errno) }
+        opened = true
+        return PseudoTerminal(master: fd, slave: nil, path: path, isPort: true)
+    }
+
+    /// Raw mode, 8N1 as the driver has it, receiver on, modem lines ignored, no hang-up on close,
+    /// reads return as soon as one byte is there.
+    private static func makeRaw(_ fd: Int32) throws(SimulatorError) {
         var tio = termios()
-        guard tcgetattr(slave, &tio) == 0 else { throw .system("tcgetattr", errno: errno) }
+        guard tcgetattr(fd, &tio) == 0 else { throw .system("tcgetattr", errno: errno) }
         cfmakeraw(&tio)
         tio.c_cflag |= tcflag_t(CLOCAL | CREAD)
         tio.c_cflag &= ~tcflag_t(HUPCL)
@@ -69,10 +113,13 @@ struct PseudoTerminal {
             cc[Int(VMIN)] = 1
             cc[Int(VTIME)] = 0
         }
-        guard tcsetattr(slave, TCSANOW, &tio) == 0 else { throw .system("tcsetattr", errno: errno) }
-        opened = true
-        slaveKept = true
-        return PseudoTerminal(master: master, slave: slave, path: path)
+        guard tcsetattr(fd, TCSANOW, &tio) == 0 else { throw .system("tcsetattr", errno: errno) }
+    }
+
+    /// Closes both descriptors (for a pair that was never attached to a source).
+    func close() {
+        if let slave { closeDescriptor(slave) }
+        closeDescriptor(master)
     }
 
     /// Points the symbolic link `link` at `target`, atomically (a temporary link renamed over it).

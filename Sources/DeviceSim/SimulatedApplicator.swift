@@ -6,8 +6,9 @@ import FirmwareProtocol
 import Logging
 import Synchronization
 
-/// Options of a simulated applicator. Defaults: real time, seed 1, no record file, no link,
-/// the simulator's hardware limits, a queue of 32, firmware id "smp-sim 1.0", no faults.
+/// Options of a simulated applicator. Defaults: real time, seed 1, no record file, a new
+/// pseudo-terminal and no link to it, the simulator's hardware limits, a queue of 32, firmware id
+/// "smp-sim 1.0", no faults.
 public struct SimulatorOptions: Sendable {
     /// Wall duration of each physics phase = simulated duration × timeScale (0 = instant).
     public var timeScale: Double = 1
@@ -16,8 +17,17 @@ public struct SimulatorOptions: Sendable {
     /// NDJSON ground-truth file, appended to (see `GroundTruthRecord`).
     public var recordPath: String? = nil
     /// A symbolic link to the slave tty, kept while running (an existing link is replaced, a
-    /// regular file is refused), removed on stop.
+    /// regular file is refused), removed on stop. Not with `portPath`.
     public var linkPath: String? = nil
+    /// Serve the firmware on this existing tty instead of a new pseudo-terminal: the device's end
+    /// of a real serial link, e.g. the USB gadget side `/dev/ttyGS0` whose host side is a
+    /// `/dev/ttyACMn` (the hardware-in-the-loop rig, hil/). Opened O_RDWR | O_NOCTTY | O_NONBLOCK
+    /// | O_CLOEXEC, locked against a second simulator (flock), raw. `devicePath` is then this path.
+    /// A host unplugging shows up on the gadget side as a hang-up (end of file, EIO, POLLHUP) or
+    /// just as silence: after a hang-up the simulator closes the port and opens it again every
+    /// `portReopenIntervalMicroseconds` until it can (the firmware runs on meanwhile), so a host
+    /// that plugs in again finds the device. Not with `linkPath`.
+    public var portPath: String? = nil
     public var limits: DeviceLimits = .simulatorDefault
     /// 1…64.
     public var queueCapacity: UInt8 = 32
@@ -45,6 +55,12 @@ public struct SimulatorOptions: Sendable {
         guard firmwareID.utf8.count <= 16, firmwareID.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) else {
             throw .invalidOption("firmwareID must be at most 16 printable ASCII characters")
         }
+        if let portPath {
+            guard !portPath.isEmpty else { throw .invalidOption("portPath is empty") }
+            guard linkPath == nil else {
+                throw .invalidOption("portPath and linkPath exclude each other (a link points to a new pseudo-terminal)")
+            }
+        }
         guard limits.depthMinMicrometres <= limits.depthMaxMicrometres,
               limits.dwellMinMicroseconds <= limits.dwellMaxMicroseconds else {
             throw .invalidOption("limits: a minimum above its maximum")
@@ -52,7 +68,8 @@ public struct SimulatorOptions: Sendable {
     }
 }
 
-/// The applicator's firmware (`Firmware`) emulated behind a pseudo-terminal: a host opens
+/// The applicator's firmware (`Firmware`) emulated behind a pseudo-terminal (or, with
+/// `SimulatorOptions.portPath`, on an existing tty such as a USB gadget's): a host opens
 /// `devicePath` exactly as it would open the real device's tty.
 ///
 /// One serial DispatchQueue owns everything: the pty master descriptor, its read source (read
@@ -77,6 +94,9 @@ public final class SimulatedApplicator: Sendable {
 
     /// Wall time before a disconnected link (fault `disconnect-at`) comes back as a new pty.
     public static let reconnectDelayMicroseconds: UInt64 = 500_000
+    /// With `portPath`: after the port hung up (a host unplugged; or fault `disconnect-at`), how
+    /// often the simulator tries to open it again until it can.
+    public static let portReopenIntervalMicroseconds: UInt64 = 100_000
     /// Bytes kept for a host that does not read; beyond this, output is dropped (and logged).
     public static let maximumPendingBytes = 1 << 20
 
@@ -93,25 +113,18 @@ public final class SimulatedApplicator: Sendable {
         var delayed: [(release: UInt64, bytes: [UInt8])] = []
         var droppedOutputBytes = 0
         var reconnectAt: UInt64?
+        /// Reopening `portPath` has failed since the last hang-up (logged once, not every try).
+        var reopenFailing = false
         /// A cancelled master's read source has not run its cancel handler yet.
         var masterClosing = false
         var stopped = false
     }
 
-    /// Opens the pty (and the link and the record) and starts the device.
+    /// Opens the pty (and the link and the record), or the port, and starts the device.
     public static func start(_ options: SimulatorOptions, logger: Logger) throws -> SimulatedApplicator {
         try options.validate()
         let record = try GroundTruthRecord(path: options.recordPath)
-        let pty = try PseudoTerminal.open()
-        if let link = options.linkPath {
-            do {
-                try PseudoTerminal.installLink(link, to: pty.path)
-            } catch {
-                closeDescriptor(pty.slave)
-                closeDescriptor(pty.master)
-                throw error
-            }
-        }
+        let pty = try openTerminal(options)
         let applicator = SimulatedApplicator(options: options, logger: logger, record: record, pty: pty)
         applicator.queue.sync {
             applicator.core.withLock { core in
@@ -130,8 +143,26 @@ public final class SimulatedApplicator: Sendable {
         var metadata: Logger.Metadata = ["device": "\(pty.path)", "boot_id": "\(applicator.status.bootID)",
                                          "time_scale": "\(options.timeScale)", "seed": "\(options.seed)"]
         if options.faults != .none { metadata["faults"] = "\(options.faults)" }
+        if options.portPath != nil { metadata["port"] = "existing tty" }
         logger.info("simulated applicator started", metadata: metadata)
         return applicator
+    }
+
+    /// The device's end of the link: `portPath` opened, or a new pty (with the link pointed at it).
+    private static func openTerminal(_ options: SimulatorOptions) throws(SimulatorError) -> PseudoTerminal {
+        if let port = options.portPath {
+            return try PseudoTerminal.openPort(port)
+        }
+        let pty = try PseudoTerminal.open()
+        if let link = options.linkPath {
+            do {
+                try PseudoTerminal.installLink(link, to: pty.path)
+            } catch {
+                pty.close()
+                throw error
+            }
+        }
+        return pty
     }
 
     private init(options: SimulatorOptions, logger: Logger, record: GroundTruthRecord, pty: PseudoTerminal) {
@@ -157,8 +188,8 @@ public final class SimulatedApplicator: Sendable {
 
     // MARK: - Public API
 
-    /// The slave tty path (e.g. /dev/pts/7). Changes only when a `disconnect-at` fault brings the
-    /// link back as a new pty.
+    /// The slave tty path (e.g. /dev/pts/7), or `portPath`. Changes only when a `disconnect-at`
+    /// fault brings the link back as a new pty.
     public var devicePath: String {
         core.withLock { $0.devicePath }
     }
@@ -293,8 +324,14 @@ public final class SimulatedApplicator: Sendable {
                 }
                 if count < 0 && errno == EINTR { continue }
                 if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { break }
-                // EOF or EIO: cannot happen while the slave descriptor is held; treat as a lost link.
-                logger.error("pty master read failed", metadata: ["errno": "\(count < 0 ? errno : 0)"])
+                // EOF or EIO. A pty master: cannot happen while the slave descriptor is held; treat
+                // as a lost link. A port: the host hung up (USB unplugged); reopened later.
+                let code = count < 0 ? errno : 0
+                if options.portPath != nil {
+                    logger.notice("port hung up (host unplugged?)", metadata: ["device": "\(core.devicePath)", "errno": "\(code)"])
+                } else {
+                    logger.error("pty master read failed", metadata: ["errno": "\(code)"])
+                }
                 hangUp = true
                 break
             }
@@ -401,9 +438,16 @@ public final class SimulatedApplicator: Sendable {
                 startWriteSource(&core)
                 return
             }
-            logger.warning("pty master write failed", metadata: ["errno": "\(errno)"])
+            let code = errno
+            logger.warning("pty master write failed", metadata: ["errno": "\(code)"])
+            if Self.isHangUp(code) { disconnect(&core, at: clock()) }
             return
         }
+    }
+
+    /// A write error that means the other end is gone (a hung-up tty), not a passing failure.
+    private static func isHangUp(_ code: Int32) -> Bool {
+        code == EIO || code == ENXIO || code == EPIPE || code == ENODEV
     }
 
     private func queuePending(_ bytes: ArraySlice<UInt8>, in core: inout Core) {
@@ -447,21 +491,29 @@ public final class SimulatedApplicator: Sendable {
                 }
                 if written < 0 && errno == EINTR { continue }
                 if written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return }
-                logger.warning("pty master write failed", metadata: ["errno": "\(errno)"])
+                let code = errno
+                logger.warning("pty master write failed", metadata: ["errno": "\(code)"])
                 core.pending.removeAll()
+                if Self.isHangUp(code) {
+                    disconnect(&core, at: clock())
+                    return
+                }
             }
             core.writeSource?.cancel()
             core.writeSource = nil
         }
     }
 
-    /// Fault `disconnect-at` (or a master that hung up): the link goes down; the firmware runs on.
+    /// Fault `disconnect-at` (or a master or port that hung up): the link goes down; the firmware
+    /// runs on. A pty comes back as a new one after `reconnectDelayMicroseconds`; a port is opened
+    /// again after `portReopenIntervalMicroseconds`.
     private func disconnect(_ core: inout Core, at now: UInt64) {
         guard core.master != nil else { return }
         logger.notice("link disconnected", metadata: ["device": "\(core.devicePath)"])
         detach(&core)
         if !core.stopped {
-            core.reconnectAt = now &+ Self.reconnectDelayMicroseconds
+            let delay = options.portPath != nil ? Self.portReopenIntervalMicroseconds : Self.reconnectDelayMicroseconds
+            core.reconnectAt = now &+ delay
         }
     }
 
@@ -472,21 +524,22 @@ public final class SimulatedApplicator: Sendable {
         }
         core.reconnectAt = nil
         do {
-            let pty = try PseudoTerminal.open()
-            if let link = options.linkPath {
-                do {
-                    try PseudoTerminal.installLink(link, to: pty.path)
-                } catch {
-                    closeDescriptor(pty.slave)
-                    closeDescriptor(pty.master)
-                    throw error
-                }
-            }
+            let pty = try Self.openTerminal(options)
             attach(pty, to: &core)
+            core.reopenFailing = false
             logger.notice("link reconnected", metadata: ["device": "\(pty.path)"])
         } catch {
-            logger.error("cannot reopen the pty", metadata: ["error": "\(error)"])
-            core.reconnectAt = now &+ 1_000_000
+            if let port = options.portPath {
+                // The port is gone (the gadget was removed) or not usable yet: try again soon.
+                if !core.reopenFailing {
+                    logger.notice("waiting for the port to come back", metadata: ["device": "\(port)", "error": "\(error)"])
+                    core.reopenFailing = true
+                }
+                core.reconnectAt = now &+ Self.portReopenIntervalMicroseconds
+            } else {
+                logger.error("cannot reopen the pty", metadata: ["error": "\(error)"])
+                core.reconnectAt = now &+ 1_000_000
+            }
         }
     }
 }

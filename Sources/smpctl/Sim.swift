@@ -5,16 +5,30 @@ import Foundation
 
 struct Sim: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the emulated applicator on a pseudo-terminal until SIGINT or SIGTERM.",
+        abstract: "Run the emulated applicator on a pseudo-terminal (or an existing tty) until SIGINT or SIGTERM.",
         discussion: """
             Prints the tty path of the emulated applicator; connect with \
             `smpctl run PLAN --device PATH`. The firmware enforces its own hardware limits \
             whatever the host sends, and appends one NDJSON line per injected dot to --record: \
-            the ground truth the tests compare the host's account against.
+            the ground truth the tests compare the host's account against. With --port the \
+            firmware answers on an existing tty instead, such as the USB gadget side of a \
+            CDC-ACM link (hil/run.sh, docs/hil.md), so the host reaches it through a real USB \
+            serial device, udev rule and hot-unplug.
             """)
 
-    @Option(help: "Keep a symlink at this path to the tty while running (e.g. /tmp/smp).")
+    @Option(help: "Keep a symlink at this path to the tty while running (e.g. /tmp/smp). Not with --port.")
     var link: String?
+
+    @Option(help: ArgumentHelp(
+        "Serve the firmware on this existing tty instead of a new pseudo-terminal (not with --link).",
+        discussion: """
+            For the hardware-in-the-loop rig: the device's end of a real serial link, e.g. the \
+            USB gadget tty /dev/ttyGS0 whose host side is /dev/ttyACMn. Opened raw and locked; \
+            when the host unplugs, the port is opened again as soon as it can be, so a host that \
+            plugs in again finds the device.
+            """,
+        valueName: "path"))
+    var port: String?
 
     @Option(help: "Append the ground-truth record (one NDJSON line per injected dot) to this file.")
     var record: String?
@@ -25,10 +39,34 @@ struct Sim: ParsableCommand {
     @Option(help: "Seed for the simulator's randomness (boot id, fault injection).")
     var seed: UInt64 = 1
 
+    @Option(help: ArgumentHelp(
+        "Device-side faults, comma-separated: corrupt=RATE, drop=RATE, duplicate=RATE, garbage=RATE, delay-ack=DURATION, stall-at=DOT:DURATION, reset-at=DOT, disconnect-at=DOT, estop-at=DOT, contact-loss-at=DOT, over-depth-at=DOT, slow=FACTOR. Seeded by --seed. The host's own interlock lines are faulted with `smpctl run --sim --line-faults`.",
+        valueName: "spec"))
+    var faults: String?
+
+    @Option(help: ArgumentHelp("A JSON scenario file with the same keys as --faults.", valueName: "path"))
+    var scenario: String?
+
     @Flag(name: .shortAndLong, help: "Log protocol details to stderr.")
     var verbose = false
 
+    func faultPlan() throws -> FaultPlan {
+        if let scenario { return try FaultPlan.load(scenarioFile: scenario) }
+        if let faults { return try FaultPlan(spec: faults) }
+        return .none
+    }
+
     func validate() throws {
+        if faults != nil && scenario != nil {
+            throw ValidationError("Give --faults or --scenario, not both.")
+        }
+        do { _ = try faultPlan() } catch { throw ValidationError("\(scenario != nil ? "--scenario" : "--faults"): \(error)") }
+        if port != nil && link != nil {
+            throw ValidationError("--port and --link exclude each other: --link points at a new pseudo-terminal, --port serves an existing tty.")
+        }
+        if let port, port.isEmpty {
+            throw ValidationError("--port needs the path of a tty, e.g. /dev/ttyGS0.")
+        }
         guard timeScale.isFinite, timeScale >= 0 else {
             throw ValidationError("--time-scale must be a finite number ≥ 0 (got \(timeScale)).")
         }
@@ -40,6 +78,8 @@ struct Sim: ParsableCommand {
         options.seed = seed
         options.recordPath = record
         options.linkPath = link
+        options.portPath = port
+        options.faults = try faultPlan()
         let simulator: SimulatedApplicator
         do {
             simulator = try SimulatedApplicator.start(options, logger: CLILogging.logger(label: "smpctl.sim", verbose: verbose))

@@ -124,12 +124,21 @@ final class CLITests: XCTestCase {
     /// The acceptance check: the simulator in one process, smpctl run in another, the
     /// crown example, every plan dot exactly once in the ground-truth record.
     func testSimInOneProcessAndRunInAnotherInjectEveryCrownDotExactlyOnce() throws {
+        try simAndRunCrown(simArguments: [])
+    }
+
+    /// The same across a link that corrupts, drops, duplicates and adds garbage (seeded).
+    func testCrownOverAFaultyLinkStillInjectsEveryDotExactlyOnce() throws {
+        try simAndRunCrown(simArguments: ["--faults", "corrupt=0.02,drop=0.02,duplicate=0.02,garbage=0.01", "--seed", "7"])
+    }
+
+    func simAndRunCrown(simArguments: [String]) throws {
         let dir = try temporaryDirectory()
         let link = dir.appendingPathComponent("applicator").path
         let record = dir.appendingPathComponent("r.ndjson").path
         let sim = Process()
         sim.executableURL = Self.binary
-        sim.arguments = ["sim", "--link", link, "--record", record, "--time-scale", "0"]
+        sim.arguments = ["sim", "--link", link, "--record", record, "--time-scale", "0"] + simArguments
         sim.environment = Self.environment
         sim.standardOutput = Pipe()
         sim.standardError = FileHandle.nullDevice
