@@ -579,7 +579,11 @@ public final class Session: @unchecked Sendable {
             readyHead = 0
             let ids = dots.map(\.dotID) + unsent.map(\.dotID)
             journal?.submit { $0.statusChanges.append((.planned, ids)) }
-            if let pendingEnd { end(pendingEnd, reason: reason) }
+            if let pendingEnd {
+                // After the STATUS that confirmed the fence has been handled (it follows in the
+                // same read), so the device's final state is reported before the session ends.
+                link?.queue.async { [weak self] in self?.end(pendingEnd, reason: self?.reason) }
+            }
         case .dotInterrupted(let id):
             interrupted.append(id)
             journal?.submit {
