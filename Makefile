@@ -2,7 +2,9 @@
 #   make deps    install missing Debian/Ubuntu build packages (scripts/install-deps.sh)
 #   make build   debug build of everything
 #   make demo    run Examples/hairline.json against the firmware simulator
-#   make test    build with tests, fail on any compiler warning in Sources/ or Tests/, run XCTest
+#   make test    build with tests, fail on any compiler warning in Sources/ or Tests/, run XCTest,
+#                then the hardware-in-the-loop rig (hil/run.sh). A machine that cannot boot it
+#                says so loudly, and in CI (CI=true) that fails; SMP_SKIP_HIL=1 skips it, loudly
 #   make install / install-udev   PREFIX-aware install of the binary, completions, man pages / udev rule
 #   make hil     hardware-in-the-loop rig in a QEMU VM (docs/hil.md)
 #   make fuzz / golden / check-gpiod   decoder fuzzing, golden frames, libgpiod v1+v2 compile check
@@ -55,6 +57,14 @@ test: test-deps check-gpiod
 	    exit 1; \
 	fi
 	$(SWIFT) test --scratch-path $(SCRATCH) $(SWIFTFLAGS) --skip-build --disable-swift-testing
+	@if [ "$${SMP_SKIP_HIL:-0}" = 1 ]; then \
+	    echo "make test: *** SMP_SKIP_HIL=1: the hardware-in-the-loop rig was NOT run ***" >&2; \
+	else \
+	    status=0; hil/run.sh --smpctl "$$($(SWIFT_BUILD) --show-bin-path)/smpctl" || status=$$?; \
+	    if [ $$status = 2 ] && [ "$${CI:-}" != true ]; then \
+	        echo "make test: *** this machine cannot run the hardware-in-the-loop rig (above); NOT run. In CI this fails. ***" >&2; \
+	    elif [ $$status != 0 ]; then exit $$status; fi; \
+	fi
 
 # Hardware-in-the-loop rig: smpctl over real USB CDC-ACM, udev, unplug and GPIO in a QEMU VM
 # (docs/hil.md). SMP_HIL_DEVICE=/dev/... make hil runs the scenarios on a real applicator.
