@@ -66,10 +66,12 @@ public final class GroundTruthRecord: Sendable {
     }
 
     deinit {
-        close()
+        // Every pending write block holds `self`, so none is left by now (the last one may be
+        // releasing us on the writer queue: waiting for that queue here would deadlock).
+        closeFile()
     }
 
-    /// Appends one dot: one write(2) of one line, then the in-memory copy.
+    /// Appends one dot: the in-memory copy now, one write(2) of one line on the writer queue.
     public func append(_ dot: InjectedDot) {
         let line = Array(Self.line(for: dot).utf8) + [0x0A]
         storage.withLock { $0.entries.append(dot) }
@@ -105,6 +107,10 @@ public final class GroundTruthRecord: Sendable {
     /// Closes the file (idempotent); the in-memory entries stay readable.
     public func close() {
         flush()
+        closeFile()
+    }
+
+    private func closeFile() {
         storage.withLock { storage in
             if storage.fd >= 0 {
                 closeDescriptor(storage.fd)
