@@ -200,6 +200,15 @@ if ((SELFTEST_BROKEN_RULE)); then
     say "selftest: booting with a broken copy of the udev rule (vendor 1208 instead of 1209)"
 fi
 
+# The binary's folder needs a share of its own only when it is outside the repository.
+BIN_SHARE=""
+bin_share_args=()
+case "$(dirname "$SMPCTL")/" in
+    "$REPO"/*) ;;
+    *) BIN_SHARE=$(dirname "$SMPCTL")
+       bin_share_args=(-virtfs "local,path=$BIN_SHARE,mount_tag=smpbin,security_model=none,readonly=on,multidevs=remap") ;;
+esac
+
 cat > "$INITRD_DIR/init" <<EOF
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -219,6 +228,16 @@ mkdir -p /host/dev/pts 2>/dev/null; mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/tmp
 mount -t tmpfs -o mode=0755 tmpfs /host/run
 mount -t configfs configfs /host/sys/kernel/config
+# The repository (and the smpctl binary's folder) are shared on their own: a clone under /tmp or
+# /run would otherwise be hidden by the tmpfs just mounted there. Same path inside as outside.
+mkdir -p '/host$REPO' 2>/dev/null
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose repo '/host$REPO' \\
+    || { echo "hil-init: cannot mount the repository share"; poweroff -f; }
+if [ -n '$BIN_SHARE' ]; then
+    mkdir -p '/host$BIN_SHARE' 2>/dev/null
+    mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose smpbin '/host$BIN_SHARE' \\
+        || { echo "hil-init: cannot mount the smpctl binary's folder"; poweroff -f; }
+fi
 mkdir -p /host/run/hil
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 hil /host/run/hil \\
     || { echo "hil-init: cannot mount the result share"; poweroff -f; }
@@ -253,6 +272,8 @@ timeout --foreground -k 10 "$TIMEOUT" "${priority[@]}" qemu-system-x86_64 \
     -kernel "$VMLINUZ" -initrd "$RUN/initrd.gz" \
     -append "console=ttyS0 quiet loglevel=4 panic=-1" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+    -virtfs "local,path=$REPO,mount_tag=repo,security_model=none,readonly=on,multidevs=remap" \
+    "${bin_share_args[@]}" \
     -virtfs "local,path=$RUN/share,mount_tag=hil,security_model=none"
 qemu_status=$?
 set -e
