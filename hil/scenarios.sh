@@ -342,10 +342,10 @@ scenario_gpio() {
     insmod "$HIL_GPIO_KO" || { fail "gpio: insmod $HIL_GPIO_KO failed"; dmesg | tail -n 5 | show; return 1; }
     local sim=/sys/kernel/config/gpio-sim/smp-interlocks
     mkdir -p "$sim/bank0" || { fail "gpio: no /sys/kernel/config/gpio-sim"; return 1; }
-    echo 3 > "$sim/bank0/num_lines"
+    echo 4 > "$sim/bank0/num_lines"
     echo "smp-interlocks" > "$sim/bank0/label"
     local offset=0 role
-    for role in estop pedal contact; do
+    for role in estop pedal contact needle-power; do
         mkdir -p "$sim/bank0/line$offset"; echo "$role" > "$sim/bank0/line$offset/name"; offset=$((offset + 1))
     done
     echo 1 > "$sim/live"
@@ -426,6 +426,13 @@ scenario_gpio_session() {
             echo 'debounce_ms = 10'
             offset=$((offset + 1))
         done
+        echo
+        echo '[[output]]'
+        echo 'name = "needle-power"'
+        echo 'role = "needle-power"'
+        echo "chip = \"$chip\""
+        echo 'line = 3'
+        echo 'active_low = false'
     } > "$toml"
     chmod 0644 "$toml"
     local record=$WORK/record-estop.ndjson summary=$WORK/estop.json
@@ -433,6 +440,7 @@ scenario_gpio_session() {
     # Once 40 dots are done, the e-stop line goes active (a background watcher on the events).
     (
         wait_for 120 grep -q '"done":[4-9][0-9]' "$WORK/estop.ndjson" || exit 0
+        cat "$base/sim_gpio3/value" > "$WORK/power-before" 2>/dev/null
         $PY -c 'import time; print(time.clock_gettime(time.CLOCK_MONOTONIC))' > "$WORK/estop.t"
         echo pull-up > "$base/sim_gpio0/pull"
     ) &
@@ -442,9 +450,17 @@ scenario_gpio_session() {
         env HOME="/tmp/home-$TECH_UID" USER=smptech "$SMPCTL" run "$PLAN" --config "$toml" \
         --device "$LINK" --yes --json
     wait "$watcher"
+    # The needle-power output line as the kernel holds it, read back through gpio-sim.
+    local power_after; power_after=$(cat "$base/sim_gpio3/value" 2>/dev/null || echo '?')
+    local power_before; power_before=$(cat "$WORK/power-before" 2>/dev/null || echo '?')
     stop_sim
     echo pull-down > "$base/sim_gpio0/pull"
     local status; status=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["exit_code"])' "$summary")
+    if [[ $power_before != 1 || $power_after != 0 ]]; then
+        fail "gpio e-stop mid-session: needle-power line (sim_gpio3/value) was '$power_before' while armed and '$power_after' after the e-stop (want 1 then 0)"
+        return 1
+    fi
+    pass "gpio e-stop mid-session: needle-power output line read back through sim_gpio3/value: 1 while armed, 0 after the e-stop"
     if [[ -s $WORK/estop.t ]] && ((status != 0)) && grep -q '"state":"estop"' "$WORK/estop.ndjson" \
             && $PY "$HELPER" record-check --plan "$PLAN" --record "$record" --account "$WORK/estop.ndjson" \
                 > "$WORK/estop.check" 2>&1; then

@@ -184,6 +184,66 @@ final class SessionEndToEndTests: XCTestCase {
     }
 }
 
+
+/// The envelope is enforced by three independent layers: plan validation (1), the runner just
+/// before encoding (2), the firmware (3). Each test switches layers off; the remaining ones stop
+/// the out-of-envelope dot, and nothing outside the envelope is ever injected.
+final class EnvelopeLayerTests: XCTestCase {
+    let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    func plan(badDepth: Int32) -> Plan {
+        Plan(planID: "layers", dots: (0..<10).map {
+            PlanDot(id: UInt32($0 + 1), xMicrometres: Int32($0) * 1000, yMicrometres: 0,
+                    depthMicrometres: $0 == 5 ? badDepth : 800, dwellMicroseconds: 50_000, index: $0)
+        })
+    }
+
+    /// Layer 3 off (a firmware whose hardware allows 3 mm): layer 1 refuses the plan after the
+    /// handshake, nothing armed.
+    func testWithoutTheFirmwareLimitValidationStillRefuses() throws {
+        var options = SimulatorOptions()
+        options.timeScale = 0
+        options.limits.depthMaxMicrometres = 3_000
+        let simulator = try SimulatedApplicator.start(options, logger: logger)
+        defer { simulator.stop() }
+        let account = try Session(plan: plan(badDepth: 2_000), logger: logger)
+            .run(devicePath: simulator.devicePath, confirm: { _ in true }, onEvent: { _ in })
+        XCTAssertEqual(account.outcome, .refusedPlan)
+        XCTAssertTrue(simulator.injectedDots.isEmpty)
+    }
+
+    /// Layers 1 and 3 off: the runner's check before encoding stops it.
+    func testWithoutValidationAndFirmwareLimitTheRunnerStillRefuses() throws {
+        var options = SimulatorOptions()
+        options.timeScale = 0
+        options.limits.depthMaxMicrometres = 3_000
+        let simulator = try SimulatedApplicator.start(options, logger: logger)
+        defer { simulator.stop() }
+        let session = Session(plan: plan(badDepth: 2_000), logger: logger)
+        session.skipValidationAfterHandshake = true
+        let account = try session.run(devicePath: simulator.devicePath, confirm: { _ in true }, onEvent: { _ in })
+        XCTAssertNotEqual(account.outcome, .completed)
+        XCTAssertFalse(simulator.injectedDots.contains { $0.depthMicrometres > 1_500 }, "a dot deeper than 1.5 mm was injected")
+    }
+
+    /// Layers 1 and 2 off: the firmware refuses (latched fault).
+    func testWithoutValidationAndRunnerCheckTheFirmwareStillRefuses() throws {
+        var options = SimulatorOptions()
+        options.timeScale = 0
+        let simulator = try SimulatedApplicator.start(options, logger: logger)
+        defer { simulator.stop() }
+        var sessionOptions = SessionOptions()
+        sessionOptions.envelope.depthMicrometres = 200...3_000
+        let session = Session(plan: plan(badDepth: 2_000), options: sessionOptions, logger: logger)
+        session.skipValidationAfterHandshake = true
+        session.checkEnvelopeBeforeEncoding = false
+        let account = try session.run(devicePath: simulator.devicePath, confirm: { _ in true }, onEvent: { _ in })
+        XCTAssertEqual(account.outcome, .stopped)
+        XCTAssertEqual(simulator.status.state, .fault)
+        XCTAssertFalse(simulator.injectedDots.contains { $0.depthMicrometres > 1_500 })
+    }
+}
+
 final class EventLog: @unchecked Sendable {
     private let lock = NSLock()
     private var events: [SessionEvent] = []
