@@ -191,6 +191,8 @@ public final class Session: @unchecked Sendable {
     /// Set once the device reported ready or running in this session: a `held` seen before that
     /// is the state an earlier host left it in, which arming resumes.
     private var deviceRunning = false
+    /// This session sent ARM (once: the operator's confirmation).
+    private var armedByUs = false
     private var recordFailure: RecordStoreError?
     /// Layer-2 envelope check can be switched off by tests only, to show the firmware still refuses.
     package var checkEnvelopeBeforeEncoding = true
@@ -400,7 +402,8 @@ public final class Session: @unchecked Sendable {
 
     /// ARM and start streaming: the preflight was confirmed and the interlocks (if any) armed.
     private func armAndStream() {
-        guard outcome == nil, let link, !deviceRunning else { return }
+        guard outcome == nil, let link, !armedByUs else { return }
+        armedByUs = true
         audit("armed", [:])
         link.arm()
         onEvent(.armed)
@@ -606,7 +609,7 @@ public final class Session: @unchecked Sendable {
                                        "done_count": "\(status.doneCount)"])
             }
             lastStatus = status
-            if status.state == .ready || status.state == .running { deviceRunning = true }
+            if armedByUs && (status.state == .ready || status.state == .running) { deviceRunning = true }
             if status.state.isLatched { options.interlocks?.deviceLatched(status.fault) }
             if status.state == .held && deviceRunning && !holding { options.interlocks?.deviceHeld(status.fault) }
             if status.state == .disarmed && deviceRunning {

@@ -25,6 +25,11 @@ final class CrashResumeTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let plan = try CLITests.planDotIDs("Examples/hairline.json")
         var killedMidway = 0
+        // The longest lease the protocol allows: these trials run three processes at once on a
+        // shared 2-core machine, and a starved host would (safely, but uselessly here) let the
+        // applicator hold. The lease itself is tested elsewhere.
+        let config = dir.appendingPathComponent("machine.toml").path
+        try "[envelope]\nlease_ms = 250\n".write(toFile: config, atomically: true, encoding: .utf8)
 
         for trial in 0..<trials {
             let link = dir.appendingPathComponent("applicator-\(trial)").path
@@ -46,7 +51,7 @@ final class CrashResumeTests: XCTestCase {
             // Run, and kill it after a random time within the session (~1.5 s at this scale).
             let run = Process()
             run.executableURL = CLITests.binary
-            run.arguments = ["run", "Examples/hairline.json", "--device", link, "--yes", "--json", "--db", db]
+            run.arguments = ["run", "Examples/hairline.json", "--device", link, "--yes", "--json", "--db", db, "--config", config]
             run.currentDirectoryURL = CLITests.repositoryRoot
             run.environment = CLITests.environment
             run.standardOutput = FileHandle.nullDevice
@@ -64,10 +69,10 @@ final class CrashResumeTests: XCTestCase {
             let sessions = try CLITests.smpctl(["sessions", "--json", "--db", db])
             let list = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(sessions.stdout.utf8)) as? [[String: Any]])
             if let session = list.first, let id = session["id"] as? Int, (session["done"] as? Int) != plan.count {
-                let resumed = try CLITests.smpctl(["resume", "\(id)", "--device", link, "--yes", "--json", "--db", db])
+                let resumed = try CLITests.smpctl(["resume", "\(id)", "--device", link, "--yes", "--json", "--db", db, "--config", config])
                 XCTAssertEqual(resumed.status, 0, "trial \(trial) (killed after \(killAfter) s): \(resumed.stderr)\n\(resumed.stdout.suffix(600))")
             } else if list.isEmpty {
-                let again = try CLITests.smpctl(["run", "Examples/hairline.json", "--device", link, "--yes", "--json", "--db", db])
+                let again = try CLITests.smpctl(["run", "Examples/hairline.json", "--device", link, "--yes", "--json", "--db", db, "--config", config])
                 XCTAssertEqual(again.status, 0, "trial \(trial): \(again.stderr)")
             }
 
