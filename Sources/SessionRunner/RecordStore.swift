@@ -140,6 +140,9 @@ public final class RecordStore: Sendable {
                 try db.execute(sql: "PRAGMA synchronous = FULL")
             }
             db = try DatabaseQueue(path: path, configuration: configuration)
+            // GRDB sets synchronous=NORMAL when it switches to WAL, after prepareDatabase: set FULL
+            // again on the (only) connection, so every commit is fsynced before it returns.
+            try db.writeWithoutTransaction { try $0.execute(sql: "PRAGMA synchronous = FULL") }
             try Self.migrator.migrate(db)
         } catch let error as RecordStoreError {
             throw error
@@ -359,6 +362,11 @@ public final class RecordStore: Sendable {
         try read { db in
             try Int64.fetchOne(db, sql: "SELECT last_device_done_count FROM session WHERE id = ?", arguments: [id])
         }
+    }
+
+    /// `PRAGMA synchronous` of the connection (2 = FULL), for the durability test.
+    package func synchronousMode() throws -> Int {
+        try db.read { try Int.fetchOne($0, sql: "PRAGMA synchronous") ?? -1 }
     }
 
     /// For tests of the append-only guarantee: runs raw SQL.

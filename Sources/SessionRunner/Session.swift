@@ -605,8 +605,13 @@ public final class Session: @unchecked Sendable {
         case .deviceStatus(let status):
             if status.state != lastStatus?.state || status.fault != lastStatus?.fault {
                 onEvent(.deviceStatus(status))
-                audit("device-state", ["state": status.state.description, "fault": "\(status.fault)",
-                                       "done_count": "\(status.doneCount)"])
+                // ready ↔ running flips with every dot when the queue runs dry: not worth a row.
+                let routine = (status.state == .ready || status.state == .running)
+                    && (lastStatus?.state == .ready || lastStatus?.state == .running) && status.fault == .none
+                if !routine {
+                    audit("device-state", ["state": status.state.description, "fault": "\(status.fault)",
+                                           "done_count": "\(status.doneCount)"])
+                }
             }
             lastStatus = status
             if armedByUs && (status.state == .ready || status.state == .running) { deviceRunning = true }

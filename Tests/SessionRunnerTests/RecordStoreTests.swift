@@ -32,6 +32,11 @@ final class RecordStoreTests: XCTestCase {
         XCTAssertEqual((attributes[.posixPermissions] as? NSNumber)?.intValue, 0o600)
     }
 
+    func testEveryCommitIsSynchronousFull() throws {
+        let store = try RecordStore(path: try temporaryPath())
+        XCTAssertEqual(try store.synchronousMode(), 2, "PRAGMA synchronous must be FULL (2)")
+    }
+
     func testAuditTrailCannotBeAlteredBySQL() throws {
         let store = try RecordStore(path: try temporaryPath())
         let id = try store.createSession(info(), dots: dots(3))
