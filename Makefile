@@ -32,7 +32,7 @@ OWN_WARNING := ^$(CURDIR)/(Sources|Tests)/[^:]+:[0-9]+:[0-9]+: warning:
 
 SWIFT_BUILD = $(SWIFT) build --scratch-path $(SCRATCH) $(SWIFTFLAGS)
 
-.PHONY: deps test-deps build demo test clean fuzz golden check-gpiod install install-udev hil hil-selftest
+.PHONY: deps test-deps build demo test clean fuzz golden check-gpiod install install-udev hil hil-selftest bench
 .DEFAULT_GOAL := build
 
 deps:
@@ -65,6 +65,15 @@ test: test-deps check-gpiod
 	        echo "make test: *** this machine cannot run the hardware-in-the-loop rig (above); NOT run. In CI this fails. ***" >&2; \
 	    elif [ $$status != 0 ]; then exit $$status; fi; \
 	fi
+
+# Benchmarks (docs/performance.md): Benchmarks/ is a package of its own, never built by `make test`.
+# ~12 min on 2 cores (+~10 min first build). Results: Benchmarks/results/latest.{txt,md,json} (git-ignored).
+#   make bench | make bench BENCH_ONLY="codec cpu" | make bench BENCH_QUICK=1
+BENCH_ONLY  ?=
+BENCH_QUICK ?= 0
+bench: deps
+	@scripts/install-deps.sh rt-tests stress-ng
+	SWIFT="$(SWIFT)" BENCH_ONLY="$(BENCH_ONLY)" BENCH_QUICK="$(BENCH_QUICK)" scripts/bench-run.sh
 
 # Hardware-in-the-loop rig: smpctl over real USB CDC-ACM, udev, unplug and GPIO in a QEMU VM
 # (docs/hil.md). SMP_HIL_DEVICE=/dev/... make hil runs the scenarios on a real applicator.

@@ -1,0 +1,111 @@
+import CBenchSupport
+import DeviceSim
+import FirmwareProtocol
+import Foundation
+import Logging
+import SessionRunner
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// When the session's milestones happened (CLOCK_MONOTONIC ns), written from the session queue.
+final class Milestones: Sendable {
+    private struct State {
+        var armed: UInt64 = 0
+        var firstProgress: UInt64 = 0
+        var lastProgress: UInt64 = 0
+        var progressEvents = 0
+    }
+    private let state = Mutex(State())
+
+    func record(_ event: SessionEvent) {
+        let now = Clock.now()
+        state.withLock { s in
+            switch event {
+            case .armed: s.armed = now
+            case .progress:
+                if s.firstProgress == 0 { s.firstProgress = now }
+                s.lastProgress = now
+                s.progressEvents += 1
+            default: break
+            }
+        }
+    }
+
+    var armed: UInt64 { state.withLock { $0.armed } }
+    var firstProgress: UInt64 { state.withLock { $0.firstProgress } }
+    var lastProgress: UInt64 { state.withLock { $0.lastProgress } }
+}
+
+struct SessionRun {
+    var account: SessionAccount
+    var started: UInt64
+    var armed: UInt64
+    var finished: UInt64
+    var cpu: CPUTimes
+    var voluntarySwitches: Int
+    var involuntarySwitches: Int
+
+    /// Dots per second from ARM to the last record committed: the streaming rate.
+    var streamingRate: Double {
+        Double(account.done.count) / (Double(finished &- armed) / 1e9)
+    }
+    /// Dots per second over the whole `run` call (handshake, record creation, streaming, end).
+    var overallRate: Double {
+        Double(account.done.count) / (Double(finished &- started) / 1e9)
+    }
+    var wallSeconds: Double { Double(finished &- started) / 1e9 }
+}
+
+/// Records in a new database in `directory` (nil: records off, the streaming path alone).
+func recordingOptions(plan: Plan, planPath: String, directory: String?) throws -> RecordingOptions? {
+    guard let directory else { return nil }
+    let store = try RecordStore(path: directory + "/records.sqlite")
+    return RecordingOptions(store: store, planPath: planPath, planSHA256: plan.sha256 ?? "",
+                            operatorName: "smp-bench", machineID: "smp-bench")
+}
+
+/// One whole session (handshake, preflight accepted at once, streaming, end) on `devicePath`.
+func runSession(plan: Plan, planPath: String, devicePath: String, recordsDirectory: String?,
+                leaseMilliseconds: Int? = nil, requireCompletion: Bool = true,
+                onEvent: (@Sendable (SessionEvent) -> Void)? = nil) throws -> SessionRun {
+    var options = SessionOptions()
+    if let leaseMilliseconds { options.link.requestedLease = .milliseconds(leaseMilliseconds) }
+    options.recording = try recordingOptions(plan: plan, planPath: planPath, directory: recordsDirectory)
+    let session = Session(plan: plan, options: options, logger: quietLogger("smp-bench.session"))
+    let milestones = Milestones()
+    var v0 = 0, i0 = 0
+    bench_context_switches(&v0, &i0)
+    let cpu0 = CPUTimes.process()
+    let started = Clock.now()
+    let account = try session.run(devicePath: devicePath, confirm: { _ in true }, onEvent: { event in
+        milestones.record(event)
+        onEvent?(event)
+    })
+    let finished = Clock.now()
+    let cpu = CPUTimes.process() - cpu0
+    var v1 = 0, i1 = 0
+    bench_context_switches(&v1, &i1)
+    guard !requireCompletion || (account.outcome == .completed && account.done.count == plan.dots.count) else {
+        throw BenchFailure("session ended \(account.outcome.rawValue) with \(account.done.count) of \(plan.dots.count) done: \(account.reason ?? "")")
+    }
+    return SessionRun(account: account, started: started, armed: milestones.armed, finished: finished, cpu: cpu,
+                      voluntarySwitches: v1 - v0, involuntarySwitches: i1 - i0)
+}
+
+func startSimulator(timeScale: Double, seed: UInt64) throws -> SimulatedApplicator {
+    var options = SimulatorOptions()
+    options.timeScale = timeScale
+    options.seed = seed
+    return try SimulatedApplicator.start(options, logger: quietLogger("smp-bench.sim"))
+}
+
+func loadPlan(_ path: String) throws -> Plan {
+    do {
+        return try PlanLoader.load(path: path).0
+    } catch {
+        throw BenchFailure("\(path): \(error.issues.prefix(5).map { "\($0)" }.joined(separator: "; "))")
+    }
+}

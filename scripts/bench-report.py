@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Collect the raw results of scripts/bench-run.sh into latest.json and latest.txt.
+
+    python3 scripts/bench-report.py Benchmarks/results
+
+Reads OUT/raw/*.json (the harness's figures), OUT/raw/codec.txt (package-benchmark's text
+tables), OUT/raw/rss.log and OUT/raw/machine.json; writes OUT/latest.json (every figure with its
+distribution, goal and command), OUT/latest.txt (one entry per figure) and OUT/latest.md (the
+table as markdown, for docs/performance.md).
+"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+
+def load(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def command(raw, name):
+    p = raw / f"{name}.cmd"
+    return p.read_text().strip() if p.exists() else ""
+
+
+def fmt(x, digits=1):
+    if x is None:
+        return "?"
+    if isinstance(x, float) and x != x:
+        return "nan"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}f}"
+
+
+def dist(d, scale=1.0, digits=1, keys=("p50", "p99", "max")):
+    """'p50 X (min–max A–B)' for small samples; 'p50 X, p99 Y, max Z' for large ones."""
+    if not d or d.get("n", 0) == 0:
+        return "?"
+    if d["n"] < 20:
+        return f"median {fmt(d['p50'] * scale, digits)} (n={d['n']}: {fmt(d['min'] * scale, digits)}–{fmt(d['max'] * scale, digits)})"
+    return ", ".join(f"{k} {fmt(d[k] * scale, digits)}" for k in keys if k in d) + f" (n={d['n']})"
+
+
+def parse_codec(text):
+    """package-benchmark text output → {benchmark: {metric: {p0..p100}}}."""
+    results, current = {}, None
+    columns = ["p0", "p25", "p50", "p75", "p90", "p99", "p100", "samples"]
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if not stripped.startswith(("│", "╒", "╞", "├", "╘", "=")) and not stripped.startswith("Host") \
+                and not stripped.startswith("#") and "Baseline" not in stripped and stripped != "Codec":
+            current = stripped
+            results.setdefault(current, {})
+            continue
+        if stripped.startswith("│") and current and "Metric" not in stripped:
+            cells = [c.strip() for c in stripped.strip("│").split("│")]
+            metric = cells[0]
+            try:
+                values = [float(c.replace(",", "")) for c in cells[1:]]
+            except ValueError:
+                continue
+            results[current][metric] = dict(zip(columns, values))
+    return results
+
+
+def main():
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "Benchmarks/results")
+    raw = out / "raw"
+    machine = load(raw / "machine.json") or {}
+    figures = {}
+    rows = []  # (figure, result, goal, met, command)
+
+    codec_txt = raw / "codec.txt"
+    if codec_txt.exists():
+        codec = parse_codec(codec_txt.read_text())
+        figures["codec"] = codec
+        cmd = command(raw, "codec")
+        anchor = codec.get("anchor: memcpy 28 B", {}).get("Time (wall clock) (ns) *", {}).get("p50")
+        for name in ["DOT encode: Frame.encode(into:) reused buffer", "DOT encode: Frame.encoded() new array",
+                     "DOT decode: FrameDecoder.feed, one read per frame", "DOT decode: FrameDecoder.feed, one 28 kB read",
+                     "DOT decode: Frame.decode(cobsBlock:)", "part: CRC32C.checksum 22 B", "part: COBS.encode 26 B",
+                     "part: COBS.decode 27 B", "anchor: memcpy 28 B"]:
+            m = codec.get(name, {})
+            t = m.get("Time (wall clock) (ns) *")
+            a = m.get("Malloc (total) *")
+            if not t:
+                continue
+            text = f"p50 {fmt(t['p50'], 0)} ns, p90 {fmt(t['p90'], 0)}, p99 {fmt(t['p99'], 0)} per frame"
+            if a:
+                text += f"; {fmt(a['p50'], 0)} mallocs/frame"
+            if anchor and name != "anchor: memcpy 28 B":
+                text += f"; {t['p50'] / max(anchor, 1):.0f}× memcpy"
+            rows.append((f"codec: {name}", text, "(none set)", "", cmd))
+
+    def harness(name):
+        d = load(raw / f"{name}.json")
+        if d is not None:
+            figures[name] = d
+        return d
+
+    d = harness("fullpath")
+    if d and "error" not in d:
+        rate = d["dots_per_second_streaming"]
+        rows.append(("full path, time scale 0, records on: dots/s (ARM → last record)",
+                     dist(rate, digits=0) + f"; {dist(d['cpu_us_per_dot_host_and_sim'], digits=0)} µs CPU/dot host+sim; "
+                     f"audit events/dot {fmt(d.get('audit_events_per_dot', {}).get('p50'), 2)}",
+                     "≥ 20,000", "yes" if rate["p50"] >= 20000 else "NO", command(raw, "fullpath")))
+    elif d:
+        rows.append(("full path, records on", d["error"], "≥ 20,000", "NO", command(raw, "fullpath")))
+    d = harness("fullpath-norecords")
+    if d and "error" not in d:
+        rate = d["dots_per_second_streaming"]
+        rows.append(("full path, time scale 0, records OFF (for comparison)",
+                     dist(rate, digits=0) + f"; {dist(d['cpu_us_per_dot_host_and_sim'], digits=0)} µs CPU/dot",
+                     "(≥ 20,000)", "yes" if rate["p50"] >= 20000 else "NO", command(raw, "fullpath-norecords")))
+
+    for baud in (115200, 921600):
+        d = harness(f"link-{baud}")
+        if d and "error" not in d:
+            u = d["utilisation"]
+            text = (f"{dist(u, scale=100)} %; {dist(d['dots_per_second'], digits=0)} dots/s; bytes/dot "
+                    f"→device {fmt(d['bytes_per_dot_host_to_device']['p50'])}, →host {fmt(d['bytes_per_dot_device_to_host']['p50'])}")
+            if "retransmissions_per_dot" in d:
+                text += f"; retransmissions/dot {fmt(d['retransmissions_per_dot']['p50'], 2)}"
+            if d.get("completed_runs", d.get("runs")) != d.get("runs"):
+                text += f"; only {d['completed_runs']} of {d['runs']} runs completed: " + "; ".join(o for o in d["outcomes"] if o != "completed")
+            rows.append((f"link utilisation at {baud} baud (dots/s ÷ {d['theoretical_dot_frames_per_second']:.0f} DOT frames/s)",
+                         text, "≥ 90 %", "yes" if u["p50"] >= 0.9 else "NO", command(raw, f"link-{baud}")))
+        elif d:
+            rows.append((f"link utilisation at {baud} baud", d["error"], "≥ 90 %", "NO", command(raw, f"link-{baud}")))
+
+    for name, label in (("underruns-idle", "idle"), ("underruns-hog", "CPU hog on every core"),
+                        ("underruns-hog-devproc", "CPU hog; simulator in its own process at nice -10"),
+                        ("underruns-hog-fifo", "CPU hog; session at SCHED_FIFO 50 (chrt -f 50)")):
+        d = harness(name)
+        if d and "error" not in d:
+            u = d["underruns_while_streaming"]
+            text = (f"{dist(u, digits=0)} while streaming (simulator's count incl. end-of-plan drain: "
+                    f"{dist(d['underruns_counted_by_simulator'], digits=0)})")
+            complete = d.get("completed_runs", d.get("runs")) == d.get("runs")
+            if not complete:
+                text += f"; only {d['completed_runs']} of {d['runs']} sessions completed: " + "; ".join(o for o in d["outcomes"] if o != "completed")
+            rows.append((f"underruns, 20,000 dots at ×50 ({label}, lease {d.get('lease_ms', 100)} ms)", text,
+                         "0", "yes" if u["max"] == 0 and complete else "NO", command(raw, name)))
+        elif d:
+            rows.append((f"underruns ({label})", d["error"], "0", "NO", command(raw, name)))
+
+    d = harness("cpu")
+    if d and "error" not in d:
+        p = d["host_cpu_percent_of_one_core"]
+        rows.append(("host CPU at ~10 dots/s, time scale 1, records on (% of one core)",
+                     f"{dist(p, digits=2)} % over {fmt(d['session_seconds']['p50'])} s sessions",
+                     "≤ 0.5 %", "yes" if p["p50"] <= 0.5 else "NO", command(raw, "cpu")))
+
+    for name, label in (("estop-idle", "idle"), ("estop-hog", "CPU hog"),
+                        ("estop-hog-fifo", "CPU hog; smp-bench at SCHED_FIFO 50")):
+        d = harness(name)
+        if d and "error" not in d:
+            w = d["line_to_estop_written_us"]
+            c = d.get("cyclictest", {})
+            ctext = f"; cyclictest p50 {fmt(c.get('p50'), 0)}, p99 {fmt(c.get('p99'), 0)}, max {fmt(c.get('max'), 0)} µs" if "p50" in c else ""
+            rows.append((f"e-stop latency, line written → ESTOP written ({label}), µs",
+                         dist(w, keys=("p50", "p99", "max")) + f"; to readable at the device end {dist(d['line_to_estop_readable_us'])}" + ctext,
+                         "(none set)", "", command(raw, name)))
+        elif d:
+            rows.append((f"e-stop latency ({label})", d["error"], "", "", command(raw, name)))
+
+    d = harness("planload")
+    if d and "error" not in d:
+        r = d["ratio_load_to_python_process"]
+        text = (f"ratio {dist(r, digits=2)}; PlanLoader.load {dist(d['planloader_load_ms'], digits=0)} ms; "
+                f"python3 json.load process {dist(d['python_json_load_process_ms'], digits=0)} ms")
+        if "ratio_validate_process_to_python_process" in d:
+            text += f"; `smpctl validate` process ratio {dist(d['ratio_validate_process_to_python_process'], digits=2)}"
+        rows.append((f"plan load + validate, {d['dots']:,} dots ({d['bytes'] / 1e6:.1f} MB) ÷ python3 json.load",
+                     text, "≤ 1.0", "yes" if r["p50"] <= 1.0 else "NO", command(raw, "planload")))
+
+    rss_log = raw / "rss.log"
+    if rss_log.exists():
+        runs = re.findall(r"run (\d+): exit (\d+), max RSS (\d+|\?) KiB, wall (\S+),", rss_log.read_text())
+        if runs:
+            # Only a completed session (exit 0) measures the whole session's peak.
+            mib = [int(k) / 1024 for (_, e, k, _) in runs if k != "?" and e == "0"]
+            exits = [int(e) for (_, e, _, _) in runs]
+            figures["rss"] = {"max_rss_mib_completed_runs": mib, "exit_status": exits, "wall": [w for (*_, w) in runs]}
+            text = ("max RSS " + ", ".join(f"{m:.1f}" for m in mib) + " MiB (per completed run)") if mib else "no run completed"
+            if any(exits):
+                text += f"; exit status per run {exits} (75: held before the end, its peak not counted)"
+            rows.append(("peak resident memory, `smpctl run --sim` of 200,000 dots",
+                         text, "≤ 80 MB", ("yes" if max(mib) * 1.048576 <= 80 else "NO") if mib else "?", command(raw, "rss")))
+
+    result = {"machine": machine, "figures": figures,
+              "table": [{"figure": f, "result": r, "goal": g, "met": m, "command": c} for f, r, g, m, c in rows]}
+    (out / "latest.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    lines = [f"smpctl benchmarks — {machine.get('date', '?')} — commit {machine.get('commit', '?')}",
+             f"machine: {machine.get('nproc', '?')} × {machine.get('cpu', '?')}, kernel {machine.get('kernel', '?')}, "
+             f"{machine.get('swift', '?')}, load before {machine.get('load_before', '?')}", ""]
+    for f, r, g, m, c in rows:
+        lines.append(f"{f}\n    {r}\n    goal {g}{'  → ' + m if m else ''}\n    $ {c}")
+    (out / "latest.txt").write_text("\n".join(lines) + "\n")
+    # The same as markdown, for docs/performance.md.
+    md = ["| figure | result | goal | met |", "|---|---|---|---|"]
+    for f, r, g, m, c in rows:
+        md.append(f"| {f} | {r} | {g} | {m} |".replace("\n", " "))
+    md += ["", "Commands:", ""]
+    seen = set()
+    for f, r, g, m, c in rows:
+        if c and c not in seen:
+            seen.add(c)
+            md.append(f"- `{c}`")
+    (out / "latest.md").write_text("\n".join(md) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

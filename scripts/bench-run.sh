@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Runs every smpctl benchmark (docs/performance.md) and writes the results:
+#   Benchmarks/results/latest.json   every figure, as distributions, with the machine and commands
+#   Benchmarks/results/latest.txt    the same, one entry per figure with its command
+#   Benchmarks/results/latest.md     the table as markdown (what docs/performance.md quotes)
+#   Benchmarks/results/raw/          each step's own output (package-benchmark text, JSON, logs)
+#
+#   scripts/bench-run.sh              everything (about 12 minutes on 2 cores, plus the first build)
+#   BENCH_ONLY="codec fullpath" scripts/bench-run.sh    some steps: codec fullpath link underruns
+#                                                       cpu estop planload rss
+#   BENCH_QUICK=1 scripts/bench-run.sh                  fewer runs and trials (a smoke test)
+#   (with BENCH_ONLY the other rows of the report keep their previous raw results, if any)
+#
+# Needs: swift, python3, /usr/bin/time; rt-tests (cyclictest) and stress-ng for the e-stop and
+# underrun rows (apt-get install rt-tests stress-ng; the hog falls back to `yes`). The e-stop row
+# runs cyclictest at SCHED_FIFO 80: run as root. The machine is shared: check `uptime` first and
+# compare load averages (each step records its own).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BENCH="$ROOT/Benchmarks"
+OUT="${BENCH_OUT:-$BENCH/results}"
+RAW="$OUT/raw"
+PLANS="$BENCH/plans"
+ONLY="${BENCH_ONLY:-codec fullpath link underruns cpu estop planload rss}"
+QUICK="${BENCH_QUICK:-0}"
+SWIFT="${SWIFT:-swift}"
+
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+say() { printf 'bench: %s\n' "$*" >&2; }
+if [[ "$QUICK" == 1 ]]; then
+    RUNS=1; LINK_RUNS=1; UNDERRUN_RUNS=1; CPU_RUNS=1; TRIALS=1000; LOAD_RUNS=3; RSS_RUNS=1
+else
+    RUNS=5; LINK_RUNS=3; UNDERRUN_RUNS=2; CPU_RUNS=3; TRIALS=10000; LOAD_RUNS=7; RSS_RUNS=2
+fi
+
+mkdir -p "$RAW"
+python3 "$ROOT/scripts/bench-make-plans.py" "$PLANS"
+
+say "building (release; the first build of this package takes ~10 minutes on 2 cores)"
+( cd "$BENCH" && "$SWIFT" build -c release --product smp-bench >&2 )
+BIN="$(cd "$BENCH" && "$SWIFT" build -c release --show-bin-path)"
+HARNESS="$BIN/smp-bench"
+SMPCTL="$BIN/smpctl"
+if ! ( cd "$BENCH" && "$SWIFT" build -c release --product smpctl >&2 ); then
+    say "smpctl did not build: the rss row and the \`smpctl validate\` column are skipped"
+    SMPCTL=""
+fi
+
+{
+    echo "{"
+    echo "  \"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\","
+    echo "  \"commit\": \"$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- Sources 2>/dev/null || echo '+uncommitted Sources changes')\","
+    echo "  \"nproc\": $(nproc),"
+    echo "  \"cpu\": \"$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')\","
+    echo "  \"kernel\": \"$(uname -r)\","
+    echo "  \"swift\": \"$("$SWIFT" --version 2>/dev/null | head -1 | sed 's/"/\\"/g')\","
+    echo "  \"load_before\": \"$(cut -d' ' -f1-3 /proc/loadavg)\""
+    echo "}"
+} > "$RAW/machine.json"
+say "machine: $(nproc) × $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+step() {  # step NAME COMMAND...: runs COMMAND, JSON to raw/NAME.json, log to raw/NAME.log
+    local name="$1"; shift
+    say "$name: $*"
+    echo "$*" > "$RAW/$name.cmd"
+    if ! "$@" > "$RAW/$name.json" 2> >(tee "$RAW/$name.log" >&2); then
+        sleep 0.2
+        say "$name FAILED (see $RAW/$name.log)"
+        echo "{\"figure\": \"$name\", \"error\": \"failed, see raw/$name.log\"}" > "$RAW/$name.json"
+    fi
+}
+
+if want codec; then
+    say "codec: swift package benchmark --target Codec"
+    ( cd "$BENCH" && "$SWIFT" package --disable-sandbox benchmark --target Codec --no-progress \
+        --format text ) > "$RAW/codec.txt" 2> "$RAW/codec.log" || say "codec FAILED (see $RAW/codec.log)"
+    echo "swift package --disable-sandbox benchmark --target Codec --no-progress --format text" > "$RAW/codec.cmd"
+fi
+
+if want fullpath; then
+    step fullpath "$HARNESS" fullpath --plan "$PLANS/bench-20k.json" --runs "$RUNS"
+    step fullpath-norecords "$HARNESS" fullpath --plan "$PLANS/bench-20k.json" --runs "$RUNS" --no-records
+fi
+
+if want link; then
+    step link-115200 "$HARNESS" link --plan "$PLANS/bench-5k.json" --baud 115200 --runs "$LINK_RUNS"
+    step link-921600 "$HARNESS" link --plan "$PLANS/bench-5k.json" --baud 921600 --runs "$LINK_RUNS"
+fi
+
+if want underruns; then
+    step underruns-idle "$HARNESS" underruns --plan "$PLANS/bench-20k.json" --time-scale 0.02 --runs 1
+    step underruns-hog "$HARNESS" underruns --plan "$PLANS/bench-20k.json" --time-scale 0.02 --runs "$UNDERRUN_RUNS" --hog
+    # The same with the simulator in its own process at nice -10 (a real device has its own CPU).
+    step underruns-hog-devproc "$HARNESS" underruns --plan "$PLANS/bench-20k.json" --time-scale 0.02 --runs "$UNDERRUN_RUNS" --hog --device-process --device-nice -10
+    # The same session at SCHED_FIFO 50 (host and simulator; the hog stays SCHED_OTHER): what a
+    # real-time link thread would give. Needs root (or CAP_SYS_NICE).
+    step underruns-hog-fifo chrt -f 50 "$HARNESS" underruns --plan "$PLANS/bench-20k.json" --time-scale 0.02 --runs "$UNDERRUN_RUNS" --hog
+fi
+
+if want cpu; then
+    step cpu "$HARNESS" cpu --plan "$PLANS/bench-paced.json" --runs "$CPU_RUNS"
+fi
+
+if want estop; then
+    step estop-idle "$HARNESS" estop --trials "$TRIALS" --cyclictest
+    step estop-hog "$HARNESS" estop --trials "$TRIALS" --hog --cyclictest
+    # The same at SCHED_FIFO 50 (the hog stays SCHED_OTHER): what a real-time interlock thread gives.
+    step estop-hog-fifo chrt -f 50 "$HARNESS" estop --trials "$TRIALS" --hog
+fi
+
+if want planload; then
+    step planload "$HARNESS" planload --plan "$PLANS/bench-200k.json" --runs "$LOAD_RUNS" ${SMPCTL:+--smpctl "$SMPCTL"}
+fi
+
+if want rss && [[ -n "$SMPCTL" ]]; then
+    : > "$RAW/rss.log"
+    cmd=(/usr/bin/time -v "$SMPCTL" run "$PLANS/bench-200k.json" --sim --time-scale 0 --yes --json)
+    echo "${cmd[*]} --db TMP/records.sqlite > /dev/null" > "$RAW/rss.cmd"
+    for i in $(seq 1 "$RSS_RUNS"); do
+        tmp="$(mktemp -d)"
+        say "rss run $i: ${cmd[*]} --db $tmp/records.sqlite"
+        status=0
+        "${cmd[@]}" --db "$tmp/records.sqlite" > "$tmp/events.ndjson" 2> "$tmp/time.txt" || status=$?
+        kib="$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$tmp/time.txt")"
+        wall="$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$tmp/time.txt")"
+        # Exit status 0 = every dot confirmed done (smpctl run --help).
+        echo "run $i: exit $status, max RSS ${kib:-?} KiB, wall ${wall:-?}, load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RAW/rss.log" >&2
+        tail -n 2 "$tmp/events.ndjson" | cut -c1-400 >> "$RAW/rss.log"
+        tail -n 25 "$tmp/time.txt" >> "$RAW/rss.log"
+        rm -rf "$tmp"
+    done
+fi
+
+python3 "$ROOT/scripts/bench-report.py" "$OUT"
+say "results: $OUT/latest.txt and $OUT/latest.json"
