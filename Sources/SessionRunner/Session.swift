@@ -178,7 +178,8 @@ public final class Session: @unchecked Sendable {
     private var skipped = 0
     private var interrupted: [UInt32] = []
     private var inDoubt: [UInt32] = []
-    private var regionByID: [UInt32: String] = [:]
+    /// The plan's dots by id: the region for progress, the file position for messages.
+    private let planDotByID: [UInt32: PlanDot]
     private var outcome: SessionOutcome?
     private var reason: String?
     private var startNanos: UInt64 = 0
@@ -205,7 +206,7 @@ public final class Session: @unchecked Sendable {
         self.logger = logger
         self.effectiveEnvelope = options.envelope
         self.todo = plan.dots
-        for dot in plan.dots { if let region = dot.region { regionByID[dot.id] = region } }
+        planDotByID = Dictionary(plan.dots.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
     }
 
     /// Opens `devicePath` and runs the session. `confirm` is asked once with the preflight; it
@@ -480,26 +481,18 @@ public final class Session: @unchecked Sendable {
         journal.submit(urgent: true) { $0.claims.append(contentsOf: ids) }
     }
 
-    private var planDotByID: [UInt32: PlanDot] {
-        if let cached = cachedPlanDotByID { return cached }
-        var map: [UInt32: PlanDot] = [:]
-        map.reserveCapacity(plan.dots.count)
-        for dot in plan.dots { map[dot.id] = dot }
-        cachedPlanDotByID = map
-        return map
-    }
-    private var cachedPlanDotByID: [UInt32: PlanDot]?
-
-    /// Layer 2 of the envelope: every dot is checked again just before it is encoded.
+    /// Layer 2 of the envelope: every dot is checked again just before it is encoded — the values
+    /// of the DOT command itself (what goes on the wire), and a dot the plan does not hold is
+    /// refused (fail closed).
     private func nextDot() -> DotCommand? {
         guard outcome == nil, pendingEnd == nil else { return nil }
         if ready.count - readyHead < claimBatch / 2 { requestClaims() }
         guard readyHead < ready.count else { return nil }
         let command = ready[readyHead]
-        if checkEnvelopeBeforeEncoding, let dot = planDotByID[command.dotID], let issue = effectiveEnvelope.check(dot) {
-            logger.critical("dot \(dot.id) failed the envelope check before encoding: \(issue)")
-            reason = "dot \(dot.id) outside the envelope before encoding: \(issue)"
-            audit("envelope-refused", ["dot": "\(dot.id)", "issue": "\(issue)"])
+        if checkEnvelopeBeforeEncoding, let problem = envelopeProblem(command) {
+            logger.critical("dot \(command.dotID) failed the envelope check before encoding: \(problem)")
+            reason = "dot \(command.dotID) outside the envelope before encoding: \(problem)"
+            audit("envelope-refused", ["dot": "\(command.dotID)", "issue": problem])
             pendingEnd = .held
             link?.abort()
             return nil
@@ -510,6 +503,15 @@ public final class Session: @unchecked Sendable {
             readyHead = 0
         }
         return command
+    }
+
+    private func envelopeProblem(_ command: DotCommand) -> String? {
+        guard let planned = planDotByID[command.dotID] else { return "dot \(command.dotID) is not in the plan" }
+        let encoded = PlanDot(
+            id: command.dotID, xMicrometres: command.xMicrometres, yMicrometres: command.yMicrometres,
+            depthMicrometres: Int32(command.depthMicrometres), dwellMicroseconds: Int32(clamping: command.dwellMicroseconds),
+            region: planned.region, index: planned.index)
+        return effectiveEnvelope.check(encoded).map { "\($0)" }
     }
 
     // MARK: - Committed changes
@@ -525,7 +527,7 @@ public final class Session: @unchecked Sendable {
             if outcome == nil {
                 onEvent(.progress(SessionProgress(
                     done: done.count + previouslyDone, total: plan.dots.count - skipped, lastDotID: entry.dotID,
-                    region: regionByID[entry.dotID], deviceTimeMicroseconds: 0)))
+                    region: planDotByID[entry.dotID]?.region, deviceTimeMicroseconds: 0)))
             }
         }
         if outcome == nil, !batch.done.isEmpty, done.count + previouslyDone + skipped == plan.dots.count {
