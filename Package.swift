@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/vapor/console-kit", from: "4.16.2"),
     ],
     targets: [
         // Pure codec: no I/O, no Foundation, shared by host and simulator.
@@ -70,6 +71,8 @@ let package = Package(
                 "SessionRunner", "NeedleDriver", "DeviceSim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                // The live progress line at a terminal (ActivityBar, styled ConsoleText, erase).
+                .product(name: "ConsoleKitTerminal", package: "console-kit"),
             ],
             swiftSettings: strict),
 
@@ -77,7 +80,10 @@ let package = Package(
         .testTarget(name: "NeedleDriverTests", dependencies: ["NeedleDriver", "DeviceSim"], swiftSettings: strict),
         .testTarget(name: "SessionRunnerTests", dependencies: ["SessionRunner", "DeviceSim"], swiftSettings: strict),
         .testTarget(name: "DeviceSimTests", dependencies: ["DeviceSim", "FirmwareProtocol"], swiftSettings: strict),
-        .testTarget(name: "SmpctlTests", dependencies: ["smpctl"], swiftSettings: strict),
+        .testTarget(
+            name: "SmpctlTests",
+            dependencies: ["smpctl", .product(name: "ConsoleKitTerminal", package: "console-kit")],
+            swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

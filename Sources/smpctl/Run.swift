@@ -75,8 +75,9 @@ struct Run: ParsableCommand {
             The plan is validated first; nothing is sent to a device when it has an error. After \
             the handshake the plan is checked again against the applicator's own limits, a \
             preflight summary is shown and you are asked to confirm (--yes skips the question). \
-            Every session is recorded (--db). Ctrl-C once holds the session (needle retracted, \
-            queue flushed); Ctrl-C again ends it, resumable with `smpctl resume`. Exit status 0 \
+            Every session is recorded (--db). Ctrl-C once holds the session (the dot in the skin \
+            finishes, needle retracted, queue flushed; Enter resumes); Ctrl-C again asks whether \
+            to end it (resumable later with `smpctl resume`). Exit status 0 \
             only when every dot was confirmed done by the applicator; 65 invalid plan; 69 \
             applicator unavailable or link lost; 74 records not writable; 75 held or stopped \
             before the end; 77 permission denied on the device.
@@ -224,63 +225,38 @@ enum SessionCommand {
         options.link.requestedLease = .milliseconds(machine.leaseMilliseconds)
         let session = Session(plan: plan, options: options, logger: logger)
         let lineFaults = try target.lineFaults.map { try HostLineFaults(spec: $0) }
-        let heldPrompt = HeldPrompt(interactive: Output.stdinIsTerminal && !ndjson, reporter: reporter)
-        let interrupts = InterruptHandler(session: session, reporter: reporter)
-        interrupts.install()
-        defer { interrupts.uninstall() }
+        let reporterQueue = DispatchQueue(label: "smpctl.reporter")
+        let operatorConsole = OperatorConsole(session: session, interlocks: interlocks, reporter: reporter,
+                                              interactive: Output.stdinIsTerminal && !ndjson)
+        operatorConsole.install()
+        defer { operatorConsole.uninstall() }
         let account: SessionAccount
         do {
             account = try session.run(
                 devicePath: devicePath,
-                confirm: { preflight in yes || Prompt.confirm("Arm the applicator and start \(preflight.dotCount) dots?") },
+                confirm: { preflight in
+                    reporterQueue.sync {}  // the preflight summary is on the screen before the question
+                    return yes || Prompt.confirm("Arm the applicator and start \(preflight.dotCount) dots?")
+                },
                 onEvent: { event in
-                    reporter.report(event)
-                    if case .held = event { heldPrompt.held(session: session) }
+                    // Events arrive on the session's queue: the terminal must never hold it up (a
+                    // technician's Ctrl-S, a slow SSH link would stop the heartbeat and expire
+                    // the lease), so what they print happens on a queue of its own, in order.
+                    reporterQueue.async {
+                        reporter.report(event)
+                        operatorConsole.observe(event)
+                    }
                     if case .progress(let progress) = event, let lineFaults, let lines = interlocks.simulator {
                         lineFaults.fire(afterDot: progress.lastDotID, on: lines, configuration: interlocks.configuration)
                     }
                 })
         } catch let error {
+            reporterQueue.sync {}
             reporter.failed(error.description)
             throw ExitCode(error.exitCode)
         }
+        reporterQueue.sync {}  // every event printed, the summary last
         throw ExitCode(account.exitCode)
-    }
-}
-
-/// Ctrl-C once: hold. Twice: end the session held (resumable).
-final class InterruptHandler: @unchecked Sendable {
-    private let session: Session
-    private let reporter: RunReporter
-    private var source: (any DispatchSourceSignal)?
-    private var count = 0
-    private let queue = DispatchQueue(label: "smpctl.signals")
-
-    init(session: Session, reporter: RunReporter) {
-        self.session = session
-        self.reporter = reporter
-    }
-
-    func install() {
-        signal(SIGINT, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: queue)
-        source.setEventHandler { [self] in
-            count += 1
-            if count == 1 {
-                reporter.note("Ctrl-C: holding — the dot in progress finishes, the needle retracts. Ctrl-C again ends the session (resumable).")
-                session.requestHold()
-            } else {
-                reporter.note("Ctrl-C again: ending the session, needle retracted.")
-                session.requestAbort(reason: "ended by the operator (Ctrl-C twice)")
-            }
-        }
-        source.resume()
-        self.source = source
-    }
-
-    func uninstall() {
-        source?.cancel()
-        signal(SIGINT, SIG_DFL)
     }
 }
 
@@ -290,38 +266,20 @@ enum Prompt {
         guard let answer = readLine() else { return false }
         return ["y", "yes"].contains(answer.trimmingCharacters(in: .whitespaces).lowercased())
     }
-}
 
-/// What happens when a session is held (pedal released, contact lost, operator's Ctrl-C): at a
-/// terminal the operator resumes with Enter — the interlocks allow it only when every input is
-/// healthy — or ends with Ctrl-C; without one nobody can resume, so the session ends held (its
-/// account exact, `smpctl resume` continues it).
-final class HeldPrompt: @unchecked Sendable {  // `asking` guarded by `lock`
-    private let interactive: Bool
-    private let reporter: RunReporter
-    private let lock = NSLock()
-    private var asking = false
-
-    init(interactive: Bool, reporter: RunReporter) {
-        self.interactive = interactive
-        self.reporter = reporter
-    }
-
-    func held(session: Session) {
-        guard interactive else {
-            session.requestEndWhenHeld(reason: "held with no operator at a terminal to resume it; continue with smpctl resume")
-            return
-        }
-        let start = lock.withLock { () -> Bool in
-            defer { asking = true }
-            return !asking
-        }
-        guard start else { return }
-        reporter.note("Press Enter to resume (every interlock must be healthy), or Ctrl-C to end the session.")
-        Thread.detachNewThread { [self] in
-            _ = readLine()
-            lock.withLock { asking = false }
-            session.requestResume()
+    /// A line from standard input read with read(2), not stdio: a thread blocked in stdio's
+    /// getline holds stdin's FILE lock, and `fflush(NULL)` — which ConsoleKit's terminal calls
+    /// on every redraw here (see `LiveLine`) — takes every stream's lock, so the redraw, and the
+    /// session queue reporting through it, would wait for the operator to type.
+    static func readLine() -> String? {
+        var bytes: [UInt8] = []
+        var byte: UInt8 = 0
+        while true {
+            let count = read(STDIN_FILENO, &byte, 1)
+            if count < 0 && errno == EINTR { continue }
+            guard count == 1 else { return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self) }
+            if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
+            bytes.append(byte)
         }
     }
 }

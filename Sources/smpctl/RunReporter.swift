@@ -3,6 +3,7 @@ import FirmwareProtocol
 import Foundation
 import NeedleDriver
 import SessionRunner
+import ConsoleKitTerminal
 import Synchronization
 
 /// Turns session events into what the technician sees: a summary, a progress line and plain
@@ -11,19 +12,25 @@ final class RunReporter: Sendable {
     private struct State {
         var lastDraw: UInt64 = 0
         var startNanos: UInt64 = 0
-        var lineOpen = false
-        var deviceState = "—"
-        var interlock = ""
         var lastProgress: SessionProgress?
-        var lastDrawnDone = -1
+        /// The progress line; nil for NDJSON and once the session has finished.
+        var live: LiveLine?
+        var bar = SessionProgressBar()
     }
     private let ndjson: Bool
     private let sim: Bool
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
     init(ndjson: Bool, sim: Bool) {
         self.ndjson = ndjson
         self.sim = sim
+        var initial = State()
+        if !ndjson {
+            let live = LiveLine()
+            initial.live = live
+            initial.bar.colours = live.colours
+        }
+        state = Mutex(initial)
     }
 
     func report(_ event: SessionEvent) {
@@ -36,17 +43,41 @@ final class RunReporter: Sendable {
         state.withLock { state in
             if ndjson {
                 Output.printJSON(["event": "note", "message": text])
+            } else if let live = state.live {
+                live.print(text)
+                drawProgress(&state, now: DispatchTime.now().uptimeNanoseconds)
             } else {
-                closeLine(&state)
                 Output.err(text)
             }
+        }
+    }
+
+    /// A question for the operator (OperatorConsole): the progress line stays off until
+    /// `closeQuestion`, so the echo of the answer cannot confuse its redraw.
+    func ask(_ text: String) {
+        state.withLock { state in
+            if ndjson {
+                Output.printJSON(["event": "note", "message": text])
+            } else if let live = state.live {
+                live.ask(text)
+            } else {
+                Output.err(text)
+            }
+        }
+    }
+
+    func closeQuestion() {
+        state.withLock { state in
+            guard let live = state.live, live.suspended else { return }
+            live.suspended = false
+            drawProgress(&state, now: DispatchTime.now().uptimeNanoseconds)
         }
     }
 
     func failed(_ text: String) {
         state.withLock { state in
             if ndjson { Output.printJSON(["event": "error", "message": text]) }
-            closeLine(&state)
+            state.live?.erase()
             Output.err("smpctl: \(text)")
         }
     }
@@ -128,59 +159,60 @@ final class RunReporter: Sendable {
                 Envelope    depth \(mm(e.depthMicrometres.lowerBound))–\(mm(e.depthMicrometres.upperBound)) mm, \
                 dwell \(ms(e.dwellMicroseconds.lowerBound))–\(ms(e.dwellMicroseconds.upperBound)) ms, \
                 travel ±\(mm(e.travelXMicrometres)) × ±\(mm(e.travelYMicrometres)) mm, spacing ≥ \(mm(e.minimumSpacingMicrometres)) mm
-                Estimate    \(duration(p.estimatedDurationSeconds)) at the applicator's real speed
+                Estimate    \(Self.duration(p.estimatedDurationSeconds)) at the applicator's real speed
                 """)
         case .armed:
             state.startNanos = DispatchTime.now().uptimeNanoseconds
-            print("Armed. Streaming…")
+            line(.success, "Armed. Streaming…", &state)
         case .progress(let p):
             state.lastProgress = p
             let now = DispatchTime.now().uptimeNanoseconds
-            guard p.done == p.total || now - state.lastDraw > 100_000_000 else { return }
+            // At most 4 redraws a second (every 5 s where the cursor cannot move), and the last dot.
+            let interval: UInt64 = state.live?.canRedrawInPlace == false ? 5_000_000_000 : 250_000_000
+            guard p.done == p.total || now &- state.lastDraw > interval else { return }
             state.lastDraw = now
-            drawProgress(p, &state, now: now)
+            drawProgress(&state, now: now)
         case .held(let reason):
-            closeLine(&state)
-            Output.err("HOLD — \(reason). Needle retracted; the place in the plan is kept.")
+            alarm(.warning, "HOLD — \(reason). The dot in progress finishes, the needle retracts, the place in the plan is kept.", &state)
         case .resumed:
-            closeLine(&state)
-            Output.err("Resumed.")
+            line(.success, "Resumed.", &state)
         case .deviceStatus(let s):
-            state.deviceState = s.state.description
+            let changed = state.bar.deviceState != s.state.description
+            state.bar.deviceState = s.state.description
             if s.state.isLatched {
-                closeLine(&state)
-                Output.err("STOP — applicator \(s.state): \(s.fault). Needle power off, needle retracted.")
+                alarm(.error, "STOP — applicator \(s.state): \(s.fault). Needle power off, needle retracted.", &state)
+            } else if changed {
+                drawProgress(&state, now: DispatchTime.now().uptimeNanoseconds)
             }
         case .dotInterrupted(let id):
-            closeLine(&state)
-            Output.err("Dot \(id) was cut short (partially injected). It will not be repeated automatically.")
+            alarm(.error, "Dot \(id) was cut short (partially injected). It will not be repeated automatically.", &state)
         case .dotsInDoubt(let ids):
-            closeLine(&state)
-            Output.err("\(ids.count) dot(s) were in flight and cannot be confirmed: \(ids.prefix(10).map(String.init).joined(separator: ", "))\(ids.count > 10 ? ", …" : "")")
+            alarm(.warning, "\(ids.count) dot(s) were in flight and cannot be confirmed: \(ids.prefix(10).map(String.init).joined(separator: ", "))\(ids.count > 10 ? ", …" : "")", &state)
         case .refused(let text):
-            closeLine(&state)
-            Output.err("REFUSED — \(text)")
+            alarm(.error, "REFUSED — \(text)", &state)
         case .interlock(let t):
-            state.interlock = t.to.description
-            // Alarm lines for stops only; readings while not yet armed are the start-up state.
-            if t.to == .estopped || t.to == .held || (t.from == .armed && t.to == .faulted) {
-                closeLine(&state)
+            state.bar.interlock = t.to.description
+            // Alarm lines for stops only; readings while not yet armed are the start-up state, and
+            // a hold has its own line (`.held`, with the same cause).
+            if t.to == .estopped || (t.from == .armed && t.to == .faulted) {
                 let effect: String
                 switch t.to {
                 case .estopped: effect = "E-STOP: needle power off. Release the e-stop, then reset to continue (smpctl resume)."
-                case .held: effect = "HOLD: the dot in progress finishes, the needle retracts, the place is kept."
                 case .faulted: effect = "not armed: needle power off."
-                case .armed: effect = ""
+                case .held, .armed: effect = ""
                 }
-                Output.err("INTERLOCK — \(t.cause): \(effect)")
+                alarm(.error, "INTERLOCK — \(t.cause): \(effect)", &state)
+            } else {
+                drawProgress(&state, now: DispatchTime.now().uptimeNanoseconds)
             }
         case .linkMetrics:
             break
         case .finished(let a):
-            if let p = state.lastProgress, state.lastDrawnDone != p.done {
-                drawProgress(p, &state, now: DispatchTime.now().uptimeNanoseconds)
+            if state.lastProgress != nil, state.live?.suspended != true {
+                drawProgress(&state, now: DispatchTime.now().uptimeNanoseconds)
             }
-            closeLine(&state)
+            // The last drawn line stays on the screen, the summary goes below it.
+            state.live = nil
             let m = a.metrics
             let headline: String
             switch a.outcome {
@@ -202,40 +234,41 @@ final class RunReporter: Sendable {
             if !a.interrupted.isEmpty { print("  Cut short:   \(a.interrupted.map(String.init).joined(separator: ", "))") }
             if !a.inDoubt.isEmpty { print("  In doubt:    \(a.inDoubt.count) (\(a.inDoubt.prefix(10).map(String.init).joined(separator: ", ")))") }
             if a.outcome != .completed { print("  Not started: \(a.notStarted.count)") }
-            print("  Time:        \(duration(a.elapsedSeconds))\(a.elapsedSeconds > 0 ? String(format: ", %.0f dots/s", Double(a.done.count) / a.elapsedSeconds) : "")")
+            print("  Time:        \(Self.duration(a.elapsedSeconds))\(a.elapsedSeconds > 0 ? String(format: ", %.0f dots/s", Double(a.done.count) / a.elapsedSeconds) : "")")
             print("  Link:        \(m.framesSent) frames sent, \(m.framesReceived) received, \(m.retransmissions) retransmitted, \(m.badFramesReceived) bad frames, RTT \(String(format: "%.1f", Double(m.smoothedRTTMicroseconds) / 1000)) ms")
         }
     }
 
-    private func drawProgress(_ p: SessionProgress, _ state: inout State, now: UInt64) {
-        state.lastDrawnDone = p.done
-        let width = 30
-        let filled = p.total > 0 ? width * p.done / p.total : 0
-        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-        let elapsed = Double(now - state.startNanos) / 1e9
+    private func drawProgress(_ state: inout State, now: UInt64) {
+        guard let live = state.live, let p = state.lastProgress else { return }
+        let elapsed = Double(now &- state.startNanos) / 1e9
         let rate = elapsed > 0 ? Double(p.done) / elapsed : 0
-        let eta = rate > 0 ? Double(p.total - p.done) / rate : 0
-        let line = "[\(bar)] \(p.done)/\(p.total) \(String(format: "%5.1f%%", 100 * Double(p.done) / Double(max(p.total, 1)))) "
-            + "\(String(format: "%.0f", rate)) dots/s  ETA \(duration(eta))  \(p.region ?? "")  \(state.deviceState)"
-            + (state.interlock.isEmpty ? "" : "  interlocks \(state.interlock)")
-        if Output.stdoutIsTerminal {
-            FileHandle.standardOutput.write(Data(("\r" + line + "\u{1B}[K").utf8))
-            state.lineOpen = true
+        state.bar.done = p.done
+        state.bar.total = p.total
+        state.bar.dotsPerSecond = rate
+        state.bar.etaSeconds = rate > 0 ? Double(p.total - p.done) / rate : nil
+        state.bar.region = p.region
+        live.draw(state.bar)
+    }
+
+    /// A plain line above the progress line, which is drawn again below it.
+    private func line(_ style: ConsoleStyle, _ text: String, _ state: inout State) {
+        if let live = state.live {
+            live.print(text, style: style)
+            drawProgress(&state, now: DispatchTime.now().uptimeNanoseconds)
         } else {
-            print(line)
+            print(text)
         }
     }
 
-    private func closeLine(_ state: inout State) {
-        if state.lineOpen {
-            FileHandle.standardOutput.write(Data("\n".utf8))
-            state.lineOpen = false
-        }
+    /// An alarm: in colour above the progress line.
+    private func alarm(_ style: ConsoleStyle, _ text: String, _ state: inout State) {
+        line(style, text, &state)
     }
 
     private func mm(_ micrometres: Int32) -> String { String(format: "%g", Double(micrometres) / 1000) }
     private func ms(_ microseconds: Int32) -> String { String(format: "%g", Double(microseconds) / 1000) }
-    private func duration(_ seconds: Double) -> String {
+    static func duration(_ seconds: Double) -> String {
         let s = Int(seconds.rounded())
         return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
     }

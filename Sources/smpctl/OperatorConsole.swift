@@ -1,0 +1,160 @@
+import Dispatch
+import Foundation
+import SessionRunner
+
+/// The operator's keyboard during a session: Ctrl-C and what is typed at the terminal.
+///
+/// - Ctrl-C once: hold (the dot in the skin finishes, the needle retracts, the place is kept).
+/// - Ctrl-C again: asks whether to end the session; only "y" ends it. A third Ctrl-C while that
+///   question is open is taken as the answer: end now.
+/// - While held: Enter resumes, when every interlock is healthy (else it says what blocks it).
+///
+/// One reader thread owns standard input, so the hold's "Enter resumes" and the "end the
+/// session?" question never compete for the same line. Without a terminal nobody can answer:
+/// a hold ends the session held (resumable), and a second Ctrl-C ends it at once.
+final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by `lock`
+    enum Question: Equatable { case none, resume, endSession }
+
+    private let session: Session
+    private let interlocks: Interlocks?
+    private let reporter: RunReporter
+    private let interactive: Bool
+    private let readLine: @Sendable () -> String?
+    private let lock = NSLock()
+    private var question = Question.none
+    private var interrupts = 0
+    private var held = false
+    private var readerStarted = false
+    private var signalSource: (any DispatchSourceSignal)?
+    private let queue = DispatchQueue(label: "smpctl.operator")
+
+    /// - Parameter readLine: where answers come from; standard input by default.
+    init(session: Session, interlocks: Interlocks?, reporter: RunReporter, interactive: Bool,
+         readLine: @escaping @Sendable () -> String? = { Prompt.readLine() }) {
+        self.session = session
+        self.interlocks = interlocks
+        self.reporter = reporter
+        self.interactive = interactive
+        self.readLine = readLine
+    }
+
+    /// Takes SIGINT away from its default (kill the process mid-dot) for the session's duration.
+    func install() {
+        signal(SIGINT, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: queue)
+        source.setEventHandler { [self] in interrupted() }
+        source.resume()
+        signalSource = source
+    }
+
+    func uninstall() {
+        signalSource?.cancel()
+        signal(SIGINT, SIG_DFL)
+    }
+
+    /// The question open now (for tests).
+    var openQuestion: Question { lock.withLock { question } }
+
+    /// Sees every session event after the reporter.
+    func observe(_ event: SessionEvent) {
+        switch event {
+        case .held:
+            lock.withLock { held = true }
+            guard interactive else {
+                session.requestEndWhenHeld(reason: "held with no operator at a terminal to resume it; continue with smpctl resume")
+                return
+            }
+            if openQuestion == .none { ask(.resume) }
+        case .resumed:
+            // A resumed session starts counting Ctrl-C afresh: the next one holds again.
+            lock.withLock {
+                held = false
+                interrupts = 0
+                if question == .resume { question = .none }
+            }
+            reporter.closeQuestion()
+        default:
+            break
+        }
+    }
+
+    /// One Ctrl-C (called on `queue`; tests call it directly).
+    func interrupted() {
+        let (count, open) = lock.withLock { () -> (Int, Question) in
+            interrupts += 1
+            return (interrupts, question)
+        }
+        if count == 1 {
+            reporter.note("Ctrl-C: holding — the dot in progress finishes, the needle retracts, the place is kept. "
+                          + "Ctrl-C again to end the session.")
+            session.requestHold()
+        } else if interactive && open != .endSession {
+            ask(.endSession)
+        } else {
+            reporter.note(interactive ? "Ctrl-C again: ending the session now." : "Ctrl-C again: ending the session (no terminal to confirm at).")
+            endSession(reason: interactive ? "ended by the operator (Ctrl-C three times)" : "ended by the operator (Ctrl-C twice, no terminal)")
+        }
+    }
+
+    private func ask(_ new: Question) {
+        let start = lock.withLock { () -> Bool in
+            question = new
+            defer { readerStarted = true }
+            return !readerStarted
+        }
+        switch new {
+        case .none:
+            return
+        case .resume:
+            reporter.ask("Held. Press Enter to resume (every interlock must be healthy), or Ctrl-C to end the session.")
+        case .endSession:
+            reporter.ask(
+                "End the session now? The needle retracts (a dot still in the skin is cut short: recorded, "
+                    + "never repeated); the remaining dots stay resumable with `smpctl resume`. "
+                    + "Type y and Enter to end, Enter alone to stay held (Ctrl-C again: end now). [y/N]")
+        }
+        if start { Thread.detachNewThread { [self] in readAnswers() } }
+    }
+
+    private func readAnswers() {
+        while let line = readLine() {
+            answered(line)
+        }
+        // End of input: nobody can answer any more. An open "end?" stays unanswered (= no); a
+        // hold stays held, and the session ends held only through Ctrl-C or the usual paths.
+    }
+
+    /// One line typed by the operator.
+    func answered(_ line: String) {
+        let open = openQuestion
+        switch open {
+        case .none:
+            return  // typing while streaming means nothing
+        case .endSession:
+            if ["y", "yes"].contains(line.trimmingCharacters(in: .whitespaces).lowercased()) {
+                reporter.note("Ending the session, needle retracted.")
+                endSession(reason: "ended by the operator (Ctrl-C, confirmed)")
+                return
+            }
+            lock.withLock {
+                question = .none
+                interrupts = 1  // the next Ctrl-C asks again
+            }
+            reporter.note("Not ended.")
+            if lock.withLock({ held }) { ask(.resume) } else { reporter.closeQuestion() }
+        case .resume:
+            if let blockers = interlocks?.status().blockers, !blockers.isEmpty {
+                reporter.ask("Cannot resume yet: \(blockers.map(\.description).joined(separator: "; ")). "
+                             + "Put it right, then press Enter (or Ctrl-C to end the session).")
+                return
+            }
+            reporter.note("Resuming…")
+            session.requestResume()  // the question closes on the `.resumed` event
+        }
+    }
+
+    private func endSession(reason: String) {
+        lock.withLock { question = .none }
+        session.requestAbort(reason: reason)
+    }
+}

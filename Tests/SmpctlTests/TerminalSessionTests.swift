@@ -1,0 +1,186 @@
+import Foundation
+import ConsoleKitTerminal
+import XCTest
+
+@testable import smpctl
+
+/// `smpctl run` at a real terminal: a pseudo-terminal made by util-linux's `script`, whose input
+/// is this test's keyboard — Ctrl-C is the byte 0x03 typed into the terminal, turned into SIGINT
+/// by the kernel's line discipline exactly as for a technician.
+final class TerminalSessionTests: XCTestCase {
+    /// A running `smpctl` at a terminal, and what it has printed so far.
+    final class TerminalRun: @unchecked Sendable {  // `output` guarded by `lock`
+        let process = Process()
+        private let keyboard = Pipe()
+        private let screen = Pipe()
+        private let lock = NSLock()
+        private var output = Data()
+
+        init(_ arguments: [String], environment: [String: String] = CLITests.environment) throws {
+            let command = ([CLITests.binary.path] + arguments).map { "'\($0)'" }.joined(separator: " ")
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+            // -q quiet, -e the child's exit status, -f flush; /dev/null: no typescript file.
+            process.arguments = ["-q", "-e", "-f", "-c", command, "/dev/null"]
+            var environment = environment
+            environment["TERM"] = "xterm"
+            environment["COLUMNS"] = "160"
+            environment.removeValue(forKey: "NO_COLOR")
+            process.environment = environment
+            process.currentDirectoryURL = CLITests.repositoryRoot
+            process.standardInput = keyboard
+            process.standardOutput = screen
+            process.standardError = screen
+            try process.run()
+            screen.fileHandleForReading.readabilityHandler = { [weak self] handle in
+                let data = handle.availableData
+                guard let self, !data.isEmpty else { return }
+                lock.withLock { output.append(data) }
+            }
+        }
+
+        var text: String { lock.withLock { String(decoding: output, as: UTF8.self) } }
+
+        func type(_ keys: String) {
+            keyboard.fileHandleForWriting.write(Data(keys.utf8))
+        }
+
+        /// Waits until the screen shows `expected` (not a timing assertion: the timeout only
+        /// keeps a broken build from hanging the suite).
+        func waitFor(_ expected: String, timeout: TimeInterval = 60, file: StaticString = #filePath, line: UInt = #line) {
+            let deadline = Date().addingTimeInterval(timeout)
+            while !text.contains(expected) && Date() < deadline && process.isRunning {
+                Thread.sleep(forTimeInterval: 0.02)
+            }
+            XCTAssertTrue(text.contains(expected), "the terminal never showed “\(expected)”:\n\(text)", file: file, line: line)
+        }
+
+        func exitStatus(timeout: TimeInterval = 90) -> Int32 {
+            let deadline = Date().addingTimeInterval(timeout)
+            while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+            if process.isRunning { process.terminate() }
+            process.waitUntilExit()
+            Thread.sleep(forTimeInterval: 0.1)  // the last bytes through the readability handler
+            keyboard.fileHandleForWriting.closeFile()
+            return process.terminationStatus
+        }
+    }
+
+    static let ctrlC = "\u{03}"
+    /// ConsoleKit's erase of the previous progress line: cursor up, erase line.
+    static let consoleKitErase = "\u{1B}[1A\u{1B}[2K"
+
+    func hairlineRun(_ directory: URL) throws -> (TerminalRun, record: String) {
+        let record = directory.appendingPathComponent("record.ndjson").path
+        let run = try TerminalRun([
+            "run", "Examples/hairline.json", "--sim", "--time-scale", "0.2", "--yes", "--record", record,
+            "--db", directory.appendingPathComponent("records.sqlite").path,
+        ])
+        return (run, record)
+    }
+
+    func temporaryDirectory() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-tty-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+        return url
+    }
+
+    /// Dot ids in the simulator's ground truth, each with its outcome.
+    func groundTruth(_ path: String) throws -> [(dot: Int, outcome: String)] {
+        let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        return try text.split(separator: "\n").map { line in
+            let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            return (try XCTUnwrap(object["dot"] as? Int), try XCTUnwrap(object["outcome"] as? String))
+        }
+    }
+
+    /// Ctrl-C holds; a second Ctrl-C asks; "n" keeps the session; Enter resumes; every dot once.
+    func testCtrlCHoldsSecondAsksAndDecliningThenEnterResumesToTheEnd() throws {
+        let (run, record) = try hairlineRun(try temporaryDirectory())
+        run.waitFor("Dots [")
+        run.type(Self.ctrlC)
+        run.waitFor("Held. Press Enter to resume")
+        run.type(Self.ctrlC)
+        run.waitFor("End the session now?")
+        run.type("n\n")
+        run.waitFor("Not ended.")
+        run.type("\n")
+        run.waitFor("Resumed.")
+        let status = run.exitStatus()
+        let screen = run.text
+        XCTAssertEqual(status, 0, screen)
+        XCTAssertTrue(screen.contains("Session complete: all 191 dots confirmed done"), screen)
+        XCTAssertTrue(screen.contains(Self.consoleKitErase + "Dots ["), "the progress line is not redrawn in place:\n\(screen)")
+        XCTAssertTrue(screen.contains("interlocks \u{1B}[0;32marmed"), "interlock state not shown in colour:\n\(screen)")
+        let truth = try groundTruth(record)
+        XCTAssertEqual(truth.count, 191)
+        XCTAssertEqual(Set(truth.map { $0.dot }).count, 191, "a dot was injected twice")
+        XCTAssertTrue(truth.allSatisfy { $0.outcome == "done" })
+    }
+
+    /// "y" at the question ends the session held and resumable: exit 75, no dot twice.
+    func testConfirmingTheSecondCtrlCEndsTheSessionResumable() throws {
+        let (run, record) = try hairlineRun(try temporaryDirectory())
+        run.waitFor("Dots [")
+        run.type(Self.ctrlC)
+        run.waitFor("Held. Press Enter to resume")
+        run.type(Self.ctrlC)
+        run.waitFor("End the session now?")
+        run.type("y\n")
+        let status = run.exitStatus()
+        let screen = run.text
+        XCTAssertEqual(status, 75, screen)
+        XCTAssertTrue(screen.contains("Session held before the end."), screen)
+        XCTAssertTrue(screen.contains("ended by the operator (Ctrl-C, confirmed)"), screen)
+        XCTAssertTrue(screen.contains("continue with: smpctl resume"), screen)
+        let truth = try groundTruth(record)
+        XCTAssertLessThan(truth.count, 191)
+        XCTAssertEqual(Set(truth.map { $0.dot }).count, truth.count, "a dot was injected twice")
+    }
+
+    /// A third Ctrl-C answers the open question: end now.
+    func testThirdCtrlCEndsWithoutWaitingForAnAnswer() throws {
+        let (run, _) = try hairlineRun(try temporaryDirectory())
+        run.waitFor("Dots [")
+        run.type(Self.ctrlC)
+        run.waitFor("Held. Press Enter to resume")
+        run.type(Self.ctrlC)
+        run.waitFor("End the session now?")
+        run.type(Self.ctrlC)
+        let status = run.exitStatus()
+        XCTAssertEqual(status, 75, run.text)
+        XCTAssertTrue(run.text.contains("ended by the operator (Ctrl-C three times)"), run.text)
+    }
+
+    // MARK: The progress line's text
+
+    func testProgressBarShowsCountsRateEtaRegionAndStates() {
+        var bar = SessionProgressBar()
+        bar.done = 90
+        bar.total = 191
+        bar.dotsPerSecond = 14.6
+        bar.etaSeconds = 7
+        bar.region = "hairline-front"
+        bar.deviceState = "running"
+        bar.interlock = "armed"
+        bar.colours = false
+        XCTAssertEqual(bar.renderActiveBar(tick: 1, width: 20).description,
+                       "[#########-----------] 90/191  47.1%  15 dots/s  ETA 0:07  hairline-front  running  interlocks armed")
+        bar.done = 191
+        bar.etaSeconds = nil
+        XCTAssertTrue(bar.renderActiveBar(tick: 2, width: 10).description.hasPrefix("[##########] 191/191 100.0%  15 dots/s  ETA –"))
+    }
+
+    func testProgressBarColoursFollowTheStates() {
+        XCTAssertEqual(SessionProgressBar.interlockStyle("armed").color.map { "\($0)" }, "green")
+        XCTAssertEqual(SessionProgressBar.interlockStyle("held").color.map { "\($0)" }, "yellow")
+        XCTAssertEqual(SessionProgressBar.interlockStyle("estopped").color.map { "\($0)" }, "red")
+        XCTAssertEqual(SessionProgressBar.deviceStyle("fault").color.map { "\($0)" }, "red")
+        var bar = SessionProgressBar()
+        bar.interlock = "estopped"
+        let fragment = bar.renderActiveBar(tick: 0, width: 5).fragments.last
+        XCTAssertEqual(fragment?.string, "estopped")
+        XCTAssertEqual(fragment?.style.color.map { "\($0)" }, "red")
+        XCTAssertEqual(fragment?.style.isBold, true)
+    }
+}
