@@ -2,6 +2,7 @@ import Dispatch
 import FirmwareProtocol
 import Logging
 import NeedleDriver
+import Synchronization
 
 /// What a session reports while it runs. Delivered in order on the session's queue.
 public enum SessionEvent: Sendable {
@@ -158,6 +159,9 @@ public final class Session: @unchecked Sendable {
     private let options: SessionOptions
     private let logger: Logger
     private var link: ApplicatorLink?
+    /// `requestEnd` before `run` opened the port: the reason, taken by `run`. Guards the moment
+    /// `link` is set, so a request is never lost between the two.
+    private let earlyEnd = Mutex<String?>(nil)
     private var journal: RecordJournal?
     private var effectiveEnvelope: SafetyEnvelope
     public private(set) var sessionID: Int64?
@@ -218,13 +222,20 @@ public final class Session: @unchecked Sendable {
         let queue = DispatchQueue(label: "smpctl.session")
         let port = try SerialPort.open(path: devicePath, queue: queue)
         let link = ApplicatorLink(port: port, configuration: options.link, logger: logger)
-        self.link = link
+        let early = earlyEnd.withLock { early -> String? in
+            self.link = link
+            return early
+        }
         let result = ResultBox()
         queue.sync {
             self.onEvent = onEvent
             self.finished = { account in result.set(account) }
             self.startNanos = DispatchTime.now().uptimeNanoseconds
-            self.start(link: link, confirm: confirm)
+            if let early {
+                self.end(.declined, reason: "\(early); nothing was armed")
+            } else {
+                self.start(link: link, confirm: confirm)
+            }
         }
         return result.wait()
     }
@@ -283,15 +294,44 @@ public final class Session: @unchecked Sendable {
     }
 
     /// Ends a held session once the hold is complete (the dot in the skin finished, needle up),
-    /// resumable later. Unlike `requestAbort` it never cuts a dot short.
+    /// resumable later. Unlike `requestAbort` it never cuts a dot short. An end already under
+    /// way (abort, e-stop, `requestEnd`) keeps its own outcome and reason.
     public func requestEndWhenHeld(reason: String) {
         guard let link else { return }
         link.queue.async {
-            guard self.outcome == nil else { return }
+            guard self.outcome == nil, self.pendingEnd == nil else { return }
             self.reason = reason
             self.pendingEnd = .held
             if let status = self.lastStatus, status.state == .held, status.needleRetracted, link.inFlight.isEmpty {
                 self.end(.held, reason: reason)
+            }
+        }
+    }
+
+    /// Ends the session as soon as it is safe, from any thread — for the process being told to
+    /// stop (SIGTERM, SIGHUP, its output gone). Before arming it ends at once: nothing was
+    /// armed. After, it holds (the dot in the skin finishes, the needle retracts) and then ends
+    /// held, resumable. It never cuts a dot short and never overrides a stop already under way.
+    public func requestEnd(reason: String) {
+        let link = earlyEnd.withLock { early -> ApplicatorLink? in
+            if self.link == nil, early == nil { early = reason }
+            return self.link
+        }
+        guard let link else { return }  // `run` has not opened the port yet: it ends at once
+        link.queue.async {
+            guard self.outcome == nil else { return }
+            guard self.armedByUs else {
+                self.end(.declined, reason: "\(reason); nothing was armed")
+                return
+            }
+            guard self.pendingEnd == nil else { return }  // an abort, e-stop or end already ends it
+            self.reason = reason
+            self.pendingEnd = .held
+            self.audit("end-requested", ["reason": reason])
+            if let status = self.lastStatus, status.state == .held, status.needleRetracted, link.inFlight.isEmpty {
+                self.end(.held, reason: reason)
+            } else {
+                self.requestHold()
             }
         }
     }

@@ -28,7 +28,7 @@ struct Devices: ParsableCommand {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             let data = try encoder.encode(ports)
-            FileHandle.standardOutput.write(data + Data("\n".utf8))
+            Output.out(data + Data("\n".utf8))
         } else if applicators.isEmpty {
             print(Self.nothingFoundReport(others: ports, udevRunning: DeviceDiscovery.udevDaemonIsRunning))
         } else {

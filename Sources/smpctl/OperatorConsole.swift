@@ -12,6 +12,10 @@ import SessionRunner
 /// One reader thread owns standard input, so the hold's "Enter resumes" and the "end the
 /// session?" question never compete for the same line. Without a terminal nobody can answer:
 /// a hold ends the session held (resumable), and a second Ctrl-C ends it at once.
+///
+/// Told to stop — SIGTERM, SIGHUP (the terminal closed), or its output gone (a closed pipe:
+/// SIGPIPE is ignored so the write fails instead of killing the process) — the session ends as
+/// soon as it is safe: held, the dot in the skin finished, resumable (`Session.requestEnd`).
 final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by `lock`
     enum Question: Equatable { case none, resume, endSession }
 
@@ -25,7 +29,9 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
     private var interrupts = 0
     private var held = false
     private var readerStarted = false
-    private var signalSource: (any DispatchSourceSignal)?
+    private var streaming = false
+    private let keyboard: OperatorKeyboard?
+    private var signalSources: [any DispatchSourceSignal] = []
     private let queue = DispatchQueue(label: "smpctl.operator")
 
     /// - Parameter readLine: where answers come from; standard input by default.
@@ -36,20 +42,41 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
         self.reporter = reporter
         self.interactive = interactive
         self.readLine = readLine
+        keyboard = interactive ? OperatorKeyboard() : nil
     }
 
-    /// Takes SIGINT away from its default (kill the process mid-dot) for the session's duration.
+    /// Takes SIGINT, SIGTERM, SIGHUP and SIGPIPE away from their default (kill the process
+    /// mid-dot) for the session's duration.
     func install() {
-        signal(SIGINT, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: queue)
-        source.setEventHandler { [self] in interrupted() }
-        source.resume()
-        signalSource = source
+        for (number, handler) in [(SIGINT, interrupted), (SIGTERM, { self.terminated("SIGTERM") }),
+                                  (SIGHUP, { self.terminated("SIGHUP: the terminal was closed") })] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            source.setEventHandler(handler: handler)
+            source.resume()
+            signalSources.append(source)
+        }
+        signal(SIGPIPE, SIG_IGN)
+        Output.onWriteFailure.withLock { hook in
+            hook = { [session] failure in
+                session.requestEnd(reason: "\(failure): nobody can follow the session")
+            }
+        }
     }
 
     func uninstall() {
-        signalSource?.cancel()
-        signal(SIGINT, SIG_DFL)
+        Output.onWriteFailure.withLock { $0 = nil }
+        for source in signalSources { source.cancel() }
+        for number in [SIGINT, SIGTERM, SIGHUP, SIGPIPE] { signal(number, SIG_DFL) }
+        lock.withLock { keyboard?.restore() }
+    }
+
+    /// SIGTERM or SIGHUP (called on `queue`).
+    func terminated(_ cause: String) {
+        reporter.note("\(cause): ending the session — the dot in progress finishes, the needle retracts; "
+                      + "resumable with `smpctl resume`.")
+        lock.withLock { setQuestion(.none) }
+        session.requestEnd(reason: "smpctl received \(cause)")
     }
 
     /// The question open now (for tests).
@@ -58,6 +85,11 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
     /// Sees every session event after the reporter.
     func observe(_ event: SessionEvent) {
         switch event {
+        case .armed:
+            lock.withLock {
+                streaming = true
+                if question == .none { keyboard?.set(echo: false) }
+            }
         case .held:
             lock.withLock { held = true }
             guard interactive else {
@@ -70,7 +102,7 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
             lock.withLock {
                 held = false
                 interrupts = 0
-                if question == .resume { question = .none }
+                if question == .resume { setQuestion(.none) }
             }
             reporter.closeQuestion()
         default:
@@ -96,9 +128,16 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
         }
     }
 
+    /// Call with `lock` held. Echo follows the question: on while one is open, off while streaming.
+    private func setQuestion(_ new: Question) {
+        if new != .none && question == .none { keyboard?.discardTypeAhead() }
+        question = new
+        keyboard?.set(echo: new != .none || !streaming)
+    }
+
     private func ask(_ new: Question) {
         let start = lock.withLock { () -> Bool in
-            question = new
+            setQuestion(new)
             defer { readerStarted = true }
             return !readerStarted
         }
@@ -137,7 +176,7 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
                 return
             }
             lock.withLock {
-                question = .none
+                setQuestion(.none)
                 interrupts = 1  // the next Ctrl-C asks again
             }
             reporter.note("Not ended.")
@@ -154,7 +193,7 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
     }
 
     private func endSession(reason: String) {
-        lock.withLock { question = .none }
+        lock.withLock { setQuestion(.none) }
         session.requestAbort(reason: reason)
     }
 }

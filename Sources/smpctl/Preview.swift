@@ -52,7 +52,7 @@ struct Preview: ParsableCommand {
         let svg = Data(PlanPreview.svg(for: loaded, options: options).utf8)
 
         if output == "-" {
-            FileHandle.standardOutput.write(svg)
+            Output.out(svg)
             return
         }
         do {

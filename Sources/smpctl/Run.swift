@@ -262,7 +262,7 @@ enum SessionCommand {
 
 enum Prompt {
     static func confirm(_ question: String) -> Bool {
-        FileHandle.standardError.write(Data("\(question) [y/N] ".utf8))
+        Output.write(STDERR_FILENO, Data("\(question) [y/N] ".utf8))
         guard let answer = readLine() else { return false }
         return ["y", "yes"].contains(answer.trimmingCharacters(in: .whitespaces).lowercased())
     }

@@ -84,11 +84,11 @@ struct Sim: ParsableCommand {
         do {
             simulator = try SimulatedApplicator.start(options, logger: CLILogging.logger(label: "smpctl.sim", verbose: verbose))
         } catch {
-            FileHandle.standardError.write(Data("smpctl sim: \(error)\n".utf8))
+            Output.err("smpctl sim: \(error)")
             throw ExitCode(ExitStatus.ioError)
         }
-        FileHandle.standardOutput.write(Data((simulator.devicePath + "\n").utf8))
-        if let link { FileHandle.standardError.write(Data("smpctl sim: \(link) → \(simulator.devicePath)\n".utf8)) }
+        Output.out(Data((simulator.devicePath + "\n").utf8))
+        if let link { Output.err("smpctl sim: \(link) → \(simulator.devicePath)") }
 
         let stop = DispatchSemaphore(value: 0)
         var sources: [any DispatchSourceSignal] = []

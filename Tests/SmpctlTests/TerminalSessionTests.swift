@@ -8,7 +8,8 @@ import XCTest
 /// is this test's keyboard — Ctrl-C is the byte 0x03 typed into the terminal, turned into SIGINT
 /// by the kernel's line discipline exactly as for a technician.
 final class TerminalSessionTests: XCTestCase {
-    /// A running `smpctl` at a terminal, and what it has printed so far.
+    /// A running `smpctl` at a terminal (or, with `terminal: false`, on plain pipes), and what
+    /// it has printed so far.
     final class TerminalRun: @unchecked Sendable {  // `output` guarded by `lock`
         let process = Process()
         private let keyboard = Pipe()
@@ -16,15 +17,20 @@ final class TerminalSessionTests: XCTestCase {
         private let lock = NSLock()
         private var output = Data()
 
-        init(_ arguments: [String], environment: [String: String] = CLITests.environment) throws {
-            let command = ([CLITests.binary.path] + arguments).map { "'\($0)'" }.joined(separator: " ")
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
-            // -q quiet, -e the child's exit status, -f flush; /dev/null: no typescript file.
-            process.arguments = ["-q", "-e", "-f", "-c", command, "/dev/null"]
+        init(_ arguments: [String], terminal: Bool = true, environment: [String: String] = CLITests.environment) throws {
             var environment = environment
-            environment["TERM"] = "xterm"
-            environment["COLUMNS"] = "160"
-            environment.removeValue(forKey: "NO_COLOR")
+            if terminal {
+                let command = ([CLITests.binary.path] + arguments).map { "'\($0)'" }.joined(separator: " ")
+                process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+                // -q quiet, -e the child's exit status, -f flush; /dev/null: no typescript file.
+                process.arguments = ["-q", "-e", "-f", "-c", command, "/dev/null"]
+                environment["TERM"] = "xterm"
+                environment["COLUMNS"] = "160"
+                environment.removeValue(forKey: "NO_COLOR")
+            } else {
+                process.executableURL = CLITests.binary
+                process.arguments = arguments
+            }
             process.environment = environment
             process.currentDirectoryURL = CLITests.repositoryRoot
             process.standardInput = keyboard
@@ -39,6 +45,26 @@ final class TerminalSessionTests: XCTestCase {
         }
 
         var text: String { lock.withLock { String(decoding: output, as: UTF8.self) } }
+
+        /// The NDJSON events printed so far (lines that parse as JSON objects).
+        var events: [[String: Any]] {
+            text.split(separator: "\n").compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            }
+        }
+
+        /// The `smpctl` process itself: `process` or, at a terminal, its descendant under script(1).
+        var smpctlPID: pid_t? {
+            var frontier = [process.processIdentifier]
+            while let pid = frontier.popLast() {
+                if (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.hasPrefix("smpctl") == true {
+                    return pid
+                }
+                let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+                frontier += children.split(separator: " ").compactMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            }
+            return nil
+        }
 
         func type(_ keys: String) {
             keyboard.fileHandleForWriting.write(Data(keys.utf8))
@@ -150,6 +176,28 @@ final class TerminalSessionTests: XCTestCase {
         let status = run.exitStatus()
         XCTAssertEqual(status, 75, run.text)
         XCTAssertTrue(run.text.contains("ended by the operator (Ctrl-C three times)"), run.text)
+    }
+
+    /// Keys typed while dots stream are not echoed into the progress line, and an Enter typed
+    /// then cannot answer a later "Press Enter to resume": the hold stays until asked.
+    func testTypeAheadIsNeitherEchoedNorTakenAsAnAnswer() throws {
+        let (run, record) = try hairlineRun(try temporaryDirectory())
+        run.waitFor("Dots [")
+        run.type("stray keys\n\n")
+        run.waitFor("Dots [")
+        run.type(Self.ctrlC)
+        run.waitFor("Held. Press Enter to resume")
+        run.type(Self.ctrlC)
+        run.waitFor("End the session now?")
+        run.type("y\n")
+        let status = run.exitStatus()
+        let screen = run.text
+        XCTAssertEqual(status, 75, screen)
+        XCTAssertFalse(screen.contains("stray keys"), "typed keys were echoed while streaming:\n\(screen)")
+        XCTAssertFalse(screen.contains("Resuming"), "a key typed before the hold resumed it:\n\(screen)")
+        XCTAssertFalse(screen.contains("^C"), "Ctrl-C echoed as ^C:\n\(screen)")
+        let truth = try groundTruth(record)
+        XCTAssertEqual(Set(truth.map { $0.dot }).count, truth.count, "a dot was injected twice")
     }
 
     // MARK: The progress line's text
