@@ -6,7 +6,10 @@ import Foundation
 ///     Dots [##########--------------------] 90/191  47.1%  18 dots/s  ETA 0:06  hairline-front  running  interlocks armed
 ///
 /// A ConsoleKit `ActivityBar`: the library styles it and, through `LiveLine`, erases and redraws
-/// it (counting the lines it wraps to on a narrow terminal), so no escape code is written here.
+/// it, so no escape code is written here. It never wraps: ConsoleKit counts wrapped rows per
+/// styled fragment, not per line, so a wrapped line would not be erased whole. On a narrow
+/// terminal the bar shrinks, then the least useful fields go (rate, region, percentage,
+/// ETA), and only then is the line cut short.
 struct SessionProgressBar: ActivityBar {
     var title = "Dots"
     var done = 0
@@ -19,26 +22,65 @@ struct SessionProgressBar: ActivityBar {
     var interlock = ""
     /// False under NO_COLOR: the same text, unstyled.
     var colours = true
+    /// The terminal's width; the whole line, title included, fits in one column less (the
+    /// last column would move some terminals' cursor to the next row). Nil: no limit.
+    var columns: Int?
+
+    /// The fields after the counts, in the order they are given up when space runs short.
+    enum Field: CaseIterable { case rate, region, percent, eta, deviceState, interlock }
+
+    /// The bar never gets narrower than this before fields are dropped.
+    static let narrowestBar = 10
 
     func renderActiveBar(tick: UInt, width: Int) -> ConsoleText {
-        let barWidth = max(width, 5)
+        var barWidth = max(width, 5)
+        var dropped: Set<Field> = []
+        var text = compose(barWidth: barWidth, without: dropped)
+        guard let columns else { return text }
+        let budget = max(columns - 1 - title.count - 1, 1)  // title and its space come first
+        if text.description.count > budget, barWidth > Self.narrowestBar {
+            barWidth = max(Self.narrowestBar, barWidth - (text.description.count - budget))
+            text = compose(barWidth: barWidth, without: dropped)
+        }
+        for field in Field.allCases where text.description.count > budget {
+            dropped.insert(field)
+            text = compose(barWidth: barWidth, without: dropped)
+        }
+        return text.description.count > budget ? Self.truncate(text, to: budget) : text
+    }
+
+    private func compose(barWidth: Int, without dropped: Set<Field>) -> ConsoleText {
         let filled = total > 0 ? min(barWidth, barWidth * done / total) : 0
         var text: ConsoleText = "["
         text += String(repeating: "#", count: filled).consoleText(style(.info))
         text += String(repeating: "-", count: barWidth - filled).consoleText()
-        text += "] \(done)/\(total) \(String(format: "%5.1f%%", 100 * Double(done) / Double(max(total, 1))))".consoleText()
-        text += "  \(String(format: "%.0f", dotsPerSecond)) dots/s  ETA \(etaSeconds.map(RunReporter.duration) ?? "–")".consoleText()
-        if let region { text += "  \(region)".consoleText() }
-        text += "  ".consoleText() + deviceState.consoleText(style(Self.deviceStyle(deviceState)))
-        if !interlock.isEmpty {
+        text += "] \(done)/\(total)".consoleText()
+        if !dropped.contains(.percent) {
+            text += " \(String(format: "%5.1f%%", 100 * Double(done) / Double(max(total, 1))))".consoleText()
+        }
+        if !dropped.contains(.rate) { text += "  \(String(format: "%.0f", dotsPerSecond)) dots/s".consoleText() }
+        if !dropped.contains(.eta) { text += "  ETA \(etaSeconds.map(RunReporter.duration) ?? "–")".consoleText() }
+        if let region, !dropped.contains(.region) { text += "  \(region)".consoleText() }
+        if !dropped.contains(.deviceState) {
+            text += "  ".consoleText() + deviceState.consoleText(style(Self.deviceStyle(deviceState)))
+        }
+        if !interlock.isEmpty, !dropped.contains(.interlock) {
             text += "  interlocks ".consoleText() + interlock.consoleText(style(Self.interlockStyle(interlock)))
         }
         return text
     }
 
-    /// Characters of the line besides the bar itself, to fit the bar into the terminal's width.
-    var widthWithoutBar: Int {
-        renderActiveBar(tick: 0, width: 0).description.count - 5 + title.count + 1
+    /// The first `columns` characters of `text`, the last one an ellipsis, styles kept.
+    static func truncate(_ text: ConsoleText, to columns: Int) -> ConsoleText {
+        var remaining = columns - 1
+        var fragments: [ConsoleTextFragment] = []
+        for fragment in text.fragments where remaining > 0 {
+            let kept = String(fragment.string.prefix(remaining))
+            remaining -= kept.count
+            fragments.append(ConsoleTextFragment(string: kept, style: fragment.style))
+        }
+        fragments.append(ConsoleTextFragment(string: "…"))
+        return ConsoleText(fragments: fragments)
     }
 
     private func style(_ style: ConsoleStyle) -> ConsoleStyle { colours ? style : .plain }
@@ -70,6 +112,8 @@ final class LiveLine {
     private let console: Terminal
     private var shown = false
     private var tick: UInt = 0
+    /// Where the line cannot be redrawn in place, the last one printed.
+    private var lastPrinted: String?
     /// While a question waits for typed input the line stays off: the echo of the operator's
     /// Enter would move the cursor and the next erase would hit the wrong line.
     var suspended = false
@@ -106,10 +150,17 @@ final class LiveLine {
 
     func draw(_ bar: SessionProgressBar) {
         guard !suspended else { return }
-        erase()
+        var bar = bar
         let columns = console.size.width
-        // Fit the bar to the terminal; a line that still wraps is erased whole by ConsoleKit.
-        console.activityBarWidth = columns > 0 ? min(30, max(10, columns - bar.widthWithoutBar - 1)) : 30
+        bar.columns = columns > 0 ? columns : nil
+        console.activityBarWidth = 30
+        if !canRedrawInPlace {
+            // Each draw is a new line here: print only what changed.
+            let plain = bar.renderActiveBar(tick: 0, width: 30).description
+            guard plain != lastPrinted else { return }
+            lastPrinted = plain
+        }
+        erase()
         tick &+= 1
         console.pushEphemeral()
         bar.outputActivityIndicator(to: console, state: .active(tick: tick))

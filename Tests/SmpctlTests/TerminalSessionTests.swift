@@ -219,6 +219,27 @@ final class TerminalSessionTests: XCTestCase {
         XCTAssertTrue(bar.renderActiveBar(tick: 2, width: 10).description.hasPrefix("[##########] 191/191 100.0%  15 dots/s  ETA –"))
     }
 
+    /// The line never wraps (a wrapped line is not erased whole): on a narrow terminal the bar
+    /// shrinks, then rate, region, percentage and ETA go in that order, then it is cut short.
+    func testProgressLineFitsTheTerminalWidth() {
+        var bar = SessionProgressBar()
+        (bar.done, bar.total, bar.dotsPerSecond, bar.etaSeconds) = (90, 191, 14.6, 7)
+        (bar.region, bar.deviceState, bar.interlock, bar.colours) = ("hairline-front", "running", "armed", false)
+        func line(_ columns: Int) -> String {
+            bar.columns = columns
+            return bar.title + " " + bar.renderActiveBar(tick: 1, width: 30).description
+        }
+        XCTAssertEqual(line(200), "Dots [##############----------------] 90/191  47.1%  15 dots/s  ETA 0:07  hairline-front  running  interlocks armed")
+        XCTAssertEqual(line(100), "Dots [######--------] 90/191  47.1%  15 dots/s  ETA 0:07  hairline-front  running  interlocks armed")
+        XCTAssertEqual(line(80), "Dots [####------] 90/191  47.1%  ETA 0:07  running  interlocks armed")
+        XCTAssertEqual(line(60), "Dots [####------] 90/191  running  interlocks armed")
+        XCTAssertEqual(line(40), "Dots [####------] 90/191")
+        XCTAssertEqual(line(20), "Dots [####------] …")
+        for columns in 10...220 {
+            XCTAssertLessThan(line(columns).count, max(columns, 8), "\(columns) columns: \(line(columns))")
+        }
+    }
+
     func testProgressBarColoursFollowTheStates() {
         XCTAssertEqual(SessionProgressBar.interlockStyle("armed").color.map { "\($0)" }, "green")
         XCTAssertEqual(SessionProgressBar.interlockStyle("held").color.map { "\($0)" }, "yellow")
