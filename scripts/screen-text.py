@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """What a terminal shows at the end of a `smpctl run` captured with script(1): applies the two
-cursor commands ConsoleKit sends for the progress line (cursor up, erase line) and drops colours.
+cursor commands ConsoleKit sends for the progress line (cursor up, erase line), drops colours and
+the bare 0x03 the terminal echoes for Ctrl-C (smpctl turns ECHOCTL off: a terminal shows nothing).
 
     (sleep 3; printf '\\003'; sleep 2; printf '\\n') |
         script -q -e -c "smpctl run Examples/hairline.json --sim --time-scale 0.05 --yes" /dev/null |
@@ -22,5 +23,5 @@ for token in re.split(r"(\x1b\[[0-9;]*[A-Za-z]|\n)", text):
     elif token.startswith("\x1b["):
         continue  # colours
     else:
-        lines[-1] += token.replace("\x03", "^C")
+        lines[-1] += token.replace("\x03", "")
 sys.stdout.write("\n".join(lines).rstrip("\n") + "\n")

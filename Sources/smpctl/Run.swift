@@ -77,7 +77,8 @@ struct Run: ParsableCommand {
             preflight summary is shown and you are asked to confirm (--yes skips the question). \
             Every session is recorded (--db). Ctrl-C once holds the session (the dot in the skin \
             finishes, needle retracted, queue flushed; Enter resumes); Ctrl-C again asks whether \
-            to end it (resumable later with `smpctl resume`). Exit status 0 \
+            to end it (resumable later with `smpctl resume`). SIGTERM, a closed terminal or closed \
+            output end the session held as soon as the dot in the skin is done. Exit status 0 \
             only when every dot was confirmed done by the applicator; 65 invalid plan; 69 \
             applicator unavailable or link lost; 74 records not writable; 75 held or stopped \
             before the end; 77 permission denied on the device.

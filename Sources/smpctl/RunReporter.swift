@@ -143,7 +143,7 @@ final class RunReporter: Sendable {
         ["depth_um": [e.depthMicrometres.lowerBound, e.depthMicrometres.upperBound],
          "dwell_us": [e.dwellMicroseconds.lowerBound, e.dwellMicroseconds.upperBound],
          "travel_x_um": e.travelXMicrometres, "travel_y_um": e.travelYMicrometres,
-         "min_spacing_um": e.minimumSpacingMicrometres]
+         "min_spacing_um": e.minimumSpacingMicrometres, "max_dots_per_second": e.maximumDotsPerSecond]
     }
 
     // MARK: Human
@@ -158,7 +158,8 @@ final class RunReporter: Sendable {
                 Applicator  \(p.devicePath)\(sim ? " (simulator)" : ""), firmware \(p.firmwareID), protocol \(p.protocolVersion)
                 Envelope    depth \(mm(e.depthMicrometres.lowerBound))–\(mm(e.depthMicrometres.upperBound)) mm, \
                 dwell \(ms(e.dwellMicroseconds.lowerBound))–\(ms(e.dwellMicroseconds.upperBound)) ms, \
-                travel ±\(mm(e.travelXMicrometres)) × ±\(mm(e.travelYMicrometres)) mm, spacing ≥ \(mm(e.minimumSpacingMicrometres)) mm
+                travel ±\(mm(e.travelXMicrometres)) × ±\(mm(e.travelYMicrometres)) mm, spacing ≥ \(mm(e.minimumSpacingMicrometres)) mm, \
+                ≤ \(String(format: "%g", e.maximumDotsPerSecond)) dots/s
                 Estimate    \(Self.duration(p.estimatedDurationSeconds)) at the applicator's real speed
                 """)
         case .armed:
@@ -227,14 +228,17 @@ final class RunReporter: Sendable {
             print(headline)
             if let reason = a.reason { print("  Reason:      \(reason)") }
             if let id = a.sessionID {
-                let resume = a.outcome == .completed ? "" : "; continue with: smpctl resume \(id) --device …"
+                let resume = a.outcome == .completed ? "" : "; continue with: smpctl resume \(id) \(sim ? "--sim" : "--device …")"
                 print("  Session:     \(id) (report: smpctl report \(id) -o report.html\(resume))")
             }
             print("  Done:        \(a.done.count + a.previouslyDone) of \(a.total)\(a.previouslyDone > 0 ? " (\(a.previouslyDone) in earlier runs)" : "")\(a.skipped > 0 ? ", \(a.skipped) skipped" : "")")
             if !a.interrupted.isEmpty { print("  Cut short:   \(a.interrupted.map(String.init).joined(separator: ", "))") }
             if !a.inDoubt.isEmpty { print("  In doubt:    \(a.inDoubt.count) (\(a.inDoubt.prefix(10).map(String.init).joined(separator: ", ")))") }
             if a.outcome != .completed { print("  Not started: \(a.notStarted.count)") }
-            print("  Time:        \(Self.duration(a.elapsedSeconds))\(a.elapsedSeconds > 0 ? String(format: ", %.0f dots/s", Double(a.done.count) / a.elapsedSeconds) : "")")
+            // The rate over the time since arming: the preflight question's wait is not streaming.
+            let armedSeconds = state.startNanos > 0 ? Double(DispatchTime.now().uptimeNanoseconds &- state.startNanos) / 1e9 : 0
+            let rate = armedSeconds > 0 ? String(format: ", %.0f dots/s", Double(a.done.count) / armedSeconds) : ""
+            print("  Time:        \(Self.duration(a.elapsedSeconds))\(armedSeconds > 0 ? " (armed \(Self.duration(armedSeconds))\(rate))" : "")")
             print("  Link:        \(m.framesSent) frames sent, \(m.framesReceived) received, \(m.retransmissions) retransmitted, \(m.badFramesReceived) bad frames, RTT \(String(format: "%.1f", Double(m.smoothedRTTMicroseconds) / 1000)) ms")
         }
     }

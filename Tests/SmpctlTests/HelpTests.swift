@@ -11,8 +11,11 @@ final class HelpTests: XCTestCase {
     struct Help {
         var usage: String
         var options: [String]
+        /// The whole text, white space collapsed (argument-parser wraps the discussion).
+        var prose: String
 
         init(_ text: String) {
+            prose = text.split(whereSeparator: \.isWhitespace).joined(separator: " ")
             let lines = text.components(separatedBy: "\n")
             usage = lines.first { $0.hasPrefix("USAGE: ") } ?? ""
             var options: [String] = []
@@ -50,6 +53,10 @@ final class HelpTests: XCTestCase {
             "--faults <faults>", "--line-faults <spec>", "--config <path>", "--db <path>", "--operator <operator>",
             "--yes", "--json", "--override-clinical <reason>", "-v, --verbose", "--version", "-h, --help",
         ])
+        for promise in ["Ctrl-C once holds the session", "Ctrl-C again asks whether to end it",
+                        "SIGTERM, a closed terminal or closed output end the session held", "75 held or stopped"] {
+            XCTAssertTrue(help.prose.contains(promise), "run --help does not say “\(promise)”: \(help.prose)")
+        }
     }
 
     func testHelpValidate() throws {
