@@ -17,6 +17,7 @@ import Foundation
 /// | `estop-at=DOT` | when DOT first arrives the device's e-stop button is pressed and released (a latched estop_button shutdown; CLEAR works at once); the DOT is then REFUSED shutdown | firmware |
 /// | `contact-loss-at=DOT` | when DOT first arrives skin contact is lost for a moment: an armed device holds (contact_lost, epoch + 1); the DOT is then fenced | firmware |
 /// | `over-depth-at=DOT` | when DOT first arrives the depth sensor reports over-depth: latched fault over_depth, the dot in the skin interrupted; the DOT is then REFUSED shutdown | firmware |
+/// | `ignore-pace-at=DOT` | from the first arrival of DOT on, the device no longer enforces the minimum interval between skin entries (PACE or its own): a firmware bug for the host's pace check to catch | firmware |
 /// | `slow=FACTOR` | travel, descend and retract take FACTOR times their declared duration (dwell is exact) | firmware |
 ///
 /// RATE: a probability `0.05` or a percentage `5%`. DURATION: a number with a unit, `30ms`,
@@ -40,6 +41,7 @@ public struct FaultPlan: Sendable, Hashable, CustomStringConvertible {
     public var estopAt: Set<UInt32> = []
     public var contactLossAt: Set<UInt32> = []
     public var overDepthAt: Set<UInt32> = []
+    public var ignorePaceAt: Set<UInt32> = []
     public var slowFactor: Double = 1
 
     public init() {}
@@ -122,9 +124,10 @@ public struct FaultPlan: Sendable, Hashable, CustomStringConvertible {
         case "estop-at": estopAt.insert(try Self.dot(value, item))
         case "contact-loss-at": contactLossAt.insert(try Self.dot(value, item))
         case "over-depth-at": overDepthAt.insert(try Self.dot(value, item))
+        case "ignore-pace-at": ignorePaceAt.insert(try Self.dot(value, item))
         default:
             throw fail("unknown fault '\(key)'; known: corrupt, drop, duplicate, garbage, delay-ack, stall-at, "
-                       + "reset-at, disconnect-at, estop-at, contact-loss-at, over-depth-at, slow")
+                       + "reset-at, disconnect-at, estop-at, contact-loss-at, over-depth-at, ignore-pace-at, slow")
         }
     }
 
@@ -176,6 +179,7 @@ public struct FaultPlan: Sendable, Hashable, CustomStringConvertible {
         for dot in estopAt.sorted() { items.append("estop-at=\(dot)") }
         for dot in contactLossAt.sorted() { items.append("contact-loss-at=\(dot)") }
         for dot in overDepthAt.sorted() { items.append("over-depth-at=\(dot)") }
+        for dot in ignorePaceAt.sorted() { items.append("ignore-pace-at=\(dot)") }
         if slowFactor != 1 { items.append("slow=\(slowFactor)") }
         return items.joined(separator: ",")
     }

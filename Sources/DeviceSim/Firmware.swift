@@ -52,6 +52,10 @@ import FirmwareProtocol
 /// - ESTOP (or the button) while already latched keeps the first shutdown reason.
 /// - Frames of device → host types (an echoing line) are ignored: no NAK (no NAK loop with an
 ///   echo), no lease renewal.
+/// - Pace (§6.10): no skin entry (start of descend) sooner than the minimum interval after the
+///   previous one since boot — the larger of PACE's and `minimumDotIntervalMicroseconds`. The
+///   needle waits at standoff, at the end of its travel, which counts as travel (a dot stopped
+///   then was not started). PACE is taken in every state; HELLO forgets it.
 public struct Firmware: Sendable {
     public let configuration: FirmwareConfiguration
     /// Queue capacity granted (configuration clamped to 1…64).
@@ -92,6 +96,12 @@ public struct Firmware: Sendable {
     private var lastValidFrameAt: UInt64
     private var lastNewDotAt: UInt64?
     private var hostVersionMajor: UInt8?
+    /// Set by PACE (µs); 0 until the host sends one in this host session.
+    private var paceMicroseconds: UInt64 = 0
+    /// Simulated time of the last skin entry since boot.
+    private var lastSkinEntrySim: UInt64?
+    /// Fault injection `ignore-pace-at`: the pace is no longer enforced.
+    private var paceIgnored = false
     private var reportedState: DeviceState = .disarmed
     private var reportedFault: FaultCode = .none
     private var statusDue = false
@@ -181,7 +191,8 @@ public struct Firmware: Sendable {
             state: state, fault: fault, doneCount: doneCount, needleRetracted: needleRetracted,
             underruns: underruns, epoch: epoch, queueDepth: queueDepth, bootID: bootID,
             currentDotID: currentDotID, estopButtonPressed: estopButtonPressed, skinContact: skinContact,
-            simulatedTimeMicroseconds: simulatedTime(at: now), discardedBlocks: discardedBlocks)
+            simulatedTimeMicroseconds: simulatedTime(at: now), discardedBlocks: discardedBlocks,
+            paceMilliseconds: paceMilliseconds)
     }
 
     /// Lease granted in the last HELLO (default 100 ms).
@@ -279,6 +290,9 @@ public struct Firmware: Sendable {
         case .statusRequest: statusDue = true
         case .arm: handleArm()
         case .clear: handleClear()
+        case .pace(let milliseconds):
+            paceMicroseconds = UInt64(milliseconds) * 1000
+            statusDue = true
         case .dot(let command): handleDot(seq: frame.seq, command)
         case .hold(let epoch): handleHold(epoch)
         case .resume(let epoch, let nextSeq): handleResume(epoch, nextSeq: nextSeq)
@@ -314,6 +328,7 @@ public struct Firmware: Sendable {
     private mutating func completeHello(_ hello: Hello) {
         expected = 1
         epoch = 0
+        paceMicroseconds = 0
         send(.helloReply(HelloReply(
             capabilities: configuration.capabilities, bootID: bootID, firmwareID: configuration.firmwareID,
             queueCapacity: UInt8(queueCapacity), leaseMilliseconds: UInt16(leaseMicroseconds / 1000),
@@ -554,13 +569,21 @@ public struct Firmware: Sendable {
         return UInt64((distance * 1_000_000 / Double(speed)).rounded(.up))
     }
 
+    /// The minimum interval between skin entries in force (µs).
+    var minimumDotIntervalMicroseconds: UInt64 {
+        paceIgnored ? 0 : max(UInt64(configuration.minimumDotIntervalMicroseconds), paceMicroseconds)
+    }
+
     private mutating func startNextDot() {
         guard active == nil, !queue.isEmpty else { return }
         let next = queue.removeFirst()
-        let travel = slowed(Self.travelDuration(
+        var travel = slowed(Self.travelDuration(
             fromX: x, fromY: y, toX: next.command.xMicrometres, toY: next.command.yMicrometres,
             speed: configuration.limits.travelSpeedMicrometresPerSecond))
         let sim = simulatedTime(at: now)
+        if let last = lastSkinEntrySim, last &+ minimumDotIntervalMicroseconds > sim &+ travel {
+            travel = last &+ minimumDotIntervalMicroseconds - sim  // wait at standoff: the pace
+        }
         active = ActiveDot(seq: next.seq, command: next.command, phase: .travel,
                            phaseStartWall: now, phaseWall: wallDuration(travel),
                            phaseStartSim: sim, phaseSim: travel, fromX: x, fromY: y, skinEntrySim: 0)
@@ -586,6 +609,7 @@ public struct Firmware: Sendable {
             x = dot.command.xMicrometres
             y = dot.command.yMicrometres
             dot.skinEntrySim = endSim
+            lastSkinEntrySim = endSim
             enter(.descend, slowed(UInt64(configuration.limits.descendMicroseconds)))
             active = dot
         case .descend:
@@ -664,6 +688,10 @@ public struct Firmware: Sendable {
                 beginHold(.contactLost)
             }
         }
+        if plan.ignorePaceAt.remove(dotID) != nil {
+            output.events.append(.faultInjected(.ignorePace, dotID: dotID))
+            paceIgnored = true
+        }
         if plan.overDepthAt.remove(dotID) != nil {
             output.events.append(.faultInjected(.overDepth, dotID: dotID))
             if !state.isLatched { latch(.fault, .overDepth) }
@@ -717,6 +745,8 @@ public struct Firmware: Sendable {
         lastValidFrameAt = now
         lastNewDotAt = nil
         hostVersionMajor = nil
+        paceMicroseconds = 0
+        lastSkinEntrySim = nil
         decoder = FrameDecoder()
         stalledUntil = nil
         stallBacklog.removeAll()
@@ -739,7 +769,15 @@ public struct Firmware: Sendable {
     private var currentStatus: Status {
         Status(state: state, fault: fault, queueDepth: UInt8(queueDepth), freeSlots: freeSlots, epoch: epoch,
                ackSeq: expected &- 1, lastDoneSeq: lastDoneSeq, lastDoneDotID: lastDoneDotID,
-               doneCount: doneCount, currentDotID: currentDotID, needleRetracted: needleRetracted)
+               doneCount: doneCount, currentDotID: currentDotID, needleRetracted: needleRetracted,
+               paceMilliseconds: paceMilliseconds)
+    }
+
+    /// STATUS `pace_ms`: 0 until PACE, then the interval in force, in whole ms rounded up.
+    private var paceMilliseconds: UInt16 {
+        guard paceMicroseconds > 0 else { return 0 }
+        let interval = max(UInt64(configuration.minimumDotIntervalMicroseconds), paceMicroseconds)
+        return UInt16(clamping: (interval + 999) / 1000)
     }
 
     private mutating func send(_ message: Message) {

@@ -14,13 +14,16 @@ extension DeviceLimits {
 extension Capabilities {
     /// What the simulated applicator declares: every capability of protocol 1.0.
     public static let simulatorDefault: Capabilities = [
-        .deduplication, .epochFence, .lease, .contactSensor, .depthSensor,
+        .deduplication, .epochFence, .lease, .contactSensor, .depthSensor, .pace,
     ]
 }
 
 /// Everything that makes one `Firmware` differ from another. Plain values, no I/O.
 public struct FirmwareConfiguration: Sendable, Hashable {
     public var limits: DeviceLimits = .simulatorDefault
+    /// The device's own minimum interval between skin entries, whatever the host asks (PACE
+    /// can only lengthen it): 50 ms, the built-in envelope's 20 dots/s.
+    public var minimumDotIntervalMicroseconds: UInt32 = 50_000
     /// DOT frames the device queues (the executing one included); clamped to 1…64.
     public var queueCapacity: UInt8 = 32
     /// Up to 16 printable ASCII characters (longer ids are cut by the codec).
@@ -115,6 +118,7 @@ public struct InjectedDot: Sendable, Hashable {
 /// Device faults the firmware injects when the DOT with the planned id first arrives.
 public enum InjectedFault: String, Sendable, Hashable {
     case reset, disconnect, stall, estop, contactLoss = "contact-loss", overDepth = "over-depth"
+    case ignorePace = "ignore-pace"
 }
 
 /// What the firmware tells its runtime besides the bytes it sends.
@@ -186,11 +190,14 @@ public struct SimulatorSnapshot: Sendable, Hashable {
     public var simulatedTimeMicroseconds: UInt64
     /// Blocks that failed their checks (NAK bad_frame sent).
     public var discardedBlocks: Int
+    /// STATUS `pace_ms`: 0 until a PACE in this host session, then the interval in force.
+    public var paceMilliseconds: UInt16
 
     public init(state: DeviceState, fault: FaultCode, doneCount: UInt32, needleRetracted: Bool, underruns: Int,
                 epoch: UInt16, queueDepth: Int, bootID: UInt32, currentDotID: UInt32,
                 estopButtonPressed: Bool, skinContact: Bool, simulatedTimeMicroseconds: UInt64,
-                discardedBlocks: Int) {
+                discardedBlocks: Int, paceMilliseconds: UInt16 = 0) {
+        self.paceMilliseconds = paceMilliseconds
         self.state = state
         self.fault = fault
         self.doneCount = doneCount

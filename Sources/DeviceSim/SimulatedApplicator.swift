@@ -35,6 +35,10 @@ public struct SimulatorOptions: Sendable {
     public var firmwareID: String = "smp-sim 1.0"
     /// Seeded fault injection (see `FaultPlan`).
     public var faults: FaultPlan = .none
+    /// What the device declares; without `.pace` it acts as a protocol 1.0 device would.
+    public var capabilities: Capabilities = .simulatorDefault
+    /// The device's own minimum interval between skin entries (see `FirmwareConfiguration`).
+    public var minimumDotIntervalMicroseconds: UInt32 = FirmwareConfiguration().minimumDotIntervalMicroseconds
 
     public init() {}
 
@@ -46,6 +50,8 @@ public struct SimulatorOptions: Sendable {
         configuration.timeScale = timeScale
         configuration.seed = seed
         configuration.faults = faults
+        configuration.capabilities = capabilities
+        configuration.minimumDotIntervalMicroseconds = minimumDotIntervalMicroseconds
         return configuration
     }
 

@@ -25,7 +25,7 @@ public struct Frame: Sendable, Hashable {
         case .hello: 8
         case .statusRequest, .arm, .clear: 0
         case .dot: 20
-        case .hold, .abort: 2
+        case .hold, .abort, .pace: 2
         case .resume: 3
         case .estop: 1
         case .helloReply: 73
@@ -61,6 +61,8 @@ public struct Frame: Sendable, Hashable {
             w.u16(d.depthMicrometres); w.u32(d.dwellMicroseconds)
         case .hold(let epoch), .abort(let epoch):
             w.u16(epoch)
+        case .pace(let milliseconds):
+            w.u16(milliseconds)
         case .resume(let epoch, let nextSeq):
             w.u16(epoch); w.u8(nextSeq)
         case .estop(let cause):
@@ -85,7 +87,7 @@ public struct Frame: Sendable, Hashable {
             w.u8(s.state.rawValue); w.u8(s.fault.rawValue); w.u8(s.queueDepth); w.u8(s.freeSlots)
             w.u16(s.epoch); w.u8(s.ackSeq); w.u8(s.lastDoneSeq); w.u32(s.lastDoneDotID)
             w.u32(s.doneCount); w.u32(s.currentDotID); w.u8(s.needleRetracted ? 1 : 0)
-            w.u16(0)  // reserved
+            w.u16(s.paceMilliseconds)
         case .refused(let r):
             w.u8(r.seq); w.u32(r.dotID); w.u8(r.code.rawValue); w.i32(r.value)
             w.u8(r.state.rawValue); w.u8(r.fault.rawValue)
@@ -127,6 +129,7 @@ public struct Frame: Sendable, Hashable {
         case .statusRequest: message = .statusRequest
         case .arm: message = .arm
         case .clear: message = .clear
+        case .pace: message = .pace(minimumIntervalMilliseconds: try r.u16())
         case .dot:
             message = .dot(DotCommand(dotID: try r.u32(), epoch: try r.u16(), xMicrometres: try r.i32(),
                                       yMicrometres: try r.i32(), depthMicrometres: try r.u16(),
@@ -166,8 +169,8 @@ public struct Frame: Sendable, Hashable {
             let status = Status(state: state, fault: fault, queueDepth: try r.u8(), freeSlots: try r.u8(),
                                 epoch: try r.u16(), ackSeq: try r.u8(), lastDoneSeq: try r.u8(),
                                 lastDoneDotID: try r.u32(), doneCount: try r.u32(), currentDotID: try r.u32(),
-                                needleRetracted: try flag(try r.u8(), "needle_retracted"))
-            guard try r.u16() == 0 else { throw .invalidField("reserved") }
+                                needleRetracted: try flag(try r.u8(), "needle_retracted"),
+                                paceMilliseconds: try r.u16())
             message = .status(status)
         case .refused:
             message = .refused(Refused(seq: try r.u8(), dotID: try r.u32(), code: try errorCode(try r.u8(), "code"),

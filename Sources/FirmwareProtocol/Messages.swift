@@ -1,7 +1,8 @@
 /// Protocol version spoken by this codec. A peer with another major version is refused at HELLO.
 public enum ProtocolVersion {
     public static let major: UInt8 = 1
-    public static let minor: UInt8 = 0
+    /// 1.1 added PACE, capability bit 5 and STATUS `pace_ms`; a 1.0 peer never sees them.
+    public static let minor: UInt8 = 1
 }
 
 /// Message type identifiers (first byte of every decoded frame). Host → device below 0x80,
@@ -11,6 +12,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case statusRequest = 0x02
     case arm = 0x03
     case clear = 0x04
+    case pace = 0x05
     case dot = 0x10
     case hold = 0x20
     case resume = 0x21
@@ -72,6 +74,8 @@ public struct Capabilities: OptionSet, Sendable, Hashable {
     public static let contactSensor = Capabilities(rawValue: 1 << 3)
     /// The device has a depth/force sensor and faults on over-depth.
     public static let depthSensor = Capabilities(rawValue: 1 << 4)
+    /// The device takes PACE: a minimum interval between skin entries (protocol 1.1).
+    public static let pace = Capabilities(rawValue: 1 << 5)
 }
 
 /// Device state as reported in STATUS.
@@ -291,10 +295,13 @@ public struct Status: Sendable, Hashable {
     /// Dot in progress (0 = none). After an e-stop it names the dot that was interrupted.
     public var currentDotID: UInt32
     public var needleRetracted: Bool
+    /// The minimum interval between skin entries set by PACE in this host session, in ms; 0
+    /// before any PACE (and always from a 1.0 device, where the field is reserved).
+    public var paceMilliseconds: UInt16
 
     public init(state: DeviceState, fault: FaultCode, queueDepth: UInt8, freeSlots: UInt8, epoch: UInt16,
                 ackSeq: UInt8, lastDoneSeq: UInt8, lastDoneDotID: UInt32, doneCount: UInt32,
-                currentDotID: UInt32, needleRetracted: Bool) {
+                currentDotID: UInt32, needleRetracted: Bool, paceMilliseconds: UInt16 = 0) {
         self.state = state
         self.fault = fault
         self.queueDepth = queueDepth
@@ -306,6 +313,7 @@ public struct Status: Sendable, Hashable {
         self.doneCount = doneCount
         self.currentDotID = currentDotID
         self.needleRetracted = needleRetracted
+        self.paceMilliseconds = paceMilliseconds
     }
 }
 
@@ -335,6 +343,9 @@ public enum Message: Sendable, Hashable {
     case statusRequest
     case arm
     case clear
+    /// No skin entry sooner than this many milliseconds after the previous one (protocol 1.1,
+    /// capability `pace`); the device keeps its own minimum if that is longer.
+    case pace(minimumIntervalMilliseconds: UInt16)
     case dot(DotCommand)
     case hold(epoch: UInt16)
     /// Leaves `held`; `nextSeq` is the sequence number of the next DOT the host will send, so
@@ -355,6 +366,7 @@ public enum Message: Sendable, Hashable {
         case .statusRequest: .statusRequest
         case .arm: .arm
         case .clear: .clear
+        case .pace: .pace
         case .dot: .dot
         case .hold: .hold
         case .resume: .resume
@@ -372,7 +384,7 @@ public enum Message: Sendable, Hashable {
     /// True for frames the device handles before its queue (GRBL-style real-time commands).
     public var isPriority: Bool {
         switch self {
-        case .hold, .resume, .abort, .estop, .statusRequest, .clear: true
+        case .hold, .resume, .abort, .estop, .statusRequest, .clear, .pace: true
         default: false
         }
     }

@@ -13,6 +13,9 @@ public struct LinkConfiguration: Sendable, Hashable {
     public var initialRetransmissionTimeout: Duration = .milliseconds(50)
     public var minimumRetransmissionTimeout: Duration = .milliseconds(25)
     public var maximumRetransmissionTimeout: Duration = .milliseconds(200)
+    /// The minimum interval between skin entries to set with PACE during the handshake (§6.10);
+    /// 0 sends none. A device without the `pace` capability is not asked: the caller decides.
+    public var minimumDotIntervalMilliseconds: UInt16 = 0
 
     public init() {}
 }
@@ -59,6 +62,8 @@ public enum LinkLoss: Error, Sendable, Hashable, CustomStringConvertible {
 public enum LinkEvent: Sendable, Hashable {
     case handshake(HelloReply)
     /// The device confirmed the dot complete (needle back at standoff). Exactly once per sent dot.
+    /// `deviceTimeMicroseconds` is its DOT_DONE's time, 0 when it was confirmed by a later dot's
+    /// report instead (its own DOT_DONE lost).
     case dotDone(dotID: UInt32, deviceTimeMicroseconds: UInt64, deviceDoneCount: UInt32)
     /// A fence (hold, abort, e-stop, device hold) discarded these dots before they started: they
     /// were not injected and may be sent again after RESUME. In send order.
@@ -96,6 +101,8 @@ public final class ApplicatorLink: @unchecked Sendable {
     public private(set) var hello: HelloReply?
     private var handshakeNonce: UInt32 = 0
     private var handshakeAttemptsLeft = 0
+    /// During the handshake: the reply in hand while PACE waits for its confirming STATUS.
+    private var paceAwaited: HelloReply?
     private var handshakeCompletion: ((Result<HelloReply, LinkLoss>) -> Void)?
 
     // Sequencing (firmware-protocol.md §6.1–6.3)
@@ -478,8 +485,20 @@ public final class ApplicatorLink: @unchecked Sendable {
         heartbeatIntervalNanos = max(lease / 4, 5_000_000)
         startHeartbeat()
         onEvent(.handshake(reply))
+        if configuration.minimumDotIntervalMilliseconds > 0, reply.capabilities.contains(.pace) {
+            // The handshake ends when a STATUS shows the pace in force (handleStatus).
+            paceAwaited = reply
+            handshakeAttemptsLeft = configuration.handshakeAttempts
+            sendPace()
+            return
+        }
         send(Frame(.statusRequest))
         finishHandshake(.success(reply))
+    }
+
+    private func sendPace() {
+        handshakeAttemptsLeft -= 1
+        send(Frame(.pace(minimumIntervalMilliseconds: configuration.minimumDotIntervalMilliseconds)))
     }
 
     /// Maps an 8-bit sequence number to the latest 64-bit one at or below `nextSeq - 1`.
@@ -534,7 +553,8 @@ public final class ApplicatorLink: @unchecked Sendable {
     private func confirmDone(through end: Int, deviceTime: UInt64, doneCount: UInt32) {
         if outstanding[end].seq > ackedThrough { ackedThrough = outstanding[end].seq }
         for index in outstandingHead...end {
-            onEvent(.dotDone(dotID: outstanding[index].dot.dotID, deviceTimeMicroseconds: deviceTime,
+            // Earlier dots whose DOT_DONE was lost completed at a time not known here.
+            onEvent(.dotDone(dotID: outstanding[index].dot.dotID, deviceTimeMicroseconds: index == end ? deviceTime : 0,
                              deviceDoneCount: doneCount &- UInt32(end - index)))
         }
         outstandingHead = end + 1
@@ -544,6 +564,10 @@ public final class ApplicatorLink: @unchecked Sendable {
     private func handleStatus(_ status: Status) {
         let previous = deviceStatus
         deviceStatus = status
+        if let reply = paceAwaited, status.paceMilliseconds >= configuration.minimumDotIntervalMilliseconds {
+            paceAwaited = nil
+            finishHandshake(.success(reply))
+        }
         creditAtAck = Int(status.freeSlots)
         let acked = widen(status.ackSeq)
         if acked > ackedThrough && acked < nextSeq { ackedThrough = acked }
@@ -644,11 +668,12 @@ public final class ApplicatorLink: @unchecked Sendable {
         if handshakeCompletion != nil {
             if elapsed(t, since: lastSend) >= configuration.handshakeInterval.nanoseconds {
                 if handshakeAttemptsLeft <= 0 {
-                    lost(.handshakeFailed(
-                        "no HELLO reply from \(port.path) after \(configuration.handshakeAttempts) attempts: is it an smp applicator, and is its firmware running?"))
+                    lost(.handshakeFailed(paceAwaited == nil
+                        ? "no HELLO reply from \(port.path) after \(configuration.handshakeAttempts) attempts: is it an smp applicator, and is its firmware running?"
+                        : "the applicator did not confirm a minimum of \(configuration.minimumDotIntervalMilliseconds) ms between dots (PACE) after \(configuration.handshakeAttempts) attempts"))
                     return
                 }
-                sendHello()
+                if paceAwaited != nil { sendPace() } else { sendHello() }
             }
             return
         }

@@ -199,6 +199,8 @@ public final class Session: @unchecked Sendable {
     /// This session sent ARM (once: the operator's confirmation).
     private var armedByUs = false
     private var recordFailure: RecordStoreError?
+    /// Layer 2 of the dot-rate limit while running: the skin entries DOT_DONE implies.
+    private var paceMonitor: DotPace.Monitor
     /// Layer-2 envelope check can be switched off by tests only, to show the firmware still refuses.
     package var checkEnvelopeBeforeEncoding = true
     /// Layer-1 re-validation against the device's limits; tests switch it off to reach layers 2–3.
@@ -206,6 +208,10 @@ public final class Session: @unchecked Sendable {
 
     public init(plan: Plan, options: SessionOptions = SessionOptions(), logger: Logger) {
         self.plan = plan
+        var options = options
+        // The dot-rate limit goes to the applicator as PACE in the handshake (§6.10).
+        options.link.minimumDotIntervalMilliseconds = DotPace.paceMilliseconds(options.envelope)
+        paceMonitor = DotPace.Monitor(minimumIntervalMicroseconds: DotPace.minimumIntervalMicroseconds(options.envelope))
         self.options = options
         self.logger = logger
         self.effectiveEnvelope = options.envelope
@@ -391,6 +397,14 @@ public final class Session: @unchecked Sendable {
             end(.refusedPlan, reason: "the plan does not fit this applicator's limits:\n\(shown)")
             return
         }
+        // With PACE the link has had the pace confirmed; without, physics alone must keep it.
+        if !hello.capabilities.contains(.pace),
+           let tooFast = DotPace.firstPairTooFast(todo, limits: hello.limits,
+                                                  minimumIntervalMicroseconds: paceMonitor.minimumIntervalMicroseconds) {
+            end(.refusedPlan, reason: "this applicator (protocol \(hello.versionMajor).\(hello.versionMinor)) cannot be paced, "
+                + "and the plan's own timing does not keep to \(PlanText.number(effectiveEnvelope.maximumDotsPerSecond)) dots/s: \(tooFast)")
+            return
+        }
         do {
             try openRecord(hello, link: link)
         } catch let failure as SessionSetupFailure {
@@ -406,7 +420,8 @@ public final class Session: @unchecked Sendable {
         let preflight = Preflight(
             planID: plan.planID, dotCount: todo.count, regions: regions, devicePath: link.devicePath,
             firmwareID: hello.firmwareID, protocolVersion: "\(hello.versionMajor).\(hello.versionMinor)",
-            envelope: effectiveEnvelope, estimatedDurationSeconds: Self.estimate(todo, limits: hello.limits),
+            envelope: effectiveEnvelope, estimatedDurationSeconds: Self.estimate(todo, limits: hello.limits,
+                                                     minimumIntervalMicroseconds: paceMonitor.minimumIntervalMicroseconds),
             sessionID: sessionID, alreadyDone: previouslyDone)
         onEvent(.preflight(preflight))
         if todo.isEmpty {
@@ -606,7 +621,7 @@ public final class Session: @unchecked Sendable {
         switch event {
         case .handshake:
             break
-        case .dotDone(let id, _, let count):
+        case .dotDone(let id, let time, let count):
             guard doneSet.insert(id).inserted else {
                 // The protocol makes this impossible; if it happens the accounting is broken.
                 logger.critical("dot \(id) reported done twice")
@@ -615,6 +630,18 @@ public final class Session: @unchecked Sendable {
                 return
             }
             journal?.submit { $0.done.append(RecordBatch.Done(dotID: id, deviceDoneCount: count)) }
+            if let dwell = planDotByID[id]?.dwellMicroseconds,
+               let violation = paceMonitor.completed(dotID: id, dwellMicroseconds: dwell, deviceTimeMicroseconds: time),
+               pendingEnd != .stopped {
+                // The applicator broke a limit it had confirmed: latch it, as for any doubt.
+                logger.critical("\(violation)")
+                audit("pace-violated", ["earlier": "\(violation.earlierDotID)", "later": "\(violation.laterDotID)",
+                                        "interval_us": "\(violation.intervalMicroseconds)",
+                                        "minimum_us": "\(violation.minimumMicroseconds)"])
+                reason = "\(violation): stopped for safety"
+                pendingEnd = .stopped
+                link?.estop(cause: .hostEstop)
+            }
         case .dotsReturned(let dots):
             // Fenced before they started: back to planned, sent again first after resume.
             retry.insert(contentsOf: dots, at: 0)
@@ -663,7 +690,9 @@ public final class Session: @unchecked Sendable {
                 // Armed a moment ago, disarmed now: the applicator rebooted and lost its queue.
                 end(.stopped, reason: "the applicator reset (it lost its memory): the dots in flight are in doubt")
             } else if status.state.isLatched {
-                end(.stopped, reason: "applicator \(status.state): \(status.fault)")
+                // A stop the runner asked for keeps its reason (the latch is its consequence).
+                let latched = "applicator \(status.state): \(status.fault)"
+                end(.stopped, reason: pendingEnd == .stopped ? reason.map { "\($0) (\(latched))" } ?? latched : latched)
             } else if status.state == .held && status.needleRetracted && (deviceRunning || pendingEnd != nil) {
                 if let pendingEnd {
                     end(pendingEnd, reason: reason)
@@ -753,14 +782,15 @@ public final class Session: @unchecked Sendable {
     }
 
     /// Sum of travel + descend + dwell + retract over the plan, from the device's own timing.
-    public static func estimate(_ dots: [PlanDot], limits: DeviceLimits) -> Double {
+    public static func estimate(_ dots: [PlanDot], limits: DeviceLimits, minimumIntervalMicroseconds: UInt64 = 0) -> Double {
         var seconds = 0.0
         var x = 0.0, y = 0.0
         let speed = max(Double(limits.travelSpeedMicrometresPerSecond), 1)
         let fixed = Double(limits.descendMicroseconds + limits.retractMicroseconds) / 1e6
+        let pace = Double(minimumIntervalMicroseconds) / 1e6
         for dot in dots {
             let dx = Double(dot.xMicrometres) - x, dy = Double(dot.yMicrometres) - y
-            seconds += (dx * dx + dy * dy).squareRoot() / speed + fixed + Double(dot.dwellMicroseconds) / 1e6
+            seconds += max((dx * dx + dy * dy).squareRoot() / speed + fixed + Double(dot.dwellMicroseconds) / 1e6, pace)
             x = Double(dot.xMicrometres)
             y = Double(dot.yMicrometres)
         }

@@ -78,7 +78,7 @@ struct Probe: ParsableCommand {
     static func capabilityNames(_ capabilities: Capabilities) -> [String] {
         let known: [(Capabilities, String)] = [
             (.deduplication, "de-duplication"), (.epochFence, "epoch fences"), (.lease, "lease"),
-            (.contactSensor, "contact sensor"), (.depthSensor, "depth sensor"),
+            (.contactSensor, "contact sensor"), (.depthSensor, "depth sensor"), (.pace, "pace"),
         ]
         var names = known.filter { capabilities.contains($0.0) }.map(\.1)
         let unknown = capabilities.subtracting(known.reduce(Capabilities()) { $0.union($1.0) })

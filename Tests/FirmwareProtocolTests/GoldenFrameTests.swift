@@ -18,6 +18,7 @@ enum GoldenExamples {
         ("STATUS_REQUEST", Frame(.statusRequest)),
         ("ARM", Frame(.arm)),
         ("CLEAR", Frame(.clear)),
+        ("PACE", Frame(.pace(minimumIntervalMilliseconds: 84))),
         ("DOT", Frame(seq: 1, .dot(DotCommand(dotID: 42, epoch: 0, xMicrometres: -12_500, yMicrometres: 30_250,
                                               depthMicrometres: 800, dwellMicroseconds: 120_000)))),
         ("DOT seq 0 after wrap", Frame(seq: 0, .dot(DotCommand(dotID: 256, epoch: 3, xMicrometres: 0, yMicrometres: 0,
@@ -27,7 +28,7 @@ enum GoldenExamples {
         ("ABORT", Frame(.abort(epoch: 2))),
         ("ESTOP", Frame(.estop(cause: .hostEstop))),
         ("HELLO_REPLY", Frame(seq: 1, .helloReply(HelloReply(
-            capabilities: [.deduplication, .epochFence, .lease, .contactSensor, .depthSensor],
+            capabilities: [.deduplication, .epochFence, .lease, .contactSensor, .depthSensor, .pace],
             bootID: 0x1234_5678, firmwareID: "smp-sim 1.0", queueCapacity: 32, leaseMilliseconds: 100,
             limits: limits, hostNonce: 0xC0FF_EE01, doneCount: 0, lastDoneDotID: 0)))),
         ("ACK", Frame(seq: 2, .ack(Ack(ackSeq: 1, freeSlots: 31, epoch: 0)))),
@@ -36,7 +37,8 @@ enum GoldenExamples {
                                                     deviceTimeMicroseconds: 1_234_567)))),
         ("STATUS", Frame(seq: 5, .status(Status(state: .held, fault: .leaseExpired, queueDepth: 0, freeSlots: 32,
                                                 epoch: 1, ackSeq: 9, lastDoneSeq: 7, lastDoneDotID: 1007,
-                                                doneCount: 7, currentDotID: 0, needleRetracted: true)))),
+                                                doneCount: 7, currentDotID: 0, needleRetracted: true,
+                                                paceMilliseconds: 84)))),
         ("REFUSED", Frame(seq: 6, .refused(Refused(seq: 9, dotID: 77, code: .depthOutOfRange, value: 2100,
                                                    state: .fault, fault: .dotOutOfLimits)))),
     ]

@@ -34,6 +34,7 @@ enum RandomMessages {
         case .statusRequest: return .statusRequest
         case .arm: return .arm
         case .clear: return .clear
+        case .pace: return .pace(minimumIntervalMilliseconds: u16())
         case .dot:
             return .dot(DotCommand(dotID: u32(), epoch: u16(), xMicrometres: i32(), yMicrometres: i32(),
                                    depthMicrometres: u16(), dwellMicroseconds: u32()))
@@ -58,7 +59,7 @@ enum RandomMessages {
         case .status:
             return .status(Status(state: state(), fault: fault(), queueDepth: u8(), freeSlots: u8(), epoch: u16(),
                                   ackSeq: u8(), lastDoneSeq: u8(), lastDoneDotID: u32(), doneCount: u32(),
-                                  currentDotID: u32(), needleRetracted: Bool.random(using: &r)))
+                                  currentDotID: u32(), needleRetracted: Bool.random(using: &r), paceMilliseconds: u16()))
         case .refused:
             return .refused(Refused(seq: u8(), dotID: u32(), code: code(), value: i32(), state: state(), fault: fault()))
         }
