@@ -39,27 +39,23 @@ final class RunReporter: Sendable {
         }
     }
 
-    func note(_ text: String) {
-        state.withLock { state in
-            if ndjson {
-                Output.printJSON(["event": "note", "message": text])
-            } else if let live = state.live {
-                live.print(text)
-                drawProgress(&state, now: DispatchTime.now().uptimeNanoseconds)
-            } else {
-                Output.err(text)
-            }
-        }
-    }
+    func note(_ text: String) { say(text, asking: false) }
 
     /// A question for the operator (OperatorConsole): the progress line stays off until
     /// `closeQuestion`, so the echo of the answer cannot confuse its redraw.
-    func ask(_ text: String) {
+    func ask(_ text: String) { say(text, asking: true) }
+
+    private func say(_ text: String, asking: Bool) {
         state.withLock { state in
             if ndjson {
                 Output.printJSON(["event": "note", "message": text])
             } else if let live = state.live {
-                live.ask(text)
+                if asking {
+                    live.ask(text)
+                } else {
+                    live.print(text)
+                    drawProgress(&state, now: DispatchTime.now().uptimeNanoseconds)
+                }
             } else {
                 Output.err(text)
             }

@@ -111,6 +111,15 @@ final class TerminalSessionTests: XCTestCase {
         return url
     }
 
+    /// Ctrl-C (the hold), then Ctrl-C again: the "end the session?" question is open.
+    func holdThenAskToEnd(_ run: TerminalRun, file: StaticString = #filePath, line: UInt = #line) {
+        run.waitFor("Dots [", file: file, line: line)
+        run.type(Self.ctrlC)
+        run.waitFor("Held. Press Enter to resume", file: file, line: line)
+        run.type(Self.ctrlC)
+        run.waitFor("End the session now?", file: file, line: line)
+    }
+
     /// Dot ids in the simulator's ground truth, each with its outcome.
     func groundTruth(_ path: String) throws -> [(dot: Int, outcome: String)] {
         let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
@@ -123,11 +132,7 @@ final class TerminalSessionTests: XCTestCase {
     /// Ctrl-C holds; a second Ctrl-C asks; "n" keeps the session; Enter resumes; every dot once.
     func testCtrlCHoldsSecondAsksAndDecliningThenEnterResumesToTheEnd() throws {
         let (run, record) = try hairlineRun(try temporaryDirectory())
-        run.waitFor("Dots [")
-        run.type(Self.ctrlC)
-        run.waitFor("Held. Press Enter to resume")
-        run.type(Self.ctrlC)
-        run.waitFor("End the session now?")
+        holdThenAskToEnd(run)
         run.type("n\n")
         run.waitFor("Not ended.")
         run.type("\n")
@@ -147,11 +152,7 @@ final class TerminalSessionTests: XCTestCase {
     /// "y" at the question ends the session held and resumable: exit 75, no dot twice.
     func testConfirmingTheSecondCtrlCEndsTheSessionResumable() throws {
         let (run, record) = try hairlineRun(try temporaryDirectory())
-        run.waitFor("Dots [")
-        run.type(Self.ctrlC)
-        run.waitFor("Held. Press Enter to resume")
-        run.type(Self.ctrlC)
-        run.waitFor("End the session now?")
+        holdThenAskToEnd(run)
         run.type("y\n")
         let status = run.exitStatus()
         let screen = run.text
@@ -167,11 +168,7 @@ final class TerminalSessionTests: XCTestCase {
     /// A third Ctrl-C answers the open question: end now.
     func testThirdCtrlCEndsWithoutWaitingForAnAnswer() throws {
         let (run, _) = try hairlineRun(try temporaryDirectory())
-        run.waitFor("Dots [")
-        run.type(Self.ctrlC)
-        run.waitFor("Held. Press Enter to resume")
-        run.type(Self.ctrlC)
-        run.waitFor("End the session now?")
+        holdThenAskToEnd(run)
         run.type(Self.ctrlC)
         let status = run.exitStatus()
         XCTAssertEqual(status, 75, run.text)
@@ -184,11 +181,7 @@ final class TerminalSessionTests: XCTestCase {
         let (run, record) = try hairlineRun(try temporaryDirectory())
         run.waitFor("Dots [")
         run.type("stray keys\n\n")
-        run.waitFor("Dots [")
-        run.type(Self.ctrlC)
-        run.waitFor("Held. Press Enter to resume")
-        run.type(Self.ctrlC)
-        run.waitFor("End the session now?")
+        holdThenAskToEnd(run)
         run.type("y\n")
         let status = run.exitStatus()
         let screen = run.text
