@@ -50,7 +50,7 @@ public enum LinkLoss: Error, Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .disconnected(let error): "\(error)"
-        case .silent(let ms): "no valid frame from the applicator for \(ms) ms: link lost"
+        case .silent(let ms): "no valid frame from the applicator for \(ms) ms after the host's last unanswered one: link lost"
         case .handshakeFailed(let why): "handshake failed: \(why)"
         case .protocolViolation(let why): "protocol violation by the applicator: \(why)"
         case .closedByHost: "closed by the host"
@@ -144,6 +144,11 @@ public final class ApplicatorLink: @unchecked Sendable {
     private var rttvarNanos: Double = 0
     private var rtoNanos: UInt64
     private var lastValidReceive: UInt64 = 0
+    /// When the first frame sent since the last valid one received left: the device's silence
+    /// is counted from there. Nil while nothing is unanswered — a host that sends nothing (its
+    /// queue blocked by a long write, its process starved) cannot blame the device for quiet.
+    private var unansweredSince: UInt64?
+    private var lastTick: UInt64?
     private var lastSend: UInt64 = 0
     private var heartbeatTimer: (any DispatchSourceTimer)?
     private var heartbeatIntervalNanos: UInt64 = 25_000_000
@@ -350,6 +355,7 @@ public final class ApplicatorLink: @unchecked Sendable {
             metrics.framesSent += 1
             metrics.bytesSent += txBuffer.count
             lastSend = now()
+            if unansweredSince == nil { unansweredSince = lastSend }
         } catch {
             lost(.disconnected(error))
         }
@@ -437,6 +443,7 @@ public final class ApplicatorLink: @unchecked Sendable {
     private func handle(_ frame: Frame) {
         metrics.framesReceived += 1
         lastValidReceive = now()
+        unansweredSince = nil
         history.record(.received, frame: frame, at: lastValidReceive)
         if let last = lastDeviceTxSeq {
             let gap = Int(frame.seq &- last &- 1)
@@ -665,6 +672,13 @@ public final class ApplicatorLink: @unchecked Sendable {
     private func tick() {
         guard !closed else { return }
         let t = now()
+        // A tick far later than its period means the host itself stalled: what the device sent
+        // meanwhile is still unread, so its silence is counted afresh from now.
+        if let previous = lastTick, elapsed(t, since: previous) > max(4 * heartbeatIntervalNanos, 100_000_000),
+           unansweredSince != nil {
+            unansweredSince = t
+        }
+        lastTick = t
         if handshakeCompletion != nil {
             if elapsed(t, since: lastSend) >= configuration.handshakeInterval.nanoseconds {
                 if handshakeAttemptsLeft <= 0 {
@@ -677,10 +691,12 @@ public final class ApplicatorLink: @unchecked Sendable {
             }
             return
         }
-        let silence = elapsed(t, since: lastValidReceive)
-        if silence > configuration.linkLossTimeout.nanoseconds {
-            lost(.silent(milliseconds: Int(silence / 1_000_000)))
-            return
+        if let since = unansweredSince {
+            let silence = elapsed(t, since: since)
+            if silence > configuration.linkLossTimeout.nanoseconds {
+                lost(.silent(milliseconds: Int(silence / 1_000_000)))
+                return
+            }
         }
         if var pending = pendingCommand, elapsed(t, since: pending.lastSent) >= rtoNanos {
             pending.lastSent = t

@@ -15,21 +15,7 @@ final class SessionEndToEndTests: XCTestCase {
     }
 
     func makePlan(count: Int, depth: Int32 = 800, seed: UInt64 = 1) -> Plan {
-        var dots: [PlanDot] = []
-        // A jittered lattice, 1 mm apart: irregular but never closer than the 0.5 mm spacing.
-        var state = seed
-        func jitter() -> Int32 {
-            state = state &* 6364136223846793005 &+ 1442695040888963407
-            return Int32(truncatingIfNeeded: (state >> 33) % 200) - 100
-        }
-        let side = Int(Double(count).squareRoot().rounded(.up))
-        for index in 0..<count {
-            let x = Int32(index % side) * 1000 - 20_000 + jitter()
-            let y = Int32(index / side) * 1000 - 20_000 + jitter()
-            dots.append(PlanDot(id: UInt32(index + 1), xMicrometres: x, yMicrometres: y, depthMicrometres: depth,
-                                dwellMicroseconds: 50_000, region: index % 2 == 0 ? "a" : "b", index: index))
-        }
-        return Plan(planID: "test-\(count)", dots: dots, client: nil, session: nil, sourcePath: nil, sha256: nil)
+        latticePlan(count: count, depth: depth, seed: seed)
     }
 
     func startSimulator(timeScale: Double = 0) throws -> SimulatedApplicator {
@@ -242,6 +228,25 @@ final class EnvelopeLayerTests: XCTestCase {
         XCTAssertEqual(simulator.status.state, .fault)
         XCTAssertFalse(simulator.injectedDots.contains { $0.depthMicrometres > 1_500 })
     }
+}
+
+/// A jittered lattice of `count` dots, 1 mm apart, 50 ms dwell, regions "a" and "b".
+func latticePlan(count: Int, depth: Int32 = 800, seed: UInt64 = 1) -> Plan {
+    var dots: [PlanDot] = []
+    // A jittered lattice, 1 mm apart: irregular but never closer than the 0.5 mm spacing.
+    var state = seed
+    func jitter() -> Int32 {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return Int32(truncatingIfNeeded: (state >> 33) % 200) - 100
+    }
+    let side = Int(Double(count).squareRoot().rounded(.up))
+    for index in 0..<count {
+        let x = Int32(index % side) * 1000 - 20_000 + jitter()
+        let y = Int32(index / side) * 1000 - 20_000 + jitter()
+        dots.append(PlanDot(id: UInt32(index + 1), xMicrometres: x, yMicrometres: y, depthMicrometres: depth,
+                            dwellMicroseconds: 50_000, region: index % 2 == 0 ? "a" : "b", index: index))
+    }
+    return Plan(planID: "test-\(count)", dots: dots, client: nil, session: nil, sourcePath: nil, sha256: nil)
 }
 
 final class EventLog: @unchecked Sendable {

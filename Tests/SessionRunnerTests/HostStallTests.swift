@@ -1,0 +1,53 @@
+import DeviceSim
+import FirmwareProtocol
+import Foundation
+import Logging
+import NeedleDriver
+import XCTest
+
+@testable import SessionRunner
+
+/// The host's own queue blocked for a while — a long synchronous write (a 20,000-dot plan's
+/// record), a starved process — must not be taken for a silent applicator. `onEvent` runs on
+/// the session's queue, so sleeping in it stalls the host exactly there.
+final class HostStallTests: XCTestCase {
+    var logger: Logger { Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }) }
+
+    func run(_ plan: Plan, stallAfter: @escaping @Sendable (SessionEvent) -> Bool) throws -> (SessionAccount, SimulatedApplicator) {
+        var options = SimulatorOptions()
+        options.timeScale = 0.05
+        let simulator = try SimulatedApplicator.start(options, logger: logger)
+        let stalled = ManagedFlag()
+        let account = try Session(plan: plan, logger: logger).run(
+            devicePath: simulator.devicePath, confirm: { _ in true },
+            onEvent: { event in
+                if stallAfter(event), stalled.setOnce() { Thread.sleep(forTimeInterval: 1.0) }
+            })
+        return (account, simulator)
+    }
+
+    /// Before arming nothing runs on the device, so a stall there costs nothing: the session goes on.
+    func testAStallAfterTheHandshakeIsNotALostLink() throws {
+        let plan = latticePlan(count: 30)
+        let (account, simulator) = try run(plan) { if case .preflight = $0 { true } else { false } }
+        defer { simulator.stop() }
+        XCTAssertEqual(account.outcome, .completed, account.reason ?? "")
+        XCTAssertEqual(simulator.injectedDots.map(\.dotID), plan.dots.map(\.id))
+    }
+
+    /// While streaming, a stall longer than the lease lets the applicator's lease expire: it
+    /// finishes the dot in the skin and holds. That is what the session reports — held, every
+    /// dot accounted for — not a lost link.
+    func testAStallWhileStreamingEndsHeldByTheLeaseNotAsALostLink() throws {
+        let plan = latticePlan(count: 200)
+        let (account, simulator) = try run(plan) { event in
+            if case .progress(let progress) = event { progress.done >= 20 } else { false }
+        }
+        defer { simulator.stop() }
+        XCTAssertEqual(account.outcome, .held, account.reason ?? "")
+        XCTAssertTrue(account.reason?.contains("lease") ?? false, account.reason ?? "")
+        XCTAssertTrue(account.inDoubt.isEmpty && account.interrupted.isEmpty, "\(account)")
+        let done = simulator.injectedDots.filter { $0.outcome == .done }.map(\.dotID)
+        XCTAssertEqual(done, account.done, "host account differs from the ground truth")
+    }
+}
