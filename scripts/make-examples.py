@@ -268,6 +268,7 @@ INVALID = """{
     {"id": 21, "x_mm": 41, "y_mm": 0, "dwell_ms": 30, "region": "crown-centre"},
     {"id": 22, "x_mm": 42, "y_mm": 0, "dwell_ms": null, "region": "crown-centre"},
     {"id": 23, "x_mm": 43, "y_mm": 0, "dwell_ms": 120, "region": ["crown"]},
+    {"id": 24, "x_mm": 44, "y_mm": 0, "depth_mm": 1.4, "dwell_ms": 120, "depth_mm": 0.6, "region": "crown-centre"},
     "not a dot"
   ]
 }

@@ -6,7 +6,9 @@ import Foundation
 // `PlanIssue` so that all of them are reported, not just the first.
 //
 // Stage 2 (`PlanLoader`) resolves defaults, checks values and converts units. Only this file knows
-// about `Decoder`; a faster parser can replace it by producing the same `RawPlanDocument`.
+// about `Decoder`; a faster parser can replace it by producing the same `RawPlanDocument`. Keys
+// written twice in one object, which JSONDecoder cannot see, are found by `JSONDuplicateKeys` over
+// the same bytes.
 
 /// A field as found in the file.
 enum RawField<Value: Sendable>: Sendable {
@@ -65,6 +67,8 @@ struct RawPlanDocument: Sendable {
     var dots: RawField<[RawDot]> = .absent
     /// Shape problems outside `dots` (each dot carries its own).
     var issues: [PlanIssue] = []
+    /// Errors found but not built: repeated keys beyond `PlanIssueList.cap`.
+    var unlistedErrors = 0
     /// False when the top level is not a JSON object (already reported).
     var isObject = true
 }
@@ -405,14 +409,65 @@ private struct DocumentObject: Decodable {
 
 
 enum PlanDecoding {
-    /// Decodes `data` into a raw document, or returns the file-level issue that stopped it
-    /// (not JSON, with the line and column where that can be found).
+    /// Decodes `data` into a raw document, with an error for every key written twice in one
+    /// object, or returns the file-level issue that stopped it (not JSON, with the line and column
+    /// where that can be found).
     static func decode(_ data: Data) -> Result<RawPlanDocument, PlanIssueFailure> {
+        var document: RawPlanDocument
         do {
-            return .success(try JSONDecoder().decode(DocumentObject.self, from: data).document)
+            document = try JSONDecoder().decode(DocumentObject.self, from: data).document
         } catch {
             return .failure(PlanIssueFailure(issue: invalidJSON(data, error)))
         }
+        // A top level that is not an object is reported alone.
+        guard document.isObject else { return .success(document) }
+        let scanned = withJSONText(data) { text -> JSONDuplicateKeyScan? in
+            // JSONDecoder found an object; text that does not start with one is not what it read.
+            guard text.first(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }) == UInt8(ascii: "{") else {
+                return nil
+            }
+            return JSONDuplicateKeys.scan(text, limit: PlanIssueList.cap)
+        }
+        guard let scan = scanned ?? nil else {
+            // Cannot happen for text JSONDecoder accepted; refuse rather than run an unchecked plan.
+            return .failure(PlanIssueFailure(issue: .error(.duplicateKey, "$",
+                "the plan could not be checked for repeated keys (internal error: the check read the JSON differently from the decoder)")))
+        }
+        document.addDuplicateKeyIssues(from: scan)
+        return .success(document)
+    }
+
+    /// Runs `body` over the UTF-8 text JSONDecoder parses. Like JSONDecoder, this reads UTF-16 and
+    /// UTF-32 too, told apart by a byte order mark or by the zero bytes around the first two
+    /// characters (RFC 4627 §3), converting them to UTF-8; the mark itself is not part of the text.
+    /// Nil when the bytes do not convert (JSONDecoder would have refused them).
+    static func withJSONText<T>(_ data: Data, _ body: (UnsafeBufferPointer<UInt8>) -> T) -> T? {
+        let head = Array(data.prefix(4))
+        func byte(_ index: Int) -> UInt8? { index < head.count ? head[index] : nil }
+        let encoding: String.Encoding
+        let markLength: Int
+        // The same cases in the same order as JSONDecoder, so both read the same text.
+        switch (byte(0), byte(1), byte(2), byte(3)) {
+        case (0, 0, 0xFE, 0xFF): (encoding, markLength) = (.utf32BigEndian, 4)
+        case (0xFE, 0xFF, 0, 0): (encoding, markLength) = (.utf32LittleEndian, 4)
+        case (0xFE, 0xFF, _, _): (encoding, markLength) = (.utf16BigEndian, 2)
+        case (0xFF, 0xFE, _, _): (encoding, markLength) = (.utf16LittleEndian, 2)
+        case (0xEF, 0xBB, 0xBF, _): (encoding, markLength) = (.utf8, 3)
+        case (0, 0, 0, let last?) where last != 0: (encoding, markLength) = (.utf32BigEndian, 0)
+        case (0, let first?, 0, let second?) where first != 0 && second != 0: (encoding, markLength) = (.utf16BigEndian, 0)
+        case (let first?, 0, 0, 0) where first != 0: (encoding, markLength) = (.utf32LittleEndian, 0)
+        case (let first?, 0, let second?, 0) where first != 0 && second != 0: (encoding, markLength) = (.utf16LittleEndian, 0)
+        case (0, let first?, nil, nil) where first != 0: (encoding, markLength) = (.utf16BigEndian, 0)
+        case (let first?, 0, nil, nil) where first != 0: (encoding, markLength) = (.utf16LittleEndian, 0)
+        default: (encoding, markLength) = (.utf8, 0)
+        }
+        if encoding == .utf8 {
+            return data.withUnsafeBytes { raw in
+                raw.withMemoryRebound(to: UInt8.self) { body(UnsafeBufferPointer(rebasing: $0.dropFirst(markLength))) }
+            }
+        }
+        guard var text = String(data: data.dropFirst(markLength), encoding: encoding) else { return nil }
+        return text.withUTF8(body)
     }
 
     /// JSONDecoder only says "The given data was not valid JSON."; JSONSerialization names the
@@ -450,6 +505,48 @@ enum PlanDecoding {
         text.replaceSubrange(range.lowerBound..<text.index(range.upperBound, offsetBy: digits.count),
                              with: "at line \(line), column \(column)")
         return text.prefix(1).lowercased() + text.dropFirst()
+    }
+}
+
+extension RawPlanDocument {
+    /// Adds an error for each repeated key: to its dot when it is inside one, else to `issues`.
+    mutating func addDuplicateKeyIssues(from scan: JSONDuplicateKeyScan) {
+        unlistedErrors += scan.unlisted
+        var rawDots = dots.value ?? []
+        // With `dots` itself repeated, `dots[3]` may name an element of the array not read.
+        if scan.duplicates.contains(where: { $0.location.map(\.stringValue) == ["dots"] }) { rawDots = [] }
+        var changed = Set<Int>()
+        for duplicate in scan.duplicates {
+            let location = duplicate.location
+            guard location.count > 2, location[0].stringValue == "dots", let index = location[1].intValue,
+                  rawDots.indices.contains(index) else {
+                issues.append(Self.issue(duplicate, idSuffix: ""))
+                continue
+            }
+            // A repeated id leaves the dot's id in doubt: do not name one.
+            let idIsRepeated = location.count == 3 && location[2].stringValue == "id"
+            rawDots[index].issues.append(Self.issue(duplicate, idSuffix: idIsRepeated ? "" : Self.idSuffix(rawDots[index])))
+            changed.insert(index)
+        }
+        guard !changed.isEmpty else { return }
+        for index in changed {
+            rawDots[index].issues.sort { $0.path < $1.path }
+        }
+        dots = .present(rawDots)
+    }
+
+    private static func issue(_ duplicate: JSONDuplicateKey, idSuffix: String) -> PlanIssue {
+        let path = PlanText.path(duplicate.location)
+        let times = duplicate.occurrences == 2 ? "twice" : "\(duplicate.occurrences) times"
+        return .error(.duplicateKey, path, limit: "unique key",
+                      "\(path) appears \(times) in the same object: programs differ in which value they read, "
+                      + "so the plan would mean different things to different programs; keep one" + idSuffix)
+    }
+
+    /// "(dot id N)" when the dot's id is usable, as in the loader's messages.
+    private static func idSuffix(_ dot: RawDot) -> String {
+        guard let id = dot.id.value, id == id.rounded(.towardZero), id >= 1, id <= Double(UInt32.max) else { return "" }
+        return PlanText.idSuffix(UInt32(id))
     }
 }
 

@@ -25,6 +25,8 @@ public struct PlanIssue: Sendable, Hashable, CustomStringConvertible {
         // Shape.
         /// A key the format does not define (e.g. a typo such as `depht_mm`).
         case unknownKey
+        /// A key written more than once in the same object: programs differ in which value they read.
+        case duplicateKey
         /// A required key is absent.
         case missingKey
         /// A value of the wrong JSON type (a string for a number, null, an array for an object, …).

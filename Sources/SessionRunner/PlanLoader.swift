@@ -129,6 +129,7 @@ public enum PlanLoader {
             issues.append(contentsOf: raw.issues)
             return nil
         }
+        issues.addOmittedErrors(raw.unlistedErrors)
         // Issues outside `dots`, put in the format's order once all are known.
         var top = raw.issues
         if let reason = envelope.emptyReason {
