@@ -14,7 +14,12 @@ struct Sessions: ParsableCommand {
     var limit: Int = 50
 
     func run() throws {
-        let store = try records.open()
+        if records.isMissing && records.db == RecordStore.defaultPath {
+            // A fresh machine: nothing recorded yet is not an error, and nothing is created.
+            if json { Output.printJSON([Any]()) } else { print("No sessions recorded yet (they go to \(records.db)).") }
+            return
+        }
+        let store = try records.openExisting(command: "sessions")
         let sessions = try store.sessions(limit: limit)
         if json {
             let array: [[String: Any]] = sessions.map { s in
@@ -78,7 +83,7 @@ struct Resume: ParsableCommand {
     }
 
     func run() throws {
-        let store = try records.open()
+        let store = try records.openExisting(command: "resume")
         guard let session = try store.session(id: id) else {
             Output.err("smpctl resume: no session \(id) in \(records.db) (see `smpctl sessions`).")
             throw ExitCode(ExitStatus.usage)
@@ -124,7 +129,7 @@ struct Report: ParsableCommand {
     }
 
     func run() throws {
-        let report = try ReportCommand.load(id, records)
+        let report = try ReportCommand.load(id, records, command: "report")
         let data: Data
         switch (output as NSString).pathExtension.lowercased() {
         case "json": data = try report.json()
@@ -150,7 +155,7 @@ struct Export: ParsableCommand {
     @OptionGroup var records: RecordsOptions
 
     func run() throws {
-        let report = try ReportCommand.load(id, records)
+        let report = try ReportCommand.load(id, records, command: "export")
         let staging = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-export-\(UUID().uuidString)")
         let folder = staging.appendingPathComponent("smp-session-\(id)")
         defer { try? FileManager.default.removeItem(at: staging) }
@@ -176,8 +181,8 @@ struct Export: ParsableCommand {
 }
 
 enum ReportCommand {
-    static func load(_ id: Int64, _ records: RecordsOptions) throws -> SessionReport {
-        let store = try records.open()
+    static func load(_ id: Int64, _ records: RecordsOptions, command: String) throws -> SessionReport {
+        let store = try records.openExisting(command: command)
         do {
             return try SessionReport(store: store, sessionID: id)
         } catch {

@@ -66,6 +66,20 @@ struct RecordsOptions: ParsableArguments {
             throw ExitCode(ExitStatus.ioError)
         }
     }
+
+    /// True when `db` names no file: nothing has been recorded there.
+    var isMissing: Bool { !FileManager.default.fileExists(atPath: db) }
+
+    /// For the commands that only read records: a database that is not there is never created
+    /// (a mistyped --db would otherwise look like an empty history). Exit 66 when it is missing.
+    func openExisting(command: String) throws -> RecordStore {
+        if isMissing {
+            Output.err("smpctl \(command): no treatment records at \(db) (no such file). Check --db: sessions are "
+                       + "recorded by `smpctl run`, by default in \(RecordStore.defaultPath).")
+            throw ExitCode(ExitStatus.noInput)
+        }
+        return try open()
+    }
 }
 
 struct Run: ParsableCommand {

@@ -1,0 +1,203 @@
+import Foundation
+import XCTest
+
+/// The commands besides `run`, `validate`, `devices`, `preview` and `probe` (HelpTests,
+/// CLITests): their help, their output on good input and their message and exit status on bad.
+final class CommandOutputTests: XCTestCase {
+    typealias Help = HelpTests.Help
+
+    func help(_ arguments: [String], file: StaticString = #filePath, line: UInt = #line) throws -> Help {
+        let result = try CLITests.smpctl(arguments)
+        XCTAssertEqual(result.status, 0, result.stderr, file: file, line: line)
+        return Help(result.stdout)
+    }
+
+    func temporaryDirectory() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-out-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+        return url
+    }
+
+    /// A records database holding one completed hairline session (id 1).
+    func recordedSession() throws -> (directory: URL, db: String) {
+        let directory = try temporaryDirectory()
+        let db = directory.appendingPathComponent("records.sqlite").path
+        let run = try CLITests.smpctl(["run", "Examples/hairline.json", "--sim", "--yes", "--time-scale", "0", "--db", db])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        return (directory, db)
+    }
+
+    // MARK: Help
+
+    func testHelpOfEveryOtherCommand() throws {
+        let expected: [([String], String, [String])] = [
+            (["sim", "--help"],
+             "USAGE: smpctl sim [--link <link>] [--port <path>] [--record <record>] [--time-scale <time-scale>] [--seed <seed>] [--faults <spec>] [--scenario <path>] [--verbose]",
+             ["--link <link>", "--port <path>", "--record <record>", "--time-scale <time-scale>", "--seed <seed>",
+              "--faults <spec>", "--scenario <path>", "-v, --verbose", "--version", "-h, --help"]),
+            (["resume", "--help"], "USAGE: smpctl resume [<options>] <id>",
+             ["--device <device>", "--sim", "--time-scale <time-scale>", "--record <record>", "--seed <seed>",
+              "--faults <faults>", "--line-faults <spec>", "--config <path>", "--db <path>", "--ambiguous <ambiguous>",
+              "--operator <operator>", "--yes", "--json", "-v, --verbose", "--version", "-h, --help"]),
+            (["sessions", "--help"], "USAGE: smpctl sessions [--db <path>] [--json] [--limit <limit>]",
+             ["--db <path>", "--json", "--limit <limit>", "--version", "-h, --help"]),
+            (["report", "--help"], "USAGE: smpctl report <id> --output <output> [--db <path>]",
+             ["-o, --output <output>", "--db <path>", "--version", "-h, --help"]),
+            (["export", "--help"], "USAGE: smpctl export <id> --output <output> [--db <path>]",
+             ["-o, --output <output>", "--db <path>", "--version", "-h, --help"]),
+            (["config", "check", "--help"], "USAGE: smpctl config check [--config <path>] [--device <device>]",
+             ["--config <path>", "--device <device>", "--version", "-h, --help"]),
+        ]
+        for (arguments, usage, options) in expected {
+            let help = try help(arguments)
+            XCTAssertEqual(help.usage, usage, arguments.joined(separator: " "))
+            XCTAssertEqual(help.options, options, arguments.joined(separator: " "))
+        }
+        XCTAssertTrue(try help(["sim", "--help"]).prose.contains("ignore-pace-at=DOT"), "sim --help lists every fault")
+    }
+
+    func testTheTopLevelHelpListsEveryCommand() throws {
+        let result = try CLITests.smpctl(["help"])
+        XCTAssertEqual(result.status, 0)
+        for command in ["run", "resume", "sim", "validate", "preview", "devices", "probe", "sessions", "report", "export", "config"] {
+            XCTAssertTrue(result.stdout.contains("\n  \(command) "), "smpctl help does not list \(command):\n\(result.stdout)")
+        }
+    }
+
+    // MARK: sessions
+
+    func testSessionsListsARecordedSessionAsATableAndAsJSON() throws {
+        let (_, db) = try recordedSession()
+        let table = try CLITests.smpctl(["sessions", "--db", db])
+        XCTAssertEqual(table.status, 0, table.stderr)
+        let lines = table.stdout.split(separator: "\n")
+        XCTAssertEqual(lines.first.map(String.init), "ID    STATE          DONE/TOTAL     STARTED                   PLAN")
+        XCTAssertTrue(lines.dropFirst().first?.hasPrefix("1     completed      191/191") == true, table.stdout)
+        XCTAssertTrue(lines.dropFirst().first?.hasSuffix("example-hairline-s1") == true, table.stdout)
+
+        let json = try CLITests.smpctl(["sessions", "--json", "--db", db])
+        let list = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]])
+        XCTAssertEqual(list.count, 1)
+        XCTAssertEqual(list.first?["state"] as? String, "completed")
+        XCTAssertEqual(list.first?["done"] as? Int, 191)
+        XCTAssertEqual(list.first?["plan_id"] as? String, "example-hairline-s1")
+    }
+
+    /// A mistyped --db must not look like an empty history, nor create a database there.
+    func testAMissingDatabaseIsAnErrorForEveryReadingCommandAndIsNotCreated() throws {
+        let directory = try temporaryDirectory()
+        let missing = directory.appendingPathComponent("typo/records.sqlite").path
+        for arguments in [["sessions"], ["report", "1", "-o", directory.appendingPathComponent("r.html").path],
+                          ["export", "1", "-o", directory.appendingPathComponent("s.tar.gz").path],
+                          ["resume", "1", "--sim", "--yes"]] {
+            let result = try CLITests.smpctl(arguments + ["--db", missing])
+            XCTAssertEqual(result.status, 66, "\(arguments): \(result.stderr)")
+            XCTAssertTrue(result.stderr.contains("no treatment records at \(missing) (no such file)"), result.stderr)
+            XCTAssertTrue(result.stderr.contains("Check --db"), result.stderr)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory.appendingPathComponent("typo").path),
+                       "a reading command created the database's folder")
+    }
+
+    /// On a fresh machine nothing is recorded yet: said plainly, exit 0, nothing created.
+    func testSessionsOnAFreshMachineSaysSoAndCreatesNothing() throws {
+        let home = try temporaryDirectory()
+        let process = Process()
+        process.executableURL = CLITests.binary
+        process.arguments = ["sessions"]
+        var environment = CLITests.environment
+        environment["XDG_DATA_HOME"] = home.path
+        process.environment = environment
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0)
+        XCTAssertEqual(text, "No sessions recorded yet (they go to \(home.path)/smpctl/records.sqlite).\n")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: home.path), [])
+    }
+
+    // MARK: report, export, resume
+
+    func testReportWritesEachFormatAndRefusesAnotherExtensionOrAnUnknownSession() throws {
+        let (directory, db) = try recordedSession()
+        for ext in ["json", "svg", "html"] {
+            let path = directory.appendingPathComponent("report.\(ext)").path
+            let result = try CLITests.smpctl(["report", "1", "-o", path, "--db", db])
+            XCTAssertEqual(result.status, 0, result.stderr)
+            XCTAssertEqual(result.stdout, "\(path): session 1, 191 of 191 dots done, completed\n")
+            XCTAssertGreaterThan((try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0, 1000, ext)
+        }
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: directory.appendingPathComponent("report.json")))
+        XCTAssertEqual(((json as? [String: Any])?["counts"] as? [String: Int])?["done"], 191)
+
+        let pdf = try CLITests.smpctl(["report", "1", "-o", directory.appendingPathComponent("report.pdf").path, "--db", db])
+        XCTAssertEqual(pdf.status, 64)
+        XCTAssertTrue(pdf.stderr.contains("-o must end in .json, .svg or .html"), pdf.stderr)
+        let unknown = try CLITests.smpctl(["report", "7", "-o", directory.appendingPathComponent("r.html").path, "--db", db])
+        XCTAssertEqual(unknown.status, 64)
+        XCTAssertTrue(unknown.stderr.contains("no session 7"), unknown.stderr)
+    }
+
+    func testExportWritesAnArchiveOfTheSessionAndRefusesAnUnknownOne() throws {
+        let (directory, db) = try recordedSession()
+        let archive = directory.appendingPathComponent("session-1.tar.gz").path
+        let result = try CLITests.smpctl(["export", "1", "-o", archive, "--db", db])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let tar = Process()
+        tar.executableURL = URL(fileURLWithPath: "/usr/bin/tar")
+        tar.arguments = ["-tzf", archive]
+        let listing = Pipe()
+        tar.standardOutput = listing
+        try tar.run()
+        let files = String(decoding: listing.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        tar.waitUntilExit()
+        XCTAssertEqual(Set(files.split(separator: "\n").map(String.init)), [
+            "smp-session-1/", "smp-session-1/session.json", "smp-session-1/report.html", "smp-session-1/plan.json",
+            "smp-session-1/dot-map.svg", "smp-session-1/audit.ndjson",
+        ])
+        let unknown = try CLITests.smpctl(["export", "9", "-o", directory.appendingPathComponent("s9.tar.gz").path, "--db", db])
+        XCTAssertEqual(unknown.status, 64)
+        XCTAssertTrue(unknown.stderr.contains("no session 9"), unknown.stderr)
+    }
+
+    func testResumeRefusesAnUnknownOrCompletedSessionAndSendsNothing() throws {
+        let (_, db) = try recordedSession()
+        let unknown = try CLITests.smpctl(["resume", "9", "--sim", "--yes", "--db", db])
+        XCTAssertEqual(unknown.status, 64)
+        XCTAssertTrue(unknown.stderr.contains("no session 9 in \(db) (see `smpctl sessions`)"), unknown.stderr)
+        let complete = try CLITests.smpctl(["resume", "1", "--sim", "--yes", "--db", db])
+        XCTAssertEqual(complete.status, 64)
+        XCTAssertTrue(complete.stderr.contains("session 1 is complete (191 of 191 dots); nothing to resume"), complete.stderr)
+        XCTAssertEqual(complete.stdout, "", "nothing ran")
+    }
+
+    // MARK: config check, sim
+
+    func testConfigCheckPrintsTheConfigurationAndNamesABadFieldWithExit78() throws {
+        let good = try CLITests.smpctl(["config", "check", "--config", "Examples/machine.toml"])
+        XCTAssertEqual(good.status, 0, good.stderr)
+        XCTAssertTrue(good.stdout.contains("Envelope (configuration): depth 0.3–1.2 mm, dwell 20–300 ms, travel ±120 × ±100 mm, dots ≥ 0.6 mm apart, ≤ 12 dots/s"),
+                      good.stdout)
+        XCTAssertTrue(good.stdout.contains("needle-power \"needle-power\" gpiochip0 line 24, active high"), good.stdout)
+
+        let bad = try temporaryDirectory().appendingPathComponent("machine.toml").path
+        try "[envelope]\ndepth_max_mm = 2.0\nmax_dots_per_second = 30\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        let result = try CLITests.smpctl(["config", "check", "--config", bad])
+        XCTAssertEqual(result.status, 78)
+        XCTAssertTrue(result.stderr.contains("\(bad): envelope.depth_max_mm = 2 exceeds the built-in depth limit of 1.5 mm"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("\(bad): envelope.max_dots_per_second = 30 exceeds the built-in limit of 20 dots per second"),
+                      result.stderr)
+    }
+
+    func testSimRefusesAnUnknownOrMalformedFaultNamingIt() throws {
+        let unknown = try CLITests.smpctl(["sim", "--faults", "bogus=1"])
+        XCTAssertEqual(unknown.status, 64)
+        XCTAssertTrue(unknown.stderr.contains("fault plan item 'bogus=1': unknown fault 'bogus'; known: corrupt"), unknown.stderr)
+        let rate = try CLITests.smpctl(["sim", "--faults", "drop=2"])
+        XCTAssertEqual(rate.status, 64)
+        XCTAssertTrue(rate.stderr.contains("'drop=2': RATE must be a probability from 0 to 1"), rate.stderr)
+    }
+}
