@@ -1,3 +1,4 @@
+import DeviceSim
 import Foundation
 @testable import SessionRunner
 import XCTest
@@ -254,7 +255,7 @@ final class DuplicateKeyTests: XCTestCase {
     /// Documents built at random with the repeats they contain recorded as they are written; the
     /// scanner must find exactly those, in that order.
     func testScannerAgreesWithGeneratedDocuments() throws {
-        var generator = SeededGenerator(seed: 0xD0B1_E5EE)
+        var generator = SplitMix64(seed: 0xD0B1_E5EE)
         var repeats = 0
         for trial in 0..<300 {
             var document = GeneratedJSON(generator: generator)
@@ -273,7 +274,7 @@ final class DuplicateKeyTests: XCTestCase {
     /// Random bytes and random edits of real plans: the scanner always ends without crashing, and
     /// never refuses to read what JSONDecoder accepted.
     func testScannerSurvivesRandomBytesAndMutations() throws {
-        var generator = SeededGenerator(seed: 0x5CA1_AB1E)
+        var generator = SplitMix64(seed: 0x5CA1_AB1E)
         let alphabet = Array(#"{}[]":,\ u0aA9-.eE"#.utf8) + [0, 0x0A, 0xD8, 0xDC, 0xFF, 0xC3, 0xA9]
         for _ in 0..<3_000 {
             let count = Int(generator.next() % 120)
@@ -316,26 +317,14 @@ private struct IgnoredJSON: Decodable {
     init(from decoder: any Decoder) {}
 }
 
-/// Small seeded generator so random tests repeat exactly.
-private struct SeededGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Writes a random JSON document and, as it goes, the repeated keys a correct scanner reports.
 private struct GeneratedJSON {
-    var generator: SeededGenerator
+    var generator: SplitMix64
     private(set) var text = ""
     private(set) var expected: [JSONDuplicateKey] = []
 
-    init(generator: SeededGenerator) {
+    init(generator: SplitMix64) {
         self.generator = generator
     }
 
