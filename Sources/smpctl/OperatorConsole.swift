@@ -73,10 +73,12 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
 
     /// SIGTERM or SIGHUP (called on `queue`).
     func terminated(_ cause: String) {
+        // The end first: after SIGHUP the note's write fails, and its own end request (output
+        // failed) must not be the one the record keeps.
+        session.requestEnd(reason: "smpctl received \(cause)")
+        lock.withLock { setQuestion(.none) }
         reporter.note("\(cause): ending the session — the dot in progress finishes, the needle retracts; "
                       + "resumable with `smpctl resume`.")
-        lock.withLock { setQuestion(.none) }
-        session.requestEnd(reason: "smpctl received \(cause)")
     }
 
     /// The question open now (for tests).
