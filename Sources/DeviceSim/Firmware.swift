@@ -569,10 +569,14 @@ public struct Firmware: Sendable {
         return UInt64((distance * 1_000_000 / Double(speed)).rounded(.up))
     }
 
-    /// The minimum interval between skin entries in force (µs).
-    var minimumDotIntervalMicroseconds: UInt64 {
-        paceIgnored ? 0 : max(UInt64(configuration.minimumDotIntervalMicroseconds), paceMicroseconds)
+    /// The minimum interval between skin entries in force (µs): the larger of PACE's and the
+    /// device's own.
+    private var paceInForceMicroseconds: UInt64 {
+        max(UInt64(configuration.minimumDotIntervalMicroseconds), paceMicroseconds)
     }
+
+    /// What the pacing enforces (µs); nothing once the `ignore-pace-at` fault fired.
+    var minimumDotIntervalMicroseconds: UInt64 { paceIgnored ? 0 : paceInForceMicroseconds }
 
     private mutating func startNextDot() {
         guard active == nil, !queue.isEmpty else { return }
@@ -776,8 +780,7 @@ public struct Firmware: Sendable {
     /// STATUS `pace_ms`: 0 until PACE, then the interval in force, in whole ms rounded up.
     private var paceMilliseconds: UInt16 {
         guard paceMicroseconds > 0 else { return 0 }
-        let interval = max(UInt64(configuration.minimumDotIntervalMicroseconds), paceMicroseconds)
-        return UInt16(clamping: (interval + 999) / 1000)
+        return UInt16(clamping: (paceInForceMicroseconds + 999) / 1000)
     }
 
     private mutating func send(_ message: Message) {

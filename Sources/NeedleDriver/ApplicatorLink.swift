@@ -101,8 +101,8 @@ public final class ApplicatorLink: @unchecked Sendable {
     public private(set) var hello: HelloReply?
     private var handshakeNonce: UInt32 = 0
     private var handshakeAttemptsLeft = 0
-    /// During the handshake: the reply in hand while PACE waits for its confirming STATUS.
-    private var paceAwaited: HelloReply?
+    /// During the handshake: the reply (`hello`) is in, PACE waits for its confirming STATUS.
+    private var paceAwaited = false
     private var handshakeCompletion: ((Result<HelloReply, LinkLoss>) -> Void)?
 
     // Sequencing (firmware-protocol.md §6.1–6.3)
@@ -143,7 +143,6 @@ public final class ApplicatorLink: @unchecked Sendable {
     private var srttNanos: Double = 0
     private var rttvarNanos: Double = 0
     private var rtoNanos: UInt64
-    private var lastValidReceive: UInt64 = 0
     /// When the first frame sent since the last valid one received left: the device's silence
     /// is counted from there. Nil while nothing is unanswered — a host that sends nothing (its
     /// queue blocked by a long write, its process starved) cannot blame the device for quiet.
@@ -442,9 +441,8 @@ public final class ApplicatorLink: @unchecked Sendable {
 
     private func handle(_ frame: Frame) {
         metrics.framesReceived += 1
-        lastValidReceive = now()
         unansweredSince = nil
-        history.record(.received, frame: frame, at: lastValidReceive)
+        history.record(.received, frame: frame, at: now())
         if let last = lastDeviceTxSeq {
             let gap = Int(frame.seq &- last &- 1)
             if gap > 0 && gap < 128 { metrics.deviceFramesLost += gap }
@@ -494,7 +492,7 @@ public final class ApplicatorLink: @unchecked Sendable {
         onEvent(.handshake(reply))
         if configuration.minimumDotIntervalMilliseconds > 0, reply.capabilities.contains(.pace) {
             // The handshake ends when a STATUS shows the pace in force (handleStatus).
-            paceAwaited = reply
+            paceAwaited = true
             handshakeAttemptsLeft = configuration.handshakeAttempts
             sendPace()
             return
@@ -571,9 +569,9 @@ public final class ApplicatorLink: @unchecked Sendable {
     private func handleStatus(_ status: Status) {
         let previous = deviceStatus
         deviceStatus = status
-        if let reply = paceAwaited, status.paceMilliseconds >= configuration.minimumDotIntervalMilliseconds {
-            paceAwaited = nil
-            finishHandshake(.success(reply))
+        if paceAwaited, let hello, status.paceMilliseconds >= configuration.minimumDotIntervalMilliseconds {
+            paceAwaited = false
+            finishHandshake(.success(hello))
         }
         creditAtAck = Int(status.freeSlots)
         let acked = widen(status.ackSeq)
@@ -665,7 +663,6 @@ public final class ApplicatorLink: @unchecked Sendable {
         timer.schedule(deadline: .now() + interval, repeating: interval, leeway: .microseconds(500))
         timer.setEventHandler { [weak self] in self?.tick() }
         heartbeatTimer = timer
-        if lastValidReceive == 0 { lastValidReceive = now() }
         timer.resume()
     }
 
@@ -682,12 +679,12 @@ public final class ApplicatorLink: @unchecked Sendable {
         if handshakeCompletion != nil {
             if elapsed(t, since: lastSend) >= configuration.handshakeInterval.nanoseconds {
                 if handshakeAttemptsLeft <= 0 {
-                    lost(.handshakeFailed(paceAwaited == nil
+                    lost(.handshakeFailed(!paceAwaited
                         ? "no HELLO reply from \(port.path) after \(configuration.handshakeAttempts) attempts: is it an smp applicator, and is its firmware running?"
                         : "the applicator did not confirm a minimum of \(configuration.minimumDotIntervalMilliseconds) ms between dots (PACE) after \(configuration.handshakeAttempts) attempts"))
                     return
                 }
-                if paceAwaited != nil { sendPace() } else { sendHello() }
+                if paceAwaited { sendPace() } else { sendHello() }
             }
             return
         }

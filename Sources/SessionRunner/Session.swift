@@ -306,12 +306,20 @@ public final class Session: @unchecked Sendable {
         guard let link else { return }
         link.queue.async {
             guard self.outcome == nil, self.pendingEnd == nil else { return }
-            self.reason = reason
-            self.pendingEnd = .held
-            if let status = self.lastStatus, status.state == .held, status.needleRetracted, link.inFlight.isEmpty {
-                self.end(.held, reason: reason)
-            }
+            _ = self.endWhenHeld(reason: reason)
         }
+    }
+
+    /// On the queue: the session ends held once the device is held, its needle up and nothing in
+    /// flight — at once if it already is (true), else when the STATUS saying so arrives.
+    private func endWhenHeld(reason: String) -> Bool {
+        self.reason = reason
+        pendingEnd = .held
+        guard let status = lastStatus, status.state == .held, status.needleRetracted, link?.inFlight.isEmpty == true else {
+            return false
+        }
+        end(.held, reason: reason)
+        return true
     }
 
     /// Ends the session as soon as it is safe, from any thread — for the process being told to
@@ -331,14 +339,8 @@ public final class Session: @unchecked Sendable {
                 return
             }
             guard self.pendingEnd == nil else { return }  // an abort, e-stop or end already ends it
-            self.reason = reason
-            self.pendingEnd = .held
             self.audit("end-requested", ["reason": reason])
-            if let status = self.lastStatus, status.state == .held, status.needleRetracted, link.inFlight.isEmpty {
-                self.end(.held, reason: reason)
-            } else {
-                self.requestHold()
-            }
+            if !self.endWhenHeld(reason: reason) { self.requestHold() }
         }
     }
 

@@ -81,8 +81,8 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
                       + "resumable with `smpctl resume`.")
     }
 
-    /// The question open now (for tests).
-    var openQuestion: Question { lock.withLock { question } }
+    /// The question open now.
+    private var openQuestion: Question { lock.withLock { question } }
 
     /// Sees every session event after the reporter.
     func observe(_ event: SessionEvent) {

@@ -170,23 +170,23 @@ final class RunReporter: Sendable {
             state.lastDraw = now
             drawProgress(&state, now: now)
         case .held(let reason):
-            alarm(.warning, "HOLD — \(reason). The dot in progress finishes, the needle retracts, the place in the plan is kept.", &state)
+            line(.warning, "HOLD — \(reason). The dot in progress finishes, the needle retracts, the place in the plan is kept.", &state)
         case .resumed:
             line(.success, "Resumed.", &state)
         case .deviceStatus(let s):
             let changed = state.bar.deviceState != s.state.description
             state.bar.deviceState = s.state.description
             if s.state.isLatched {
-                alarm(.error, "STOP — applicator \(s.state): \(s.fault). Needle power off, needle retracted.", &state)
+                line(.error, "STOP — applicator \(s.state): \(s.fault). Needle power off, needle retracted.", &state)
             } else if changed {
                 drawProgress(&state, now: DispatchTime.now().uptimeNanoseconds)
             }
         case .dotInterrupted(let id):
-            alarm(.error, "Dot \(id) was cut short (partially injected). It will not be repeated automatically.", &state)
+            line(.error, "Dot \(id) was cut short (partially injected). It will not be repeated automatically.", &state)
         case .dotsInDoubt(let ids):
-            alarm(.warning, "\(ids.count) dot(s) were in flight and cannot be confirmed: \(ids.prefix(10).map(String.init).joined(separator: ", "))\(ids.count > 10 ? ", …" : "")", &state)
+            line(.warning, "\(ids.count) dot(s) were in flight and cannot be confirmed: \(ids.prefix(10).map(String.init).joined(separator: ", "))\(ids.count > 10 ? ", …" : "")", &state)
         case .refused(let text):
-            alarm(.error, "REFUSED — \(text)", &state)
+            line(.error, "REFUSED — \(text)", &state)
         case .interlock(let t):
             state.bar.interlock = t.to.description
             // Alarm lines for stops only; readings while not yet armed are the start-up state, and
@@ -198,7 +198,7 @@ final class RunReporter: Sendable {
                 case .faulted: effect = "not armed: needle power off."
                 case .held, .armed: effect = ""
                 }
-                alarm(.error, "INTERLOCK — \(t.cause): \(effect)", &state)
+                line(.error, "INTERLOCK — \(t.cause): \(effect)", &state)
             } else {
                 drawProgress(&state, now: DispatchTime.now().uptimeNanoseconds)
             }
@@ -251,7 +251,7 @@ final class RunReporter: Sendable {
         live.draw(state.bar)
     }
 
-    /// A plain line above the progress line, which is drawn again below it.
+    /// A line above the progress line (alarms in colour), which is drawn again below it.
     private func line(_ style: ConsoleStyle, _ text: String, _ state: inout State) {
         if let live = state.live {
             live.print(text, style: style)
@@ -259,11 +259,6 @@ final class RunReporter: Sendable {
         } else {
             print(text)
         }
-    }
-
-    /// An alarm: in colour above the progress line.
-    private func alarm(_ style: ConsoleStyle, _ text: String, _ state: inout State) {
-        line(style, text, &state)
     }
 
     private func mm(_ micrometres: Int32) -> String { String(format: "%g", Double(micrometres) / 1000) }
