@@ -20,10 +20,15 @@ final class TerminalSessionTests: XCTestCase {
         init(_ arguments: [String], terminal: Bool = true, environment: [String: String] = CLITests.environment) throws {
             var environment = environment
             if terminal {
-                let command = ([CLITests.binary.path] + arguments).map { "'\($0)'" }.joined(separator: " ")
+                // `exec`: smpctl itself is script's child, alone in the terminal's foreground
+                // group. Without it a shell that does not exec its last command (dash, the
+                // /bin/sh script(1) runs when SHELL is unset) sits between them, dies of the
+                // Ctrl-C's SIGINT and reports 130 while smpctl carries on holding.
+                let command = "exec " + ([CLITests.binary.path] + arguments).map { "'\($0)'" }.joined(separator: " ")
                 process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
                 // -q quiet, -e the child's exit status, -f flush; /dev/null: no typescript file.
                 process.arguments = ["-q", "-e", "-f", "-c", command, "/dev/null"]
+                environment["SHELL"] = "/bin/sh"  // the same shell whatever the caller's login shell
                 environment["TERM"] = "xterm"
                 environment["COLUMNS"] = "160"
                 environment.removeValue(forKey: "NO_COLOR")
