@@ -6,8 +6,8 @@ import Synchronization
 /// which traps when the other end is gone (EPIPE from a closed pipe, EIO from a hung-up
 /// terminal): a session must end held then, not crash with a dot in the skin.
 enum Output {
-    /// Called after a write to standard output or error failed, with a description; a running
-    /// session sets it to end itself (nobody can follow it any more).
+    /// Called once, after the first write to standard output or error that failed, with a
+    /// description; a running session sets it to end itself (nobody can follow it any more).
     static let onWriteFailure = Mutex<(@Sendable (String) -> Void)?>(nil)
 
     static func err(_ line: String) {
@@ -44,7 +44,8 @@ enum Output {
         guard let failure else { return true }
         let stream = fd == STDOUT_FILENO ? "standard output" : fd == STDERR_FILENO ? "standard error" : "fd \(fd)"
         let text = "\(stream) failed (\(String(cString: strerror(failure))))"
-        onWriteFailure.withLock { $0 }?(text)
+        // Taken, not read: the first failure ends the session; later ones have nothing to add.
+        onWriteFailure.withLock { hook in defer { hook = nil }; return hook }?(text)
         return false
     }
 
