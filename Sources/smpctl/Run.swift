@@ -243,6 +243,13 @@ enum SessionCommand {
         let reporterQueue = DispatchQueue(label: "smpctl.reporter")
         let operatorConsole = OperatorConsole(session: session, interlocks: interlocks, reporter: reporter,
                                               interactive: Output.stdinIsTerminal && !ndjson)
+        // Events arrive on the session's queue: the terminal must never hold it up (a
+        // technician's Ctrl-S, a slow SSH link would stop the heartbeat and expire the lease),
+        // so what they print happens on a queue of its own, in order.
+        let relay = EventRelay(queue: reporterQueue) { event in
+            reporter.report(event)
+            operatorConsole.observe(event)
+        }
         operatorConsole.install()
         defer { operatorConsole.uninstall() }
         let account: SessionAccount
@@ -254,13 +261,7 @@ enum SessionCommand {
                     return yes || Prompt.confirm("Arm the applicator and start \(preflight.dotCount) dots?")
                 },
                 onEvent: { event in
-                    // Events arrive on the session's queue: the terminal must never hold it up (a
-                    // technician's Ctrl-S, a slow SSH link would stop the heartbeat and expire
-                    // the lease), so what they print happens on a queue of its own, in order.
-                    reporterQueue.async {
-                        reporter.report(event)
-                        operatorConsole.observe(event)
-                    }
+                    relay.send(event)
                     if case .progress(let progress) = event, let lineFaults, let lines = interlocks.simulator {
                         lineFaults.fire(afterDot: progress.lastDotID, on: lines, configuration: interlocks.configuration)
                     }
