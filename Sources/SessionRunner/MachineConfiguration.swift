@@ -18,17 +18,23 @@ public struct MachineConfiguration: Sendable {
     public var outputs: [InterlockOutput]
     /// Lease asked for in HELLO (firmware-protocol.md §6.5): 20–250 ms, default 100 ms.
     public var leaseMilliseconds: Int
+    /// SCHED_FIFO priority for a session's process (`[host] realtime_priority`, 1–99), or nil:
+    /// ordinary scheduling. What keeps the heartbeat inside the lease on a loaded machine
+    /// (docs/performance.md, underruns).
+    public var realtimePriority: Int?
     /// The file this was read from; nil for the built-in configuration or text.
     public var sourcePath: String?
 
     public init(applicator: ApplicatorSelection = .match(.default), envelope: SafetyEnvelope = .builtIn,
                 inputs: [InterlockInput] = [], outputs: [InterlockOutput] = [],
-                leaseMilliseconds: Int = MachineConfiguration.defaultLeaseMilliseconds, sourcePath: String? = nil) {
+                leaseMilliseconds: Int = MachineConfiguration.defaultLeaseMilliseconds, realtimePriority: Int? = nil,
+                sourcePath: String? = nil) {
         self.applicator = applicator
         self.envelope = envelope
         self.inputs = inputs
         self.outputs = outputs
         self.leaseMilliseconds = leaseMilliseconds
+        self.realtimePriority = realtimePriority
         self.sourcePath = sourcePath
     }
 
@@ -36,6 +42,8 @@ public struct MachineConfiguration: Sendable {
     public static let defaultLeaseMilliseconds = 100
     /// The lease a file may ask for (the firmware grants 20–250 ms).
     public static let leaseMillisecondsRange = 20...250
+    /// The SCHED_FIFO priorities Linux offers (sched_get_priority_min/max).
+    public static let realtimePriorityRange = 1...99
     /// Debounce when an interlock gives none.
     public static let defaultDebounce: Duration = .milliseconds(10)
     /// Largest debounce an interlock may ask for. Debounce never delays a stop (see
@@ -194,6 +202,12 @@ extension MachineConfiguration {
             lines.append("Applicator: USB \(match.vendorID):\(match.productID)\(serial), found through udev")
         }
         lines.append("Lease: \(leaseMilliseconds) ms")
+        if let realtimePriority {
+            lines.append("Scheduling: SCHED_FIFO priority \(realtimePriority) for sessions (smpctl run and resume)")
+        } else {
+            lines.append("Scheduling: ordinary (no [host] realtime_priority): a loaded machine can delay the "
+                         + "heartbeat past the lease, and the applicator then holds")
+        }
 
         if inputs.isEmpty {
             lines.append("Interlocks: none — SIMULATOR/DEVELOPER MODE: no e-stop, pedal, skin-contact or cartridge "

@@ -165,7 +165,8 @@ public enum MachineConfigurationLoader {
 private struct ConfigurationReader {
     var issues: [MachineConfigurationIssue] = []
 
-    static let rootKeys = ["applicator", "envelope", "interlock", "output"]
+    static let rootKeys = ["applicator", "envelope", "host", "interlock", "output"]
+    static let hostKeys = ["realtime_priority"]
     static let applicatorKeys = ["device", "match"]
     static let matchKeys = ["vendor_id", "product_id", "serial"]
     static let envelopeKeys = ["depth_min_mm", "depth_max_mm", "dwell_min_ms", "dwell_max_ms", "travel_x_mm",
@@ -181,6 +182,9 @@ private struct ConfigurationReader {
         }
         if let table = table(root, "envelope", path: "envelope") {
             (configuration.envelope, configuration.leaseMilliseconds) = envelope(table)
+        }
+        if let table = table(root, "host", path: "host") {
+            configuration.realtimePriority = host(table)
         }
         var owners: [String: String] = [:]  // name → key path of its first use
         var sawEstop = false  // even on an entry with other problems: one error at a time
@@ -362,6 +366,26 @@ private struct ConfigurationReader {
             }
         }
         return (envelope, lease)
+    }
+
+    // MARK: [host]
+
+    private mutating func host(_ table: TOMLTable) -> Int? {
+        checkKeys(table, allowed: Self.hostKeys, path: "host")
+        guard let value = table["realtime_priority"] else { return nil }
+        let path = "host.realtime_priority", range = MachineConfiguration.realtimePriorityRange
+        guard let priority = value.int else {
+            wrongType(path, value, expected: "a whole number, the SCHED_FIFO priority")
+            return nil
+        }
+        guard range.contains(priority) else {
+            add(.outOfRange, path, value: String(priority),
+                limit: priority > range.upperBound ? "≤ \(range.upperBound)" : "≥ \(range.lowerBound)",
+                "\(path) = \(priority) is outside \(range.lowerBound)–\(range.upperBound), the SCHED_FIFO priorities "
+                + "Linux offers; leave the key out for ordinary scheduling")
+            return nil
+        }
+        return priority
     }
 
     private enum Bound { case lower, upper }

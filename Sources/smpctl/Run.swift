@@ -95,7 +95,7 @@ struct Run: ParsableCommand {
             output end the session held as soon as the dot in the skin is done. Exit status 0 \
             only when every dot was confirmed done by the applicator; 65 invalid plan; 69 \
             applicator unavailable or link lost; 74 records not writable; 75 held or stopped \
-            before the end; 77 permission denied on the device.
+            before the end; 77 permission denied on the device or for [host] realtime_priority.
             """)
 
     @Argument(help: "The plan file (smp-plan/1 JSON).")
@@ -231,6 +231,15 @@ enum SessionCommand {
         }
         if machine.isDeveloperMode && !target.sim {
             Output.err("smpctl: WARNING: \(machine.sourcePath ?? "no machine configuration"): no interlock lines configured — developer mode, not for use on a person.")
+        }
+        if let priority = machine.realtimePriority {
+            do {
+                try RealtimeScheduling.apply(priority: priority)
+            } catch let failure {
+                Output.err("smpctl: \(machine.sourcePath ?? "machine configuration"): \(failure)")
+                Output.err("smpctl: session not started; nothing was sent to the applicator.")
+                throw ExitCode(failure.errno == EPERM ? ExitStatus.permission : ExitStatus.software)
+            }
         }
         let reporter = RunReporter(ndjson: ndjson, sim: target.sim)
         var options = SessionOptions()

@@ -211,6 +211,20 @@ final class MachineConfigurationTests: XCTestCase {
         assertIssue("[envelope]\ndepth_max_mm = nan\n", .outOfRange, keyPath: "envelope.depth_max_mm", mentions: ["finite"])
     }
 
+    func testRealtimePriorityIsOptionalAndWithinWhatLinuxOffers() throws {
+        XCTAssertNil(try load(Self.minimal).realtimePriority, "ordinary scheduling unless asked")
+        XCTAssertEqual(try load("[host]\nrealtime_priority = 50\n").realtimePriority, 50)
+        XCTAssertEqual(try load("[host]\nrealtime_priority = 1\n").realtimePriority, 1)
+        XCTAssertEqual(try load("[host]\nrealtime_priority = 99\n").realtimePriority, 99)
+        assertIssue("[host]\nrealtime_priority = 0\n", .outOfRange, keyPath: "host.realtime_priority",
+                    mentions: ["= 0", "1–99", "leave the key out"])
+        assertIssue("[host]\nrealtime_priority = 100\n", .outOfRange, keyPath: "host.realtime_priority", mentions: ["= 100"])
+        assertIssue("[host]\nrealtime_priority = \"high\"\n", .wrongType, keyPath: "host.realtime_priority",
+                    mentions: ["\"high\"", "whole number"])
+        assertIssue("[host]\nrealtime = 50\n", .unknownKey, keyPath: "host.realtime",
+                    mentions: ["did you mean \"realtime_priority\"?"])
+    }
+
     func testEmptyDepthRange() {
         assertIssue("[envelope]\ndepth_min_mm = 1.0\ndepth_max_mm = 0.8\n", .conflict, keyPath: "envelope.depth_min_mm",
                     mentions: ["envelope.depth_max_mm", "empty"])

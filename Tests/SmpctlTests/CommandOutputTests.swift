@@ -192,6 +192,49 @@ final class CommandOutputTests: XCTestCase {
                       result.stderr)
     }
 
+    /// `[host] realtime_priority`: every thread of the session's process under SCHED_FIFO — or,
+    /// where this process may not use it, a refusal before anything is sent, naming the fix.
+    func testRealtimePriorityPutsTheWholeSessionUnderSCHEDFIFOOrRefusesWithTheFix() throws {
+        let directory = try temporaryDirectory()
+        let config = directory.appendingPathComponent("machine.toml").path
+        try "[host]\nrealtime_priority = 10\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let check = try CLITests.smpctl(["config", "check", "--config", config])
+        XCTAssertTrue(check.stdout.contains("Scheduling: SCHED_FIFO priority 10 for sessions"), check.stdout)
+
+        // May this machine use SCHED_FIFO at all? (root without CAP_SYS_NICE in a container may not.)
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: "/usr/bin/chrt")
+        probe.arguments = ["-f", "10", "/bin/true"]
+        probe.standardError = FileHandle.nullDevice
+        try probe.run()
+        probe.waitUntilExit()
+        let allowed = probe.terminationStatus == 0
+
+        let record = directory.appendingPathComponent("truth.ndjson").path
+        let run = try TerminalSessionTests.TerminalRun(
+            ["run", "Examples/hairline.json", "--sim", "--time-scale", "0.05", "--yes", "--json", "--config", config,
+             "--record", record, "--db", directory.appendingPathComponent("records.sqlite").path],
+            terminal: false)
+        guard allowed else {
+            XCTAssertEqual(run.exitStatus(), 77, run.text)
+            XCTAssertTrue(run.text.contains("realtime_priority = 10: this process may not use SCHED_FIFO"), run.text)
+            XCTAssertTrue(run.text.contains("rtprio 10"), "the fix is not named:\n\(run.text)")
+            XCTAssertEqual((try? String(contentsOfFile: record, encoding: .utf8)) ?? "", "", "a dot was injected")
+            return
+        }
+        run.waitFor("\"event\":\"armed\"")
+        let pid = try XCTUnwrap(run.smpctlPID)
+        let threads = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")
+        XCTAssertGreaterThan(threads.count, 2)
+        for thread in threads {
+            guard let sched = try? String(contentsOfFile: "/proc/\(pid)/task/\(thread)/sched", encoding: .utf8) else { continue }
+            let policy = sched.split(separator: "\n").first { $0.hasPrefix("policy") }?.split(separator: ":").last?
+                .trimmingCharacters(in: .whitespaces)
+            XCTAssertEqual(policy, "1", "thread \(thread) of smpctl is not under SCHED_FIFO (policy 1)")
+        }
+        XCTAssertEqual(run.exitStatus(), 0, run.text)
+    }
+
     func testSimRefusesAnUnknownOrMalformedFaultNamingIt() throws {
         let unknown = try CLITests.smpctl(["sim", "--faults", "bogus=1"])
         XCTAssertEqual(unknown.status, 64)
