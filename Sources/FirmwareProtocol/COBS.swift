@@ -6,6 +6,7 @@
 /// at most one frame is lost. Overhead: one byte per 254 bytes of payload, plus the delimiter.
 public enum COBS {
     /// Encodes `input`; the result holds no zero byte and does not include the delimiter.
+    @inlinable
     public static func encode(_ input: some Collection<UInt8>, into output: inout [UInt8]) {
         var codeIndex = output.count
         output.append(0)
@@ -32,6 +33,7 @@ public enum COBS {
 
     /// Decodes one COBS block (delimiter excluded). Returns nil when the block is malformed:
     /// a zero byte inside it or a code that runs past its end.
+    @inlinable
     public static func decode(_ input: some Collection<UInt8>) -> [UInt8]? {
         var output: [UInt8] = []
         output.reserveCapacity(input.count)

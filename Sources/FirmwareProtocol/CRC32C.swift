@@ -6,7 +6,7 @@
 /// series and a 2^-16 undetected-error rate per corrupted frame is too high when the payload is a
 /// needle depth. CRC-32C has Hamming distance 6 up to 5,243 bits, far beyond our longest frame.
 public enum CRC32C {
-    static let table: [UInt32] = (0..<256).map { index -> UInt32 in
+    @usableFromInline static let table: [UInt32] = (0..<256).map { index -> UInt32 in
         var crc = UInt32(index)
         for _ in 0..<8 {
             crc = (crc & 1) != 0 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1
@@ -14,7 +14,10 @@ public enum CRC32C {
         return crc
     }
 
-    /// The CRC of `bytes`.
+    /// The CRC of `bytes`. Inlinable, as are the COBS and frame-decoding entry points: unspecialised
+    /// generic code called from another module boxes every element — one malloc per byte
+    /// (docs/performance.md, Codec).
+    @inlinable
     public static func checksum<C: Collection>(_ bytes: C) -> UInt32 where C.Element == UInt8 {
         var crc: UInt32 = 0xFFFF_FFFF
         table.withUnsafeBufferPointer { table in

@@ -98,6 +98,7 @@ public struct Frame: Sendable, Hashable {
     }
 
     /// Decodes one frame from its COBS block (the bytes between two delimiters, delimiter excluded).
+    @inlinable
     public static func decode(cobsBlock: some Collection<UInt8>) throws(DecodeError) -> Frame {
         guard let raw = COBS.decode(cobsBlock) else { throw .cobs }
         return try decode(raw: raw[...])
@@ -207,8 +208,8 @@ public struct Frame: Sendable, Hashable {
 /// make the receiver buffer without bound. An empty block (two delimiters in a row) is ignored:
 /// senders may send a lone 0x00 to flush a receiver's partial frame.
 public struct FrameDecoder: Sendable {
-    private var block: [UInt8] = []
-    private var overflowed = false
+    @usableFromInline var block: [UInt8] = []
+    @usableFromInline var overflowed = false
 
     public init() {
         block.reserveCapacity(Frame.maximumEncodedLength)
@@ -223,6 +224,7 @@ public struct FrameDecoder: Sendable {
     }
 
     /// Feeds bytes and calls `handle` for each complete block, in order.
+    @inlinable
     public mutating func feed(_ bytes: some Sequence<UInt8>, _ handle: (Event) -> Void) {
         for byte in bytes {
             if byte == 0 {
@@ -248,6 +250,7 @@ public struct FrameDecoder: Sendable {
     }
 
     /// Convenience for tests: all events from `bytes`.
+    @inlinable
     public mutating func feed(_ bytes: some Sequence<UInt8>) -> [Event] {
         var events: [Event] = []
         feed(bytes) { events.append($0) }
