@@ -37,10 +37,16 @@ final class EventRelay: Sendable {
     /// From any thread; never blocks on the reporter.
     func send(_ event: SessionEvent) {
         let schedule = state.withLock { state -> Bool in
-            if let kind = Self.coalescingKind(event),
-               let earlier = state.pending.lastIndex(where: { Self.coalescingKind($0) == kind }),
-               state.pending[earlier...].allSatisfy({ Self.coalescingKind($0) != nil }) {
-                state.pending.remove(at: earlier)
+            if let kind = Self.coalescingKind(event) {
+                // The latest earlier event of this kind is obsolete unless one that must be seen
+                // lies between them: look back only over coalescible events.
+                for index in state.pending.indices.reversed() {
+                    guard let earlier = Self.coalescingKind(state.pending[index]) else { break }
+                    if earlier == kind {
+                        state.pending.remove(at: index)
+                        break
+                    }
+                }
             }
             state.pending.append(event)
             defer { state.drainScheduled = true }
@@ -55,18 +61,13 @@ final class EventRelay: Sendable {
                 state.pending.removeAll(keepingCapacity: true)
                 state.drainScheduled = false
             }
-            return state.pending
-        }
-        for event in batch {
-            if case .deviceStatus(let status) = event {
-                let repeated = state.withLock { state -> Bool in
-                    defer { state.deliveredDeviceState = status.state }
-                    return Self.coalescingKind(event) != nil && state.deliveredDeviceState == status.state
-                }
-                if repeated { continue }
+            return state.pending.filter { event in
+                guard case .deviceStatus(let status) = event else { return true }
+                defer { state.deliveredDeviceState = status.state }
+                return Self.coalescingKind(event) == nil || state.deliveredDeviceState != status.state
             }
-            deliver(event)
         }
+        for event in batch { deliver(event) }
     }
 
     private enum CoalescingKind { case progress, routineDeviceState }

@@ -252,9 +252,7 @@ enum SessionCommand {
         let reporterQueue = DispatchQueue(label: "smpctl.reporter")
         let operatorConsole = OperatorConsole(session: session, interlocks: interlocks, reporter: reporter,
                                               interactive: Output.stdinIsTerminal && !ndjson)
-        // Events arrive on the session's queue: the terminal must never hold it up (a
-        // technician's Ctrl-S, a slow SSH link would stop the heartbeat and expire the lease),
-        // so what they print happens on a queue of its own, in order.
+        // Printing happens on a queue of its own: the session's queue never waits for the terminal.
         let relay = EventRelay(queue: reporterQueue) { event in
             reporter.report(event)
             operatorConsole.observe(event)
