@@ -75,6 +75,10 @@ public enum LinkEvent: Sendable, Hashable {
     case dotsInDoubt([DotCommand])
     case deviceStatus(Status)
     case refused(Refused)
+    /// ARM (or the RESUME that continues a device found held) or an operator's RESUME was not
+    /// taken: the device stays held (its `fault` says why, e.g. skin contact lost) or latched.
+    /// The link never repeats it on its own: only the operator's next decision resumes.
+    case notTaken(MessageType, Status?)
     case metrics(LinkMetrics)
     case linkLost(LinkLoss)
 }
@@ -103,6 +107,10 @@ public final class ApplicatorLink: @unchecked Sendable {
     private var handshakeAttemptsLeft = 0
     /// During the handshake: the reply (`hello`) is in, PACE waits for its confirming STATUS.
     private var paceAwaited = false
+    /// During the handshake: the reply is in, and the handshake ends with the first STATUS after
+    /// it, so the owner knows the device's state (held, latched, the cut-short dot) before it
+    /// decides anything — a resume settles its record from it.
+    private var statusAwaited = false
     private var handshakeCompletion: ((Result<HelloReply, LinkLoss>) -> Void)?
 
     // Sequencing (firmware-protocol.md §6.1–6.3)
@@ -130,13 +138,30 @@ public final class ApplicatorLink: @unchecked Sendable {
         var message: Message
         var lastSent: UInt64
         var confirmed: (Status) -> Bool
+        /// Transmissions left, for the commands that must not outlive the operator's decision
+        /// (ARM, RESUME, CLEAR): a RESUME repeated until the device takes it would resume the
+        /// moment a device-side cause (contact lost) went away, with nobody asked. Nil: repeated
+        /// until confirmed (HOLD, ABORT, ESTOP — the safe direction).
+        var attemptsLeft: Int?
     }
     private var pendingCommand: PendingCommand?
+    /// Transmissions of ARM, RESUME or CLEAR before the link gives up (`notTaken`): enough to
+    /// cover lost frames, never so many that a device-side cause could clear meanwhile unseen.
+    static let decisionAttempts = 4
+    /// An operator's RESUME given while the HOLD before it is not yet confirmed: sent, with the
+    /// new epoch, once the hold is.
+    private var resumeQueued = false
+    /// Set while `dotSource` runs: a command the owner gives from inside it is deferred until the
+    /// batch being built has been written (no re-entrancy into the transmit buffer).
+    private var pullingDots = false
+    /// Called once when CLEAR at the end has been answered (true: the device reported disarmed)
+    /// or given up (false), then the port is closed.
+    private var disarmCompletion: ((Bool) -> Void)?
     /// True from HOLD/ABORT/ESTOP until the fence is confirmed; no DOT is sent meanwhile.
     private var fencePending = false
     /// Streaming is allowed only when armed and not held; set by the owner.
     public private(set) var streaming = false
-    /// Set by a latched state or a local e-stop; cleared only by `clearAndArm()`.
+    /// Set by a latched state or a local e-stop; a latched device is never armed again by this link.
     public private(set) var latched = false
 
     // Timing
@@ -208,32 +233,21 @@ public final class ApplicatorLink: @unchecked Sendable {
     /// ARM at the start of a session (the operator confirmed the preflight). A device found
     /// `held` — its lease expired when an earlier host went away — is resumed instead, which is
     /// the same operator decision; a latched device is left alone (CLEAR needs its own action).
+    /// Sent a bounded number of times: if the device does not become ready (it holds at once
+    /// without skin contact, §6.9.8), the link reports `notTaken` and waits for the operator.
     public func arm() {
         dispatchPrecondition(condition: .onQueue(queue))
-        guard !latched else { return }
-        armRequested = true
-        if deviceStatus?.state == .held {
-            resumeHeldDevice(epoch: deviceStatus!.epoch)
+        guard !latched, !closed else { return }
+        if let status = deviceStatus, status.state == .held {
+            epoch = status.epoch
+            fencePending = false
+            sendDecision(.resume(epoch: status.epoch, nextSeq: UInt8(truncatingIfNeeded: nextSeq)), kind: .arm) { [epoch = status.epoch] in
+                ($0.state == .ready || $0.state == .running) && $0.epoch == epoch
+            }
         } else {
-            sendCommand(.arm) { $0.state == .ready || $0.state == .running || $0.state == .held }
+            // Any answer is ARM's answer: ready, or held at once (no contact), or latched.
+            sendDecision(.arm, kind: .arm) { $0.state != .disarmed }
         }
-    }
-
-    private var armRequested = false
-
-    private func resumeHeldDevice(epoch held: UInt16) {
-        epoch = held
-        fencePending = false
-        sendCommand(.resume(epoch: held, nextSeq: UInt8(truncatingIfNeeded: nextSeq))) { status in
-            (status.state == .ready || status.state == .running) && status.epoch == held
-        }
-    }
-
-    /// Operator's explicit recovery from a latched state: CLEAR then ARM (§6.6).
-    public func clearAndArm() {
-        dispatchPrecondition(condition: .onQueue(queue))
-        latched = false
-        sendCommand(.clear) { $0.state == .disarmed }
     }
 
     /// Pull from `dotSource` now (after the owner made more dots available).
@@ -253,8 +267,10 @@ public final class ApplicatorLink: @unchecked Sendable {
     public func hold() {
         dispatchPrecondition(condition: .onQueue(queue))
         guard !closed else { return }
+        if pullingDots { return queue.async { self.hold() } }
         streaming = false
         fencePending = true
+        resumeQueued = false
         let target = epoch &+ 1
         sendCommand(.hold(epoch: target)) { [weak self] status in
             status.state == .held && status.needleRetracted && self?.isNotOlder(status.epoch, than: target) == true
@@ -265,8 +281,10 @@ public final class ApplicatorLink: @unchecked Sendable {
     public func abort() {
         dispatchPrecondition(condition: .onQueue(queue))
         guard !closed else { return }
+        if pullingDots { return queue.async { self.abort() } }
         streaming = false
         fencePending = true
+        resumeQueued = false
         let target = epoch &+ 1
         sendCommand(.abort(epoch: target)) { [weak self] status in
             (status.state == .held || status.state.isLatched) && status.needleRetracted
@@ -274,19 +292,31 @@ public final class ApplicatorLink: @unchecked Sendable {
         }
     }
 
-    /// RESUME after a hold; streaming restarts when the device reports `ready`.
+    /// RESUME after a hold (the operator's decision); streaming restarts when the device reports
+    /// `ready`. Given while the hold is still under way it waits for the hold's confirmation and
+    /// goes out with the new epoch (a RESUME with the old epoch would be ignored). Sent a bounded
+    /// number of times: a device still held by its own cause (contact lost) answers `notTaken`.
     public func resume() {
         dispatchPrecondition(condition: .onQueue(queue))
         guard !latched, !closed else { return }
+        if pullingDots { return queue.async { self.resume() } }
+        if fencePending {
+            resumeQueued = true
+            return
+        }
+        sendResume()
+    }
+
+    private func sendResume() {
         let resumeEpoch = epoch
-        sendCommand(.resume(epoch: resumeEpoch, nextSeq: UInt8(truncatingIfNeeded: nextSeq))) { status in
+        sendDecision(.resume(epoch: resumeEpoch, nextSeq: UInt8(truncatingIfNeeded: nextSeq)), kind: .resume) { status in
             (status.state == .ready || status.state == .running) && status.epoch == resumeEpoch
         }
         streaming = true
     }
 
     /// E-STOP: written at once, twice (a corrupted single frame must not delay it), repeated
-    /// every RTO until the device confirms. Latches the link: no DOT is sent until `clearAndArm()`.
+    /// every RTO until the device confirms. Latches the link: no DOT is sent on it again.
     public func estop(cause: FaultCode) {
         dispatchPrecondition(condition: .onQueue(queue))
         latched = true
@@ -318,10 +348,40 @@ public final class ApplicatorLink: @unchecked Sendable {
     public func close() {
         dispatchPrecondition(condition: .onQueue(queue))
         guard !closed else { return }
+        if pullingDots { return queue.async { self.close() } }
         closed = true
         heartbeatTimer?.cancel()
         heartbeatTimer = nil
         port.close()
+        if let completion = disarmCompletion {
+            disarmCompletion = nil
+            completion(false)
+        }
+    }
+
+    /// The end of a session (§6.9.7): CLEAR, so the device is left disarmed (needle power off)
+    /// rather than held or ready, then close. Only from `ready` or `held` with the needle at
+    /// standoff — a latched device keeps its latch (its needle drive is already off; leaving it
+    /// is the operator's action), and a device still running is not cleared. `completion(true)`
+    /// once a STATUS shows `disarmed`; `completion(false)` when CLEAR was not sent or not
+    /// confirmed after its attempts. Streaming has stopped before.
+    public func disarmAndClose(completion: @escaping @Sendable (Bool) -> Void) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard !closed else { return completion(false) }
+        if pullingDots { return queue.async { self.disarmAndClose(completion: completion) } }
+        streaming = false
+        resumeQueued = false
+        guard let status = deviceStatus, hello != nil, status.needleRetracted,
+              status.state == .ready || status.state == .held || status.state == .disarmed else {
+            close()
+            return completion(false)
+        }
+        if status.state == .disarmed {
+            close()
+            return completion(true)
+        }
+        disarmCompletion = completion
+        sendDecision(.clear, kind: .clear) { $0.state == .disarmed }
     }
 
     /// Dots sent and not yet confirmed done or returned, in send order.
@@ -330,8 +390,42 @@ public final class ApplicatorLink: @unchecked Sendable {
     // MARK: - Sending
 
     private func sendCommand(_ message: Message, confirmed: @escaping (Status) -> Bool) {
-        pendingCommand = PendingCommand(message: message, lastSent: now(), confirmed: confirmed)
+        pendingCommand = PendingCommand(message: message, lastSent: now(), confirmed: confirmed, attemptsLeft: nil)
         send(Frame(message))
+    }
+
+    /// What a bounded command stands for when it is given up (`notTaken`).
+    private enum Decision { case arm, resume, clear }
+
+    /// ARM, RESUME or CLEAR: an operator's (or the session end's) one decision, repeated only to
+    /// cover a lost frame.
+    private func sendDecision(_ message: Message, kind: Decision, confirmed: @escaping (Status) -> Bool) {
+        pendingCommand = PendingCommand(message: message, lastSent: now(), confirmed: confirmed,
+                                        attemptsLeft: Self.decisionAttempts - 1)
+        pendingDecision = kind
+        send(Frame(message))
+    }
+
+    private var pendingDecision: Decision?
+
+    /// True while ARM or RESUME waits for the device's answer: a `held` STATUS then is the
+    /// state before the command, not a new hold.
+    public var decisionPending: Bool {
+        guard let pendingCommand else { return resumeQueued }
+        return pendingCommand.attemptsLeft != nil || resumeQueued
+    }
+
+    /// The device did not take ARM, RESUME or CLEAR after every attempt.
+    private func giveUp(_ decision: Decision) {
+        pendingCommand = nil
+        pendingDecision = nil
+        switch decision {
+        case .arm, .resume:
+            streaming = false
+            onEvent(.notTaken(decision == .arm ? .arm : .resume, deviceStatus))
+        case .clear:
+            close()
+        }
     }
 
     private func send(_ frame: Frame) {
@@ -377,6 +471,8 @@ public final class ApplicatorLink: @unchecked Sendable {
         txBuffer.removeAll(keepingCapacity: true)
         let sentAt = now()
         var count = 0
+        pullingDots = true
+        defer { pullingDots = false }
         while canSendDot, var dot = dotSource() {
             dot.epoch = epoch
             let frame = Frame(seq: UInt8(truncatingIfNeeded: nextSeq), .dot(dot))
@@ -479,6 +575,10 @@ public final class ApplicatorLink: @unchecked Sendable {
             lost(.handshakeFailed("the applicator lacks de-duplication, epoch fences or a lease"))
             return
         }
+        if let problem = Self.outOfRange(reply, requestedLeaseMilliseconds: UInt16(clamping: configuration.requestedLease.milliseconds)) {
+            lost(.handshakeFailed("the applicator's HELLO_REPLY is outside the protocol's ranges: \(problem); not armed"))
+            return
+        }
         hello = reply
         nextSeq = 1
         ackedThrough = 0
@@ -497,8 +597,36 @@ public final class ApplicatorLink: @unchecked Sendable {
             sendPace()
             return
         }
+        statusAwaited = true
+        handshakeAttemptsLeft = configuration.handshakeAttempts
         send(Frame(.statusRequest))
-        finishHandshake(.success(reply))
+    }
+
+    /// The first HELLO_REPLY field outside the protocol's ranges (firmware-protocol.md,
+    /// HELLO_REPLY), or nil. A device that answers outside them cannot be trusted with the
+    /// window or the lease: a queue of 0 would leave the host waiting for credit forever, a
+    /// lease longer than asked would let the device run on with no heartbeat.
+    public static func outOfRange(_ reply: HelloReply, requestedLeaseMilliseconds: UInt16) -> String? {
+        if reply.queueCapacity < 1 || reply.queueCapacity > 64 {
+            return "queue_capacity \(reply.queueCapacity) (1–64)"
+        }
+        let leaseCeiling = requestedLeaseMilliseconds == 0 ? 250 : min(max(requestedLeaseMilliseconds, 20), 250)
+        if reply.leaseMilliseconds < 20 || reply.leaseMilliseconds > leaseCeiling {
+            return "lease_ms \(reply.leaseMilliseconds) (20–\(leaseCeiling): never longer than the \(requestedLeaseMilliseconds) ms asked for)"
+        }
+        if reply.bootID == 0 { return "boot_id 0 (never 0)" }
+        let limits = reply.limits
+        if limits.depthMinMicrometres > limits.depthMaxMicrometres {
+            return "depth_min_um \(limits.depthMinMicrometres) > depth_max_um \(limits.depthMaxMicrometres)"
+        }
+        if limits.dwellMinMicroseconds > limits.dwellMaxMicroseconds {
+            return "dwell_min_us \(limits.dwellMinMicroseconds) > dwell_max_us \(limits.dwellMaxMicroseconds)"
+        }
+        if limits.travelSpeedMicrometresPerSecond == 0 { return "travel_speed_um_s 0 (must be > 0)" }
+        if limits.travelXMicrometres > UInt32(Int32.max) || limits.travelYMicrometres > UInt32(Int32.max) {
+            return "travel \(limits.travelXMicrometres) × \(limits.travelYMicrometres) µm (at most \(Int32.max))"
+        }
+        return nil
     }
 
     private func sendPace() {
@@ -567,10 +695,14 @@ public final class ApplicatorLink: @unchecked Sendable {
     }
 
     private func handleStatus(_ status: Status) {
+        var resumeAfterFence = false
         let previous = deviceStatus
         deviceStatus = status
         if paceAwaited, let hello, status.paceMilliseconds >= configuration.minimumDotIntervalMilliseconds {
             paceAwaited = false
+            finishHandshake(.success(hello))
+        } else if statusAwaited, let hello {
+            statusAwaited = false
             finishHandshake(.success(hello))
         }
         creditAtAck = Int(status.freeSlots)
@@ -591,13 +723,25 @@ public final class ApplicatorLink: @unchecked Sendable {
 
         if let pending = pendingCommand, pending.confirmed(status) {
             pendingCommand = nil
-        }
-        if armRequested {
-            if status.state == .ready || status.state == .running {
-                armRequested = false
-            } else if status.state == .held, pendingCommand == nil || pendingCommand?.message.type == .arm {
-                resumeHeldDevice(epoch: status.epoch)
+            let decision = pendingDecision
+            pendingDecision = nil
+            switch decision {
+            case .arm where !(status.state == .ready || status.state == .running):
+                // ARM answered by a hold (no skin contact) or a latch: never resumed from here.
+                streaming = false
+                onEvent(.notTaken(.arm, status))
+            case .clear:
+                if let completion = disarmCompletion {
+                    disarmCompletion = nil
+                    close()
+                    completion(true)
+                }
+            default:
+                break
             }
+            // The hold an operator's RESUME was waiting for is complete: it goes out once the
+            // fence below has returned the dots.
+            resumeAfterFence = resumeQueued && status.state == .held
         }
         if status.state.isLatched {
             latched = true
@@ -615,6 +759,11 @@ public final class ApplicatorLink: @unchecked Sendable {
         if previous != status { onEvent(.deviceStatus(status)) }
         if status.state.isLatched, previous?.state.isLatched != true {
             dumpHistory(reason: "applicator latched \(status.state): \(status.fault)")
+        }
+        if resumeAfterFence, resumeQueued, !closed, !latched {
+            resumeQueued = false
+            fencePending = false
+            sendResume()
         }
     }
 
@@ -679,12 +828,21 @@ public final class ApplicatorLink: @unchecked Sendable {
         if handshakeCompletion != nil {
             if elapsed(t, since: lastSend) >= configuration.handshakeInterval.nanoseconds {
                 if handshakeAttemptsLeft <= 0 {
-                    lost(.handshakeFailed(!paceAwaited
+                    lost(.handshakeFailed(statusAwaited
+                        ? "the applicator answered HELLO but sent no STATUS after \(configuration.handshakeAttempts) requests"
+                        : !paceAwaited
                         ? "no HELLO reply from \(port.path) after \(configuration.handshakeAttempts) attempts: is it an smp applicator, and is its firmware running?"
                         : "the applicator did not confirm a minimum of \(configuration.minimumDotIntervalMilliseconds) ms between dots (PACE) after \(configuration.handshakeAttempts) attempts"))
                     return
                 }
-                if paceAwaited { sendPace() } else { sendHello() }
+                if paceAwaited {
+                    sendPace()
+                } else if statusAwaited {
+                    handshakeAttemptsLeft -= 1
+                    send(Frame(.statusRequest))
+                } else {
+                    sendHello()
+                }
             }
             return
         }
@@ -696,9 +854,15 @@ public final class ApplicatorLink: @unchecked Sendable {
             }
         }
         if var pending = pendingCommand, elapsed(t, since: pending.lastSent) >= rtoNanos {
-            pending.lastSent = t
-            pendingCommand = pending
-            send(Frame(pending.message))
+            if let left = pending.attemptsLeft, left <= 0, let decision = pendingDecision {
+                giveUp(decision)
+                if closed { return }
+            } else {
+                pending.lastSent = t
+                pending.attemptsLeft = pending.attemptsLeft.map { $0 - 1 }
+                pendingCommand = pending
+                send(Frame(pending.message))
+            }
         }
         if windowCount > 0, let oldest = outstanding[outstandingHead...].first(where: { $0.seq > ackedThrough }),
             elapsed(t, since: oldest.sentAt) >= rtoNanos

@@ -56,6 +56,16 @@ final class RecordJournal: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` on the session's queue once everything submitted before has been committed
+    /// (at once without a store). Not after a failed commit: the session is held then.
+    func afterCommit(_ body: @escaping @Sendable () -> Void) {
+        guard store != nil else { return target.async(execute: body) }
+        queue.async {
+            self.flush()
+            if !self.failed { self.target.async(execute: body) }
+        }
+    }
+
     /// Commits everything pending and waits for it (session end).
     func sync() {
         guard store != nil else { return }

@@ -5,11 +5,23 @@ import FirmwareProtocol
 /// what the device reports in its HELLO reply.
 ///
 /// The rule (docs/records.md, "Resume"): if the device has not rebooted since the session's last
-/// record (same boot id), it completed exactly `j = done_count − recorded done_count` dots since,
-/// and because dots run in the order they were sent, those are the first `j` sent dots — which
-/// the device confirms by naming the last of them as `last_done_dot_id`. Everything sent after
-/// them was fenced by the hold the device went into (lease expiry, or HELLO itself) and was not
-/// injected. If the boot id differs, or the numbers do not line up (another host used the device
+/// record (same boot id, unique per boot), it completed exactly `j = done_count − recorded
+/// done_count` dots since, and because dots run one at a time in the order they were sent, those
+/// are the first `j` sent dots — which the device confirms by naming the last of them as
+/// `last_done_dot_id`. Of the dots sent after them only the next one, `sent[j]`, can have touched
+/// skin: the device stopped while it travelled or sat in the skin. Which of the two is proven by
+/// the device's STATUS read in the handshake, never by `done_count` alone:
+/// - `held` with `current_dot_id` 0: a hold lets the dot in the skin finish (it would be counted
+///   in `done_count`), so `sent[j]` was not started; every later dot was fenced. All `planned`.
+/// - `held` or latched naming a dot in `current_dot_id`: an ABORT or a latch cut that dot short.
+///   It is `interrupted`; the others were fenced and are `planned`.
+/// - latched with `current_dot_id` 0: the latch came between dots; nothing was cut. `planned`.
+/// - `ready` with `current_dot_id` 0 (the HELLO came before the lease expired, the queue empty):
+///   nothing has been cut since the last ARM or RESUME, and this host sends RESUME only once the
+///   record of any dot cut before it is durable. `planned`.
+/// - any other state (disarmed by a CLEAR, or no STATUS): the device no longer knows; `sent[j]`
+///   is `ambiguous`, the later ones `planned`.
+/// If the boot id differs, or the numbers do not line up (another host used the device
 /// meanwhile), every `sent` dot is ambiguous. Ambiguous and cut-short dots are never re-injected
 /// silently: the operator decides (skip or redo), and the decision goes into the audit trail.
 struct ResumeResolution {
@@ -21,7 +33,7 @@ struct ResumeResolution {
     var skippedCount = 0
     var refusal: String?
 
-    static func resolve(store: RecordStore, sessionID: Int64, hello: HelloReply,
+    static func resolve(store: RecordStore, sessionID: Int64, hello: HelloReply, status deviceStatus: Status?,
                         decision: AmbiguousDecision?) throws -> ResumeResolution {
         var result = ResumeResolution()
         guard let session = try store.session(id: sessionID) else {
@@ -44,29 +56,52 @@ struct ResumeResolution {
             var settledDone: [UInt32] = []
             var settledPlanned: [UInt32] = []
             var settledAmbiguous: [UInt32] = []
-            if sameBoot && completed == 0 {
-                settledPlanned = sent.map(\.dotID)
-            } else if sameBoot && completed > 0 && completed <= sent.count
-                && sent[Int(completed) - 1].dotID == hello.lastDoneDotID
+            var settledInterrupted: [UInt32] = []
+            var why: [String] = []
+            if sameBoot && completed >= 0 && completed <= sent.count
+                && (completed == 0 || sent[Int(completed) - 1].dotID == hello.lastDoneDotID)
             {
                 settledDone = sent.prefix(Int(completed)).map(\.dotID)
-                settledPlanned = sent.dropFirst(Int(completed)).map(\.dotID)
+                let after = sent.dropFirst(Int(completed)).map(\.dotID)
+                if let first = after.first {
+                    let named = deviceStatus.map(\.currentDotID) ?? 0
+                    let stoppedState = deviceStatus.map { $0.state == .held || $0.state.isLatched } ?? false
+                    // Ready (or running): idle since the last ARM/RESUME, and this host sends
+                    // RESUME only after its record of a cut-short dot is durable.
+                    let armedIdle = deviceStatus.map { ($0.state == .ready || $0.state == .running) && $0.currentDotID == 0 } ?? false
+                    if armedIdle {
+                        settledPlanned = after
+                    } else if stoppedState && named != 0 && after.contains(named) {
+                        settledInterrupted = [named]
+                        settledPlanned = after.filter { $0 != named }
+                        why.append("the device names dot \(named) as cut short (\(deviceStatus!.state), \(deviceStatus!.fault))")
+                    } else if stoppedState && named == 0 {
+                        settledPlanned = after
+                    } else {
+                        // The device cannot say whether the next dot was in the skin when it stopped.
+                        settledAmbiguous = [first]
+                        settledPlanned = Array(after.dropFirst())
+                        why.append("the device (\(deviceStatus.map { "\($0.state)" } ?? "no STATUS")) cannot prove dot \(first) was not started")
+                    }
+                }
             } else {
                 settledAmbiguous = sent.map(\.dotID)
             }
-            let why = sameBoot
+            why.insert(sameBoot
                 ? "device boot \(hello.bootID) unchanged; done_count \(anchor.map(String.init) ?? "?") → \(hello.doneCount), last done dot \(hello.lastDoneDotID)"
-                : "device rebooted (boot id \(session.bootID.map(String.init) ?? "?") → \(hello.bootID)): its queue was lost"
+                : "device rebooted (boot id \(session.bootID.map(String.init) ?? "?") → \(hello.bootID)): its queue was lost", at: 0)
             if !settledDone.isEmpty { result.statusChanges.append((.done, settledDone)) }
             if !settledPlanned.isEmpty { result.statusChanges.append((.planned, settledPlanned)) }
             if !settledAmbiguous.isEmpty { result.statusChanges.append((.ambiguous, settledAmbiguous)) }
+            if !settledInterrupted.isEmpty { result.statusChanges.append((.interrupted, settledInterrupted)) }
             result.events.append(RecordBatch.Event(kind: "resume-settled", detail: [
-                "reason": why, "done": list(settledDone), "not_injected": list(settledPlanned),
-                "ambiguous": list(settledAmbiguous),
+                "reason": why.joined(separator: "; "), "done": list(settledDone), "not_injected": list(settledPlanned),
+                "ambiguous": list(settledAmbiguous), "interrupted": list(settledInterrupted),
             ]))
             for id in settledDone { status[id] = .done }
             for id in settledPlanned { status[id] = .planned }
             for id in settledAmbiguous { status[id] = .ambiguous }
+            for id in settledInterrupted { status[id] = .interrupted }
         }
 
         let unknown = dots.filter { status[$0.dotID] == .ambiguous || status[$0.dotID] == .interrupted }.map(\.dotID)

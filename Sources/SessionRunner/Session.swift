@@ -92,6 +92,10 @@ public struct SessionAccount: Sendable {
     public var skipped = 0
     /// The treatment record could not be written: the session was held for that reason.
     public var recordsFailed = false
+    /// The applicator confirmed, at the end, that it is disarmed (CLEAR answered by STATUS
+    /// `disarmed`). False: it was latched (its latch keeps the needle drive off), unreachable,
+    /// or did not answer.
+    public var deviceDisarmed = false
 
     /// sysexits-style exit status (documented in docs/operator-guide.md and `smpctl run --help`).
     public var exitCode: Int32 {
@@ -114,6 +118,11 @@ public struct SessionOptions: Sendable {
     /// The machine's interlocks; nil only in tests of the streaming path alone (then the
     /// preflight confirmation arms directly).
     public var interlocks: Interlocks?
+    /// A hold the applicator reports on its own (skin contact lost, lease expired) or an ARM or
+    /// RESUME it did not take: true keeps the session held until the operator resumes or ends it
+    /// (an operator at a terminal: the same flow as the operator's own hold); false ends it held
+    /// at once, resumable (no operator to ask). Never resumed by the host on its own.
+    public var waitForOperatorOnDeviceHold = false
     public init() {}
 }
 
@@ -158,10 +167,18 @@ public final class Session: @unchecked Sendable {
     public let plan: Plan
     private let options: SessionOptions
     private let logger: Logger
+    /// Confined to the session's queue.
     private var link: ApplicatorLink?
-    /// `requestEnd` before `run` opened the port: the reason, taken by `run`. Guards the moment
-    /// `link` is set, so a request is never lost between the two.
-    private let earlyEnd = Mutex<String?>(nil)
+    /// What the operator's requests (other threads: signal handlers, the interlock queue) see:
+    /// the link once `run` opened it, and a `requestEnd` that came before — taken by `run`, so a
+    /// request is never lost between the two.
+    private struct Handle {
+        var link: ApplicatorLink?
+        var earlyEnd: String?
+    }
+    private let handle = Mutex(Handle())
+    /// The link for requests from any thread (they then hop to its queue).
+    private var requestLink: ApplicatorLink? { handle.withLock { $0.link } }
     private var journal: RecordJournal?
     private var effectiveEnvelope: SafetyEnvelope
     public private(set) var sessionID: Int64?
@@ -201,6 +218,8 @@ public final class Session: @unchecked Sendable {
     private var recordFailure: RecordStoreError?
     /// Layer 2 of the dot-rate limit while running: the skin entries DOT_DONE implies.
     private var paceMonitor: DotPace.Monitor
+    /// Layer 2 of the spacing limit: every dot sent or done in this session, by position.
+    private var spacing: SpacingLedger
     /// Layer-2 envelope check can be switched off by tests only, to show the firmware still refuses.
     package var checkEnvelopeBeforeEncoding = true
     /// Layer-1 re-validation against the device's limits; tests switch it off to reach layers 2–3.
@@ -215,6 +234,7 @@ public final class Session: @unchecked Sendable {
         self.options = options
         self.logger = logger
         self.effectiveEnvelope = options.envelope
+        spacing = SpacingLedger(minimumMicrometres: options.envelope.minimumSpacingMicrometres)
         self.todo = plan.dots
         planDotByID = Dictionary(plan.dots.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
     }
@@ -228,12 +248,13 @@ public final class Session: @unchecked Sendable {
         let queue = DispatchQueue(label: "smpctl.session")
         let port = try SerialPort.open(path: devicePath, queue: queue)
         let link = ApplicatorLink(port: port, configuration: options.link, logger: logger)
-        let early = earlyEnd.withLock { early -> String? in
-            self.link = link
-            return early
+        let early = handle.withLock { handle -> String? in
+            handle.link = link
+            return handle.earlyEnd
         }
         let result = ResultBox()
         queue.sync {
+            self.link = link
             self.onEvent = onEvent
             self.finished = { account in result.set(account) }
             self.startNanos = DispatchTime.now().uptimeNanoseconds
@@ -256,7 +277,7 @@ public final class Session: @unchecked Sendable {
     }
 
     private func holdNow(reason: String) {
-        guard let link else { return }
+        guard let link = requestLink else { return }
         link.queue.async {
             guard self.outcome == nil, !self.holding else { return }
             self.holding = true
@@ -276,19 +297,26 @@ public final class Session: @unchecked Sendable {
     }
 
     private func resumeNow() {
-        guard let link else { return }
+        guard let link = requestLink else { return }
         link.queue.async {
             guard self.outcome == nil, self.holding else { return }
             self.holding = false
-            link.resume()
             self.audit("resume", ["cause": "operator"])
             self.onEvent(.resumed)
+            // RESUME only once everything recorded before it is durable — above all a dot the
+            // hold's ABORT or latch cut short: a resume after a crash reads a device that has
+            // moved on, and must find that dot `interrupted`, not `sent`.
+            let resume: @Sendable () -> Void = { [weak self] in
+                guard let self, self.outcome == nil, !self.holding else { return }
+                self.link?.resume()
+            }
+            if let journal = self.journal { journal.afterCommit(resume) } else { resume() }
         }
     }
 
     /// Operator's abort: end the session held (resumable later), needle retracted.
     public func requestAbort(reason: String) {
-        guard let link else { return }
+        guard let link = requestLink else { return }
         link.queue.async {
             guard self.outcome == nil else { return }
             self.holding = true
@@ -303,7 +331,7 @@ public final class Session: @unchecked Sendable {
     /// resumable later. Unlike `requestAbort` it never cuts a dot short. An end already under
     /// way (abort, e-stop, `requestEnd`) keeps its own outcome and reason.
     public func requestEndWhenHeld(reason: String) {
-        guard let link else { return }
+        guard let link = requestLink else { return }
         link.queue.async {
             guard self.outcome == nil, self.pendingEnd == nil else { return }
             _ = self.endWhenHeld(reason: reason)
@@ -327,9 +355,9 @@ public final class Session: @unchecked Sendable {
     /// armed. After, it holds (the dot in the skin finishes, the needle retracts) and then ends
     /// held, resumable. It never cuts a dot short and never overrides a stop already under way.
     public func requestEnd(reason: String) {
-        let link = earlyEnd.withLock { early -> ApplicatorLink? in
-            if self.link == nil, early == nil { early = reason }
-            return self.link
+        let link = handle.withLock { handle -> ApplicatorLink? in
+            if handle.link == nil, handle.earlyEnd == nil { handle.earlyEnd = reason }
+            return handle.link
         }
         guard let link else { return }  // `run` has not opened the port yet: it ends at once
         link.queue.async {
@@ -347,7 +375,7 @@ public final class Session: @unchecked Sendable {
     /// E-stop from the host (interlock or operator), from any thread: the ESTOP bytes go straight
     /// to the serial fd from the calling thread, without waiting for the session's queue.
     public func requestEstop(cause: FaultCode) {
-        guard let link else { return }
+        guard let link = requestLink else { return }
         link.emergencyStop(cause: cause)
         link.queue.async {
             self.audit("estop", ["cause": "\(cause)"])
@@ -491,6 +519,7 @@ public final class Session: @unchecked Sendable {
         if let id = recording.resumeSessionID {
             sessionID = id
             let resolution = try ResumeResolution.resolve(store: store, sessionID: id, hello: hello,
+                                                          status: link.deviceStatus,
                                                           decision: recording.ambiguousDecision)
             if let refusal = resolution.refusal { throw SessionSetupFailure(outcome: .needsDecision, reason: refusal) }
             first.statusChanges = resolution.statusChanges
@@ -501,7 +530,10 @@ public final class Session: @unchecked Sendable {
             skipped = resolution.skippedCount
             let remaining = Set(resolution.remaining)
             todo = plan.dots.filter { remaining.contains($0.id) }
-            for id in resolution.doneIDs { doneSet.insert(id) }
+            for id in resolution.doneIDs {
+                doneSet.insert(id)
+                if let dot = planDotByID[id] { spacing.insert(dotID: id, x: dot.xMicrometres, y: dot.yMicrometres) }
+            }
         } else {
             let info = SessionInfo(
                 planID: plan.planID, planPath: recording.planPath, planSHA256: recording.planSHA256,
@@ -551,9 +583,11 @@ public final class Session: @unchecked Sendable {
             reason = "dot \(command.dotID) outside the envelope before encoding: \(problem)"
             audit("envelope-refused", ["dot": "\(command.dotID)", "issue": problem])
             pendingEnd = .held
-            link?.abort()
+            // Not from inside the link's pull: it is building a batch (no re-entrancy).
+            link?.queue.async { [weak self] in self?.link?.abort() }
             return nil
         }
+        spacing.insert(dotID: command.dotID, x: command.xMicrometres, y: command.yMicrometres)
         readyHead += 1
         if readyHead > 4096 && readyHead * 2 > ready.count {
             ready.removeFirst(readyHead)
@@ -568,7 +602,12 @@ public final class Session: @unchecked Sendable {
             id: command.dotID, xMicrometres: command.xMicrometres, yMicrometres: command.yMicrometres,
             depthMicrometres: Int32(command.depthMicrometres), dwellMicroseconds: Int32(clamping: command.dwellMicroseconds),
             region: planned.region, index: planned.index)
-        return effectiveEnvelope.check(encoded).map { "\($0)" }
+        if let problem = effectiveEnvelope.check(encoded) { return "\(problem)" }
+        if let (other, distance) = spacing.conflict(dotID: command.dotID, x: command.xMicrometres, y: command.yMicrometres) {
+            return "\(PlanText.milli(Int64(distance.rounded()))) mm from dot \(other), already sent in this session "
+                + "(minimum spacing \(PlanText.milli(Int64(spacing.minimumMicrometres))) mm)"
+        }
+        return nil
     }
 
     // MARK: - Committed changes
@@ -604,7 +643,10 @@ public final class Session: @unchecked Sendable {
     private func recordsFailed(_ error: RecordStoreError) {
         recordFailure = error
         logger.critical("\(error)")
-        guard outcome == nil else { finish(outcome!); return }
+        guard outcome == nil else {
+            if deviceDisarmed != nil { finish(outcome!) }  // else the end's last step finishes it
+            return
+        }
         // Without a durable record no further dot may be injected.
         holding = true
         pendingEnd = .held
@@ -687,7 +729,6 @@ public final class Session: @unchecked Sendable {
             lastStatus = status
             if armedByUs && (status.state == .ready || status.state == .running) { deviceRunning = true }
             if status.state.isLatched { options.interlocks?.deviceLatched(status.fault) }
-            if status.state == .held && deviceRunning && !holding { options.interlocks?.deviceHeld(status.fault) }
             if status.state == .disarmed && deviceRunning {
                 // Armed a moment ago, disarmed now: the applicator rebooted and lost its queue.
                 end(.stopped, reason: "the applicator reset (it lost its memory): the dots in flight are in doubt")
@@ -698,25 +739,48 @@ public final class Session: @unchecked Sendable {
             } else if status.state == .held && status.needleRetracted && (deviceRunning || pendingEnd != nil) {
                 if let pendingEnd {
                     end(pendingEnd, reason: reason)
-                } else if !holding && !onlyCommitsOutstanding {
-                    holding = true
-                    onEvent(.held(reason: "\(status.fault)"))
-                    // A device-side hold (contact lost, lease) ends a non-interactive run: the
-                    // account is exact and `smpctl resume` continues it.
-                    end(.held, reason: "applicator held: \(status.fault)")
+                } else if !holding && !onlyCommitsOutstanding && link?.decisionPending != true
+                            && status.fault != .hostHold && status.fault != .hostAbort {
+                    // The applicator held on its own (contact lost, lease expired): the same
+                    // hold as the operator's, resolved only by the operator.
+                    deviceHeld("applicator held: \(status.fault)", fault: status.fault)
                 }
             }
         case .refused(let refused):
             let text = "applicator refused dot \(refused.dotID): \(refused.code) (value \(refused.value)); now \(refused.state), \(refused.fault)"
             onEvent(.refused(text))
             audit("refused", ["dot": "\(refused.dotID)", "code": "\(refused.code)", "value": "\(refused.value)"])
-            if refused.state.isLatched { end(.stopped, reason: text) }
+            if refused.state.isLatched, pendingEnd != .stopped {
+                // The session ends on the latched STATUS that follows: it names the dot the latch
+                // cut short (current_dot_id), which must be recorded interrupted, never in doubt
+                // with the dots that were fenced.
+                reason = text
+                pendingEnd = .stopped
+            }
+        case .notTaken(let command, let status):
+            guard let status, !status.state.isLatched else { return }  // a latch ends it on its STATUS
+            let what = command == .arm ? "did not arm" : "did not resume"
+            deviceHeld("the applicator \(what): \(status.state), \(status.fault)", fault: status.fault)
         case .metrics(let metrics):
             lastMetrics = metrics
             onEvent(.linkMetrics(metrics))
         case .linkLost(let loss):
             options.interlocks?.linkLost()
             end(.linkLost, reason: "\(loss)")
+        }
+    }
+
+    /// A hold the applicator reports, or an ARM/RESUME it did not take: held until the operator
+    /// decides (or ended held when nobody can be asked). The host never resumes it on its own.
+    private func deviceHeld(_ text: String, fault: FaultCode) {
+        guard outcome == nil else { return }
+        holding = true
+        options.interlocks?.deviceHeld(fault)
+        audit("device-hold", ["reason": text])
+        onEvent(.held(reason: text))
+        if !options.waitForOperatorOnDeviceHold {
+            // The account is exact and `smpctl resume` continues it.
+            end(.held, reason: text)
         }
     }
 
@@ -738,24 +802,41 @@ public final class Session: @unchecked Sendable {
         options.interlocks?.close()
         // Claimed but never sent: back to planned.
         let unsent = claiming.map(\.dotID) + ready[readyHead...].map(\.dotID) + retry.map(\.dotID)
-        link.close()
+        // The applicator is left disarmed (CLEAR, §6.9.7), then the port closes; the record's
+        // last batch says whether the device confirmed it.
+        link.disarmAndClose { [weak self] disarmed in
+            guard let self else { return }
+            self.link?.queue.async { self.closeRecord(outcome: outcome, unsent: unsent, deviceDisarmed: disarmed) }
+        }
+    }
+
+    /// The session's last batch, once the applicator has answered (or not) the CLEAR.
+    private func closeRecord(outcome: SessionOutcome, unsent: [UInt32], deviceDisarmed: Bool) {
+        self.deviceDisarmed = deviceDisarmed
         guard let journal else {
             finish(outcome)
             return
         }
         let metrics = lastMetrics
         let state = outcome.rawValue
+        let reason = self.reason
+        let deviceState = link?.deviceStatus.map { "\($0.state)" } ?? "unknown"
         journal.submit(urgent: true) { batch in
             if !unsent.isEmpty { batch.statusChanges.append((.planned, unsent)) }
             batch.events.append(RecordBatch.Event(kind: "link-metrics", detail: [
                 "frames_sent": "\(metrics.framesSent)", "frames_received": "\(metrics.framesReceived)",
                 "retransmissions": "\(metrics.retransmissions)", "bad_frames": "\(metrics.badFramesReceived)",
                 "srtt_us": "\(metrics.smoothedRTTMicroseconds)"]))
+            batch.events.append(RecordBatch.Event(
+                kind: deviceDisarmed ? "device-disarmed" : "device-not-disarmed", detail: ["device_state": deviceState]))
             batch.events.append(RecordBatch.Event(kind: "session-ended", detail: ["outcome": state, "reason": reason ?? ""]))
             batch.end = RecordBatch.End(state: state, reason: reason)
         }
         if recordFailure != nil { finish(outcome) }
     }
+
+    /// The applicator confirmed it was left disarmed at the end (nil before the end).
+    private var deviceDisarmed: Bool?
 
     private var finishedOnce = false
 
@@ -772,6 +853,7 @@ public final class Session: @unchecked Sendable {
             firmwareID: link?.hello?.firmwareID,
             elapsedSeconds: Double(DispatchTime.now().uptimeNanoseconds - startNanos) / 1e9)
         account.sessionID = sessionID
+        account.deviceDisarmed = deviceDisarmed ?? false
         account.previouslyDone = previouslyDone
         account.skipped = skipped
         if let recordFailure {

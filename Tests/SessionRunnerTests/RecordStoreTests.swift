@@ -79,6 +79,40 @@ final class RecordStoreTests: XCTestCase {
                    doneCount: doneCount, lastDoneDotID: lastDone)
     }
 
+    /// The device's STATUS after its lease expired: held, nothing cut short.
+    func held(currentDot: UInt32 = 0, state: DeviceState = .held, fault: FaultCode = .leaseExpired) -> Status {
+        Status(state: state, fault: fault, queueDepth: 0, freeSlots: 32, epoch: 1, ackSeq: 6, lastDoneSeq: 4,
+               lastDoneDotID: 4, doneCount: 14, currentDotID: currentDot, needleRetracted: true)
+    }
+
+    /// A latch cut dot 3 short after the host died: the device names it; it is never planned.
+    func testResumeRecordsTheDotTheDeviceNamesAsCutShortInterrupted() throws {
+        let (store, id) = try crashedSession()
+        let latched = held(currentDot: 3, state: .estop, fault: .estopButton)
+        let refused = try ResumeResolution.resolve(store: store, sessionID: id, hello: hello(boot: 7, doneCount: 12, lastDone: 2),
+                                                   status: latched, decision: nil)
+        XCTAssertNotNil(refused.refusal, "a cut-short dot needs the operator's decision")
+        XCTAssertTrue(refused.statusChanges.contains { $0.0 == .interrupted && $0.1 == [3] })
+        XCTAssertTrue(refused.statusChanges.contains { $0.0 == .planned && $0.1 == [4, 5, 6] })
+        let skipped = try ResumeResolution.resolve(store: store, sessionID: id, hello: hello(boot: 7, doneCount: 12, lastDone: 2),
+                                                   status: latched, decision: .skip)
+        XCTAssertEqual(skipped.remaining, [4, 5, 6, 7, 8])
+        XCTAssertEqual(skipped.skippedCount, 1)
+    }
+
+    /// A device that can no longer say (cleared, or no STATUS): the next sent dot may have been in
+    /// the skin, so it is in doubt — never planned from done_count alone.
+    func testResumeNeverPlansTheNextSentDotWithoutTheDevicesProof() throws {
+        for status in [held(state: .disarmed, fault: .none), held(currentDot: 9, state: .ready, fault: .none), nil] {
+            let (store, id) = try crashedSession()
+            let refused = try ResumeResolution.resolve(store: store, sessionID: id, hello: hello(boot: 7, doneCount: 12, lastDone: 2),
+                                                       status: status, decision: nil)
+            XCTAssertTrue(refused.refusal?.contains("3") ?? false, "\(String(describing: status))")
+            XCTAssertTrue(refused.statusChanges.contains { $0.0 == .ambiguous && $0.1 == [3] })
+            XCTAssertFalse(refused.statusChanges.contains { $0.0 == .planned && $0.1.contains(3) })
+        }
+    }
+
     /// Session with dots 1–2 done (device done_count 12), dots 3–6 sent when the host died.
     func crashedSession() throws -> (RecordStore, Int64) {
         let store = try RecordStore(path: try temporaryPath())
@@ -97,7 +131,7 @@ final class RecordStoreTests: XCTestCase {
         let (store, id) = try crashedSession()
         // The device completed 3 and 4 after the host died (done_count 14, last dot 4).
         let resolution = try ResumeResolution.resolve(store: store, sessionID: id,
-                                                      hello: hello(boot: 7, doneCount: 14, lastDone: 4), decision: nil)
+                                                      hello: hello(boot: 7, doneCount: 14, lastDone: 4), status: held(), decision: nil)
         XCTAssertNil(resolution.refusal)
         XCTAssertEqual(Set(resolution.doneIDs), [1, 2, 3, 4])
         XCTAssertEqual(resolution.remaining, [5, 6, 7, 8])
@@ -106,22 +140,22 @@ final class RecordStoreTests: XCTestCase {
     func testResumeWithNoFurtherCompletionsReturnsInFlightDotsToPlanned() throws {
         let (store, id) = try crashedSession()
         let resolution = try ResumeResolution.resolve(store: store, sessionID: id,
-                                                      hello: hello(boot: 7, doneCount: 12, lastDone: 2), decision: nil)
+                                                      hello: hello(boot: 7, doneCount: 12, lastDone: 2), status: held(), decision: nil)
         XCTAssertEqual(resolution.remaining, [3, 4, 5, 6, 7, 8])
     }
 
     func testResumeAfterADeviceRebootNeedsTheOperatorsDecision() throws {
         let (store, id) = try crashedSession()
         let rebooted = hello(boot: 8, doneCount: 0, lastDone: 0)
-        let refused = try ResumeResolution.resolve(store: store, sessionID: id, hello: rebooted, decision: nil)
+        let refused = try ResumeResolution.resolve(store: store, sessionID: id, hello: rebooted, status: held(), decision: nil)
         XCTAssertNotNil(refused.refusal)
         XCTAssertTrue(refused.refusal!.contains("3, 4, 5, 6"), refused.refusal!)
-        let skipped = try ResumeResolution.resolve(store: store, sessionID: id, hello: rebooted, decision: .skip)
+        let skipped = try ResumeResolution.resolve(store: store, sessionID: id, hello: rebooted, status: held(), decision: .skip)
         XCTAssertNil(skipped.refusal)
         XCTAssertEqual(skipped.remaining, [7, 8])
         XCTAssertEqual(skipped.skippedCount, 4)
         XCTAssertTrue(skipped.events.contains { $0.kind == "operator-decision" && $0.detail["decision"] == "skip" })
-        let redo = try ResumeResolution.resolve(store: store, sessionID: id, hello: rebooted, decision: .redo)
+        let redo = try ResumeResolution.resolve(store: store, sessionID: id, hello: rebooted, status: held(), decision: .redo)
         XCTAssertEqual(redo.remaining, [3, 4, 5, 6, 7, 8])
     }
 
@@ -132,12 +166,12 @@ final class RecordStoreTests: XCTestCase {
         lost.statusChanges = [(.ambiguous, [3, 4, 5, 6])]
         try store.apply(lost, session: id)
         let resolution = try ResumeResolution.resolve(store: store, sessionID: id,
-                                                      hello: hello(boot: 7, doneCount: 13, lastDone: 3), decision: nil)
+                                                      hello: hello(boot: 7, doneCount: 13, lastDone: 3), status: held(), decision: nil)
         XCTAssertNil(resolution.refusal)
         XCTAssertEqual(Set(resolution.doneIDs), [1, 2, 3])
         XCTAssertEqual(resolution.remaining, [4, 5, 6, 7, 8])
         let rebooted = try ResumeResolution.resolve(store: store, sessionID: id,
-                                                    hello: hello(boot: 9, doneCount: 0, lastDone: 0), decision: nil)
+                                                    hello: hello(boot: 9, doneCount: 0, lastDone: 0), status: held(), decision: nil)
         XCTAssertNotNil(rebooted.refusal, "a rebooted device cannot settle them")
     }
 
@@ -145,7 +179,7 @@ final class RecordStoreTests: XCTestCase {
         let (store, id) = try crashedSession()
         // Same boot, but the device's last dot is not the one the count predicts (another host?).
         let resolution = try ResumeResolution.resolve(store: store, sessionID: id,
-                                                      hello: hello(boot: 7, doneCount: 14, lastDone: 99), decision: nil)
+                                                      hello: hello(boot: 7, doneCount: 14, lastDone: 99), status: held(), decision: nil)
         XCTAssertNotNil(resolution.refusal)
     }
 
