@@ -4,20 +4,23 @@ import SessionRunner
 
 /// The operator's keyboard during a session: Ctrl-C and what is typed at the terminal.
 ///
+/// - Before arming (the preflight question, the handshake): Ctrl-C ends the run at once, with
+///   nothing armed and nothing sent; an open "Arm the applicator?" is answered no.
 /// - Ctrl-C once: hold (the dot in the skin finishes, the needle retracts, the place is kept).
 /// - Ctrl-C again: asks whether to end the session; only "y" ends it. A third Ctrl-C while that
 ///   question is open is taken as the answer: end now.
 /// - While held: Enter resumes, when every interlock is healthy (else it says what blocks it).
 ///
-/// One reader thread owns standard input, so the hold's "Enter resumes" and the "end the
-/// session?" question never compete for the same line. Without a terminal nobody can answer:
+/// One reader thread owns standard input for the whole run, so the preflight's "Arm?", the
+/// hold's "Enter resumes" and the "end the session?" question never compete for the same line:
+/// an answer can only ever reach the question that is open. Without a terminal nobody can answer:
 /// a hold ends the session held (resumable), and a second Ctrl-C ends it at once.
 ///
 /// Told to stop — SIGTERM, SIGHUP (the terminal closed), or its output gone (a closed pipe:
 /// SIGPIPE is ignored so the write fails instead of killing the process) — the session ends as
 /// soon as it is safe: held, the dot in the skin finished, resumable (`Session.requestEnd`).
 final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by `lock`
-    enum Question: Equatable { case none, resume, endSession }
+    enum Question: Equatable { case none, arm, resume, endSession }
 
     private let session: Session
     private let interlocks: Interlocks?
@@ -30,6 +33,11 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
     private var held = false
     private var readerStarted = false
     private var streaming = false
+    /// The preflight's answer, handed from the reader thread (or an interrupt) to `confirmArm`.
+    private var armAnswer: Bool?
+    private let armAnswered = DispatchSemaphore(value: 0)
+    /// Ctrl-C came before arming: the run is ending, nothing may arm it any more.
+    private var endedBeforeArming = false
     private let keyboard: OperatorKeyboard?
     private var signalSources: [any DispatchSourceSignal] = []
     private let queue = DispatchQueue(label: "smpctl.operator")
@@ -112,11 +120,51 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
         }
     }
 
+    /// The preflight's question, asked through the one reader of standard input; blocks the
+    /// calling thread (not the session's queue) until the operator answers, input ends or Ctrl-C.
+    func confirmArm(_ text: String) -> Bool {
+        let start = lock.withLock { () -> Bool? in
+            guard !endedBeforeArming else { return nil }
+            armAnswer = nil
+            setQuestion(.arm)
+            defer { readerStarted = true }
+            return !readerStarted
+        }
+        guard let start else { return false }
+        reporter.ask("\(text) [y/N]")
+        if start { Thread.detachNewThread { [self] in readAnswers() } }
+        armAnswered.wait()
+        return lock.withLock { armAnswer ?? false }
+    }
+
+    /// Call with `lock` held: closes the arm question with `answer` and wakes `confirmArm`.
+    private func answerArm(_ answer: Bool) {
+        guard question == .arm else { return }
+        armAnswer = answer
+        setQuestion(.none)
+        armAnswered.signal()
+    }
+
     /// One Ctrl-C (called on `queue`; tests call it directly).
     func interrupted() {
-        let (count, open) = lock.withLock { () -> (Int, Question) in
+        let (count, open, armed) = lock.withLock { () -> (Int, Question, Bool) in
             interrupts += 1
-            return (interrupts, question)
+            return (interrupts, question, streaming)
+        }
+        if !armed {
+            // Nothing is armed yet: there is nothing to hold, and no question about ending to
+            // ask — the run ends here, nothing sent. Decided under the lock, so an arm answer
+            // typed a moment later cannot be taken.
+            let first = lock.withLock { () -> Bool in
+                defer { endedBeforeArming = true }
+                answerArm(false)
+                return !endedBeforeArming
+            }
+            if first {
+                reporter.note("Ctrl-C before arming: ending the session; nothing was armed.")
+                session.requestEnd(reason: "ended by the operator (Ctrl-C before arming)")
+            }
+            return
         }
         if count == 1 {
             reporter.note("Ctrl-C: holding — the dot in progress finishes, the needle retracts, the place is kept. "
@@ -144,7 +192,7 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
             return !readerStarted
         }
         switch new {
-        case .none:
+        case .none, .arm:
             return
         case .resume:
             reporter.ask("Held. Press Enter to resume (every interlock must be healthy), or Ctrl-C to end the session.")
@@ -161,6 +209,7 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
         while let line = readLine() {
             answered(line)
         }
+        lock.withLock { answerArm(false) }  // no more input: nobody said yes
         // End of input: nobody can answer any more. An open "end?" stays unanswered (= no); a
         // hold stays held, and the session ends held only through Ctrl-C or the usual paths.
     }
@@ -171,6 +220,9 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
         switch open {
         case .none:
             return  // typing while streaming means nothing
+        case .arm:
+            let yes = ["y", "yes"].contains(line.trimmingCharacters(in: .whitespaces).lowercased())
+            lock.withLock { answerArm(yes) }
         case .endSession:
             if ["y", "yes"].contains(line.trimmingCharacters(in: .whitespaces).lowercased()) {
                 reporter.note("Ending the session, needle retracted.")

@@ -247,6 +247,9 @@ enum SessionCommand {
         options.interlocks = interlocks
         options.envelope = machine.envelope
         options.link.requestedLease = .milliseconds(machine.leaseMilliseconds)
+        // The applicator's own holds wait for the operator like the operator's own; with nobody
+        // at a terminal the console ends them held (resumable).
+        options.waitForOperatorOnDeviceHold = true
         let session = Session(plan: plan, options: options, logger: logger)
         let lineFaults = try target.lineFaults.map { try HostLineFaults(spec: $0) }
         let reporterQueue = DispatchQueue(label: "smpctl.reporter")
@@ -265,7 +268,8 @@ enum SessionCommand {
                 devicePath: devicePath,
                 confirm: { preflight in
                     reporterQueue.sync {}  // the preflight summary is on the screen before the question
-                    return yes || Prompt.confirm("Arm the applicator and start \(preflight.dotCount) dots?")
+                    // The console owns standard input: the answer can reach only this question.
+                    return yes || operatorConsole.confirmArm("Arm the applicator and start \(preflight.dotCount) dots?")
                 },
                 onEvent: { event in
                     relay.send(event)
@@ -284,12 +288,6 @@ enum SessionCommand {
 }
 
 enum Prompt {
-    static func confirm(_ question: String) -> Bool {
-        Output.write(STDERR_FILENO, Data("\(question) [y/N] ".utf8))
-        guard let answer = readLine() else { return false }
-        return ["y", "yes"].contains(answer.trimmingCharacters(in: .whitespaces).lowercased())
-    }
-
     /// A line from standard input read with read(2), not stdio: a thread blocked in stdio's
     /// getline holds stdin's FILE lock, and `fflush(NULL)` — which ConsoleKit's terminal calls
     /// on every redraw here (see `LiveLine`) — takes every stream's lock, so the redraw, and the

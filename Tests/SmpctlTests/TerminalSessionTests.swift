@@ -71,8 +71,10 @@ final class TerminalSessionTests: XCTestCase {
             return nil
         }
 
+        /// Keys typed after smpctl has exited go nowhere (a closed pipe is not the test's failure).
         func type(_ keys: String) {
-            keyboard.fileHandleForWriting.write(Data(keys.utf8))
+            signal(SIGPIPE, SIG_IGN)
+            try? keyboard.fileHandleForWriting.write(contentsOf: Data(keys.utf8))
         }
 
         /// Waits until the screen shows `expected` (not a timing assertion: the timeout only
@@ -196,6 +198,68 @@ final class TerminalSessionTests: XCTestCase {
         XCTAssertFalse(screen.contains("^C"), "Ctrl-C echoed as ^C:\n\(screen)")
         let truth = try groundTruth(record)
         XCTAssertEqual(Set(truth.map { $0.dot }).count, truth.count, "a dot was injected twice")
+    }
+
+    /// Issue 12, item 1: Ctrl-C twice then "y" at the preflight's "Arm the applicator?" used to
+    /// reach the arm question (two readers of one terminal) and run the whole plan. An interrupt
+    /// before arming ends the run with nothing armed and nothing sent, whatever is typed next.
+    func testCtrlCAtThePreflightQuestionEndsTheRunWithNothingArmed() throws {
+        for trial in 1...3 {
+            let directory = try temporaryDirectory()
+            let record = directory.appendingPathComponent("record.ndjson").path
+            let run = try TerminalRun([
+                "run", "Examples/hairline.json", "--sim", "--time-scale", "0.2", "--record", record,
+                "--db", directory.appendingPathComponent("records.sqlite").path,
+            ])
+            run.waitFor("Arm the applicator and start 191 dots?")
+            run.type(Self.ctrlC)
+            Thread.sleep(forTimeInterval: 0.2)
+            run.type(Self.ctrlC)
+            Thread.sleep(forTimeInterval: 0.2)
+            run.type("y\n")
+            let status = run.exitStatus()
+            let screen = run.text
+            XCTAssertEqual(status, 75, "trial \(trial):\n\(screen)")
+            XCTAssertTrue(screen.contains("nothing was armed"), "trial \(trial):\n\(screen)")
+            XCTAssertTrue(try groundTruth(record).isEmpty, "trial \(trial): dots were injected:\n\(screen)")
+        }
+    }
+
+    /// "y" typed at the preflight question arms, through the same single reader.
+    func testYesAtThePreflightQuestionArmsAndRuns() throws {
+        let directory = try temporaryDirectory()
+        let record = directory.appendingPathComponent("record.ndjson").path
+        let run = try TerminalRun([
+            "run", "Examples/hairline.json", "--sim", "--time-scale", "0", "--record", record,
+            "--db", directory.appendingPathComponent("records.sqlite").path,
+        ])
+        run.waitFor("Arm the applicator and start 191 dots?")
+        run.type("y\n")
+        XCTAssertEqual(run.exitStatus(), 0, run.text)
+        XCTAssertEqual(try groundTruth(record).count, 191)
+    }
+
+    /// Issue 12, item 15: the applicator's own contact-loss hold waits for the operator like the
+    /// operator's hold, and comes at the dot the fault names; Enter resumes; every dot once.
+    func testDeviceContactLossHoldWaitsForEnterThenCompletes() throws {
+        let directory = try temporaryDirectory()
+        let record = directory.appendingPathComponent("record.ndjson").path
+        let run = try TerminalRun([
+            "run", "Examples/hairline.json", "--sim", "--time-scale", "0.2", "--yes", "--record", record,
+            "--faults", "contact-loss-at=50", "--db", directory.appendingPathComponent("records.sqlite").path,
+        ])
+        run.waitFor("Held. Press Enter to resume")
+        Thread.sleep(forTimeInterval: 0.5)
+        XCTAssertTrue(run.process.isRunning, "the session did not wait for the operator:\n\(run.text)")
+        XCTAssertFalse(run.text.contains("Session held before the end."), run.text)
+        let atHold = try groundTruth(record).count
+        run.type("\n")
+        let status = run.exitStatus()
+        XCTAssertEqual(status, 0, run.text)
+        let truth = try groundTruth(record)
+        XCTAssertEqual(truth.count, 191)
+        XCTAssertEqual(Set(truth.map { $0.dot }).count, 191, "a dot was injected twice")
+        XCTAssertGreaterThanOrEqual(atHold, 45, "the hold came long before dot 50 (\(atHold) dots)")
     }
 
     // MARK: The progress line's text
