@@ -15,6 +15,18 @@ int smp_tty_clear_exclusive(int fd) { return ioctl(fd, TIOCNXCL); }
 int smp_tty_output_queue(int fd, int *count) { return ioctl(fd, TIOCOUTQ, count); }
 int smp_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
 
+int smp_pty_open(char *slave, unsigned long size) {
+    int fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    if (grantpt(fd) != 0 || unlockpt(fd) != 0 || ptsname_r(fd, slave, size) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
 // MARK: - GPIO
 //
 // Only the v1 header defines GPIOD_LINE_BULK_MAX_LINES: test the header, not pkg-config's version

@@ -17,6 +17,9 @@ int smp_tty_clear_exclusive(int fd);
 int smp_tty_output_queue(int fd, int *count);
 /// pipe2(fds, flags): glibc declares it only with _GNU_SOURCE, which Swift's Glibc module lacks.
 int smp_pipe2(int fds[2], int flags);
+/// posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC), grantpt, unlockpt and ptsname_r in one call (Swift's
+/// Glibc module does not declare them): the master's fd, the slave's path in `slave`; -1 and errno.
+int smp_pty_open(char *slave, unsigned long size);
 
 // MARK: - GPIO (libgpiod v1 or v2, chosen when this file's .c is compiled)
 //
