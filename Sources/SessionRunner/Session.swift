@@ -209,14 +209,21 @@ public final class Session: @unchecked Sendable {
     public init(plan: Plan, options: SessionOptions = SessionOptions(), logger: Logger) {
         self.plan = plan
         var options = options
-        // The dot-rate limit goes to the applicator as PACE in the handshake (§6.10).
-        options.link.minimumDotIntervalMilliseconds = DotPace.paceMilliseconds(options.envelope)
-        paceMonitor = DotPace.Monitor(minimumIntervalMicroseconds: DotPace.minimumIntervalMicroseconds(options.envelope))
+        // The dot-rate limit goes to the applicator as PACE in the handshake (§6.10). A rate PACE
+        // cannot carry ends the session before anything is sent (below); it is never clamped.
+        options.link.minimumDotIntervalMilliseconds = (try? DotPace.paceMilliseconds(options.envelope)) ?? .max
+        paceMonitor = DotPace.Monitor(minimumIntervalMicroseconds:
+            (try? DotPace.minimumIntervalMicroseconds(options.envelope)) ?? .max)
         self.options = options
         self.logger = logger
         self.effectiveEnvelope = options.envelope
         self.todo = plan.dots
         planDotByID = Dictionary(plan.dots.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        do throws(DotPace.RateOutOfRange) {
+            _ = try DotPace.paceMilliseconds(options.envelope)
+        } catch {
+            earlyEnd.withLock { $0 = error.description }
+        }
     }
 
     /// Opens `devicePath` and runs the session. `confirm` is asked once with the preflight; it
