@@ -241,6 +241,25 @@ final class CommandOutputTests: XCTestCase {
         XCTAssertEqual(run.exitStatus(), 0, run.text)
     }
 
+    /// `max_dots_per_second = 1e-15` once passed `config check` and crashed `run` converting the
+    /// pace: now both refuse it with the key, the value and the limit, and nothing starts.
+    func testARateNoPaceCanCarryIsRefusedByConfigCheckAndByRun() throws {
+        let directory = try temporaryDirectory()
+        let config = directory.appendingPathComponent("machine.toml").path
+        try "[envelope]\nmax_dots_per_second = 1e-15\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let check = try CLITests.smpctl(["config", "check", "--config", config])
+        XCTAssertEqual(check.status, 78, check.stdout + check.stderr)
+        XCTAssertTrue(check.stderr.contains("\(config): envelope.max_dots_per_second = 1e-15 is below"), check.stderr)
+        XCTAssertTrue(check.stderr.contains("0.0152590219"), check.stderr)
+        let record = directory.appendingPathComponent("truth.ndjson").path
+        let run = try CLITests.smpctl(["run", "Examples/hairline.json", "--sim", "--time-scale", "0", "--yes", "--json",
+                                       "--config", config, "--db", directory.appendingPathComponent("r.sqlite").path,
+                                       "--record", record])
+        XCTAssertEqual(run.status, 78, run.stdout + run.stderr)
+        XCTAssertTrue(run.stderr.contains("envelope.max_dots_per_second = 1e-15"), run.stderr)
+        XCTAssertEqual((try? String(contentsOfFile: record, encoding: .utf8)) ?? "", "", "a dot was injected")
+    }
+
     func testSimRefusesAnUnknownOrMalformedFaultNamingIt() throws {
         let unknown = try CLITests.smpctl(["sim", "--faults", "bogus=1"])
         XCTAssertEqual(unknown.status, 64)
