@@ -241,6 +241,39 @@ final class CommandOutputTests: XCTestCase {
         XCTAssertEqual(run.exitStatus(), 0, run.text)
     }
 
+    /// A --config the operator named must exist: a missing file is never taken for "no
+    /// interlocks" (exit 66, the path named, nothing started). Only the default path may be absent.
+    func testNamedConfigFileThatDoesNotExistStopsEverything() throws {
+        let directory = try temporaryDirectory()
+        let missing = directory.appendingPathComponent("machne.toml").path
+        let check = try CLITests.smpctl(["config", "check", "--config", missing])
+        XCTAssertEqual(check.status, 66, check.stdout + check.stderr)
+        XCTAssertTrue(check.stderr.contains("\(missing): cannot read the file: No such file or directory"), check.stderr)
+        XCTAssertFalse(check.stdout.contains("built-in defaults"), check.stdout)
+
+        let db = directory.appendingPathComponent("records.sqlite").path
+        let record = directory.appendingPathComponent("truth.ndjson").path
+        let run = try CLITests.smpctl(["run", "Examples/hairline.json", "--sim", "--time-scale", "0", "--yes", "--json",
+                                       "--config", missing, "--db", db, "--record", record])
+        XCTAssertEqual(run.status, 66, run.stdout + run.stderr)
+        XCTAssertTrue(run.stderr.contains(missing), run.stderr)
+        XCTAssertFalse(run.stdout.contains("preflight"), "the session started:\n\(run.stdout)")
+        XCTAssertFalse(run.stderr.contains("developer mode"), run.stderr)
+        XCTAssertEqual((try? String(contentsOfFile: record, encoding: .utf8)) ?? "", "", "a dot was injected")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: db), "a session was recorded")
+
+        let resume = try CLITests.smpctl(["resume", "1", "--sim", "--yes", "--json", "--config", missing, "--db", db])
+        XCTAssertEqual(resume.status, 66, resume.stderr)
+        XCTAssertTrue(resume.stderr.contains(missing), resume.stderr)
+
+        // Not given at all: the default path, absent on a developer's machine, means built-in defaults.
+        if !FileManager.default.fileExists(atPath: "/etc/smpctl/machine.toml") {
+            let defaults = try CLITests.smpctl(["config", "check"])
+            XCTAssertEqual(defaults.status, 0, defaults.stderr)
+            XCTAssertTrue(defaults.stdout.contains("built-in defaults (no file)"), defaults.stdout)
+        }
+    }
+
     /// `max_dots_per_second = 1e-15` once passed `config check` and crashed `run` converting the
     /// pace: now both refuse it with the key, the value and the limit, and nothing starts.
     func testARateNoPaceCanCarryIsRefusedByConfigCheckAndByRun() throws {
