@@ -40,6 +40,8 @@ public struct Preflight: Sendable {
     public var sessionID: Int64?
     /// Dots done in earlier runs of a resumed session.
     public var alreadyDone: Int
+    /// Dots of the plan left out by the operator's decision (`--ambiguous skip`), never sent.
+    public var skipped = 0
 }
 
 public struct SessionProgress: Sendable {
@@ -431,7 +433,7 @@ public final class Session: @unchecked Sendable {
             firmwareID: hello.firmwareID, protocolVersion: "\(hello.versionMajor).\(hello.versionMinor)",
             envelope: effectiveEnvelope, estimatedDurationSeconds: Self.estimate(todo, limits: hello.limits,
                                                      minimumIntervalMicroseconds: paceMonitor.minimumIntervalMicroseconds),
-            sessionID: sessionID, alreadyDone: previouslyDone)
+            sessionID: sessionID, alreadyDone: previouslyDone, skipped: skipped)
         onEvent(.preflight(preflight))
         if todo.isEmpty {
             end(.completed, reason: nil)

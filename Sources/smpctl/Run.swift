@@ -99,7 +99,9 @@ struct Run: ParsableCommand {
             configuration named with --config must exist and load (66 missing or unreadable, 78 \
             invalid); only the default /etc/smpctl/machine.toml may be absent, meaning developer \
             mode. Exit status 0 \
-            only when every dot was confirmed done by the applicator; 65 invalid plan; 69 \
+            only when every dot was confirmed done by the applicator (after `smpctl resume \
+            --ambiguous skip`: every dot the operator did not skip; the summary counts both); \
+            65 invalid plan; 69 \
             applicator unavailable or link lost; 74 records not writable; 75 held or stopped \
             before the end; 77 permission denied on the device or for [host] realtime_priority.
             """)

@@ -293,6 +293,36 @@ final class CommandOutputTests: XCTestCase {
         XCTAssertEqual((try? String(contentsOfFile: record, encoding: .utf8)) ?? "", "", "a dot was injected")
     }
 
+    /// After `resume --ambiguous skip` the end summary and the progress state exactly what the
+    /// records prove: done, skipped by the operator's decision, and the plan's total.
+    func testResumeWithSkippedDotsSummarisesDoneAndSkippedExactly() throws {
+        let directory = try temporaryDirectory()
+        let db = directory.appendingPathComponent("records.sqlite").path
+        let first = try CLITests.smpctl(["run", "Examples/hairline.json", "--sim", "--time-scale", "0", "--yes", "--json",
+                                         "--faults", "estop-at=60", "--db", db])
+        XCTAssertEqual(first.status, 75, first.stderr)
+        let resume = try CLITests.smpctl(["resume", "1", "--sim", "--time-scale", "0", "--yes", "--json",
+                                          "--ambiguous", "skip", "--db", db])
+        XCTAssertEqual(resume.status, 0, resume.stderr)
+        let events = resume.stdout.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        let finished = try XCTUnwrap(events.last { $0["event"] as? String == "finished" }, resume.stdout)
+        let done = try XCTUnwrap(finished["done"] as? Int), skipped = try XCTUnwrap(finished["skipped"] as? Int)
+        XCTAssertGreaterThan(skipped, 0)
+        XCTAssertEqual(done + skipped, 191)
+        XCTAssertEqual(finished["outcome"] as? String, "completed")
+        XCTAssertEqual(finished["summary"] as? String,
+                       "Session complete: \(done) dots confirmed done by the applicator; \(skipped) skipped by the "
+                       + "operator's decision (not injected by this session)")
+        let progress = try XCTUnwrap(events.last { $0["event"] as? String == "progress" }, resume.stdout)
+        XCTAssertEqual(progress["done"] as? Int, done)
+        XCTAssertEqual(progress["total"] as? Int, 191, "the plan's total, not the total less the skipped")
+        XCTAssertEqual(progress["skipped"] as? Int, skipped)
+        let preflight = try XCTUnwrap(events.first { $0["event"] as? String == "preflight" }, resume.stdout)
+        XCTAssertEqual(preflight["skipped"] as? Int, skipped)
+    }
+
     func testSimRefusesAnUnknownOrMalformedFaultNamingIt() throws {
         let unknown = try CLITests.smpctl(["sim", "--faults", "bogus=1"])
         XCTAssertEqual(unknown.status, 64)
