@@ -13,17 +13,45 @@ public enum DotPace {
     /// derives skin entries from completion times.
     public static let monitorAllowanceMicroseconds: UInt64 = 1_000
 
-    /// The shortest time between two skin entries that `envelope` allows, rounded up (µs). A rate
-    /// that is not a positive number allows nothing (the longest interval there is).
-    public static func minimumIntervalMicroseconds(_ envelope: SafetyEnvelope) -> UInt64 {
-        let rate = envelope.maximumDotsPerSecond
-        guard rate.isFinite, rate > 0 else { return UInt64(UInt32.max) }
-        return UInt64((1_000_000 / rate).rounded(.up))
+    /// The slowest dot rate the protocol can carry: PACE's `min_dot_interval_ms` is a u16, so one
+    /// skin entry per 65.535 s (1000 / 65535 dots per second, exactly 65,535,000 µs apart).
+    public static let slowestRate: Double = 1000 / Double(UInt16.max)
+    /// `slowestRate` as written in messages and docs/machine-config.md, rounded up so that the
+    /// value written there is itself accepted.
+    public static let slowestRateText = "0.0152590219"
+
+    /// A dot-rate limit the applicator cannot be given: below `slowestRate`, or not a finite
+    /// number. Never clamped to something the protocol can carry — a different limit is not the
+    /// one the operator set.
+    public struct RateOutOfRange: Error, Sendable, Hashable, CustomStringConvertible {
+        public var rate: Double
+
+        public var description: String {
+            "the dot-rate limit \(PlanText.number(rate)) dots per second cannot be sent to the applicator: PACE carries "
+                + "at most one dot per 65.535 s, so the limit must be a finite number of at least "
+                + "\(DotPace.slowestRateText) dots per second (firmware-protocol.md §6.10)"
+        }
     }
 
-    /// The same in whole milliseconds, rounded up: PACE's unit.
-    public static func paceMilliseconds(_ envelope: SafetyEnvelope) -> UInt16 {
-        UInt16(clamping: (minimumIntervalMicroseconds(envelope) + 999) / 1000)
+    /// The shortest time between two skin entries that `envelope` allows, rounded up (µs).
+    /// Throws for a rate PACE cannot carry (`slowestRate`), or one that is not a finite number.
+    public static func minimumIntervalMicroseconds(_ envelope: SafetyEnvelope) throws(RateOutOfRange) -> UInt64 {
+        let rate = envelope.maximumDotsPerSecond
+        // `rate >= slowestRate` also refuses NaN, 0 and negatives. Division is monotonic, so
+        // any rate at or above `slowestRate` gives at most 65,535,000 µs (exact at the limit).
+        guard rate.isFinite, rate >= slowestRate else { throw RateOutOfRange(rate: rate) }
+        let interval = (1_000_000 / rate).rounded(.up)
+        guard interval >= 1, interval <= Double(UInt16.max) * 1000 else { throw RateOutOfRange(rate: rate) }
+        return UInt64(interval)
+    }
+
+    /// The same in whole milliseconds, rounded up: PACE's unit. Throws rather than clamp.
+    public static func paceMilliseconds(_ envelope: SafetyEnvelope) throws(RateOutOfRange) -> UInt16 {
+        let microseconds = try minimumIntervalMicroseconds(envelope)
+        guard let milliseconds = UInt16(exactly: (microseconds + 999) / 1000) else {
+            throw RateOutOfRange(rate: envelope.maximumDotsPerSecond)
+        }
+        return milliseconds
     }
 
     /// The least time physics leaves between the skin entries of `earlier` and `later` when they

@@ -112,9 +112,56 @@ public enum MachineConfigurationLoader {
             ])
         }
         var reader = ConfigurationReader()
+        reader.issues = nulEscapes(in: text)
         let configuration = reader.configuration(root)
         guard reader.issues.isEmpty else { throw MachineConfigurationError(file: sourceName, issues: reader.issues) }
         return configuration
+    }
+
+    /// TOMLKit hands strings over as C strings, so a `\u0000` escape in a string would silently
+    /// cut its value short (`"/dev/ttyACM0\u0000x"` would open /dev/ttyACM0). No key takes a
+    /// NUL, so any such escape is refused here, found in the text itself, with the key it is in.
+    static func nulEscapes(in text: String) -> [MachineConfigurationIssue] {
+        var issues: [MachineConfigurationIssue] = []
+        var table = ""
+        var arrayCounts: [String: Int] = [:]
+        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let trimmed = line.drop { $0 == " " || $0 == "\t" }
+            if trimmed.hasPrefix("[[") {
+                let name = String(trimmed.dropFirst(2).prefix { $0 != "]" }).trimmingSpaces
+                let index = arrayCounts[name, default: -1] + 1
+                arrayCounts[name] = index
+                table = "\(name)[\(index)]"
+            } else if trimmed.hasPrefix("[") {
+                table = String(trimmed.dropFirst().prefix { $0 != "]" }).trimmingSpaces
+            }
+            guard containsNulEscape(line) else { continue }
+            let key = line.firstIndex(of: "=").map { String(line[..<$0]).trimmingSpaces } ?? ""
+            let keyPath = key.isEmpty ? (table.isEmpty ? "$" : table) : PlanText.append(key: key, to: table)
+            issues.append(MachineConfigurationIssue(
+                code: .invalidValue, keyPath: keyPath, value: "\\u0000", limit: "printable characters only",
+                message: "\(keyPath) (line \(number + 1)) contains a control character (U+0000, written \\u0000): "
+                    + "no value may hold a NUL, which would cut it short"))
+        }
+        return issues
+    }
+
+    /// `\u0000` or `\U00000000` not preceded by an escaped backslash.
+    private static func containsNulEscape<S: StringProtocol>(_ line: S) -> Bool {
+        let scalars = Array(line.unicodeScalars)
+        var index = 0
+        while index < scalars.count {
+            guard scalars[index] == "\\" else { index += 1; continue }
+            guard index + 1 < scalars.count else { return false }
+            let letter = scalars[index + 1]
+            let digits = letter == "u" ? 4 : letter == "U" ? 8 : 0
+            if digits > 0, index + 2 + digits <= scalars.count,
+               scalars[(index + 2)..<(index + 2 + digits)].allSatisfy({ $0 == "0" }) {
+                return true
+            }
+            index += 2  // an escape pair, `\\` included
+        }
+        return false
     }
 
     /// `load(path:)` if the file exists; the built-in configuration (developer mode: no
@@ -156,6 +203,15 @@ public enum MachineConfigurationLoader {
         }
         guard let text = String(validating: bytes, as: UTF8.self) else { return .failure(ReadFailure("not UTF-8 text")) }
         return .success(text)
+    }
+}
+
+extension String {
+    fileprivate var trimmingSpaces: String {
+        var text = Substring(self)
+        while let first = text.first, first == " " || first == "\t" { text.removeFirst() }
+        while let last = text.last, last == " " || last == "\t" { text.removeLast() }
+        return String(text)
     }
 }
 
@@ -253,7 +309,8 @@ private struct ConfigurationReader {
                 "applicator: give either applicator.device or [applicator.match], not both")
         }
         if let device {
-            if !device.hasPrefix("/") {
+            if printable(device, path: "applicator.device", what: "a device path", maximum: Self.maximumPathBytes,
+                         unit: "bytes", measure: { $0.utf8.count }), !device.hasPrefix("/") {
                 add(.invalidValue, "applicator.device", value: PlanText.quoted(device),
                     "applicator.device = \(PlanText.quoted(device)) must be an absolute path such as \"/dev/ttyACM0\" "
                     + "or \"/dev/smp/applicator-<serial>\"")
@@ -268,6 +325,9 @@ private struct ConfigurationReader {
         if serial == "" {
             add(.invalidValue, "applicator.match.serial", value: "\"\"",
                 "applicator.match.serial must not be empty (leave it out to accept any serial number)")
+            serial = nil
+        } else if let text = serial, !printable(text, path: "applicator.match.serial", what: "a USB serial number",
+                                                maximum: 126, unit: "characters", measure: { $0.utf16.count }) {
             serial = nil
         }
         return .match(ApplicatorMatch(vendorID: vendor ?? ApplicatorMatch.default.vendorID,
@@ -336,14 +396,18 @@ private struct ConfigurationReader {
                                builtIn: builtIn.minimumSpacingMicrometres, other: 100_000) {
             envelope.minimumSpacingMicrometres = spacing
         }
-        if let rate = number(table, "max_dots_per_second", path: "envelope.max_dots_per_second") {
+        let rateRange = "\(DotPace.slowestRateText) … \(PlanText.number(builtIn.maximumDotsPerSecond)) dots per second"
+        if let rate = number(table, "max_dots_per_second", path: "envelope.max_dots_per_second", allowed: rateRange) {
             let path = "envelope.max_dots_per_second", written = PlanText.number(rate)
             if rate > builtIn.maximumDotsPerSecond {
                 add(.widensBuiltIn, path, value: written, limit: "≤ \(PlanText.number(builtIn.maximumDotsPerSecond))",
                     "\(path) = \(written) exceeds the built-in limit of \(PlanText.number(builtIn.maximumDotsPerSecond)) "
                     + "dots per second: the file can only narrow the built-in envelope")
-            } else if !(rate > 0) {
-                add(.outOfRange, path, value: written, limit: "> 0", "\(path) = \(written) must be above 0")
+            } else if !Self.paceCarries(rate) {
+                // The conversion itself decides, so what loads is exactly what PACE can carry.
+                add(.outOfRange, path, value: written, limit: "≥ \(DotPace.slowestRateText)",
+                    "\(path) = \(written) is below \(DotPace.slowestRateText) dots per second (one dot per 65.535 s), "
+                    + "the slowest pace the applicator's PACE can carry (firmware-protocol.md §6.10)")
             } else {
                 envelope.maximumDotsPerSecond = rate
             }
@@ -366,6 +430,13 @@ private struct ConfigurationReader {
             }
         }
         return (envelope, lease)
+    }
+
+    /// Whether PACE can carry `rate` (DotPace refuses, never clamps, what it cannot).
+    private static func paceCarries(_ rate: Double) -> Bool {
+        var envelope = SafetyEnvelope.builtIn
+        envelope.maximumDotsPerSecond = rate
+        return (try? DotPace.paceMilliseconds(envelope)) != nil
     }
 
     // MARK: [host]
@@ -397,7 +468,10 @@ private struct ConfigurationReader {
     private mutating func micro(_ table: TOMLTable, _ key: String, unit: String, what: String, bound: Bound,
                                 builtIn: Int32, other: Int32) -> Int32? {
         let path = "envelope." + key
-        guard let value = number(table, key, path: path) else { return nil }
+        let allowed = bound == .upper
+            ? "\(PlanText.milli(other)) … \(PlanText.milli(builtIn)) \(unit)"
+            : "\(PlanText.milli(builtIn)) … \(PlanText.milli(other)) \(unit)"
+        guard let value = number(table, key, path: path, allowed: allowed) else { return nil }
         let written = PlanText.number(value)
         let limit = Double(builtIn) / 1000, far = Double(other) / 1000
         switch bound {
@@ -456,7 +530,8 @@ private struct ConfigurationReader {
         let activeLow = bool(table, "active_low", path: path + ".active_low", context: name)
         let bias = choice(table, "bias", path: path, GPIOBias.self, context: name)
         var debounce = MachineConfiguration.defaultDebounce
-        if let value = number(table, "debounce_ms", path: path + ".debounce_ms", required: false) {
+        if let value = number(table, "debounce_ms", path: path + ".debounce_ms",
+                              allowed: "0 … \(MachineConfiguration.maximumDebounceMilliseconds) ms") {
             let maximum = Double(MachineConfiguration.maximumDebounceMilliseconds)
             let written = PlanText.number(value)
             if value > maximum {
@@ -485,6 +560,31 @@ private struct ConfigurationReader {
         return InterlockOutput(name: name, role: role, chip: chip, lineOffset: line, activeLow: activeLow)
     }
 
+    /// The longest path Linux takes (PATH_MAX, 4096, less the terminating NUL).
+    static let maximumPathBytes = 4095
+
+    /// Text that becomes a C string (a path, a udev property): a NUL would cut it short silently
+    /// and other control characters are never meant, so none is allowed; and at most `maximum`
+    /// long as `measure` counts. False (the issue added) when it breaks either.
+    private mutating func printable(_ text: String, path: String, what: String, maximum: Int, unit: String,
+                                    measure: (String) -> Int, context: String? = nil) -> Bool {
+        if let control = text.unicodeScalars.first(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }) {
+            let code = String(control.value, radix: 16, uppercase: true)
+            add(.invalidValue, path, value: PlanText.quoted(text), limit: "printable characters only",
+                "\(path) = \(PlanText.quoted(text)) contains a control character (U+\(String(repeating: "0", count: 4 - code.count) + code)): "
+                + "\(what) is printable text\(Self.named(context))")
+            return false
+        }
+        let length = measure(text)
+        guard length <= maximum else {
+            add(.invalidValue, path, value: PlanText.quoted(text), limit: "≤ \(maximum) \(unit)",
+                "\(path) = \(PlanText.quoted(text)) is \(length) \(unit) long, more than the \(maximum) \(what) may have"
+                + Self.named(context))
+            return false
+        }
+        return true
+    }
+
     private static func named(_ name: String?) -> String { name.map { " (\(PlanText.quoted($0)))" } ?? "" }
 
     private mutating func name(_ table: TOMLTable, path: String) -> String? {
@@ -500,6 +600,8 @@ private struct ConfigurationReader {
 
     private mutating func chip(_ table: TOMLTable, path: String, context: String?) -> String? {
         guard let chip = string(table, "chip", path: path + ".chip", context: context) else { return nil }
+        guard printable(chip, path: path + ".chip", what: "a GPIO chip", maximum: Self.maximumPathBytes, unit: "bytes",
+                        measure: { $0.utf8.count }, context: context) else { return nil }
         let number = chip.utf8.dropFirst(8)
         let isName = chip.hasPrefix("gpiochip") && !number.isEmpty
             && number.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
@@ -602,8 +704,10 @@ private struct ConfigurationReader {
         return flag
     }
 
-    /// An integer or a float, finite.
-    private mutating func number(_ table: TOMLTable, _ key: String, path: String, required: Bool = false) -> Double? {
+    /// An integer or a float, finite; `allowed` ("0.2 … 1.5 mm") is the key's documented range,
+    /// named when the value is nan or inf.
+    private mutating func number(_ table: TOMLTable, _ key: String, path: String, allowed: String,
+                                 required: Bool = false) -> Double? {
         guard let value = table[key] else {
             if required { add(.missingKey, path, "\(path) is missing") }
             return nil
@@ -611,7 +715,8 @@ private struct ConfigurationReader {
         if let whole = value.int { return Double(whole) }
         if let real = value.double {
             guard real.isFinite else {
-                add(.outOfRange, path, value: String(describing: real), "\(path) = \(real) must be a finite number")
+                add(.outOfRange, path, value: String(describing: real), limit: allowed,
+                    "\(path) = \(real) must be a finite number in \(allowed)")
                 return nil
             }
             return real

@@ -40,6 +40,8 @@ public struct Preflight: Sendable {
     public var sessionID: Int64?
     /// Dots done in earlier runs of a resumed session.
     public var alreadyDone: Int
+    /// Dots of the plan left out by the operator's decision (`--ambiguous skip`), never sent.
+    public var skipped = 0
 }
 
 public struct SessionProgress: Sendable {
@@ -228,15 +230,22 @@ public final class Session: @unchecked Sendable {
     public init(plan: Plan, options: SessionOptions = SessionOptions(), logger: Logger) {
         self.plan = plan
         var options = options
-        // The dot-rate limit goes to the applicator as PACE in the handshake (§6.10).
-        options.link.minimumDotIntervalMilliseconds = DotPace.paceMilliseconds(options.envelope)
-        paceMonitor = DotPace.Monitor(minimumIntervalMicroseconds: DotPace.minimumIntervalMicroseconds(options.envelope))
+        // The dot-rate limit goes to the applicator as PACE in the handshake (§6.10). A rate PACE
+        // cannot carry ends the session before anything is sent (below); it is never clamped.
+        options.link.minimumDotIntervalMilliseconds = (try? DotPace.paceMilliseconds(options.envelope)) ?? .max
+        paceMonitor = DotPace.Monitor(minimumIntervalMicroseconds:
+            (try? DotPace.minimumIntervalMicroseconds(options.envelope)) ?? .max)
         self.options = options
         self.logger = logger
         self.effectiveEnvelope = options.envelope
         spacing = SpacingLedger(minimumMicrometres: options.envelope.minimumSpacingMicrometres)
         self.todo = plan.dots
         planDotByID = Dictionary(plan.dots.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        do throws(DotPace.RateOutOfRange) {
+            _ = try DotPace.paceMilliseconds(options.envelope)
+        } catch {
+            earlyEnd.withLock { $0 = error.description }
+        }
     }
 
     /// Opens `devicePath` and runs the session. `confirm` is asked once with the preflight; it
@@ -452,7 +461,7 @@ public final class Session: @unchecked Sendable {
             firmwareID: hello.firmwareID, protocolVersion: "\(hello.versionMajor).\(hello.versionMinor)",
             envelope: effectiveEnvelope, estimatedDurationSeconds: Self.estimate(todo, limits: hello.limits,
                                                      minimumIntervalMicroseconds: paceMonitor.minimumIntervalMicroseconds),
-            sessionID: sessionID, alreadyDone: previouslyDone)
+            sessionID: sessionID, alreadyDone: previouslyDone, skipped: skipped)
         onEvent(.preflight(preflight))
         if todo.isEmpty {
             end(.completed, reason: nil)

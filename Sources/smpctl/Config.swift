@@ -15,12 +15,16 @@ struct Config: ParsableCommand {
             abstract: "Validate the machine configuration; print it and the effective envelope.",
             discussion: """
                 Every field is checked; a bad one is named with its key, value and limit (exit 78, \
-                EX_CONFIG; 66 when the file cannot be read). With --device the applicator is asked \
-                for its limits and the effective envelope (configuration ∩ device) is printed.
+                EX_CONFIG; 66 when the file cannot be read). A file named with --config must exist; \
+                only without --config may /etc/smpctl/machine.toml be absent, meaning the built-in \
+                defaults (developer mode, no interlocks). With --device the applicator is asked for \
+                its limits and the effective envelope (configuration ∩ device) is printed.
                 """)
 
-        @Option(help: ArgumentHelp("The machine configuration.", valueName: "path"))
-        var config: String = MachineConfigurationLoader.defaultPath
+        @Option(help: ArgumentHelp(
+            "The machine configuration; it must exist (default: /etc/smpctl/machine.toml, built-in defaults when absent).",
+            valueName: "path"))
+        var config: String?
 
         @Option(help: "Also ask this applicator for its hardware limits.")
         var device: String?

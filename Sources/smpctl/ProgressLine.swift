@@ -13,7 +13,10 @@ import Foundation
 struct SessionProgressBar: ActivityBar {
     var title = "Dots"
     var done = 0
+    /// The plan's dots, skipped ones included.
     var total = 0
+    /// Left out by the operator's decision: never done, shown beside the counts.
+    var skipped = 0
     var dotsPerSecond: Double = 0
     var etaSeconds: Double?
     var region: String?
@@ -54,7 +57,7 @@ struct SessionProgressBar: ActivityBar {
         var text: ConsoleText = "["
         text += String(repeating: "#", count: filled).consoleText(style(.info))
         text += String(repeating: "-", count: barWidth - filled).consoleText()
-        text += "] \(done)/\(total)".consoleText()
+        text += "] \(done)/\(total)\(skipped > 0 ? " (\(skipped) skipped)" : "")".consoleText()
         if !dropped.contains(.percent) {
             text += " \(String(format: "%5.1f%%", 100 * Double(done) / Double(max(total, 1))))".consoleText()
         }

@@ -83,6 +83,7 @@ struct Resume: ParsableCommand {
     }
 
     func run() throws {
+        let machine = try SessionCommand.loadMachineConfiguration(target.config)
         let store = try records.openExisting(command: "resume")
         guard let session = try store.session(id: id) else {
             Output.err("smpctl resume: no session \(id) in \(records.db) (see `smpctl sessions`).")
@@ -105,8 +106,8 @@ struct Resume: ParsableCommand {
             store: store, planPath: session.planPath, planSHA256: session.planSHA256, operatorName: operatorName,
             machineID: SessionCommand.machineID(), resumeSessionID: id,
             ambiguousDecision: ambiguous.map { $0 == .skip ? .skip : .redo })
-        try SessionCommand.execute(plan: plan, recording: recording, target: target, yes: yes, json: json,
-                                   verbose: verbose)
+        try SessionCommand.execute(plan: plan, machine: machine, recording: recording, target: target, yes: yes,
+                                   json: json, verbose: verbose)
     }
 }
 

@@ -32,8 +32,11 @@ struct DeviceOptions: ParsableArguments {
         valueName: "spec"))
     var lineFaults: String?
 
-    @Option(help: ArgumentHelp("The machine configuration (interlocks, envelope, lease).", valueName: "path"))
-    var config: String = MachineConfigurationLoader.defaultPath
+    /// Nil when not given: only then may the default file be absent (built-in defaults).
+    @Option(help: ArgumentHelp(
+        "The machine configuration (interlocks, envelope, lease); it must exist (default: /etc/smpctl/machine.toml, built-in defaults when absent).",
+        valueName: "path"))
+    var config: String?
 
     func validate() throws {
         if sim == (device != nil) {
@@ -92,8 +95,13 @@ struct Run: ParsableCommand {
             Every session is recorded (--db). Ctrl-C once holds the session (the dot in the skin \
             finishes, needle retracted, queue flushed; Enter resumes); Ctrl-C again asks whether \
             to end it (resumable later with `smpctl resume`). SIGTERM, a closed terminal or closed \
-            output end the session held as soon as the dot in the skin is done. Exit status 0 \
-            only when every dot was confirmed done by the applicator; 65 invalid plan; 69 \
+            output end the session held as soon as the dot in the skin is done. A machine \
+            configuration named with --config must exist and load (66 missing or unreadable, 78 \
+            invalid); only the default /etc/smpctl/machine.toml may be absent, meaning developer \
+            mode. Exit status 0 \
+            only when every dot was confirmed done by the applicator (after `smpctl resume \
+            --ambiguous skip`: every dot the operator did not skip; the summary counts both); \
+            65 invalid plan; 69 \
             applicator unavailable or link lost; 74 records not writable; 75 held or stopped \
             before the end; 77 permission denied on the device or for [host] realtime_priority.
             """)
@@ -128,6 +136,7 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
+        let machine = try SessionCommand.loadMachineConfiguration(target.config)
         let loaded = try SessionCommand.loadPlan(plan)
         let auditAtStart = try SessionCommand.checkClinicalTiming(loaded, planPath: plan, override: overrideClinical)
         let store = try records.open()
@@ -135,8 +144,8 @@ struct Run: ParsableCommand {
             store: store, planPath: SessionCommand.absolute(plan), planSHA256: loaded.sha256 ?? "",
             operatorName: operatorName, machineID: SessionCommand.machineID())
         recording.auditAtStart = auditAtStart
-        try SessionCommand.execute(plan: loaded, recording: recording, target: target, yes: yes, json: json,
-                                   verbose: verbose)
+        try SessionCommand.execute(plan: loaded, machine: machine, recording: recording, target: target, yes: yes,
+                                   json: json, verbose: verbose)
     }
 }
 
@@ -169,9 +178,13 @@ enum SessionCommand {
         return [RecordBatch.Event(kind: "clinical-override", detail: ["reason": override, "rule": error.message])]
     }
 
-    static func loadMachineConfiguration(_ path: String) throws -> MachineConfiguration {
+    /// The file the operator named with --config (`path`), which must exist and load; or, when
+    /// none was named, the default file if it exists, else the built-in defaults (developer mode).
+    /// A named file that is missing is never taken for "no interlocks" (exit 66).
+    static func loadMachineConfiguration(_ path: String?) throws -> MachineConfiguration {
         do {
-            return try MachineConfigurationLoader.loadIfPresent(path: path)
+            if let path { return try MachineConfigurationLoader.load(path: path) }
+            return try MachineConfigurationLoader.loadIfPresent(path: MachineConfigurationLoader.defaultPath)
         } catch let error {
             Output.err("\(error)")
             throw ExitCode(error.exitCode)
@@ -190,8 +203,9 @@ enum SessionCommand {
         return ProcessInfo.processInfo.hostName
     }
 
-    static func execute(plan: Plan, recording: RecordingOptions, target: DeviceOptions, yes: Bool, json: Bool,
-                        verbose: Bool) throws {
+    /// `machine` is loaded by the caller before anything else (records, simulator, device).
+    static func execute(plan: Plan, machine: MachineConfiguration, recording: RecordingOptions, target: DeviceOptions,
+                        yes: Bool, json: Bool, verbose: Bool) throws {
         let logger = CLILogging.logger(label: "smpctl.run", verbose: verbose)
         let ndjson = json || !Output.stdoutIsTerminal
         if !yes && !Output.stdinIsTerminal {
@@ -218,7 +232,6 @@ enum SessionCommand {
             devicePath = target.device!
         }
 
-        let machine = try loadMachineConfiguration(target.config)
         let interlocks: Interlocks
         do {
             // With --sim and no lines configured, a simulated e-stop, pedal and contact stand in.

@@ -13,6 +13,9 @@ final class RunReporter: Sendable {
         var lastDraw: UInt64 = 0
         var startNanos: UInt64 = 0
         var lastProgress: SessionProgress?
+        /// Dots skipped by the operator's decision (from the preflight): progress counts done of
+        /// the plan's total and states them, never folds them into the total or the done.
+        var skipped = 0
         /// The progress line; nil for NDJSON and once the session has finished.
         var live: LiveLine?
         var bar = SessionProgressBar()
@@ -83,9 +86,11 @@ final class RunReporter: Sendable {
     private func emitJSON(_ event: SessionEvent, _ state: inout State) {
         switch event {
         case .preflight(let p):
+            state.skipped = p.skipped
             Output.printJSON([
                 "event": "preflight", "plan_id": p.planID, "dots": p.dotCount, "regions": p.regions,
                 "session_id": p.sessionID.map { $0 as Any } ?? NSNull(), "already_done": p.alreadyDone,
+                "skipped": p.skipped,
                 "device": p.devicePath, "firmware": p.firmwareID, "protocol": p.protocolVersion,
                 "estimated_seconds": (p.estimatedDurationSeconds * 10).rounded() / 10,
                 "envelope": envelopeJSON(p.envelope),
@@ -97,7 +102,9 @@ final class RunReporter: Sendable {
             let now = DispatchTime.now().uptimeNanoseconds
             guard p.done == p.total || now - state.lastDraw > 250_000_000 else { return }
             state.lastDraw = now
-            var object: [String: Any] = ["event": "progress", "done": p.done, "total": p.total, "dot": p.lastDotID]
+            // `p.total` is what can still be done (the plan less the skipped); shown: the plan's total.
+            var object: [String: Any] = ["event": "progress", "done": p.done, "total": p.total + state.skipped,
+                                         "skipped": state.skipped, "dot": p.lastDotID]
             if let region = p.region { object["region"] = region }
             Output.printJSON(object)
         case .held(let reason):
@@ -128,6 +135,7 @@ final class RunReporter: Sendable {
                 "done": a.done.count + a.previouslyDone, "done_this_run": a.done.count, "skipped": a.skipped,
                 "interrupted": a.interrupted, "in_doubt": a.inDoubt, "not_started": a.notStarted.count,
                 "elapsed_seconds": (a.elapsedSeconds * 1000).rounded() / 1000, "exit_code": a.exitCode,
+                "summary": Self.headline(a),
             ]
             if let reason = a.reason { object["reason"] = reason }
             if let id = a.sessionID { object["session_id"] = id }
@@ -147,6 +155,7 @@ final class RunReporter: Sendable {
     private func emitHuman(_ event: SessionEvent, _ state: inout State) {
         switch event {
         case .preflight(let p):
+            state.skipped = p.skipped
             let regions = p.regions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             let e = p.envelope
             print("""
@@ -158,6 +167,10 @@ final class RunReporter: Sendable {
                 ≤ \(String(format: "%g", e.maximumDotsPerSecond)) dots/s
                 Estimate    \(Self.duration(p.estimatedDurationSeconds)) at the applicator's real speed
                 """)
+            if p.alreadyDone > 0 || p.skipped > 0 {
+                print("Resumed     \(p.alreadyDone) done in earlier runs, \(p.skipped) skipped by the operator's decision; "
+                      + "\(p.dotCount) to go")
+            }
         case .armed:
             state.startNanos = DispatchTime.now().uptimeNanoseconds
             line(.success, "Armed. Streaming…", &state)
@@ -211,26 +224,7 @@ final class RunReporter: Sendable {
             // The last drawn line stays on the screen, the summary goes below it.
             state.live = nil
             let m = a.metrics
-            let headline: String
-            switch a.outcome {
-            case .completed: headline = "Session complete: all \(a.total) dots confirmed done by the applicator."
-            case .held: headline = "Session held before the end."
-            case .stopped: headline = "Session STOPPED."
-            case .linkLost: headline = "Link to the applicator lost."
-            case .refusedPlan: headline = "Plan refused by the applicator's limits; nothing was armed."
-            case .declined: headline = "Not started."
-            case .needsDecision: headline = "Not resumed: a decision is needed."
-            }
-            print(headline)
-            if let reason = a.reason { print("  Reason:      \(reason)") }
-            if let id = a.sessionID {
-                let resume = a.outcome == .completed ? "" : "; continue with: smpctl resume \(id) \(sim ? "--sim" : "--device …")"
-                print("  Session:     \(id) (report: smpctl report \(id) -o report.html\(resume))")
-            }
-            print("  Done:        \(a.done.count + a.previouslyDone) of \(a.total)\(a.previouslyDone > 0 ? " (\(a.previouslyDone) in earlier runs)" : "")\(a.skipped > 0 ? ", \(a.skipped) skipped" : "")")
-            if !a.interrupted.isEmpty { print("  Cut short:   \(a.interrupted.map(String.init).joined(separator: ", "))") }
-            if !a.inDoubt.isEmpty { print("  In doubt:    \(a.inDoubt.count) (\(a.inDoubt.prefix(10).map(String.init).joined(separator: ", ")))") }
-            if a.outcome != .completed { print("  Not started: \(a.notStarted.count)") }
+            for text in Self.summaryLines(a, sim: sim) { print(text) }
             // The rate over the time since arming: the preflight question's wait is not streaming.
             let armedSeconds = state.startNanos > 0 ? Double(DispatchTime.now().uptimeNanoseconds &- state.startNanos) / 1e9 : 0
             let rate = armedSeconds > 0 ? String(format: ", %.0f dots/s", Double(a.done.count) / armedSeconds) : ""
@@ -239,12 +233,55 @@ final class RunReporter: Sendable {
         }
     }
 
+    /// The first line of the end summary. It claims no more than the account proves: "all N
+    /// dots confirmed done" only when no dot was skipped; otherwise done and skipped, counted.
+    static func headline(_ a: SessionAccount) -> String {
+        switch a.outcome {
+        case .completed:
+            let done = a.done.count + a.previouslyDone
+            guard a.skipped > 0 || done != a.total else {
+                return "Session complete: all \(a.total) dots confirmed done by the applicator."
+            }
+            return "Session complete: \(done) dots confirmed done by the applicator; \(a.skipped) skipped by the "
+                + "operator's decision (not injected by this session)"
+        case .held: return "Session held before the end."
+        case .stopped: return "Session STOPPED."
+        case .linkLost: return "Link to the applicator lost."
+        case .refusedPlan: return "Plan refused by the applicator's limits; nothing was armed."
+        case .declined: return "Not started."
+        case .needsDecision: return "Not resumed: a decision is needed."
+        }
+    }
+
+    /// The end summary without its time and link lines: the headline, the reason, the session,
+    /// and every plan dot counted in exactly one of done, skipped, cut short, in doubt and not
+    /// started.
+    static func summaryLines(_ a: SessionAccount, sim: Bool) -> [String] {
+        var lines = [headline(a)]
+        if let reason = a.reason { lines.append("  Reason:      \(reason)") }
+        if let id = a.sessionID {
+            let resume = a.outcome == .completed ? "" : "; continue with: smpctl resume \(id) \(sim ? "--sim" : "--device …")"
+            lines.append("  Session:     \(id) (report: smpctl report \(id) -o report.html\(resume))")
+        }
+        func ids(_ list: [UInt32]) -> String {
+            list.isEmpty ? "" : " (\(list.prefix(10).map(String.init).joined(separator: ", "))\(list.count > 10 ? ", …" : ""))"
+        }
+        let earlier = a.previouslyDone > 0 ? " (\(a.previouslyDone) in earlier runs)" : ""
+        lines.append("  Done:        \(a.done.count + a.previouslyDone) of \(a.total)\(earlier)")
+        lines.append("  Skipped:     \(a.skipped)\(a.skipped > 0 ? " (the operator's decision)" : "")")
+        lines.append("  Cut short:   \(a.interrupted.count)\(ids(a.interrupted))")
+        lines.append("  In doubt:    \(a.inDoubt.count)\(ids(a.inDoubt))")
+        lines.append("  Not started: \(a.notStarted.count)")
+        return lines
+    }
+
     private func drawProgress(_ state: inout State, now: UInt64) {
         guard let live = state.live, let p = state.lastProgress else { return }
         let elapsed = Double(now &- state.startNanos) / 1e9
         let rate = elapsed > 0 ? Double(p.done) / elapsed : 0
         state.bar.done = p.done
-        state.bar.total = p.total
+        state.bar.total = p.total + state.skipped  // the plan's total; the skipped are stated beside it
+        state.bar.skipped = state.skipped
         state.bar.dotsPerSecond = rate
         state.bar.etaSeconds = rate > 0 ? Double(p.total - p.done) / rate : nil
         state.bar.region = p.region

@@ -107,17 +107,45 @@ final class DotPaceTests: XCTestCase {
         XCTAssertEqual(skinEntryIntervals(simulator).min(), 70_000)
     }
 
+    /// An envelope built in code (not through the loader) with a rate PACE cannot carry: the
+    /// session ends before anything is armed, and the device never sees a clamped pace.
+    func testASessionWhoseRateCannotBeSentAsPaceArmsNothing() throws {
+        let simulator = try simulator()
+        defer { simulator.stop() }
+        let account = try session(quickPlan(count: 3), dotsPerSecond: 0.01).run(
+            devicePath: simulator.devicePath, confirm: { _ in true }, onEvent: { _ in })
+        XCTAssertNotEqual(account.outcome, .completed)
+        XCTAssertTrue(account.reason?.contains("65.535") == true, account.reason ?? "no reason")
+        XCTAssertTrue(simulator.injectedDots.isEmpty, "a dot was injected")
+        XCTAssertEqual(simulator.status.paceMilliseconds, 0, "a pace was sent")
+    }
+
     // MARK: Arithmetic
 
-    func testIntervalsFromRates() {
+    func testIntervalsFromRates() throws {
         var envelope = SafetyEnvelope.builtIn
-        XCTAssertEqual(DotPace.minimumIntervalMicroseconds(envelope), 50_000)
-        XCTAssertEqual(DotPace.paceMilliseconds(envelope), 50)
+        XCTAssertEqual(try DotPace.minimumIntervalMicroseconds(envelope), 50_000)
+        XCTAssertEqual(try DotPace.paceMilliseconds(envelope), 50)
         envelope.maximumDotsPerSecond = 12
-        XCTAssertEqual(DotPace.minimumIntervalMicroseconds(envelope), 83_334, "rounded up: never faster")
-        XCTAssertEqual(DotPace.paceMilliseconds(envelope), 84)
+        XCTAssertEqual(try DotPace.minimumIntervalMicroseconds(envelope), 83_334, "rounded up: never faster")
+        XCTAssertEqual(try DotPace.paceMilliseconds(envelope), 84)
         envelope.maximumDotsPerSecond = .nan
-        XCTAssertEqual(DotPace.paceMilliseconds(envelope), UInt16.max, "no usable rate: the slowest pace")
+        XCTAssertThrowsError(try DotPace.paceMilliseconds(envelope), "no usable rate: refused, not the slowest pace")
+    }
+
+    /// The second line behind the loader: a rate whose interval PACE (u16 ms) cannot carry, or
+    /// that is no positive finite number, is refused by the conversion — never clamped to a
+    /// faster pace, never a trap.
+    func testARateBeyondWhatPACECanCarryIsRefusedNotClamped() {
+        var envelope = SafetyEnvelope.builtIn
+        for rate in [0.01, 1e-15, 1e-300, 0, -1, .nan, .infinity, -.infinity, 0.015259021896696420] {
+            envelope.maximumDotsPerSecond = rate
+            XCTAssertThrowsError(try DotPace.paceMilliseconds(envelope), "\(rate) dots/s")
+            XCTAssertThrowsError(try DotPace.minimumIntervalMicroseconds(envelope), "\(rate) dots/s")
+        }
+        envelope.maximumDotsPerSecond = 1000 / 65_535  // one dot per 65.535 s: the longest pace there is
+        XCTAssertEqual(try DotPace.paceMilliseconds(envelope), 65_535)
+        XCTAssertEqual(try DotPace.minimumIntervalMicroseconds(envelope), 65_535_000)
     }
 
     func testPhysicalIntervalIsDescendDwellRetractAndTravel() {

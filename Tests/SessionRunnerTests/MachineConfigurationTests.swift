@@ -198,7 +198,7 @@ final class MachineConfigurationTests: XCTestCase {
 
     func testEnvelopeValuesOutOfTheirOwnRange() {
         assertIssue("[envelope]\nmax_dots_per_second = 0\n", .outOfRange, keyPath: "envelope.max_dots_per_second",
-                    mentions: ["= 0", "above 0"])
+                    mentions: ["= 0", "0.0152590219"])
         assertIssue("[envelope]\ntravel_x_mm = 0\n", .outOfRange, keyPath: "envelope.travel_x_mm", mentions: ["= 0"])
         assertIssue("[envelope]\ndepth_min_mm = 1.6\n", .outOfRange, keyPath: "envelope.depth_min_mm", mentions: ["1.5 mm"])
         assertIssue("[envelope]\ndepth_max_mm = 0.1\n", .outOfRange, keyPath: "envelope.depth_max_mm", mentions: ["0.2 mm"])
@@ -208,7 +208,128 @@ final class MachineConfigurationTests: XCTestCase {
                     mentions: ["100.5", "whole number"])
         assertIssue("[envelope]\ndepth_max_mm = \"1.2\"\n", .wrongType, keyPath: "envelope.depth_max_mm",
                     mentions: ["\"1.2\"", "a string", "a number"])
-        assertIssue("[envelope]\ndepth_max_mm = nan\n", .outOfRange, keyPath: "envelope.depth_max_mm", mentions: ["finite"])
+        assertIssue("[envelope]\ndepth_max_mm = nan\n", .outOfRange, keyPath: "envelope.depth_max_mm", mentions: ["finite", "0.2 … 1.5 mm"])
+    }
+
+    /// PACE carries the interval between skin entries as u16 milliseconds: a rate slower than one
+    /// dot per 65.535 s cannot be sent, and must be refused at load, never clamped to a faster pace.
+    func testDotRateSlowerThanPACECanCarryIsRefusedAtLoad() throws {
+        assertIssue("[envelope]\nmax_dots_per_second = 0.01\n", .outOfRange, keyPath: "envelope.max_dots_per_second",
+                    mentions: ["= 0.01", "0.0152590219", "65.535 s", "PACE"])
+        assertIssue("[envelope]\nmax_dots_per_second = 1e-15\n", .outOfRange, keyPath: "envelope.max_dots_per_second",
+                    mentions: ["0.0152590219"])
+        // The documented lower limit, as written in the docs and as the exact quotient, loads and converts.
+        for written in ["0.0152590219", "0.015259021896696421"] {
+            let envelope = try load("[envelope]\nmax_dots_per_second = \(written)\n").envelope
+            XCTAssertEqual(try DotPace.paceMilliseconds(envelope), 65_535, written)
+        }
+    }
+
+    /// Every numeric key of the file, at extreme values: each either loads and lies inside its
+    /// documented range (docs/machine-config.md) — and then converts to what the protocol sends
+    /// without trapping — or is refused with an error naming the key path, the value and the limit.
+    func testEveryNumericKeyAtExtremeValuesLoadsInRangeOrIsRefusedClearly() throws {
+        struct Key {
+            var path: String
+            var text: (String) -> String
+            var range: ClosedRange<Double>
+            var read: (MachineConfiguration) -> Double
+        }
+        func envelopeKey(_ key: String, _ range: ClosedRange<Double>, _ read: @escaping (SafetyEnvelope) -> Double) -> Key {
+            Key(path: "envelope.\(key)", text: { "[envelope]\n\(key) = \($0)\n" }, range: range, read: { read($0.envelope) })
+        }
+        func usb(_ configuration: MachineConfiguration, _ id: KeyPath<ApplicatorMatch, String>) -> Double {
+            guard case .match(let match) = configuration.applicator else { return -1 }
+            return Double(Int(match[keyPath: id], radix: 16) ?? -1)
+        }
+        let interlock = { (line: String, debounce: String) in
+            "[[interlock]]\nname = \"e\"\nrole = \"estop\"\nchip = \"gpiochip0\"\nline = \(line)\nactive_low = false\n"
+                + "bias = \"pull-up\"\ndebounce_ms = \(debounce)\n"
+        }
+        let keys: [Key] = [
+            Key(path: "applicator.match.vendor_id", text: { "[applicator.match]\nvendor_id = \($0)\nproduct_id = 1\n" },
+                range: 0...0xFFFF, read: { usb($0, \.vendorID) }),
+            Key(path: "applicator.match.product_id", text: { "[applicator.match]\nvendor_id = 1\nproduct_id = \($0)\n" },
+                range: 0...0xFFFF, read: { usb($0, \.productID) }),
+            envelopeKey("depth_min_mm", 0.2...1.5) { Double($0.depthMicrometres.lowerBound) / 1000 },
+            envelopeKey("depth_max_mm", 0.2...1.5) { Double($0.depthMicrometres.upperBound) / 1000 },
+            envelopeKey("dwell_min_ms", 20...500) { Double($0.dwellMicroseconds.lowerBound) / 1000 },
+            envelopeKey("dwell_max_ms", 20...500) { Double($0.dwellMicroseconds.upperBound) / 1000 },
+            envelopeKey("travel_x_mm", 0.001...150) { Double($0.travelXMicrometres) / 1000 },
+            envelopeKey("travel_y_mm", 0.001...150) { Double($0.travelYMicrometres) / 1000 },
+            envelopeKey("min_spacing_mm", 0.5...100) { Double($0.minimumSpacingMicrometres) / 1000 },
+            envelopeKey("max_dots_per_second", (1000 / 65_535)...20) { $0.maximumDotsPerSecond },
+            Key(path: "envelope.lease_ms", text: { "[envelope]\nlease_ms = \($0)\n" }, range: 20...250,
+                read: { Double($0.leaseMilliseconds) }),
+            Key(path: "host.realtime_priority", text: { "[host]\nrealtime_priority = \($0)\n" }, range: 1...99,
+                read: { Double($0.realtimePriority ?? -1) }),
+            Key(path: "interlock[0].line", text: { interlock($0, "10") }, range: 0...65_535,
+                read: { Double($0.inputs.first?.lineOffset ?? UInt32.max) }),
+            Key(path: "interlock[0].debounce_ms", text: { interlock("17", $0) }, range: 0...100,
+                read: { Double(($0.inputs.first?.debounce ?? .seconds(-1)) / .microseconds(1)) / 1000 }),
+            Key(path: "output[0].line",
+                text: { "[[output]]\nname = \"p\"\nrole = \"lamp\"\nchip = \"gpiochip0\"\nline = \($0)\nactive_low = false\n" },
+                range: 0...65_535, read: { Double($0.outputs.first?.lineOffset ?? UInt32.max) }),
+        ]
+        let values = ["0", "-0.0", "-1", "1", "1e-300", "-1e-300", "1e-15", "0.01", "0.5", "12", "100", "65535", "65536",
+                      "1e300", "-1e300", "nan", "+inf", "-inf", "9223372036854775807", "-9223372036854775808",
+                      "99999999999999999999"]
+        for key in keys {
+            for value in values {
+                let text = key.text(value)
+                let context = "\(key.path) = \(value)"
+                do {
+                    let configuration = try load(text)
+                    let loaded = key.read(configuration)
+                    guard key.range.contains(loaded) else {
+                        XCTFail("\(context) loaded as \(loaded), outside the documented \(key.range)")
+                        continue
+                    }
+                    // What `run` converts: the pace (PACE and the monitor) and the lease.
+                    XCTAssertNoThrow(try DotPace.paceMilliseconds(configuration.envelope), context)
+                    XCTAssertNoThrow(try DotPace.minimumIntervalMicroseconds(configuration.envelope), context)
+                } catch {
+                    XCTAssertEqual(error.exitCode, 78, "\(context): \(error)")
+                    XCTAssertTrue(error.description.hasPrefix("machine.toml: "), "\(context): \(error)")
+                    guard let issue = error.issues.first, error.issues.count == 1 else {
+                        XCTFail("\(context): \(error.issues.count) issues: \(error)")
+                        continue
+                    }
+                    if issue.code == .syntax {  // an integer TOML cannot hold: the line is named
+                        XCTAssertTrue(issue.message.contains("line "), "\(context): \(issue.message)")
+                        continue
+                    }
+                    XCTAssertEqual(issue.keyPath, key.path, "\(context): \(issue.message)")
+                    XCTAssertTrue(issue.message.hasPrefix(key.path), "\(context): \(issue.message)")
+                    if let shown = issue.value {
+                        XCTAssertTrue(issue.message.contains(shown), "\(context): \(issue.message)")
+                    } else {
+                        XCTFail("\(context): no value in \(issue.message)")
+                    }
+                    if issue.code != .wrongType {
+                        XCTAssertFalse(issue.limit?.isEmpty ?? true, "\(context): no limit in \(issue.message)")
+                    } else {
+                        XCTAssertTrue(issue.message.contains("expected"), "\(context): \(issue.message)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Strings that end up as C strings (a device path, a chip path, a USB serial) can hold
+    /// neither a NUL nor other control characters, and are of bounded length.
+    func testPathsAndSerialsRefuseControlCharactersAndOverlongValues() {
+        assertIssue("[applicator]\ndevice = \"/dev/ttyACM0\\u0000x\"\n", .invalidValue, keyPath: "applicator.device",
+                    mentions: ["control character"])
+        assertIssue("[applicator]\ndevice = \"/dev/\(String(repeating: "a", count: 5000))\"\n", .invalidValue,
+                    keyPath: "applicator.device", mentions: ["4095"])
+        assertIssue("[applicator.match]\nvendor_id = 1\nproduct_id = 1\nserial = \"A\\tB\"\n", .invalidValue,
+                    keyPath: "applicator.match.serial", mentions: ["control character"])
+        assertIssue("[applicator.match]\nvendor_id = 1\nproduct_id = 1\nserial = \"\(String(repeating: "S", count: 127))\"\n",
+                    .invalidValue, keyPath: "applicator.match.serial", mentions: ["126"])
+        let chip = Self.minimal.replacingOccurrences(of: "chip = \"gpiochip0\"\nline = 17",
+                                                     with: "chip = \"/dev/gpiochip0\\u0000\"\nline = 17")
+        assertIssue(chip, .invalidValue, keyPath: "interlock[0].chip", mentions: ["control character"])
     }
 
     func testRealtimePriorityIsOptionalAndWithinWhatLinuxOffers() throws {

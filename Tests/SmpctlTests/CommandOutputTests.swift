@@ -241,6 +241,88 @@ final class CommandOutputTests: XCTestCase {
         XCTAssertEqual(run.exitStatus(), 0, run.text)
     }
 
+    /// A --config the operator named must exist: a missing file is never taken for "no
+    /// interlocks" (exit 66, the path named, nothing started). Only the default path may be absent.
+    func testNamedConfigFileThatDoesNotExistStopsEverything() throws {
+        let directory = try temporaryDirectory()
+        let missing = directory.appendingPathComponent("machne.toml").path
+        let check = try CLITests.smpctl(["config", "check", "--config", missing])
+        XCTAssertEqual(check.status, 66, check.stdout + check.stderr)
+        XCTAssertTrue(check.stderr.contains("\(missing): cannot read the file: No such file or directory"), check.stderr)
+        XCTAssertFalse(check.stdout.contains("built-in defaults"), check.stdout)
+
+        let db = directory.appendingPathComponent("records.sqlite").path
+        let record = directory.appendingPathComponent("truth.ndjson").path
+        let run = try CLITests.smpctl(["run", "Examples/hairline.json", "--sim", "--time-scale", "0", "--yes", "--json",
+                                       "--config", missing, "--db", db, "--record", record])
+        XCTAssertEqual(run.status, 66, run.stdout + run.stderr)
+        XCTAssertTrue(run.stderr.contains(missing), run.stderr)
+        XCTAssertFalse(run.stdout.contains("preflight"), "the session started:\n\(run.stdout)")
+        XCTAssertFalse(run.stderr.contains("developer mode"), run.stderr)
+        XCTAssertEqual((try? String(contentsOfFile: record, encoding: .utf8)) ?? "", "", "a dot was injected")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: db), "a session was recorded")
+
+        let resume = try CLITests.smpctl(["resume", "1", "--sim", "--yes", "--json", "--config", missing, "--db", db])
+        XCTAssertEqual(resume.status, 66, resume.stderr)
+        XCTAssertTrue(resume.stderr.contains(missing), resume.stderr)
+
+        // Not given at all: the default path, absent on a developer's machine, means built-in defaults.
+        if !FileManager.default.fileExists(atPath: "/etc/smpctl/machine.toml") {
+            let defaults = try CLITests.smpctl(["config", "check"])
+            XCTAssertEqual(defaults.status, 0, defaults.stderr)
+            XCTAssertTrue(defaults.stdout.contains("built-in defaults (no file)"), defaults.stdout)
+        }
+    }
+
+    /// `max_dots_per_second = 1e-15` once passed `config check` and crashed `run` converting the
+    /// pace: now both refuse it with the key, the value and the limit, and nothing starts.
+    func testARateNoPaceCanCarryIsRefusedByConfigCheckAndByRun() throws {
+        let directory = try temporaryDirectory()
+        let config = directory.appendingPathComponent("machine.toml").path
+        try "[envelope]\nmax_dots_per_second = 1e-15\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let check = try CLITests.smpctl(["config", "check", "--config", config])
+        XCTAssertEqual(check.status, 78, check.stdout + check.stderr)
+        XCTAssertTrue(check.stderr.contains("\(config): envelope.max_dots_per_second = 1e-15 is below"), check.stderr)
+        XCTAssertTrue(check.stderr.contains("0.0152590219"), check.stderr)
+        let record = directory.appendingPathComponent("truth.ndjson").path
+        let run = try CLITests.smpctl(["run", "Examples/hairline.json", "--sim", "--time-scale", "0", "--yes", "--json",
+                                       "--config", config, "--db", directory.appendingPathComponent("r.sqlite").path,
+                                       "--record", record])
+        XCTAssertEqual(run.status, 78, run.stdout + run.stderr)
+        XCTAssertTrue(run.stderr.contains("envelope.max_dots_per_second = 1e-15"), run.stderr)
+        XCTAssertEqual((try? String(contentsOfFile: record, encoding: .utf8)) ?? "", "", "a dot was injected")
+    }
+
+    /// After `resume --ambiguous skip` the end summary and the progress state exactly what the
+    /// records prove: done, skipped by the operator's decision, and the plan's total.
+    func testResumeWithSkippedDotsSummarisesDoneAndSkippedExactly() throws {
+        let directory = try temporaryDirectory()
+        let db = directory.appendingPathComponent("records.sqlite").path
+        let first = try CLITests.smpctl(["run", "Examples/hairline.json", "--sim", "--time-scale", "0", "--yes", "--json",
+                                         "--faults", "estop-at=60", "--db", db])
+        XCTAssertEqual(first.status, 75, first.stderr)
+        let resume = try CLITests.smpctl(["resume", "1", "--sim", "--time-scale", "0", "--yes", "--json",
+                                          "--ambiguous", "skip", "--db", db])
+        XCTAssertEqual(resume.status, 0, resume.stderr)
+        let events = resume.stdout.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        let finished = try XCTUnwrap(events.last { $0["event"] as? String == "finished" }, resume.stdout)
+        let done = try XCTUnwrap(finished["done"] as? Int), skipped = try XCTUnwrap(finished["skipped"] as? Int)
+        XCTAssertGreaterThan(skipped, 0)
+        XCTAssertEqual(done + skipped, 191)
+        XCTAssertEqual(finished["outcome"] as? String, "completed")
+        XCTAssertEqual(finished["summary"] as? String,
+                       "Session complete: \(done) dots confirmed done by the applicator; \(skipped) skipped by the "
+                       + "operator's decision (not injected by this session)")
+        let progress = try XCTUnwrap(events.last { $0["event"] as? String == "progress" }, resume.stdout)
+        XCTAssertEqual(progress["done"] as? Int, done)
+        XCTAssertEqual(progress["total"] as? Int, 191, "the plan's total, not the total less the skipped")
+        XCTAssertEqual(progress["skipped"] as? Int, skipped)
+        let preflight = try XCTUnwrap(events.first { $0["event"] as? String == "preflight" }, resume.stdout)
+        XCTAssertEqual(preflight["skipped"] as? Int, skipped)
+    }
+
     func testSimRefusesAnUnknownOrMalformedFaultNamingIt() throws {
         let unknown = try CLITests.smpctl(["sim", "--faults", "bogus=1"])
         XCTAssertEqual(unknown.status, 64)

@@ -54,7 +54,8 @@ final class HelpTests: XCTestCase {
             "--yes", "--json", "--override-clinical <reason>", "-v, --verbose", "--version", "-h, --help",
         ])
         for promise in ["Ctrl-C once holds the session", "Ctrl-C again asks whether to end it",
-                        "SIGTERM, a closed terminal or closed output end the session held", "75 held or stopped"] {
+                        "SIGTERM, a closed terminal or closed output end the session held", "75 held or stopped",
+                        "configuration named with --config must exist and load (66 missing or unreadable, 78 invalid)"] {
             XCTAssertTrue(help.prose.contains(promise), "run --help does not say “\(promise)”: \(help.prose)")
         }
     }

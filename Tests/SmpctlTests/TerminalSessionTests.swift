@@ -1,7 +1,9 @@
 import Foundation
 import ConsoleKitTerminal
+import NeedleDriver
 import XCTest
 
+@testable import SessionRunner
 @testable import smpctl
 
 /// `smpctl run` at a real terminal: a pseudo-terminal made by util-linux's `script`, whose input
@@ -279,6 +281,53 @@ final class TerminalSessionTests: XCTestCase {
         bar.done = 191
         bar.etaSeconds = nil
         XCTAssertTrue(bar.renderActiveBar(tick: 2, width: 10).description.hasPrefix("[##########] 191/191 100.0%  15 dots/s  ETA –"))
+    }
+
+    /// Dots skipped by the operator's decision are neither done nor hidden: the bar counts done
+    /// of the plan's total and says how many were skipped.
+    func testProgressBarShowsThePlansTotalAndTheSkipped() {
+        var bar = SessionProgressBar()
+        (bar.done, bar.total, bar.skipped, bar.dotsPerSecond, bar.etaSeconds) = (160, 191, 31, 14.6, nil)
+        (bar.deviceState, bar.interlock, bar.colours) = ("ready", "armed", false)
+        XCTAssertEqual(bar.renderActiveBar(tick: 1, width: 20).description,
+                       "[################----] 160/191 (31 skipped)  83.8%  15 dots/s  ETA –  ready  interlocks armed")
+    }
+
+    /// The end summary never claims more than the records prove: a session completed with
+    /// skipped dots says how many were done and how many skipped, and lists every category.
+    func testEndSummaryNeverCountsSkippedDotsAsDone() {
+        var account = SessionAccount(
+            outcome: .completed, reason: nil, total: 191, done: Array(1...127), interrupted: [], inDoubt: [],
+            notStarted: [], metrics: LinkMetrics(), firmwareID: nil, elapsedSeconds: 3, sessionID: 1)
+        account.previouslyDone = 33
+        account.skipped = 31
+        XCTAssertEqual(RunReporter.summaryLines(account, sim: true), [
+            "Session complete: 160 dots confirmed done by the applicator; 31 skipped by the operator's decision "
+                + "(not injected by this session)",
+            "  Session:     1 (report: smpctl report 1 -o report.html)",
+            "  Done:        160 of 191 (33 in earlier runs)",
+            "  Skipped:     31 (the operator's decision)",
+            "  Cut short:   0",
+            "  In doubt:    0",
+            "  Not started: 0",
+        ])
+        account.previouslyDone = 64
+        account.skipped = 0
+        XCTAssertEqual(RunReporter.summaryLines(account, sim: true).first,
+                       "Session complete: all 191 dots confirmed done by the applicator.")
+        account.outcome = .held
+        account.previouslyDone = 0
+        account.skipped = 4
+        account.interrupted = [130]
+        account.inDoubt = [131, 132]
+        account.notStarted = Array(133...189)
+        XCTAssertEqual(Array(RunReporter.summaryLines(account, sim: true).dropFirst(2)), [
+            "  Done:        127 of 191",
+            "  Skipped:     4 (the operator's decision)",
+            "  Cut short:   1 (130)",
+            "  In doubt:    2 (131, 132)",
+            "  Not started: 57",
+        ])
     }
 
     /// The line never wraps (a wrapped line is not erased whole): on a narrow terminal the bar
