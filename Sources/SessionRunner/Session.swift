@@ -244,7 +244,7 @@ public final class Session: @unchecked Sendable {
         do throws(DotPace.RateOutOfRange) {
             _ = try DotPace.paceMilliseconds(options.envelope)
         } catch {
-            earlyEnd.withLock { $0 = error.description }
+            handle.withLock { $0.earlyEnd = error.description }
         }
     }
 
