@@ -202,6 +202,7 @@ public final class ApplicatorLink: @unchecked Sendable {
     public func connect(completion: @escaping (Result<HelloReply, LinkLoss>) -> Void) {
         dispatchPrecondition(condition: .onQueue(queue))
         handshakeCompletion = completion
+        portStarted = true
         port.start(
             onBytes: { [weak self] bytes in self?.receive(bytes) },
             onClosed: { [weak self] error in
@@ -355,7 +356,7 @@ public final class ApplicatorLink: @unchecked Sendable {
         port.close()
         if let completion = disarmCompletion {
             disarmCompletion = nil
-            completion(false)
+            whenPortClosed { completion(false) }
         }
     }
 
@@ -364,21 +365,22 @@ public final class ApplicatorLink: @unchecked Sendable {
     /// standoff — a latched device keeps its latch (its needle drive is already off; leaving it
     /// is the operator's action), and a device still running is not cleared. `completion(true)`
     /// once a STATUS shows `disarmed`; `completion(false)` when CLEAR was not sent or not
-    /// confirmed after its attempts. Streaming has stopped before.
+    /// confirmed after its attempts. Either comes once the port's descriptor is closed, so the
+    /// caller may open the path again at once. Streaming has stopped before.
     public func disarmAndClose(completion: @escaping @Sendable (Bool) -> Void) {
         dispatchPrecondition(condition: .onQueue(queue))
-        guard !closed else { return completion(false) }
+        guard !closed else { return whenPortClosed { completion(false) } }
         if pullingDots { return queue.async { self.disarmAndClose(completion: completion) } }
         streaming = false
         resumeQueued = false
         guard let status = deviceStatus, hello != nil, status.needleRetracted,
               status.state == .ready || status.state == .held || status.state == .disarmed else {
             close()
-            return completion(false)
+            return whenPortClosed { completion(false) }
         }
         if status.state == .disarmed {
             close()
-            return completion(true)
+            return whenPortClosed { completion(true) }
         }
         disarmCompletion = completion
         sendDecision(.clear, kind: .clear) { $0.state == .disarmed }
@@ -734,7 +736,7 @@ public final class ApplicatorLink: @unchecked Sendable {
                 if let completion = disarmCompletion {
                     disarmCompletion = nil
                     close()
-                    completion(true)
+                    whenPortClosed { completion(true) }
                 }
             default:
                 break
@@ -895,8 +897,23 @@ public final class ApplicatorLink: @unchecked Sendable {
     }
 
     private func portClosed(_ error: SerialPortError?) {
+        portIsClosed = true
         if let error { lost(.disconnected(error)) } else { lost(.closedByHost) }
+        let callbacks = afterPortClosed
+        afterPortClosed.removeAll()
+        for callback in callbacks { callback() }
     }
+
+    /// Set once the port's descriptor is closed (its lock released): the path may be opened again.
+    private var portIsClosed = false
+    private var afterPortClosed: [() -> Void] = []
+
+    /// Runs `body` on `queue` once the port's descriptor is closed — at once if it is, or if the
+    /// port was never started (nothing to wait for).
+    private func whenPortClosed(_ body: @escaping () -> Void) {
+        if portIsClosed || !portStarted { body() } else { afterPortClosed.append(body) }
+    }
+    private var portStarted = false
 
     private func lost(_ loss: LinkLoss) {
         guard !closed else { return }

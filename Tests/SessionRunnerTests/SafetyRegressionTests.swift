@@ -112,6 +112,50 @@ final class SafetyRegressionTests: XCTestCase {
         XCTAssertTrue(try store.events(session: id).contains { $0.kind == "operator-decision" })
     }
 
+    /// The path the review took: the latch is reported first by a REFUSED (here a dot outside the
+    /// device's limits arriving while another is in the skin; the same as an e-stop that fires as
+    /// a frame arrives), and the STATUS naming the cut-short dot comes after it. The session used
+    /// to end on the REFUSED and record that dot in doubt; resume then planned it again.
+    func testDotCutShortByALatchReportedFirstByREFUSEDIsRecordedInterruptedAndNeverInjectedAgain() throws {
+        let store = try RecordStore(path: try temporaryPath())
+        var dots = plan(60, dwell: 300_000).dots
+        let deep = dots[44]  // sent when the window opens, while an earlier dot is in the skin
+        dots[44] = PlanDot(id: deep.id, xMicrometres: deep.xMicrometres, yMicrometres: deep.yMicrometres,
+                           depthMicrometres: 1400, dwellMicroseconds: deep.dwellMicroseconds, index: deep.index)
+        let plan = Plan(planID: "deep", dots: dots, sha256: "h")
+        var simulatorOptions = SimulatorOptions()
+        simulatorOptions.timeScale = 0.5
+        simulatorOptions.seed = 21
+        simulatorOptions.limits.depthMaxMicrometres = 1000
+        // Next to no travel: a DOT sent when a slot frees arrives while the next dot descends.
+        simulatorOptions.limits.travelSpeedMicrometresPerSecond = 50_000_000
+        let first = try SimulatedApplicator.start(simulatorOptions, logger: logger)
+        addTeardownBlock { first.stop() }
+        let session = Session(plan: plan, options: recorded(store), logger: logger)
+        session.skipValidationAfterHandshake = true  // layers 1 and 2 off: the firmware refuses
+        session.checkEnvelopeBeforeEncoding = false
+        let account = try run(session, on: first)
+        XCTAssertEqual(account.outcome, .stopped, account.reason ?? "")
+        let cut = try XCTUnwrap(first.injectedDots.first { $0.outcome == .interrupted }?.dotID, "no dot was cut short")
+        let id = try XCTUnwrap(account.sessionID)
+        XCTAssertEqual(account.interrupted, [cut], "the cut-short dot must be recorded interrupted, not in doubt")
+        func status(of dot: UInt32) throws -> DotStatus? { try store.dots(session: id).first { $0.dotID == dot }?.status }
+        XCTAssertEqual(try status(of: cut), .interrupted)
+
+        // The plan is mended (the deep dot within the device's limits), the device power-cycled.
+        dots[44] = deep
+        let mended = Plan(planID: "deep", dots: dots, sha256: "h")
+        _ = try run(Session(plan: mended, options: recorded(store, resume: id), logger: logger), on: first)
+        XCTAssertNotEqual(try status(of: cut), .planned)
+        first.stop()
+        simulatorOptions.seed = 22
+        let second = try SimulatedApplicator.start(simulatorOptions, logger: logger)
+        addTeardownBlock { second.stop() }
+        let again = try run(Session(plan: mended, options: recorded(store, resume: id), logger: logger), on: second)
+        XCTAssertEqual(again.outcome, .needsDecision, again.reason ?? "")
+        XCTAssertFalse(second.injectedDots.contains { $0.dotID == cut }, "the cut-short dot was injected again")
+    }
+
     // MARK: Item 3 — no skin contact at ARM: the needle never starts by itself
 
     func testArmWithoutSkinContactWaitsForTheOperatorAndNeverResumesByItself() throws {
