@@ -135,7 +135,7 @@ final class RunReporter: Sendable {
                 "done": a.done.count + a.previouslyDone, "done_this_run": a.done.count, "skipped": a.skipped,
                 "interrupted": a.interrupted, "in_doubt": a.inDoubt, "not_started": a.notStarted.count,
                 "elapsed_seconds": (a.elapsedSeconds * 1000).rounded() / 1000, "exit_code": a.exitCode,
-                "summary": Self.headline(a),
+                "summary": Self.headline(a), "device_disarmed": a.deviceDisarmed,
             ]
             if let reason = a.reason { object["reason"] = reason }
             if let id = a.sessionID { object["session_id"] = id }
@@ -230,6 +230,9 @@ final class RunReporter: Sendable {
             let rate = armedSeconds > 0 ? String(format: ", %.0f dots/s", Double(a.done.count) / armedSeconds) : ""
             print("  Time:        \(Self.duration(a.elapsedSeconds))\(armedSeconds > 0 ? " (armed \(Self.duration(armedSeconds))\(rate))" : "")")
             print("  Link:        \(m.framesSent) frames sent, \(m.framesReceived) received, \(m.retransmissions) retransmitted, \(m.badFramesReceived) bad frames, RTT \(String(format: "%.1f", Double(m.smoothedRTTMicroseconds) / 1000)) ms")
+            print(a.deviceDisarmed
+                  ? "  Applicator:  left disarmed (CLEAR confirmed, needle power off)."
+                  : "  Applicator:  NOT confirmed disarmed (latched, unreachable or no answer): switch it off before handling the needle.")
         }
     }
 
