@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 
 /// Status of one plan dot in a session's record.
 public enum DotStatus: String, Sendable, Codable, CaseIterable {
@@ -95,8 +96,21 @@ public struct AuditEvent: Sendable, Codable, Hashable {
 
 /// Why the records could not be written or read. Plain language, with the path.
 public struct RecordStoreError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        /// Reading or writing failed, or the record holds what this smpctl cannot account for.
+        case failed
+        /// The database was written by a newer smpctl (a schema migration this one does not
+        /// know): nothing is read or written.
+        case newerSchema
+    }
     public var path: String
     public var message: String
+    public var kind: Kind
+    public init(path: String, message: String, kind: Kind = .failed) {
+        self.path = path
+        self.message = message
+        self.kind = kind
+    }
     public var description: String { "treatment records at \(path): \(message)" }
 }
 
@@ -104,9 +118,22 @@ public struct RecordStoreError: Error, Sendable, CustomStringConvertible {
 ///
 /// Sessions, per-dot status and an append-only audit trail (triggers refuse UPDATE and DELETE on
 /// it). The tool never deletes records. Thread-safe: GRDB's `DatabaseQueue` serialises access.
+///
+/// Every write ends by checking that the file at `path` (and its `-wal`) is still the file this
+/// store opened — same st_dev and st_ino, one stat each per commit: a database deleted, renamed
+/// or replaced under a session fails the commit instead of recording into a file nobody will
+/// read.
 public final class RecordStore: Sendable {
     public let path: String
     private let db: DatabaseQueue
+    /// The database file this store opened.
+    private let identity: FileIdentity
+    /// Its write-ahead log, once seen: it holds the committed pages until a checkpoint.
+    private let walIdentity = Mutex<FileIdentity?>(nil)
+
+    /// The schema this smpctl reads and writes: the migrations it knows, the last one named as
+    /// the version. A database with a migration not in this list was written by a newer smpctl.
+    public static var schemaVersion: String { migrator.migrations.last ?? "none" }
 
     /// `$XDG_DATA_HOME/smpctl/records.sqlite`, or `~/.local/share/smpctl/records.sqlite`.
     public static var defaultPath: String {
@@ -139,16 +166,45 @@ public final class RecordStore: Sendable {
             configuration.prepareDatabase { db in
                 try db.execute(sql: "PRAGMA synchronous = FULL")
             }
+            guard let opened = FileIdentity(path: path) else {
+                throw RecordStoreError(path: path, message: "the database file vanished as it was opened")
+            }
             db = try DatabaseQueue(path: path, configuration: configuration)
             // GRDB sets synchronous=NORMAL when it switches to WAL, after prepareDatabase: set FULL
             // again on the (only) connection, so every commit is fsynced before it returns.
             try db.writeWithoutTransaction { try $0.execute(sql: "PRAGMA synchronous = FULL") }
+            try db.writeWithoutTransaction { db in try Self.refuseNewerSchema(db, path: path) }
             try Self.migrator.migrate(db)
+            // The file SQLite opened is the one identified before it opened it.
+            guard FileIdentity(path: path) == opened else {
+                throw RecordStoreError(path: path, message: "the database file was replaced as it was opened")
+            }
+            identity = opened
+            walIdentity.withLock { $0 = FileIdentity(path: path + "-wal") }
         } catch let error as RecordStoreError {
             throw error
         } catch {
             throw RecordStoreError(path: path, message: "\(error)")
         }
+    }
+
+    /// A database with a migration this smpctl does not know was written by a newer smpctl: its
+    /// tables may mean what this one cannot read, and anything written would not follow its rules.
+    private static func refuseNewerSchema(_ db: Database, path: String) throws {
+        let applied: [String]
+        if try db.tableExists("grdb_migrations") {
+            applied = try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY rowid")
+        } else {
+            applied = []
+        }
+        let known = migrator.migrations
+        let unknown = applied.filter { !known.contains($0) }
+        guard !unknown.isEmpty else { return }
+        throw RecordStoreError(path: path, message: """
+            written by a newer smpctl: the database is at schema \(applied.last!) (migrations \
+            \(unknown.joined(separator: ", ")) unknown here), and this smpctl reads schema \(schemaVersion) \
+            and older. Nothing was read or written; upgrade smpctl to use these records.
+            """, kind: .newerSchema)
     }
 
     static var migrator: DatabaseMigrator {
@@ -216,19 +272,52 @@ public final class RecordStore: Sendable {
         date.formatted(.iso8601.year().month().day().timeZone(separator: .omitted).time(includingFractionalSeconds: true).timeSeparator(.colon).dateTimeSeparator(.standard))
     }
 
+    /// One transaction, then the check that it went into the file at `path`: a commit into a
+    /// file deleted, renamed or replaced meanwhile is a failed commit.
     private func write<T>(_ body: (Database) throws -> T) throws(RecordStoreError) -> T {
+        let result: T
         do {
-            return try db.write(body)
+            result = try db.write(body)
+        } catch let error as RecordStoreError {
+            throw error
         } catch {
             throw RecordStoreError(path: path, message: "\(error)")
         }
+        try checkFileIdentity()
+        return result
     }
 
     private func read<T>(_ body: (Database) throws -> T) throws(RecordStoreError) -> T {
         do {
             return try db.read(body)
+        } catch let error as RecordStoreError {
+            throw error
         } catch {
             throw RecordStoreError(path: path, message: "\(error)")
+        }
+    }
+
+    /// The database file and its -wal at the path are the ones this store writes to.
+    private func checkFileIdentity() throws(RecordStoreError) {
+        guard FileIdentity(path: path) == identity else {
+            throw RecordStoreError(path: path, message: """
+                the database file was deleted, renamed or replaced while in use: the file at this \
+                path is not the one written to, so the last change is not recorded there
+                """)
+        }
+        let wal = FileIdentity(path: path + "-wal")
+        let replaced = walIdentity.withLock { seen -> Bool in
+            guard let known = seen else {
+                seen = wal
+                return false
+            }
+            return wal != known
+        }
+        if replaced {
+            throw RecordStoreError(path: path, message: """
+                its write-ahead log \(path)-wal was deleted or replaced while in use: the changes \
+                committed to it since the last checkpoint are not recorded at this path
+                """)
         }
     }
 
@@ -342,11 +431,28 @@ public final class RecordStore: Sendable {
             try Row.fetchAll(db, sql: "SELECT * FROM dot WHERE session_id = ? ORDER BY idx", arguments: [id]).map { row in
                 DotRecord(dotID: UInt32(row["dot_id"] as Int64), index: row["idx"], xMicrometres: row["x_um"],
                           yMicrometres: row["y_um"], depthMicrometres: row["depth_um"], dwellMicroseconds: row["dwell_us"],
-                          region: row["region"], status: DotStatus(rawValue: row["status"]) ?? .ambiguous,
+                          region: row["region"], status: try Self.status(row, session: id),
                           sendOrder: row["send_order"], deviceDoneCount: row["device_done_count"],
                           updatedAt: row["updated_at"])
             }
         }
+    }
+
+    /// A dot's status as recorded; a value this smpctl does not know is an error, never a guess.
+    private static func status(_ row: Row, session id: Int64) throws -> DotStatus {
+        let text: String = row["status"]
+        guard let status = DotStatus(rawValue: text) else {
+            throw UnknownStatus(message: """
+                session \(id), dot \(row["dot_id"] as Int64): unknown status '\(text)' in the record \
+                (written by another program or a newer smpctl?); nothing was read from it
+                """)
+        }
+        return status
+    }
+
+    private struct UnknownStatus: Error, CustomStringConvertible {
+        var message: String
+        var description: String { message }
     }
 
     public func events(session id: Int64) throws(RecordStoreError) -> [AuditEvent] {

@@ -412,6 +412,11 @@ public final class Session: @unchecked Sendable {
         } catch let failure as SessionSetupFailure {
             end(failure.outcome, reason: failure.reason)
             return
+        } catch let error as RecordStoreError {
+            // Nothing was armed; the records failed: exit 74.
+            recordFailure = error
+            end(.stopped, reason: "\(error); nothing was armed")
+            return
         } catch {
             end(.stopped, reason: "\(error)")
             return
@@ -775,7 +780,9 @@ public final class Session: @unchecked Sendable {
         account.previouslyDone = previouslyDone
         account.skipped = skipped
         if let recordFailure {
-            account.reason = (account.reason.map { $0 + "; " } ?? "") + "\(recordFailure)"
+            if account.reason?.contains(recordFailure.description) != true {
+                account.reason = (account.reason.map { $0 + "; " } ?? "") + "\(recordFailure)"
+            }
             account.recordsFailed = true
         }
         onEvent(.linkMetrics(lastMetrics))

@@ -1,0 +1,97 @@
+import Foundation
+import XCTest
+
+/// Issue 21 through the binary: a session has one live owner, which other processes detect; a
+/// killed owner does not block its resume; a database deleted under a session fails its records;
+/// a database written by a newer smpctl is refused by every command.
+final class RecordOwnershipTests: XCTestCase {
+    typealias TerminalRun = TerminalSessionTests.TerminalRun
+
+    func temporaryDirectory() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-owner-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+        return url
+    }
+
+    /// `smpctl run` of the hairline on the in-process simulator, slow enough (~9 s) to be met
+    /// by other commands in the middle.
+    func startRun(_ directory: URL) throws -> TerminalRun {
+        try TerminalRun([
+            "run", "Examples/hairline.json", "--sim", "--time-scale", "0.2", "--yes", "--json",
+            "--record", directory.appendingPathComponent("truth.ndjson").path,
+            "--db", directory.appendingPathComponent("records.sqlite").path,
+        ], terminal: false)
+    }
+
+    func waitForProgress(_ run: TerminalRun, done: Int, file: StaticString = #filePath, line: UInt = #line) {
+        let deadline = Date().addingTimeInterval(60)
+        func reached() -> Bool {
+            run.events.contains { $0["event"] as? String == "progress" && ($0["done"] as? Int ?? 0) >= done }
+        }
+        while !reached() && Date() < deadline && run.process.isRunning { Thread.sleep(forTimeInterval: 0.02) }
+        XCTAssertTrue(reached(), "no progress to \(done) dots:\n\(run.text)", file: file, line: line)
+    }
+
+    func reportJSON(_ db: String, _ directory: URL) throws -> [String: Any] {
+        let path = directory.appendingPathComponent("report-\(UUID().uuidString).json").path
+        let result = try CLITests.smpctl(["report", "1", "-o", path, "--db", db])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+    }
+
+    /// The reviewer's second reproduction: `rm db.sqlite*` during a run. The session holds at its
+    /// next commit, exit 74, and the error is said once.
+    func testDeletingTheDatabaseDuringARunHoldsItAndExits74WithOneMessage() throws {
+        let directory = try temporaryDirectory()
+        let db = directory.appendingPathComponent("records.sqlite").path
+        let run = try startRun(directory)
+        waitForProgress(run, done: 10)
+        for suffix in ["", "-wal", "-shm"] { unlink(db + suffix) }
+        XCTAssertEqual(run.exitStatus(), 74, run.text)
+        let finished = try XCTUnwrap(run.events.last { $0["event"] as? String == "finished" }, run.text)
+        XCTAssertEqual(finished["outcome"] as? String, "held", "\(finished)")
+        XCTAssertEqual(finished["exit_code"] as? Int, 74, "\(finished)")
+        let reason = finished["reason"] as? String ?? ""
+        XCTAssertTrue(reason.contains("the database file was deleted, renamed or replaced while in use"), reason)
+        XCTAssertEqual(reason.components(separatedBy: "treatment records at").count - 1, 1, "said more than once: \(reason)")
+        XCTAssertFalse(run.text.contains("treatment records at \(db): treatment records at"), run.text)
+    }
+
+    /// A database with a migration this smpctl does not know: refused by every command, exit 78,
+    /// nothing appended.
+    func testEveryCommandRefusesADatabaseWrittenByANewerSmpctl() throws {
+        let directory = try temporaryDirectory()
+        let db = directory.appendingPathComponent("records.sqlite").path
+        let first = try CLITests.smpctl(["run", "Examples/hairline.json", "--sim", "--yes", "--time-scale", "0", "--json",
+                                         "--db", db])
+        XCTAssertEqual(first.status, 0, first.stderr)
+        try sqlite(db, "INSERT INTO grdb_migrations (identifier) VALUES ('v2'); ALTER TABLE session ADD COLUMN future TEXT;")
+        for arguments in [["run", "Examples/hairline.json", "--sim", "--yes", "--time-scale", "0", "--json"],
+                          ["resume", "1", "--sim", "--yes"], ["sessions"],
+                          ["report", "1", "-o", directory.appendingPathComponent("r.html").path],
+                          ["export", "1", "-o", directory.appendingPathComponent("r.tar.gz").path]] {
+            let result = try CLITests.smpctl(arguments + ["--db", db])
+            XCTAssertEqual(result.status, 78, "\(arguments): \(result.stderr)")
+            XCTAssertTrue(result.stderr.contains("treatment records at \(db)"), result.stderr)
+            XCTAssertTrue(result.stderr.contains("schema v2") && result.stderr.contains("schema v1"), result.stderr)
+            XCTAssertTrue(result.stderr.contains("upgrade smpctl"), result.stderr)
+            XCTAssertFalse(result.stdout.contains("\"armed\""), "\(arguments) armed a device")
+        }
+        XCTAssertEqual(try sqlite(db, "SELECT COUNT(*) FROM session;"), "1", "a session was appended")
+    }
+
+    @discardableResult
+    func sqlite(_ db: String, _ sql: String) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["sqlite3", db, sql]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, "sqlite3 \(sql)")
+        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
