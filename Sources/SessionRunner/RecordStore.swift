@@ -102,6 +102,8 @@ public struct RecordStoreError: Error, Sendable, CustomStringConvertible {
         /// The database was written by a newer smpctl (a schema migration this one does not
         /// know): nothing is read or written.
         case newerSchema
+        /// Another live process owns the session (`SessionOwnership`): nothing is written.
+        case sessionRunning(session: Int64, processID: Int32?)
     }
     public var path: String
     public var message: String
@@ -122,7 +124,7 @@ public struct RecordStoreError: Error, Sendable, CustomStringConvertible {
 /// Every write ends by checking that the file at `path` (and its `-wal`) is still the file this
 /// store opened — same st_dev and st_ino, one stat each per commit: a database deleted, renamed
 /// or replaced under a session fails the commit instead of recording into a file nobody will
-/// read.
+/// read. A session's record is changed only by the store that owns it (`SessionOwnership`).
 public final class RecordStore: Sendable {
     public let path: String
     private let db: DatabaseQueue
@@ -130,6 +132,8 @@ public final class RecordStore: Sendable {
     private let identity: FileIdentity
     /// Its write-ahead log, once seen: it holds the committed pages until a checkpoint.
     private let walIdentity = Mutex<FileIdentity?>(nil)
+    /// The sessions this store owns, by id.
+    private let owned = Mutex<[Int64: SessionLock]>([:])
 
     /// The schema this smpctl reads and writes: the migrations it knows, the last one named as
     /// the version. A database with a migration not in this list was written by a newer smpctl.
@@ -185,6 +189,13 @@ public final class RecordStore: Sendable {
             throw error
         } catch {
             throw RecordStoreError(path: path, message: "\(error)")
+        }
+    }
+
+    deinit {
+        owned.withLock { locks in
+            for lock in locks.values { lock.release() }
+            locks.removeAll()
         }
     }
 
@@ -321,39 +332,92 @@ public final class RecordStore: Sendable {
         }
     }
 
-    // MARK: - Writing
+    // MARK: - Ownership
 
-    /// Records a new session with every plan dot `planned`. Returns its id.
-    public func createSession(_ info: SessionInfo, dots: [PlanDot]) throws(RecordStoreError) -> Int64 {
-        try write { db in
-            let now = Self.timestamp()
-            try db.execute(sql: """
-                INSERT INTO session (plan_id, plan_path, plan_sha256, session_number, session_of, client_reference,
-                    operator, machine_id, firmware_id, boot_id, device_path, started_at, state, total)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)
-                """, arguments: [info.planID, info.planPath, info.planSHA256, info.sessionNumber, info.sessionOf,
-                                 info.clientReference, info.operatorName, info.machineID, info.firmwareID,
-                                 info.bootID.map { Int64($0) }, info.devicePath, now, dots.count])
-            let id = db.lastInsertedRowID
-            let insert = try db.makeStatement(sql: """
-                INSERT INTO dot (session_id, dot_id, idx, x_um, y_um, depth_um, dwell_us, region, status)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'planned')
-                """)
-            for dot in dots {
-                try insert.execute(arguments: [id, Int64(dot.id), dot.index, dot.xMicrometres, dot.yMicrometres,
-                                               dot.depthMicrometres, dot.dwellMicroseconds, dot.region])
-            }
-            try Self.audit(db, session: id, kind: "session-started", detail: [
-                "plan_id": info.planID, "plan_sha256": info.planSHA256, "device": info.devicePath,
-                "operator": info.operatorName, "firmware": info.firmwareID ?? "",
-            ])
-            return id
+    /// Takes ownership of session `id` for this store (see `SessionOwnership`), or confirms it
+    /// has it. Throws `.sessionRunning` when another live owner has it.
+    public func takeOwnership(of id: Int64) throws(RecordStoreError) {
+        try owned.withLock { (locks: inout [Int64: SessionLock]) throws(RecordStoreError) in
+            guard locks[id] == nil else { return }
+            locks[id] = try SessionOwnership.acquire(database: path, session: id)
         }
     }
 
+    /// Gives up the ownership of session `id` (its account is final). No effect if not owned.
+    public func releaseOwnership(of id: Int64) {
+        owned.withLock { $0.removeValue(forKey: id) }?.release()
+    }
+
+    /// Throws `.sessionRunning` if another live process (or another store) owns session `id`.
+    public func refuseIfRunningElsewhere(_ id: Int64) throws(RecordStoreError) {
+        guard owned.withLock({ $0[id] == nil }) else { return }
+        if let owner = try SessionOwnership.owner(database: path, session: id) {
+            throw SessionOwnership.running(path, session: id, owner: owner)
+        }
+    }
+
+    /// This store's lock of session `id`, still at its path; or why the session may not be changed.
+    private func ownership(of id: Int64) throws(RecordStoreError) -> SessionLock {
+        guard let lock = owned.withLock({ $0[id] }) else {
+            try refuseIfRunningElsewhere(id)
+            throw RecordStoreError(path: path, message: "session \(id) is not owned by this process: its record was not changed")
+        }
+        guard lock.isStillAtPath else {
+            throw RecordStoreError(path: path, message: """
+                the ownership lock \(lock.path) of session \(id) was removed or replaced while in use: \
+                another process could take the session, so its record is no longer changed from here
+                """)
+        }
+        return lock
+    }
+
+    // MARK: - Writing
+
+    /// Records a new session with every plan dot `planned`, owned by this store from before
+    /// its record is visible to anyone. Returns its id.
+    public func createSession(_ info: SessionInfo, dots: [PlanDot]) throws(RecordStoreError) -> Int64 {
+        var taken: Int64?
+        do {
+            return try write { db in try createSession(db, info, dots: dots, taken: &taken) }
+        } catch {
+            if let taken { releaseOwnership(of: taken) }
+            throw error
+        }
+    }
+
+    private func createSession(_ db: Database, _ info: SessionInfo, dots: [PlanDot], taken: inout Int64?) throws -> Int64 {
+        let now = Self.timestamp()
+        try db.execute(sql: """
+            INSERT INTO session (plan_id, plan_path, plan_sha256, session_number, session_of, client_reference,
+                operator, machine_id, firmware_id, boot_id, device_path, started_at, state, total)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)
+            """, arguments: [info.planID, info.planPath, info.planSHA256, info.sessionNumber, info.sessionOf,
+                             info.clientReference, info.operatorName, info.machineID, info.firmwareID,
+                             info.bootID.map { Int64($0) }, info.devicePath, now, dots.count])
+        let id = db.lastInsertedRowID
+        // Owned before the transaction commits: no other process can see the session unowned.
+        try takeOwnership(of: id)
+        taken = id
+        let insert = try db.makeStatement(sql: """
+            INSERT INTO dot (session_id, dot_id, idx, x_um, y_um, depth_um, dwell_us, region, status)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'planned')
+            """)
+        for dot in dots {
+            try insert.execute(arguments: [id, Int64(dot.id), dot.index, dot.xMicrometres, dot.yMicrometres,
+                                           dot.depthMicrometres, dot.dwellMicroseconds, dot.region])
+        }
+        try Self.audit(db, session: id, kind: "session-started", detail: [
+            "plan_id": info.planID, "plan_sha256": info.planSHA256, "device": info.devicePath,
+            "operator": info.operatorName, "firmware": info.firmwareID ?? "",
+        ])
+        return id
+    }
+
     /// Applies a batch of changes in ONE transaction (one fsync): the group commit.
+    /// Only the session's owner may change its record.
     public func apply(_ batch: RecordBatch, session id: Int64) throws(RecordStoreError) {
         guard !batch.isEmpty else { return }
+        _ = try ownership(of: id)
         try write { db in
             let now = Self.timestamp()
             for (status, dotIDs) in batch.statusChanges {

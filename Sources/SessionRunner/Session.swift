@@ -413,7 +413,8 @@ public final class Session: @unchecked Sendable {
             end(failure.outcome, reason: failure.reason)
             return
         } catch let error as RecordStoreError {
-            // Nothing was armed; the records failed: exit 74.
+            // Nothing was armed. Another process running the session: exit 75; else the records failed: 74.
+            if case .sessionRunning = error.kind { end(.declined, reason: "\(error); nothing was armed or written"); return }
             recordFailure = error
             end(.stopped, reason: "\(error); nothing was armed")
             return
@@ -767,6 +768,8 @@ public final class Session: @unchecked Sendable {
     private func finish(_ outcome: SessionOutcome) {
         guard !finishedOnce else { return }
         finishedOnce = true
+        // The account is final: the session's ownership goes (another process may resume it).
+        if let sessionID { options.recording?.store.releaseOwnership(of: sessionID) }
         var accounted = doneSet
         accounted.formUnion(interrupted)
         accounted.formUnion(inDoubt)

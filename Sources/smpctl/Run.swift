@@ -66,10 +66,14 @@ struct RecordsOptions: ParsableArguments {
         }
     }
 
-    /// Says once what went wrong with the records and returns the exit status for it: 78 when
+    /// Says once what went wrong with the records and returns the exit status for it: 75 when
+    /// another live process runs the session (with `consequence`: what was not done), 78 when
     /// the database was written by a newer smpctl, 74 otherwise.
     static func failed(_ command: String, _ error: RecordStoreError, consequence: String) -> ExitCode {
         switch error.kind {
+        case .sessionRunning:
+            Output.err("\(command): \(error.message) (treatment records at \(error.path)); \(consequence)")
+            return ExitCode(ExitStatus.incomplete)
         case .newerSchema:
             Output.err("\(command): \(error)")
             return ExitCode(ExitStatus.config)

@@ -72,6 +72,56 @@ final class RecordIntegrityTests: XCTestCase {
         })
     }
 
+    // MARK: 1. One live owner per session
+
+    /// A resume (here: a second store on the same file, as another process would open it) must
+    /// not settle, and nothing may write, the dots of a session another owner is running.
+    func testASecondStoreCannotSettleOrWriteASessionThatIsRunning() throws {
+        let path = try temporaryPath()
+        let attempts = Box<[String]>([])
+        let hello = hello(boot: 99)
+        let account = try recordedSession(path: path) { id in
+            do {
+                let other = try RecordStore(path: path)
+                do {
+                    let resolution = try ResumeResolution.resolve(store: other, sessionID: id, hello: hello,
+                                                                  decision: .skip)
+                    attempts.update { $0.append("resolve settled \(resolution.statusChanges.count) change(s)") }
+                } catch {
+                    attempts.update { $0.append("resolve refused: \(error)") }
+                }
+                do {
+                    var batch = RecordBatch()
+                    batch.statusChanges = [(.skipped, [250, 251])]
+                    try other.apply(batch, session: id)
+                    attempts.update { $0.append("apply wrote") }
+                } catch {
+                    attempts.update { $0.append("apply refused: \(error)") }
+                }
+            } catch {
+                attempts.update { $0.append("open failed: \(error)") }
+            }
+        }
+        XCTAssertEqual(account.outcome, .completed, account.reason ?? "")
+        let id = try XCTUnwrap(account.sessionID)
+        let expected = "session \(id) is running in process \(getpid())"
+        XCTAssertEqual(attempts.current.count, 2, "\(attempts.current)")
+        for attempt in attempts.current {
+            XCTAssertTrue(attempt.contains("refused") && attempt.contains(expected), "\(attempt)")
+        }
+        let records = try RecordStore(path: path).dots(session: id)
+        XCTAssertEqual(records.filter { $0.status != .done }.map(\.dotID), [], "the running session's record was changed")
+    }
+
+    /// Once the owner has finished (its account final), another store may take the session.
+    func testAFinishedSessionCanBeTakenByAnotherStore() throws {
+        let path = try temporaryPath()
+        let account = try recordedSession(path: path, count: 50, when: 1000) { _ in }
+        let id = try XCTUnwrap(account.sessionID)
+        let other = try RecordStore(path: path)
+        XCTAssertNoThrow(try ResumeResolution.resolve(store: other, sessionID: id, hello: hello(boot: 7), decision: nil))
+    }
+
     // MARK: 2. The file at the path is the file written
 
     static let databaseMoved = "the database file was deleted, renamed or replaced while in use"

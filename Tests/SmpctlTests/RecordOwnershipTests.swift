@@ -40,6 +40,80 @@ final class RecordOwnershipTests: XCTestCase {
         return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
     }
 
+    /// The reviewer's reproduction: `resume` while `run` is still running the session. Resume,
+    /// report and export say who runs it and touch nothing; the run carries on undisturbed.
+    func testResumeReportAndExportRefuseASessionOwnedByALiveProcess() throws {
+        let directory = try temporaryDirectory()
+        let db = directory.appendingPathComponent("records.sqlite").path
+        let run = try startRun(directory)
+        waitForProgress(run, done: 10)
+        let pid = run.process.processIdentifier
+        let running = "session 1 is running in process \(pid)"
+
+        let resume = try CLITests.smpctl(["resume", "1", "--sim", "--time-scale", "0", "--ambiguous", "skip", "--yes",
+                                          "--json", "--db", db])
+        XCTAssertTrue(run.process.isRunning, "the run ended before the resume was tried:\n\(run.text)")
+        XCTAssertEqual(resume.status, 75, resume.stderr + resume.stdout)
+        XCTAssertTrue(resume.stderr.contains(running), resume.stderr)
+        XCTAssertTrue(resume.stderr.contains("nothing was armed or written"), resume.stderr)
+        XCTAssertFalse(resume.stdout.contains("\"armed\""), "the resume armed a device:\n\(resume.stdout)")
+
+        let report = directory.appendingPathComponent("live.html").path
+        let reported = try CLITests.smpctl(["report", "1", "-o", report, "--db", db])
+        XCTAssertEqual(reported.status, 75, reported.stderr)
+        XCTAssertTrue(reported.stderr.contains(running), reported.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: report), "a report of a live session was written")
+
+        let archive = directory.appendingPathComponent("live.tar.gz").path
+        let exported = try CLITests.smpctl(["export", "1", "-o", archive, "--db", db])
+        XCTAssertEqual(exported.status, 75, exported.stderr)
+        XCTAssertTrue(exported.stderr.contains(running), exported.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: archive), "an archive of a live session was written")
+
+        // The run was not disturbed: it ends as it would have (SIGTERM: held, nothing in doubt),
+        // and nothing of the refused resume is in its record.
+        kill(pid, SIGTERM)
+        XCTAssertEqual(run.exitStatus(), 75, run.text)
+        XCTAssertFalse(run.text.contains("not in flight"), run.text)
+        let finished = try XCTUnwrap(run.events.last { $0["event"] as? String == "finished" }, run.text)
+        XCTAssertEqual(finished["outcome"] as? String, "held", "\(finished)")
+        let json = try reportJSON(db, directory)
+        XCTAssertEqual((json["counts"] as? [String: Int])?["skipped"] ?? 0, 0, "the refused resume skipped dots")
+        let kinds = (json["events"] as? [[String: Any]] ?? []).compactMap { $0["kind"] as? String }
+        XCTAssertFalse(kinds.contains("resume-settled") || kinds.contains("operator-decision"), "\(kinds)")
+
+        // Now that the owner has ended, the session resumes and completes.
+        let resumed = try CLITests.smpctl(["resume", "1", "--sim", "--time-scale", "0", "--yes", "--json", "--db", db])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr + resumed.stdout.suffix(600))
+    }
+
+    /// A crashed owner (SIGKILL: no chance to release anything) never blocks the resume, which
+    /// exists for exactly that case.
+    func testResumeTakesOverASessionWhoseOwnerWasKilled() throws {
+        let directory = try temporaryDirectory()
+        let db = directory.appendingPathComponent("records.sqlite").path
+        let run = try startRun(directory)
+        waitForProgress(run, done: 10)
+        kill(run.process.processIdentifier, SIGKILL)
+        XCTAssertEqual(run.exitStatus(), SIGKILL, run.text)
+
+        let listed = try CLITests.smpctl(["sessions", "--json", "--db", db])
+        let list = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [[String: Any]])
+        XCTAssertEqual(list.first?["state"] as? String, "running", "the killed session is recorded as running")
+
+        let report = directory.appendingPathComponent("crashed.json").path
+        let reported = try CLITests.smpctl(["report", "1", "-o", report, "--db", db])
+        XCTAssertEqual(reported.status, 0, "a crashed session's report: \(reported.stderr)")
+
+        // A fresh simulator (another boot): the dots in flight are the operator's decision.
+        let resumed = try CLITests.smpctl(["resume", "1", "--sim", "--time-scale", "0", "--ambiguous", "skip", "--yes",
+                                           "--json", "--db", db])
+        XCTAssertEqual(resumed.status, 0, resumed.stderr + resumed.stdout.suffix(600))
+        let final = try CLITests.smpctl(["sessions", "--json", "--db", db])
+        let finalList = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(final.stdout.utf8)) as? [[String: Any]])
+        XCTAssertEqual(finalList.first?["state"] as? String, "completed")
+    }
+
     /// The reviewer's second reproduction: `rm db.sqlite*` during a run. The session holds at its
     /// next commit, exit 74, and the error is said once.
     func testDeletingTheDatabaseDuringARunHoldsItAndExits74WithOneMessage() throws {
