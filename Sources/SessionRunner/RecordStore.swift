@@ -356,6 +356,13 @@ public final class RecordStore: Sendable {
         }
     }
 
+    /// The live owner of session `id` (this process, if this store owns it); nil when none — for a
+    /// session recorded `running`, that means its process died and `smpctl resume` continues it.
+    public func liveOwner(of id: Int64) throws(RecordStoreError) -> SessionOwner? {
+        if owned.withLock({ $0[id] != nil }) { return SessionOwner(processID: getpid()) }
+        return try SessionOwnership.owner(database: path, session: id)
+    }
+
     /// This store's lock of session `id`, still at its path; or why the session may not be changed.
     private func ownership(of id: Int64) throws(RecordStoreError) -> SessionLock {
         guard let lock = owned.withLock({ $0[id] }) else {

@@ -20,12 +20,24 @@ struct Sessions: ParsableCommand {
             return
         }
         let store = try records.openExisting(command: "sessions")
-        let sessions = try store.sessions(limit: limit)
+        let sessions: [SessionSummary]
+        // A session recorded `running` is live only while its owner holds it (docs/records.md).
+        var owners: [Int64: SessionOwner] = [:]
+        do {
+            sessions = try store.sessions(limit: limit)
+            for s in sessions where s.state == "running" {
+                if let owner = try store.liveOwner(of: s.id) { owners[s.id] = owner }
+            }
+        } catch {
+            throw RecordsOptions.failed("smpctl sessions", error, consequence: "")
+        }
         if json {
             let array: [[String: Any]] = sessions.map { s in
                 ["id": s.id, "plan_id": s.planID, "state": s.state, "done": s.done, "total": s.total,
                  "started_at": s.startedAt, "ended_at": s.endedAt ?? NSNull(), "plan_path": s.planPath,
-                 "operator": s.operatorName, "client": s.clientReference ?? NSNull(), "reason": s.reason ?? NSNull()]
+                 "operator": s.operatorName, "client": s.clientReference ?? NSNull(), "reason": s.reason ?? NSNull(),
+                 "owner_pid": s.state == "running" ? owners[s.id]?.processID.map { $0 as Any } ?? NSNull() : NSNull(),
+                 "live": owners[s.id] != nil]
             }
             Output.printJSON(array)
             return
@@ -41,6 +53,14 @@ struct Sessions: ParsableCommand {
             let progress = "\(s.done)/\(s.total)".padding(toLength: 14, withPad: " ", startingAt: 0)
             let started = s.startedAt.padding(toLength: 25, withPad: " ", startingAt: 0)
             print("\(id) \(state) \(progress) \(started) \(s.planID)")
+        }
+        for s in sessions.reversed() where s.state == "running" {
+            if let owner = owners[s.id] {
+                print("Session \(s.id) is running in \(owner.processID.map { "process \($0)" } ?? "another process").")
+            } else {
+                print("Session \(s.id) is recorded running but its process is gone (killed or crashed): "
+                      + "`smpctl resume \(s.id)` continues it.")
+            }
         }
     }
 }

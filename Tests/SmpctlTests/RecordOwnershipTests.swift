@@ -14,11 +14,15 @@ final class RecordOwnershipTests: XCTestCase {
         return url
     }
 
-    /// `smpctl run` of the hairline on the in-process simulator, slow enough (~9 s) to be met
-    /// by other commands in the middle.
+    /// `smpctl run` of the crown (5016 dots) on the in-process simulator, slow enough (minutes)
+    /// to be met by other commands in the middle; every test ends it early. The longest lease the
+    /// protocol allows: on a shared, loaded machine a starved host would let the applicator hold
+    /// (safely, but it would end the run these tests need running).
     func startRun(_ directory: URL) throws -> TerminalRun {
-        try TerminalRun([
-            "run", "Examples/hairline.json", "--sim", "--time-scale", "0.2", "--yes", "--json",
+        let config = directory.appendingPathComponent("machine.toml").path
+        try "[envelope]\nlease_ms = 250\n".write(toFile: config, atomically: true, encoding: .utf8)
+        return try TerminalRun([
+            "run", "Examples/crown.json", "--sim", "--time-scale", "0.05", "--yes", "--json", "--config", config,
             "--record", directory.appendingPathComponent("truth.ndjson").path,
             "--db", directory.appendingPathComponent("records.sqlite").path,
         ], terminal: false)
@@ -49,6 +53,13 @@ final class RecordOwnershipTests: XCTestCase {
         waitForProgress(run, done: 10)
         let pid = run.process.processIdentifier
         let running = "session 1 is running in process \(pid)"
+
+        let listed = try CLITests.smpctl(["sessions", "--db", db])
+        XCTAssertTrue(listed.stdout.contains("Session 1 is running in process \(pid)."), listed.stdout)
+        let listedJSON = try CLITests.smpctl(["sessions", "--json", "--db", db])
+        let first = try XCTUnwrap((JSONSerialization.jsonObject(with: Data(listedJSON.stdout.utf8)) as? [[String: Any]])?.first)
+        XCTAssertEqual(first["live"] as? Bool, true, "\(first)")
+        XCTAssertEqual(first["owner_pid"] as? Int, Int(pid), "\(first)")
 
         let resume = try CLITests.smpctl(["resume", "1", "--sim", "--time-scale", "0", "--ambiguous", "skip", "--yes",
                                           "--json", "--db", db])
@@ -100,6 +111,10 @@ final class RecordOwnershipTests: XCTestCase {
         let listed = try CLITests.smpctl(["sessions", "--json", "--db", db])
         let list = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [[String: Any]])
         XCTAssertEqual(list.first?["state"] as? String, "running", "the killed session is recorded as running")
+        XCTAssertEqual(list.first?["live"] as? Bool, false, "a killed session has no live owner: \(list)")
+        let table = try CLITests.smpctl(["sessions", "--db", db])
+        XCTAssertTrue(table.stdout.contains("Session 1 is recorded running but its process is gone (killed or crashed): "
+                                            + "`smpctl resume 1` continues it."), table.stdout)
 
         let report = directory.appendingPathComponent("crashed.json").path
         let reported = try CLITests.smpctl(["report", "1", "-o", report, "--db", db])
