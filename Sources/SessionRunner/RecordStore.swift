@@ -127,6 +127,8 @@ public struct RecordStoreError: Error, Sendable, CustomStringConvertible {
 /// read. A session's record is changed only by the store that owns it (`SessionOwnership`).
 public final class RecordStore: Sendable {
     public let path: String
+    /// `path` with symbolic links resolved: where SQLite keeps the -wal, and the lock files go.
+    let resolvedPath: String
     private let db: DatabaseQueue
     /// The database file this store opened.
     private let identity: FileIdentity
@@ -170,6 +172,7 @@ public final class RecordStore: Sendable {
             configuration.prepareDatabase { db in
                 try db.execute(sql: "PRAGMA synchronous = FULL")
             }
+            resolvedPath = Self.resolve(path)
             guard let opened = FileIdentity(path: path) else {
                 throw RecordStoreError(path: path, message: "the database file vanished as it was opened")
             }
@@ -184,12 +187,20 @@ public final class RecordStore: Sendable {
                 throw RecordStoreError(path: path, message: "the database file was replaced as it was opened")
             }
             identity = opened
-            walIdentity.withLock { $0 = FileIdentity(path: path + "-wal") }
+            walIdentity.withLock { [resolvedPath] in $0 = FileIdentity(path: resolvedPath + "-wal") }
         } catch let error as RecordStoreError {
             throw error
         } catch {
             throw RecordStoreError(path: path, message: "\(error)")
         }
+    }
+
+    /// `path` with symbolic links resolved (SQLite resolves them too, and puts the -wal beside
+    /// the target); `path` itself if it cannot be resolved.
+    private static func resolve(_ path: String) -> String {
+        guard let resolved = realpath(path, nil) else { return path }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     deinit {
@@ -316,7 +327,7 @@ public final class RecordStore: Sendable {
                 path is not the one written to, so the last change is not recorded there
                 """)
         }
-        let wal = FileIdentity(path: path + "-wal")
+        let wal = FileIdentity(path: resolvedPath + "-wal")
         let replaced = walIdentity.withLock { seen -> Bool in
             guard let known = seen else {
                 seen = wal
@@ -339,7 +350,7 @@ public final class RecordStore: Sendable {
     public func takeOwnership(of id: Int64) throws(RecordStoreError) {
         try owned.withLock { (locks: inout [Int64: SessionLock]) throws(RecordStoreError) in
             guard locks[id] == nil else { return }
-            locks[id] = try SessionOwnership.acquire(database: path, session: id)
+            locks[id] = try SessionOwnership.acquire(database: path, resolved: resolvedPath, session: id)
         }
     }
 
@@ -351,7 +362,7 @@ public final class RecordStore: Sendable {
     /// Throws `.sessionRunning` if another live process (or another store) owns session `id`.
     public func refuseIfRunningElsewhere(_ id: Int64) throws(RecordStoreError) {
         guard owned.withLock({ $0[id] == nil }) else { return }
-        if let owner = try SessionOwnership.owner(database: path, session: id) {
+        if let owner = try SessionOwnership.owner(database: path, resolved: resolvedPath, session: id) {
             throw SessionOwnership.running(path, session: id, owner: owner)
         }
     }
@@ -360,7 +371,7 @@ public final class RecordStore: Sendable {
     /// session recorded `running`, that means its process died and `smpctl resume` continues it.
     public func liveOwner(of id: Int64) throws(RecordStoreError) -> SessionOwner? {
         if owned.withLock({ $0[id] != nil }) { return SessionOwner(processID: getpid()) }
-        return try SessionOwnership.owner(database: path, session: id)
+        return try SessionOwnership.owner(database: path, resolved: resolvedPath, session: id)
     }
 
     /// This store's lock of session `id`, still at its path; or why the session may not be changed.

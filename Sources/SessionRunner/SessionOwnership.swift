@@ -4,7 +4,8 @@ import Synchronization
 /// Who runs a recorded session: one live owner per session, detectable by every other process.
 ///
 /// The owner holds an exclusive open-file-description lock (`fcntl(F_OFD_SETLK)`) on
-/// `<database>.owners/session-<id>.lock` for the session's whole life: taken before its record
+/// `<database>.owners/session-<id>.lock` (beside the file the path resolves to, so every spelling
+/// of the path, symbolic links included, finds the same lock) for the session's whole life: taken before its record
 /// is created or (resume) before anything in it is settled, released once its account is final.
 /// The kernel drops the lock when the owner's process ends in any way — SIGKILL, a crash, the
 /// power — so a crashed owner never blocks a resume; a live one always does. The owner writes its
@@ -65,20 +66,21 @@ enum SessionOwnership {
     private static let getLock: Int32 = 36  // F_OFD_GETLK
     private static let setLock: Int32 = 37  // F_OFD_SETLK
 
-    static func directory(database: String) -> String { database + ".owners" }
+    /// `resolved`: the database's path with symbolic links resolved (`RecordStore.resolvedPath`).
+    static func directory(resolved: String) -> String { resolved + ".owners" }
 
-    static func lockPath(database: String, session: Int64) -> String {
-        directory(database: database) + "/session-\(session).lock"
+    static func lockPath(resolved: String, session: Int64) -> String {
+        directory(resolved: resolved) + "/session-\(session).lock"
     }
 
     /// Takes ownership of `session`: an exclusive lock held until `release()` or the end of the
     /// process. Throws `.sessionRunning` when a live owner holds it.
-    static func acquire(database: String, session: Int64) throws(RecordStoreError) -> SessionLock {
-        let directory = directory(database: database)
+    static func acquire(database: String, resolved: String, session: Int64) throws(RecordStoreError) -> SessionLock {
+        let directory = directory(resolved: resolved)
         if mkdir(directory, 0o700) != 0 && errno != EEXIST {
             throw failure(database, "cannot create \(directory) for the session's ownership lock: \(errnoText())")
         }
-        let path = lockPath(database: database, session: session)
+        let path = lockPath(resolved: resolved, session: session)
         // Retried only when the file was unlinked by its releasing owner between our open and
         // our lock: then a fresh file is at the path.
         for _ in 0..<100 {
@@ -117,8 +119,8 @@ enum SessionOwnership {
 
     /// The live process that owns `session`, without taking anything; nil when none does
     /// (never run, finished, or its owner crashed).
-    static func owner(database: String, session: Int64) throws(RecordStoreError) -> SessionOwner? {
-        let path = lockPath(database: database, session: session)
+    static func owner(database: String, resolved: String, session: Int64) throws(RecordStoreError) -> SessionOwner? {
+        let path = lockPath(resolved: resolved, session: session)
         for _ in 0..<100 {
             let fd = openRetryingEINTR(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0)
             if fd < 0 {

@@ -122,6 +122,22 @@ final class RecordIntegrityTests: XCTestCase {
         XCTAssertNoThrow(try ResumeResolution.resolve(store: other, sessionID: id, hello: hello(boot: 7), decision: nil))
     }
 
+    /// Every spelling of the database's path finds the same owner, a symbolic link included.
+    func testTheOwnerIsFoundThroughASymbolicLinkToTheDatabase() throws {
+        let path = try temporaryPath()
+        let owner = try RecordStore(path: path)
+        let id = try owner.createSession(info(), dots: dots(3))
+        let link = (path as NSString).deletingLastPathComponent + "/link.sqlite"
+        XCTAssertEqual(symlink(path, link), 0)
+        let other = try RecordStore(path: link)
+        XCTAssertThrowsError(try other.takeOwnership(of: id)) { error in
+            XCTAssertTrue("\(error)".contains("session \(id) is running in process \(getpid())"), "\(error)")
+        }
+        owner.releaseOwnership(of: id)
+        XCTAssertNoThrow(try other.takeOwnership(of: id))
+        XCTAssertNoThrow(try other.apply({ var batch = RecordBatch(); batch.claims = [1]; return batch }(), session: id))
+    }
+
     // MARK: 2. The file at the path is the file written
 
     static let databaseMoved = "the database file was deleted, renamed or replaced while in use"
