@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 
 /// Status of one plan dot in a session's record.
 public enum DotStatus: String, Sendable, Codable, CaseIterable {
@@ -95,8 +96,23 @@ public struct AuditEvent: Sendable, Codable, Hashable {
 
 /// Why the records could not be written or read. Plain language, with the path.
 public struct RecordStoreError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        /// Reading or writing failed, or the record holds what this smpctl cannot account for.
+        case failed
+        /// The database was written by a newer smpctl (a schema migration this one does not
+        /// know): nothing is read or written.
+        case newerSchema
+        /// Another live process owns the session (`SessionOwnership`): nothing is written.
+        case sessionRunning(session: Int64, processID: Int32?)
+    }
     public var path: String
     public var message: String
+    public var kind: Kind
+    public init(path: String, message: String, kind: Kind = .failed) {
+        self.path = path
+        self.message = message
+        self.kind = kind
+    }
     public var description: String { "treatment records at \(path): \(message)" }
 }
 
@@ -104,9 +120,26 @@ public struct RecordStoreError: Error, Sendable, CustomStringConvertible {
 ///
 /// Sessions, per-dot status and an append-only audit trail (triggers refuse UPDATE and DELETE on
 /// it). The tool never deletes records. Thread-safe: GRDB's `DatabaseQueue` serialises access.
+///
+/// Every write ends by checking that the file at `path` (and its `-wal`) is still the file this
+/// store opened — same st_dev and st_ino, one stat each per commit: a database deleted, renamed
+/// or replaced under a session fails the commit instead of recording into a file nobody will
+/// read. A session's record is changed only by the store that owns it (`SessionOwnership`).
 public final class RecordStore: Sendable {
     public let path: String
+    /// `path` with symbolic links resolved: where SQLite keeps the -wal, and the lock files go.
+    let resolvedPath: String
     private let db: DatabaseQueue
+    /// The database file this store opened.
+    private let identity: FileIdentity
+    /// Its write-ahead log, once seen: it holds the committed pages until a checkpoint.
+    private let walIdentity = Mutex<FileIdentity?>(nil)
+    /// The sessions this store owns, by id.
+    private let owned = Mutex<[Int64: SessionLock]>([:])
+
+    /// The schema this smpctl reads and writes: the migrations it knows, the last one named as
+    /// the version. A database with a migration not in this list was written by a newer smpctl.
+    public static var schemaVersion: String { migrator.migrations.last ?? "none" }
 
     /// `$XDG_DATA_HOME/smpctl/records.sqlite`, or `~/.local/share/smpctl/records.sqlite`.
     public static var defaultPath: String {
@@ -139,16 +172,61 @@ public final class RecordStore: Sendable {
             configuration.prepareDatabase { db in
                 try db.execute(sql: "PRAGMA synchronous = FULL")
             }
+            resolvedPath = Self.resolve(path)
+            guard let opened = FileIdentity(path: path) else {
+                throw RecordStoreError(path: path, message: "the database file vanished as it was opened")
+            }
             db = try DatabaseQueue(path: path, configuration: configuration)
             // GRDB sets synchronous=NORMAL when it switches to WAL, after prepareDatabase: set FULL
             // again on the (only) connection, so every commit is fsynced before it returns.
             try db.writeWithoutTransaction { try $0.execute(sql: "PRAGMA synchronous = FULL") }
+            try db.writeWithoutTransaction { db in try Self.refuseNewerSchema(db, path: path) }
             try Self.migrator.migrate(db)
+            // The file SQLite opened is the one identified before it opened it.
+            guard FileIdentity(path: path) == opened else {
+                throw RecordStoreError(path: path, message: "the database file was replaced as it was opened")
+            }
+            identity = opened
+            walIdentity.withLock { [resolvedPath] in $0 = FileIdentity(path: resolvedPath + "-wal") }
         } catch let error as RecordStoreError {
             throw error
         } catch {
             throw RecordStoreError(path: path, message: "\(error)")
         }
+    }
+
+    /// `path` with symbolic links resolved (SQLite resolves them too, and puts the -wal beside
+    /// the target); `path` itself if it cannot be resolved.
+    private static func resolve(_ path: String) -> String {
+        guard let resolved = realpath(path, nil) else { return path }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
+    deinit {
+        owned.withLock { locks in
+            for lock in locks.values { lock.release() }
+            locks.removeAll()
+        }
+    }
+
+    /// A database with a migration this smpctl does not know was written by a newer smpctl: its
+    /// tables may mean what this one cannot read, and anything written would not follow its rules.
+    private static func refuseNewerSchema(_ db: Database, path: String) throws {
+        let applied: [String]
+        if try db.tableExists("grdb_migrations") {
+            applied = try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY rowid")
+        } else {
+            applied = []
+        }
+        let known = migrator.migrations
+        let unknown = applied.filter { !known.contains($0) }
+        guard !unknown.isEmpty else { return }
+        throw RecordStoreError(path: path, message: """
+            written by a newer smpctl: the database is at schema \(applied.last!) (migrations \
+            \(unknown.joined(separator: ", ")) unknown here), and this smpctl reads schema \(schemaVersion) \
+            and older. Nothing was read or written; upgrade smpctl to use these records.
+            """, kind: .newerSchema)
     }
 
     static var migrator: DatabaseMigrator {
@@ -216,55 +294,148 @@ public final class RecordStore: Sendable {
         date.formatted(.iso8601.year().month().day().timeZone(separator: .omitted).time(includingFractionalSeconds: true).timeSeparator(.colon).dateTimeSeparator(.standard))
     }
 
+    /// One transaction, then the check that it went into the file at `path`: a commit into a
+    /// file deleted, renamed or replaced meanwhile is a failed commit.
     private func write<T>(_ body: (Database) throws -> T) throws(RecordStoreError) -> T {
+        let result: T
         do {
-            return try db.write(body)
+            result = try db.write(body)
+        } catch let error as RecordStoreError {
+            throw error
         } catch {
             throw RecordStoreError(path: path, message: "\(error)")
         }
+        try checkFileIdentity()
+        return result
     }
 
     private func read<T>(_ body: (Database) throws -> T) throws(RecordStoreError) -> T {
         do {
             return try db.read(body)
+        } catch let error as RecordStoreError {
+            throw error
         } catch {
             throw RecordStoreError(path: path, message: "\(error)")
         }
     }
 
-    // MARK: - Writing
-
-    /// Records a new session with every plan dot `planned`. Returns its id.
-    public func createSession(_ info: SessionInfo, dots: [PlanDot]) throws(RecordStoreError) -> Int64 {
-        try write { db in
-            let now = Self.timestamp()
-            try db.execute(sql: """
-                INSERT INTO session (plan_id, plan_path, plan_sha256, session_number, session_of, client_reference,
-                    operator, machine_id, firmware_id, boot_id, device_path, started_at, state, total)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)
-                """, arguments: [info.planID, info.planPath, info.planSHA256, info.sessionNumber, info.sessionOf,
-                                 info.clientReference, info.operatorName, info.machineID, info.firmwareID,
-                                 info.bootID.map { Int64($0) }, info.devicePath, now, dots.count])
-            let id = db.lastInsertedRowID
-            let insert = try db.makeStatement(sql: """
-                INSERT INTO dot (session_id, dot_id, idx, x_um, y_um, depth_um, dwell_us, region, status)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'planned')
+    /// The database file and its -wal at the path are the ones this store writes to.
+    private func checkFileIdentity() throws(RecordStoreError) {
+        guard FileIdentity(path: path) == identity else {
+            throw RecordStoreError(path: path, message: """
+                the database file was deleted, renamed or replaced while in use: the file at this \
+                path is not the one written to, so the last change is not recorded there
                 """)
-            for dot in dots {
-                try insert.execute(arguments: [id, Int64(dot.id), dot.index, dot.xMicrometres, dot.yMicrometres,
-                                               dot.depthMicrometres, dot.dwellMicroseconds, dot.region])
+        }
+        let wal = FileIdentity(path: resolvedPath + "-wal")
+        let replaced = walIdentity.withLock { seen -> Bool in
+            guard let known = seen else {
+                seen = wal
+                return false
             }
-            try Self.audit(db, session: id, kind: "session-started", detail: [
-                "plan_id": info.planID, "plan_sha256": info.planSHA256, "device": info.devicePath,
-                "operator": info.operatorName, "firmware": info.firmwareID ?? "",
-            ])
-            return id
+            return wal != known
+        }
+        if replaced {
+            throw RecordStoreError(path: path, message: """
+                its write-ahead log \(path)-wal was deleted or replaced while in use: the changes \
+                committed to it since the last checkpoint are not recorded at this path
+                """)
         }
     }
 
+    // MARK: - Ownership
+
+    /// Takes ownership of session `id` for this store (see `SessionOwnership`), or confirms it
+    /// has it. Throws `.sessionRunning` when another live owner has it.
+    public func takeOwnership(of id: Int64) throws(RecordStoreError) {
+        try owned.withLock { (locks: inout [Int64: SessionLock]) throws(RecordStoreError) in
+            guard locks[id] == nil else { return }
+            locks[id] = try SessionOwnership.acquire(database: path, resolved: resolvedPath, session: id)
+        }
+    }
+
+    /// Gives up the ownership of session `id` (its account is final). No effect if not owned.
+    public func releaseOwnership(of id: Int64) {
+        owned.withLock { $0.removeValue(forKey: id) }?.release()
+    }
+
+    /// Throws `.sessionRunning` if another live process (or another store) owns session `id`.
+    public func refuseIfRunningElsewhere(_ id: Int64) throws(RecordStoreError) {
+        guard owned.withLock({ $0[id] == nil }) else { return }
+        if let owner = try SessionOwnership.owner(database: path, resolved: resolvedPath, session: id) {
+            throw SessionOwnership.running(path, session: id, owner: owner)
+        }
+    }
+
+    /// The live owner of session `id` (this process, if this store owns it); nil when none — for a
+    /// session recorded `running`, that means its process died and `smpctl resume` continues it.
+    public func liveOwner(of id: Int64) throws(RecordStoreError) -> SessionOwner? {
+        if owned.withLock({ $0[id] != nil }) { return SessionOwner(processID: getpid()) }
+        return try SessionOwnership.owner(database: path, resolved: resolvedPath, session: id)
+    }
+
+    /// This store's lock of session `id`, still at its path; or why the session may not be changed.
+    private func ownership(of id: Int64) throws(RecordStoreError) -> SessionLock {
+        guard let lock = owned.withLock({ $0[id] }) else {
+            try refuseIfRunningElsewhere(id)
+            throw RecordStoreError(path: path, message: "session \(id) is not owned by this process: its record was not changed")
+        }
+        guard lock.isStillAtPath else {
+            throw RecordStoreError(path: path, message: """
+                the ownership lock \(lock.path) of session \(id) was removed or replaced while in use: \
+                another process could take the session, so its record is no longer changed from here
+                """)
+        }
+        return lock
+    }
+
+    // MARK: - Writing
+
+    /// Records a new session with every plan dot `planned`, owned by this store from before
+    /// its record is visible to anyone. Returns its id.
+    public func createSession(_ info: SessionInfo, dots: [PlanDot]) throws(RecordStoreError) -> Int64 {
+        var taken: Int64?
+        do {
+            return try write { db in try createSession(db, info, dots: dots, taken: &taken) }
+        } catch {
+            if let taken { releaseOwnership(of: taken) }
+            throw error
+        }
+    }
+
+    private func createSession(_ db: Database, _ info: SessionInfo, dots: [PlanDot], taken: inout Int64?) throws -> Int64 {
+        let now = Self.timestamp()
+        try db.execute(sql: """
+            INSERT INTO session (plan_id, plan_path, plan_sha256, session_number, session_of, client_reference,
+                operator, machine_id, firmware_id, boot_id, device_path, started_at, state, total)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)
+            """, arguments: [info.planID, info.planPath, info.planSHA256, info.sessionNumber, info.sessionOf,
+                             info.clientReference, info.operatorName, info.machineID, info.firmwareID,
+                             info.bootID.map { Int64($0) }, info.devicePath, now, dots.count])
+        let id = db.lastInsertedRowID
+        // Owned before the transaction commits: no other process can see the session unowned.
+        try takeOwnership(of: id)
+        taken = id
+        let insert = try db.makeStatement(sql: """
+            INSERT INTO dot (session_id, dot_id, idx, x_um, y_um, depth_um, dwell_us, region, status)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'planned')
+            """)
+        for dot in dots {
+            try insert.execute(arguments: [id, Int64(dot.id), dot.index, dot.xMicrometres, dot.yMicrometres,
+                                           dot.depthMicrometres, dot.dwellMicroseconds, dot.region])
+        }
+        try Self.audit(db, session: id, kind: "session-started", detail: [
+            "plan_id": info.planID, "plan_sha256": info.planSHA256, "device": info.devicePath,
+            "operator": info.operatorName, "firmware": info.firmwareID ?? "",
+        ])
+        return id
+    }
+
     /// Applies a batch of changes in ONE transaction (one fsync): the group commit.
+    /// Only the session's owner may change its record.
     public func apply(_ batch: RecordBatch, session id: Int64) throws(RecordStoreError) {
         guard !batch.isEmpty else { return }
+        _ = try ownership(of: id)
         try write { db in
             let now = Self.timestamp()
             for (status, dotIDs) in batch.statusChanges {
@@ -342,11 +513,28 @@ public final class RecordStore: Sendable {
             try Row.fetchAll(db, sql: "SELECT * FROM dot WHERE session_id = ? ORDER BY idx", arguments: [id]).map { row in
                 DotRecord(dotID: UInt32(row["dot_id"] as Int64), index: row["idx"], xMicrometres: row["x_um"],
                           yMicrometres: row["y_um"], depthMicrometres: row["depth_um"], dwellMicroseconds: row["dwell_us"],
-                          region: row["region"], status: DotStatus(rawValue: row["status"]) ?? .ambiguous,
+                          region: row["region"], status: try Self.status(row, session: id),
                           sendOrder: row["send_order"], deviceDoneCount: row["device_done_count"],
                           updatedAt: row["updated_at"])
             }
         }
+    }
+
+    /// A dot's status as recorded; a value this smpctl does not know is an error, never a guess.
+    private static func status(_ row: Row, session id: Int64) throws -> DotStatus {
+        let text: String = row["status"]
+        guard let status = DotStatus(rawValue: text) else {
+            throw UnknownStatus(message: """
+                session \(id), dot \(row["dot_id"] as Int64): unknown status '\(text)' in the record \
+                (written by another program or a newer smpctl?); nothing was read from it
+                """)
+        }
+        return status
+    }
+
+    private struct UnknownStatus: Error, CustomStringConvertible {
+        var message: String
+        var description: String { message }
     }
 
     public func events(session id: Int64) throws(RecordStoreError) -> [AuditEvent] {

@@ -35,6 +35,9 @@ struct ResumeResolution {
 
     static func resolve(store: RecordStore, sessionID: Int64, hello: HelloReply, status deviceStatus: Status?,
                         decision: AmbiguousDecision?) throws -> ResumeResolution {
+        // Only the session's owner settles it: taken here (or already held), refused while
+        // another live process runs it (docs/records.md, "Who owns a session").
+        try store.takeOwnership(of: sessionID)
         var result = ResumeResolution()
         guard let session = try store.session(id: sessionID) else {
             result.refusal = "no session \(sessionID) in \(store.path)"

@@ -449,6 +449,12 @@ public final class Session: @unchecked Sendable {
         } catch let failure as SessionSetupFailure {
             end(failure.outcome, reason: failure.reason)
             return
+        } catch let error as RecordStoreError {
+            // Nothing was armed. Another process running the session: exit 75; else the records failed: 74.
+            if case .sessionRunning = error.kind { end(.declined, reason: "\(error); nothing was armed or written"); return }
+            recordFailure = error
+            end(.stopped, reason: "\(error); nothing was armed")
+            return
         } catch {
             end(.stopped, reason: "\(error)")
             return
@@ -852,6 +858,8 @@ public final class Session: @unchecked Sendable {
     private func finish(_ outcome: SessionOutcome) {
         guard !finishedOnce else { return }
         finishedOnce = true
+        // The account is final: the session's ownership goes (another process may resume it).
+        if let sessionID { options.recording?.store.releaseOwnership(of: sessionID) }
         var accounted = doneSet
         accounted.formUnion(interrupted)
         accounted.formUnion(inDoubt)
@@ -866,7 +874,9 @@ public final class Session: @unchecked Sendable {
         account.previouslyDone = previouslyDone
         account.skipped = skipped
         if let recordFailure {
-            account.reason = (account.reason.map { $0 + "; " } ?? "") + "\(recordFailure)"
+            if account.reason?.contains(recordFailure.description) != true {
+                account.reason = (account.reason.map { $0 + "; " } ?? "") + "\(recordFailure)"
+            }
             account.recordsFailed = true
         }
         onEvent(.linkMetrics(lastMetrics))

@@ -20,12 +20,24 @@ struct Sessions: ParsableCommand {
             return
         }
         let store = try records.openExisting(command: "sessions")
-        let sessions = try store.sessions(limit: limit)
+        let sessions: [SessionSummary]
+        // A session recorded `running` is live only while its owner holds it (docs/records.md).
+        var owners: [Int64: SessionOwner] = [:]
+        do {
+            sessions = try store.sessions(limit: limit)
+            for s in sessions where s.state == "running" {
+                if let owner = try store.liveOwner(of: s.id) { owners[s.id] = owner }
+            }
+        } catch {
+            throw RecordsOptions.failed("smpctl sessions", error, consequence: "")
+        }
         if json {
             let array: [[String: Any]] = sessions.map { s in
                 ["id": s.id, "plan_id": s.planID, "state": s.state, "done": s.done, "total": s.total,
                  "started_at": s.startedAt, "ended_at": s.endedAt ?? NSNull(), "plan_path": s.planPath,
-                 "operator": s.operatorName, "client": s.clientReference ?? NSNull(), "reason": s.reason ?? NSNull()]
+                 "operator": s.operatorName, "client": s.clientReference ?? NSNull(), "reason": s.reason ?? NSNull(),
+                 "owner_pid": s.state == "running" ? owners[s.id]?.processID.map { $0 as Any } ?? NSNull() : NSNull(),
+                 "live": owners[s.id] != nil]
             }
             Output.printJSON(array)
             return
@@ -42,6 +54,14 @@ struct Sessions: ParsableCommand {
             let started = s.startedAt.padding(toLength: 25, withPad: " ", startingAt: 0)
             print("\(id) \(state) \(progress) \(started) \(s.planID)")
         }
+        for s in sessions.reversed() where s.state == "running" {
+            if let owner = owners[s.id] {
+                print("Session \(s.id) is running in \(owner.processID.map { "process \($0)" } ?? "another process").")
+            } else {
+                print("Session \(s.id) is recorded running but its process is gone (killed or crashed): "
+                      + "`smpctl resume \(s.id)` continues it.")
+            }
+        }
     }
 }
 
@@ -53,8 +73,11 @@ struct Resume: ParsableCommand {
             or the session is complete. Dots that were in flight are settled from what the \
             applicator reports (its boot id, done count and last completed dot); dots whose fate \
             cannot be known are listed and resumed only with --ambiguous skip or --ambiguous redo, \
-            a decision recorded in the audit trail. Exit status as for `run`; 64 when a decision \
-            is needed.
+            a decision recorded in the audit trail. A session still running in another process \
+            (its owner holds the session's lock) is refused with exit 75, nothing armed or written; \
+            one whose process died (killed, crashed, power lost) resumes. Exit status as for `run`; \
+            64 when a decision is needed; 75 also when another process runs the session; 78 when \
+            the records were written by a newer smpctl.
             """)
 
     @Argument(help: "The session id (see `smpctl sessions`).")
@@ -85,10 +108,26 @@ struct Resume: ParsableCommand {
     func run() throws {
         let machine = try SessionCommand.loadMachineConfiguration(target.config)
         let store = try records.openExisting(command: "resume")
-        guard let session = try store.session(id: id) else {
+        do {
+            try resume(store, machine: machine)
+        } catch let error as RecordStoreError {
+            throw RecordsOptions.failed("smpctl resume", error, consequence: """
+                nothing was armed or written. Wait until it has ended, or end it there (Ctrl-C at \
+                its terminal, or SIGTERM); a session whose process was killed resumes at once.
+                """)
+        }
+    }
+
+    private func resume(_ store: RecordStore, machine: MachineConfiguration) throws {
+        guard try store.session(id: id) != nil else {
             Output.err("smpctl resume: no session \(id) in \(records.db) (see `smpctl sessions`).")
             throw ExitCode(ExitStatus.usage)
         }
+        // Owned before anything is read for the decision, and for the whole resumed session (the
+        // session releases it when its account is final): refused while another process runs it.
+        try store.takeOwnership(of: id)
+        defer { store.releaseOwnership(of: id) }
+        guard let session = try store.session(id: id) else { throw ExitCode(ExitStatus.usage) }
         if session.state == "completed" || session.done == session.total {
             Output.err("smpctl resume: session \(id) is complete (\(session.done) of \(session.total) dots); nothing to resume.")
             throw ExitCode(ExitStatus.usage)
@@ -113,7 +152,13 @@ struct Resume: ParsableCommand {
 
 struct Report: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write a session's report: .json (machine-readable), .svg (dot map) or .html (everything).")
+        abstract: "Write a session's report: .json (machine-readable), .svg (dot map) or .html (everything).",
+        discussion: """
+            Exit status: 0 written; 64 no such session or a bad -o; 66 no database at --db; 74 \
+            records or output not readable or writable; 75 the session is still running in another \
+            process (its account is not final; nothing is written); 78 records written by a newer \
+            smpctl.
+            """)
 
     @Argument(help: "The session id.")
     var id: Int64
@@ -145,7 +190,12 @@ struct Report: ParsableCommand {
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a self-contained archive of a session: report, JSON, audit trail and the plan file.",
-        discussion: "The archive is a .tar.gz; records stay in the database (the tool never deletes them).")
+        discussion: """
+            The archive is a .tar.gz; records stay in the database (the tool never deletes them). \
+            Exit status: 0 written; 64 no such session; 66 no database at --db; 74 records or \
+            archive not readable or writable; 75 the session is still running in another process \
+            (its account is not final; nothing is written); 78 records written by a newer smpctl.
+            """)
 
     @Argument(help: "The session id.")
     var id: Int64
@@ -182,13 +232,21 @@ struct Export: ParsableCommand {
 }
 
 enum ReportCommand {
+    /// The session's report; refused (75) while another process runs the session: its account
+    /// is not final, and a report of it would look like one.
     static func load(_ id: Int64, _ records: RecordsOptions, command: String) throws -> SessionReport {
         let store = try records.openExisting(command: command)
         do {
+            guard try store.session(id: id) != nil else {
+                Output.err("smpctl \(command): no session \(id) in \(records.db) (see `smpctl sessions`).")
+                throw ExitCode(ExitStatus.usage)
+            }
+            try store.refuseIfRunningElsewhere(id)
             return try SessionReport(store: store, sessionID: id)
-        } catch {
-            Output.err("smpctl: \(error)")
-            throw ExitCode(ExitStatus.usage)
+        } catch let error as RecordStoreError {
+            throw RecordsOptions.failed("smpctl \(command)", error, consequence: """
+                its account is not final yet, so nothing was written. Try again when it has ended.
+                """)
         }
     }
 

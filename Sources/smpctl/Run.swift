@@ -65,8 +65,24 @@ struct RecordsOptions: ParsableArguments {
         do {
             return try RecordStore(path: db)
         } catch {
-            Output.err("smpctl: \(error)")
-            throw ExitCode(ExitStatus.ioError)
+            throw Self.failed("smpctl", error, consequence: "")
+        }
+    }
+
+    /// Says once what went wrong with the records and returns the exit status for it: 75 when
+    /// another live process runs the session (with `consequence`: what was not done), 78 when
+    /// the database was written by a newer smpctl, 74 otherwise.
+    static func failed(_ command: String, _ error: RecordStoreError, consequence: String) -> ExitCode {
+        switch error.kind {
+        case .sessionRunning:
+            Output.err("\(command): \(error.message) (treatment records at \(error.path)); \(consequence)")
+            return ExitCode(ExitStatus.incomplete)
+        case .newerSchema:
+            Output.err("\(command): \(error)")
+            return ExitCode(ExitStatus.config)
+        case .failed:
+            Output.err("\(command): \(error)")
+            return ExitCode(ExitStatus.ioError)
         }
     }
 
@@ -102,8 +118,10 @@ struct Run: ParsableCommand {
             only when every dot was confirmed done by the applicator (after `smpctl resume \
             --ambiguous skip`: every dot the operator did not skip; the summary counts both); \
             65 invalid plan; 69 \
-            applicator unavailable or link lost; 74 records not writable; 75 held or stopped \
-            before the end; 77 permission denied on the device or for [host] realtime_priority.
+            applicator unavailable or link lost; 74 records not writable (or their file deleted or \
+            replaced during the session: it holds); 75 held or stopped before the end; 77 \
+            permission denied on the device or for [host] realtime_priority; 78 invalid machine \
+            configuration, or records written by a newer smpctl.
             """)
 
     @Argument(help: "The plan file (smp-plan/1 JSON).")

@@ -9,10 +9,10 @@ enum ExitStatus {
     static let unavailable: Int32 = 69  // EX_UNAVAILABLE: device absent, busy or link lost
     static let software: Int32 = 70  // EX_SOFTWARE
     static let ioError: Int32 = 74  // EX_IOERR
-    static let incomplete: Int32 = 75  // EX_TEMPFAIL: session held or stopped before the end
+    static let incomplete: Int32 = 75  // EX_TEMPFAIL: session held or stopped before the end, or running elsewhere
     static let protocolError: Int32 = 76  // EX_PROTOCOL: the device refused or misbehaved
     static let permission: Int32 = 77  // EX_NOPERM
-    static let config: Int32 = 78  // EX_CONFIG: the machine configuration is invalid
+    static let config: Int32 = 78  // EX_CONFIG: invalid machine configuration; records from a newer smpctl
 }
 
 @main
@@ -23,8 +23,9 @@ struct SMPCtl: ParsableCommand {
         discussion: """
             Exit status: 0 success; 64 usage error; 65 invalid plan; 66 file not readable; \
             69 applicator unavailable or link lost; 74 I/O error; 75 session held or stopped before \
-            the end (resumable); 76 applicator refused or broke the protocol; 77 permission \
-            denied; 78 invalid machine configuration.
+            the end (resumable), or running in another process; 76 applicator refused or broke the \
+            protocol; 77 permission denied; 78 invalid machine configuration, or treatment records \
+            written by a newer smpctl.
             """,
         version: "0.1.0",
         subcommands: [Run.self, Resume.self, Validate.self, Sessions.self, Report.self, Export.self, Config.self, Sim.self, Devices.self, Probe.self, Preview.self])

@@ -60,6 +60,19 @@ final class HelpTests: XCTestCase {
         }
     }
 
+    /// Issue 21: the commands that meet a session another process runs, or records from a newer
+    /// smpctl, say what they do then and with which exit status.
+    func testRecordsCommandsDocumentARunningSessionAndANewerSchema() throws {
+        for command in ["resume", "report", "export"] {
+            let help = try help(["help", command])
+            XCTAssertTrue(help.prose.contains("75") && help.prose.contains("running in another process")
+                          || help.prose.contains("another process runs the session"),
+                          "\(command) --help does not document exit 75 for a running session: \(help.prose)")
+            XCTAssertTrue(help.prose.contains("78") && help.prose.contains("newer smpctl"),
+                          "\(command) --help does not document exit 78 for a newer schema: \(help.prose)")
+        }
+    }
+
     func testHelpValidate() throws {
         let help = try help(["help", "validate"])
         XCTAssertEqual(help.usage, "USAGE: smpctl validate <plan> [--json]")
