@@ -395,10 +395,11 @@ public struct Firmware: Sendable {
         if let hello { completeHello(hello) }
     }
 
-    private mutating func handleEstop(_ cause: FaultCode) {
+    /// Latches whatever the cause byte says (an unknown one, or 0, is taken as host_estop).
+    private mutating func handleEstop(_ cause: EstopCause) {
         statusDue = true
         if !state.isLatched {
-            latch(.estop, cause == .none ? .hostEstop : cause)
+            latch(.estop, cause.latchReason)
         }
     }
 

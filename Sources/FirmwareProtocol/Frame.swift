@@ -138,7 +138,9 @@ public struct Frame: Sendable, Hashable {
         case .hold: message = .hold(epoch: try r.u16())
         case .resume: message = .resume(epoch: try r.u16(), nextSeq: try r.u8())
         case .abort: message = .abort(epoch: try r.u16())
-        case .estop: message = .estop(cause: try fault(try r.u8(), "cause"))
+        case .estop:
+            // Any cause byte: an e-stop must stop whatever its cause says (the one unvalidated field).
+            message = .estop(cause: EstopCause(rawValue: try r.u8()))
         case .helloReply:
             let major = try r.u8(), minor = try r.u8()
             let caps = Capabilities(rawValue: try r.u32())

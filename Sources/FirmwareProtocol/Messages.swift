@@ -166,6 +166,31 @@ public enum ErrorCode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     }
 }
 
+/// ESTOP's cause byte, kept exactly as it came: an e-stop stops the device whatever its cause says,
+/// so the decoder accepts every byte here (the one field of the protocol it does not validate)
+/// and a frame re-encodes to exactly the bytes it was read from.
+public struct EstopCause: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    public let rawValue: UInt8
+
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    public init(_ fault: FaultCode) { rawValue = fault.rawValue }
+
+    /// The fault code this byte names, nil for a byte section 7 does not list.
+    public var faultCode: FaultCode? { FaultCode(rawValue: rawValue) }
+
+    /// The shutdown reason a device latches with: the named fault, or `hostEstop` for 0 (none)
+    /// and for any byte it does not know.
+    public var latchReason: FaultCode {
+        guard let fault = faultCode, fault != .none else { return .hostEstop }
+        return fault
+    }
+
+    public var description: String {
+        faultCode?.description ?? "unknown cause 0x\(String(rawValue, radix: 16))"
+    }
+}
+
 /// One dot command. The only sequenced, queued message.
 public struct DotCommand: Sendable, Hashable {
     public var dotID: UInt32
@@ -352,13 +377,19 @@ public enum Message: Sendable, Hashable {
     /// the host never has to fill sequence gaps left by dots the fence discarded.
     case resume(epoch: UInt16, nextSeq: UInt8)
     case abort(epoch: UInt16)
-    case estop(cause: FaultCode)
+    /// The cause is informational: the device latches whatever it says (see `EstopCause`).
+    case estop(cause: EstopCause)
     case helloReply(HelloReply)
     case ack(Ack)
     case nak(Nak)
     case dotDone(DotDone)
     case status(Status)
     case refused(Refused)
+
+    /// ESTOP with a known fault code as its cause (what a host sends).
+    public static func estop(cause: FaultCode) -> Message {
+        .estop(cause: EstopCause(cause))
+    }
 
     public var type: MessageType {
         switch self {

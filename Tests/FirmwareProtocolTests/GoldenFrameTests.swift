@@ -102,6 +102,26 @@ final class GoldenFrameTests: XCTestCase {
         XCTAssertEqual(covered, Set(MessageType.allCases))
     }
 
+    /// An e-stop is obeyed whatever its cause byte: every byte decodes, re-encodes exactly, and
+    /// names the fault a device latches with (unknown and 0 → host_estop).
+    func testAnEstopWithAnyCauseByteDecodesAndReencodesExactly() throws {
+        for byte in 0...255 as ClosedRange<UInt8> {
+            let bytes = Frame(.estop(cause: EstopCause(rawValue: byte))).encoded()
+            var decoder = FrameDecoder()
+            let events = decoder.feed(bytes)
+            guard case .frame(let frame)? = events.first, events.count == 1,
+                  case .estop(let cause) = frame.message else {
+                return XCTFail("cause \(byte): \(events)")
+            }
+            XCTAssertEqual(cause.rawValue, byte)
+            XCTAssertEqual(frame.encoded(), bytes, "cause \(byte): re-encodes byte for byte")
+            let expected = FaultCode(rawValue: byte).flatMap { $0 == .none ? nil : $0 } ?? .hostEstop
+            XCTAssertEqual(cause.latchReason, expected, "cause \(byte)")
+        }
+        XCTAssertEqual(Message.estop(cause: .contactLost), .estop(cause: EstopCause(rawValue: 3)),
+                       "a host's FaultCode cause is the same message")
+    }
+
     func testEncodedLengthsMatchTheTable() {
         for (_, frame) in GoldenExamples.all {
             let raw = COBS.decode(frame.encoded().dropLast())!

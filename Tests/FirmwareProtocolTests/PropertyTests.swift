@@ -41,7 +41,7 @@ enum RandomMessages {
         case .hold: return .hold(epoch: u16())
         case .resume: return .resume(epoch: u16(), nextSeq: u8())
         case .abort: return .abort(epoch: u16())
-        case .estop: return .estop(cause: fault())
+        case .estop: return .estop(cause: EstopCause(rawValue: u8()))  // any byte: every e-stop is obeyed
         case .helloReply:
             let length = Int.random(in: 0...16, using: &r)
             let id = String((0..<length).map { _ in Character(UnicodeScalar(UInt8.random(in: 0x20...0x7E, using: &r))) })
