@@ -56,6 +56,7 @@ import FirmwareProtocol
 ///   previous one since boot — the larger of PACE's and `minimumDotIntervalMicroseconds`. The
 ///   needle waits at standoff, at the end of its travel, which counts as travel (a dot stopped
 ///   then was not started). PACE is taken in every state; HELLO forgets it.
+/// - Boot ids come from `FirmwareConfiguration.bootIDEntropy`, never from the seed.
 public struct Firmware: Sendable {
     public let configuration: FirmwareConfiguration
     /// Queue capacity granted (configuration clamped to 1…64).
@@ -128,7 +129,7 @@ public struct Firmware: Sendable {
     public init(configuration: FirmwareConfiguration = FirmwareConfiguration(), at now: UInt64 = 0) {
         self.configuration = configuration
         queueCapacity = Int(min(max(configuration.queueCapacity, 1), 64))
-        rng = SplitMix64.stream(seed: configuration.seed, purpose: 1)
+        rng = SplitMix64.stream(seed: configuration.bootIDEntropy, purpose: 1)
         bootID = 0
         self.now = now
         lastValidFrameAt = now

@@ -32,8 +32,15 @@ public struct FirmwareConfiguration: Sendable, Hashable {
     /// Wall duration of every physics phase = simulated duration × `timeScale`
     /// (1 = real time, 0.02 = 50× faster, 0 = instant). Negative or non-finite values mean 0.
     public var timeScale: Double = 1
-    /// Seeds the boot ids (and, in the runtime, the link-fault generator).
+    /// Seeds the runtime's link-fault generator. Not the boot ids: see `bootIDEntropy`.
     public var seed: UInt64 = 1
+    /// Where the boot ids come from: the first is drawn from a generator seeded with this value
+    /// and every reboot (`reset-at`) draws the next, never the same id twice in a row. The
+    /// firmware stays deterministic given it; the simulator's runtime supplies the operating
+    /// system's randomness (`SystemRandomNumberGenerator`) so that every start is a new boot
+    /// whatever the seed, as the protocol requires (a boot id is never derived from
+    /// configuration). Real firmware uses its hardware RNG or unique id and a boot counter.
+    public var bootIDEntropy: UInt64 = 0
     /// Device faults (`reset-at`, `stall-at`, `estop-at`, `contact-loss-at`, `over-depth-at`,
     /// `disconnect-at`, `slow`) are applied by the firmware; link faults are ignored here.
     public var faults: FaultPlan = .none

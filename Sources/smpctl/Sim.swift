@@ -36,7 +36,7 @@ struct Sim: ParsableCommand {
     @Option(help: "Physics time scale: 1 = real time, 0 = instant, 0.02 = 50× faster.")
     var timeScale: Double = 1
 
-    @Option(help: "Seed for the simulator's randomness (boot id, fault injection).")
+    @Option(help: "Seed for fault injection: the same seed reproduces the faults. Not the boot id: every start is a new boot.")
     var seed: UInt64 = 1
 
     @Option(help: ArgumentHelp(

@@ -145,7 +145,9 @@ final class DeviceFaultTests: XCTestCase {
         XCTAssertEqual(bench.record.last?.bootID, snapshot.bootID)
     }
 
-    func testResetIsReproducibleFromTheSeed() throws {
+    /// Deterministic given the firmware's boot-id entropy (the bench's default): the simulator's
+    /// runtime supplies fresh entropy at every start (BootIDTests).
+    func testResetIsReproducibleGivenTheBootIDEntropy() throws {
         var first = try bench("reset-at=1", timeScale: 0)
         var second = try bench("reset-at=1", timeScale: 0)
         first.dot(1, id: 1)
