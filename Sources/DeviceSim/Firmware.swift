@@ -56,6 +56,9 @@ import FirmwareProtocol
 ///   previous one since boot — the larger of PACE's and `minimumDotIntervalMicroseconds`. The
 ///   needle waits at standoff, at the end of its travel, which counts as travel (a dot stopped
 ///   then was not started). PACE is taken in every state; HELLO forgets it.
+/// - An interrupted dot stays `current_dot_id` (in estop/fault, or held after ABORT) until CLEAR,
+///   ARM, RESUME or the next dot starts; HELLO keeps it, so a new host learns which dot was cut
+///   short.
 /// - Boot ids come from `FirmwareConfiguration.bootIDEntropy`, never from the seed.
 public struct Firmware: Sendable {
     public let configuration: FirmwareConfiguration
@@ -330,6 +333,8 @@ public struct Firmware: Sendable {
         expected = 1
         epoch = 0
         paceMicroseconds = 0
+        // interruptedDotID is kept: a new host reads STATUS current_dot_id to learn which dot an
+        // e-stop, fault or ABORT cut short.
         send(.helloReply(HelloReply(
             capabilities: configuration.capabilities, bootID: bootID, firmwareID: configuration.firmwareID,
             queueCapacity: UInt8(queueCapacity), leaseMilliseconds: UInt16(leaseMicroseconds / 1000),
@@ -614,14 +619,36 @@ public struct Firmware: Sendable {
         case .travel:
             x = dot.command.xMicrometres
             y = dot.command.yMicrometres
+            if plan.contactLossAt.remove(dot.command.dotID) != nil {
+                output.events.append(.faultInjected(.contactLoss, dotID: dot.command.dotID))
+                if leaseRunning {
+                    // Contact lost for a moment as the needle is about to descend: the dot is
+                    // not started (nothing entered the skin) and the device holds.
+                    active = nil
+                    setIdle(wall: endWall, sim: endSim)
+                    epoch &+= 1
+                    beginHold(.contactLost)
+                    return
+                }
+            }
             dot.skinEntrySim = endSim
             lastSkinEntrySim = endSim
             enter(.descend, slowed(UInt64(configuration.limits.descendMicroseconds)))
             active = dot
         case .descend:
-            enter(.dwell, UInt64(dot.command.dwellMicroseconds))
+            let dwell = UInt64(dot.command.dwellMicroseconds)
+            let estop = plan.estopAt.remove(dot.command.dotID) != nil
+            let overDepth = plan.overDepthAt.remove(dot.command.dotID) != nil
+            if estop { dot.inSkinFaults.append(.estop) }
+            if overDepth { dot.inSkinFaults.append(.overDepth) }
+            // A planned in-skin fault fires halfway through the dwell: the dwell phase ends there.
+            enter(.dwell, dot.inSkinFaults.isEmpty ? dwell : dwell / 2)
             active = dot
         case .dwell:
+            if !dot.inSkinFaults.isEmpty {
+                inSkinFaultFired(dot, sim: endSim, wall: endWall)
+                return
+            }
             enter(.retract, slowed(UInt64(configuration.limits.retractMicroseconds)))
             active = dot
         case .retract:
@@ -664,8 +691,10 @@ public struct Firmware: Sendable {
 
     // MARK: - Device faults
 
-    /// Fires the planned device faults for a DOT's first arrival. Returns true when the frame was
-    /// consumed (lost with a reset or disconnect, or held back by a stall).
+    /// Fires the planned device faults that belong to a DOT's first arrival (`reset-at`,
+    /// `disconnect-at`, `stall-at`, `ignore-pace-at`; the others fire as the dot executes).
+    /// Returns true when the frame was consumed (lost with a reset or disconnect, or held back
+    /// by a stall).
     private mutating func fireDeviceFaults(for dotID: UInt32, frame: Frame) -> Bool {
         if plan.resetAt.remove(dotID) != nil {
             output.events.append(.faultInjected(.reset, dotID: dotID))
@@ -683,26 +712,28 @@ public struct Firmware: Sendable {
             stallBacklog.append(.frame(frame))
             return true
         }
-        if plan.estopAt.remove(dotID) != nil {
-            output.events.append(.faultInjected(.estop, dotID: dotID))
-            if !state.isLatched { latch(.estop, .estopButton) }  // pressed and released
-        }
-        if plan.contactLossAt.remove(dotID) != nil {
-            output.events.append(.faultInjected(.contactLoss, dotID: dotID))
-            if leaseRunning {  // lost for a moment: the device holds
-                epoch &+= 1
-                beginHold(.contactLost)
-            }
-        }
         if plan.ignorePaceAt.remove(dotID) != nil {
             output.events.append(.faultInjected(.ignorePace, dotID: dotID))
             paceIgnored = true
         }
-        if plan.overDepthAt.remove(dotID) != nil {
-            output.events.append(.faultInjected(.overDepth, dotID: dotID))
-            if !state.isLatched { latch(.fault, .overDepth) }
-        }
         return false
+    }
+
+    /// `estop-at` / `over-depth-at`: halfway through the dwell of the planned dot (the first
+    /// part of its dwell has just ended) the e-stop button is pressed and released, or the depth
+    /// sensor trips. The dot is cut short there — exactly half its dwell delivered, at every
+    /// time scale — and stays `current_dot_id`.
+    private mutating func inSkinFaultFired(_ dot: ActiveDot, sim: UInt64, wall: UInt64) {
+        for fault in dot.inSkinFaults {
+            output.events.append(.faultInjected(fault, dotID: dot.command.dotID))
+        }
+        let estop = dot.inSkinFaults.contains(.estop)
+        let reason: FaultCode = estop ? .estopButton : .overDepth
+        active = nil
+        interruptedDotID = dot.command.dotID
+        record(dot, outcome: .interrupted, cause: .shutdown(reason), delivered: dot.phaseSim, sim: sim, wall: wall)
+        setIdle(wall: wall, sim: sim)
+        latch(estop ? .estop : .fault, reason)
     }
 
     private mutating func stallEnded() {
@@ -826,6 +857,8 @@ private struct ActiveDot: Sendable {
     var fromX: Int32
     var fromY: Int32
     var skinEntrySim: UInt64
+    /// `estop-at` / `over-depth-at` planned for this dot: they fire halfway through its dwell.
+    var inSkinFaults: [InjectedFault] = []
 
     var phaseEndWall: UInt64 { phaseStartWall &+ phaseWall }
 

@@ -122,7 +122,9 @@ public struct InjectedDot: Sendable, Hashable {
     }
 }
 
-/// Device faults the firmware injects when the DOT with the planned id first arrives.
+/// Device faults the firmware injects: `reset`, `disconnect`, `stall` and `ignorePace` when the
+/// DOT with the planned id first arrives; `contactLoss` as that dot's travel ends (before it
+/// enters the skin); `estop` and `overDepth` halfway through that dot's dwell.
 public enum InjectedFault: String, Sendable, Hashable {
     case reset, disconnect, stall, estop, contactLoss = "contact-loss", overDepth = "over-depth"
     case ignorePace = "ignore-pace"
