@@ -56,6 +56,13 @@ import FirmwareProtocol
 ///   previous one since boot — the larger of PACE's and `minimumDotIntervalMicroseconds`. The
 ///   needle waits at standoff, at the end of its travel, which counts as travel (a dot stopped
 ///   then was not started). PACE is taken in every state; HELLO forgets it.
+/// - Spacing (§6.11): a new DOT about to be queued is compared with the last
+///   `spacingRingSize` skin entries since boot and with every dot accepted before it that has not
+///   entered the skin yet; closer than the spacing in force (the larger of SPACING's and
+///   `minimumSpacingMicrometres`) it is REFUSED too_close and latches `dot_out_of_limits`.
+///   Duplicates and fenced DOTs are not compared (they never run). SPACING is taken in every
+///   state; HELLO forgets it, not the ring. Without the `spacing` capability SPACING is treated
+///   as a 1.1 device would: an unknown type, NAK bad_frame.
 /// - An interrupted dot stays `current_dot_id` (in estop/fault, or held after ABORT) until CLEAR,
 ///   ARM, RESUME or the next dot starts; HELLO keeps it, so a new host learns which dot was cut
 ///   short.
@@ -106,6 +113,12 @@ public struct Firmware: Sendable {
     private var lastSkinEntrySim: UInt64?
     /// Fault injection `ignore-pace-at`: the pace is no longer enforced.
     private var paceIgnored = false
+    /// Set by SPACING (µm); 0 until the host sends one in this host session.
+    private var spacingMicrometres: UInt32 = 0
+    /// Positions of the last `spacingRingSize` skin entries since boot (a ring; `ringNext` is
+    /// where the next one goes once it is full).
+    private var recentEntries: [Position] = []
+    private var ringNext = 0
     private var reportedState: DeviceState = .disarmed
     private var reportedFault: FaultCode = .none
     private var statusDue = false
@@ -128,6 +141,8 @@ public struct Firmware: Sendable {
     public static let defaultLeaseMicroseconds: UInt64 = 100_000
     public static let minimumLeaseMilliseconds: UInt16 = 20
     public static let maximumLeaseMilliseconds: UInt16 = 250
+    /// How many recent skin entries a new dot is compared with (firmware-protocol.md §6.11).
+    public static let spacingRingSize = 64
 
     public init(configuration: FirmwareConfiguration = FirmwareConfiguration(), at now: UInt64 = 0) {
         self.configuration = configuration
@@ -288,6 +303,12 @@ public struct Firmware: Sendable {
         if case .dot(let command) = frame.message, fireDeviceFaults(for: command.dotID, frame: frame) {
             return
         }
+        if frame.message.type == .spacing && !configuration.capabilities.contains(.spacing) {
+            // A 1.1 device does not know the type: the block fails its checks.
+            discardedBlocks += 1
+            output.events.append(.frameDiscarded(.unknownType(MessageType.spacing.rawValue)))
+            return sendNak(.badFrame)
+        }
         lastValidFrameAt = now
         switch frame.message {
         case .hello(let hello): handleHello(hello)
@@ -297,12 +318,16 @@ public struct Firmware: Sendable {
         case .pace(let milliseconds):
             paceMicroseconds = UInt64(milliseconds) * 1000
             statusDue = true
+        case .spacing(let micrometres):
+            spacingMicrometres = micrometres
+            send(.spacingReply(minimumSpacingMicrometres: spacingInForceMicrometres,
+                               ringSize: UInt8(Self.spacingRingSize)))
         case .dot(let command): handleDot(seq: frame.seq, command)
         case .hold(let epoch): handleHold(epoch)
         case .resume(let epoch, let nextSeq): handleResume(epoch, nextSeq: nextSeq)
         case .abort(let epoch): handleAbort(epoch)
         case .estop(let cause): handleEstop(cause)
-        case .helloReply, .ack, .nak, .dotDone, .status, .refused: break
+        case .helloReply, .ack, .nak, .dotDone, .status, .refused, .spacingReply: break
         }
     }
 
@@ -333,6 +358,7 @@ public struct Firmware: Sendable {
         expected = 1
         epoch = 0
         paceMicroseconds = 0
+        spacingMicrometres = 0  // not the ring of skin entries: that is the device's, since boot
         // interruptedDotID is kept: a new host reads STATUS current_dot_id to learn which dot an
         // e-stop, fault or ABORT cut short.
         send(.helloReply(HelloReply(
@@ -442,6 +468,11 @@ public struct Firmware: Sendable {
         if queueDepth >= queueCapacity {
             return sendNak(.queueFull)
         }
+        if let distance = tooClose(command) {
+            latch(.fault, .dotOutOfLimits)
+            output.events.append(.dotRefused(seq: seq, dotID: command.dotID, code: .tooClose, value: distance))
+            return refuse(seq: seq, dotID: command.dotID, code: .tooClose, value: distance)
+        }
         queue.append(QueuedDot(seq: seq, command: command))
         expected &+= 1
         lastNewDotAt = now
@@ -464,6 +495,64 @@ public struct Firmware: Sendable {
             return (.travelOutOfRange, command.yMicrometres)
         }
         return nil
+    }
+
+    /// The minimum spacing in force (µm): the larger of SPACING's and the device's own.
+    private var spacingInForceMicrometres: UInt32 {
+        max(configuration.minimumSpacingMicrometres, spacingMicrometres)
+    }
+
+    /// The distance (µm, rounded down) from `command` to the nearest of the recent skin entries
+    /// and the dots accepted before it that have not entered the skin, if that is closer than
+    /// the spacing in force; nil when the dot keeps its distance.
+    private func tooClose(_ command: DotCommand) -> Int32? {
+        let spacing = spacingInForceMicrometres
+        guard spacing > 0 else { return nil }
+        let target = Position(x: command.xMicrometres, y: command.yMicrometres)
+        var nearest: UInt64?
+        func consider(_ other: Position) {
+            guard let squared = Self.squaredDistanceIfCloser(target, other, than: spacing) else { return }
+            if nearest == nil || squared < nearest! { nearest = squared }
+        }
+        for entry in recentEntries { consider(entry) }
+        if let active, active.phase == .travel {
+            consider(Position(x: active.command.xMicrometres, y: active.command.yMicrometres))
+        }
+        for queued in queue { consider(Position(x: queued.command.xMicrometres, y: queued.command.yMicrometres)) }
+        guard let nearest else { return nil }
+        return Int32(clamping: Self.integerSquareRoot(nearest))
+    }
+
+    /// (distance between `a` and `b`)² when that distance is less than `spacing`, else nil.
+    /// Exact integer arithmetic: exactly `spacing` apart is allowed.
+    static func squaredDistanceIfCloser(_ a: Position, _ b: Position, than spacing: UInt32) -> UInt64? {
+        let dx = (Int64(a.x) - Int64(b.x)).magnitude, dy = (Int64(a.y) - Int64(b.y)).magnitude
+        guard dx < UInt64(spacing), dy < UInt64(spacing) else { return nil }
+        // Both below 2³², so each square fits; their sum may not, and is then far enough.
+        let (squared, overflow) = (dx * dx).addingReportingOverflow(dy * dy)
+        guard !overflow, squared < UInt64(spacing) * UInt64(spacing) else { return nil }
+        return squared
+    }
+
+    /// ⌊√value⌋.
+    static func integerSquareRoot(_ value: UInt64) -> UInt64 {
+        var root = UInt64(Double(value).squareRoot())
+        while root > 0 && root.multipliedReportingOverflow(by: root).partialValue > value { root -= 1 }
+        while true {
+            let (next, overflow) = (root + 1).multipliedReportingOverflow(by: root + 1)
+            if overflow || next > value { return root }
+            root += 1
+        }
+    }
+
+    /// A skin entry: remembered in the ring (the oldest forgotten once it is full).
+    private mutating func rememberSkinEntry(_ position: Position) {
+        if recentEntries.count < Self.spacingRingSize {
+            recentEntries.append(position)
+        } else {
+            recentEntries[ringNext] = position
+            ringNext = (ringNext + 1) % Self.spacingRingSize
+        }
     }
 
     /// RFC 1982 serial-number arithmetic on 16 bits.
@@ -633,6 +722,7 @@ public struct Firmware: Sendable {
             }
             dot.skinEntrySim = endSim
             lastSkinEntrySim = endSim
+            rememberSkinEntry(Position(x: x, y: y))
             enter(.descend, slowed(UInt64(configuration.limits.descendMicroseconds)))
             active = dot
         case .descend:
@@ -784,6 +874,9 @@ public struct Firmware: Sendable {
         hostVersionMajor = nil
         paceMicroseconds = 0
         lastSkinEntrySim = nil
+        spacingMicrometres = 0
+        recentEntries.removeAll()
+        ringNext = 0
         decoder = FrameDecoder()
         stalledUntil = nil
         stallBacklog.removeAll()
@@ -837,6 +930,12 @@ public struct Firmware: Sendable {
     private mutating func refuse(seq: UInt8 = 0, dotID: UInt32 = 0, code: ErrorCode, value: Int32 = 0) {
         send(.refused(Refused(seq: seq, dotID: dotID, code: code, value: value, state: state, fault: fault)))
     }
+}
+
+/// A dot's position, µm.
+struct Position: Sendable, Hashable {
+    var x: Int32
+    var y: Int32
 }
 
 private struct QueuedDot: Sendable {

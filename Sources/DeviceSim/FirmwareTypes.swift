@@ -12,9 +12,9 @@ extension DeviceLimits {
 }
 
 extension Capabilities {
-    /// What the simulated applicator declares: every capability of protocol 1.0.
+    /// What the simulated applicator declares: every capability of protocol 1.2.
     public static let simulatorDefault: Capabilities = [
-        .deduplication, .epochFence, .lease, .contactSensor, .depthSensor, .pace,
+        .deduplication, .epochFence, .lease, .contactSensor, .depthSensor, .pace, .spacing,
     ]
 }
 
@@ -24,6 +24,10 @@ public struct FirmwareConfiguration: Sendable, Hashable {
     /// The device's own minimum interval between skin entries, whatever the host asks (PACE
     /// can only lengthen it): 50 ms, the built-in envelope's 20 dots/s.
     public var minimumDotIntervalMicroseconds: UInt32 = 50_000
+    /// The device's own minimum distance between a new dot and each of its recent skin entries
+    /// (and the dots queued before it), whatever the host asks (SPACING can only lengthen it):
+    /// 500 µm, the plan format's built-in minimum spacing. 0 turns the check off until a SPACING.
+    public var minimumSpacingMicrometres: UInt32 = 500
     /// DOT frames the device queues (the executing one included); clamped to 1…64.
     public var queueCapacity: UInt8 = 32
     /// Up to 16 printable ASCII characters (longer ids are cut by the codec).

@@ -45,6 +45,9 @@ public struct SimulatorOptions: Sendable {
     public var capabilities: Capabilities = .simulatorDefault
     /// The device's own minimum interval between skin entries (see `FirmwareConfiguration`).
     public var minimumDotIntervalMicroseconds: UInt32 = FirmwareConfiguration().minimumDotIntervalMicroseconds
+    /// The device's own minimum spacing, µm (see `FirmwareConfiguration`); 0 turns the check off
+    /// until a SPACING (with `capabilities` lacking `.spacing`: as a protocol 1.1 device).
+    public var minimumSpacingMicrometres: UInt32 = FirmwareConfiguration().minimumSpacingMicrometres
 
     public init() {}
 
@@ -53,6 +56,7 @@ public struct SimulatorOptions: Sendable {
         var configuration = FirmwareConfiguration()
         var system = SystemRandomNumberGenerator()
         configuration.bootIDEntropy = bootIDEntropy ?? system.next()
+        configuration.minimumSpacingMicrometres = minimumSpacingMicrometres
         configuration.limits = limits
         configuration.queueCapacity = queueCapacity
         configuration.firmwareID = firmwareID
@@ -403,7 +407,7 @@ public final class SimulatedApplicator: Sendable {
             case .dotFenced(let seq, let dotID):
                 logger.debug("fenced a stale-epoch DOT", metadata: ["seq": "\(seq)", "dot": "\(dotID)"])
             case .dotRefused(let seq, let dotID, let code, let value):
-                logger.warning("refused a DOT outside the hardware limits",
+                logger.warning("refused a DOT (outside the hardware limits, or too close to a recent one)",
                                metadata: ["seq": "\(seq)", "dot": "\(dotID)", "code": "\(code)", "value": "\(value)"])
             case .underrun:
                 break

@@ -1,8 +1,9 @@
 /// Protocol version spoken by this codec. A peer with another major version is refused at HELLO.
 public enum ProtocolVersion {
     public static let major: UInt8 = 1
-    /// 1.1 added PACE, capability bit 5 and STATUS `pace_ms`; a 1.0 peer never sees them.
-    public static let minor: UInt8 = 1
+    /// 1.1 added PACE, capability bit 5 and STATUS `pace_ms`; 1.2 added SPACING, SPACING_REPLY,
+    /// capability bit 6 and REFUSED `too_close`. An older peer never sees what it does not know.
+    public static let minor: UInt8 = 2
 }
 
 /// Message type identifiers (first byte of every decoded frame). Host → device below 0x80,
@@ -13,6 +14,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case arm = 0x03
     case clear = 0x04
     case pace = 0x05
+    case spacing = 0x06
     case dot = 0x10
     case hold = 0x20
     case resume = 0x21
@@ -24,6 +26,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case dotDone = 0x84
     case status = 0x85
     case refused = 0x86
+    case spacingReply = 0x87
 }
 
 /// Hardware limits the device declares in its HELLO reply. Units are in the names.
@@ -76,6 +79,8 @@ public struct Capabilities: OptionSet, Sendable, Hashable {
     public static let depthSensor = Capabilities(rawValue: 1 << 4)
     /// The device takes PACE: a minimum interval between skin entries (protocol 1.1).
     public static let pace = Capabilities(rawValue: 1 << 5)
+    /// The device takes SPACING and refuses a dot too close to a recent skin entry (protocol 1.2).
+    public static let spacing = Capabilities(rawValue: 1 << 6)
 }
 
 /// Device state as reported in STATUS.
@@ -148,6 +153,9 @@ public enum ErrorCode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case staleEpoch = 9
     case held = 10
     case versionMismatch = 11
+    /// A DOT closer than the minimum spacing to a recent skin entry or to a dot queued before it
+    /// (protocol 1.2); `value` = the distance in µm.
+    case tooClose = 12
 
     public var description: String {
         switch self {
@@ -162,6 +170,7 @@ public enum ErrorCode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .staleEpoch: "dot from a fenced epoch"
         case .held: "device held"
         case .versionMismatch: "protocol version not supported"
+        case .tooClose: "dot closer than the minimum spacing to a recent one"
         }
     }
 }
@@ -371,6 +380,10 @@ public enum Message: Sendable, Hashable {
     /// No skin entry sooner than this many milliseconds after the previous one (protocol 1.1,
     /// capability `pace`); the device keeps its own minimum if that is longer.
     case pace(minimumIntervalMilliseconds: UInt16)
+    /// No dot closer than this many micrometres to one of the device's recent skin entries
+    /// (protocol 1.2, capability `spacing`); the device keeps its own minimum if that is larger.
+    /// Answered with `spacingReply`.
+    case spacing(minimumSpacingMicrometres: UInt32)
     case dot(DotCommand)
     case hold(epoch: UInt16)
     /// Leaves `held`; `nextSeq` is the sequence number of the next DOT the host will send, so
@@ -385,6 +398,10 @@ public enum Message: Sendable, Hashable {
     case dotDone(DotDone)
     case status(Status)
     case refused(Refused)
+    /// The answer to SPACING (protocol 1.2): the minimum spacing in force, µm (the larger of
+    /// SPACING's and the device's own), and how many recent skin entries each new dot is
+    /// compared with.
+    case spacingReply(minimumSpacingMicrometres: UInt32, ringSize: UInt8)
 
     /// ESTOP with a known fault code as its cause (what a host sends).
     public static func estop(cause: FaultCode) -> Message {
@@ -398,6 +415,7 @@ public enum Message: Sendable, Hashable {
         case .arm: .arm
         case .clear: .clear
         case .pace: .pace
+        case .spacing: .spacing
         case .dot: .dot
         case .hold: .hold
         case .resume: .resume
@@ -409,13 +427,14 @@ public enum Message: Sendable, Hashable {
         case .dotDone: .dotDone
         case .status: .status
         case .refused: .refused
+        case .spacingReply: .spacingReply
         }
     }
 
     /// True for frames the device handles before its queue (GRBL-style real-time commands).
     public var isPriority: Bool {
         switch self {
-        case .hold, .resume, .abort, .estop, .statusRequest, .clear, .pace: true
+        case .hold, .resume, .abort, .estop, .statusRequest, .clear, .pace, .spacing: true
         default: false
         }
     }

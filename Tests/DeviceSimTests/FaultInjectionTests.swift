@@ -312,8 +312,10 @@ final class ExactlyOnceTests: XCTestCase {
         }
         func dotFrame(_ sequence: UInt64) -> Frame {
             Frame(seq: UInt8(truncatingIfNeeded: sequence),
-                  .dot(DotCommand(dotID: UInt32(sequence), epoch: 0, xMicrometres: Int32(sequence % 10) * 1_000,
-                                  yMicrometres: 0, depthMicrometres: 800, dwellMicroseconds: 50_000)))
+                  .dot(DotCommand(dotID: UInt32(sequence), epoch: 0,
+                                  xMicrometres: Int32(sequence % 100) * 1_000 - 50_000,
+                                  yMicrometres: Int32(sequence / 100) * 1_000,
+                                  depthMicrometres: 800, dwellMicroseconds: 50_000)))
         }
         /// The outstanding sequence number in `range` whose low byte is `wire`.
         func widen(_ wire: UInt8, in range: ClosedRange<UInt64>) -> UInt64? {

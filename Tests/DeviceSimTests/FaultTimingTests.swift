@@ -15,6 +15,7 @@ final class FaultTimingTests: XCTestCase {
     func stream(_ spec: String, timeScale: Double, count: UInt32 = 60) throws -> Bench {
         let plan = try FaultPlan(spec: spec)
         var bench = Bench {
+            spacingOn(&$0)  // distinct spots: the device's own spacing check stays on
             $0.faults = plan
             $0.timeScale = timeScale
         }

@@ -11,9 +11,9 @@ final class FirmwareTests: XCTestCase {
         XCTAssertEqual(reply.count, 1)
         guard let reply = reply.first else { return }
         XCTAssertEqual(reply.versionMajor, 1)
-        XCTAssertEqual(reply.versionMinor, 1)
-        XCTAssertEqual(reply.capabilities, [.deduplication, .epochFence, .lease, .contactSensor, .depthSensor, .pace])
-        XCTAssertEqual(reply.capabilities.rawValue, 63)
+        XCTAssertEqual(reply.versionMinor, 2)
+        XCTAssertEqual(reply.capabilities, [.deduplication, .epochFence, .lease, .contactSensor, .depthSensor, .pace, .spacing])
+        XCTAssertEqual(reply.capabilities.rawValue, 127)
         XCTAssertEqual(reply.firmwareID, "smp-sim 1.0")
         XCTAssertEqual(reply.queueCapacity, 32)
         XCTAssertEqual(reply.leaseMilliseconds, 100)

@@ -35,6 +35,8 @@ enum RandomMessages {
         case .arm: return .arm
         case .clear: return .clear
         case .pace: return .pace(minimumIntervalMilliseconds: u16())
+        case .spacing: return .spacing(minimumSpacingMicrometres: u32())
+        case .spacingReply: return .spacingReply(minimumSpacingMicrometres: u32(), ringSize: u8())
         case .dot:
             return .dot(DotCommand(dotID: u32(), epoch: u16(), xMicrometres: i32(), yMicrometres: i32(),
                                    depthMicrometres: u16(), dwellMicroseconds: u32()))
