@@ -5,6 +5,8 @@
 //  - the streaming decoder never holds more than one maximum frame of pending bytes;
 //  - it yields exactly the frames that decoding each delimited block on its own yields;
 //  - every frame decoded re-encodes to exactly the bytes it came from (no lenient decoding).
+//    No exception: ESTOP's cause, the one field decoded without validation (an e-stop is obeyed
+//    whatever its cause byte says), keeps its raw byte, so it re-encodes exactly too.
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func frameDecoderFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {

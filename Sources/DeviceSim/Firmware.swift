@@ -56,6 +56,17 @@ import FirmwareProtocol
 ///   previous one since boot — the larger of PACE's and `minimumDotIntervalMicroseconds`. The
 ///   needle waits at standoff, at the end of its travel, which counts as travel (a dot stopped
 ///   then was not started). PACE is taken in every state; HELLO forgets it.
+/// - Spacing (§6.11): a new DOT about to be queued is compared with the last
+///   `spacingRingSize` skin entries since boot and with every dot accepted before it that has not
+///   entered the skin yet; closer than the spacing in force (the larger of SPACING's and
+///   `minimumSpacingMicrometres`) it is REFUSED too_close and latches `dot_out_of_limits`.
+///   Duplicates and fenced DOTs are not compared (they never run). SPACING is taken in every
+///   state; HELLO forgets it, not the ring. Without the `spacing` capability SPACING is treated
+///   as a 1.1 device would: an unknown type, NAK bad_frame.
+/// - An interrupted dot stays `current_dot_id` (in estop/fault, or held after ABORT) until CLEAR,
+///   ARM, RESUME or the next dot starts; HELLO keeps it, so a new host learns which dot was cut
+///   short.
+/// - Boot ids come from `FirmwareConfiguration.bootIDEntropy`, never from the seed.
 public struct Firmware: Sendable {
     public let configuration: FirmwareConfiguration
     /// Queue capacity granted (configuration clamped to 1…64).
@@ -102,6 +113,12 @@ public struct Firmware: Sendable {
     private var lastSkinEntrySim: UInt64?
     /// Fault injection `ignore-pace-at`: the pace is no longer enforced.
     private var paceIgnored = false
+    /// Set by SPACING (µm); 0 until the host sends one in this host session.
+    private var spacingMicrometres: UInt32 = 0
+    /// Positions of the last `spacingRingSize` skin entries since boot (a ring; `ringNext` is
+    /// where the next one goes once it is full).
+    private var recentEntries: [Position] = []
+    private var ringNext = 0
     private var reportedState: DeviceState = .disarmed
     private var reportedFault: FaultCode = .none
     private var statusDue = false
@@ -124,11 +141,13 @@ public struct Firmware: Sendable {
     public static let defaultLeaseMicroseconds: UInt64 = 100_000
     public static let minimumLeaseMilliseconds: UInt16 = 20
     public static let maximumLeaseMilliseconds: UInt16 = 250
+    /// How many recent skin entries a new dot is compared with (firmware-protocol.md §6.11).
+    public static let spacingRingSize = 64
 
     public init(configuration: FirmwareConfiguration = FirmwareConfiguration(), at now: UInt64 = 0) {
         self.configuration = configuration
         queueCapacity = Int(min(max(configuration.queueCapacity, 1), 64))
-        rng = SplitMix64.stream(seed: configuration.seed, purpose: 1)
+        rng = SplitMix64.stream(seed: configuration.bootIDEntropy, purpose: 1)
         bootID = 0
         self.now = now
         lastValidFrameAt = now
@@ -284,6 +303,12 @@ public struct Firmware: Sendable {
         if case .dot(let command) = frame.message, fireDeviceFaults(for: command.dotID, frame: frame) {
             return
         }
+        if frame.message.type == .spacing && !configuration.capabilities.contains(.spacing) {
+            // A 1.1 device does not know the type: the block fails its checks.
+            discardedBlocks += 1
+            output.events.append(.frameDiscarded(.unknownType(MessageType.spacing.rawValue)))
+            return sendNak(.badFrame)
+        }
         lastValidFrameAt = now
         switch frame.message {
         case .hello(let hello): handleHello(hello)
@@ -293,12 +318,16 @@ public struct Firmware: Sendable {
         case .pace(let milliseconds):
             paceMicroseconds = UInt64(milliseconds) * 1000
             statusDue = true
+        case .spacing(let micrometres):
+            spacingMicrometres = micrometres
+            send(.spacingReply(minimumSpacingMicrometres: spacingInForceMicrometres,
+                               ringSize: UInt8(Self.spacingRingSize)))
         case .dot(let command): handleDot(seq: frame.seq, command)
         case .hold(let epoch): handleHold(epoch)
         case .resume(let epoch, let nextSeq): handleResume(epoch, nextSeq: nextSeq)
         case .abort(let epoch): handleAbort(epoch)
         case .estop(let cause): handleEstop(cause)
-        case .helloReply, .ack, .nak, .dotDone, .status, .refused: break
+        case .helloReply, .ack, .nak, .dotDone, .status, .refused, .spacingReply: break
         }
     }
 
@@ -329,6 +358,9 @@ public struct Firmware: Sendable {
         expected = 1
         epoch = 0
         paceMicroseconds = 0
+        spacingMicrometres = 0  // not the ring of skin entries: that is the device's, since boot
+        // interruptedDotID is kept: a new host reads STATUS current_dot_id to learn which dot an
+        // e-stop, fault or ABORT cut short.
         send(.helloReply(HelloReply(
             capabilities: configuration.capabilities, bootID: bootID, firmwareID: configuration.firmwareID,
             queueCapacity: UInt8(queueCapacity), leaseMilliseconds: UInt16(leaseMicroseconds / 1000),
@@ -395,10 +427,11 @@ public struct Firmware: Sendable {
         if let hello { completeHello(hello) }
     }
 
-    private mutating func handleEstop(_ cause: FaultCode) {
+    /// Latches whatever the cause byte says (an unknown one, or 0, is taken as host_estop).
+    private mutating func handleEstop(_ cause: EstopCause) {
         statusDue = true
         if !state.isLatched {
-            latch(.estop, cause == .none ? .hostEstop : cause)
+            latch(.estop, cause.latchReason)
         }
     }
 
@@ -435,6 +468,11 @@ public struct Firmware: Sendable {
         if queueDepth >= queueCapacity {
             return sendNak(.queueFull)
         }
+        if let distance = tooClose(command) {
+            latch(.fault, .dotOutOfLimits)
+            output.events.append(.dotRefused(seq: seq, dotID: command.dotID, code: .tooClose, value: distance))
+            return refuse(seq: seq, dotID: command.dotID, code: .tooClose, value: distance)
+        }
         queue.append(QueuedDot(seq: seq, command: command))
         expected &+= 1
         lastNewDotAt = now
@@ -457,6 +495,64 @@ public struct Firmware: Sendable {
             return (.travelOutOfRange, command.yMicrometres)
         }
         return nil
+    }
+
+    /// The minimum spacing in force (µm): the larger of SPACING's and the device's own.
+    private var spacingInForceMicrometres: UInt32 {
+        max(configuration.minimumSpacingMicrometres, spacingMicrometres)
+    }
+
+    /// The distance (µm, rounded down) from `command` to the nearest of the recent skin entries
+    /// and the dots accepted before it that have not entered the skin, if that is closer than
+    /// the spacing in force; nil when the dot keeps its distance.
+    private func tooClose(_ command: DotCommand) -> Int32? {
+        let spacing = spacingInForceMicrometres
+        guard spacing > 0 else { return nil }
+        let target = Position(x: command.xMicrometres, y: command.yMicrometres)
+        var nearest: UInt64?
+        func consider(_ other: Position) {
+            guard let squared = Self.squaredDistanceIfCloser(target, other, than: spacing) else { return }
+            if nearest == nil || squared < nearest! { nearest = squared }
+        }
+        for entry in recentEntries { consider(entry) }
+        if let active, active.phase == .travel {
+            consider(Position(x: active.command.xMicrometres, y: active.command.yMicrometres))
+        }
+        for queued in queue { consider(Position(x: queued.command.xMicrometres, y: queued.command.yMicrometres)) }
+        guard let nearest else { return nil }
+        return Int32(clamping: Self.integerSquareRoot(nearest))
+    }
+
+    /// (distance between `a` and `b`)² when that distance is less than `spacing`, else nil.
+    /// Exact integer arithmetic: exactly `spacing` apart is allowed.
+    static func squaredDistanceIfCloser(_ a: Position, _ b: Position, than spacing: UInt32) -> UInt64? {
+        let dx = (Int64(a.x) - Int64(b.x)).magnitude, dy = (Int64(a.y) - Int64(b.y)).magnitude
+        guard dx < UInt64(spacing), dy < UInt64(spacing) else { return nil }
+        // Both below 2³², so each square fits; their sum may not, and is then far enough.
+        let (squared, overflow) = (dx * dx).addingReportingOverflow(dy * dy)
+        guard !overflow, squared < UInt64(spacing) * UInt64(spacing) else { return nil }
+        return squared
+    }
+
+    /// ⌊√value⌋.
+    static func integerSquareRoot(_ value: UInt64) -> UInt64 {
+        var root = UInt64(Double(value).squareRoot())
+        while root > 0 && root.multipliedReportingOverflow(by: root).partialValue > value { root -= 1 }
+        while true {
+            let (next, overflow) = (root + 1).multipliedReportingOverflow(by: root + 1)
+            if overflow || next > value { return root }
+            root += 1
+        }
+    }
+
+    /// A skin entry: remembered in the ring (the oldest forgotten once it is full).
+    private mutating func rememberSkinEntry(_ position: Position) {
+        if recentEntries.count < Self.spacingRingSize {
+            recentEntries.append(position)
+        } else {
+            recentEntries[ringNext] = position
+            ringNext = (ringNext + 1) % Self.spacingRingSize
+        }
     }
 
     /// RFC 1982 serial-number arithmetic on 16 bits.
@@ -612,14 +708,37 @@ public struct Firmware: Sendable {
         case .travel:
             x = dot.command.xMicrometres
             y = dot.command.yMicrometres
+            if plan.contactLossAt.remove(dot.command.dotID) != nil {
+                output.events.append(.faultInjected(.contactLoss, dotID: dot.command.dotID))
+                if leaseRunning {
+                    // Contact lost for a moment as the needle is about to descend: the dot is
+                    // not started (nothing entered the skin) and the device holds.
+                    active = nil
+                    setIdle(wall: endWall, sim: endSim)
+                    epoch &+= 1
+                    beginHold(.contactLost)
+                    return
+                }
+            }
             dot.skinEntrySim = endSim
             lastSkinEntrySim = endSim
+            rememberSkinEntry(Position(x: x, y: y))
             enter(.descend, slowed(UInt64(configuration.limits.descendMicroseconds)))
             active = dot
         case .descend:
-            enter(.dwell, UInt64(dot.command.dwellMicroseconds))
+            let dwell = UInt64(dot.command.dwellMicroseconds)
+            let estop = plan.estopAt.remove(dot.command.dotID) != nil
+            let overDepth = plan.overDepthAt.remove(dot.command.dotID) != nil
+            if estop { dot.inSkinFaults.append(.estop) }
+            if overDepth { dot.inSkinFaults.append(.overDepth) }
+            // A planned in-skin fault fires halfway through the dwell: the dwell phase ends there.
+            enter(.dwell, dot.inSkinFaults.isEmpty ? dwell : dwell / 2)
             active = dot
         case .dwell:
+            if !dot.inSkinFaults.isEmpty {
+                inSkinFaultFired(dot, sim: endSim, wall: endWall)
+                return
+            }
             enter(.retract, slowed(UInt64(configuration.limits.retractMicroseconds)))
             active = dot
         case .retract:
@@ -662,8 +781,10 @@ public struct Firmware: Sendable {
 
     // MARK: - Device faults
 
-    /// Fires the planned device faults for a DOT's first arrival. Returns true when the frame was
-    /// consumed (lost with a reset or disconnect, or held back by a stall).
+    /// Fires the planned device faults that belong to a DOT's first arrival (`reset-at`,
+    /// `disconnect-at`, `stall-at`, `ignore-pace-at`; the others fire as the dot executes).
+    /// Returns true when the frame was consumed (lost with a reset or disconnect, or held back
+    /// by a stall).
     private mutating func fireDeviceFaults(for dotID: UInt32, frame: Frame) -> Bool {
         if plan.resetAt.remove(dotID) != nil {
             output.events.append(.faultInjected(.reset, dotID: dotID))
@@ -681,26 +802,28 @@ public struct Firmware: Sendable {
             stallBacklog.append(.frame(frame))
             return true
         }
-        if plan.estopAt.remove(dotID) != nil {
-            output.events.append(.faultInjected(.estop, dotID: dotID))
-            if !state.isLatched { latch(.estop, .estopButton) }  // pressed and released
-        }
-        if plan.contactLossAt.remove(dotID) != nil {
-            output.events.append(.faultInjected(.contactLoss, dotID: dotID))
-            if leaseRunning {  // lost for a moment: the device holds
-                epoch &+= 1
-                beginHold(.contactLost)
-            }
-        }
         if plan.ignorePaceAt.remove(dotID) != nil {
             output.events.append(.faultInjected(.ignorePace, dotID: dotID))
             paceIgnored = true
         }
-        if plan.overDepthAt.remove(dotID) != nil {
-            output.events.append(.faultInjected(.overDepth, dotID: dotID))
-            if !state.isLatched { latch(.fault, .overDepth) }
-        }
         return false
+    }
+
+    /// `estop-at` / `over-depth-at`: halfway through the dwell of the planned dot (the first
+    /// part of its dwell has just ended) the e-stop button is pressed and released, or the depth
+    /// sensor trips. The dot is cut short there — exactly half its dwell delivered, at every
+    /// time scale — and stays `current_dot_id`.
+    private mutating func inSkinFaultFired(_ dot: ActiveDot, sim: UInt64, wall: UInt64) {
+        for fault in dot.inSkinFaults {
+            output.events.append(.faultInjected(fault, dotID: dot.command.dotID))
+        }
+        let estop = dot.inSkinFaults.contains(.estop)
+        let reason: FaultCode = estop ? .estopButton : .overDepth
+        active = nil
+        interruptedDotID = dot.command.dotID
+        record(dot, outcome: .interrupted, cause: .shutdown(reason), delivered: dot.phaseSim, sim: sim, wall: wall)
+        setIdle(wall: wall, sim: sim)
+        latch(estop ? .estop : .fault, reason)
     }
 
     private mutating func stallEnded() {
@@ -751,6 +874,9 @@ public struct Firmware: Sendable {
         hostVersionMajor = nil
         paceMicroseconds = 0
         lastSkinEntrySim = nil
+        spacingMicrometres = 0
+        recentEntries.removeAll()
+        ringNext = 0
         decoder = FrameDecoder()
         stalledUntil = nil
         stallBacklog.removeAll()
@@ -806,6 +932,12 @@ public struct Firmware: Sendable {
     }
 }
 
+/// A dot's position, µm.
+struct Position: Sendable, Hashable {
+    var x: Int32
+    var y: Int32
+}
+
 private struct QueuedDot: Sendable {
     var seq: UInt8
     var command: DotCommand
@@ -824,6 +956,8 @@ private struct ActiveDot: Sendable {
     var fromX: Int32
     var fromY: Int32
     var skinEntrySim: UInt64
+    /// `estop-at` / `over-depth-at` planned for this dot: they fire halfway through its dwell.
+    var inSkinFaults: [InjectedFault] = []
 
     var phaseEndWall: UInt64 { phaseStartWall &+ phaseWall }
 

@@ -12,9 +12,9 @@ extension DeviceLimits {
 }
 
 extension Capabilities {
-    /// What the simulated applicator declares: every capability of protocol 1.0.
+    /// What the simulated applicator declares: every capability of protocol 1.2.
     public static let simulatorDefault: Capabilities = [
-        .deduplication, .epochFence, .lease, .contactSensor, .depthSensor, .pace,
+        .deduplication, .epochFence, .lease, .contactSensor, .depthSensor, .pace, .spacing,
     ]
 }
 
@@ -24,6 +24,10 @@ public struct FirmwareConfiguration: Sendable, Hashable {
     /// The device's own minimum interval between skin entries, whatever the host asks (PACE
     /// can only lengthen it): 50 ms, the built-in envelope's 20 dots/s.
     public var minimumDotIntervalMicroseconds: UInt32 = 50_000
+    /// The device's own minimum distance between a new dot and each of its recent skin entries
+    /// (and the dots queued before it), whatever the host asks (SPACING can only lengthen it):
+    /// 500 µm, the plan format's built-in minimum spacing. 0 turns the check off until a SPACING.
+    public var minimumSpacingMicrometres: UInt32 = 500
     /// DOT frames the device queues (the executing one included); clamped to 1…64.
     public var queueCapacity: UInt8 = 32
     /// Up to 16 printable ASCII characters (longer ids are cut by the codec).
@@ -32,8 +36,15 @@ public struct FirmwareConfiguration: Sendable, Hashable {
     /// Wall duration of every physics phase = simulated duration × `timeScale`
     /// (1 = real time, 0.02 = 50× faster, 0 = instant). Negative or non-finite values mean 0.
     public var timeScale: Double = 1
-    /// Seeds the boot ids (and, in the runtime, the link-fault generator).
+    /// Seeds the runtime's link-fault generator. Not the boot ids: see `bootIDEntropy`.
     public var seed: UInt64 = 1
+    /// Where the boot ids come from: the first is drawn from a generator seeded with this value
+    /// and every reboot (`reset-at`) draws the next, never the same id twice in a row. The
+    /// firmware stays deterministic given it; the simulator's runtime supplies the operating
+    /// system's randomness (`SystemRandomNumberGenerator`) so that every start is a new boot
+    /// whatever the seed, as the protocol requires (a boot id is never derived from
+    /// configuration). Real firmware uses its hardware RNG or unique id and a boot counter.
+    public var bootIDEntropy: UInt64 = 0
     /// Device faults (`reset-at`, `stall-at`, `estop-at`, `contact-loss-at`, `over-depth-at`,
     /// `disconnect-at`, `slow`) are applied by the firmware; link faults are ignored here.
     public var faults: FaultPlan = .none
@@ -115,7 +126,9 @@ public struct InjectedDot: Sendable, Hashable {
     }
 }
 
-/// Device faults the firmware injects when the DOT with the planned id first arrives.
+/// Device faults the firmware injects: `reset`, `disconnect`, `stall` and `ignorePace` when the
+/// DOT with the planned id first arrives; `contactLoss` as that dot's travel ends (before it
+/// enters the skin); `estop` and `overDepth` halfway through that dot's dwell.
 public enum InjectedFault: String, Sendable, Hashable {
     case reset, disconnect, stall, estop, contactLoss = "contact-loss", overDepth = "over-depth"
     case ignorePace = "ignore-pace"

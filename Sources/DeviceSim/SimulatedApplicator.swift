@@ -12,8 +12,14 @@ import Synchronization
 public struct SimulatorOptions: Sendable {
     /// Wall duration of each physics phase = simulated duration × timeScale (0 = instant).
     public var timeScale: Double = 1
-    /// Seeds the boot ids and every fault decision: the same seed reproduces a run.
+    /// Seeds every fault decision: the same seed reproduces a run's faults. Not the boot id:
+    /// every start is a new boot (see `bootIDEntropy`).
     public var seed: UInt64 = 1
+    /// Where the boot ids come from (`FirmwareConfiguration.bootIDEntropy`). nil, the default:
+    /// drawn from the operating system's random source at start, so two starts never share a
+    /// boot id whatever the seed (a host that resumed on a restarted simulator must see a
+    /// reboot). Tests that need a reproducible boot id set it.
+    public var bootIDEntropy: UInt64? = nil
     /// NDJSON ground-truth file, appended to (see `GroundTruthRecord`).
     public var recordPath: String? = nil
     /// A symbolic link to the slave tty, kept while running (an existing link is replaced, a
@@ -39,11 +45,18 @@ public struct SimulatorOptions: Sendable {
     public var capabilities: Capabilities = .simulatorDefault
     /// The device's own minimum interval between skin entries (see `FirmwareConfiguration`).
     public var minimumDotIntervalMicroseconds: UInt32 = FirmwareConfiguration().minimumDotIntervalMicroseconds
+    /// The device's own minimum spacing, µm (see `FirmwareConfiguration`); 0 turns the check off
+    /// until a SPACING (with `capabilities` lacking `.spacing`: as a protocol 1.1 device).
+    public var minimumSpacingMicrometres: UInt32 = FirmwareConfiguration().minimumSpacingMicrometres
 
     public init() {}
 
-    var firmwareConfiguration: FirmwareConfiguration {
+    /// The firmware's configuration; `bootIDEntropy` from the OS's random source unless set.
+    func firmwareConfiguration() -> FirmwareConfiguration {
         var configuration = FirmwareConfiguration()
+        var system = SystemRandomNumberGenerator()
+        configuration.bootIDEntropy = bootIDEntropy ?? system.next()
+        configuration.minimumSpacingMicrometres = minimumSpacingMicrometres
         configuration.limits = limits
         configuration.queueCapacity = queueCapacity
         configuration.firmwareID = firmwareID
@@ -177,7 +190,7 @@ public final class SimulatedApplicator: Sendable {
         self.record = record
         queue = DispatchQueue(label: "smpctl.devicesim.\(pty.path)")
         origin = DispatchTime.now().uptimeNanoseconds
-        core = Mutex(Core(firmware: Firmware(configuration: options.firmwareConfiguration, at: 0),
+        core = Mutex(Core(firmware: Firmware(configuration: options.firmwareConfiguration(), at: 0),
                           link: LinkFaultInjector(plan: options.faults, seed: options.seed),
                           devicePath: pty.path))
     }
@@ -394,7 +407,7 @@ public final class SimulatedApplicator: Sendable {
             case .dotFenced(let seq, let dotID):
                 logger.debug("fenced a stale-epoch DOT", metadata: ["seq": "\(seq)", "dot": "\(dotID)"])
             case .dotRefused(let seq, let dotID, let code, let value):
-                logger.warning("refused a DOT outside the hardware limits",
+                logger.warning("refused a DOT (outside the hardware limits, or too close to a recent one)",
                                metadata: ["seq": "\(seq)", "dot": "\(dotID)", "code": "\(code)", "value": "\(value)"])
             case .underrun:
                 break

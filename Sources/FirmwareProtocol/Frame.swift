@@ -27,6 +27,8 @@ public struct Frame: Sendable, Hashable {
         case .dot: 20
         case .hold, .abort, .pace: 2
         case .resume: 3
+        case .spacing: 4
+        case .spacingReply: 5
         case .estop: 1
         case .helloReply: 73
         case .ack: 4
@@ -63,6 +65,8 @@ public struct Frame: Sendable, Hashable {
             w.u16(epoch)
         case .pace(let milliseconds):
             w.u16(milliseconds)
+        case .spacing(let micrometres):
+            w.u32(micrometres)
         case .resume(let epoch, let nextSeq):
             w.u16(epoch); w.u8(nextSeq)
         case .estop(let cause):
@@ -91,6 +95,8 @@ public struct Frame: Sendable, Hashable {
         case .refused(let r):
             w.u8(r.seq); w.u32(r.dotID); w.u8(r.code.rawValue); w.i32(r.value)
             w.u8(r.state.rawValue); w.u8(r.fault.rawValue)
+        case .spacingReply(let micrometres, let ringSize):
+            w.u32(micrometres); w.u8(ringSize)
         }
         w.u32(CRC32C.checksum(w.bytes))
         COBS.encode(w.bytes, into: &out)
@@ -131,6 +137,7 @@ public struct Frame: Sendable, Hashable {
         case .arm: message = .arm
         case .clear: message = .clear
         case .pace: message = .pace(minimumIntervalMilliseconds: try r.u16())
+        case .spacing: message = .spacing(minimumSpacingMicrometres: try r.u32())
         case .dot:
             message = .dot(DotCommand(dotID: try r.u32(), epoch: try r.u16(), xMicrometres: try r.i32(),
                                       yMicrometres: try r.i32(), depthMicrometres: try r.u16(),
@@ -138,7 +145,9 @@ public struct Frame: Sendable, Hashable {
         case .hold: message = .hold(epoch: try r.u16())
         case .resume: message = .resume(epoch: try r.u16(), nextSeq: try r.u8())
         case .abort: message = .abort(epoch: try r.u16())
-        case .estop: message = .estop(cause: try fault(try r.u8(), "cause"))
+        case .estop:
+            // Any cause byte: an e-stop must stop whatever its cause says (the one unvalidated field).
+            message = .estop(cause: EstopCause(rawValue: try r.u8()))
         case .helloReply:
             let major = try r.u8(), minor = try r.u8()
             let caps = Capabilities(rawValue: try r.u32())
@@ -177,6 +186,8 @@ public struct Frame: Sendable, Hashable {
             message = .refused(Refused(seq: try r.u8(), dotID: try r.u32(), code: try errorCode(try r.u8(), "code"),
                                        value: try r.i32(), state: try deviceState(try r.u8()),
                                        fault: try fault(try r.u8(), "fault")))
+        case .spacingReply:
+            message = .spacingReply(minimumSpacingMicrometres: try r.u32(), ringSize: try r.u8())
         }
         return Frame(seq: seq, message)
     }

@@ -1,8 +1,9 @@
 /// Protocol version spoken by this codec. A peer with another major version is refused at HELLO.
 public enum ProtocolVersion {
     public static let major: UInt8 = 1
-    /// 1.1 added PACE, capability bit 5 and STATUS `pace_ms`; a 1.0 peer never sees them.
-    public static let minor: UInt8 = 1
+    /// 1.1 added PACE, capability bit 5 and STATUS `pace_ms`; 1.2 added SPACING, SPACING_REPLY,
+    /// capability bit 6 and REFUSED `too_close`. An older peer never sees what it does not know.
+    public static let minor: UInt8 = 2
 }
 
 /// Message type identifiers (first byte of every decoded frame). Host → device below 0x80,
@@ -13,6 +14,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case arm = 0x03
     case clear = 0x04
     case pace = 0x05
+    case spacing = 0x06
     case dot = 0x10
     case hold = 0x20
     case resume = 0x21
@@ -24,6 +26,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case dotDone = 0x84
     case status = 0x85
     case refused = 0x86
+    case spacingReply = 0x87
 }
 
 /// Hardware limits the device declares in its HELLO reply. Units are in the names.
@@ -76,6 +79,8 @@ public struct Capabilities: OptionSet, Sendable, Hashable {
     public static let depthSensor = Capabilities(rawValue: 1 << 4)
     /// The device takes PACE: a minimum interval between skin entries (protocol 1.1).
     public static let pace = Capabilities(rawValue: 1 << 5)
+    /// The device takes SPACING and refuses a dot too close to a recent skin entry (protocol 1.2).
+    public static let spacing = Capabilities(rawValue: 1 << 6)
 }
 
 /// Device state as reported in STATUS.
@@ -148,6 +153,9 @@ public enum ErrorCode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case staleEpoch = 9
     case held = 10
     case versionMismatch = 11
+    /// A DOT closer than the minimum spacing to a recent skin entry or to a dot queued before it
+    /// (protocol 1.2); `value` = the distance in µm.
+    case tooClose = 12
 
     public var description: String {
         switch self {
@@ -162,7 +170,33 @@ public enum ErrorCode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         case .staleEpoch: "dot from a fenced epoch"
         case .held: "device held"
         case .versionMismatch: "protocol version not supported"
+        case .tooClose: "dot closer than the minimum spacing to a recent one"
         }
+    }
+}
+
+/// ESTOP's cause byte, kept exactly as it came: an e-stop stops the device whatever its cause says,
+/// so the decoder accepts every byte here (the one field of the protocol it does not validate)
+/// and a frame re-encodes to exactly the bytes it was read from.
+public struct EstopCause: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+    public let rawValue: UInt8
+
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    public init(_ fault: FaultCode) { rawValue = fault.rawValue }
+
+    /// The fault code this byte names, nil for a byte section 7 does not list.
+    public var faultCode: FaultCode? { FaultCode(rawValue: rawValue) }
+
+    /// The shutdown reason a device latches with: the named fault, or `hostEstop` for 0 (none)
+    /// and for any byte it does not know.
+    public var latchReason: FaultCode {
+        guard let fault = faultCode, fault != .none else { return .hostEstop }
+        return fault
+    }
+
+    public var description: String {
+        faultCode?.description ?? "unknown cause 0x\(String(rawValue, radix: 16))"
     }
 }
 
@@ -346,19 +380,33 @@ public enum Message: Sendable, Hashable {
     /// No skin entry sooner than this many milliseconds after the previous one (protocol 1.1,
     /// capability `pace`); the device keeps its own minimum if that is longer.
     case pace(minimumIntervalMilliseconds: UInt16)
+    /// No dot closer than this many micrometres to one of the device's recent skin entries
+    /// (protocol 1.2, capability `spacing`); the device keeps its own minimum if that is larger.
+    /// Answered with `spacingReply`.
+    case spacing(minimumSpacingMicrometres: UInt32)
     case dot(DotCommand)
     case hold(epoch: UInt16)
     /// Leaves `held`; `nextSeq` is the sequence number of the next DOT the host will send, so
     /// the host never has to fill sequence gaps left by dots the fence discarded.
     case resume(epoch: UInt16, nextSeq: UInt8)
     case abort(epoch: UInt16)
-    case estop(cause: FaultCode)
+    /// The cause is informational: the device latches whatever it says (see `EstopCause`).
+    case estop(cause: EstopCause)
     case helloReply(HelloReply)
     case ack(Ack)
     case nak(Nak)
     case dotDone(DotDone)
     case status(Status)
     case refused(Refused)
+    /// The answer to SPACING (protocol 1.2): the minimum spacing in force, µm (the larger of
+    /// SPACING's and the device's own), and how many recent skin entries each new dot is
+    /// compared with.
+    case spacingReply(minimumSpacingMicrometres: UInt32, ringSize: UInt8)
+
+    /// ESTOP with a known fault code as its cause (what a host sends).
+    public static func estop(cause: FaultCode) -> Message {
+        .estop(cause: EstopCause(cause))
+    }
 
     public var type: MessageType {
         switch self {
@@ -367,6 +415,7 @@ public enum Message: Sendable, Hashable {
         case .arm: .arm
         case .clear: .clear
         case .pace: .pace
+        case .spacing: .spacing
         case .dot: .dot
         case .hold: .hold
         case .resume: .resume
@@ -378,13 +427,14 @@ public enum Message: Sendable, Hashable {
         case .dotDone: .dotDone
         case .status: .status
         case .refused: .refused
+        case .spacingReply: .spacingReply
         }
     }
 
     /// True for frames the device handles before its queue (GRBL-style real-time commands).
     public var isPriority: Bool {
         switch self {
-        case .hold, .resume, .abort, .estop, .statusRequest, .clear, .pace: true
+        case .hold, .resume, .abort, .estop, .statusRequest, .clear, .pace, .spacing: true
         default: false
         }
     }

@@ -16,6 +16,9 @@ public struct LinkConfiguration: Sendable, Hashable {
     /// The minimum interval between skin entries to set with PACE during the handshake (§6.10);
     /// 0 sends none. A device without the `pace` capability is not asked: the caller decides.
     public var minimumDotIntervalMilliseconds: UInt16 = 0
+    /// The minimum spacing between dots to set with SPACING during the handshake (§6.7.3,
+    /// protocol 1.2); 0 sends none. Only to a device with the `spacing` capability.
+    public var minimumSpacingMicrometres: UInt32 = 0
 
     public init() {}
 }
@@ -105,12 +108,12 @@ public final class ApplicatorLink: @unchecked Sendable {
     public private(set) var hello: HelloReply?
     private var handshakeNonce: UInt32 = 0
     private var handshakeAttemptsLeft = 0
-    /// During the handshake: the reply (`hello`) is in, PACE waits for its confirming STATUS.
-    private var paceAwaited = false
-    /// During the handshake: the reply is in, and the handshake ends with the first STATUS after
-    /// it, so the owner knows the device's state (held, latched, the cut-short dot) before it
-    /// decides anything — a resume settles its record from it.
-    private var statusAwaited = false
+    /// The steps after HELLO_REPLY (§6.7.3), each repeated until the device confirms it: PACE
+    /// (its STATUS shows the pace), SPACING (its SPACING_REPLY shows the spacing), and last a
+    /// STATUS, so the owner knows the device's state (held, latched, the cut-short dot) before
+    /// it decides anything — a resume settles its record from it.
+    private enum HandshakeStep { case hello, pace, spacing, status }
+    private var handshakeStep = HandshakeStep.hello
     private var handshakeCompletion: ((Result<HelloReply, LinkLoss>) -> Void)?
 
     // Sequencing (firmware-protocol.md §6.1–6.3)
@@ -560,6 +563,8 @@ public final class ApplicatorLink: @unchecked Sendable {
             handleStatus(status)
         case .refused(let refused):
             handleRefused(refused)
+        case .spacingReply(let minimum, _):
+            handleSpacingReply(minimum)
         default:
             lost(.protocolViolation("host-only message \(frame.message.type) received"))
         }
@@ -592,16 +597,49 @@ public final class ApplicatorLink: @unchecked Sendable {
         heartbeatIntervalNanos = max(lease / 4, 5_000_000)
         startHeartbeat()
         onEvent(.handshake(reply))
-        if configuration.minimumDotIntervalMilliseconds > 0, reply.capabilities.contains(.pace) {
-            // The handshake ends when a STATUS shows the pace in force (handleStatus).
-            paceAwaited = true
-            handshakeAttemptsLeft = configuration.handshakeAttempts
-            sendPace()
+        advanceHandshake(after: .hello, status: nil)
+    }
+
+    /// Starts the step after `done`; a STATUS just received ends the handshake when only the
+    /// final STATUS is left.
+    private func advanceHandshake(after done: HandshakeStep, status: Status?) {
+        guard let hello else { return }
+        var next: HandshakeStep = .status
+        if done == .hello, configuration.minimumDotIntervalMilliseconds > 0, hello.capabilities.contains(.pace) {
+            next = .pace
+        } else if done == .hello || done == .pace, configuration.minimumSpacingMicrometres > 0,
+                  hello.capabilities.contains(.spacing) {
+            next = .spacing
+        }
+        if next == .status, status != nil {
+            handshakeStep = .hello
+            finishHandshake(.success(hello))
             return
         }
-        statusAwaited = true
+        handshakeStep = next
         handshakeAttemptsLeft = configuration.handshakeAttempts
-        send(Frame(.statusRequest))
+        sendHandshakeStep()
+    }
+
+    private func sendHandshakeStep() {
+        handshakeAttemptsLeft -= 1
+        switch handshakeStep {
+        case .hello:
+            handshakeAttemptsLeft += 1  // sendHello counts its own
+            sendHello()
+        case .pace:
+            send(Frame(.pace(minimumIntervalMilliseconds: configuration.minimumDotIntervalMilliseconds)))
+        case .spacing:
+            send(Frame(.spacing(minimumSpacingMicrometres: configuration.minimumSpacingMicrometres)))
+        case .status:
+            send(Frame(.statusRequest))
+        }
+    }
+
+    private func handleSpacingReply(_ minimumSpacingMicrometres: UInt32) {
+        guard handshakeCompletion != nil, handshakeStep == .spacing,
+              minimumSpacingMicrometres >= configuration.minimumSpacingMicrometres else { return }
+        advanceHandshake(after: .spacing, status: nil)
     }
 
     /// The first HELLO_REPLY field outside the protocol's ranges (firmware-protocol.md,
@@ -631,10 +669,6 @@ public final class ApplicatorLink: @unchecked Sendable {
         return nil
     }
 
-    private func sendPace() {
-        handshakeAttemptsLeft -= 1
-        send(Frame(.pace(minimumIntervalMilliseconds: configuration.minimumDotIntervalMilliseconds)))
-    }
 
     /// Maps an 8-bit sequence number to the latest 64-bit one at or below `nextSeq - 1`.
     private func widen(_ seq: UInt8) -> UInt64 {
@@ -700,12 +734,12 @@ public final class ApplicatorLink: @unchecked Sendable {
         var resumeAfterFence = false
         let previous = deviceStatus
         deviceStatus = status
-        if paceAwaited, let hello, status.paceMilliseconds >= configuration.minimumDotIntervalMilliseconds {
-            paceAwaited = false
-            finishHandshake(.success(hello))
-        } else if statusAwaited, let hello {
-            statusAwaited = false
-            finishHandshake(.success(hello))
+        if handshakeCompletion != nil {
+            if handshakeStep == .pace, status.paceMilliseconds >= configuration.minimumDotIntervalMilliseconds {
+                advanceHandshake(after: .pace, status: status)
+            } else if handshakeStep == .status {
+                advanceHandshake(after: .status, status: status)
+            }
         }
         creditAtAck = Int(status.freeSlots)
         let acked = widen(status.ackSeq)
@@ -830,21 +864,17 @@ public final class ApplicatorLink: @unchecked Sendable {
         if handshakeCompletion != nil {
             if elapsed(t, since: lastSend) >= configuration.handshakeInterval.nanoseconds {
                 if handshakeAttemptsLeft <= 0 {
-                    lost(.handshakeFailed(statusAwaited
-                        ? "the applicator answered HELLO but sent no STATUS after \(configuration.handshakeAttempts) requests"
-                        : !paceAwaited
-                        ? "no HELLO reply from \(port.path) after \(configuration.handshakeAttempts) attempts: is it an smp applicator, and is its firmware running?"
-                        : "the applicator did not confirm a minimum of \(configuration.minimumDotIntervalMilliseconds) ms between dots (PACE) after \(configuration.handshakeAttempts) attempts"))
+                    let attempts = configuration.handshakeAttempts
+                    let why: String = switch handshakeStep {
+                    case .hello: "no HELLO reply from \(port.path) after \(attempts) attempts: is it an smp applicator, and is its firmware running?"
+                    case .pace: "the applicator did not confirm a minimum of \(configuration.minimumDotIntervalMilliseconds) ms between dots (PACE) after \(attempts) attempts"
+                    case .spacing: "the applicator did not confirm a minimum spacing of \(configuration.minimumSpacingMicrometres) µm (SPACING) after \(attempts) attempts"
+                    case .status: "the applicator answered HELLO but sent no STATUS after \(attempts) requests"
+                    }
+                    lost(.handshakeFailed(why))
                     return
                 }
-                if paceAwaited {
-                    sendPace()
-                } else if statusAwaited {
-                    handshakeAttemptsLeft -= 1
-                    send(Frame(.statusRequest))
-                } else {
-                    sendHello()
-                }
+                sendHandshakeStep()
             }
             return
         }

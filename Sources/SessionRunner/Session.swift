@@ -233,6 +233,9 @@ public final class Session: @unchecked Sendable {
         // The dot-rate limit goes to the applicator as PACE in the handshake (§6.10). A rate PACE
         // cannot carry ends the session before anything is sent (below); it is never clamped.
         options.link.minimumDotIntervalMilliseconds = (try? DotPace.paceMilliseconds(options.envelope)) ?? .max
+        // The minimum spacing goes to the applicator as SPACING (protocol 1.2, §6.11): its ring
+        // of recent skin entries is the last line against a dot placed on top of another.
+        options.link.minimumSpacingMicrometres = UInt32(clamping: max(options.envelope.minimumSpacingMicrometres, 0))
         paceMonitor = DotPace.Monitor(minimumIntervalMicroseconds:
             (try? DotPace.minimumIntervalMicroseconds(options.envelope)) ?? .max)
         self.options = options

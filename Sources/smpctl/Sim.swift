@@ -36,11 +36,11 @@ struct Sim: ParsableCommand {
     @Option(help: "Physics time scale: 1 = real time, 0 = instant, 0.02 = 50× faster.")
     var timeScale: Double = 1
 
-    @Option(help: "Seed for the simulator's randomness (boot id, fault injection).")
+    @Option(help: "Seed for fault injection: the same seed reproduces the faults. Not the boot id: every start is a new boot.")
     var seed: UInt64 = 1
 
     @Option(help: ArgumentHelp(
-        "Device-side faults, comma-separated: corrupt=RATE, drop=RATE, duplicate=RATE, garbage=RATE, delay-ack=DURATION, stall-at=DOT:DURATION, reset-at=DOT, disconnect-at=DOT, estop-at=DOT, contact-loss-at=DOT, over-depth-at=DOT, ignore-pace-at=DOT, slow=FACTOR. Seeded by --seed. The host's own interlock lines are faulted with `smpctl run --sim --line-faults`.",
+        "Device-side faults, comma-separated: corrupt=RATE, drop=RATE, duplicate=RATE, garbage=RATE, delay-ack=DURATION, stall-at=DOT:DURATION, reset-at=DOT, disconnect-at=DOT, estop-at=DOT, contact-loss-at=DOT, over-depth-at=DOT, ignore-pace-at=DOT, slow=FACTOR. estop-at and over-depth-at fire halfway through DOT's dwell (DOT cut short), contact-loss-at as DOT's travel ends (DOT not started); reset-at, disconnect-at, stall-at and ignore-pace-at when DOT's frame first arrives. Seeded by --seed. The host's own interlock lines are faulted with `smpctl run --sim --line-faults`.",
         valueName: "spec"))
     var faults: String?
 

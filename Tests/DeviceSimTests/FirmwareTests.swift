@@ -11,9 +11,9 @@ final class FirmwareTests: XCTestCase {
         XCTAssertEqual(reply.count, 1)
         guard let reply = reply.first else { return }
         XCTAssertEqual(reply.versionMajor, 1)
-        XCTAssertEqual(reply.versionMinor, 1)
-        XCTAssertEqual(reply.capabilities, [.deduplication, .epochFence, .lease, .contactSensor, .depthSensor, .pace])
-        XCTAssertEqual(reply.capabilities.rawValue, 63)
+        XCTAssertEqual(reply.versionMinor, 2)
+        XCTAssertEqual(reply.capabilities, [.deduplication, .epochFence, .lease, .contactSensor, .depthSensor, .pace, .spacing])
+        XCTAssertEqual(reply.capabilities.rawValue, 127)
         XCTAssertEqual(reply.firmwareID, "smp-sim 1.0")
         XCTAssertEqual(reply.queueCapacity, 32)
         XCTAssertEqual(reply.leaseMilliseconds, 100)
@@ -29,9 +29,38 @@ final class FirmwareTests: XCTestCase {
         }
     }
 
-    func testBootIDIsReproducibleFromTheSeed() {
-        XCTAssertEqual(Bench { $0.seed = 7 }.status.bootID, Bench { $0.seed = 7 }.status.bootID)
-        XCTAssertNotEqual(Bench { $0.seed = 7 }.status.bootID, Bench { $0.seed = 8 }.status.bootID)
+    /// The pure core is deterministic given its injected entropy, and the seed plays no part.
+    func testBootIDIsDeterministicGivenItsEntropyAndIndependentOfTheSeed() throws {
+        func bench(entropy: UInt64, seed: UInt64) -> Bench {
+            Bench {
+                $0.bootIDEntropy = entropy
+                $0.seed = seed
+            }
+        }
+        XCTAssertEqual(bench(entropy: 7, seed: 1).status.bootID, bench(entropy: 7, seed: 1).status.bootID)
+        XCTAssertEqual(bench(entropy: 7, seed: 1).status.bootID, bench(entropy: 7, seed: 2).status.bootID,
+                       "the seed does not choose the boot id")
+        XCTAssertNotEqual(bench(entropy: 7, seed: 1).status.bootID, bench(entropy: 8, seed: 1).status.bootID)
+
+        // Reboots within one firmware draw fresh ids, reproducibly from the same entropy.
+        func bootIDs(entropy: UInt64) throws -> [UInt32] {
+            var bench = Bench {
+                $0.bootIDEntropy = entropy
+                $0.faults = try! FaultPlan(spec: "reset-at=1,reset-at=2,reset-at=3")
+            }
+            var ids = [bench.status.bootID]
+            for id in 1...3 as ClosedRange<UInt32> {
+                bench.hello()
+                bench.send(.arm)
+                bench.dot(1, id: id)
+                ids.append(bench.status.bootID)
+            }
+            return ids
+        }
+        let ids = try bootIDs(entropy: 7)
+        XCTAssertEqual(Set(ids).count, 4, "every reboot a new id: \(ids)")
+        XCTAssertFalse(ids.contains(0))
+        XCTAssertEqual(try bootIDs(entropy: 7), ids)
     }
 
     func testArmNeedsAHelloOfMajorVersionOne() {

@@ -71,8 +71,9 @@ final class HostPort {
     }
 }
 
-func dotFrame(_ seq: UInt8, id: UInt32, x: Int32 = 0, epoch: UInt16 = 0) -> Frame {
-    Frame(seq: seq, .dot(DotCommand(dotID: id, epoch: epoch, xMicrometres: x, yMicrometres: 0,
+/// A DOT at `x` (default: 1 mm per dot id, so dots keep the device's minimum spacing).
+func dotFrame(_ seq: UInt8, id: UInt32, x: Int32? = nil, epoch: UInt16 = 0) -> Frame {
+    Frame(seq: seq, .dot(DotCommand(dotID: id, epoch: epoch, xMicrometres: x ?? Int32(id % 100) * 1_000, yMicrometres: 0,
                                     depthMicrometres: 700, dwellMicroseconds: 50_000)))
 }
 

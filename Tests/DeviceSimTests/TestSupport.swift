@@ -17,8 +17,12 @@ struct Bench {
     var heartbeat: UInt64? = 50_000
     private var lastSent: UInt64 = 0
 
+    /// The spacing check is off here (`minimumSpacingMicrometres` 0): most tests stack their dots
+    /// on one spot (no travel, so exact timings), which the check would refuse. The tests of the
+    /// check and of the device faults turn it on (`spacingOn`).
     init(_ configure: (inout FirmwareConfiguration) -> Void = { _ in }) {
         var configuration = FirmwareConfiguration()
+        configuration.minimumSpacingMicrometres = 0
         configure(&configuration)
         firmware = Firmware(configuration: configuration, at: 0)
     }
@@ -119,6 +123,11 @@ extension Array where Element == Message {
     var statuses: [Status] { compactMap { if case .status(let s) = $0 { s } else { nil } } }
     var refusals: [Refused] { compactMap { if case .refused(let r) = $0 { r } else { nil } } }
     var helloReplies: [HelloReply] { compactMap { if case .helloReply(let r) = $0 { r } else { nil } } }
+}
+
+/// The device's default minimum spacing (500 µm), for benches that test with it on.
+func spacingOn(_ configuration: inout FirmwareConfiguration) {
+    configuration.minimumSpacingMicrometres = FirmwareConfiguration().minimumSpacingMicrometres
 }
 
 /// Simulated duration of one dot with the default limits: travel + descend + dwell + retract.

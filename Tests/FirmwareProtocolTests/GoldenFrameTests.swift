@@ -19,6 +19,7 @@ enum GoldenExamples {
         ("ARM", Frame(.arm)),
         ("CLEAR", Frame(.clear)),
         ("PACE", Frame(.pace(minimumIntervalMilliseconds: 84))),
+        ("SPACING", Frame(.spacing(minimumSpacingMicrometres: 600))),
         ("DOT", Frame(seq: 1, .dot(DotCommand(dotID: 42, epoch: 0, xMicrometres: -12_500, yMicrometres: 30_250,
                                               depthMicrometres: 800, dwellMicroseconds: 120_000)))),
         ("DOT seq 0 after wrap", Frame(seq: 0, .dot(DotCommand(dotID: 256, epoch: 3, xMicrometres: 0, yMicrometres: 0,
@@ -27,8 +28,9 @@ enum GoldenExamples {
         ("RESUME", Frame(.resume(epoch: 1, nextSeq: 10))),
         ("ABORT", Frame(.abort(epoch: 2))),
         ("ESTOP", Frame(.estop(cause: .hostEstop))),
+        ("ESTOP unknown cause", Frame(.estop(cause: EstopCause(rawValue: 0x77)))),
         ("HELLO_REPLY", Frame(seq: 1, .helloReply(HelloReply(
-            capabilities: [.deduplication, .epochFence, .lease, .contactSensor, .depthSensor, .pace],
+            capabilities: [.deduplication, .epochFence, .lease, .contactSensor, .depthSensor, .pace, .spacing],
             bootID: 0x1234_5678, firmwareID: "smp-sim 1.0", queueCapacity: 32, leaseMilliseconds: 100,
             limits: limits, hostNonce: 0xC0FF_EE01, doneCount: 0, lastDoneDotID: 0)))),
         ("ACK", Frame(seq: 2, .ack(Ack(ackSeq: 1, freeSlots: 31, epoch: 0)))),
@@ -41,6 +43,9 @@ enum GoldenExamples {
                                                 paceMilliseconds: 84)))),
         ("REFUSED", Frame(seq: 6, .refused(Refused(seq: 9, dotID: 77, code: .depthOutOfRange, value: 2100,
                                                    state: .fault, fault: .dotOutOfLimits)))),
+        ("REFUSED too_close", Frame(seq: 7, .refused(Refused(seq: 12, dotID: 7, code: .tooClose, value: 0,
+                                                             state: .fault, fault: .dotOutOfLimits)))),
+        ("SPACING_REPLY", Frame(seq: 8, .spacingReply(minimumSpacingMicrometres: 600, ringSize: 64))),
     ]
 
     static func hex(_ bytes: [UInt8]) -> String {
@@ -100,6 +105,26 @@ final class GoldenFrameTests: XCTestCase {
     func testEveryMessageTypeHasAGoldenExample() {
         let covered = Set(GoldenExamples.all.map { $0.frame.message.type })
         XCTAssertEqual(covered, Set(MessageType.allCases))
+    }
+
+    /// An e-stop is obeyed whatever its cause byte: every byte decodes, re-encodes exactly, and
+    /// names the fault a device latches with (unknown and 0 → host_estop).
+    func testAnEstopWithAnyCauseByteDecodesAndReencodesExactly() throws {
+        for byte in 0...255 as ClosedRange<UInt8> {
+            let bytes = Frame(.estop(cause: EstopCause(rawValue: byte))).encoded()
+            var decoder = FrameDecoder()
+            let events = decoder.feed(bytes)
+            guard case .frame(let frame)? = events.first, events.count == 1,
+                  case .estop(let cause) = frame.message else {
+                return XCTFail("cause \(byte): \(events)")
+            }
+            XCTAssertEqual(cause.rawValue, byte)
+            XCTAssertEqual(frame.encoded(), bytes, "cause \(byte): re-encodes byte for byte")
+            let expected = FaultCode(rawValue: byte).flatMap { $0 == .none ? nil : $0 } ?? .hostEstop
+            XCTAssertEqual(cause.latchReason, expected, "cause \(byte)")
+        }
+        XCTAssertEqual(Message.estop(cause: .contactLost), .estop(cause: EstopCause(rawValue: 3)),
+                       "a host's FaultCode cause is the same message")
     }
 
     func testEncodedLengthsMatchTheTable() {

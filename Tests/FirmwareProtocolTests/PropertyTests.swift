@@ -35,13 +35,15 @@ enum RandomMessages {
         case .arm: return .arm
         case .clear: return .clear
         case .pace: return .pace(minimumIntervalMilliseconds: u16())
+        case .spacing: return .spacing(minimumSpacingMicrometres: u32())
+        case .spacingReply: return .spacingReply(minimumSpacingMicrometres: u32(), ringSize: u8())
         case .dot:
             return .dot(DotCommand(dotID: u32(), epoch: u16(), xMicrometres: i32(), yMicrometres: i32(),
                                    depthMicrometres: u16(), dwellMicroseconds: u32()))
         case .hold: return .hold(epoch: u16())
         case .resume: return .resume(epoch: u16(), nextSeq: u8())
         case .abort: return .abort(epoch: u16())
-        case .estop: return .estop(cause: fault())
+        case .estop: return .estop(cause: EstopCause(rawValue: u8()))  // any byte: every e-stop is obeyed
         case .helloReply:
             let length = Int.random(in: 0...16, using: &r)
             let id = String((0..<length).map { _ in Character(UnicodeScalar(UInt8.random(in: 0x20...0x7E, using: &r))) })
