@@ -92,9 +92,12 @@ public struct SessionAccount: Sendable {
     public var skipped = 0
     /// The treatment record could not be written: the session was held for that reason.
     public var recordsFailed = false
+    /// The needle-power output could not be switched off at the end: it may still be on.
+    public var needlePowerOffFailure: NeedlePowerOffFailure?
 
     /// sysexits-style exit status (documented in docs/operator-guide.md and `smpctl run --help`).
     public var exitCode: Int32 {
+        if needlePowerOffFailure != nil { return 71 }  // EX_OSERR: before anything else, whatever the outcome
         if recordsFailed { return 74 }
         switch outcome {
         case .completed: return 0
@@ -734,8 +737,12 @@ public final class Session: @unchecked Sendable {
             inDoubt.append(contentsOf: stillInFlight)
             journal?.submit { $0.statusChanges.append((.ambiguous, stillInFlight)) }
         }
-        // Needle power off and lines released, whatever the outcome.
-        options.interlocks?.close()
+        // Needle power off and lines released, whatever the outcome; if it cannot be switched
+        // off, that is part of the outcome (`finish` reads it back into the account).
+        if let failure = options.interlocks?.closeConfirmingNeedlePowerOff() {
+            audit("needle-power-off-failed", ["output": failure.output, "error": "\(failure.error)",
+                                              "message": "\(failure)"])
+        }
         // Claimed but never sent: back to planned.
         let unsent = claiming.map(\.dotID) + ready[readyHead...].map(\.dotID) + retry.map(\.dotID)
         link.close()
@@ -777,6 +784,10 @@ public final class Session: @unchecked Sendable {
         if let recordFailure {
             account.reason = (account.reason.map { $0 + "; " } ?? "") + "\(recordFailure)"
             account.recordsFailed = true
+        }
+        if let failure = options.interlocks?.needlePowerOffFailure {
+            account.needlePowerOffFailure = failure
+            account.reason = (account.reason.map { $0 + "; " } ?? "") + "\(failure)"
         }
         onEvent(.linkMetrics(lastMetrics))
         onEvent(.finished(account))

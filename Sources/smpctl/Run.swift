@@ -94,7 +94,9 @@ struct Run: ParsableCommand {
             to end it (resumable later with `smpctl resume`). SIGTERM, a closed terminal or closed \
             output end the session held as soon as the dot in the skin is done. Exit status 0 \
             only when every dot was confirmed done by the applicator; 65 invalid plan; 69 \
-            applicator unavailable or link lost; 74 records not writable; 75 held or stopped \
+            applicator unavailable or link lost; 71 the needle-power output could not be switched \
+            off at the end, whatever else happened (it may still be on: cut the needle power by \
+            hand); 74 records not writable; 75 held or stopped \
             before the end; 77 permission denied on the device or for [host] realtime_priority.
             """)
 

@@ -131,7 +131,14 @@ final class RunReporter: Sendable {
             ]
             if let reason = a.reason { object["reason"] = reason }
             if let id = a.sessionID { object["session_id"] = id }
+            if let failure = a.needlePowerOffFailure {
+                object["needle_power_off_failed"] = [
+                    "output": failure.output, "chip": failure.chip, "line": failure.lineOffset,
+                    "error": "\(failure.error)", "message": "\(failure)",
+                ] as [String: Any]
+            }
             Output.printJSON(object)
+            if let failure = a.needlePowerOffFailure { Output.err("smpctl: \(failure)") }
         }
     }
 
@@ -222,6 +229,11 @@ final class RunReporter: Sendable {
             case .needsDecision: headline = "Not resumed: a decision is needed."
             }
             print(headline)
+            if let failure = a.needlePowerOffFailure {
+                // On stderr as well, so it is seen even when the summary is redirected.
+                print("  NEEDLE POWER MAY STILL BE ON: \(NeedlePowerOffFailure.instruction)")
+                Output.err("smpctl: \(failure)")
+            }
             if let reason = a.reason { print("  Reason:      \(reason)") }
             if let id = a.sessionID {
                 let resume = a.outcome == .completed ? "" : "; continue with: smpctl resume \(id) \(sim ? "--sim" : "--device …")"
