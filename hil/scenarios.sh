@@ -649,6 +649,7 @@ else:
     print(ms(logged), f"{(returned - started) * 1000:.1f}", ms(latched) if latched else "never", cause)
 EOF
 )
+        local finished; finished=$(grep '"event":"finished"' "$events" | tail -n 1)
         local transition; transition=$(grep '"event":"interlock"' "$events" | grep '"to":"estopped"' | grep 'line lost' | head -n 1)
         if [[ $verdict == none ]]; then
             fail "gpio-remove ($variant): smpctl did not report the e-stop line lost after the chip was removed (exit $status)"
