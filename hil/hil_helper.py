@@ -8,6 +8,9 @@
                  once the session has done N dots; writes a JSON summary
   latency        turn a `session` summary plus `dmesg` into the unplug-detection figures
   gpio-edges     toggle a gpio-sim line's pull and time the edges a `gpiomon` process reports
+  gpio-remove-probe
+                 what the kernel does to open line requests (uAPI v1 line event, uAPI v2 line
+                 request) when their gpio-sim chip is removed: poll/epoll wake-ups, read, get-value
 """
 
 import argparse
@@ -103,18 +106,36 @@ def session(args):
     events_out = open(args.events, "w", encoding="utf-8")
     stderr_out = open(args.stderr, "w", encoding="utf-8")
     started = monotonic()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr_out, stdin=subprocess.DEVNULL)
-    summary = {"command": command, "started_mono": started, "unplug": None, "events": []}
+    # stderr through a pipe too: each of its lines is time-stamped on arrival (`stderr_lines`).
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    summary = {"command": command, "started_mono": started, "unplug": None, "events": [], "stderr_lines": []}
     buffer = b""
+    err_buffer = b""
+    err_open = True
     unplugged = False
     while True:
-        ready, _, _ = select.select([process.stdout], [], [], 0.5)
+        watched = [process.stdout] + ([process.stderr] if err_open else [])
+        ready, _, _ = select.select(watched, [], [], 0.5)
         if not ready:
             if args.timeout and monotonic() - started > args.timeout:
                 process.kill()
                 summary["timed_out"] = True
                 break
             continue
+        if process.stderr in ready:
+            chunk = os.read(process.stderr.fileno(), 65536)
+            stamp = monotonic()
+            if not chunk:
+                err_open = False
+            err_buffer += chunk
+            while b"\n" in err_buffer:
+                raw, err_buffer = err_buffer.split(b"\n", 1)
+                text = raw.decode("utf-8", "replace")
+                stderr_out.write(text + "\n")
+                stderr_out.flush()
+                summary["stderr_lines"].append({"mono": stamp, "text": text})
+            if process.stdout not in ready:
+                continue
         chunk = os.read(process.stdout.fileno(), 65536)
         stamp = monotonic()
         if not chunk:
@@ -130,7 +151,9 @@ def session(args):
             except json.JSONDecodeError:
                 continue
             summary["events"].append({"mono": stamp, "event": event.get("event"),
-                                      "done": event.get("done"), "outcome": event.get("outcome")})
+                                      "done": event.get("done"), "outcome": event.get("outcome"),
+                                      "state": event.get("state"), "to": event.get("to"),
+                                      "cause": event.get("cause")})
             if (args.unplug_after is not None and not unplugged and event.get("event") == "progress"
                     and (event.get("done") or 0) >= args.unplug_after):
                 unplugged = True
@@ -144,6 +167,15 @@ def session(args):
                 summary["unplug"] = {"marker_mono": (marker_before + marker_after) / 2, "marker_written": marked,
                                      "mono": t_unplug, "write_returned_mono": t_unplug_done,
                                      "after_done": event.get("done")}
+    if err_open:
+        rest = process.stderr.read()
+        stamp = monotonic()
+        for text in (err_buffer + rest).decode("utf-8", "replace").splitlines():
+            stderr_out.write(text + "\n")
+            summary["stderr_lines"].append({"mono": stamp, "text": text})
+    elif err_buffer:
+        stderr_out.write(err_buffer.decode("utf-8", "replace") + "\n")
+    stderr_out.flush()
     summary["exit_code"] = process.wait()
     summary["ended_mono"] = monotonic()
     with open(args.summary, "w", encoding="utf-8") as handle:
@@ -240,6 +272,132 @@ def gpio_edges(args):
     return 0 if ok else 1
 
 
+# ---- gpio-remove-probe -----------------------------------------------------------------------------
+# Raw uAPI, no libgpiod: exactly the descriptors the shim holds (v1: a line-event fd inside an epoll
+# set; v2: the line request's fd).
+
+def _iowr(number, size):
+    return (3 << 30) | (size << 16) | (0xB4 << 8) | number
+
+
+GPIO_GET_LINEEVENT_IOCTL = _iowr(0x04, 48)
+GPIOHANDLE_GET_LINE_VALUES_IOCTL = _iowr(0x08, 64)
+GPIO_V2_GET_LINE_IOCTL = _iowr(0x07, 592)
+GPIO_V2_LINE_GET_VALUES_IOCTL = _iowr(0x0E, 16)
+
+
+def _request_v1(chip_fd, offset):
+    import fcntl
+    import struct
+    request = bytearray(struct.pack("III32si", offset, 1, 3, b"hil-probe-v1", 0))
+    fcntl.ioctl(chip_fd, GPIO_GET_LINEEVENT_IOCTL, request, True)
+    return struct.unpack_from("i", request, 44)[0]
+
+
+def _request_v2(chip_fd, offset):
+    import fcntl
+    import struct
+    request = bytearray(592)
+    struct.pack_into("I", request, 0, offset)
+    struct.pack_into("32s", request, 256, b"hil-probe-v2")
+    struct.pack_into("Q", request, 288, (1 << 2) | (1 << 4) | (1 << 5))  # input, both edges
+    struct.pack_into("I", request, 560, 1)  # num_lines
+    fcntl.ioctl(chip_fd, GPIO_V2_GET_LINE_IOCTL, request, True)
+    return struct.unpack_from("i", request, 588)[0]
+
+
+def _get_value(fd, v2):
+    import fcntl
+    try:
+        if v2:
+            data = bytearray(16)
+            data[8] = 1  # mask: line 0
+            fcntl.ioctl(fd, GPIO_V2_LINE_GET_VALUES_IOCTL, data, True)
+            return {"ok": data[0] & 1}
+        data = bytearray(64)
+        fcntl.ioctl(fd, GPIOHANDLE_GET_LINE_VALUES_IOCTL, data, True)
+        return {"ok": data[0]}
+    except OSError as error:
+        return {"errno": error.errno, "error": os.strerror(error.errno)}
+
+
+def _read(fd):
+    try:
+        data = os.read(fd, 256)
+        return {"bytes": len(data)}
+    except OSError as error:
+        return {"errno": error.errno, "error": os.strerror(error.errno)}
+
+
+def _mask_names(mask):
+    names = []
+    for name in ("POLLIN", "POLLPRI", "POLLOUT", "POLLERR", "POLLHUP", "POLLNVAL", "POLLRDNORM"):
+        if mask & getattr(select, name, 0):
+            names.append(name)
+    return names or ["none"]
+
+
+def gpio_remove_probe(args):
+    chip_fd = os.open(f"/dev/{args.chip}", os.O_RDWR)
+    fds = {"v1": _request_v1(chip_fd, 0), "v2": _request_v2(chip_fd, 1)}
+    os.close(chip_fd)
+    for fd in fds.values():
+        os.set_blocking(fd, False)
+    result = {"kernel": os.uname().release, "before": {k: _get_value(fd, k == "v2") for k, fd in fds.items()}}
+    epoll = select.epoll()
+    epoll.register(fds["v1"], select.EPOLLIN | select.EPOLLPRI)  # what the v1 shim does
+    poller = select.poll()
+    for fd in fds.values():
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+    # Nothing pending before the removal.
+    result["poll_before"] = {name: _mask_names(ev) for fd, ev in poller.poll(0)
+                             for name, f in fds.items() if f == fd} or "nothing ready"
+    # Sleepers that are already waiting when the chip goes: does the kernel wake them?
+    import threading
+    wakes = {}
+
+    def sleep_in_poll():
+        started = monotonic()
+        events = poller.poll(args.wait * 1000)
+        wakes["poll"] = (started, monotonic(), {name: _mask_names(ev) for fd, ev in events
+                                                for name, f in fds.items() if f == fd})
+
+    def sleep_in_epoll():
+        started = monotonic()
+        ready = epoll.poll(args.wait)
+        wakes["epoll_v1"] = (started, monotonic(), [_mask_names(ev) for _, ev in ready])
+
+    sleepers = [threading.Thread(target=sleep_in_poll), threading.Thread(target=sleep_in_epoll)]
+    for thread in sleepers:
+        thread.start()
+    time.sleep(0.3)
+    removed = monotonic()
+    with open(args.live, "w") as handle:
+        handle.write("0\n")
+    result["removal_write_ms"] = round((monotonic() - removed) * 1000, 1)
+    for thread in sleepers:
+        thread.join()
+    for name, (started, woke, what) in wakes.items():
+        # poll(2) rescans every descriptor once when its timeout expires, so a sleeper that
+        # returns events only at its timeout was NOT woken by the removal.
+        by_timeout = woke - started >= args.wait - 0.05
+        result[f"{name}_sleeper"] = {
+            "woken_by_removal": bool(what) and not by_timeout,
+            "returned_ms_after_removal": round((woke - removed) * 1000, 1),
+            "returned_ms_after_it_started": round((woke - started) * 1000, 1),
+            "events": what or "none"}
+    # A fresh poll(0) after the removal: what the descriptors' level says now.
+    result["poll_now"] = {name: _mask_names(ev) for fd, ev in poller.poll(0)
+                          for name, f in fds.items() if f == fd} or "nothing ready"
+    result["read_after_removal"] = {k: _read(fd) for k, fd in fds.items()}
+    result["get_value_after_removal"] = {k: _get_value(fd, k == "v2") for k, fd in fds.items()}
+    for fd in fds.values():
+        os.close(fd)
+    epoll.close()
+    print(json.dumps(result, indent=1))
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="which", required=True)
@@ -276,6 +434,12 @@ def main():
     p.add_argument("--gap", type=float, default=0.2)
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(run=gpio_edges)
+
+    p = commands.add_parser("gpio-remove-probe")
+    p.add_argument("--chip", required=True, help="gpiochipN of a gpio-sim chip with at least 2 lines")
+    p.add_argument("--live", required=True, help="the chip's configfs `live` file (0 removes it)")
+    p.add_argument("--wait", type=float, default=2.0)
+    p.set_defaults(run=gpio_remove_probe)
 
     args = parser.parse_args()
     sys.exit(args.run(args))

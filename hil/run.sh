@@ -8,13 +8,16 @@
 # firmware (`smpctl sim --port /dev/ttyGS0`) answers on the gadget side; hil/scenarios.sh runs the
 # scenarios inside and the VM's exit status becomes this script's.
 #
-# Usage: hil/run.sh [--smpctl PATH] [--selftest-broken-rule] [--keep-going]
+# Usage: hil/run.sh [--smpctl PATH] [--selftest-broken-rule] [--keep-going] [--only NAMES]
 #   --smpctl PATH            the smpctl binary to test (default: `swift build` with $SCRATCH, or
 #                            .build, then its --show-bin-path)
 #   --selftest-broken-rule   check the rig itself: boot with a copy of the udev rule whose vendor
 #                            id is wrong; succeed only if the rig fails and says why
 #   --keep-going             run every scenario even after one failed (the default stops at the
 #                            first failed step of a scenario, but always runs the later scenarios)
+#   --only NAMES             run only these scenarios (comma-separated, for iterating; the setup
+#                            always runs): devices, session, permission, unplug, gpio (the chip and
+#                            its edges; the gpio-* ones imply it), gpio-estop, gpio-remove
 # Environment:
 #   SMP_HIL_DEVICE=/dev/…    no VM: run the scenarios against a real applicator at that path
 #   SMP_HIL_TIMEOUT=SECONDS  wall limit for the VM (default 900)
@@ -39,6 +42,7 @@ TIMEOUT=${SMP_HIL_TIMEOUT:-900}
 SMPCTL=""
 SELFTEST_BROKEN_RULE=0
 KEEP_GOING=0
+ONLY=""
 
 while (($#)); do
     case "$1" in
@@ -46,6 +50,8 @@ while (($#)); do
         --smpctl=*) SMPCTL=${1#*=}; shift ;;
         --selftest-broken-rule) SELFTEST_BROKEN_RULE=1; shift ;;
         --keep-going) KEEP_GOING=1; shift ;;
+        --only) ONLY=$2; shift 2 ;;
+        --only=*) ONLY=${1#*=}; shift ;;
         *) echo "hil: unknown argument: $1 (see hil/run.sh --help)" >&2; exit 2 ;;
     esac
 done
@@ -80,7 +86,7 @@ if [[ -n "${SMP_HIL_DEVICE:-}" ]]; then
     find_smpctl
     say "SMP_HIL_DEVICE=$SMP_HIL_DEVICE: running the scenarios against the real applicator (no VM)"
     exec env HIL_MODE=device HIL_DEVICE="$SMP_HIL_DEVICE" HIL_SMPCTL="$SMPCTL" HIL_REPO="$REPO" \
-        HIL_KEEP_GOING="$KEEP_GOING" bash "$HIL_DIR/scenarios.sh"
+        HIL_KEEP_GOING="$KEEP_GOING" HIL_ONLY="$ONLY" bash "$HIL_DIR/scenarios.sh"
 fi
 
 # --- packages -------------------------------------------------------------------------------------
@@ -244,7 +250,7 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 hil /host/run/hil \\
 echo "hil-init: chroot into the host root, running hil/scenarios.sh"
 chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
     HOME=/root LANG=C.UTF-8 HIL_MODE=vm HIL_SHARE=/run/hil HIL_REPO='$REPO' HIL_SMPCTL='$SMPCTL' \\
-    HIL_GPIO_KO='$GPIO_KO' HIL_RULES='$RULES' HIL_KEEP_GOING='$KEEP_GOING' \\
+    HIL_GPIO_KO='$GPIO_KO' HIL_RULES='$RULES' HIL_KEEP_GOING='$KEEP_GOING' HIL_ONLY='$ONLY' \\
     HIL_SELFTEST_BROKEN_RULE='$SELFTEST_BROKEN_RULE' \\
     /bin/bash '$HIL_DIR/scenarios.sh' > /host/run/hil/scenarios.log 2>&1
 echo \$? > /host/run/hil/status

@@ -15,6 +15,7 @@ MODE=${HIL_MODE:-vm}
 SMPCTL=${HIL_SMPCTL:?HIL_SMPCTL: the smpctl binary}
 REPO=${HIL_REPO:?HIL_REPO: the repository}
 KEEP_GOING=${HIL_KEEP_GOING:-0}
+ONLY=${HIL_ONLY:-}   # comma-separated scenario names (run.sh --only); empty: all
 PY=/usr/bin/python3
 HELPER=$REPO/hil/hil_helper.py
 PLAN=$REPO/Examples/hairline.json
@@ -38,6 +39,9 @@ fail() { FAILED+=("$1"); log "FAIL: $1"; }
 pending() { PENDING+=("$1"); log "PENDING: $1"; }
 figure() { FIGURES+=("$1"); log "FIGURE: $1"; }
 show() { sed 's/^/    | /' "$@"; }
+# wants NAME: whether scenario NAME runs (every one unless run.sh --only names some).
+wants() { [[ -z $ONLY || ",$ONLY," == *",$1,"* ]]; }
+wants_gpio() { [[ -z $ONLY || ",$ONLY," == *",gpio"* ]]; }
 
 # wait_for SECONDS COMMAND… : polls every 50 ms until COMMAND succeeds.
 wait_for() {
@@ -380,7 +384,10 @@ EOF
     else
         fail "gpio: gpiomon did not see the edges"; show "$WORK/gpio-edges.json"; return 1
     fi
-    if ((GPIO_SESSION_ENABLED)); then
+    GPIO_DEVICE=$device
+    if ! wants gpio-estop; then
+        :
+    elif ((GPIO_SESSION_ENABLED)); then
         scenario_gpio_session "$device" "$chip"
     elif has_option run --config; then
         pending "TODO gpio-session: \`smpctl run --config\` exists now: set GPIO_SESSION_ENABLED=1 in hil/scenarios.sh to run the e-stop-mid-session scenario (written against docs/machine-config.md, never run yet)"
@@ -482,6 +489,206 @@ else:
     print("GPIO e-stop: no reaction event after the edge")' "$summary" "$WORK/estop.t")"
 }
 
+# make_sim_chip NAME LINES : a gpio-sim chip of its own (configfs device NAME, lines named
+# estop, pedal, contact, needle-power, … in order); prints "DEVICE CHIP" (gpio-sim.N gpiochipM).
+make_sim_chip() {
+    local name=$1 count=$2 sim=/sys/kernel/config/gpio-sim/$1 offset role
+    mkdir -p "$sim/bank0" || return 1
+    echo "$count" > "$sim/bank0/num_lines"
+    echo "$name" > "$sim/bank0/label"
+    local roles=(estop pedal contact needle-power)
+    for ((offset = 0; offset < count; offset++)); do
+        mkdir -p "$sim/bank0/line$offset"; echo "${roles[offset]:-spare$offset}" > "$sim/bank0/line$offset/name"
+    done
+    echo 1 > "$sim/live" || return 1
+    local chip; chip=$(cat "$sim/bank0/chip_name")
+    wait_for 10 test -c "/dev/$chip" || return 1
+    udevadm settle --timeout=30
+    echo "$(cat "$sim/dev_name") $chip"
+}
+# remove_sim_chip NAME : the chip goes away (live = 0), then its configfs directories.
+remove_sim_chip() {
+    local sim=/sys/kernel/config/gpio-sim/$1
+    [[ -d $sim ]] || return 0
+    [[ $(cat "$sim/live") == 0 ]] || echo 0 > "$sim/live"
+    rmdir "$sim"/bank0/line* "$sim/bank0" "$sim" 2>/dev/null
+}
+
+# A GPIO chip removed under smpctl: first what the kernel does to open line requests when a chip
+# goes (a probe on a chip of its own: do poll/epoll sleepers wake, what do read and get-value
+# return), then a session whose interlock inputs are on a chip that is removed mid-session.
+scenario_gpio_remove() {
+    log "---- scenario: a GPIO chip removed under open line requests (kernel behaviour)"
+    local pair device chip
+    if ! pair=$(make_sim_chip smp-probe 2); then fail "gpio-remove: cannot make the probe chip"; return 1; fi
+    read -r device chip <<<"$pair"
+    if $PY "$HELPER" gpio-remove-probe --chip "$chip" --live /sys/kernel/config/gpio-sim/smp-probe/live \
+            > "$WORK/gpio-remove-probe.json" 2>&1; then
+        log "gpio-remove probe (/dev/$chip, uAPI v1 line event in an epoll set, uAPI v2 line request):"
+        show "$WORK/gpio-remove-probe.json"
+        figure "GPIO chip removal, kernel $(uname -r): $($PY -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+def short(x): return x if isinstance(x, str) else json.dumps(x)
+print("poll sleeper " + short(r.get("poll_sleeper")) + "; epoll (v1 set) sleeper " + short(r.get("epoll_v1_sleeper"))
+      + "; read " + short(r.get("read_after_removal")) + "; get-value " + short(r.get("get_value_after_removal")))' \
+            "$WORK/gpio-remove-probe.json")"
+    else
+        fail "gpio-remove: the probe failed"; show "$WORK/gpio-remove-probe.json"
+    fi
+    remove_sim_chip smp-probe
+    scenario_gpio_remove_session
+}
+
+# write_machine_toml FILE INPUT_CHIP OUTPUT_CHIP OUTPUT_LINE : estop, pedal, contact on lines 0–2 of
+# INPUT_CHIP (active-high, bias as-is: the rig sets the levels through sysfs `pull`), needle power
+# on OUTPUT_LINE of OUTPUT_CHIP, lease 250 ms (the longest allowed: TCG emulation is slow).
+write_machine_toml() {
+    local file=$1 input_chip=$2 output_chip=$3 output_line=$4 offset=0 role
+    {
+        echo '[applicator]'
+        echo "device = \"$LINK\""
+        echo
+        echo '[envelope]'
+        echo 'lease_ms = 250'
+        for role in estop pedal contact; do
+            echo
+            echo '[[interlock]]'
+            echo "name = \"$role\""
+            echo "role = \"$role\""
+            echo "chip = \"$input_chip\""
+            echo "line = $offset"
+            echo 'active_low = false'
+            echo 'bias = "as-is"'
+            echo 'debounce_ms = 10'
+            offset=$((offset + 1))
+        done
+        echo
+        echo '[[output]]'
+        echo 'name = "needle-power"'
+        echo 'role = "needle-power"'
+        echo "chip = \"$output_chip\""
+        echo "line = $output_line"
+        echo 'active_low = false'
+    } > "$file"
+    chmod 0644 "$file"
+}
+
+# The chip carrying the interlock inputs is removed (configfs `live` = 0) after 40 dots, while the
+# session runs. The kernel does not wake the line requests' descriptors (see the probe above), so
+# only smpctl's health check (a get-value every lease/4) can notice. Expected: the e-stop line is
+# lost → e-stop (ESTOP to the applicator, needle power off), inside the lease (250 ms here).
+#   power-elsewhere: needle power on the main chip, which stays: read back 0 after; exit 75.
+#   power-on-removed: needle power on the removed chip: it cannot be switched off (nor read
+#     back): exit 71 and "CUT THE NEEDLE POWER BY HAND" on stderr and in the `finished` event.
+scenario_gpio_remove_session() {
+    local variant
+    for variant in power-elsewhere power-on-removed; do
+        log "---- scenario: the interlock chip removed mid-session ($variant)"
+        remove_sim_chip smp-removable
+        local pair device chip
+        if ! pair=$(make_sim_chip smp-removable 4); then fail "gpio-remove ($variant): cannot make the chip"; return 1; fi
+        read -r device chip <<<"$pair"
+        local base=/sys/devices/platform/$device/$chip main=/sys/devices/platform/$GPIO_DEVICE/$GPIO_CHIP
+        echo pull-down > "$base/sim_gpio0/pull"; echo pull-up > "$base/sim_gpio1/pull"; echo pull-up > "$base/sim_gpio2/pull"
+        local toml=$WORK/machine-remove-$variant.toml power=$main/sim_gpio3/value
+        if [[ $variant == power-elsewhere ]]; then
+            write_machine_toml "$toml" "$chip" "$GPIO_CHIP" 3
+        else
+            write_machine_toml "$toml" "$chip" "$chip" 3; power=$base/sim_gpio3/value
+        fi
+        local events=$WORK/remove-$variant.ndjson record=$WORK/record-remove-$variant.ndjson summary=$WORK/remove-$variant.json
+        : > "$events"; rm -f "$WORK/remove.t" "$WORK/power-before"
+        start_sim "$record" 0.25 || return 1
+        (
+            wait_for 120 grep -q '"done":[4-9][0-9]' "$events" || exit 0
+            cat "$power" > "$WORK/power-before" 2>/dev/null
+            # The removal write can take a while (gpio-sim tears the chip down inside it): stamp
+            # both ends; the chip is gone somewhere in between.
+            $PY -c '
+import time
+start = time.clock_gettime(time.CLOCK_MONOTONIC)
+with open("/sys/kernel/config/gpio-sim/smp-removable/live", "w") as live:
+    live.write("0\n")
+print(start, time.clock_gettime(time.CLOCK_MONOTONIC))' > "$WORK/remove.t"
+        ) &
+        local watcher=$!
+        $PY "$HELPER" session --events "$events" --stderr "$WORK/remove-$variant.err" --summary "$summary" -- \
+            setpriv --reuid="$TECH_UID" --regid="$TECH_UID" --groups "$SMP_GID" --reset-env \
+            env HOME="/tmp/home-$TECH_UID" USER=smptech "$SMPCTL" run "$PLAN" --config "$toml" \
+            --device "$LINK" --yes --json
+        wait "$watcher"
+        stop_sim
+        local status power_before power_after=""
+        status=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["exit_code"])' "$summary")
+        power_before=$(cat "$WORK/power-before" 2>/dev/null || echo '?')
+        [[ $variant == power-elsewhere ]] && power_after=$(cat "$power" 2>/dev/null || echo '?')
+        remove_sim_chip smp-removable
+        if [[ ! -s $WORK/remove.t ]]; then
+            fail "gpio-remove ($variant): the session ended before 40 dots (exit $status)"
+            grep -v '"progress"' "$events" | tail -n 5 | show; show "$WORK/remove-$variant.err"; continue
+        fi
+        # When smpctl noticed: its log line "… lost while checking that the chip is still there"
+        # (written right after the e-stop was performed, time-stamped as it arrived) and, when the
+        # session printed it, the `interlock` event to estopped (cause "… line lost", with the
+        # transition's own CLOCK_MONOTONIC time); when the applicator confirmed: its `device`
+        # estop event. All against the removal write (both ends stamped).
+        local verdict
+        verdict=$($PY - "$summary" "$WORK/remove.t" <<'EOF'
+import json, sys
+summary = json.load(open(sys.argv[1]))
+started, returned = map(float, open(sys.argv[2]).read().split())
+ms = lambda t: f"{(t - returned) * 1000:.1f}"
+logged = next((l["mono"] for l in summary["stderr_lines"] if "lost while" in l["text"] and l["mono"] >= started), None)
+cause = next((l["text"].split("] ", 1)[-1] for l in summary["stderr_lines"]
+              if "line lost" in l["text"] and "estopped" in l["text"]), None)
+latched = next((e["mono"] for e in summary["events"] if e["event"] == "device" and e.get("state") == "estop"), None)
+if logged is None or cause is None:
+    print("none")
+else:
+    print(ms(logged), f"{(returned - started) * 1000:.1f}", ms(latched) if latched else "never", cause)
+EOF
+)
+        local finished; finished=$(grep '"event":"finished"' "$events" | tail -n 1)
+        local transition; transition=$(grep '"event":"interlock"' "$events" | grep '"to":"estopped"' | grep 'line lost' | head -n 1)
+        if [[ $verdict == none ]]; then
+            fail "gpio-remove ($variant): smpctl did not report the e-stop line lost after the chip was removed (exit $status)"
+            grep -v '"progress"' "$events" | tail -n 8 | show; show "$WORK/remove-$variant.err"; continue
+        fi
+        local detect_ms write_ms latched_ms cause
+        read -r detect_ms write_ms latched_ms cause <<<"$verdict"
+        figure "GPIO chip removed mid-session ($variant): smpctl e-stopped on the lost line ${detect_ms} ms after the removal write returned (the write took ${write_ms} ms), the applicator reported estop ${latched_ms} ms after it; lease 250 ms, a check every 62.5 ms. $cause"
+        [[ -n $transition ]] || log "note: no \`interlock\` event for the lost line in the NDJSON (the session had already ended when it reached the session queue); the log line says it"
+        # From the moment the kernel has removed the chip (the write returned): inside the lease.
+        if ! awk -v d="$detect_ms" 'BEGIN { exit !(d < 250) }'; then
+            fail "gpio-remove ($variant): the lost e-stop line was acted on ${detect_ms} ms after the chip was removed (write returned), not inside the 250 ms lease"
+            continue
+        fi
+        if ! grep -q '"state":"estop"' "$events"; then
+            fail "gpio-remove ($variant): the applicator did not latch in estop"; grep -v '"progress"' "$events" | tail -n 5 | show; continue
+        fi
+        if ! $PY "$HELPER" record-check --plan "$PLAN" --record "$record" --account "$events" > "$WORK/remove.check" 2>&1; then
+            fail "gpio-remove ($variant): the account does not match the simulator's record"; show "$WORK/remove.check"; continue
+        fi
+        if [[ $variant == power-elsewhere ]]; then
+            if ((status == 75)) && [[ $power_before == 1 && $power_after == 0 ]]; then
+                pass "gpio-remove ($variant): e-stop on the lost line ${detect_ms} ms after the chip went ($cause), applicator latched, needle power read back 1 then 0, exit 75, account matches the record"
+            else
+                fail "gpio-remove ($variant): exit $status (want 75), needle power '$power_before' then '$power_after' (want 1 then 0)"
+                show <<<"$finished"; show "$WORK/remove-$variant.err"
+            fi
+        else
+            if ((status == 71)) && grep -q 'CUT THE NEEDLE POWER BY HAND' "$WORK/remove-$variant.err" \
+                    && grep -q '"needle_power_off_failed"' <<<"$finished"; then
+                pass "gpio-remove ($variant): e-stop on the lost line ${detect_ms} ms after the chip went, applicator latched; needle power (on the removed chip) could not be switched off: exit 71, 'cut the needle power by hand' on stderr and in the finished event"
+            else
+                fail "gpio-remove ($variant): exit $status (want 71) or no 'CUT THE NEEDLE POWER BY HAND' on stderr / needle_power_off_failed in the finished event"
+                show <<<"$finished"; show "$WORK/remove-$variant.err"
+            fi
+        fi
+    done
+}
+
 # ============================================================================================
 # Real applicator (SMP_HIL_DEVICE): what can run without a VM
 # ============================================================================================
@@ -527,10 +734,14 @@ fi
 setup_ok=1
 setup_users && setup_udev && setup_gadget && check_rule || setup_ok=0
 if ((setup_ok)) || ((KEEP_GOING)); then
-    check_devices
-    scenario_session
-    scenario_permission
-    scenario_unplug
+    if wants devices; then check_devices; fi
+    if wants session; then scenario_session; fi
+    if wants permission; then scenario_permission; fi
+    if wants unplug; then scenario_unplug; fi
 fi
-if ((${HIL_SELFTEST_BROKEN_RULE:-0} == 0)); then scenario_gpio; fi
+if ((${HIL_SELFTEST_BROKEN_RULE:-0} == 0)) && wants_gpio; then
+    GPIO_DEVICE=""
+    scenario_gpio
+    if [[ -n $GPIO_DEVICE ]] && wants gpio-remove; then scenario_gpio_remove; fi
+fi
 finish

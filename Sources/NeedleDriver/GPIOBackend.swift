@@ -25,13 +25,16 @@ public protocol InterlockLineBackend: AnyObject, Sendable {
 
     /// Drives every output to its safe level, stops watching and releases the lines; the
     /// descriptors are closed in their sources' cancel handlers, after which `onClosed` (if any)
-    /// is called on `queue`. Call on `queue`. Idempotent.
-    func close(onClosed: (@Sendable () -> Void)?)
+    /// is called on `queue`. Call on `queue`. Idempotent. Returns the outputs that could NOT be
+    /// driven to their safe level (empty when all were); later calls return the same list.
+    @discardableResult
+    func close(onClosed: (@Sendable () -> Void)?) -> [GPIOSafeLevelFailure]
 }
 
 extension InterlockLineBackend {
     /// `close(onClosed: nil)`.
-    public func close() { close(onClosed: nil) }
+    @discardableResult
+    public func close() -> [GPIOSafeLevelFailure] { close(onClosed: nil) }
 
     /// Position of the input named `name`.
     public func inputIndex(named name: String) -> Int? { inputs.firstIndex { $0.name == name } }

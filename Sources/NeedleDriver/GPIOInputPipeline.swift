@@ -6,8 +6,16 @@ import SystemPackage
 /// The input path shared by `LibgpiodBackend` and `SimulatedGPIOBackend`: one DispatchSourceRead
 /// per event descriptor (a libgpiod request's fd, or the simulator's pipe), records of
 /// `smp_gpio_edge_event` read into one preallocated buffer, a `LineDebouncer` per line, one
-/// DispatchSourceTimer per line for debounce deadlines. No polling: the sources fire on edges,
-/// the timers on deadlines.
+/// DispatchSourceTimer per line for debounce deadlines. Edges are never polled: the sources fire
+/// on edges, the timers on deadlines.
+///
+/// Health check (`healthCheckInterval`): a chip that goes away does not always wake its
+/// descriptor (see docs/machine-config.md, "A chip that disappears"), and a line that is never
+/// read again would look healthy for ever. So every `healthCheckInterval` (a quarter of the
+/// applicator's lease) one line of each stream is read — one get-value ioctl through the shim,
+/// no allocation — and a stream whose read fails is lost at once, exactly as if its descriptor
+/// had reported the error: every line `.lost`, which the interlocks treat as their stop level.
+/// One timer for all streams, on absolute deadlines (a late wake-up does not push later checks).
 ///
 /// The latency-critical path (an edge to a line's stop level, e.g. e-stop pressed), all on
 /// `queue`, no allocation, no other queue:
@@ -47,6 +55,10 @@ final class GPIOInputPipeline: @unchecked Sendable {
     private let location: [(stream: Int, position: Int)]
     private var debouncers: [LineDebouncer]
     private var timers: [(any DispatchSourceTimer)?]
+    private let healthCheckNanos: UInt64?
+    private var healthTimer: (any DispatchSourceTimer)?
+    /// The deadline of the next health check (CLOCK_MONOTONIC nanoseconds).
+    private var nextHealthCheckNanos: UInt64 = 0
     private var sources: [(any DispatchSourceRead)?]
     private var streamLost: [Bool]
     private var streamReleased: [Bool]
@@ -60,9 +72,13 @@ final class GPIOInputPipeline: @unchecked Sendable {
     static let maxReadsPerEvent = 8
 
     /// `debounce[i]`: the debounce this pipeline applies to input `i` (zero where the kernel
-    /// already debounces the line).
-    init(queue: DispatchQueue, inputs: [GPIOInputLine], debounce: [Duration], streams: [Stream], logger: Logger) {
+    /// already debounces the line). `healthCheckInterval`: how often each stream is read to check
+    /// that its chip is still there; nil: never (the descriptor alone must report a loss).
+    init(queue: DispatchQueue, inputs: [GPIOInputLine], debounce: [Duration], streams: [Stream],
+         healthCheckInterval: Duration? = nil, logger: Logger) {
         precondition(debounce.count == inputs.count)
+        precondition(healthCheckInterval.map { $0 > .zero } ?? true, "a health-check interval must be positive")
+        self.healthCheckNanos = healthCheckInterval.map(\.nanoseconds)
         self.queue = queue
         self.inputs = inputs
         self.streams = streams
@@ -130,6 +146,46 @@ final class GPIOInputPipeline: @unchecked Sendable {
             sources[s] = source
             source.activate()
         }
+
+        if let interval = healthCheckNanos, !streams.isEmpty {
+            let timer = DispatchSource.makeTimerSource(queue: queue)
+            // Strong capture, as the sources': cancelled in `close`.
+            timer.setEventHandler { self.healthCheckDue() }
+            healthTimer = timer
+            nextHealthCheckNanos = Sys.monotonicNanoseconds() &+ interval
+            timer.schedule(deadline: DispatchTime(uptimeNanoseconds: nextHealthCheckNanos), leeway: healthLeeway(interval))
+            timer.activate()
+        }
+    }
+
+    // MARK: - Health check
+
+    /// Leeway for the health timer: a tenth of the interval (2.5 ms at the default lease).
+    private func healthLeeway(_ interval: UInt64) -> DispatchTimeInterval {
+        .nanoseconds(Int(clamping: max(interval / 10, 100_000)))
+    }
+
+    /// Reads one line of each stream that is not lost yet; a failed read loses the stream.
+    private func healthCheckDue() {
+        guard case .running = state, let interval = healthCheckNanos else { return }
+        for s in streams.indices where !streamLost[s] {
+            if case .failure(let errno) = streams[s].readLevel(0) {
+                lose(stream: s, errno: errno, operation: "checking that the chip is still there")
+                guard case .running = state else { return }  // the owner may close from onChange
+            }
+        }
+        guard streamLost.contains(false) else {
+            healthTimer?.cancel()
+            healthTimer = nil
+            return
+        }
+        // The next deadline on the grid of the first; missed ones (a stalled queue) are skipped.
+        let now = Sys.monotonicNanoseconds()
+        nextHealthCheckNanos &+= interval
+        if nextHealthCheckNanos <= now {
+            nextHealthCheckNanos &+= (now - nextHealthCheckNanos) / interval * interval + interval
+        }
+        healthTimer?.schedule(deadline: DispatchTime(uptimeNanoseconds: nextHealthCheckNanos), leeway: healthLeeway(interval))
     }
 
     // MARK: - Edges
@@ -236,6 +292,8 @@ final class GPIOInputPipeline: @unchecked Sendable {
             timers[index]?.cancel()
             timers[index] = nil
         }
+        healthTimer?.cancel()
+        healthTimer = nil
         var waiting = false
         for s in streams.indices {
             if let source = sources[s] {

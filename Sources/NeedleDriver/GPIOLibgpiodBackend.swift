@@ -24,6 +24,7 @@ public final class LibgpiodBackend: InterlockLineBackend, @unchecked Sendable {
     private var outputRequests: [OpaquePointer]
     private let outputLocation: [(request: Int, position: Int)]
     private var closed = false
+    private var closeFailures: [GPIOSafeLevelFailure] = []
 
     /// The libgpiod API major version the shim was compiled against (1 or 2).
     public static var apiVersion: Int { Sys.gpioAPIVersion() }
@@ -47,9 +48,12 @@ public final class LibgpiodBackend: InterlockLineBackend, @unchecked Sendable {
     /// Opens the chips and requests the lines. Outputs are driven to their `safeLevel` from the
     /// moment they are requested (needle power off). Throws naming the chip, the line and, for
     /// access problems, the udev rule and group. Call from any thread; later calls on `queue`.
+    /// `healthCheckInterval`: how often one line of each input request is read (one get-value
+    /// ioctl) to notice a chip that went away without waking the request's descriptor; nil:
+    /// never. The interlocks pass a quarter of the applicator's lease.
     public static func open(
         inputs: [GPIOInputLine], outputs: [GPIOOutputLine], consumer: String = "smpctl",
-        queue: DispatchQueue, logger: Logger
+        healthCheckInterval: Duration? = nil, queue: DispatchQueue, logger: Logger
     ) throws(GPIOError) -> LibgpiodBackend {
         var chips: [(path: String, name: String, handle: OpaquePointer)] = []
         var inputRequests: [OpaquePointer] = []
@@ -147,7 +151,7 @@ public final class LibgpiodBackend: InterlockLineBackend, @unchecked Sendable {
         }
 
         let pipeline = GPIOInputPipeline(queue: queue, inputs: inputs, debounce: pipelineDebounce, streams: streams,
-                                         logger: logger)
+                                         healthCheckInterval: healthCheckInterval, logger: logger)
         succeeded = true
         let summary = "\(inputs.count) input(s), \(outputs.count) output(s) on \(chips.count) chip(s)"
         logger.info("GPIO: \(summary), libgpiod v\(Sys.gpioAPIVersion())")
@@ -168,28 +172,40 @@ public final class LibgpiodBackend: InterlockLineBackend, @unchecked Sendable {
         }
     }
 
-    public func close(onClosed: (@Sendable () -> Void)?) {
+    @discardableResult
+    public func close(onClosed: (@Sendable () -> Void)?) -> [GPIOSafeLevelFailure] {
         dispatchPrecondition(condition: .onQueue(queue))
         if !closed {
             closed = true
-            releaseOutputs()
+            closeFailures = releaseOutputs()
         }
         pipeline.close(onClosed: onClosed)
+        return closeFailures
     }
 
-    /// Drives each output to its safe level, then releases it. The released line keeps its last
-    /// value on most chips; the wiring must still make "unpowered" the safe state (a pull-down on
-    /// the needle-power relay's input), for a crash releases the line without this.
-    private func releaseOutputs() {
-        guard !outputRequests.isEmpty else { return }
+    /// Drives each output to its safe level, then releases it; returns the outputs that could not
+    /// be driven (the caller must make that the session's outcome: the needle power may be on).
+    /// The released line keeps its last value on most chips; the wiring must still make
+    /// "unpowered" the safe state (a pull-down on the needle-power relay's input), for a crash
+    /// releases the line without this.
+    @discardableResult
+    private func releaseOutputs() -> [GPIOSafeLevelFailure] {
+        guard !outputRequests.isEmpty else { return [] }
+        var failures: [GPIOSafeLevelFailure] = []
         for (index, output) in outputs.enumerated() {
             let (request, position) = outputLocation[index]
             if case .failure(let errno) = Sys.gpioSetValue(outputRequests[request], index: position,
                                                              active: output.safeLevel == .active) {
                 logger.critical("could not drive \"\(output.name)\" to \(output.safeLevel) before release: \(errno)")
+                failures.append(GPIOSafeLevelFailure(
+                    output: index, name: output.name, chip: output.chip, lineOffset: output.lineOffset,
+                    safeLevel: output.safeLevel,
+                    error: .io(operation: "setting \"\(output.name)\" \(output.safeLevel) before release",
+                               chip: output.chip, errno: errno)))
             }
         }
         for request in outputRequests { Sys.gpioRelease(request) }
         outputRequests = []
+        return failures
     }
 }

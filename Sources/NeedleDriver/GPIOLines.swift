@@ -122,6 +122,32 @@ public struct GPIOInputChange: Sendable, Hashable {
     }
 }
 
+/// An output that could not be driven to its safe level when the lines were released (closing
+/// the backend): on most chips the line keeps its last level, so an output that was active (the
+/// needle power on) may still be.
+public struct GPIOSafeLevelFailure: Sendable, Hashable, CustomStringConvertible {
+    /// Position of the output in the backend's `outputs`.
+    public var output: Int
+    public var name: String
+    public var chip: String
+    public var lineOffset: UInt32
+    public var safeLevel: GPIOLevel
+    public var error: GPIOError
+
+    public init(output: Int, name: String, chip: String, lineOffset: UInt32, safeLevel: GPIOLevel, error: GPIOError) {
+        self.output = output
+        self.name = name
+        self.chip = chip
+        self.lineOffset = lineOffset
+        self.safeLevel = safeLevel
+        self.error = error
+    }
+
+    public var description: String {
+        "output \"\(name)\" (\(chip) line \(lineOffset)) could not be driven \(safeLevel) before release: \(error)"
+    }
+}
+
 /// The clock of GPIO timestamps: CLOCK_MONOTONIC (also Dispatch's uptime clock on Linux).
 public enum MonotonicClock {
     /// Nanoseconds of CLOCK_MONOTONIC now.

@@ -10,7 +10,9 @@ import SystemPackage
 /// layout) to it from the calling thread, and the pipe's read end is watched by the same
 /// `GPIOInputPipeline` (DispatchSourceRead, debounce timers) as a libgpiod request's fd.
 /// `disconnect(chip:)` closes a pipe's write end: the reader sees end-of-file, as when a chip is
-/// removed, and the lines are reported `.lost`.
+/// removed, and the lines are reported `.lost`. `vanish(chip:)` removes a chip the other way a
+/// kernel may: its descriptor stays silent (no wake-up, no end-of-file) while every read of its
+/// lines fails with ENODEV; only the periodic health check can notice that.
 ///
 /// Outputs are recorded; read them back with `value(of:)`.
 public final class SimulatedGPIOBackend: InterlockLineBackend, @unchecked Sendable {
@@ -23,12 +25,16 @@ public final class SimulatedGPIOBackend: InterlockLineBackend, @unchecked Sendab
     private let streamOfInput: [Int]
     private let chipPaths: [String]
     private var closed = false
+    private var closeFailures: [GPIOSafeLevelFailure] = []
 
     /// Creates one pipe per chip. `initialLevels` (by input name) are the levels the lines read
     /// at start; unnamed inputs start at their stop level (`immediateLevel`, else inactive), i.e.
     /// e-stop pressed and pedal released until a test or the operator says otherwise.
+    ///
+    /// `healthCheckInterval`: how often each chip's lines are read to check that the chip is
+    /// still there (see `GPIOInputPipeline`); nil: never.
     public init(inputs: [GPIOInputLine], outputs: [GPIOOutputLine], initialLevels: [String: GPIOLevel] = [:],
-                queue: DispatchQueue, logger: Logger) throws(GPIOError) {
+                healthCheckInterval: Duration? = nil, queue: DispatchQueue, logger: Logger) throws(GPIOError) {
         self.queue = queue
         self.inputs = inputs
         self.outputs = outputs
@@ -59,7 +65,9 @@ public final class SimulatedGPIOBackend: InterlockLineBackend, @unchecked Sendab
         let lines = SimulatedLines(
             physical: inputs.map { initialLevels[$0.name] ?? $0.immediateLevel ?? .inactive },
             outputs: outputs.map(\.safeLevel),
-            writeEnds: pipes.map(\.writeEnd))
+            writeEnds: pipes.map(\.writeEnd),
+            inputChips: inputs.map(\.chipPath),
+            outputChips: outputs.map(\.chipPath))
         self.lines = lines
         self.streamOfInput = streamOfInput
         self.chipPaths = chipPaths
@@ -73,14 +81,14 @@ public final class SimulatedGPIOBackend: InterlockLineBackend, @unchecked Sendab
                 chip: path,
                 lines: members.map { (inputs[$0].lineOffset, $0) },
                 readEvents: { buffer in Self.readRecords(readEnd, into: buffer) },
-                readLevel: { position in .success(lines.physicalLevel(of: members[position])) },
+                readLevel: { position in lines.readLevel(of: members[position]) },
                 release: {
                     _ = Sys.close(readEnd)
                     lines.closeWriteEnd(s)
                 }))
         }
         pipeline = GPIOInputPipeline(queue: queue, inputs: inputs, debounce: inputs.map(\.debounce), streams: streams,
-                                     logger: logger)
+                                     healthCheckInterval: healthCheckInterval, logger: logger)
     }
 
     /// Reads whole records from the pipe. End of file (the write end closed) reads as ENODEV,
@@ -112,13 +120,24 @@ public final class SimulatedGPIOBackend: InterlockLineBackend, @unchecked Sendab
         }
     }
 
-    public func close(onClosed: (@Sendable () -> Void)?) {
+    @discardableResult
+    public func close(onClosed: (@Sendable () -> Void)?) -> [GPIOSafeLevelFailure] {
         dispatchPrecondition(condition: .onQueue(queue))
         if !closed {
             closed = true
-            for (index, output) in outputs.enumerated() { _ = lines.setOutput(index, to: output.safeLevel, force: true) }
+            for (index, output) in outputs.enumerated() {
+                // Never fails unless a test made it (`failSafeLevelAtClose`) or the chip vanished.
+                if let errno = lines.setOutput(index, to: output.safeLevel, closing: true) {
+                    closeFailures.append(GPIOSafeLevelFailure(
+                        output: index, name: output.name, chip: output.chip, lineOffset: output.lineOffset,
+                        safeLevel: output.safeLevel,
+                        error: .io(operation: "setting \"\(output.name)\" \(output.safeLevel) before release",
+                                   chip: output.chip, errno: errno)))
+                }
+            }
         }
         pipeline.close(onClosed: onClosed)
+        return closeFailures
     }
 
     // MARK: - Driving the simulated lines (any thread)
@@ -164,8 +183,26 @@ public final class SimulatedGPIOBackend: InterlockLineBackend, @unchecked Sendab
         lines.closeWriteEnd(s)
     }
 
+    /// The chip goes away without its descriptor telling anyone: the pipe stays open and silent
+    /// (no end-of-file, no wake-up), while every read of its lines and every write to its outputs
+    /// fails with ENODEV from now on — a kernel that does not wake the readers of a removed
+    /// chip. Only the pipeline's health check can notice it. `chip` as in the configuration.
+    public func vanish(chip: String) {
+        let path = GPIOChip.path(of: chip)
+        precondition(chipPaths.contains(path) || outputs.contains { $0.chipPath == path }, "no simulated chip \(chip)")
+        lines.vanish(chipPath: path)
+    }
+
     /// Makes every later `setOutput` fail with `errno` (nil: succeed again).
     public func failOutputWrites(with errno: Errno?) { lines.setOutputFailure(errno) }
+
+    /// Test hook: when the backend closes, driving `output` to its safe level fails with `errno`
+    /// and the output keeps its level (a relay driver that stopped answering). Only for tests
+    /// of what a session does then; nothing in the product calls it.
+    package func failSafeLevelAtClose(output name: String, with errno: Errno) {
+        guard let index = outputIndex(named: name) else { preconditionFailure("no simulated output \(name)") }
+        lines.setCloseFailure(index, errno)
+    }
 
     /// The level an output was last driven to.
     public func value(of output: String) -> GPIOLevel {
@@ -198,21 +235,41 @@ private final class SimulatedLines: Sendable {
         /// -1 once closed.
         var writeEnds: [CInt]
         var outputFailure: Errno?
+        /// Injected failures of the close path, by output.
+        var closeFailures: [Int: Errno] = [:]
+        /// Chips (paths) that have vanished.
+        var vanished: Set<String> = []
     }
     private let state: Mutex<State>
+    private let inputChips: [String]
+    private let outputChips: [String]
 
-    init(physical: [GPIOLevel], outputs: [GPIOLevel], writeEnds: [CInt]) {
+    init(physical: [GPIOLevel], outputs: [GPIOLevel], writeEnds: [CInt], inputChips: [String], outputChips: [String]) {
         state = Mutex(State(physical: physical, outputs: outputs, writeEnds: writeEnds, outputFailure: nil))
+        self.inputChips = inputChips
+        self.outputChips = outputChips
     }
 
     func physicalLevel(of input: Int) -> GPIOLevel { state.withLock { $0.physical[input] } }
     func outputLevel(_ index: Int) -> GPIOLevel { state.withLock { $0.outputs[index] } }
     func setOutputFailure(_ errno: Errno?) { state.withLock { $0.outputFailure = errno } }
+    func setCloseFailure(_ index: Int, _ errno: Errno) { state.withLock { $0.closeFailures[index] = errno } }
+    func vanish(chipPath: String) { state.withLock { _ = $0.vanished.insert(chipPath) } }
 
-    /// nil on success; the injected errno otherwise (`force`: the close path, never fails).
-    func setOutput(_ index: Int, to level: GPIOLevel, force: Bool = false) -> Errno? {
+    /// What reading the line gives: its level, or ENODEV once its chip has vanished.
+    func readLevel(of input: Int) -> Result<GPIOLevel, Errno> {
         state.withLock { state in
-            if !force, let failure = state.outputFailure { return failure }
+            state.vanished.contains(inputChips[input]) ? .failure(.operationNotSupportedByDevice) : .success(state.physical[input])
+        }
+    }
+
+    /// nil on success, else the errno: ENODEV once the chip has vanished; the injected failure
+    /// (`failOutputWrites` while running, `failSafeLevelAtClose` when `closing`).
+    func setOutput(_ index: Int, to level: GPIOLevel, closing: Bool = false) -> Errno? {
+        state.withLock { state in
+            if state.vanished.contains(outputChips[index]) { return .operationNotSupportedByDevice }
+            if closing, let failure = state.closeFailures[index] { return failure }
+            if !closing, let failure = state.outputFailure { return failure }
             state.outputs[index] = level
             return nil
         }
@@ -221,7 +278,7 @@ private final class SimulatedLines: Sendable {
     func write(stream: Int, input: Int, finalLevel: GPIOLevel, records: [smp_gpio_edge_event]) -> Bool {
         state.withLock { state in
             let fd = state.writeEnds[stream]
-            guard fd >= 0 else { return false }
+            guard fd >= 0, !state.vanished.contains(inputChips[input]) else { return false }
             // Up to PIPE_BUF bytes are written atomically: the reader never sees part of a record.
             // The level changes under the same lock, so `readLevel` never sees one without the other.
             let result = records.withUnsafeBytes { Sys.write(fd, from: $0) }

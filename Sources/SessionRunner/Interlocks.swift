@@ -36,6 +36,35 @@ public struct InterlockHandlers: Sendable {
     }
 }
 
+/// The needle-power output could not be switched off when the interlock lines were released at
+/// the end of a session: the line may still be on (most chips keep a released line's last level).
+/// A session that ends with this is never a success (exit status 71), and the operator is told to
+/// cut the needle power by hand.
+public struct NeedlePowerOffFailure: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The output's name in the machine configuration.
+    public var output: String
+    public var chip: String
+    public var lineOffset: UInt32
+    public var error: GPIOError
+
+    public init(output: String, chip: String, lineOffset: UInt32, error: GPIOError) {
+        self.output = output
+        self.chip = chip
+        self.lineOffset = lineOffset
+        self.error = error
+    }
+
+    /// What the operator must do, in one sentence.
+    public static let instruction = "CUT THE NEEDLE POWER BY HAND NOW (the needle driver's power switch) "
+        + "and keep the applicator away from the skin until it is off."
+
+    /// Plain words for stderr, the summary and the record.
+    public var description: String {
+        "NEEDLE POWER MAY STILL BE ON: the needle-power output \"\(output)\" (\(chip) line \(lineOffset)) "
+            + "could not be switched off when the session ended (\(error)). \(Self.instruction)"
+    }
+}
+
 /// A snapshot of the interlocks, for display.
 public struct InterlockStatus: Sendable, Hashable {
     public struct Input: Sendable, Hashable {
@@ -87,6 +116,8 @@ public final class Interlocks: @unchecked Sendable {
     private var lamp: GPIOLevel = .inactive
     private var started = false
     private var closed = false
+    /// Set (on `queue`) by the close that found the needle-power output could not be driven off.
+    private var closeFailure: NeedlePowerOffFailure?
     private static let queueKey = DispatchSpecificKey<ObjectIdentifier>()
 
     /// The simulated backend, when this runs without hardware (tests, `--sim`).
@@ -118,25 +149,34 @@ public final class Interlocks: @unchecked Sendable {
     /// or, when `simulated` (or when the configuration has no lines at all: developer mode), a
     /// `SimulatedGPIOBackend` whose inputs start at `simulatedInitialLevels` (default: every input
     /// healthy — e-stop released, pedal pressed, contact made, cartridge present). Outputs are
-    /// inactive (needle power off) from the moment they are opened.
+    /// inactive (needle power off) from the moment they are opened. Every input chip is read
+    /// every `healthCheckInterval(leaseMilliseconds:)` (a quarter of the lease), so a chip that
+    /// disappears without waking its descriptor is noticed inside the lease (`GPIOInputPipeline`).
     public static func open(
         configuration: MachineConfiguration, simulated: Bool, requiresLink: Bool = true,
         simulatedInitialLevels: [String: GPIOLevel]? = nil, queue: DispatchQueue? = nil, logger: Logger
     ) throws(GPIOError) -> Interlocks {
         let queue = queue ?? DispatchQueue(label: "smpctl.interlocks", qos: .userInteractive)
+        let health = healthCheckInterval(leaseMilliseconds: configuration.leaseMilliseconds)
         let backend: any InterlockLineBackend
         if simulated || (configuration.inputs.isEmpty && configuration.outputs.isEmpty) {
             let healthy = Dictionary(uniqueKeysWithValues: configuration.inputs.map {
                 ($0.name, $0.role.stopLevel == .active ? GPIOLevel.inactive : .active)
             })
             backend = try SimulatedGPIOBackend(inputs: configuration.gpioInputs, outputs: configuration.gpioOutputs,
-                                               initialLevels: simulatedInitialLevels ?? healthy, queue: queue,
-                                               logger: logger)
+                                               initialLevels: simulatedInitialLevels ?? healthy,
+                                               healthCheckInterval: health, queue: queue, logger: logger)
         } else {
             backend = try LibgpiodBackend.open(inputs: configuration.gpioInputs, outputs: configuration.gpioOutputs,
-                                               queue: queue, logger: logger)
+                                               healthCheckInterval: health, queue: queue, logger: logger)
         }
         return Interlocks(configuration: configuration, backend: backend, requiresLink: requiresLink, logger: logger)
+    }
+
+    /// How often the input chips are checked: a quarter of the applicator's lease (25 ms at the
+    /// default 100 ms), so a chip that vanished is found, and the machine stopped, inside it.
+    public static func healthCheckInterval(leaseMilliseconds: Int) -> Duration {
+        .microseconds(max(leaseMilliseconds, 4) * 1000 / 4)
     }
 
     // MARK: - Starting and stopping
@@ -158,17 +198,52 @@ public final class Interlocks: @unchecked Sendable {
     }
 
     /// Needle power off, lamp off, lines released (the backend drives every output to its safe
-    /// level first). `onClosed` runs on `queue` once every descriptor is closed. Any thread.
+    /// level first). `onClosed` runs on `queue` once every descriptor is closed. Any thread; does
+    /// not wait. A failure to switch the needle power off is logged and kept
+    /// (`needlePowerOffFailure`); a session uses `closeConfirmingNeedlePowerOff()` instead.
     public func close(onClosed: (@Sendable () -> Void)? = nil) {
-        queue.async {
-            if !self.closed {
-                self.closed = true
-                self.handlers = nil
-                self.onEstop = nil
-                self.needlePower = self.needlePowerIndex == nil ? nil : .inactive
-            }
-            self.backend.close(onClosed: onClosed)
+        queue.async { _ = self.closeOnQueue(onClosed: onClosed) }
+    }
+
+    /// `close()`, synchronously: returns once the needle-power output has been driven off (or
+    /// could not be), with the failure if it could not. From any thread, including the interlock
+    /// queue; never call it from inside a handler's caller that the interlock queue waits for.
+    /// Idempotent: a later call returns the first close's result.
+    @discardableResult
+    public func closeConfirmingNeedlePowerOff(onClosed: (@Sendable () -> Void)? = nil) -> NeedlePowerOffFailure? {
+        if DispatchQueue.getSpecific(key: Self.queueKey) == ObjectIdentifier(queue) {
+            return closeOnQueue(onClosed: onClosed)
         }
+        return queue.sync { closeOnQueue(onClosed: onClosed) }
+    }
+
+    /// The failure of the close that could not switch the needle power off; nil before a close
+    /// and when it was switched off. Any thread.
+    public var needlePowerOffFailure: NeedlePowerOffFailure? {
+        if DispatchQueue.getSpecific(key: Self.queueKey) == ObjectIdentifier(queue) { return closeFailure }
+        return queue.sync { closeFailure }
+    }
+
+    private func closeOnQueue(onClosed: (@Sendable () -> Void)?) -> NeedlePowerOffFailure? {
+        dispatchPrecondition(condition: .onQueue(queue))
+        let first = !closed
+        if first {
+            closed = true
+            handlers = nil
+            onEstop = nil
+        }
+        let failures = backend.close(onClosed: onClosed)
+        guard first else { return closeFailure }
+        if let index = needlePowerIndex, let failure = failures.first(where: { $0.output == index }) {
+            needlePowerFailed = true
+            let output = configuration.outputs[index]
+            closeFailure = NeedlePowerOffFailure(output: output.name, chip: output.chip, lineOffset: output.lineOffset,
+                                                 error: failure.error)
+            logger.critical("\(closeFailure!)")
+        } else {
+            needlePower = needlePowerIndex == nil ? nil : .inactive
+        }
+        return closeFailure
     }
 
     // MARK: - Operator and link (any thread)

@@ -98,9 +98,12 @@ public struct SessionAccount: Sendable {
     /// `disarmed`). False: it was latched (its latch keeps the needle drive off), unreachable,
     /// or did not answer.
     public var deviceDisarmed = false
+    /// The needle-power output could not be switched off at the end: it may still be on.
+    public var needlePowerOffFailure: NeedlePowerOffFailure?
 
     /// sysexits-style exit status (documented in docs/operator-guide.md and `smpctl run --help`).
     public var exitCode: Int32 {
+        if needlePowerOffFailure != nil { return 71 }  // EX_OSERR: before anything else, whatever the outcome
         if recordsFailed { return 74 }
         switch outcome {
         case .completed: return 0
@@ -816,8 +819,12 @@ public final class Session: @unchecked Sendable {
             inDoubt.append(contentsOf: stillInFlight)
             journal?.submit { $0.statusChanges.append((.ambiguous, stillInFlight)) }
         }
-        // Needle power off and lines released, whatever the outcome.
-        options.interlocks?.close()
+        // Needle power off and lines released, whatever the outcome; if it cannot be switched
+        // off, that is part of the outcome (`finish` reads it back into the account).
+        if let failure = options.interlocks?.closeConfirmingNeedlePowerOff() {
+            audit("needle-power-off-failed", ["output": failure.output, "error": "\(failure.error)",
+                                              "message": "\(failure)"])
+        }
         // Claimed but never sent: back to planned.
         let unsent = claiming.map(\.dotID) + ready[readyHead...].map(\.dotID) + retry.map(\.dotID)
         // The applicator is left disarmed (CLEAR, §6.9.7), then the port closes; the record's
@@ -881,6 +888,10 @@ public final class Session: @unchecked Sendable {
                 account.reason = (account.reason.map { $0 + "; " } ?? "") + "\(recordFailure)"
             }
             account.recordsFailed = true
+        }
+        if let failure = options.interlocks?.needlePowerOffFailure {
+            account.needlePowerOffFailure = failure
+            account.reason = (account.reason.map { $0 + "; " } ?? "") + "\(failure)"
         }
         onEvent(.linkMetrics(lastMetrics))
         onEvent(.finished(account))

@@ -118,7 +118,9 @@ struct Run: ParsableCommand {
             only when every dot was confirmed done by the applicator (after `smpctl resume \
             --ambiguous skip`: every dot the operator did not skip; the summary counts both); \
             65 invalid plan; 69 \
-            applicator unavailable or link lost; 74 records not writable (or their file deleted or \
+            applicator unavailable or link lost; 71 the needle-power output could not be switched \
+            off at the end, whatever else happened (it may still be on: cut the needle power by \
+            hand); 74 records not writable (or their file deleted or \
             replaced during the session: it holds); 75 held or stopped before the end; 77 \
             permission denied on the device or for [host] realtime_priority; 78 invalid machine \
             configuration, or records written by a newer smpctl.

@@ -139,7 +139,14 @@ final class RunReporter: Sendable {
             ]
             if let reason = a.reason { object["reason"] = reason }
             if let id = a.sessionID { object["session_id"] = id }
+            if let failure = a.needlePowerOffFailure {
+                object["needle_power_off_failed"] = [
+                    "output": failure.output, "chip": failure.chip, "line": failure.lineOffset,
+                    "error": "\(failure.error)", "message": "\(failure)",
+                ] as [String: Any]
+            }
             Output.printJSON(object)
+            if let failure = a.needlePowerOffFailure { Output.err("smpctl: \(failure)") }
         }
     }
 
@@ -225,6 +232,11 @@ final class RunReporter: Sendable {
             state.live = nil
             let m = a.metrics
             for text in Self.summaryLines(a, sim: sim) { print(text) }
+            if let failure = a.needlePowerOffFailure {
+                // On stderr as well, so it is seen even when the summary is redirected.
+                print("  NEEDLE POWER MAY STILL BE ON: \(NeedlePowerOffFailure.instruction)")
+                Output.err("smpctl: \(failure)")
+            }
             // The rate over the time since arming: the preflight question's wait is not streaming.
             let armedSeconds = state.startNanos > 0 ? Double(DispatchTime.now().uptimeNanoseconds &- state.startNanos) / 1e9 : 0
             let rate = armedSeconds > 0 ? String(format: ", %.0f dots/s", Double(a.done.count) / armedSeconds) : ""

@@ -8,6 +8,7 @@ enum ExitStatus {
     static let noInput: Int32 = 66  // EX_NOINPUT: a file could not be read
     static let unavailable: Int32 = 69  // EX_UNAVAILABLE: device absent, busy or link lost
     static let software: Int32 = 70  // EX_SOFTWARE
+    static let needlePowerNotOff: Int32 = 71  // EX_OSERR: needle power could not be switched off at the end
     static let ioError: Int32 = 74  // EX_IOERR
     static let incomplete: Int32 = 75  // EX_TEMPFAIL: session held or stopped before the end, or running elsewhere
     static let protocolError: Int32 = 76  // EX_PROTOCOL: the device refused or misbehaved
@@ -22,10 +23,11 @@ struct SMPCtl: ParsableCommand {
         abstract: "Controller for a computer-controlled scalp-micropigmentation applicator.",
         discussion: """
             Exit status: 0 success; 64 usage error; 65 invalid plan; 66 file not readable; \
-            69 applicator unavailable or link lost; 74 I/O error; 75 session held or stopped before \
-            the end (resumable), or running in another process; 76 applicator refused or broke the \
-            protocol; 77 permission denied; 78 invalid machine configuration, or treatment records \
-            written by a newer smpctl.
+            69 applicator unavailable or link lost; 71 the needle power could not be switched off at \
+            the end (it may still be on: cut it by hand); 74 I/O error; 75 session held or stopped \
+            before the end (resumable), or running in another process; 76 applicator refused or \
+            broke the protocol; 77 permission denied; 78 invalid machine configuration, or \
+            treatment records written by a newer smpctl.
             """,
         version: "0.1.0",
         subcommands: [Run.self, Resume.self, Validate.self, Sessions.self, Report.self, Export.self, Config.self, Sim.self, Devices.self, Probe.self, Preview.self])

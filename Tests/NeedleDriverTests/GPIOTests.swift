@@ -163,11 +163,12 @@ final class GPIOTests: XCTestCase {
     }
 
     private func startSimulated(
-        debounce: Duration = .milliseconds(50), initial: [String: GPIOLevel] = [:]
+        debounce: Duration = .milliseconds(50), initial: [String: GPIOLevel] = [:], healthCheck: Duration? = nil
     ) throws -> (SimulatedGPIOBackend, Changes, DispatchQueue) {
         let queue = DispatchQueue(label: "GPIOTests.backend")
         let backend = try SimulatedGPIOBackend(inputs: lines(debounce: debounce), outputs: outputs,
-                                               initialLevels: initial, queue: queue, logger: logger)
+                                               initialLevels: initial, healthCheckInterval: healthCheck,
+                                               queue: queue, logger: logger)
         let changes = Changes()
         queue.sync { backend.start { change in changes.append(change) } }
         return (backend, changes, queue)
@@ -175,7 +176,7 @@ final class GPIOTests: XCTestCase {
 
     private func close(_ backend: SimulatedGPIOBackend, _ queue: DispatchQueue) {
         let closed = XCTestExpectation(description: "closed")
-        queue.sync { backend.close { closed.fulfill() } }
+        queue.sync { _ = backend.close { closed.fulfill() } }
         wait(for: [closed], timeout: Self.timeout)
     }
 
@@ -260,6 +261,54 @@ final class GPIOTests: XCTestCase {
         // gpiochip1 still works.
         backend.press(line: "contact")
         wait(for: [changes.expectation("contact") { self.readings($0, input: 2).count >= 2 }], timeout: Self.timeout)
+    }
+
+    // MARK: - A chip that vanishes without waking its descriptor (kernel 6.1: docs/hil.md)
+
+    func testVanishedChipWhoseDescriptorStaysSilentIsFoundByTheHealthCheck() throws {
+        // Lease 100 ms → a check every 25 ms. The descriptor never fires: only the check can see it.
+        let (backend, changes, queue) = try startSimulated(initial: ["estop": .inactive, "pedal": .active],
+                                                           healthCheck: .milliseconds(25))
+        defer { close(backend, queue) }
+        let before = MonotonicClock.nowNanoseconds()
+        backend.vanish(chip: "gpiochip0")
+        // Generous: the point is that it comes at all (it never did before the health check); the
+        // timestamp below says when.
+        wait(for: [changes.expectation("lost") { items in
+            items.contains { $0.inputIndex == 0 && $0.reading == .lost } && items.contains { $0.inputIndex == 1 && $0.reading == .lost }
+        }], timeout: 5)
+        let lost = try XCTUnwrap(changes.all.first { $0.inputIndex == 0 && $0.reading == .lost })
+        XCTAssertGreaterThanOrEqual(lost.timestampNanos, before)
+        XCTAssertFalse(changes.all.contains { $0.inputIndex == 2 && $0.reading == .lost }, "gpiochip1 is still there")
+        XCTAssertFalse(backend.press(line: "estop"), "nothing reaches a vanished chip")
+        XCTAssertThrowsError(try queue.sync { try backend.setOutput(0, to: .active) }, "its outputs are gone too")
+        // gpiochip1 still works and is still checked.
+        backend.press(line: "contact")
+        wait(for: [changes.expectation("contact") { self.readings($0, input: 2).count >= 2 }], timeout: Self.timeout)
+    }
+
+    func testWithoutTheHealthCheckAVanishedChipIsNotNoticed() throws {
+        // What the health check is for: the same removal with no check stays silent.
+        let (backend, changes, queue) = try startSimulated(initial: ["estop": .inactive])
+        defer { close(backend, queue) }
+        backend.vanish(chip: "gpiochip0")
+        Thread.sleep(forTimeInterval: 0.3)
+        XCTAssertFalse(changes.all.contains { $0.reading == .lost })
+    }
+
+    func testSafeLevelFailingAtCloseIsReturnedAndTheOutputKeepsItsLevel() throws {
+        let (backend, _, queue) = try startSimulated()
+        try queue.sync { try backend.setOutput(0, to: .active) }
+        backend.failSafeLevelAtClose(output: "needle", with: .ioError)
+        let closed = XCTestExpectation(description: "closed")
+        let failures = queue.sync { backend.close { closed.fulfill() } }
+        wait(for: [closed], timeout: Self.timeout)
+        XCTAssertEqual(failures.map(\.name), ["needle"])
+        XCTAssertEqual(failures.first?.error, .io(operation: "setting \"needle\" inactive before release", chip: "gpiochip0",
+                                                  errno: .ioError))
+        XCTAssertEqual(backend.value(of: "needle"), .active, "the line was never driven off")
+        XCTAssertEqual(backend.value(of: "lamp"), .inactive, "the other output was")
+        XCTAssertEqual(queue.sync { backend.close() }.map(\.name), ["needle"], "a later close says the same")
     }
 
     func testOutputsStartSafeCanBeDrivenAndAreMadeSafeOnClose() throws {

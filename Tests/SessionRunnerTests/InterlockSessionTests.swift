@@ -110,6 +110,43 @@ final class InterlockSessionTests: XCTestCase {
         XCTAssertEqual(Set(done).count, 80, "a dot ran twice")
     }
 
+    func testCompletedSessionWhoseNeedlePowerOffFailedExitsNonZeroSaysCutItByHandAndIsAudited() throws {
+        var options = SimulatorOptions()
+        options.timeScale = 0
+        let simulator = try SimulatedApplicator.start(options, logger: logger)
+        defer { simulator.stop() }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-power-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try RecordStore(path: directory.appendingPathComponent("records.sqlite").path)
+        let interlocks = try Interlocks.open(configuration: machine, simulated: true, logger: logger)
+        // The relay driver stops answering: the needle power cannot be switched off at the end.
+        interlocks.simulator?.failSafeLevelAtClose(output: "needle-power", with: .ioError)
+        var sessionOptions = SessionOptions()
+        sessionOptions.interlocks = interlocks
+        sessionOptions.recording = RecordingOptions(store: store, planPath: "/tmp/p.json", planSHA256: "h",
+                                                    operatorName: "tester", machineID: "m")
+        let session = Session(plan: plan(30), options: sessionOptions, logger: logger)
+        let account = try session.run(devicePath: simulator.devicePath, confirm: { _ in true }, onEvent: { _ in })
+
+        XCTAssertEqual(account.outcome, .completed, "every dot was done: the outcome says so")
+        XCTAssertEqual(account.done.count, 30)
+        XCTAssertEqual(account.exitCode, 71, "never 0 while the needle power may be on")
+        let failure = try XCTUnwrap(account.needlePowerOffFailure)
+        XCTAssertEqual(failure.output, "needle-power")
+        let reason = try XCTUnwrap(account.reason)
+        XCTAssertTrue(reason.contains("CUT THE NEEDLE POWER BY HAND"), reason)
+        XCTAssertEqual(interlocks.simulator?.value(of: "needle-power"), .active, "the line really is still on")
+        let id = try XCTUnwrap(account.sessionID)
+        let events = try store.events(session: id)
+        let audited = try XCTUnwrap(events.first { $0.kind == "needle-power-off-failed" }, "\(events.map(\.kind))")
+        XCTAssertTrue(audited.detail.contains("needle-power"), audited.detail)
+        XCTAssertTrue(audited.detail.contains("CUT THE NEEDLE POWER BY HAND"), audited.detail)
+        let kinds = events.map(\.kind)
+        XCTAssertLessThan(try XCTUnwrap(kinds.firstIndex(of: "needle-power-off-failed")),
+                          try XCTUnwrap(kinds.lastIndex(of: "session-ended")), "recorded before the session's end")
+    }
+
     func testArmingIsRefusedWhileAnInputIsUnhealthy() throws {
         var options = SimulatorOptions()
         options.timeScale = 0

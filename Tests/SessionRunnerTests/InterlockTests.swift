@@ -482,6 +482,57 @@ final class InterlockTests: XCTestCase {
         XCTAssertEqual(interlocks.status().state, .estopped, "a lost line never becomes healthy again")
     }
 
+    func testChipThatVanishesSilentlyIsAnEstopInsideTheLease() throws {
+        // The kernel (6.1) does not wake a removed chip's descriptors: only the health check, a
+        // read every lease/4, can see it. Armed, needle power on; the chip vanishes.
+        XCTAssertEqual(Interlocks.healthCheckInterval(leaseMilliseconds: 100), .milliseconds(25))
+        let (interlocks, observed) = try start()
+        defer { closeAndWait(interlocks) }
+        expect(observed, "armed", after: { interlocks.operatorReset() }) { $0.to == .armed }
+        let before = MonotonicClock.nowNanoseconds()
+        // 5 s, not 30: it must come by itself (the descriptor stays silent), and it did not before.
+        let stopped = observed.expectation("estopped") { $0.contains {
+            $0.cause == .input(name: "estop", role: .estop, reading: .lost) && $0.to == .estopped } }
+        interlocks.simulator?.vanish(chip: "gpiochip0")
+        wait(for: [stopped], timeout: 5)
+        let transition = try XCTUnwrap(observed.transitions.first { $0.to == .estopped })
+        XCTAssertEqual(transition.actions, [.needlePowerOff, .sendEstop])
+        XCTAssertEqual("\(transition.cause)", "e-stop \"estop\" line lost")
+        XCTAssertEqual(observed.estops.count, 1, "ESTOP sent to the applicator")
+        XCTAssertEqual(interlocks.status().state, .estopped)
+        // The needle-power output was on the vanished chip too: it could not be driven, and that
+        // is recorded (the close will say so as well).
+        XCTAssertTrue(interlocks.status().needlePowerFailed)
+        print("chip vanished → estopped after \(Double(transition.timestampNanos - before) / 1e6) ms (lease 100 ms)")
+    }
+
+    func testNeedlePowerOffFailingAtCloseIsReturnedKeptAndSaysCutItByHand() throws {
+        let (interlocks, observed) = try start()
+        expect(observed, "armed", after: { interlocks.operatorReset() }) { $0.to == .armed }
+        let simulator = try XCTUnwrap(interlocks.simulator)
+        simulator.failSafeLevelAtClose(output: "needle-power", with: .ioError)
+        let closed = XCTestExpectation(description: "closed")
+        let failure = try XCTUnwrap(interlocks.closeConfirmingNeedlePowerOff { closed.fulfill() })
+        wait(for: [closed], timeout: Self.timeout)
+        XCTAssertEqual(failure.output, "needle-power")
+        XCTAssertEqual(failure.chip, "gpiochip0")
+        XCTAssertEqual(failure.lineOffset, 24)
+        XCTAssertTrue("\(failure)".contains("NEEDLE POWER MAY STILL BE ON"), "\(failure)")
+        XCTAssertTrue("\(failure)".contains("CUT THE NEEDLE POWER BY HAND"), "\(failure)")
+        XCTAssertEqual(simulator.value(of: "needle-power"), .active, "the line is still on")
+        XCTAssertEqual(interlocks.needlePowerOffFailure, failure, "kept for whoever asks later")
+        XCTAssertEqual(interlocks.closeConfirmingNeedlePowerOff(), failure, "a second close says the same")
+        XCTAssertTrue(interlocks.status().needlePowerFailed)
+    }
+
+    func testCloseThatSwitchesNeedlePowerOffReportsNoFailure() throws {
+        let (interlocks, observed) = try start()
+        expect(observed, "armed", after: { interlocks.operatorReset() }) { $0.to == .armed }
+        XCTAssertNil(interlocks.closeConfirmingNeedlePowerOff())
+        XCTAssertNil(interlocks.needlePowerOffFailure)
+        XCTAssertEqual(interlocks.simulator?.value(of: "needle-power"), .inactive)
+    }
+
     func testLinkAndDeviceEvents() throws {
         let (interlocks, observed) = try start()
         defer { closeAndWait(interlocks) }
