@@ -156,6 +156,37 @@ final class SafetyRegressionTests: XCTestCase {
         XCTAssertFalse(second.injectedDots.contains { $0.dotID == cut }, "the cut-short dot was injected again")
     }
 
+    // MARK: Item 4 — a simulator restarted with the same seed is a new boot
+
+    /// The applicator loses power mid-session (the simulator stops), comes back with the same
+    /// seed, and the session is resumed: the dots in flight may have run before the power went,
+    /// so they need the operator's decision — never "device boot unchanged; done_count 0 → 0".
+    func testResumeAfterAPowerCycleWithTheSameSeedNeverTreatsInFlightDotsAsNotInjected() throws {
+        let store = try RecordStore(path: try temporaryPath())
+        let plan = plan(80, dwell: 300_000)
+        let first = try simulator(timeScale: 0.1, seed: 5)
+        // The power goes while the first dot is in the skin: nothing is recorded done yet, so the
+        // device's done_count (0) after the restart looks like "none of them ran".
+        Thread.detachNewThread {
+            let deadline = Date().addingTimeInterval(30)
+            while Date() < deadline {
+                if !first.status.needleRetracted { first.stop(); return }
+                usleep(200)
+            }
+        }
+        let account = try run(Session(plan: plan, options: recorded(store), logger: logger), on: first)
+        XCTAssertEqual(account.outcome, .linkLost, account.reason ?? "")
+        let id = try XCTUnwrap(account.sessionID)
+        let second = try simulator(timeScale: 0, seed: 5)
+        XCTAssertNotEqual(first.status.bootID, second.status.bootID, "a new boot must have a new boot id")
+        let resumed = try run(Session(plan: plan, options: recorded(store, resume: id), logger: logger), on: second)
+        XCTAssertEqual(resumed.outcome, .needsDecision, resumed.reason ?? "")
+        let before = Set(first.injectedDots.map(\.dotID))
+        let twice = second.injectedDots.map(\.dotID).filter { before.contains($0) }
+        XCTAssertTrue(twice.isEmpty, "injected twice: \(twice)")
+        XCTAssertTrue(resumed.reason?.contains("may or may not have been injected") ?? false, resumed.reason ?? "")
+    }
+
     // MARK: Item 3 — no skin contact at ARM: the needle never starts by itself
 
     func testArmWithoutSkinContactWaitsForTheOperatorAndNeverResumesByItself() throws {
