@@ -137,12 +137,13 @@ public struct InterlockTransition: Sendable, Hashable, CustomStringConvertible {
 ///
 /// - It starts `faulted`. It becomes `armed` only on the operator's reset (an event, never a
 ///   level) while every configured input is healthy and the link is up.
-/// - An e-stop input pressed or lost, the operator's e-stop → `estopped` with
-///   [needlePowerOff, sendEstop], from any state, every time. The applicator latching → `estopped`
+/// - An e-stop input pressed or lost, any input line lost (it can never read healthy again: a
+///   doubt), the operator's e-stop → `estopped` with [needlePowerOff, sendEstop], from any
+///   state, every time. The applicator latching → `estopped`
 ///   with [needlePowerOff].
 /// - `estopped` is left only by the operator's reset, and only when every input is healthy:
 ///   releasing the e-stop never restarts anything.
-/// - Pedal released, contact lost, cartridge missing (or their lines lost), the operator's hold
+/// - Pedal released, contact lost, cartridge missing, the operator's hold
 ///   → `held` with [hold] when armed. Leaving `held` takes the operator's resume with every input
 ///   healthy; nothing resumes by itself. The applicator holding on its own → `held`.
 /// - Link lost → `faulted` with [needlePowerOff] (from `estopped` it stays `estopped`).
@@ -225,8 +226,11 @@ public struct InterlockMachine: Sendable, Hashable {
             let input = inputs[index]
             readings[index] = reading
             cause = .input(name: input.name, role: input.role, reading: reading)
-            if input.role == .estop {
-                if reading != .inactive {  // pressed or lost: fail closed
+            if input.role == .estop || reading == .lost {
+                // The e-stop pressed or lost, or any line that can no longer be read (its chip
+                // removed): a doubt, so the safe state — needle power off, ESTOP — not a hold
+                // that would keep the needle powered on a line that can never read healthy again.
+                if reading != .inactive || input.role != .estop {
                     state = .estopped
                     actions = [.needlePowerOff, .sendEstop]
                 }

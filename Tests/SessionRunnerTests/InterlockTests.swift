@@ -65,7 +65,7 @@ final class InterlockTests: XCTestCase {
         ]
         for index in [Self.pedal, Self.contact, Self.cartridge] {
             table.append((.input(index: index, reading: .inactive), holdFromArmed))
-            table.append((.input(index: index, reading: .lost), holdFromArmed))
+            table.append((.input(index: index, reading: .lost), estopAll))  // a doubt: the safe state
             table.append((.input(index: index, reading: .active), nothing))
         }
         table += [
@@ -477,7 +477,8 @@ final class InterlockTests: XCTestCase {
             $0.cause == .input(name: "estop", role: .estop, reading: .lost)
         }
         XCTAssertEqual(interlocks.status().state, .estopped)
-        XCTAssertEqual(observed.estops.count, 1)
+        // Every line of the chip is lost, and each is a stop: one ESTOP each (a repeat changes nothing).
+        XCTAssertGreaterThanOrEqual(observed.estops.count, 1)
         expect(observed, "reset", after: { interlocks.operatorReset() }) { $0.cause == .operatorReset }
         XCTAssertEqual(interlocks.status().state, .estopped, "a lost line never becomes healthy again")
     }
@@ -498,7 +499,7 @@ final class InterlockTests: XCTestCase {
         let transition = try XCTUnwrap(observed.transitions.first { $0.to == .estopped })
         XCTAssertEqual(transition.actions, [.needlePowerOff, .sendEstop])
         XCTAssertEqual("\(transition.cause)", "e-stop \"estop\" line lost")
-        XCTAssertEqual(observed.estops.count, 1, "ESTOP sent to the applicator")
+        XCTAssertGreaterThanOrEqual(observed.estops.count, 1, "ESTOP sent to the applicator")
         XCTAssertEqual(interlocks.status().state, .estopped)
         // The needle-power output was on the vanished chip too: it could not be driven, and that
         // is recorded (the close will say so as well).
