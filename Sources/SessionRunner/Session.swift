@@ -413,10 +413,13 @@ public final class Session: @unchecked Sendable {
                 onTransition: { [weak self] transition in
                     guard let session = self else { return }
                     link.queue.async {
-                        guard session.outcome == nil else { return }
+                        // The transition that stopped the session (an e-stop line, a lost chip)
+                        // often arrives after the applicator's STATUS ended it: it still belongs
+                        // in the record, until the record's last batch.
+                        guard !session.recordClosing else { return }
                         session.audit("interlock", ["from": "\(transition.from)", "to": "\(transition.to)",
                                                     "cause": "\(transition.cause)"])
-                        session.onEvent(.interlock(transition))
+                        if session.outcome == nil { session.onEvent(.interlock(transition)) }
                     }
                 }))
         }
@@ -838,6 +841,7 @@ public final class Session: @unchecked Sendable {
     /// The session's last batch, once the applicator has answered (or not) the CLEAR.
     private func closeRecord(outcome: SessionOutcome, unsent: [UInt32], deviceDisarmed: Bool) {
         self.deviceDisarmed = deviceDisarmed
+        recordClosing = true
         guard let journal else {
             finish(outcome)
             return
@@ -862,6 +866,8 @@ public final class Session: @unchecked Sendable {
 
     /// The applicator confirmed it was left disarmed at the end (nil before the end).
     private var deviceDisarmed: Bool?
+    /// Set when the record's last batch is submitted: nothing is audited after it.
+    private var recordClosing = false
 
     private var finishedOnce = false
 
