@@ -80,7 +80,14 @@ public final class SimulatedGPIOBackend: InterlockLineBackend, @unchecked Sendab
                 fd: readEnd,
                 chip: path,
                 lines: members.map { (inputs[$0].lineOffset, $0) },
-                readEvents: { buffer in Self.readRecords(readEnd, into: buffer) },
+                readEvents: { buffer in
+                    // A vanished chip: what was written is drained, the read fails as the kernel's.
+                    if lines.isVanished(path) {
+                        _ = Sys.read(readEnd, into: UnsafeMutableRawBufferPointer(buffer))
+                        return .failure(.operationNotSupportedByDevice)
+                    }
+                    return Self.readRecords(readEnd, into: buffer)
+                },
                 readLevel: { position in lines.readLevel(of: members[position]) },
                 release: {
                     _ = Sys.close(readEnd)
@@ -174,13 +181,23 @@ public final class SimulatedGPIOBackend: InterlockLineBackend, @unchecked Sendab
                            records: records)
     }
 
-    /// The chip goes away: its pipe's write end is closed, the reader sees end-of-file and every
-    /// line of that chip is reported `.lost`. `chip` as in the configuration ("gpiochip0").
+    /// The chip goes away and its descriptor wakes the reader: the next read fails with ENODEV
+    /// and every line of that chip is reported `.lost`. `chip` as in the configuration
+    /// ("gpiochip0").
+    ///
+    /// Not by closing the pipe's write end: a pipe at end-of-file reports EPOLLHUP for ever, and
+    /// cancelling a Dispatch read source while epoll keeps reporting its descriptor crashes
+    /// libdispatch's manager thread now and then (swift-corelibs-libdispatch #949: a muxnote
+    /// freed while an event for it is being drained; seen in 4 of 25 runs of InterlockTests).
+    /// One wake-up byte, drained by the failing read, leaves nothing pending when the source is
+    /// cancelled — as with a real removed chip, whose descriptor reports nothing (docs/hil.md).
     public func disconnect(chip: String) {
-        guard let s = chipPaths.firstIndex(of: GPIOChip.path(of: chip)) else {
+        let path = GPIOChip.path(of: chip)
+        guard let s = chipPaths.firstIndex(of: path) else {
             preconditionFailure("no simulated chip \(chip)")
         }
-        lines.closeWriteEnd(s)
+        lines.vanish(chipPath: path)
+        lines.wake(stream: s)
     }
 
     /// The chip goes away without its descriptor telling anyone: the pipe stays open and silent
@@ -255,6 +272,17 @@ private final class SimulatedLines: Sendable {
     func setOutputFailure(_ errno: Errno?) { state.withLock { $0.outputFailure = errno } }
     func setCloseFailure(_ index: Int, _ errno: Errno) { state.withLock { $0.closeFailures[index] = errno } }
     func vanish(chipPath: String) { state.withLock { _ = $0.vanished.insert(chipPath) } }
+    func isVanished(_ chipPath: String) -> Bool { state.withLock { $0.vanished.contains(chipPath) } }
+
+    /// Makes the stream's descriptor readable (one byte) whatever the chip's state.
+    func wake(stream: Int) {
+        state.withLock { state in
+            let fd = state.writeEnds[stream]
+            guard fd >= 0 else { return }
+            var byte: UInt8 = 0
+            _ = withUnsafeBytes(of: &byte) { Sys.write(fd, from: $0) }
+        }
+    }
 
     /// What reading the line gives: its level, or ENODEV once its chip has vanished.
     func readLevel(of input: Int) -> Result<GPIOLevel, Errno> {
