@@ -393,8 +393,10 @@ public final class Session: @unchecked Sendable {
         guard let link = requestLink else { return }
         link.emergencyStop(cause: cause)
         link.queue.async {
+            // After the record's last batch the session is over: the ESTOP still went out above.
+            guard !self.recordClosing else { return }
             self.audit("estop", ["cause": "\(cause)"])
-            self.pendingEnd = .stopped
+            if self.outcome == nil { self.pendingEnd = .stopped }
         }
     }
 
