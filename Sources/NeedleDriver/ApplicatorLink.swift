@@ -364,9 +364,11 @@ public final class ApplicatorLink: @unchecked Sendable {
     }
 
     /// The end of a session (§6.9.7): CLEAR, so the device is left disarmed (needle power off)
-    /// rather than held or ready, then close. Only from `ready` or `held` with the needle at
-    /// standoff — a latched device keeps its latch (its needle drive is already off; leaving it
-    /// is the operator's action), and a device still running is not cleared. `completion(true)`
+    /// rather than held or ready, then close. Sent unless the device is latched — it keeps its
+    /// latch (its needle drive is already off; leaving it is the operator's action) — or a dot is
+    /// still in flight. A last STATUS `running` with nothing in flight is stale (the `ready` after
+    /// the last DOT_DONE was lost on the line): CLEAR goes all the same — a device really running
+    /// ignores it (§6.9.7), one that is ready disarms. `completion(true)`
     /// once a STATUS shows `disarmed`; `completion(false)` when CLEAR was not sent or not
     /// confirmed after its attempts. Either comes once the port's descriptor is closed, so the
     /// caller may open the path again at once. Streaming has stopped before.
@@ -376,8 +378,9 @@ public final class ApplicatorLink: @unchecked Sendable {
         if pullingDots { return queue.async { self.disarmAndClose(completion: completion) } }
         streaming = false
         resumeQueued = false
-        guard let status = deviceStatus, hello != nil, status.needleRetracted,
-              status.state == .ready || status.state == .held || status.state == .disarmed else {
+        guard let status = deviceStatus, hello != nil, !latched,
+              (status.needleRetracted && (status.state == .ready || status.state == .held || status.state == .disarmed))
+                || (status.state == .running && inFlight.isEmpty) else {
             close()
             return whenPortClosed { completion(false) }
         }

@@ -314,7 +314,9 @@ public final class Session: @unchecked Sendable {
     private func resumeNow() {
         guard let link = requestLink else { return }
         link.queue.async {
-            guard self.outcome == nil, self.holding else { return }
+            // An end under way (abort, e-stop, a failed record, an envelope refusal) is not
+            // resumed: it would be audited as the operator's resume of a session that is ending.
+            guard self.outcome == nil, self.holding, self.pendingEnd == nil else { return }
             self.holding = false
             self.audit("resume", ["cause": "operator"])
             self.onEvent(.resumed)

@@ -308,6 +308,40 @@ final class SafetyRegressionTests: XCTestCase {
         XCTAssertEqual(Set(done).count, 30)
     }
 
+    /// Review of a3f079b: Ctrl-C (hold), the end confirmed (abort), then Enter, in a burst while a
+    /// dot is in the skin. The resume used to be taken — audited as the operator's resume of a
+    /// session that was ending, and a RESUME queued behind the ABORT's fence.
+    func testAResumeAfterAnAbortIsNotTakenNorAudited() throws {
+        let store = try RecordStore(path: try temporaryPath())
+        let simulator = try simulator(timeScale: 0.5)
+        let session = Session(plan: plan(40, dwell: 300_000), options: recorded(store), logger: logger)
+        let resumed = ManagedFlag()
+        Thread.detachNewThread {
+            let deadline = Date().addingTimeInterval(30)
+            while Date() < deadline {
+                let status = simulator.status
+                if status.doneCount >= 3 && !status.needleRetracted {
+                    session.requestHold()
+                    session.requestAbort(reason: "test")
+                    session.requestResume()
+                    return
+                }
+                usleep(200)
+            }
+        }
+        let account = try run(session, on: simulator) { event in
+            if case .resumed = event { _ = resumed.setOnce() }
+        }
+        XCTAssertEqual(account.outcome, .held, account.reason ?? "")
+        XCTAssertFalse(resumed.wasSet, "a resume was reported after the abort")
+        let kinds = try store.events(session: try XCTUnwrap(account.sessionID)).map(\.kind)
+        XCTAssertFalse(kinds.contains("resume"), "\(kinds)")
+        let injected = simulator.injectedDots.count
+        Thread.sleep(forTimeInterval: 0.3)
+        XCTAssertEqual(simulator.injectedDots.count, injected)
+        XCTAssertEqual(simulator.status.state, .disarmed)
+    }
+
     // MARK: Item 9 — every end leaves the applicator disarmed
 
     func testACompletedSessionLeavesTheApplicatorDisarmed() throws {
