@@ -118,6 +118,17 @@ struct ResumeResolution {
                     """
                 return result
             }
+            if decision == .redo, session.bootID == hello.bootID, hello.capabilities.contains(.spacing) {
+                // The device keeps the spots of its recent skin entries until it reboots (§6.11)
+                // and refuses — latching — a dot on top of one: a redo needs a fresh boot.
+                result.refusal = """
+                    the applicator has not been power-cycled since these dots (boot id \(hello.bootID) \
+                    unchanged): it remembers the spots of its most recent skin entries (firmware-protocol.md \
+                    §6.11) and would refuse a dot on top of them, latching a fault. Power-cycle the \
+                    applicator, then resume again with --ambiguous redo. Nothing was armed.
+                    """
+                return result
+            }
             let target: DotStatus = decision == .skip ? .skipped : .planned
             result.statusChanges.append((target, unknown))
             result.events.append(RecordBatch.Event(kind: "operator-decision", detail: [

@@ -833,17 +833,20 @@ public final class Session: @unchecked Sendable {
                                               "message": "\(failure)"])
         }
         // Claimed but never sent: back to planned.
+        // Written before the CLEAR: a host that dies while the device answers it must not leave
+        // dots that never left the host as `sent` (a resume would then ask about them).
         let unsent = claiming.map(\.dotID) + ready[readyHead...].map(\.dotID) + retry.map(\.dotID)
+        if !unsent.isEmpty { journal?.submit(urgent: true) { $0.statusChanges.append((.planned, unsent)) } }
         // The applicator is left disarmed (CLEAR, §6.9.7), then the port closes; the record's
         // last batch says whether the device confirmed it.
         link.disarmAndClose { [weak self] disarmed in
             guard let self else { return }
-            self.link?.queue.async { self.closeRecord(outcome: outcome, unsent: unsent, deviceDisarmed: disarmed) }
+            self.link?.queue.async { self.closeRecord(outcome: outcome, deviceDisarmed: disarmed) }
         }
     }
 
     /// The session's last batch, once the applicator has answered (or not) the CLEAR.
-    private func closeRecord(outcome: SessionOutcome, unsent: [UInt32], deviceDisarmed: Bool) {
+    private func closeRecord(outcome: SessionOutcome, deviceDisarmed: Bool) {
         self.deviceDisarmed = deviceDisarmed
         recordClosing = true
         guard let journal else {
@@ -855,7 +858,6 @@ public final class Session: @unchecked Sendable {
         let reason = self.reason
         let deviceState = link?.deviceStatus.map { "\($0.state)" } ?? "unknown"
         journal.submit(urgent: true) { batch in
-            if !unsent.isEmpty { batch.statusChanges.append((.planned, unsent)) }
             batch.events.append(RecordBatch.Event(kind: "link-metrics", detail: [
                 "frames_sent": "\(metrics.framesSent)", "frames_received": "\(metrics.framesReceived)",
                 "retransmissions": "\(metrics.retransmissions)", "bad_frames": "\(metrics.badFramesReceived)",

@@ -100,6 +100,21 @@ final class RecordStoreTests: XCTestCase {
         XCTAssertEqual(skipped.skippedCount, 1)
     }
 
+    /// A redo on the boot that cut the dot would be refused by the device's spacing ring (§6.11)
+    /// and latch it: resume says to power-cycle first, and arms nothing.
+    func testRedoOnTheSameBootOfASpacingDeviceAsksForAPowerCycleFirst() throws {
+        let (store, id) = try crashedSession()
+        var spacing = hello(boot: 7, doneCount: 12, lastDone: 2)
+        spacing.capabilities.insert(.spacing)
+        let latched = held(currentDot: 3, state: .estop, fault: .estopButton)
+        let refused = try ResumeResolution.resolve(store: store, sessionID: id, hello: spacing, status: latched, decision: .redo)
+        XCTAssertTrue(refused.refusal?.contains("Power-cycle the applicator") ?? false, refused.refusal ?? "")
+        var rebooted = hello(boot: 8, doneCount: 0, lastDone: 0)
+        rebooted.capabilities.insert(.spacing)
+        let redo = try ResumeResolution.resolve(store: store, sessionID: id, hello: rebooted, status: nil, decision: .redo)
+        XCTAssertNil(redo.refusal)
+    }
+
     /// A device that can no longer say (cleared, or no STATUS): the next sent dot may have been in
     /// the skin, so it is in doubt — never planned from done_count alone.
     func testResumeNeverPlansTheNextSentDotWithoutTheDevicesProof() throws {
