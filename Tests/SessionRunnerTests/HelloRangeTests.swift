@@ -1,4 +1,3 @@
-import CSMPShim
 import FirmwareProtocol
 import Foundation
 import Logging
@@ -14,60 +13,21 @@ final class HelloRangeTests: XCTestCase {
     let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 
     /// A device that answers HELLO with `reply` (the host's nonce echoed) and everything else with
-    /// STATUS (disarmed, or ready after ARM), and remembers which message types it received.
-    final class FakeApplicator: @unchecked Sendable {
-        let master: Int32
-        let path: String
-        private let lock = NSLock()
-        private var received: [MessageType] = []
-        private var stopped = false
-
-        init(reply: HelloReply) throws {
-            var name = [CChar](repeating: 0, count: 128)
-            master = smp_pty_open(&name, 128)
-            guard master >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
-            path = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            Thread.detachNewThread { [self] in serve(reply) }
-        }
-
-        var types: [MessageType] { lock.withLock { received } }
-
-        func stop() {
-            lock.withLock { stopped = true }
-            close(master)
-        }
-
-        private func serve(_ template: HelloReply) {
-            var decoder = FrameDecoder()
-            var buffer = [UInt8](repeating: 0, count: 512)
-            var armed = false
-            while !lock.withLock({ stopped }) {
-                let count = read(master, &buffer, buffer.count)
-                if count < 0 && errno == EINTR { continue }
-                guard count > 0 else { return }
-                var replies: [Frame] = []
-                decoder.feed(buffer[..<count]) { event in
-                    guard case .frame(let frame) = event else { return }
-                    lock.withLock { received.append(frame.message.type) }
-                    switch frame.message {
-                    case .hello(let hello):
-                        var reply = template
-                        reply.hostNonce = hello.hostNonce
-                        replies.append(Frame(.helloReply(reply)))
-                    case .arm:
-                        armed = true
-                        fallthrough
-                    default:
-                        replies.append(Frame(.status(Status(
-                            state: armed ? .ready : .disarmed, fault: .none, queueDepth: 0, freeSlots: template.queueCapacity,
-                            epoch: 0, ackSeq: 0, lastDoneSeq: 0, lastDoneDotID: 0, doneCount: 0, currentDotID: 0,
-                            needleRetracted: true, paceMilliseconds: 60_000))))
-                    }
-                }
-                for frame in replies {
-                    let bytes = frame.encoded()
-                    _ = bytes.withUnsafeBytes { write(master, $0.baseAddress, $0.count) }
-                }
+    /// STATUS (disarmed, or ready after ARM).
+    func fakeApplicator(reply template: HelloReply) throws -> ScriptedApplicator {
+        nonisolated(unsafe) var armed = false
+        return try ScriptedApplicator { frame in
+            switch frame.message {
+            case .hello(let hello):
+                var reply = template
+                reply.hostNonce = hello.hostNonce
+                return [Frame(.helloReply(reply))]
+            default:
+                if case .arm = frame.message { armed = true }
+                return [Frame(.status(Status(
+                    state: armed ? .ready : .disarmed, fault: .none, queueDepth: 0, freeSlots: template.queueCapacity,
+                    epoch: 0, ackSeq: 0, lastDoneSeq: 0, lastDoneDotID: 0, doneCount: 0, currentDotID: 0,
+                    needleRetracted: true, paceMilliseconds: 60_000)))]
             }
         }
     }
@@ -82,7 +42,7 @@ final class HelloRangeTests: XCTestCase {
                    hostNonce: 0, doneCount: 0, lastDoneDotID: 0)
     }
 
-    func session(against device: FakeApplicator) throws -> SessionAccount {
+    func session(against device: ScriptedApplicator) throws -> SessionAccount {
         let plan = Plan(planID: "hello", dots: [PlanDot(id: 1, xMicrometres: 0, yMicrometres: 0, depthMicrometres: 700,
                                                        dwellMicroseconds: 60_000, index: 0)])
         let box = AccountBox()
@@ -99,7 +59,7 @@ final class HelloRangeTests: XCTestCase {
     }
 
     func testQueueCapacityZeroIsRefusedAndNothingIsArmed() throws {
-        let device = try FakeApplicator(reply: reply(queueCapacity: 0))
+        let device = try fakeApplicator(reply: reply(queueCapacity: 0))
         defer { device.stop() }
         let account = try session(against: device)
         XCTAssertEqual(account.outcome, .linkLost, account.reason ?? "")
@@ -109,7 +69,7 @@ final class HelloRangeTests: XCTestCase {
     }
 
     func testALeaseLongerThanAskedIsRefusedAndNothingIsArmed() throws {
-        let device = try FakeApplicator(reply: reply(leaseMilliseconds: 60_000))
+        let device = try fakeApplicator(reply: reply(leaseMilliseconds: 60_000))
         defer { device.stop() }
         let account = try session(against: device)
         XCTAssertEqual(account.outcome, .linkLost, account.reason ?? "")
