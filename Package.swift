@@ -47,16 +47,47 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strict),
+        // The plan: its model, the safety envelope, validation, pacing and spacing rules. Pure.
+        .target(name: "SMPPlan", dependencies: ["FirmwareProtocol"], swiftSettings: strict),
+        // Reading smp-plan/1 JSON files into a validated `Plan`, and the hash of the bytes read.
+        .target(
+            name: "SMPPlanReader",
+            dependencies: ["SMPPlan", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict),
+        // The interlocks together: the pure interlock machine, its runtime and the GPIO lines.
+        .target(
+            name: "SMPInterlocks",
+            dependencies: ["SMPPlan", "NeedleDriver", "FirmwareProtocol", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
+        // The session only: claims, accounting, pacing, device-status policy. Writes its record
+        // through a port (`SessionRecorder`) the records module implements.
         .target(
             name: "SessionRunner",
             dependencies: [
-                "NeedleDriver", "FirmwareProtocol",
+                "SMPPlan", "SMPInterlocks", "NeedleDriver", "FirmwareProtocol",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict),
+        // The treatment records: SQLite through GRDB, the group-commit journal, resume resolution.
+        .target(
+            name: "SMPRecords",
+            dependencies: [
+                "SessionRunner", "SMPPlan", "FirmwareProtocol",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: strict),
+        // The machine configuration file (TOML).
+        .target(
+            name: "SMPMachine",
+            dependencies: [
+                "SMPPlan", "SMPInterlocks", "NeedleDriver", "FirmwareProtocol",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: strict),
+        // SVG and HTML: the plan preview and the session report, one XML writer.
+        .target(name: "SMPRender", dependencies: ["SMPPlan", "SMPRecords", "SessionRunner"], swiftSettings: strict),
         .target(
             name: "DeviceSim",
             dependencies: [
@@ -68,7 +99,8 @@ let package = Package(
         .executableTarget(
             name: "smpctl",
             dependencies: [
-                "SessionRunner", "NeedleDriver", "DeviceSim",
+                "SessionRunner", "SMPPlan", "SMPPlanReader", "SMPInterlocks", "SMPRecords", "SMPMachine",
+                "SMPRender", "NeedleDriver", "DeviceSim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 // The live progress line at a terminal (ActivityBar, styled ConsoleText, erase).
@@ -78,7 +110,13 @@ let package = Package(
 
         .testTarget(name: "FirmwareProtocolTests", dependencies: ["FirmwareProtocol"], swiftSettings: strict),
         .testTarget(name: "NeedleDriverTests", dependencies: ["NeedleDriver", "DeviceSim"], swiftSettings: strict),
-        .testTarget(name: "SessionRunnerTests", dependencies: ["SessionRunner", "DeviceSim"], swiftSettings: strict),
+        .testTarget(
+            name: "SessionRunnerTests",
+            dependencies: [
+                "SessionRunner", "SMPPlan", "SMPPlanReader", "SMPInterlocks", "SMPRecords", "SMPMachine", "SMPRender",
+                "DeviceSim",
+            ],
+            swiftSettings: strict),
         .testTarget(name: "DeviceSimTests", dependencies: ["DeviceSim", "FirmwareProtocol"], swiftSettings: strict),
         .testTarget(
             name: "SmpctlTests",

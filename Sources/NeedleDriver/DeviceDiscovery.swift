@@ -148,9 +148,6 @@ public enum DeviceDiscoveryError: Error, Sendable, Hashable, CustomStringConvert
                 + "keeps failing, check `udevadm info --export-db | head` works on this computer."
         }
     }
-
-    /// Process exit status following sysexits(3): the device list is a service that is unavailable.
-    public var exitCode: Int32 { 69 }
 }
 
 /// Lists serial devices and finds applicators among them.

@@ -56,16 +56,6 @@ public enum SerialPortError: Error, Sendable, Hashable, CustomStringConvertible 
                 + "with `sudo dmesg | tail`."
         }
     }
-
-    /// Process exit status following sysexits(3).
-    public var exitCode: Int32 {
-        switch self {
-        case .noSuchDevice, .busy, .disconnected: return 69  // EX_UNAVAILABLE
-        case .permissionDenied: return 77  // EX_NOPERM
-        case .io: return 74  // EX_IOERR
-        case .notATerminal, .unsupportedBaud, .closed, .settingsNotApplied: return 74
-        }
-    }
 }
 
 extension SerialPortError {

@@ -1,5 +1,4 @@
 import Dispatch
-import Logging
 
 /// Group commit between the streaming path and the records store.
 ///
@@ -12,7 +11,7 @@ import Logging
 /// `flushInterval` plus one fsync). Nothing is lost from the record: the dot is still `sent`,
 /// and on resume the device's done_count and last completed dot (HELLO reply) settle it.
 final class RecordJournal: @unchecked Sendable {
-    private let store: RecordStore?
+    private let recorder: (any SessionRecorder)?
     private let sessionID: Int64
     private let queue = DispatchQueue(label: "smpctl.records")
     private let target: DispatchQueue
@@ -25,9 +24,9 @@ final class RecordJournal: @unchecked Sendable {
     let flushInterval: DispatchTimeInterval = .milliseconds(5)
 
     /// `onCommitted` and `onFailure` run on `target` (the session queue).
-    init(store: RecordStore?, sessionID: Int64, target: DispatchQueue,
+    init(recorder: (any SessionRecorder)?, sessionID: Int64, target: DispatchQueue,
          onCommitted: @escaping (RecordBatch) -> Void, onFailure: @escaping (RecordStoreError) -> Void) {
-        self.store = store
+        self.recorder = recorder
         self.sessionID = sessionID
         self.target = target
         self.onCommitted = onCommitted
@@ -37,7 +36,7 @@ final class RecordJournal: @unchecked Sendable {
     /// Adds changes to the next batch. `urgent` commits without waiting for more (claims: the
     /// stream is waiting for them).
     func submit(urgent: Bool = false, _ change: @escaping @Sendable (inout RecordBatch) -> Void) {
-        guard store != nil else {
+        guard recorder != nil else {
             // No records (tests of the link alone): commit is immediate.
             var batch = RecordBatch()
             change(&batch)
@@ -59,26 +58,20 @@ final class RecordJournal: @unchecked Sendable {
     /// Runs `body` on the session's queue once everything submitted before has been committed
     /// (at once without a store). Not after a failed commit: the session is held then.
     func afterCommit(_ body: @escaping @Sendable () -> Void) {
-        guard store != nil else { return target.async(execute: body) }
+        guard recorder != nil else { return target.async(execute: body) }
         queue.async {
             self.flush()
             if !self.failed { self.target.async(execute: body) }
         }
     }
 
-    /// Commits everything pending and waits for it (session end).
-    func sync() {
-        guard store != nil else { return }
-        queue.sync { flush() }
-    }
-
     private func flush() {
         flushScheduled = false
-        guard let store, !pending.isEmpty, !failed else { return }
+        guard let recorder, !pending.isEmpty, !failed else { return }
         let batch = pending
         pending = RecordBatch()
         do {
-            try store.apply(batch, session: sessionID)
+            try recorder.apply(batch, session: sessionID)
             target.async { self.onCommitted(batch) }
         } catch {
             failed = true

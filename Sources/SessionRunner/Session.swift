@@ -1,3 +1,5 @@
+import SMPInterlocks
+import SMPPlan
 import Dispatch
 import FirmwareProtocol
 import Logging
@@ -100,19 +102,6 @@ public struct SessionAccount: Sendable {
     public var deviceDisarmed = false
     /// The needle-power output could not be switched off at the end: it may still be on.
     public var needlePowerOffFailure: NeedlePowerOffFailure?
-
-    /// sysexits-style exit status (documented in docs/operator-guide.md and `smpctl run --help`).
-    public var exitCode: Int32 {
-        if needlePowerOffFailure != nil { return 71 }  // EX_OSERR: before anything else, whatever the outcome
-        if recordsFailed { return 74 }
-        switch outcome {
-        case .completed: return 0
-        case .needsDecision: return 64
-        case .refusedPlan: return 65
-        case .linkLost: return 69
-        case .held, .stopped, .declined: return 75
-        }
-    }
 }
 
 public struct SessionOptions: Sendable {
@@ -139,25 +128,18 @@ public enum AmbiguousDecision: String, Sendable, CaseIterable {
     case redo
 }
 
+/// How the session is recorded.
 public struct RecordingOptions: Sendable {
-    public var store: RecordStore
-    public var planPath: String
-    public var planSHA256: String
-    public var operatorName: String
-    public var machineID: String
+    public var recorder: any SessionRecorder
     /// Continue this recorded session instead of starting a new one.
     public var resumeSessionID: Int64?
     public var ambiguousDecision: AmbiguousDecision?
     /// Written to the audit trail when the session starts (e.g. a clinical override and its reason).
     public var auditAtStart: [RecordBatch.Event] = []
 
-    public init(store: RecordStore, planPath: String, planSHA256: String, operatorName: String, machineID: String,
-                resumeSessionID: Int64? = nil, ambiguousDecision: AmbiguousDecision? = nil) {
-        self.store = store
-        self.planPath = planPath
-        self.planSHA256 = planSHA256
-        self.operatorName = operatorName
-        self.machineID = machineID
+    public init(recorder: any SessionRecorder, resumeSessionID: Int64? = nil,
+                ambiguousDecision: AmbiguousDecision? = nil) {
+        self.recorder = recorder
         self.resumeSessionID = resumeSessionID
         self.ambiguousDecision = ambiguousDecision
     }
@@ -463,7 +445,7 @@ public final class Session: @unchecked Sendable {
             end(failure.outcome, reason: failure.reason)
             return
         } catch let error as RecordStoreError {
-            // Nothing was armed. Another process running the session: exit 75; else the records failed: 74.
+            // Nothing was armed. Another process running the session: declined; else the records failed.
             if case .sessionRunning = error.kind { end(.declined, reason: "\(error); nothing was armed or written"); return }
             recordFailure = error
             end(.stopped, reason: "\(error); nothing was armed")
@@ -534,46 +516,30 @@ public final class Session: @unchecked Sendable {
     /// what the device reports, and builds the list of dots still to do.
     private func openRecord(_ hello: HelloReply, link: ApplicatorLink) throws {
         guard let recording = options.recording else {
-            journal = RecordJournal(store: nil, sessionID: 0, target: link.queue,
+            journal = RecordJournal(recorder: nil, sessionID: 0, target: link.queue,
                                     onCommitted: { [weak self] in self?.committed($0) }, onFailure: { _ in })
             return
         }
-        let store = recording.store
-        let device = RecordBatch.Device(firmwareID: hello.firmwareID, bootID: hello.bootID,
-                                        devicePath: link.devicePath, doneCount: hello.doneCount)
         var first = RecordBatch()
-        first.device = device
+        first.device = RecordBatch.Device(firmwareID: hello.firmwareID, bootID: hello.bootID,
+                                          devicePath: link.devicePath, doneCount: hello.doneCount)
         first.events = recording.auditAtStart
-        if let id = recording.resumeSessionID {
-            sessionID = id
-            let resolution = try ResumeResolution.resolve(store: store, sessionID: id, hello: hello,
-                                                          status: link.deviceStatus,
-                                                          decision: recording.ambiguousDecision)
-            if let refusal = resolution.refusal { throw SessionSetupFailure(outcome: .needsDecision, reason: refusal) }
-            first.statusChanges = resolution.statusChanges
-            first.done = []
-            first.events += resolution.events
-            first.end = RecordBatch.End(state: "running", reason: nil)
-            previouslyDone = resolution.doneCount
-            skipped = resolution.skippedCount
-            let remaining = Set(resolution.remaining)
+        let opened = try recording.recorder.open(RecordOpening(
+            plan: plan, hello: hello, status: link.deviceStatus, devicePath: link.devicePath,
+            resumeSessionID: recording.resumeSessionID, ambiguousDecision: recording.ambiguousDecision, first: first))
+        sessionID = opened.sessionID
+        if let refusal = opened.refusal { throw SessionSetupFailure(outcome: .needsDecision, reason: refusal) }
+        if let remaining = opened.remaining.map(Set.init) {
+            previouslyDone = opened.doneIDs.count
+            skipped = opened.skippedCount
             todo = plan.dots.filter { remaining.contains($0.id) }
-            for id in resolution.doneIDs {
+            for id in opened.doneIDs {
                 doneSet.insert(id)
                 if let dot = planDotByID[id] { spacing.insert(dotID: id, x: dot.xMicrometres, y: dot.yMicrometres) }
             }
-        } else {
-            let info = SessionInfo(
-                planID: plan.planID, planPath: recording.planPath, planSHA256: recording.planSHA256,
-                sessionNumber: plan.session?.number, sessionOf: plan.session?.of,
-                clientReference: plan.client?.reference, operatorName: recording.operatorName,
-                machineID: recording.machineID, firmwareID: hello.firmwareID, bootID: hello.bootID,
-                devicePath: link.devicePath)
-            sessionID = try store.createSession(info, dots: plan.dots)
         }
-        try store.apply(first, session: sessionID!)
         journal = RecordJournal(
-            store: store, sessionID: sessionID!, target: link.queue,
+            recorder: recording.recorder, sessionID: opened.sessionID, target: link.queue,
             onCommitted: { [weak self] in self?.committed($0) },
             onFailure: { [weak self] error in self?.recordsFailed(error) })
     }
@@ -881,7 +847,7 @@ public final class Session: @unchecked Sendable {
         guard !finishedOnce else { return }
         finishedOnce = true
         // The account is final: the session's ownership goes (another process may resume it).
-        if let sessionID { options.recording?.store.releaseOwnership(of: sessionID) }
+        if let sessionID { options.recording?.recorder.release(session: sessionID) }
         var accounted = doneSet
         accounted.formUnion(interrupted)
         accounted.formUnion(inDoubt)

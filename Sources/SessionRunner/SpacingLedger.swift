@@ -1,3 +1,5 @@
+import SMPInterlocks
+import SMPPlan
 /// The runner's layer of the minimum-spacing limit: every dot about to be encoded is checked
 /// against every dot this session has already sent or proven done — this run's, and the earlier
 /// runs' of a resumed session — so a dot can never be sent on top of one already in the skin,

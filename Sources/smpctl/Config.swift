@@ -5,6 +5,12 @@ import Foundation
 import Logging
 import NeedleDriver
 import SessionRunner
+import SMPPlan
+import SMPPlanReader
+import SMPInterlocks
+import SMPRecords
+import SMPMachine
+import SMPRender
 
 struct Config: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -47,7 +53,7 @@ enum Handshake {
             port = try SerialPort.open(path: path, queue: queue)
         } catch let error {
             Output.err("smpctl: \(error)")
-            throw ExitCode(error.exitCode)
+            throw ExitCode(ExitStatus.of(error))
         }
         let link = ApplicatorLink(port: port, logger: CLILogging.logger(label: "smpctl.handshake", verbose: false))
         let box = HandshakeBox()

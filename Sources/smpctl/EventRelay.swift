@@ -1,6 +1,12 @@
 import Dispatch
 import FirmwareProtocol
 import SessionRunner
+import SMPPlan
+import SMPPlanReader
+import SMPInterlocks
+import SMPRecords
+import SMPMachine
+import SMPRender
 import Synchronization
 
 /// Hands the session's events from its queue to the reporter's, in order, without ever making

@@ -1,6 +1,12 @@
 import Foundation
 import NeedleDriver
 import SessionRunner
+import SMPPlan
+import SMPPlanReader
+import SMPInterlocks
+import SMPRecords
+import SMPMachine
+import SMPRender
 
 /// Faults on the host's own (simulated) interlock lines for `--sim` sessions: when the dot with
 /// the given id is confirmed done, the line changes. The device-side faults are `--faults`.
@@ -42,10 +48,10 @@ struct HostLineFaults: Sendable {
     }
 
     /// Called for every confirmed dot; acts once per planned fault.
-    func fire(afterDot dot: UInt32, on lines: SimulatedGPIOBackend, configuration: MachineConfiguration) {
+    func fire(afterDot dot: UInt32, on lines: SimulatedGPIOBackend, wiring: InterlockWiring) {
         guard let planned = actions[dot], fired.insert(dot) else { return }
         for action in planned {
-            for input in configuration.inputs where input.role == action.role {
+            for input in wiring.inputs where input.role == action.role {
                 // E-stop and cartridge-out assert the stop level; pedal and contact drop theirs.
                 switch action {
                 case .estop: _ = lines.press(line: input.name)

@@ -1,6 +1,12 @@
 import Dispatch
 import Foundation
 import SessionRunner
+import SMPPlan
+import SMPPlanReader
+import SMPInterlocks
+import SMPRecords
+import SMPMachine
+import SMPRender
 
 /// The operator's keyboard during a session: Ctrl-C and what is typed at the terminal.
 ///

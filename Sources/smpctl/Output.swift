@@ -1,5 +1,11 @@
 import Foundation
 import SessionRunner
+import SMPPlan
+import SMPPlanReader
+import SMPInterlocks
+import SMPRecords
+import SMPMachine
+import SMPRender
 import Synchronization
 
 /// Standard output and error for the CLI. Writes go through write(2), never `FileHandle.write`,

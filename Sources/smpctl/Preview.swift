@@ -1,6 +1,12 @@
 import ArgumentParser
 import Foundation
 import SessionRunner
+import SMPPlan
+import SMPPlanReader
+import SMPInterlocks
+import SMPRecords
+import SMPMachine
+import SMPRender
 
 struct Preview: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -32,7 +32,7 @@ struct Probe: ParsableCommand {
             port = try SerialPort.open(path: device, queue: queue)
         } catch {
             Output.err("smpctl: \(error.description)")
-            throw ExitCode(error.exitCode)
+            throw ExitCode(ExitStatus.of(error))
         }
         let link = ApplicatorLink(port: port, configuration: LinkConfiguration(), logger: logger)
         let outcome = ProbeOutcome()
@@ -67,7 +67,7 @@ struct Probe: ParsableCommand {
     /// answered and then failed the handshake (version, capabilities) misbehaved (76).
     static func exitCode(for loss: LinkLoss, framesReceived: Int) -> Int32 {
         switch loss {
-        case .disconnected(let error): error.exitCode
+        case .disconnected(let error): ExitStatus.of(error)
         case .silent: ExitStatus.unavailable
         case .handshakeFailed: framesReceived > 0 ? ExitStatus.protocolError : ExitStatus.unavailable
         case .protocolViolation: ExitStatus.protocolError

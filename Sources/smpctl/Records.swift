@@ -1,6 +1,12 @@
 import ArgumentParser
 import Foundation
 import SessionRunner
+import SMPPlan
+import SMPPlanReader
+import SMPInterlocks
+import SMPRecords
+import SMPMachine
+import SMPRender
 
 struct Sessions: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List recorded sessions, newest first.")

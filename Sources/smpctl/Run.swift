@@ -6,6 +6,12 @@ import Foundation
 import Logging
 import NeedleDriver
 import SessionRunner
+import SMPPlan
+import SMPPlanReader
+import SMPInterlocks
+import SMPRecords
+import SMPMachine
+import SMPRender
 
 /// Where the session runs: a real applicator, or the built-in simulator.
 struct DeviceOptions: ParsableArguments {
@@ -207,7 +213,7 @@ enum SessionCommand {
             return try MachineConfigurationLoader.loadIfPresent(path: MachineConfigurationLoader.defaultPath)
         } catch let error {
             Output.err("\(error)")
-            throw ExitCode(error.exitCode)
+            throw ExitCode(ExitStatus.of(error))
         }
     }
 
@@ -307,16 +313,16 @@ enum SessionCommand {
                 onEvent: { event in
                     relay.send(event)
                     if case .progress(let progress) = event, let lineFaults, let lines = interlocks.simulator {
-                        lineFaults.fire(afterDot: progress.lastDotID, on: lines, configuration: interlocks.configuration)
+                        lineFaults.fire(afterDot: progress.lastDotID, on: lines, wiring: interlocks.wiring)
                     }
                 })
         } catch let error {
             reporterQueue.sync {}
             reporter.failed(error.description)
-            throw ExitCode(error.exitCode)
+            throw ExitCode(ExitStatus.of(error))
         }
         reporterQueue.sync {}  // every event printed, the summary last
-        throw ExitCode(account.exitCode)
+        throw ExitCode(ExitStatus.of(account))
     }
 }
 

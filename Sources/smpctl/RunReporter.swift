@@ -3,6 +3,12 @@ import FirmwareProtocol
 import Foundation
 import NeedleDriver
 import SessionRunner
+import SMPPlan
+import SMPPlanReader
+import SMPInterlocks
+import SMPRecords
+import SMPMachine
+import SMPRender
 import ConsoleKitTerminal
 import Synchronization
 
@@ -134,7 +140,7 @@ final class RunReporter: Sendable {
                 "event": "finished", "outcome": a.outcome.rawValue, "total": a.total,
                 "done": a.done.count + a.previouslyDone, "done_this_run": a.done.count, "skipped": a.skipped,
                 "interrupted": a.interrupted, "in_doubt": a.inDoubt, "not_started": a.notStarted.count,
-                "elapsed_seconds": (a.elapsedSeconds * 1000).rounded() / 1000, "exit_code": a.exitCode,
+                "elapsed_seconds": (a.elapsedSeconds * 1000).rounded() / 1000, "exit_code": ExitStatus.of(a),
                 "summary": Self.headline(a), "device_disarmed": a.deviceDisarmed,
             ]
             if let reason = a.reason { object["reason"] = reason }

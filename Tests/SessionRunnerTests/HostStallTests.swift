@@ -6,6 +6,12 @@ import NeedleDriver
 import XCTest
 
 @testable import SessionRunner
+@testable import SMPPlan
+@testable import SMPPlanReader
+@testable import SMPInterlocks
+@testable import SMPRecords
+@testable import SMPMachine
+@testable import SMPRender
 
 /// The host's own queue blocked for a while — a long synchronous write (a 20,000-dot plan's
 /// record), a starved process — must not be taken for a silent applicator. `onEvent` runs on

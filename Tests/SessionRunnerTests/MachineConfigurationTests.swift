@@ -4,6 +4,12 @@ import NeedleDriver
 import XCTest
 
 @testable import SessionRunner
+@testable import SMPPlan
+@testable import SMPPlanReader
+@testable import SMPInterlocks
+@testable import SMPRecords
+@testable import SMPMachine
+@testable import SMPRender
 
 /// The machine configuration: the example file, the built-in defaults, and every kind of bad
 /// field rejected with a message naming the file, the key path, the value and the limit.
@@ -102,7 +108,7 @@ final class MachineConfigurationTests: XCTestCase {
         XCTAssertThrowsError(try MachineConfigurationLoader.load(path: missing)) { error in
             let error = error as? MachineConfigurationError
             XCTAssertEqual(error?.issues.first?.code, .fileUnreadable)
-            XCTAssertEqual(error?.exitCode, 66)
+            XCTAssertEqual(error?.isUnreadable, true)
             XCTAssertTrue(error?.description.contains("No such file or directory") == true, "\(String(describing: error))")
             XCTAssertTrue(error?.description.hasPrefix(missing) == true)
         }
@@ -111,7 +117,7 @@ final class MachineConfigurationTests: XCTestCase {
         try "[envelope]\ndepth_max_mm = 3\n".write(toFile: bad, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: bad) }
         XCTAssertThrowsError(try MachineConfigurationLoader.loadIfPresent(path: bad)) { error in
-            XCTAssertEqual((error as? MachineConfigurationError)?.exitCode, 78)
+            XCTAssertEqual((error as? MachineConfigurationError)?.isUnreadable, false)
         }
     }
 
@@ -171,7 +177,7 @@ final class MachineConfigurationTests: XCTestCase {
 
     func testGPIOLinesFollowTheRoles() throws {
         let configuration = try load(Self.minimal)
-        let lines = configuration.gpioInputs
+        let lines = configuration.interlockWiring.gpioInputs
         XCTAssertEqual(lines[0].immediateLevel, .active, "e-stop pressed is never delayed")
         XCTAssertEqual(lines[1].immediateLevel, .inactive, "pedal released is never delayed")
         XCTAssertEqual(lines[1].debounce, .milliseconds(20))
@@ -289,7 +295,7 @@ final class MachineConfigurationTests: XCTestCase {
                     XCTAssertNoThrow(try DotPace.paceMilliseconds(configuration.envelope), context)
                     XCTAssertNoThrow(try DotPace.minimumIntervalMicroseconds(configuration.envelope), context)
                 } catch {
-                    XCTAssertEqual(error.exitCode, 78, "\(context): \(error)")
+                    XCTAssertFalse(error.isUnreadable, "\(context): \(error)")
                     XCTAssertTrue(error.description.hasPrefix("machine.toml: "), "\(context): \(error)")
                     guard let issue = error.issues.first, error.issues.count == 1 else {
                         XCTFail("\(context): \(error.issues.count) issues: \(error)")
@@ -462,7 +468,7 @@ final class MachineConfigurationTests: XCTestCase {
         let configuration = try load(Self.minimal + needle)
         XCTAssertEqual(configuration.outputs, [InterlockOutput(name: "needle", role: .needlePower, chip: "gpiochip0",
                                                                lineOffset: 24, activeLow: false)])
-        XCTAssertEqual(configuration.gpioOutputs.first?.safeLevel, .inactive)
+        XCTAssertEqual(configuration.interlockWiring.gpioOutputs.first?.safeLevel, .inactive)
         assertIssue(Self.minimal + needle + needle.replacingOccurrences(of: "name = \"needle\"", with: "name = \"n2\"")
                         .replacingOccurrences(of: "line = 24", with: "line = 25"),
                     .duplicate, keyPath: "output[1].role", mentions: ["output[0]", "at most one"])
@@ -505,7 +511,7 @@ final class MachineConfigurationTests: XCTestCase {
                            ["envelope.depth_max_mm", "envelope.lease_ms", "envelope.foo", "interlock[1].line"])
             XCTAssertEqual(error.description.split(separator: "\n").count, 4)
             XCTAssertTrue(error.description.split(separator: "\n").allSatisfy { $0.hasPrefix("machine.toml: ") })
-            XCTAssertEqual(error.exitCode, 78)
+            XCTAssertFalse(error.isUnreadable)
         }
     }
 

@@ -1,5 +1,11 @@
 import Foundation
 import SessionRunner
+import SMPPlan
+import SMPPlanReader
+import SMPInterlocks
+import SMPRecords
+import SMPMachine
+import SMPRender
 import XCTest
 
 #if canImport(FoundationXML)

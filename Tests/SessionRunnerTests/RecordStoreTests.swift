@@ -6,6 +6,12 @@ import NeedleDriver
 import XCTest
 
 @testable import SessionRunner
+@testable import SMPPlan
+@testable import SMPPlanReader
+@testable import SMPInterlocks
+@testable import SMPRecords
+@testable import SMPMachine
+@testable import SMPRender
 
 final class RecordStoreTests: XCTestCase {
     func temporaryPath(_ name: String = "records.sqlite") throws -> String {

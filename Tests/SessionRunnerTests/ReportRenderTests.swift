@@ -2,6 +2,12 @@ import Foundation
 import XCTest
 
 @testable import SessionRunner
+@testable import SMPPlan
+@testable import SMPPlanReader
+@testable import SMPInterlocks
+@testable import SMPRecords
+@testable import SMPMachine
+@testable import SMPRender
 
 /// The session report as a person sees it: headless Chromium loads the HTML; its DOM must show
 /// the counts and its screenshot must show the dot map in the status colours.

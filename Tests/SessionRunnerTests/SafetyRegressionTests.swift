@@ -6,6 +6,12 @@ import NeedleDriver
 import XCTest
 
 @testable import SessionRunner
+@testable import SMPPlan
+@testable import SMPPlanReader
+@testable import SMPInterlocks
+@testable import SMPRecords
+@testable import SMPMachine
+@testable import SMPRender
 
 /// The patient-safety defects an adversarial review found on 7644dbf (issue 12), each driven the
 /// way it was found — real sessions over a pty against the simulator, whose ground truth judges.

@@ -5,6 +5,12 @@ import NeedleDriver
 import XCTest
 
 @testable import SessionRunner
+@testable import SMPPlan
+@testable import SMPPlanReader
+@testable import SMPInterlocks
+@testable import SMPRecords
+@testable import SMPMachine
+@testable import SMPRender
 
 /// Review of a3f079b: the end of a session sends CLEAR whatever the last STATUS the host saw
 /// (firmware-protocol.md §6.9, 7: "it sends CLEAR … whatever the outcome"; the device ignores

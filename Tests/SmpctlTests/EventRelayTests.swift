@@ -4,6 +4,12 @@ import Synchronization
 import XCTest
 
 @testable import SessionRunner
+@testable import SMPPlan
+@testable import SMPPlanReader
+@testable import SMPInterlocks
+@testable import SMPRecords
+@testable import SMPMachine
+@testable import SMPRender
 @testable import smpctl
 
 /// The hand-over from the session's queue to the reporter's: order kept, nothing but "where it

@@ -4,6 +4,12 @@ import NeedleDriver
 import XCTest
 
 @testable import SessionRunner
+@testable import SMPPlan
+@testable import SMPPlanReader
+@testable import SMPInterlocks
+@testable import SMPRecords
+@testable import SMPMachine
+@testable import SMPRender
 @testable import smpctl
 
 /// `smpctl run` at a real terminal: a pseudo-terminal made by util-linux's `script`, whose input

@@ -1,23 +1,8 @@
+import SMPPlan
+import SessionRunner
 import Foundation
 import GRDB
 import Synchronization
-
-/// Status of one plan dot in a session's record.
-public enum DotStatus: String, Sendable, Codable, CaseIterable {
-    /// Not sent yet (or returned by a fence: never injected).
-    case planned
-    /// Durably claimed for sending: it may be on the wire or in the device's queue. Written
-    /// before the DOT frame, so no dot is ever injected without a record of it.
-    case sent
-    /// Confirmed by the device's DOT_DONE (or STATUS).
-    case done
-    /// Cut short by an e-stop, fault or abort: partially injected.
-    case interrupted
-    /// In flight when the device lost its memory or the host lost track: unknown.
-    case ambiguous
-    /// The operator chose not to inject it (recorded in the audit trail with the reason).
-    case skipped
-}
 
 /// What is recorded when a session starts.
 public struct SessionInfo: Sendable {
@@ -92,28 +77,6 @@ public struct AuditEvent: Sendable, Codable, Hashable {
     public var at: String
     public var kind: String
     public var detail: String
-}
-
-/// Why the records could not be written or read. Plain language, with the path.
-public struct RecordStoreError: Error, Sendable, CustomStringConvertible {
-    public enum Kind: Sendable, Equatable {
-        /// Reading or writing failed, or the record holds what this smpctl cannot account for.
-        case failed
-        /// The database was written by a newer smpctl (a schema migration this one does not
-        /// know): nothing is read or written.
-        case newerSchema
-        /// Another live process owns the session (`SessionOwnership`): nothing is written.
-        case sessionRunning(session: Int64, processID: Int32?)
-    }
-    public var path: String
-    public var message: String
-    public var kind: Kind
-    public init(path: String, message: String, kind: Kind = .failed) {
-        self.path = path
-        self.message = message
-        self.kind = kind
-    }
-    public var description: String { "treatment records at \(path): \(message)" }
 }
 
 /// The treatment records: SQLite through GRDB, WAL, synchronous=FULL, schema migrations.
@@ -575,50 +538,5 @@ public final class RecordStore: Sendable {
             firmwareID: row["firmware_id"], bootID: (row["boot_id"] as Int64?).map { UInt32(truncatingIfNeeded: $0) },
             devicePath: row["device_path"], sessionNumber: row["session_number"], sessionOf: row["session_of"],
             reason: row["reason"])
-    }
-}
-
-/// Changes written together in one transaction.
-public struct RecordBatch: Sendable {
-    public struct Event: Sendable {
-        public var kind: String
-        public var detail: [String: String]
-        public init(kind: String, detail: [String: String]) {
-            self.kind = kind
-            self.detail = detail
-        }
-    }
-    public struct End: Sendable {
-        public var state: String
-        public var reason: String?
-        public init(state: String, reason: String?) {
-            self.state = state
-            self.reason = reason
-        }
-    }
-    /// The device a (resumed) session runs on, with its done_count at the handshake: the anchor
-    /// for deciding, after a crash, which dots in flight the device completed.
-    public struct Device: Sendable {
-        public var firmwareID: String
-        public var bootID: UInt32
-        public var devicePath: String
-        public var doneCount: UInt32
-    }
-    public struct Done: Sendable {
-        public var dotID: UInt32
-        public var deviceDoneCount: UInt32?
-    }
-
-    public var claims: [UInt32] = []
-    public var done: [Done] = []
-    public var statusChanges: [(DotStatus, [UInt32])] = []
-    public var events: [Event] = []
-    public var end: End?
-    public var device: Device?
-
-    public init() {}
-
-    public var isEmpty: Bool {
-        claims.isEmpty && done.isEmpty && statusChanges.isEmpty && events.isEmpty && end == nil && device == nil
     }
 }

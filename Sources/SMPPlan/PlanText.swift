@@ -1,8 +1,8 @@
 // Text helpers shared by the loader and the validator: paths and numbers as people read them.
 
-enum PlanText {
+package enum PlanText {
     /// A number as written in a JSON file: `2.1`, `150`, `1e-05`, `-3.25`.
-    static func number(_ value: Double) -> String {
+    package static func number(_ value: Double) -> String {
         if value == value.rounded(), abs(value) < 1e15 {
             return String(Int64(value))
         }
@@ -11,7 +11,7 @@ enum PlanText {
 
     /// Micrometres (or microseconds) shown in millimetres (or milliseconds): 1500 → "1.5",
     /// 150000 → "150", 1234 → "1.234", -500 → "-0.5".
-    static func milli(_ micro: Int64) -> String {
+    package static func milli(_ micro: Int64) -> String {
         let magnitude = micro.magnitude
         let whole = magnitude / 1000
         let fraction = magnitude % 1000
@@ -26,10 +26,10 @@ enum PlanText {
         return text
     }
 
-    static func milli(_ micro: Int32) -> String { milli(Int64(micro)) }
+    package static func milli(_ micro: Int32) -> String { milli(Int64(micro)) }
 
     /// A string value quoted as JSON would, shortened to keep messages on one line.
-    static func quoted(_ string: String, maximumLength: Int = 60) -> String {
+    package static func quoted(_ string: String, maximumLength: Int = 60) -> String {
         var shown = string
         var suffix = ""
         if shown.count > maximumLength {
@@ -57,7 +57,7 @@ enum PlanText {
     }
 
     /// A key appended to a path: `.depth_mm` when it is a plain identifier, `["odd key"]` otherwise.
-    static func append(key: String, to path: String) -> String {
+    package static func append(key: String, to path: String) -> String {
         let isIdentifier = !key.isEmpty && key.utf8.enumerated().allSatisfy { offset, byte in
             (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
                 || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
@@ -71,7 +71,7 @@ enum PlanText {
     }
 
     /// A `Codable` coding path in the plan's style: `dots[12].depth_mm`; the root is `$`.
-    static func path(_ codingPath: [any CodingKey]) -> String {
+    package static func path(_ codingPath: [any CodingKey]) -> String {
         var path = ""
         for key in codingPath {
             if let index = key.intValue {
@@ -85,7 +85,7 @@ enum PlanText {
 
     /// Levenshtein distance with adjacent transpositions counted as one edit (optimal string
     /// alignment), for "did you mean" hints on unknown keys.
-    static func editDistance(_ a: String, _ b: String) -> Int {
+    package static func editDistance(_ a: String, _ b: String) -> Int {
         let a = Array(a.unicodeScalars), b = Array(b.unicodeScalars)
         if a.isEmpty { return b.count }
         if b.isEmpty { return a.count }
@@ -107,7 +107,7 @@ enum PlanText {
     }
 
     /// The closest known key within two edits, if any.
-    static func suggestion(for key: String, among known: [String]) -> String? {
+    package static func suggestion(for key: String, among known: [String]) -> String? {
         let lowered = key.lowercased()
         // A unit left off ("depth" for "depth_mm") is the likeliest slip of all.
         if let stem = known.first(where: { $0.hasPrefix(lowered + "_") }) { return stem }
@@ -124,7 +124,7 @@ enum PlanText {
     }
 
     /// ", dot id 13" style suffix used in dot messages; empty when the id is unknown.
-    static func idSuffix(_ id: UInt32?) -> String {
+    package static func idSuffix(_ id: UInt32?) -> String {
         guard let id, id != 0 else { return "" }
         return " (dot id \(id))"
     }

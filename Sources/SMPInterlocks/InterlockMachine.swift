@@ -1,3 +1,4 @@
+import SMPPlan
 import FirmwareProtocol
 import NeedleDriver
 

@@ -1,3 +1,4 @@
+import SMPPlan
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)

@@ -1,3 +1,5 @@
+import SMPPlan
+import SessionRunner
 import Foundation
 import Synchronization
 

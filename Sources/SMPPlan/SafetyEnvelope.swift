@@ -103,7 +103,7 @@ public struct SafetyEnvelope: Sendable, Hashable {
     }
 
     /// Every way `dot` breaks this envelope (not the envelope's own emptiness).
-    func issues(for dot: PlanDot) -> [PlanIssue] {
+    package func issues(for dot: PlanDot) -> [PlanIssue] {
         if depthMicrometres.contains(dot.depthMicrometres), dwellMicroseconds.contains(dot.dwellMicroseconds),
            dot.xMicrometres.magnitude <= travelXMicrometres.magnitude, travelXMicrometres >= 0,
            dot.yMicrometres.magnitude <= travelYMicrometres.magnitude, travelYMicrometres >= 0 {
@@ -140,7 +140,7 @@ public struct SafetyEnvelope: Sendable, Hashable {
 
     /// `fileValue` is in mm or ms as written; `path` and `value` are only evaluated when there is an
     /// issue (this runs for every dot).
-    static func rangeIssue(_ code: PlanIssue.Code, path: @autoclosure () -> String, value: @autoclosure () -> String,
+    package static func rangeIssue(_ code: PlanIssue.Code, path: @autoclosure () -> String, value: @autoclosure () -> String,
                            fileValue: Double, range: ClosedRange<Int32>, unit: String, id: UInt32?) -> PlanIssue? {
         let lower = Double(range.lowerBound) / 1000, upper = Double(range.upperBound) / 1000
         if fileValue >= lower, fileValue <= upper { return nil }
@@ -155,7 +155,7 @@ public struct SafetyEnvelope: Sendable, Hashable {
                       "\(path) = \(value) is below the minimum \(limit)" + PlanText.idSuffix(id))
     }
 
-    static func travelIssue(axis: String, path: @autoclosure () -> String, value: @autoclosure () -> String,
+    package static func travelIssue(axis: String, path: @autoclosure () -> String, value: @autoclosure () -> String,
                             fileValue: Double, travel: Int32, id: UInt32?) -> PlanIssue? {
         if fileValue.magnitude <= Double(travel) / 1000 { return nil }
         let path = path(), value = value()

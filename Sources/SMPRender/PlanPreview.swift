@@ -1,3 +1,5 @@
+import SMPRecords
+import SMPPlan
 // A plan drawn to scale as SVG, for the technician to look at before a session.
 //
 // Pure string building: the same plan and options always give the same bytes. One SVG user unit is

@@ -102,7 +102,7 @@ public struct InterlockStatus: Sendable, Hashable {
 public final class Interlocks: @unchecked Sendable {
     /// The serial queue of the interlocks and their line backend.
     public let queue: DispatchQueue
-    public let configuration: MachineConfiguration
+    public let wiring: InterlockWiring
     public let backend: any InterlockLineBackend
     private let logger: Logger
     private var machine: InterlockMachine
@@ -124,21 +124,21 @@ public final class Interlocks: @unchecked Sendable {
     public var simulator: SimulatedGPIOBackend? { backend as? SimulatedGPIOBackend }
 
     /// A runtime over an opened backend whose `inputs` and `outputs` are
-    /// `configuration.gpioInputs` and `configuration.gpioOutputs`, in that order. `requiresLink`:
+    /// `wiring.gpioInputs` and `wiring.gpioOutputs`, in that order. `requiresLink`:
     /// arming needs the link up (`linkUp()`); false only to test lines without an applicator.
-    public init(configuration: MachineConfiguration, backend: any InterlockLineBackend, requiresLink: Bool = true,
+    public init(wiring: InterlockWiring, backend: any InterlockLineBackend, requiresLink: Bool = true,
                 logger: Logger) {
-        precondition(backend.inputs.map(\.name) == configuration.inputs.map(\.name)
-                     && backend.outputs.map(\.name) == configuration.outputs.map(\.name),
+        precondition(backend.inputs.map(\.name) == wiring.inputs.map(\.name)
+                     && backend.outputs.map(\.name) == wiring.outputs.map(\.name),
                      "the backend's lines must be the configuration's")
         self.queue = backend.queue
-        self.configuration = configuration
+        self.wiring = wiring
         self.backend = backend
         self.logger = logger
-        self.machine = InterlockMachine(inputs: configuration.inputs.map { .init(name: $0.name, role: $0.role) },
+        self.machine = InterlockMachine(inputs: wiring.inputs.map { .init(name: $0.name, role: $0.role) },
                                         requiresLink: requiresLink)
-        self.needlePowerIndex = configuration.outputs.firstIndex { $0.role == .needlePower }
-        self.lampIndex = configuration.outputs.firstIndex { $0.role == .lamp }
+        self.needlePowerIndex = wiring.outputs.firstIndex { $0.role == .needlePower }
+        self.lampIndex = wiring.outputs.firstIndex { $0.role == .lamp }
         self.needlePower = needlePowerIndex == nil ? nil : .inactive
         queue.setSpecific(key: Self.queueKey, value: ObjectIdentifier(queue))
     }
@@ -153,24 +153,24 @@ public final class Interlocks: @unchecked Sendable {
     /// every `healthCheckInterval(leaseMilliseconds:)` (a quarter of the lease), so a chip that
     /// disappears without waking its descriptor is noticed inside the lease (`GPIOInputPipeline`).
     public static func open(
-        configuration: MachineConfiguration, simulated: Bool, requiresLink: Bool = true,
+        wiring: InterlockWiring, simulated: Bool, requiresLink: Bool = true,
         simulatedInitialLevels: [String: GPIOLevel]? = nil, queue: DispatchQueue? = nil, logger: Logger
     ) throws(GPIOError) -> Interlocks {
         let queue = queue ?? DispatchQueue(label: "smpctl.interlocks", qos: .userInteractive)
-        let health = healthCheckInterval(leaseMilliseconds: configuration.leaseMilliseconds)
+        let health = healthCheckInterval(leaseMilliseconds: wiring.leaseMilliseconds)
         let backend: any InterlockLineBackend
-        if simulated || (configuration.inputs.isEmpty && configuration.outputs.isEmpty) {
-            let healthy = Dictionary(uniqueKeysWithValues: configuration.inputs.map {
+        if simulated || (wiring.inputs.isEmpty && wiring.outputs.isEmpty) {
+            let healthy = Dictionary(uniqueKeysWithValues: wiring.inputs.map {
                 ($0.name, $0.role.stopLevel == .active ? GPIOLevel.inactive : .active)
             })
-            backend = try SimulatedGPIOBackend(inputs: configuration.gpioInputs, outputs: configuration.gpioOutputs,
+            backend = try SimulatedGPIOBackend(inputs: wiring.gpioInputs, outputs: wiring.gpioOutputs,
                                                initialLevels: simulatedInitialLevels ?? healthy,
                                                healthCheckInterval: health, queue: queue, logger: logger)
         } else {
-            backend = try LibgpiodBackend.open(inputs: configuration.gpioInputs, outputs: configuration.gpioOutputs,
+            backend = try LibgpiodBackend.open(inputs: wiring.gpioInputs, outputs: wiring.gpioOutputs,
                                                healthCheckInterval: health, queue: queue, logger: logger)
         }
-        return Interlocks(configuration: configuration, backend: backend, requiresLink: requiresLink, logger: logger)
+        return Interlocks(wiring: wiring, backend: backend, requiresLink: requiresLink, logger: logger)
     }
 
     /// How often the input chips are checked: a quarter of the applicator's lease (25 ms at the
@@ -190,7 +190,7 @@ public final class Interlocks: @unchecked Sendable {
             self.started = true
             self.handlers = handlers
             self.onEstop = handlers.onEstop
-            if self.configuration.isDeveloperMode {
+            if self.wiring.isDeveloperMode {
                 self.logger.warning("no interlock lines configured: simulator/developer mode, not for use on a person")
             }
             self.backend.start { [weak self] change in self?.lineChanged(change) }
@@ -236,7 +236,7 @@ public final class Interlocks: @unchecked Sendable {
         guard first else { return closeFailure }
         if let index = needlePowerIndex, let failure = failures.first(where: { $0.output == index }) {
             needlePowerFailed = true
-            let output = configuration.outputs[index]
+            let output = wiring.outputs[index]
             closeFailure = NeedlePowerOffFailure(output: output.name, chip: output.chip, lineOffset: output.lineOffset,
                                                  error: failure.error)
             logger.critical("\(closeFailure!)")
@@ -338,7 +338,7 @@ public final class Interlocks: @unchecked Sendable {
             return true
         } catch {
             needlePowerFailed = true
-            let name = configuration.outputs[index].name
+            let name = wiring.outputs[index].name
             logger.critical("needle-power output \"\(name)\" could not be driven \(level): \(error)")
             return false
         }
@@ -352,7 +352,7 @@ public final class Interlocks: @unchecked Sendable {
             try backend.setOutput(index, to: wanted)
             lamp = wanted
         } catch {
-            logger.error("lamp output \"\(configuration.outputs[index].name)\" could not be driven \(wanted): \(error)")
+            logger.error("lamp output \"\(wiring.outputs[index].name)\" could not be driven \(wanted): \(error)")
         }
     }
 

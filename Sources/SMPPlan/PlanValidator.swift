@@ -44,7 +44,7 @@ public enum PlanValidator {
     }
 
     /// Spacing errors for the points (`paths` and `ids` name point `i` in messages).
-    static func spacingIssues(xs: [Int32], ys: [Int32], paths: (Int) -> String, ids: (Int) -> UInt32,
+    package static func spacingIssues(xs: [Int32], ys: [Int32], paths: (Int) -> String, ids: (Int) -> UInt32,
                               envelope: SafetyEnvelope, issues: inout PlanIssueList) {
         let minimum = envelope.minimumSpacingMicrometres
         let room = max(0, PlanIssueList.cap - issues.errors.count)
@@ -75,21 +75,21 @@ public enum PlanValidator {
 
     /// What the warnings are made from, gathered by the loader over the raw dots (so a refused
     /// file still gets sensible counts) or from a built plan's dots.
-    struct WarningFacts {
-        var dotCount = 0
-        var withoutRegion = 0
-        var firstWithoutRegion: String?
+    package struct WarningFacts {
+        package var dotCount = 0
+        package var withoutRegion = 0
+        package var firstWithoutRegion: String?
         /// Dots whose dwell is below one period of the dot-rate limit.
-        var shortDwells = 0
-        var firstShortDwell: String?
-        let shortDwellBelow: Double?
+        package var shortDwells = 0
+        package var firstShortDwell: String?
+        package let shortDwellBelow: Double?
 
-        init(envelope: SafetyEnvelope) {
+        package init(envelope: SafetyEnvelope) {
             let rate = envelope.maximumDotsPerSecond
             shortDwellBelow = rate.isFinite && rate > 0 ? 1_000_000 / rate : nil
         }
 
-        mutating func count(path: @autoclosure () -> String, hasRegion: Bool, dwellMicroseconds: Int32?) {
+        package mutating func count(path: @autoclosure () -> String, hasRegion: Bool, dwellMicroseconds: Int32?) {
             dotCount += 1
             if !hasRegion {
                 withoutRegion += 1
@@ -102,7 +102,7 @@ public enum PlanValidator {
         }
     }
 
-    static func warnings(for dots: [PlanDot], envelope: SafetyEnvelope, issues: inout PlanIssueList) {
+    package static func warnings(for dots: [PlanDot], envelope: SafetyEnvelope, issues: inout PlanIssueList) {
         var facts = WarningFacts(envelope: envelope)
         for dot in dots {
             facts.count(path: dot.path, hasRegion: dot.region != nil, dwellMicroseconds: dot.dwellMicroseconds)
@@ -111,7 +111,7 @@ public enum PlanValidator {
     }
 
     /// Things a technician should know that do not stop the plan.
-    static func warnings(_ facts: WarningFacts, envelope: SafetyEnvelope, issues: inout PlanIssueList) {
+    package static func warnings(_ facts: WarningFacts, envelope: SafetyEnvelope, issues: inout PlanIssueList) {
         guard facts.dotCount > 0 else { return }
         if facts.withoutRegion == facts.dotCount {
             issues.append(.warning(.noRegions, "dots", limit: "region on every dot",

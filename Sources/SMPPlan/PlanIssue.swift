@@ -101,12 +101,12 @@ public struct PlanIssue: Sendable, Hashable, CustomStringConvertible {
         self.message = message
     }
 
-    static func error(_ code: Code, _ path: String, value: String = "", limit: String = "",
+    package static func error(_ code: Code, _ path: String, value: String = "", limit: String = "",
                       _ message: String) -> PlanIssue {
         PlanIssue(severity: .error, code: code, path: path, value: value, limit: limit, message: message)
     }
 
-    static func warning(_ code: Code, _ path: String, value: String = "", limit: String = "",
+    package static func warning(_ code: Code, _ path: String, value: String = "", limit: String = "",
                         _ message: String) -> PlanIssue {
         PlanIssue(severity: .warning, code: code, path: path, value: value, limit: limit, message: message)
     }
@@ -131,7 +131,7 @@ public struct PlanLoadError: Error, Sendable, CustomStringConvertible {
 
     public var errors: [PlanIssue] { issues.filter(\.isError) }
     /// True when the file itself could not be read (missing, no permission, a directory, …), as
-    /// opposed to read and found wrong: the CLI exits 66 (EX_NOINPUT) rather than 65 (EX_DATAERR).
+    /// opposed to read and found wrong (the CLI says "no input" rather than "bad data").
     public var isUnreadable: Bool { issues.contains { $0.code == .fileUnreadable } }
     public var warnings: [PlanIssue] { issues.filter { !$0.isError } }
 
@@ -152,16 +152,18 @@ public struct PlanLoadError: Error, Sendable, CustomStringConvertible {
 
 /// Collects issues up to a cap so a thoroughly broken 200,000-dot file cannot flood memory or the
 /// screen; counts what it leaves out and reports it as one final `moreErrors` issue.
-struct PlanIssueList: Sendable {
-    static let cap = 1000
+package struct PlanIssueList: Sendable {
+    package static let cap = 1000
 
-    private(set) var errors: [PlanIssue] = []
-    private(set) var warnings: [PlanIssue] = []
-    private(set) var omittedErrors = 0
+    package private(set) var errors: [PlanIssue] = []
+    package private(set) var warnings: [PlanIssue] = []
+    package private(set) var omittedErrors = 0
 
-    var hasErrors: Bool { !errors.isEmpty || omittedErrors > 0 }
+    package init() {}
 
-    mutating func append(_ issue: PlanIssue) {
+    package var hasErrors: Bool { !errors.isEmpty || omittedErrors > 0 }
+
+    package mutating func append(_ issue: PlanIssue) {
         switch issue.severity {
         case .error:
             if errors.count < PlanIssueList.cap {
@@ -174,22 +176,22 @@ struct PlanIssueList: Sendable {
         }
     }
 
-    mutating func append(contentsOf issues: [PlanIssue]) {
+    package mutating func append(contentsOf issues: [PlanIssue]) {
         for issue in issues { append(issue) }
     }
 
     /// An error that must be seen even when the list is full (it explains the others).
-    mutating func appendEvenIfFull(_ issue: PlanIssue) {
+    package mutating func appendEvenIfFull(_ issue: PlanIssue) {
         errors.append(issue)
     }
 
     /// Counts errors that were found but not built (e.g. spacing pairs beyond a limit).
-    mutating func addOmittedErrors(_ count: Int) {
+    package mutating func addOmittedErrors(_ count: Int) {
         omittedErrors += count
     }
 
     /// Errors, then the `moreErrors` line if any were left out, then warnings.
-    var all: [PlanIssue] {
+    package var all: [PlanIssue] {
         var result = errors
         if omittedErrors > 0 {
             result.append(.error(.moreErrors, "$", value: String(omittedErrors),

@@ -1,3 +1,5 @@
+import SMPPlan
+import SessionRunner
 import Foundation
 
 /// A file's (st_dev, st_ino): what stays the same for the file whatever its path.

@@ -1,3 +1,5 @@
+import SMPInterlocks
+import SMPPlan
 import NeedleDriver
 import TOMLKit
 #if canImport(Glibc)
@@ -67,8 +69,8 @@ public struct MachineConfigurationError: Error, Sendable, Hashable, CustomString
         issues.map { "\(file): \($0.message)" }.joined(separator: "\n")
     }
 
-    /// sysexits(3): EX_NOINPUT when the file is missing or unreadable, else EX_CONFIG.
-    public var exitCode: Int32 { issues.contains { $0.code == .fileUnreadable } ? 66 : 78 }
+    /// The file could not be read at all (as opposed to: read, and invalid).
+    public var isUnreadable: Bool { issues.contains { $0.code == .fileUnreadable } }
 }
 
 /// Reads machine configuration files (docs/machine-config.md).

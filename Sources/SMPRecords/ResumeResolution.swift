@@ -1,3 +1,5 @@
+import SMPPlan
+import SessionRunner
 import FirmwareProtocol
 
 /// Settles, when a session is resumed, the dots its record shows as `sent` (claimed, maybe in
@@ -34,7 +36,7 @@ struct ResumeResolution {
     var refusal: String?
 
     static func resolve(store: RecordStore, sessionID: Int64, hello: HelloReply, status deviceStatus: Status?,
-                        decision: AmbiguousDecision?) throws -> ResumeResolution {
+                        decision: AmbiguousDecision?) throws(RecordStoreError) -> ResumeResolution {
         // Only the session's owner settles it: taken here (or already held), refused while
         // another live process runs it (docs/records.md, "Who owns a session").
         try store.takeOwnership(of: sessionID)

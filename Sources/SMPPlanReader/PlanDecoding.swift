@@ -1,3 +1,4 @@
+import SMPPlan
 import Foundation
 
 // Stage 1 of loading: JSON → a "raw" document that keeps every value the file holds, as written

@@ -6,8 +6,8 @@
 /// corners of an s×s square, and a cell is half-open), so the work is at most 27 comparisons per
 /// point: O(n). A budget stops pathological inputs (thousands of dots on one spot) from going
 /// quadratic; running out of budget is reported and treated as an error by callers.
-enum PlanSpacing {
-    struct Violation: Sendable, Hashable {
+package enum PlanSpacing {
+    package struct Violation: Sendable, Hashable {
         /// Indices into the input arrays, `first < second`.
         let first: Int
         let second: Int
@@ -15,7 +15,7 @@ enum PlanSpacing {
         let distanceSquared: Int64
     }
 
-    struct Result: Sendable {
+    package struct Result: Sendable {
         /// Violations in order of `second`, then `first`; at most `limit` of them.
         var violations: [Violation] = []
         /// All violations found, including those beyond `limit`.
@@ -26,7 +26,7 @@ enum PlanSpacing {
 
     /// Pairs of points closer than `minimum` (exactly `minimum` apart is fine). With `minimum` ≤ 0
     /// only points at the very same spot are reported.
-    static func violations(xs: [Int32], ys: [Int32], minimum: Int32, limit: Int = .max,
+    package static func violations(xs: [Int32], ys: [Int32], minimum: Int32, limit: Int = .max,
                            budget: Int? = nil) -> Result {
         precondition(xs.count == ys.count, "one x per y")
         let count = xs.count
@@ -98,7 +98,7 @@ enum PlanSpacing {
     ]
 
     /// Distance in whole micrometres (rounded) for messages.
-    static func distanceMicrometres(_ squared: Int64) -> Int64 {
+    package static func distanceMicrometres(_ squared: Int64) -> Int64 {
         Int64(Double(squared).squareRoot().rounded())
     }
 }

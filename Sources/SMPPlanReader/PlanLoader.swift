@@ -1,3 +1,4 @@
+import SMPPlan
 import Crypto
 import Foundation
 #if canImport(Glibc)

@@ -1,0 +1,51 @@
+import NeedleDriver
+import SessionRunner
+import SMPMachine
+
+/// The process exit statuses (sysexits(3)), documented in `smpctl --help` and
+/// docs/operator-guide.md. The only place numbers are given to outcomes: the libraries report
+/// typed errors and accounts, the CLI maps them here.
+enum ExitStatus {
+    static let ok: Int32 = 0
+    static let usage: Int32 = 64  // EX_USAGE
+    static let dataError: Int32 = 65  // EX_DATAERR: the plan or configuration is invalid
+    static let noInput: Int32 = 66  // EX_NOINPUT: a file could not be read
+    static let unavailable: Int32 = 69  // EX_UNAVAILABLE: device absent, busy or link lost
+    static let software: Int32 = 70  // EX_SOFTWARE
+    static let needlePowerNotOff: Int32 = 71  // EX_OSERR: needle power could not be switched off at the end
+    static let ioError: Int32 = 74  // EX_IOERR
+    static let incomplete: Int32 = 75  // EX_TEMPFAIL: session held or stopped before the end, or running elsewhere
+    static let protocolError: Int32 = 76  // EX_PROTOCOL: the device refused or misbehaved
+    static let permission: Int32 = 77  // EX_NOPERM
+    static let config: Int32 = 78  // EX_CONFIG: invalid machine configuration; records from a newer smpctl
+}
+
+extension ExitStatus {
+    /// How a session ended.
+    static func of(_ account: SessionAccount) -> Int32 {
+        if account.needlePowerOffFailure != nil { return needlePowerNotOff }  // before anything else, whatever the outcome
+        if account.recordsFailed { return ioError }
+        switch account.outcome {
+        case .completed: return ok
+        case .needsDecision: return usage
+        case .refusedPlan: return dataError
+        case .linkLost: return unavailable
+        case .held, .stopped, .declined: return incomplete
+        }
+    }
+
+    /// The serial port could not be used.
+    static func of(_ error: SerialPortError) -> Int32 {
+        switch error {
+        case .noSuchDevice, .busy, .disconnected: return unavailable
+        case .permissionDenied: return permission
+        case .io, .notATerminal, .unsupportedBaud, .closed, .settingsNotApplied: return ioError
+        }
+    }
+
+    /// The device list could not be read: a service that is unavailable.
+    static func of(_ error: DeviceDiscoveryError) -> Int32 { unavailable }
+
+    /// The machine configuration file could not be read (66) or is invalid (78).
+    static func of(_ error: MachineConfigurationError) -> Int32 { error.isUnreadable ? noInput : config }
+}
