@@ -47,31 +47,32 @@ public enum InterlockEvent: Sendable, Hashable {
     case needlePowerFault
 }
 
-/// Why a transition happened, self-describing for the audit trail.
-public enum InterlockCause: Sendable, Hashable, CustomStringConvertible {
-    case input(name: String, role: InterlockRole, reading: GPIOInputReading)
-    case operatorReset
-    case operatorResume
-    case operatorHold
-    case operatorEstop
-    case deviceLatched(FaultCode)
-    case deviceHeld(FaultCode)
-    case linkUp
-    case linkLost
-    case needlePowerFault
+/// Why a transition happened, self-describing for the audit trail: the event, and for an input
+/// event the line it came from.
+public struct InterlockCause: Sendable, Hashable, CustomStringConvertible {
+    public var event: InterlockEvent
+    /// The line of an `.input` event (nil for every other event).
+    public var input: InterlockMachine.Input?
+
+    public init(_ event: InterlockEvent, input: InterlockMachine.Input? = nil) {
+        self.event = event
+        self.input = input
+    }
 
     public var description: String {
-        switch self {
-        case .input(let name, let role, let reading): "\(role) \(PlanText.quoted(name)) \(role.describe(reading))"
-        case .operatorReset: "operator reset"
-        case .operatorResume: "operator resume"
-        case .operatorHold: "operator hold"
-        case .operatorEstop: "operator e-stop"
-        case .deviceLatched(let fault): "applicator latched: \(fault)"
-        case .deviceHeld(let fault): "applicator held: \(fault)"
-        case .linkUp: "link to the applicator up"
-        case .linkLost: "link to the applicator lost"
-        case .needlePowerFault: "the needle-power output could not be driven"
+        switch event {
+        case .input(let index, let reading):
+            guard let input else { return "input \(index) \(reading)" }
+            return "\(input.role) \(PlanText.quoted(input.name)) \(input.role.describe(reading))"
+        case .operatorReset: return "operator reset"
+        case .operatorResume: return "operator resume"
+        case .operatorHold: return "operator hold"
+        case .operatorEstop: return "operator e-stop"
+        case .deviceLatched(let fault): return "applicator latched: \(fault)"
+        case .deviceHeld(let fault): return "applicator held: \(fault)"
+        case .linkUp: return "link to the applicator up"
+        case .linkLost: return "link to the applicator lost"
+        case .needlePowerFault: return "the needle-power output could not be driven"
         }
     }
 }
@@ -219,14 +220,14 @@ public struct InterlockMachine: Sendable, Hashable {
     /// Applies one event. Always returns the transition (possibly `from == to` with no actions).
     public mutating func handle(_ event: InterlockEvent, atNanos timestamp: UInt64) -> InterlockTransition {
         let from = state
-        let cause: InterlockCause
+        var cause = InterlockCause(event)
         var actions: InterlockActions = []
 
         switch event {
         case .input(let index, let reading):
             let input = inputs[index]
             readings[index] = reading
-            cause = .input(name: input.name, role: input.role, reading: reading)
+            cause.input = input
             if input.role == .estop || reading == .lost {
                 // The e-stop pressed or lost, or any line that can no longer be read (its chip
                 // removed): a doubt, so the safe state — needle power off, ESTOP — not a hold
@@ -241,52 +242,43 @@ public struct InterlockMachine: Sendable, Hashable {
             }
 
         case .operatorReset:
-            cause = .operatorReset
             if (state == .faulted || state == .estopped), isHealthy {
                 state = .armed
                 actions = [.needlePowerOn, .armDevice]
             }
 
         case .operatorResume:
-            cause = .operatorResume
             if state == .held, isHealthy {
                 state = .armed
                 actions = [.resumeDevice]
             }
 
         case .operatorHold:
-            cause = .operatorHold
             if state == .armed {
                 state = .held
                 actions = [.hold]
             }
 
         case .operatorEstop:
-            cause = .operatorEstop
             state = .estopped
             actions = [.needlePowerOff, .sendEstop]
 
-        case .deviceLatched(let fault):
-            cause = .deviceLatched(fault)
+        case .deviceLatched:
             state = .estopped
             actions = [.needlePowerOff]
 
-        case .deviceHeld(let fault):
-            cause = .deviceHeld(fault)
+        case .deviceHeld:
             if state == .armed { state = .held }
 
         case .linkUp:
-            cause = .linkUp
             linkIsUp = true
 
         case .linkLost:
-            cause = .linkLost
             linkIsUp = false
             if state != .estopped { state = .faulted }
             actions = [.needlePowerOff]
 
         case .needlePowerFault:
-            cause = .needlePowerFault
             state = .estopped
             actions = [.needlePowerOff, .sendEstop]
         }

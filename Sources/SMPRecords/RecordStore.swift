@@ -516,12 +516,12 @@ public final class RecordStore: Sendable {
     }
 
     /// `PRAGMA synchronous` of the connection (2 = FULL), for the durability test.
-    package func synchronousMode() throws -> Int {
+    func synchronousMode() throws -> Int {
         try db.read { try Int.fetchOne($0, sql: "PRAGMA synchronous") ?? -1 }
     }
 
     /// For tests of the append-only guarantee: runs raw SQL.
-    package func executeRaw(_ sql: String) throws {
+    func executeRaw(_ sql: String) throws {
         try db.write { db in try db.execute(sql: sql) }
     }
 

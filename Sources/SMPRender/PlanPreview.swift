@@ -410,27 +410,5 @@ private struct Renderer {
         return PlanText.milli(Int64((value * 1000).rounded()))
     }
 
-    func escape(_ text: String) -> String {
-        var result = ""
-        result.reserveCapacity(text.count)
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "&": result += "&amp;"
-            case "<": result += "&lt;"
-            case ">": result += "&gt;"
-            case "\"": result += "&quot;"
-            case "'": result += "&apos;"
-            default:
-                // Characters XML 1.0 forbids (control characters other than tab, LF, CR).
-                if scalar.value < 0x20 && scalar != "\t" && scalar != "\n" && scalar != "\r" {
-                    result += "\u{FFFD}"
-                } else if scalar.value == 0xFFFE || scalar.value == 0xFFFF {
-                    result += "\u{FFFD}"
-                } else {
-                    result.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return result
-    }
+    func escape(_ text: String) -> String { XMLText.escape(text) }
 }

@@ -105,8 +105,5 @@ extension SessionReport {
 
     private func f(_ value: Double) -> String { String(format: "%.3f", value) }
 
-    private func escape(_ text: String) -> String {
-        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
-            .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
-    }
+    private func escape(_ text: String) -> String { XMLText.escape(text) }
 }

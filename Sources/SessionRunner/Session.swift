@@ -51,7 +51,6 @@ public struct SessionProgress: Sendable {
     public var total: Int
     public var lastDotID: UInt32
     public var region: String?
-    public var deviceTimeMicroseconds: UInt64
 }
 
 /// How a session ended.
@@ -207,10 +206,11 @@ public final class Session: @unchecked Sendable {
     private var paceMonitor: DotPace.Monitor
     /// Layer 2 of the spacing limit: every dot sent or done in this session, by position.
     private var spacing: SpacingLedger
-    /// Layer-2 envelope check can be switched off by tests only, to show the firmware still refuses.
-    package var checkEnvelopeBeforeEncoding = true
+    /// Layer-2 envelope check can be switched off by tests only (`@testable`), to show the
+    /// firmware still refuses.
+    var checkEnvelopeBeforeEncoding = true
     /// Layer-1 re-validation against the device's limits; tests switch it off to reach layers 2–3.
-    package var skipValidationAfterHandshake = false
+    var skipValidationAfterHandshake = false
 
     public init(plan: Plan, options: SessionOptions = SessionOptions(), logger: Logger) {
         self.plan = plan
@@ -617,7 +617,7 @@ public final class Session: @unchecked Sendable {
             if outcome == nil {
                 onEvent(.progress(SessionProgress(
                     done: done.count + previouslyDone, total: plan.dots.count - skipped, lastDotID: entry.dotID,
-                    region: planDotByID[entry.dotID]?.region, deviceTimeMicroseconds: 0)))
+                    region: planDotByID[entry.dotID]?.region)))
             }
         }
         if outcome == nil, !batch.done.isEmpty, done.count + previouslyDone + skipped == plan.dots.count {

@@ -53,7 +53,7 @@ final class EventRelayTests: XCTestCase {
     }
 
     static func progress(_ done: Int) -> SessionEvent {
-        .progress(SessionProgress(done: done, total: 1000, lastDotID: UInt32(done), region: nil, deviceTimeMicroseconds: 0))
+        .progress(SessionProgress(done: done, total: 1000, lastDotID: UInt32(done), region: nil))
     }
 
     static func device(_ state: DeviceState, _ fault: FaultCode = .none) -> SessionEvent {
