@@ -129,8 +129,7 @@ final class LayoutTests: XCTestCase {
         var r = SeededRandom(seed: 0x5EED_0011)
         for type in MessageType.allCases {
             let expected = Frame.payloadLength(of: type)
-            let payload = Array(COBS.decode(Frame(RandomMessages.message(type, &r)).encoded().dropLast())!
-                .dropFirst(2).dropLast(4))
+            let payload = payloadBytes(of: Frame(RandomMessages.message(type, &r)))
             var variants = [payload + [0xFF], payload + payload, []]
             if expected > 0 { variants += [Array(payload.dropLast()), Array(payload.prefix(1))] }
             for variant in variants where variant.count != expected {
@@ -168,14 +167,14 @@ final class LayoutTests: XCTestCase {
             (reply, 10, 0x1F, "firmware_id"), (reply, 12, 0x7F, "firmware_id"),
         ]
         for (frame, offset, value, field) in cases {
-            var payload = Array(COBS.decode(frame.encoded().dropLast())!.dropFirst(2).dropLast(4))
+            var payload = payloadBytes(of: frame)
             payload[offset] = value
             XCTAssertThrowsError(try Frame.decode(raw: raw(frame.message.type.rawValue, payload)[...]), field) {
                 XCTAssertEqual($0 as? DecodeError, .invalidField(field), "\(frame.message.type) offset \(offset)")
             }
         }
         // NUL padding ends the firmware id; what follows the first NUL is not read.
-        var payload = Array(COBS.decode(reply.encoded().dropLast())!.dropFirst(2).dropLast(4))
+        var payload = payloadBytes(of: reply)
         payload[25] = 0x01
         XCTAssertNoThrow(try Frame.decode(raw: raw(MessageType.helloReply.rawValue, payload)[...]))
     }
@@ -188,6 +187,11 @@ final class LayoutTests: XCTestCase {
         let decoded = try Frame.decode(cobsBlock: Frame(.helloReply(reply)).encoded().dropLast())
         reply.firmwareID = "0123456789abcdef"
         XCTAssertEqual(decoded, Frame(.helloReply(reply)))
+    }
+
+    /// The payload bytes `frame` encodes to.
+    private func payloadBytes(of frame: Frame) -> [UInt8] {
+        Array(COBS.decode(frame.encoded().dropLast())!.dropFirst(2).dropLast(4))
     }
 
     /// type · seq 0 · payload · a correct CRC-32C.
