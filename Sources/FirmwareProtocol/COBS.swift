@@ -35,8 +35,20 @@ public enum COBS {
     /// a zero byte inside it or a code that runs past its end.
     @inlinable
     public static func decode(_ input: some Collection<UInt8>) -> [UInt8]? {
-        var output: [UInt8] = []
-        output.reserveCapacity(input.count)
+        var valid = true
+        let output = [UInt8](unsafeUninitializedCapacity: input.count) { buffer, count in
+            if let decoded = decode(input, into: buffer) { count = decoded } else { valid = false }
+        }
+        return valid ? output : nil
+    }
+
+    /// Decodes one COBS block (delimiter excluded) into `output` without allocating; returns the
+    /// number of bytes decoded, nil when the block is malformed (as `decode(_:)`). An `output` of
+    /// `input.count` bytes always suffices: a block never decodes to more bytes than it has.
+    @inlinable
+    public static func decode(_ input: some Collection<UInt8>, into output: UnsafeMutableBufferPointer<UInt8>) -> Int? {
+        precondition(output.count >= input.count, "COBS.decode: output smaller than the block")
+        var count = 0
         var index = input.startIndex
         while index != input.endIndex {
             let code = input[index]
@@ -46,13 +58,15 @@ public enum COBS {
                 guard index != input.endIndex else { return nil }
                 let byte = input[index]
                 if byte == 0 { return nil }
-                output.append(byte)
+                output[count] = byte
+                count += 1
                 index = input.index(after: index)
             }
             if code != 0xFF && index != input.endIndex {
-                output.append(0)
+                output[count] = 0
+                count += 1
             }
         }
-        return output
+        return count
     }
 }

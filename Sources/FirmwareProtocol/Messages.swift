@@ -31,18 +31,18 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
 
 /// Hardware limits the device declares in its HELLO reply. Units are in the names.
 public struct DeviceLimits: Sendable, Hashable {
-    public var depthMinMicrometres: UInt16
-    public var depthMaxMicrometres: UInt16
-    public var dwellMinMicroseconds: UInt32
-    public var dwellMaxMicroseconds: UInt32
+    public var depthMinMicrometres: UInt16 = 0
+    public var depthMaxMicrometres: UInt16 = 0
+    public var dwellMinMicroseconds: UInt32 = 0
+    public var dwellMaxMicroseconds: UInt32 = 0
     /// Largest |x| the gantry reaches, from the centre of travel.
-    public var travelXMicrometres: UInt32
+    public var travelXMicrometres: UInt32 = 0
     /// Largest |y| the gantry reaches, from the centre of travel.
-    public var travelYMicrometres: UInt32
+    public var travelYMicrometres: UInt32 = 0
     /// Travel speed between dots, used with descend and retract time to predict a dot's duration.
-    public var travelSpeedMicrometresPerSecond: UInt32
-    public var descendMicroseconds: UInt32
-    public var retractMicroseconds: UInt32
+    public var travelSpeedMicrometresPerSecond: UInt32 = 0
+    public var descendMicroseconds: UInt32 = 0
+    public var retractMicroseconds: UInt32 = 0
 
     public init(
         depthMinMicrometres: UInt16, depthMaxMicrometres: UInt16,
@@ -202,12 +202,12 @@ public struct EstopCause: RawRepresentable, Sendable, Hashable, CustomStringConv
 
 /// One dot command. The only sequenced, queued message.
 public struct DotCommand: Sendable, Hashable {
-    public var dotID: UInt32
-    public var epoch: UInt16
-    public var xMicrometres: Int32
-    public var yMicrometres: Int32
-    public var depthMicrometres: UInt16
-    public var dwellMicroseconds: UInt32
+    public var dotID: UInt32 = 0
+    public var epoch: UInt16 = 0
+    public var xMicrometres: Int32 = 0
+    public var yMicrometres: Int32 = 0
+    public var depthMicrometres: UInt16 = 0
+    public var dwellMicroseconds: UInt32 = 0
 
     public init(dotID: UInt32, epoch: UInt16, xMicrometres: Int32, yMicrometres: Int32,
                 depthMicrometres: UInt16, dwellMicroseconds: UInt32) {
@@ -221,12 +221,12 @@ public struct DotCommand: Sendable, Hashable {
 }
 
 public struct Hello: Sendable, Hashable {
-    public var versionMajor: UInt8
-    public var versionMinor: UInt8
+    public var versionMajor: UInt8 = 0
+    public var versionMinor: UInt8 = 0
     /// Lease the host asks for; 0 = the device default. The device grants at most 250 ms.
-    public var requestedLeaseMilliseconds: UInt16
+    public var requestedLeaseMilliseconds: UInt16 = 0
     /// Echoed in the reply so a stale reply from an earlier handshake is recognised.
-    public var hostNonce: UInt32
+    public var hostNonce: UInt32 = 0
 
     public init(versionMajor: UInt8 = ProtocolVersion.major, versionMinor: UInt8 = ProtocolVersion.minor,
                 requestedLeaseMilliseconds: UInt16, hostNonce: UInt32) {
@@ -238,22 +238,22 @@ public struct Hello: Sendable, Hashable {
 }
 
 public struct HelloReply: Sendable, Hashable {
-    public var versionMajor: UInt8
-    public var versionMinor: UInt8
-    public var capabilities: Capabilities
+    public var versionMajor: UInt8 = 0
+    public var versionMinor: UInt8 = 0
+    public var capabilities: Capabilities = []
     /// Random at every boot: a different value on reconnect means the device lost its RAM state.
-    public var bootID: UInt32
+    public var bootID: UInt32 = 0
     /// Up to 16 printable ASCII characters.
-    public var firmwareID: String
+    public var firmwareID: String = ""
     /// DOT frames the device can hold; the host never has more than this many unacknowledged
     /// or queued (the window).
-    public var queueCapacity: UInt8
-    public var leaseMilliseconds: UInt16
-    public var limits: DeviceLimits
-    public var hostNonce: UInt32
+    public var queueCapacity: UInt8 = 0
+    public var leaseMilliseconds: UInt16 = 0
+    public var limits: DeviceLimits = DeviceLimits()
+    public var hostNonce: UInt32 = 0
     /// Dots completed since boot and the id of the last one (0 = none): the resume anchor.
-    public var doneCount: UInt32
-    public var lastDoneDotID: UInt32
+    public var doneCount: UInt32 = 0
+    public var lastDoneDotID: UInt32 = 0
 
     public init(versionMajor: UInt8 = ProtocolVersion.major, versionMinor: UInt8 = ProtocolVersion.minor,
                 capabilities: Capabilities, bootID: UInt32, firmwareID: String, queueCapacity: UInt8,
@@ -275,10 +275,10 @@ public struct HelloReply: Sendable, Hashable {
 
 public struct Ack: Sendable, Hashable {
     /// Cumulative: every DOT up to and including this sequence number was accepted.
-    public var ackSeq: UInt8
+    public var ackSeq: UInt8 = 0
     /// Free queue slots after accepting: the host's credit.
-    public var freeSlots: UInt8
-    public var epoch: UInt16
+    public var freeSlots: UInt8 = 0
+    public var epoch: UInt16 = 0
     public init(ackSeq: UInt8, freeSlots: UInt8, epoch: UInt16) {
         self.ackSeq = ackSeq
         self.freeSlots = freeSlots
@@ -288,9 +288,9 @@ public struct Ack: Sendable, Hashable {
 
 public struct Nak: Sendable, Hashable {
     /// The sequence number the device expects next; the host resends from here.
-    public var expectedSeq: UInt8
-    public var reason: ErrorCode
-    public var freeSlots: UInt8
+    public var expectedSeq: UInt8 = 0
+    public var reason: ErrorCode = .badFrame
+    public var freeSlots: UInt8 = 0
     public init(expectedSeq: UInt8, reason: ErrorCode, freeSlots: UInt8) {
         self.expectedSeq = expectedSeq
         self.reason = reason
@@ -301,11 +301,11 @@ public struct Nak: Sendable, Hashable {
 public struct DotDone: Sendable, Hashable {
     /// Sequence number of the DOT frame that carried this dot. Dots run in sequence order, so
     /// this also confirms every earlier accepted, unfenced dot (a lost DOT_DONE is harmless).
-    public var dotSeq: UInt8
-    public var dotID: UInt32
-    public var doneCount: UInt32
+    public var dotSeq: UInt8 = 0
+    public var dotID: UInt32 = 0
+    public var doneCount: UInt32 = 0
     /// Device clock at retraction, microseconds since boot.
-    public var deviceTimeMicroseconds: UInt64
+    public var deviceTimeMicroseconds: UInt64 = 0
     public init(dotSeq: UInt8, dotID: UInt32, doneCount: UInt32, deviceTimeMicroseconds: UInt64) {
         self.dotSeq = dotSeq
         self.dotID = dotID
@@ -315,23 +315,23 @@ public struct DotDone: Sendable, Hashable {
 }
 
 public struct Status: Sendable, Hashable {
-    public var state: DeviceState
-    public var fault: FaultCode
-    public var queueDepth: UInt8
-    public var freeSlots: UInt8
-    public var epoch: UInt16
+    public var state: DeviceState = .disarmed
+    public var fault: FaultCode = .none
+    public var queueDepth: UInt8 = 0
+    public var freeSlots: UInt8 = 0
+    public var epoch: UInt16 = 0
     /// Highest DOT sequence number accepted (same meaning as ACK's `ackSeq`).
-    public var ackSeq: UInt8
+    public var ackSeq: UInt8 = 0
     /// Sequence number of the last completed dot; meaningful when `doneCount` > 0.
-    public var lastDoneSeq: UInt8
-    public var lastDoneDotID: UInt32
-    public var doneCount: UInt32
+    public var lastDoneSeq: UInt8 = 0
+    public var lastDoneDotID: UInt32 = 0
+    public var doneCount: UInt32 = 0
     /// Dot in progress (0 = none). After an e-stop it names the dot that was interrupted.
-    public var currentDotID: UInt32
-    public var needleRetracted: Bool
+    public var currentDotID: UInt32 = 0
+    public var needleRetracted: Bool = false
     /// The minimum interval between skin entries set by PACE in this host session, in ms; 0
     /// before any PACE (and always from a 1.0 device, where the field is reserved).
-    public var paceMilliseconds: UInt16
+    public var paceMilliseconds: UInt16 = 0
 
     public init(state: DeviceState, fault: FaultCode, queueDepth: UInt8, freeSlots: UInt8, epoch: UInt16,
                 ackSeq: UInt8, lastDoneSeq: UInt8, lastDoneDotID: UInt32, doneCount: UInt32,
@@ -353,14 +353,14 @@ public struct Status: Sendable, Hashable {
 
 public struct Refused: Sendable, Hashable {
     /// Sequence number of the refused DOT (0 when the refused frame was not a DOT).
-    public var seq: UInt8
-    public var dotID: UInt32
-    public var code: ErrorCode
+    public var seq: UInt8 = 0
+    public var dotID: UInt32 = 0
+    public var code: ErrorCode = .badFrame
     /// The offending value in its wire unit (depth µm, dwell µs, coordinate µm), or 0.
-    public var value: Int32
+    public var value: Int32 = 0
     /// The state and fault the device is in after refusing (the shutdown reason when latched).
-    public var state: DeviceState
-    public var fault: FaultCode
+    public var state: DeviceState = .disarmed
+    public var fault: FaultCode = .none
     public init(seq: UInt8, dotID: UInt32, code: ErrorCode, value: Int32, state: DeviceState, fault: FaultCode) {
         self.seq = seq
         self.dotID = dotID
@@ -437,6 +437,189 @@ public enum Message: Sendable, Hashable {
         case .hold, .resume, .abort, .estop, .statusRequest, .clear, .pace, .spacing: true
         default: false
         }
+    }
+}
+
+// MARK: - Wire layouts (firmware-protocol.md §4)
+//
+// Each payload's fields, in wire order, with their kinds and their names in the spec: the one
+// declaration length, encoding and decoding follow from (WireLayout.swift has the walkers).
+
+extension Message {
+    /// The message of `type` with every payload field zero: what decoding fills in.
+    static func zero(_ type: MessageType) -> Message {
+        switch type {
+        case .hello: .hello(Hello())
+        case .statusRequest: .statusRequest
+        case .arm: .arm
+        case .clear: .clear
+        case .pace: .pace(minimumIntervalMilliseconds: 0)
+        case .spacing: .spacing(minimumSpacingMicrometres: 0)
+        case .dot: .dot(DotCommand())
+        case .hold: .hold(epoch: 0)
+        case .resume: .resume(epoch: 0, nextSeq: 0)
+        case .abort: .abort(epoch: 0)
+        case .estop: .estop(cause: EstopCause(rawValue: 0))
+        case .helloReply: .helloReply(HelloReply())
+        case .ack: .ack(Ack())
+        case .nak: .nak(Nak())
+        case .dotDone: .dotDone(DotDone())
+        case .status: .status(Status())
+        case .refused: .refused(Refused())
+        case .spacingReply: .spacingReply(minimumSpacingMicrometres: 0, ringSize: 0)
+        }
+    }
+
+    /// Walks the payload: the layouts of the messages without a struct of their own, and the
+    /// dispatch to those with one.
+    mutating func walkPayload<W: WireWalker>(_ w: inout W) throws(W.Failure) {
+        switch self {
+        case .statusRequest, .arm, .clear:
+            break
+        case .pace(var interval):
+            try w.u16(&interval, "min_dot_interval_ms")
+            self = .pace(minimumIntervalMilliseconds: interval)
+        case .spacing(var spacing):
+            try w.u32(&spacing, "min_spacing_um")
+            self = .spacing(minimumSpacingMicrometres: spacing)
+        case .hold(var epoch):
+            try w.u16(&epoch, "epoch")
+            self = .hold(epoch: epoch)
+        case .resume(var epoch, var nextSeq):
+            try w.u16(&epoch, "epoch")
+            try w.u8(&nextSeq, "next_seq")
+            self = .resume(epoch: epoch, nextSeq: nextSeq)
+        case .abort(var epoch):
+            try w.u16(&epoch, "epoch")
+            self = .abort(epoch: epoch)
+        case .estop(var cause):
+            try w.raw(&cause, "cause")  // any byte: `EstopCause(rawValue:)` refuses none
+            self = .estop(cause: cause)
+        case .spacingReply(var spacing, var ringSize):
+            try w.u32(&spacing, "min_spacing_um")
+            try w.u8(&ringSize, "ring_size")
+            self = .spacingReply(minimumSpacingMicrometres: spacing, ringSize: ringSize)
+        case .hello(var m): try m.walkFields(&w); self = .hello(m)
+        case .dot(var m): try m.walkFields(&w); self = .dot(m)
+        case .helloReply(var m): try m.walkFields(&w); self = .helloReply(m)
+        case .ack(var m): try m.walkFields(&w); self = .ack(m)
+        case .nak(var m): try m.walkFields(&w); self = .nak(m)
+        case .dotDone(var m): try m.walkFields(&w); self = .dotDone(m)
+        case .status(var m): try m.walkFields(&w); self = .status(m)
+        case .refused(var m): try m.walkFields(&w); self = .refused(m)
+        }
+    }
+}
+
+extension Hello: WirePayload {
+    init() {}
+    mutating func walkFields<W: WireWalker>(_ w: inout W) throws(W.Failure) {
+        try w.u8(&versionMajor, "version_major")
+        try w.u8(&versionMinor, "version_minor")
+        try w.u16(&requestedLeaseMilliseconds, "requested_lease_ms")
+        try w.u32(&hostNonce, "host_nonce")
+    }
+}
+
+extension DeviceLimits: WirePayload {
+    init() {}
+    mutating func walkFields<W: WireWalker>(_ w: inout W) throws(W.Failure) {
+        try w.u16(&depthMinMicrometres, "depth_min_um")
+        try w.u16(&depthMaxMicrometres, "depth_max_um")
+        try w.u32(&dwellMinMicroseconds, "dwell_min_us")
+        try w.u32(&dwellMaxMicroseconds, "dwell_max_us")
+        try w.u32(&travelXMicrometres, "travel_x_um")
+        try w.u32(&travelYMicrometres, "travel_y_um")
+        try w.u32(&travelSpeedMicrometresPerSecond, "travel_speed_um_per_s")
+        try w.u32(&descendMicroseconds, "descend_us")
+        try w.u32(&retractMicroseconds, "retract_us")
+    }
+}
+
+extension HelloReply: WirePayload {
+    init() {}
+    mutating func walkFields<W: WireWalker>(_ w: inout W) throws(W.Failure) {
+        try w.u8(&versionMajor, "version_major")
+        try w.u8(&versionMinor, "version_minor")
+        try w.raw(&capabilities, "capabilities")
+        try w.u32(&bootID, "boot_id")
+        try w.ascii(&firmwareID, length: 16, "firmware_id")
+        try w.u8(&queueCapacity, "queue_capacity")
+        try w.u16(&leaseMilliseconds, "lease_ms")
+        try limits.walkFields(&w)
+        try w.u32(&hostNonce, "host_nonce")
+        try w.u32(&doneCount, "done_count")
+        try w.u32(&lastDoneDotID, "last_done_dot_id")
+    }
+}
+
+extension DotCommand: WirePayload {
+    init() {}
+    mutating func walkFields<W: WireWalker>(_ w: inout W) throws(W.Failure) {
+        try w.u32(&dotID, "dot_id")
+        try w.u16(&epoch, "epoch")
+        try w.i32(&xMicrometres, "x_um")
+        try w.i32(&yMicrometres, "y_um")
+        try w.u16(&depthMicrometres, "depth_um")
+        try w.u32(&dwellMicroseconds, "dwell_us")
+    }
+}
+
+extension Ack: WirePayload {
+    init() {}
+    mutating func walkFields<W: WireWalker>(_ w: inout W) throws(W.Failure) {
+        try w.u8(&ackSeq, "ack_seq")
+        try w.u8(&freeSlots, "free_slots")
+        try w.u16(&epoch, "epoch")
+    }
+}
+
+extension Nak: WirePayload {
+    init() {}
+    mutating func walkFields<W: WireWalker>(_ w: inout W) throws(W.Failure) {
+        try w.u8(&expectedSeq, "expected_seq")
+        try w.raw(&reason, "reason")
+        try w.u8(&freeSlots, "free_slots")
+    }
+}
+
+extension DotDone: WirePayload {
+    init() {}
+    mutating func walkFields<W: WireWalker>(_ w: inout W) throws(W.Failure) {
+        try w.u8(&dotSeq, "dot_seq")
+        try w.u32(&dotID, "dot_id")
+        try w.u32(&doneCount, "done_count")
+        try w.u64(&deviceTimeMicroseconds, "device_time_us")
+    }
+}
+
+extension Status: WirePayload {
+    init() {}
+    mutating func walkFields<W: WireWalker>(_ w: inout W) throws(W.Failure) {
+        try w.raw(&state, "state")
+        try w.raw(&fault, "fault")
+        try w.u8(&queueDepth, "queue_depth")
+        try w.u8(&freeSlots, "free_slots")
+        try w.u16(&epoch, "epoch")
+        try w.u8(&ackSeq, "ack_seq")
+        try w.u8(&lastDoneSeq, "last_done_seq")
+        try w.u32(&lastDoneDotID, "last_done_dot_id")
+        try w.u32(&doneCount, "done_count")
+        try w.u32(&currentDotID, "current_dot_id")
+        try w.flag(&needleRetracted, "needle_retracted")
+        try w.u16(&paceMilliseconds, "pace_ms")
+    }
+}
+
+extension Refused: WirePayload {
+    init() {}
+    mutating func walkFields<W: WireWalker>(_ w: inout W) throws(W.Failure) {
+        try w.u8(&seq, "seq")
+        try w.u32(&dotID, "dot_id")
+        try w.raw(&code, "code")
+        try w.i32(&value, "value")
+        try w.raw(&state, "state")
+        try w.raw(&fault, "fault")
     }
 }
 

@@ -82,6 +82,24 @@ final class PropertyTests: XCTestCase {
         }
     }
 
+    /// decode(encode(x)) == x for every message type, and the encoded payload is exactly as long
+    /// as the type's declared layout (`Frame.payloadLength(of:)`).
+    func testEveryMessageTypeRoundTripsAtItsDeclaredLength() {
+        var r = SeededRandom(seed: 0x5EED_0010)
+        for type in MessageType.allCases {
+            let length = Frame.payloadLength(of: type)
+            XCTAssertLessThanOrEqual(length + Frame.overhead, Frame.maximumDecodedLength, "\(type)")
+            for trial in 0..<500 {
+                let frame = Frame(seq: .random(in: 0...255, using: &r), RandomMessages.message(type, &r))
+                let bytes = frame.encoded()
+                let raw = COBS.decode(bytes.dropLast())!
+                XCTAssertEqual(raw.count, length + Frame.overhead, "\(type) trial \(trial): encoded size")
+                XCTAssertEqual(try Frame.decode(raw: raw[...]), frame, "\(type) trial \(trial): decode(encode(x))")
+                XCTAssertEqual(try Frame.decode(cobsBlock: bytes.dropLast()), frame, "\(type) trial \(trial)")
+            }
+        }
+    }
+
     /// Flip 1–8 random bits, overwrite, insert or delete bytes of a valid frame: the decoder must
     /// never produce a frame other than the original (it may only discard).
     func testRandomCorruptionIsNeverDecodedAsAnotherMessage() {
