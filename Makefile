@@ -7,7 +7,8 @@
 #                says so loudly, and in CI (CI=true) that fails; SMP_SKIP_HIL=1 skips it, loudly
 #   make install / install-udev   PREFIX-aware install of the binary, completions, man pages / udev rule
 #   make hil     hardware-in-the-loop rig in a QEMU VM (docs/hil.md)
-#   make fuzz / golden / check-gpiod   decoder fuzzing, golden frames, libgpiod v1+v2 compile check
+#   make fuzz / golden / check-gpiod / check-layers   decoder fuzzing, golden frames, libgpiod v1+v2
+#                compile check, the module map (scripts/check-layers.py)
 #   make clean   remove build products (keeps fetched packages)
 
 SWIFT      ?= swift
@@ -32,7 +33,7 @@ OWN_WARNING := ^$(CURDIR)/(Sources|Tests)/[^:]+:[0-9]+:[0-9]+: warning:
 
 SWIFT_BUILD = $(SWIFT) build --scratch-path $(SCRATCH) $(SWIFTFLAGS)
 
-.PHONY: deps test-deps build demo test clean fuzz golden check-gpiod install install-udev hil hil-selftest bench
+.PHONY: deps test-deps build demo test clean fuzz golden check-gpiod check-layers install install-udev hil hil-selftest bench
 .DEFAULT_GOAL := build
 
 deps:
@@ -48,7 +49,7 @@ demo: build
 	"$$($(SWIFT_BUILD) --show-bin-path)/smpctl" run Examples/hairline.json --sim --yes
 
 # XCTest only (--disable-swift-testing): Swift Testing would end the output with "0 tests".
-test: test-deps check-gpiod
+test: test-deps check-layers check-gpiod
 	@mkdir -p $(SCRATCH)
 	@rm -f $(OWN_OBJECTS)
 	$(SWIFT_BUILD) --build-tests 2>&1 | tee $(BUILD_LOG)
@@ -83,6 +84,10 @@ hil: build
 # The rig must fail, clearly, when the udev rule does not match the device (wrong vendor id).
 hil-selftest: build
 	hil/run.sh --selftest-broken-rule --smpctl "$$($(SWIFT_BUILD) --show-bin-path)/smpctl"
+
+# The module map of docs/architecture.md: dependencies point one way, exit codes only in the CLI.
+check-layers:
+	@SWIFT="$(SWIFT)" scripts/check-layers.py
 
 # The GPIO shim must compile against libgpiod 1.6 (this system) and 2.x (headers fetched from
 # Debian's bookworm-backports into .build-gpiod-v2/).
