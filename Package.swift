@@ -110,6 +110,10 @@ let package = Package(
 
         .testTarget(name: "FirmwareProtocolTests", dependencies: ["FirmwareProtocol"], swiftSettings: strict),
         .testTarget(name: "NeedleDriverTests", dependencies: ["NeedleDriver", "DeviceSim"], swiftSettings: strict),
+        .testTarget(name: "SMPPlanTests", dependencies: ["SMPPlan", "SMPPlanReader"], swiftSettings: strict),
+        .testTarget(name: "SMPMachineTests", dependencies: ["SMPMachine"], swiftSettings: strict),
+        .testTarget(name: "SMPInterlocksTests", dependencies: ["SMPInterlocks", "SMPMachine"], swiftSettings: strict),
+        .testTarget(name: "SMPRenderTests", dependencies: ["SMPRender", "SMPPlanReader"], swiftSettings: strict),
         .testTarget(
             name: "SessionRunnerTests",
             dependencies: [

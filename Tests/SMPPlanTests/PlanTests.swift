@@ -1,13 +1,7 @@
-import DeviceSim
 import FirmwareProtocol
 import Foundation
-@testable import SessionRunner
 @testable import SMPPlan
 @testable import SMPPlanReader
-@testable import SMPInterlocks
-@testable import SMPRecords
-@testable import SMPMachine
-@testable import SMPRender
 import XCTest
 
 final class PlanTests: XCTestCase {

@@ -1,12 +1,6 @@
-import DeviceSim
 import Foundation
-@testable import SessionRunner
 @testable import SMPPlan
 @testable import SMPPlanReader
-@testable import SMPInterlocks
-@testable import SMPRecords
-@testable import SMPMachine
-@testable import SMPRender
 import XCTest
 
 /// A key written twice in one object is refused: JSONDecoder keeps one value, Python and

@@ -3,13 +3,9 @@ import Foundation
 import NeedleDriver
 import XCTest
 
-@testable import SessionRunner
 @testable import SMPPlan
-@testable import SMPPlanReader
 @testable import SMPInterlocks
-@testable import SMPRecords
 @testable import SMPMachine
-@testable import SMPRender
 
 /// The machine configuration: the example file, the built-in defaults, and every kind of bad
 /// field rejected with a message naming the file, the key path, the value and the limit.

@@ -1,12 +1,7 @@
 import XCTest
 
-@testable import SessionRunner
 @testable import SMPPlan
 @testable import SMPPlanReader
-@testable import SMPInterlocks
-@testable import SMPRecords
-@testable import SMPMachine
-@testable import SMPRender
 
 final class ClinicalTimingTests: XCTestCase {
     func plan(transplant: String?, session: String?) -> Plan {

@@ -5,13 +5,9 @@ import Logging
 import NeedleDriver
 import XCTest
 
-@testable import SessionRunner
 @testable import SMPPlan
-@testable import SMPPlanReader
 @testable import SMPInterlocks
-@testable import SMPRecords
 @testable import SMPMachine
-@testable import SMPRender
 
 /// The interlock state machine, exhaustively (every event in every state, and every reachable
 /// state by breadth-first search), then the runtime over the simulated GPIO backend.
