@@ -27,6 +27,9 @@ let package = Package(
     targets: [
         // Pure codec: no I/O, no Foundation, shared by host and simulator.
         .target(name: "FirmwareProtocol", swiftSettings: strict),
+        // The applicator's firmware as a pure state machine, Embedded-Swift-clean (`make
+        // check-embedded`): wrapped by DeviceSim here, the microcontroller image later.
+        .target(name: "FirmwareCore", dependencies: ["FirmwareProtocol"], swiftSettings: strict),
 
         // C libraries reached through system-library targets; the module maps include the
         // headers by name so pkg-config's include path decides which installed version is used.
@@ -60,9 +63,8 @@ let package = Package(
         .target(
             name: "DeviceSim",
             dependencies: [
-                "FirmwareProtocol", "CSMPShim",
+                "FirmwareCore", "FirmwareProtocol", "CSMPShim",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strict),
         .executableTarget(
@@ -79,7 +81,9 @@ let package = Package(
         .testTarget(name: "FirmwareProtocolTests", dependencies: ["FirmwareProtocol"], swiftSettings: strict),
         .testTarget(name: "NeedleDriverTests", dependencies: ["NeedleDriver", "DeviceSim"], swiftSettings: strict),
         .testTarget(name: "SessionRunnerTests", dependencies: ["SessionRunner", "DeviceSim"], swiftSettings: strict),
-        .testTarget(name: "DeviceSimTests", dependencies: ["DeviceSim", "FirmwareProtocol"], swiftSettings: strict),
+        .testTarget(
+            name: "DeviceSimTests", dependencies: ["DeviceSim", "FirmwareCore", "FirmwareProtocol"],
+            swiftSettings: strict),
         .testTarget(
             name: "SmpctlTests",
             dependencies: ["smpctl", .product(name: "ConsoleKitTerminal", package: "console-kit")],
