@@ -41,11 +41,17 @@ let package = Package(
             providers: [.apt(["libgpiod-dev"])]),
         // The one C shim: termios/pty/ioctl helpers Swift cannot import cleanly, and libgpiod v1/v2.
         .target(name: "CSMPShim", dependencies: ["CGPIOD"]),
+        // The one syscall layer (EINTR retried, typed errnos, a mock hook for tests), used by the
+        // driver, the simulator and the tests.
+        .target(
+            name: "SMPSystem",
+            dependencies: ["CSMPShim", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict),
 
         .target(
             name: "NeedleDriver",
             dependencies: [
-                "FirmwareProtocol", "CUdev", "CGPIOD", "CSMPShim",
+                "FirmwareProtocol", "SMPSystem", "CUdev", "CGPIOD", "CSMPShim",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
@@ -63,7 +69,7 @@ let package = Package(
         .target(
             name: "DeviceSim",
             dependencies: [
-                "FirmwareCore", "FirmwareProtocol", "CSMPShim",
+                "FirmwareCore", "FirmwareProtocol", "SMPSystem",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
@@ -79,10 +85,12 @@ let package = Package(
             swiftSettings: strict),
 
         .testTarget(name: "FirmwareProtocolTests", dependencies: ["FirmwareProtocol"], swiftSettings: strict),
-        .testTarget(name: "NeedleDriverTests", dependencies: ["NeedleDriver", "DeviceSim"], swiftSettings: strict),
+        .testTarget(name: "SMPSystemTests", dependencies: ["SMPSystem"], swiftSettings: strict),
+        .testTarget(
+            name: "NeedleDriverTests", dependencies: ["NeedleDriver", "DeviceSim", "SMPSystem"], swiftSettings: strict),
         .testTarget(name: "SessionRunnerTests", dependencies: ["SessionRunner", "DeviceSim"], swiftSettings: strict),
         .testTarget(
-            name: "DeviceSimTests", dependencies: ["DeviceSim", "FirmwareCore", "FirmwareProtocol"],
+            name: "DeviceSimTests", dependencies: ["DeviceSim", "FirmwareCore", "FirmwareProtocol", "SMPSystem"],
             swiftSettings: strict),
         .testTarget(
             name: "SmpctlTests",
