@@ -27,6 +27,9 @@ let package = Package(
     targets: [
         // Pure codec: no I/O, no Foundation, shared by host and simulator.
         .target(name: "FirmwareProtocol", swiftSettings: strict),
+        // The applicator's firmware as a pure state machine, Embedded-Swift-clean (`make
+        // check-embedded`): wrapped by DeviceSim here, the microcontroller image later.
+        .target(name: "FirmwareCore", dependencies: ["FirmwareProtocol"], swiftSettings: strict),
 
         // C libraries reached through system-library targets; the module maps include the
         // headers by name so pkg-config's include path decides which installed version is used.
@@ -38,11 +41,17 @@ let package = Package(
             providers: [.apt(["libgpiod-dev"])]),
         // The one C shim: termios/pty/ioctl helpers Swift cannot import cleanly, and libgpiod v1/v2.
         .target(name: "CSMPShim", dependencies: ["CGPIOD"]),
+        // The one syscall layer (EINTR retried, typed errnos, a mock hook for tests), used by the
+        // driver, the simulator and the tests.
+        .target(
+            name: "SMPSystem",
+            dependencies: ["CSMPShim", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict),
 
         .target(
             name: "NeedleDriver",
             dependencies: [
-                "FirmwareProtocol", "CUdev", "CGPIOD", "CSMPShim",
+                "FirmwareProtocol", "SMPSystem", "CUdev", "CGPIOD", "CSMPShim",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
@@ -91,9 +100,8 @@ let package = Package(
         .target(
             name: "DeviceSim",
             dependencies: [
-                "FirmwareProtocol", "CSMPShim",
+                "FirmwareCore", "FirmwareProtocol", "SMPSystem",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strict),
         .executableTarget(
@@ -109,11 +117,13 @@ let package = Package(
             swiftSettings: strict),
 
         .testTarget(name: "FirmwareProtocolTests", dependencies: ["FirmwareProtocol"], swiftSettings: strict),
-        .testTarget(name: "NeedleDriverTests", dependencies: ["NeedleDriver", "DeviceSim"], swiftSettings: strict),
-        .testTarget(name: "SMPPlanTests", dependencies: ["SMPPlan", "SMPPlanReader"], swiftSettings: strict),
+        .testTarget(name: "SMPSystemTests", dependencies: ["SMPSystem"], swiftSettings: strict),
+        .testTarget(
+            name: "NeedleDriverTests", dependencies: ["NeedleDriver", "DeviceSim", "SMPSystem"], swiftSettings: strict),
+        .testTarget(name: "SMPPlanTests", dependencies: ["SMPPlan", "SMPPlanReader", "FirmwareCore"], swiftSettings: strict),
         .testTarget(name: "SMPMachineTests", dependencies: ["SMPMachine"], swiftSettings: strict),
         .testTarget(name: "SMPInterlocksTests", dependencies: ["SMPInterlocks", "SMPMachine"], swiftSettings: strict),
-        .testTarget(name: "SMPRenderTests", dependencies: ["SMPRender", "SMPPlanReader"], swiftSettings: strict),
+        .testTarget(name: "SMPRenderTests", dependencies: ["SMPRender", "SMPRecords", "SessionRunner", "SMPPlanReader"], swiftSettings: strict),
         .testTarget(
             name: "SessionRunnerTests",
             dependencies: [
@@ -121,7 +131,9 @@ let package = Package(
                 "DeviceSim",
             ],
             swiftSettings: strict),
-        .testTarget(name: "DeviceSimTests", dependencies: ["DeviceSim", "FirmwareProtocol"], swiftSettings: strict),
+        .testTarget(
+            name: "DeviceSimTests", dependencies: ["DeviceSim", "FirmwareCore", "FirmwareProtocol", "SMPSystem"],
+            swiftSettings: strict),
         .testTarget(
             name: "SmpctlTests",
             dependencies: ["smpctl", .product(name: "ConsoleKitTerminal", package: "console-kit")],

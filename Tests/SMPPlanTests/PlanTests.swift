@@ -2,6 +2,7 @@ import FirmwareProtocol
 import Foundation
 @testable import SMPPlan
 @testable import SMPPlanReader
+import FirmwareCore
 import XCTest
 
 final class PlanTests: XCTestCase {
