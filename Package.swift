@@ -51,7 +51,7 @@ let package = Package(
         .target(
             name: "NeedleDriver",
             dependencies: [
-                "FirmwareProtocol", "SMPSystem", "CUdev", "CGPIOD", "CSMPShim",
+                "FirmwareProtocol", "SMPSystem", "CUdev", "CSMPShim",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
@@ -61,12 +61,16 @@ let package = Package(
         // Reading smp-plan/1 JSON files into a validated `Plan`, and the hash of the bytes read.
         .target(
             name: "SMPPlanReader",
-            dependencies: ["SMPPlan", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["SMPPlan", "SMPSystem", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict),
         // The interlocks together: the pure interlock machine, its runtime and the GPIO lines.
         .target(
             name: "SMPInterlocks",
-            dependencies: ["SMPPlan", "NeedleDriver", "FirmwareProtocol", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "SMPPlan", "SMPSystem", "CSMPShim", "FirmwareProtocol",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: strict),
         // The session only: claims, accounting, pacing, device-status policy. Writes its record
         // through a port (`SessionRecorder`) the records module implements.
@@ -90,7 +94,7 @@ let package = Package(
         .target(
             name: "SMPMachine",
             dependencies: [
-                "SMPPlan", "SMPInterlocks", "NeedleDriver", "FirmwareProtocol",
+                "SMPPlan", "SMPInterlocks", "SMPSystem", "NeedleDriver", "FirmwareProtocol",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
@@ -121,8 +125,14 @@ let package = Package(
         .testTarget(
             name: "NeedleDriverTests", dependencies: ["NeedleDriver", "DeviceSim", "SMPSystem"], swiftSettings: strict),
         .testTarget(name: "SMPPlanTests", dependencies: ["SMPPlan", "SMPPlanReader", "FirmwareCore"], swiftSettings: strict),
-        .testTarget(name: "SMPMachineTests", dependencies: ["SMPMachine"], swiftSettings: strict),
-        .testTarget(name: "SMPInterlocksTests", dependencies: ["SMPInterlocks", "SMPMachine"], swiftSettings: strict),
+        .testTarget(name: "SMPMachineTests", dependencies: ["SMPMachine", "NeedleDriver"], swiftSettings: strict),
+        .testTarget(
+            name: "SMPInterlocksTests",
+            dependencies: [
+                "SMPInterlocks", "SMPMachine", "SMPSystem", "CSMPShim",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict),
         .testTarget(name: "SMPRenderTests", dependencies: ["SMPRender", "SMPRecords", "SessionRunner", "SMPPlanReader"], swiftSettings: strict),
         .testTarget(
             name: "SessionRunnerTests",

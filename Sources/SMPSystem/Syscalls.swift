@@ -6,8 +6,8 @@
 //   • `read` and `write` fold EAGAIN/EWOULDBLOCK into `IOResult.wouldBlock`: on a non-blocking
 //     descriptor it is an answer, not an error;
 //   • EBADF and EFAULT from `read`, `write` and `poll` are bugs (a descriptor used after close, a
-//     bad buffer), not I/O conditions: they stop the program, as in swift-nio, rather than touch
-//     a descriptor number the kernel may have given to someone else;
+//     bad buffer), not I/O conditions: a debug build stops on them, as swift-nio does; a release
+//     build returns them, so the session ends through its safe path (`assertIsNotABug`);
 //   • the calls on descriptors (and `open`) can be answered by a `SyscallMock` in tests
 //     (Mocking.swift), so that the errno paths are unit-tested; off, that costs one relaxed
 //     atomic load per call;
@@ -330,6 +330,14 @@ extension Sys {
     /// The corresponding C function is `unlink`.
     package static func unlink(_ path: String) -> Result<Void, Errno> {
         retryingInterrupts { Glibc.unlink(path) }.map { _ in () }
+    }
+
+    /// What the open file `fd` is: type, size.
+    ///
+    /// The corresponding C function is `fstat`.
+    package static func fileStatus(_ fd: CInt) -> Result<stat, Errno> {
+        var info = stat()
+        return retryingInterrupts { fstat(fd, &info) }.map { _ in info }
     }
 
     /// This process's id. Cannot fail.
