@@ -2,7 +2,6 @@ import Dispatch
 import FirmwareProtocol
 import Logging
 import SMPSystem
-import Synchronization
 
 /// Options of a simulated applicator: the firmware's own configuration (`firmware`; its fields
 /// read and written through this value: `options.timeScale`, `options.faults`, …) and what only
@@ -85,7 +84,7 @@ public struct SimulatorOptions: Sendable {
 public final class SimulatedApplicator: Sendable {
     public let options: SimulatorOptions
     private let queue: DispatchQueue
-    private let core: Mutex<Core>
+    private let core: Locked<Core>
     private let record: GroundTruthRecord
     /// Entered when a source is created, left in its cancel handler: `stop()` waits on it.
     private let sourcesDone = DispatchGroup()
@@ -172,7 +171,7 @@ public final class SimulatedApplicator: Sendable {
         self.record = record
         queue = DispatchQueue(label: "smpctl.devicesim.\(pty.path)")
         origin = DispatchTime.now().uptimeNanoseconds
-        core = Mutex(Core(firmware: Firmware(configuration: options.firmwareConfiguration(), at: 0),
+        core = Locked(Core(firmware: Firmware(configuration: options.firmwareConfiguration(), at: 0),
                           link: LinkFaultInjector(plan: options.faults, seed: options.seed),
                           devicePath: pty.path))
     }
