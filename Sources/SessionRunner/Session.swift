@@ -691,8 +691,6 @@ public final class Session: @unchecked Sendable {
     private func handle(_ event: LinkEvent) {
         guard outcome == nil else { return }
         switch event {
-        case .handshake:
-            break
         case .dotDone(let id, let time, let count):
             guard doneSet.insert(id).inserted else {
                 // The protocol makes this impossible; if it happens the accounting is broken.
