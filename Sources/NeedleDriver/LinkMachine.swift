@@ -380,6 +380,11 @@ public struct LinkMachine: Sendable {
     /// E-STOP: twice in one write (a corrupted single frame must not delay it), repeated every
     /// RTO until the device confirms. Latches the link: no DOT is sent on it again.
     public mutating func estop(cause: FaultCode, now: UInt64) -> LinkOutput {
+        sendEstop(cause: cause, now: now)
+        return take()
+    }
+
+    private mutating func sendEstop(cause: FaultCode, now: UInt64) {
         latched = true
         streaming = false
         fencePending = true
@@ -390,7 +395,6 @@ public struct LinkMachine: Sendable {
             sent(from: start, frames: 2, now: now)
         }
         pendingCommand = PendingCommand(message: frame.message, lastSent: now, confirmation: .latched)
-        return take()
     }
 
     /// ESTOP twice: what `estop` writes, and what the e-stop path writes from any thread.
@@ -742,7 +746,7 @@ public struct LinkMachine: Sendable {
         while end < outstanding.count, UInt8(truncatingIfNeeded: outstanding[end].seq) != done.dotSeq { end += 1 }
         guard end < outstanding.count else { return }  // already confirmed by a STATUS
         guard outstanding[end].dot.dotID == done.dotID else {
-            _ = estop(cause: .hostEstop, now: now)
+            sendEstop(cause: .hostEstop, now: now)
             lost(.protocolViolation(
                 "DOT_DONE for dot \(done.dotID) at seq \(done.dotSeq), but that seq carried dot \(outstanding[end].dot.dotID)"))
             return
