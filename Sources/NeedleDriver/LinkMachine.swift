@@ -336,24 +336,28 @@ public struct LinkMachine: Sendable {
 
     /// HOLD: the dot in the skin finishes, everything queued is fenced and returned (§6.4).
     public mutating func hold(now: UInt64) -> LinkOutput {
-        guard !closed else { return take() }
-        streaming = false
-        fencePending = true
-        resumeQueued = false
-        let target = epoch &+ 1
-        sendCommand(.hold(epoch: target), confirmation: .held(epoch: target), now: now)
+        sendFence(abort: false, now: now)
         return take()
     }
 
     /// ABORT: as HOLD, but the dot in the skin is abandoned at once.
     public mutating func abort(now: UInt64) -> LinkOutput {
-        guard !closed else { return take() }
+        sendFence(abort: true, now: now)
+        return take()
+    }
+
+    /// HOLD or ABORT with the next epoch, repeated until a STATUS confirms it.
+    private mutating func sendFence(abort: Bool, now: UInt64) {
+        guard !closed else { return }
         streaming = false
         fencePending = true
         resumeQueued = false
         let target = epoch &+ 1
-        sendCommand(.abort(epoch: target), confirmation: .stopped(epoch: target), now: now)
-        return take()
+        if abort {
+            sendCommand(.abort(epoch: target), confirmation: .stopped(epoch: target), now: now)
+        } else {
+            sendCommand(.hold(epoch: target), confirmation: .held(epoch: target), now: now)
+        }
     }
 
     /// RESUME after a hold (the operator's decision); streaming restarts when the device reports

@@ -122,7 +122,7 @@ struct VirtualHost {
     /// Handshake, ARM, STATUS ready, streaming: the dots in `source` start going out.
     mutating func armed(reply: HelloReply = .test(), dots: Int = 0) {
         handshake(reply: reply)
-        source = (1...max(dots, 1)).map(Self.dot).prefix(dots).map { $0 }
+        source = (0..<dots).map { Self.dot($0 + 1) }
         command { $0.arm(now: $1) }
         command { machine, _ in machine.startStreaming() }
         device(.status(.test(.ready)))

@@ -202,18 +202,19 @@ final class LinkMachineTests: XCTestCase {
 
     func testRTOFollowsRFC6298WithKarnsRuleBackoffAndClamps() {
         var host = VirtualHost()
-        host.armed(dots: 1)
-        host.advance(by: 10 * ms)
-        host.device(.ack(Ack(ackSeq: 1, freeSlots: 31, epoch: 0)))
+        host.armed()
+        func sample(_ id: Int, after delay: UInt64) {
+            host.source = [VirtualHost.dot(id)]
+            host.pull()
+            host.advance(by: delay)
+            host.device(.ack(Ack(ackSeq: UInt8(id), freeSlots: 31, epoch: 0)))
+        }
         // First sample R = 10 ms: SRTT = R, RTTVAR = R/2, RTO = SRTT + 4·RTTVAR = 30 ms.
+        sample(1, after: 10 * ms)
         XCTAssertEqual(host.machine.metrics.smoothedRTTMicroseconds, 10_000)
         XCTAssertEqual(host.machine.retransmissionTimeoutNanoseconds, 30 * ms)
-
         // Second sample R' = 2 ms: RTTVAR = ¾·5 + ¼·|10 − 2| = 5.75, SRTT = ⅞·10 + ⅛·2 = 9 → 32 ms.
-        host.source = [VirtualHost.dot(2)]
-        host.pull()
-        host.advance(by: 2 * ms)
-        host.device(.ack(Ack(ackSeq: 2, freeSlots: 31, epoch: 0)))
+        sample(2, after: 2 * ms)
         XCTAssertEqual(host.machine.metrics.smoothedRTTMicroseconds, 9_000)
         XCTAssertEqual(host.machine.retransmissionTimeoutNanoseconds, 32 * ms)
 
