@@ -229,6 +229,9 @@ public struct LinkMachine: Sendable {
     private var lastSend: UInt64 = 0
     /// A quarter of the lease (§6.5); 25 ms until the HELLO_REPLY says the lease.
     private var heartbeatIntervalNanos: UInt64 = 25_000_000
+    /// The tick grid (see `nextDeadline`): where it starts, and the last tick.
+    private var tickOrigin: UInt64 = 0
+    private var lastTickAt: UInt64?
 
     public private(set) var metrics = LinkMetrics()
     /// The last 100 frames each way, dumped to the log on any fault (Klipper's practice).
@@ -264,19 +267,29 @@ public struct LinkMachine: Sendable {
         return max(0, min(room, credit))
     }
 
-    /// When `tick` must be called next (the same clock as `now`); nil when nothing is due.
-    /// Every timer of the link is an absolute deadline derived from the state: the handshake's
-    /// next attempt, the link-loss limit, a command's or the oldest DOT's RTO, the heartbeat.
+    /// When `tick` must be called next (the same clock as `now`); nil when the link is closed.
+    /// Every timeout is checked on a grid of ticks one heartbeat interval apart, from the start of
+    /// the handshake and again from the HELLO_REPLY (a quarter of the lease): the effective RTO,
+    /// the four transmissions of a decision, the link-loss limit are those of a periodic tick,
+    /// as the link has always had them; the machine only skips the ticks with nothing due.
     public var nextDeadline: UInt64? {
         guard started, !closed else { return nil }
-        if handshaking { return lastSend &+ configuration.handshakeInterval.nanoseconds }
-        var deadline = lastSend &+ heartbeatIntervalNanos
-        if let since = unansweredSince {
-            deadline = min(deadline, since &+ configuration.linkLossTimeout.nanoseconds &+ 1)
+        var due: UInt64
+        if handshaking {
+            due = lastSend &+ configuration.handshakeInterval.nanoseconds
+        } else {
+            due = lastSend &+ heartbeatIntervalNanos - heartbeatIntervalNanos / 8
+            if let since = unansweredSince {
+                due = min(due, since &+ configuration.linkLossTimeout.nanoseconds &+ 1)
+            }
+            if let pendingCommand { due = min(due, pendingCommand.lastSent &+ rtoNanos) }
+            if let oldest = oldestUnacknowledged { due = min(due, oldest.sentAt &+ rtoNanos) }
         }
-        if let pendingCommand { deadline = min(deadline, pendingCommand.lastSent &+ rtoNanos) }
-        if canRetransmit, let oldest = oldestUnacknowledged { deadline = min(deadline, oldest.sentAt &+ rtoNanos) }
-        return deadline
+        // The first grid tick at or after `due`, after the last tick (what is overdue but cannot
+        // be done yet, a retransmission behind a fence, waits for the next tick, never spins).
+        let period = heartbeatIntervalNanos
+        let earliest = max(due, lastTickAt.map { $0 &+ 1 } ?? 0, tickOrigin &+ 1)
+        return tickOrigin &+ (earliest - tickOrigin + period - 1) / period * period
     }
 
     // MARK: - Handshake
@@ -286,6 +299,7 @@ public struct LinkMachine: Sendable {
     public mutating func connect(nonce: UInt32, now: UInt64) -> LinkOutput {
         guard !started, !closed else { return take() }
         started = true
+        tickOrigin = now
         handshaking = true
         handshakeNonce = nonce
         handshakeAttemptsLeft = configuration.handshakeAttempts
@@ -534,13 +548,9 @@ public struct LinkMachine: Sendable {
         return outstanding[outstandingHead...].first { $0.seq > ackedThrough }
     }
 
-    /// While a fence is pending (or latched) the DOTs in flight wait for the STATUS that settles
-    /// them: resending them would only be fenced, and their RTO is not due.
-    private var canRetransmit: Bool { !fencePending && !latched && !closed }
-
     /// Resends every unacknowledged DOT from `fromSeq` (go-back-N).
     private mutating func retransmit(from fromSeq: UInt64, now: UInt64) {
-        guard canRetransmit else { return }
+        guard !fencePending, !latched, !closed else { return }
         let start = out.bytes.count
         var count = 0
         for index in outstandingHead..<outstanding.count where outstanding[index].seq >= fromSeq
@@ -640,6 +650,7 @@ public struct LinkMachine: Sendable {
         outstandingHead = 0
         let lease = UInt64(reply.leaseMilliseconds) * 1_000_000
         heartbeatIntervalNanos = max(lease / 4, 5_000_000)
+        tickOrigin = now
         advanceHandshake(after: .hello, status: nil, now: now)
     }
 
@@ -893,6 +904,7 @@ public struct LinkMachine: Sendable {
            elapsed(t, since: due) > max(4 * heartbeatIntervalNanos, 100_000_000) - heartbeatIntervalNanos {
             unansweredSince = t
         }
+        lastTickAt = t
         if handshaking {
             if elapsed(t, since: lastSend) >= configuration.handshakeInterval.nanoseconds {
                 if handshakeAttemptsLeft <= 0 {
@@ -928,14 +940,13 @@ public struct LinkMachine: Sendable {
                 send(Frame(pending.message), now: t)
             }
         }
-        if canRetransmit, let oldest = oldestUnacknowledged, elapsed(t, since: oldest.sentAt) >= rtoNanos {
+        if let oldest = oldestUnacknowledged, elapsed(t, since: oldest.sentAt) >= rtoNanos {
             // RFC 6298 §5.5: back off.
             rtoNanos = min(rtoNanos * 2, configuration.maximumRetransmissionTimeout.nanoseconds)
             metrics.retransmissionTimeoutMicroseconds = Int(rtoNanos / 1000)
             retransmit(from: oldest.seq, now: t)
         }
-        // The heartbeat (§6.5); an eighth early, so a tick due for something else just before
-        // it sends it then rather than waking again.
+        // The heartbeat (§6.5), on the first tick an eighth of an interval short of it.
         if elapsed(t, since: lastSend) >= heartbeatIntervalNanos - heartbeatIntervalNanos / 8 {
             send(Frame(.statusRequest), now: t)
         }
