@@ -157,7 +157,7 @@ public final class ApplicatorLink: @unchecked Sendable {
         if inTurn { return body() }
         inTurn = true
         body()
-        deliver()
+        deliverAndSettle()
         pullDots()
         deliver()
         inTurn = false
@@ -192,6 +192,13 @@ public final class ApplicatorLink: @unchecked Sendable {
             case .log(let level, let message): logger.log(level: level, "\(message)")
             }
         }
+    }
+
+    /// Delivers, then lets the machine send what waited for the owner's reaction.
+    private func deliverAndSettle() {
+        deliver()
+        step { $0.settle(now: $1) }
+        deliver()
     }
 
     /// Hands the waiting events and completions to the owner, in order. The owner's commands
@@ -242,7 +249,7 @@ public final class ApplicatorLink: @unchecked Sendable {
         turn {
             decoder.feed(bytes) { event in
                 step { $0.receive(event, now: $1) }
-                deliver()
+                deliverAndSettle()
             }
         }
     }

@@ -208,6 +208,8 @@ public struct LinkMachine: Sendable {
     /// An operator's RESUME given while the HOLD before it is not yet confirmed: sent, with the
     /// new epoch, once the hold is.
     private var resumeQueued = false
+    /// Set when a STATUS confirmed the hold a queued RESUME waits for; `settle` sends it.
+    private var resumeAfterFence = false
     /// Set while the CLEAR at the end waits for its STATUS: its answer is `disarmFinished`.
     private var disarmPending = false
     /// True from HOLD/ABORT/ESTOP until the fence is confirmed; no DOT is sent meanwhile.
@@ -783,7 +785,6 @@ public struct LinkMachine: Sendable {
     }
 
     private mutating func handleStatus(_ status: Status, now: UInt64) {
-        var resumeAfterFence = false
         let previous = deviceStatus
         deviceStatus = status
         if handshaking {
@@ -828,7 +829,7 @@ public struct LinkMachine: Sendable {
                 break
             }
             // The hold an operator's RESUME was waiting for is complete: it goes out once the
-            // fence below has returned the dots.
+            // fence below has returned the dots and the owner has seen them (`settle`).
             resumeAfterFence = resumeQueued && status.state == .held
         }
         if status.state.isLatched {
@@ -848,11 +849,22 @@ public struct LinkMachine: Sendable {
         if status.state.isLatched, previous?.state.isLatched != true {
             dumpHistory(reason: "applicator latched \(status.state): \(status.fault)")
         }
-        if resumeAfterFence, resumeQueued, !closed, !latched {
-            resumeQueued = false
-            fencePending = false
-            sendResume(now: now)
+    }
+
+    /// The owner has handled the events of the last step. What waited for its reaction goes
+    /// out now: the RESUME queued behind a hold the last STATUS confirmed — unless the owner
+    /// meanwhile ended the session, held again or e-stopped (as when the link called the owner
+    /// from inside that STATUS and looked again after).
+    public mutating func settle(now: UInt64) -> LinkOutput {
+        if resumeAfterFence {
+            resumeAfterFence = false
+            if resumeQueued, !closed, !latched {
+                resumeQueued = false
+                fencePending = false
+                sendResume(now: now)
+            }
         }
+        return take()
     }
 
     /// Everything still outstanding after a confirmed fence was not executed (§6.4) — except the

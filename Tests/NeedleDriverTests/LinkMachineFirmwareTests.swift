@@ -90,7 +90,7 @@ final class LinkMachineFirmwareTests: XCTestCase {
                 } else if let due = deviceDue, due <= host.now {
                     fromDevice(firmware.advance(to: deviceTime))
                 } else {
-                    host.absorb(host.machine.tick(now: host.now))
+                    host.step { $0.tick(now: $1) }
                     host.pull()
                     afterHostStep()
                 }

@@ -71,7 +71,13 @@ struct VirtualHost {
     /// A command, then the pull.
     @discardableResult
     mutating func command(_ input: (inout LinkMachine, UInt64) -> LinkOutput) -> [Frame] {
-        absorb(input(&machine, now)) + pull()
+        step(input) + pull()
+    }
+
+    /// One step, then `settle` (the owner has seen its events).
+    @discardableResult
+    mutating func step(_ input: (inout LinkMachine, UInt64) -> LinkOutput) -> [Frame] {
+        absorb(input(&machine, now)) + absorb(machine.settle(now: now))
     }
 
     /// Bytes from the device, one block per step.
@@ -80,7 +86,7 @@ struct VirtualHost {
         machine.received(byteCount: bytes.count)
         var decoder = FrameDecoder()
         var frames: [Frame] = []
-        for event in decoder.feed(bytes) { frames += absorb(machine.receive(event, now: now)) }
+        for event in decoder.feed(bytes) { frames += step { $0.receive(event, now: $1) } }
         return frames + pull()
     }
 
@@ -100,7 +106,7 @@ struct VirtualHost {
             ticks += 1
             guard ticks < 100_000 else { XCTFail("the deadline does not move: \(deadline)"); break }
             now = max(now, deadline)
-            frames += absorb(machine.tick(now: now)) + pull()
+            frames += step { $0.tick(now: $1) } + pull()
         }
         now = max(now, time)
         return frames

@@ -514,6 +514,22 @@ final class LinkMachineTests: XCTestCase {
         XCTAssertEqual(VirtualHost.dots(host.device(.status(.test(.ready, epoch: 1, ackSeq: 2)))).map(\.epoch), [1, 1])
     }
 
+    /// The owner sees the hold's STATUS before the queued RESUME goes out: ending the session
+    /// on it leaves the device held and then cleared, never resumed in between.
+    func testAQueuedResumeWaitsForTheOwnersReactionToTheHoldsStatus() {
+        var host = VirtualHost()
+        host.armed(dots: 2)
+        host.command { $0.hold(now: $1) }
+        host.command { $0.resume(now: $1) }
+        var decoder = FrameDecoder()
+        let held = Frame(seq: 9, .status(.test(.held, fault: .hostHold, epoch: 1, ackSeq: 2))).encoded()
+        let before = host.written.count
+        for event in decoder.feed(held) { host.absorb(host.machine.receive(event, now: host.now)) }
+        XCTAssertEqual(host.written.count, before, "nothing before the owner has seen the STATUS")
+        host.command { $0.disarmAndClose(now: $1) }  // the owner ends the session on it
+        XCTAssertEqual(host.written[before...].map(\.message), [.clear])
+    }
+
     func testTheSessionEndsWithClearAndTheAnswerComesWithTheClose() {
         var host = VirtualHost()
         host.armed()
