@@ -49,7 +49,7 @@ public final class ApplicatorLink: @unchecked Sendable {
     private var deferred: [() -> Void] = []
 
     private var timer: (any DispatchSourceTimer)?
-    private var timerDeadline: UInt64?
+    private var timerGrid: (origin: UInt64, interval: UInt64)?
 
     public init(port: SerialPort, configuration: LinkConfiguration = LinkConfiguration(), logger: Logger) {
         self.port = port
@@ -187,7 +187,7 @@ public final class ApplicatorLink: @unchecked Sendable {
             case .closePort:
                 timer?.cancel()
                 timer = nil
-                timerDeadline = nil
+                timerGrid = nil
                 port.close()
             case .log(let level, let message): logger.log(level: level, "\(message)")
             }
@@ -254,28 +254,32 @@ public final class ApplicatorLink: @unchecked Sendable {
         }
     }
 
-    /// One one-shot timer, re-armed on the machine's next absolute deadline after every turn.
+    /// One timer on the machine's tick grid: it fires on every grid tick, the machine's next
+    /// deadline among them, and is set again only when the grid changes (connect, HELLO_REPLY).
+    /// A one-shot timer moved to each next deadline lost the lease more often in the HIL rig's
+    /// emulated VM (every move costs a hop to libdispatch's timer thread); the periodic timer is
+    /// the one the link always had.
     private func armTimer() {
-        guard let deadline = machine.nextDeadline else {
+        guard let grid = machine.tickGrid else {
             timer?.cancel()
             timer = nil
-            timerDeadline = nil
+            timerGrid = nil
             return
         }
-        guard deadline != timerDeadline else { return }
-        timerDeadline = deadline
+        if let armed = timerGrid, armed == grid { return }
+        timerGrid = grid
+        let t = now()
+        let first = grid.origin &+ (t > grid.origin ? (t - grid.origin) / grid.interval + 1 : 1) * grid.interval
+        let source = timer ?? DispatchSource.makeTimerSource(queue: queue)
+        source.schedule(deadline: DispatchTime(uptimeNanoseconds: first), repeating: .nanoseconds(Int(grid.interval)),
+                        leeway: .microseconds(500))
         if timer == nil {
-            let source = DispatchSource.makeTimerSource(queue: queue)
             source.setEventHandler { [weak self] in
                 guard let self else { return }
-                self.timerDeadline = nil
                 self.turn { self.step { $0.tick(now: $1) } }
             }
-            source.schedule(deadline: DispatchTime(uptimeNanoseconds: deadline), repeating: .never, leeway: .microseconds(500))
             source.activate()
             timer = source
-        } else {
-            timer?.schedule(deadline: DispatchTime(uptimeNanoseconds: deadline), repeating: .never, leeway: .microseconds(500))
         }
     }
 

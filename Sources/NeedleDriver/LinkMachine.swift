@@ -294,6 +294,13 @@ public struct LinkMachine: Sendable {
         return tickOrigin &+ (earliest - tickOrigin + period - 1) / period * period
     }
 
+    /// The tick grid every deadline falls on: a driver may tick on every grid tick instead of
+    /// waking exactly at `nextDeadline` (a tick with nothing due does nothing). Nil when closed.
+    public var tickGrid: (origin: UInt64, interval: UInt64)? {
+        guard started, !closed else { return nil }
+        return (tickOrigin, heartbeatIntervalNanos)
+    }
+
     // MARK: - Handshake
 
     /// Sends 0x00 (flushes a half-received frame in the device), then HELLO with `nonce` until a
