@@ -77,7 +77,7 @@ let package = Package(
         .target(
             name: "SessionRunner",
             dependencies: [
-                "SMPPlan", "SMPInterlocks", "NeedleDriver", "FirmwareProtocol",
+                "SMPPlan", "SMPInterlocks", "NeedleDriver", "SMPSystem", "FirmwareProtocol",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
