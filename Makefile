@@ -71,19 +71,13 @@ test: test-deps check-layers check-gpiod check-embedded
 	    elif [ $$status != 0 ]; then exit $$status; fi; \
 	fi
 
-# The whole XCTest suite under a sanitizer (docs/reliability.md, "Sanitizers"). The test
-# processes start smpctl as a child; it is built with the same sanitizer and inherits the options.
-# halt_on_error: the first report fails the run, with its stack, instead of scrolling past.
-SANITIZER_TEST = $(SWIFT) test --scratch-path .build-$(1) --sanitize=$(2) $(SWIFTFLAGS) --disable-swift-testing
+# The whole XCTest suite under a sanitizer (docs/reliability.md, "Sanitizers"): any sanitizer
+# report from any process fails; a test failing without one is rerun once alone (scripts/).
 test-tsan: test-deps
-	$(SWIFT) build --scratch-path .build-tsan --sanitize=thread $(SWIFTFLAGS) --build-tests
-	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/scripts/tsan.supp" \
-	    $(call SANITIZER_TEST,tsan,thread) --skip-build
+	SWIFT="$(SWIFT)" scripts/sanitizer-test.sh thread
 
 test-asan: test-deps
-	$(SWIFT) build --scratch-path .build-asan --sanitize=address $(SWIFTFLAGS) --build-tests
-	ASAN_OPTIONS="halt_on_error=1 detect_leaks=1" LSAN_OPTIONS="suppressions=$(CURDIR)/scripts/lsan.supp print_suppressions=0" \
-	    $(call SANITIZER_TEST,asan,address) --skip-build
+	SWIFT="$(SWIFT)" scripts/sanitizer-test.sh address
 
 # Benchmarks (docs/performance.md): Benchmarks/ is a package of its own, never built by `make test`.
 # ~12 min on 2 cores (+~10 min first build). Results: Benchmarks/results/latest.{txt,md,json} (git-ignored).
