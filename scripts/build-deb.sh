@@ -93,7 +93,8 @@ shlib_dir=$(mktemp -d)
 trap 'rm -rf "$shlib_dir"' EXIT
 mkdir "$shlib_dir/debian"
 printf 'Source: smpctl\n\nPackage: smpctl\nArchitecture: any\n' >"$shlib_dir/debian/control"
-depends=$(cd "$shlib_dir" && dpkg-shlibdeps -O "$(realpath -m "$OLDPWD/$smpctl")" | sed -n 's/^shlibs:Depends=//p')
+binary=$(realpath "$smpctl")
+depends=$(cd "$shlib_dir" && dpkg-shlibdeps -O "$binary" | sed -n 's/^shlibs:Depends=//p')
 [[ -n "$depends" ]] || { echo "build-deb: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
 say "Depends (dpkg-shlibdeps): $depends"
 

@@ -61,7 +61,8 @@ if [[ "${SMP_DEB_INSIDE:-}" != 1 ]]; then
         rm -rf "$CACHE/base-root"
     fi
     WORK=$(mktemp -d /tmp/smpctl-deb-test.XXXXXX)
-    trap 'rm -rf "$WORK"' EXIT
+    # --one-file-system: never into a bind mount, should one outlive its namespace
+    trap 'rm -rf --one-file-system "$WORK"' EXIT
     mkdir "$WORK/root" && tar -C "$WORK/root" -xf "$BASE_TAR"
     cp /etc/resolv.conf "$WORK/root/etc/resolv.conf"
     say "fresh Debian 12 root in $WORK/root ($(since "$T_START") s so far)"
