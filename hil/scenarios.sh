@@ -692,7 +692,7 @@ EOF
 # ============================================================================================
 # Real applicator (SMP_HIL_DEVICE): what can run without a VM
 # ============================================================================================
-# The Debian package's /etc/security/limits.d/smp.conf (packaging/deb/smp-limits.conf), read by
+# The Debian package's /etc/security/limits.d/10-smpctl.conf (packaging/deb/smp-limits.conf), read by
 # pam_limits as at a login (runuser opens a PAM session; setpriv would not): a member of smp gets
 # rtprio 99 and SCHED_FIFO, one outside it does not, and smpctl then refuses a machine file with
 # [host] realtime_priority (exit 77) before anything starts. Here, not in make test-deb: raising
@@ -701,7 +701,7 @@ scenario_rtprio() {
     log "---- scenario: the package's limits.d line lets group smp use SCHED_FIFO"
     local limits tech guest status
     limits=$(mktemp -d)
-    cp "$REPO/packaging/deb/smp-limits.conf" "$limits/smp.conf"
+    cp "$REPO/packaging/deb/smp-limits.conf" "$limits/10-smpctl.conf"
     mount --bind "$limits" /etc/security/limits.d || { fail "rtprio: cannot bind-mount limits.d"; return; }
     printf '[host]\nrealtime_priority = 50\n' >"$WORK/rt.toml"
     mkdir -p "/tmp/home-$GUEST_UID" && chown "$GUEST_UID:$GUEST_UID" "/tmp/home-$GUEST_UID"
@@ -715,7 +715,7 @@ scenario_rtprio() {
     status=$?
     umount /etc/security/limits.d
     if [[ $tech == "99 fifo " && $guest == 0 ]] && ((status == 77)) && grep -q 'limits.d/smp.conf' "$WORK/rt-guest.out"; then
-        pass "rtprio: smptech (group smp) rtprio 99 and SCHED_FIFO 50; smpguest rtprio 0, smpctl run with realtime_priority = 50: exit 77 naming limits.d/smp.conf"
+        pass "rtprio: smptech (group smp) rtprio 99 and SCHED_FIFO 50; smpguest rtprio 0, smpctl run with realtime_priority = 50: exit 77 with the advice (limits.d/smp.conf)"
     else
         fail "rtprio: smptech '$tech' (want '99 fifo '), smpguest rtprio '$guest' (want 0), its smpctl run exit $status (want 77)"
         show "$WORK/rt-guest.out"

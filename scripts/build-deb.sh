@@ -9,7 +9,9 @@
 #   /usr/share/man/man1/smpctl*.1.gz, bash/zsh/fish completions  (scripts/install.sh bin)
 #   /usr/lib/udev/rules.d/70-smp-applicator.rules                (scripts/install.sh udev)
 #   /etc/smpctl/machine.toml        conffile that enables nothing (developer mode until edited)
-#   /etc/security/limits.d/smp.conf conffile: group smp may use SCHED_FIFO (rtprio 99)
+#   /etc/security/limits.d/10-smpctl.conf  conffile: group smp may use SCHED_FIFO (rtprio 99). Not
+#                                   smp.conf, which the docs have administrators write by hand (dpkg
+#                                   would stop at a conffile question); read before it, so theirs wins
 #   /usr/share/doc/smpctl/          copyright, changelog, the operator docs, examples/
 #   DEBIAN/postinst, prerm, postrm  group smp, udev reload; records are never touched
 # Depends: from the binary's real needs (dpkg-shlibdeps), plus passwd (groupadd in postinst).
@@ -65,7 +67,7 @@ strip --remove-section=.comment "$smpctl"   # the compilers' version strings, as
 gzip -9nf "$STAGE"/usr/share/man/man1/*.1
 
 install -D -m 0644 "$PKG/machine.toml" "$STAGE/etc/smpctl/machine.toml"
-install -D -m 0644 "$PKG/smp-limits.conf" "$STAGE/etc/security/limits.d/smp.conf"
+install -D -m 0644 "$PKG/smp-limits.conf" "$STAGE/etc/security/limits.d/10-smpctl.conf"
 install -D -m 0644 "$PKG/lintian-overrides" "$STAGE/usr/share/lintian/overrides/smpctl"
 
 version=${DEB_VERSION:-$("$smpctl" --version)}
@@ -86,7 +88,7 @@ write_copyright >"$DOC/copyright"
 
 # Maintainer scripts and conffiles.
 install -m 0755 "$PKG/postinst" "$PKG/prerm" "$PKG/postrm" "$STAGE/DEBIAN/"
-printf '/etc/smpctl/machine.toml\n/etc/security/limits.d/smp.conf\n' >"$STAGE/DEBIAN/conffiles"
+printf '/etc/smpctl/machine.toml\n/etc/security/limits.d/10-smpctl.conf\n' >"$STAGE/DEBIAN/conffiles"
 
 # Depends from the libraries the binary really links: dpkg-shlibdeps wants a debian/control.
 shlib_dir=$(mktemp -d)

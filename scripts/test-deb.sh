@@ -7,7 +7,8 @@
 #   2. a throwaway root: Debian 12 minbase from debootstrap (made once, kept as a tarball in
 #      .build-deb/, unpacked fresh every run), chrooted inside a private mount namespace
 #      (unshare) with /proc, /sys and /dev of this machine — no VM, no systemd, no udevd;
-#   3. in it: `apt-get install ./DEB` (its dependencies from the Debian mirror: proves Depends),
+#   3. in it: `apt-get install ./DEB` (its dependencies from the Debian mirror: proves Depends;
+#      beside a hand-written limits.d/smp.conf, which it must neither ask about nor touch),
 #      a technician added to group smp, then as that user `smpctl --version`, `config check`
 #      (developer mode: the shipped machine file enables nothing), `devices` (exit 69: none),
 #      rtprio from limits.d, a simulated session — the time from the install to the end of this
@@ -111,9 +112,13 @@ T_UPDATE=$(now)
 in_root apt-get update -qq >&2 || die "apt-get update failed in the root"
 say "apt-get update in the root: $(since "$T_UPDATE") s"
 
+# What docs/machine-config.md had administrators write by hand before the package existed: the
+# package's own limits file must not collide with it (dpkg would stop at a conffile question).
+echo '@smp - rtprio 50' >"$ROOT/etc/security/limits.d/smp.conf"
+
 T_INSTALL=$(now)
 expect 0 "apt-get install ./smpctl.deb ($version) on a fresh root (dependencies from the mirror)" \
-    in_root apt-get install -y -q --no-install-recommends /tmp/pkg/smpctl.deb
+    in_root apt-get install -y -q --no-install-recommends /tmp/pkg/smpctl.deb </dev/null
 in_root useradd --create-home --groups smp "$TECH"
 expect 0 "smpctl --version (as $TECH, group smp)" as_tech smpctl --version
 grep -qx "$version" "$ROOT/tmp/out" || fail "smpctl --version does not say $version"
@@ -166,6 +171,8 @@ expect 0 "dpkg -P smpctl" in_root dpkg -P smpctl
 grep -q "found: /home/$TECH/.local/share/smpctl/records.sqlite" "$ROOT/tmp/out" \
     || fail "purge did not say where the records are"
 [[ ! -e "$ROOT/etc/smpctl/machine.toml" ]] || fail "purge left /etc/smpctl/machine.toml"
+[[ "$(cat "$ROOT/etc/security/limits.d/smp.conf")" == '@smp - rtprio 50' ]] \
+    || fail "the administrator's own limits.d/smp.conf did not survive install and purge"
 [[ "$(records_sum)" == "$before" ]] || fail "purge changed $RECORDS"
 say "ok: records unchanged after purge"
 
