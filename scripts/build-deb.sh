@@ -18,7 +18,7 @@
 #
 # Variables: SWIFT, SCRATCH, SWIFTFLAGS as for scripts/install.sh;
 #   DEB_VERSION     (default: what the built `smpctl --version` says)
-#   DEB_MAINTAINER  (default: the last commit's author)
+#   DEB_MAINTAINER  (default: the project's address, as in its commits; a vendor sets its own)
 #   SOURCE_DATE_EPOCH (default: the last commit's time) — dates and file times in the package
 set -euo pipefail
 
@@ -72,7 +72,8 @@ install -D -m 0644 "$PKG/lintian-overrides" "$STAGE/usr/share/lintian/overrides/
 
 version=${DEB_VERSION:-$("$smpctl" --version)}
 arch=$(dpkg --print-architecture)
-maintainer=${DEB_MAINTAINER:-$(git log -1 --format='%an <%ae>' 2>/dev/null || echo 'smpctl maintainers <root@localhost>')}
+# Not the last commit's author: whoever commits (a merge) would become the package's maintainer.
+maintainer=${DEB_MAINTAINER:-smpctl maintainers <maintainers@users.noreply.r-seed-bdc9baf9.example>}
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 date_r=$(date -u -R -d "@$SOURCE_DATE_EPOCH")
 
