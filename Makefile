@@ -149,3 +149,16 @@ install-udev:
 clean:
 	$(SWIFT) package clean --scratch-path $(SCRATCH)
 	rm -f $(BUILD_LOG)
+
+# The Debian package for a clinic computer (scripts/build-deb.sh): .build-deb/smpctl_<version>_<arch>.deb.
+# test-deb installs it on a fresh Debian 12 root (debootstrap, chroot; root needed), runs a
+# simulated session as a member of group smp, upgrades, removes and purges it, and checks that the
+# records survive (scripts/test-deb.sh; .ci/run runs it after make test).
+.PHONY: deb test-deb
+deb: deps
+	@scripts/install-deps.sh dpkg-dev
+	SWIFT="$(SWIFT)" SCRATCH="$(SCRATCH)" SWIFTFLAGS="$(SWIFTFLAGS)" scripts/build-deb.sh
+
+test-deb: deb
+	@scripts/install-deps.sh debootstrap lintian
+	scripts/test-deb.sh .build-deb/smpctl_*.deb

@@ -692,6 +692,36 @@ EOF
 # ============================================================================================
 # Real applicator (SMP_HIL_DEVICE): what can run without a VM
 # ============================================================================================
+# The Debian package's /etc/security/limits.d/10-smpctl.conf (packaging/deb/smp-limits.conf), read by
+# pam_limits as at a login (runuser opens a PAM session; setpriv would not): a member of smp gets
+# rtprio 99 and SCHED_FIFO, one outside it does not, and smpctl then refuses a machine file with
+# [host] realtime_priority (exit 77) before anything starts. Here, not in make test-deb: raising
+# RLIMIT_RTPRIO needs CAP_SYS_RESOURCE, which the VM's root has and a container's root may not.
+scenario_rtprio() {
+    log "---- scenario: the package's limits.d line lets group smp use SCHED_FIFO"
+    local limits tech guest status
+    limits=$(mktemp -d)
+    cp "$REPO/packaging/deb/smp-limits.conf" "$limits/10-smpctl.conf"
+    mount --bind "$limits" /etc/security/limits.d || { fail "rtprio: cannot bind-mount limits.d"; return; }
+    printf '[host]\nrealtime_priority = 50\n' >"$WORK/rt.toml"
+    mkdir -p "/tmp/home-$GUEST_UID" && chown "$GUEST_UID:$GUEST_UID" "/tmp/home-$GUEST_UID"
+    chmod 0644 "$WORK/rt.toml"
+    # shellcheck disable=SC2016  # expanded by the user's shell
+    tech=$(runuser -u smptech -- sh -c 'echo "$(ulimit -r)"; chrt -f 50 true && echo fifo' 2>&1 | tr '\n' ' ')
+    # shellcheck disable=SC2016
+    guest=$(runuser -u smpguest -- sh -c 'ulimit -r' 2>&1)
+    runuser -u smpguest -- env HOME="/tmp/home-$GUEST_UID" "$SMPCTL" run "$PLAN" --sim --time-scale 0 --yes \
+        --config "$WORK/rt.toml" --db "/tmp/home-$GUEST_UID/rt.sqlite" >"$WORK/rt-guest.out" 2>&1
+    status=$?
+    umount /etc/security/limits.d
+    if [[ $tech == "99 fifo " && $guest == 0 ]] && ((status == 77)) && grep -q 'limits.d/smp.conf' "$WORK/rt-guest.out"; then
+        pass "rtprio: smptech (group smp) rtprio 99 and SCHED_FIFO 50; smpguest rtprio 0, smpctl run with realtime_priority = 50: exit 77 with the advice (limits.d/smp.conf)"
+    else
+        fail "rtprio: smptech '$tech' (want '99 fifo '), smpguest rtprio '$guest' (want 0), its smpctl run exit $status (want 77)"
+        show "$WORK/rt-guest.out"
+    fi
+}
+
 run_device_mode() {
     local device=${HIL_DEVICE:?}
     log "real applicator at $device (no VM, no simulator: no ground-truth record)"
@@ -738,6 +768,7 @@ if ((setup_ok)) || ((KEEP_GOING)); then
     if wants session; then scenario_session; fi
     if wants permission; then scenario_permission; fi
     if wants unplug; then scenario_unplug; fi
+    if wants rtprio; then scenario_rtprio; fi
 fi
 if ((${HIL_SELFTEST_BROKEN_RULE:-0} == 0)) && wants_gpio; then
     GPIO_DEVICE=""
