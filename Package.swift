@@ -54,6 +54,9 @@ let package = Package(
             name: "SMPPlanReader",
             dependencies: ["SMPPlan", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict),
+        // Plan design (`smpctl design`): smp-design/1 files, Poisson-disk placement around
+        // earlier sessions' dots, the plan written. Pure: no device, no records, no TOML.
+        .target(name: "SMPDesign", dependencies: ["SMPPlan", "SMPPlanReader"], swiftSettings: strict),
         // The interlocks together: the pure interlock machine, its runtime and the GPIO lines.
         .target(
             name: "SMPInterlocks",
@@ -100,7 +103,7 @@ let package = Package(
             name: "smpctl",
             dependencies: [
                 "SessionRunner", "SMPPlan", "SMPPlanReader", "SMPInterlocks", "SMPRecords", "SMPMachine",
-                "SMPRender", "NeedleDriver", "DeviceSim",
+                "SMPRender", "SMPDesign", "NeedleDriver", "DeviceSim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 // The live progress line at a terminal (ActivityBar, styled ConsoleText, erase).
@@ -111,6 +114,7 @@ let package = Package(
         .testTarget(name: "FirmwareProtocolTests", dependencies: ["FirmwareProtocol"], swiftSettings: strict),
         .testTarget(name: "NeedleDriverTests", dependencies: ["NeedleDriver", "DeviceSim"], swiftSettings: strict),
         .testTarget(name: "SMPPlanTests", dependencies: ["SMPPlan", "SMPPlanReader"], swiftSettings: strict),
+        .testTarget(name: "SMPDesignTests", dependencies: ["SMPDesign", "SMPPlan", "SMPPlanReader"], swiftSettings: strict),
         .testTarget(name: "SMPMachineTests", dependencies: ["SMPMachine"], swiftSettings: strict),
         .testTarget(name: "SMPInterlocksTests", dependencies: ["SMPInterlocks", "SMPMachine"], swiftSettings: strict),
         .testTarget(name: "SMPRenderTests", dependencies: ["SMPRender", "SMPPlanReader"], swiftSettings: strict),

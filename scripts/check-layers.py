@@ -27,6 +27,7 @@ FORBIDDEN = {
     "SMPRecords": {"DeviceSim", "TOMLKit"},
     "SMPMachine": {"DeviceSim", "SessionRunner", "GRDB"},
     "SMPRender": {"DeviceSim", "TOMLKit"},
+    "SMPDesign": {"DeviceSim", "NeedleDriver", "GRDB", "TOMLKit", "SessionRunner", "SMPRecords", "SMPMachine"},
 }
 
 
