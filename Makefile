@@ -9,9 +9,11 @@
 #   make hil     hardware-in-the-loop rig in a QEMU VM (docs/hil.md)
 #   make fuzz / golden / check-gpiod / check-layers   decoder fuzzing, golden frames, libgpiod v1+v2
 #                compile check, the module map (scripts/check-layers.py)
+#   make check-embedded   compiles the firmware core (FirmwareProtocol + FirmwareCore) in Embedded Swift
 #   make clean   remove build products (keeps fetched packages)
 
 SWIFT      ?= swift
+SWIFTC     ?= swiftc
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 # Packages only the tests need: headless Chromium renders the SVG/HTML checks. Debian's
@@ -33,7 +35,7 @@ OWN_WARNING := ^$(CURDIR)/(Sources|Tests)/[^:]+:[0-9]+:[0-9]+: warning:
 
 SWIFT_BUILD = $(SWIFT) build --scratch-path $(SCRATCH) $(SWIFTFLAGS)
 
-.PHONY: deps test-deps build demo test clean fuzz golden check-gpiod check-layers install install-udev hil hil-selftest bench
+.PHONY: deps test-deps build demo test clean fuzz golden check-gpiod check-layers check-embedded install install-udev hil hil-selftest bench
 .DEFAULT_GOAL := build
 
 deps:
@@ -49,7 +51,7 @@ demo: build
 	"$$($(SWIFT_BUILD) --show-bin-path)/smpctl" run Examples/hairline.json --sim --yes
 
 # XCTest only (--disable-swift-testing): Swift Testing would end the output with "0 tests".
-test: test-deps check-layers check-gpiod
+test: test-deps check-layers check-gpiod check-embedded
 	@mkdir -p $(SCRATCH)
 	@rm -f $(OWN_OBJECTS)
 	$(SWIFT_BUILD) --build-tests 2>&1 | tee $(BUILD_LOG)
@@ -93,6 +95,24 @@ check-layers:
 # Debian's bookworm-backports into .build-gpiod-v2/).
 check-gpiod:
 	@scripts/check-gpiod-v2.sh
+
+# The firmware core must stay Embedded-Swift-clean (one source for the simulator and the
+# microcontroller image): FirmwareProtocol and FirmwareCore compiled in Embedded mode for the host
+# (the toolchain ships an Embedded stdlib for x86_64), each into an object, nothing linked.
+# -Onone is enough: the Embedded restrictions are checked at every optimisation level, and
+# -Werror EmbeddedRestrictions turns the ones reported as warnings (untyped throws) into errors.
+EMBEDDED_DIR    := .build-embedded
+EMBEDDED_TARGET ?= $(shell uname -m)-unknown-linux-gnu
+EMBEDDED_FLAGS  := -target $(EMBEDDED_TARGET) -enable-experimental-feature Embedded -wmo -parse-as-library \
+                   -Onone -Werror EmbeddedRestrictions
+check-embedded:
+	@mkdir -p $(EMBEDDED_DIR)
+	$(SWIFTC) $(EMBEDDED_FLAGS) -module-name FirmwareProtocol -emit-module \
+	    -emit-module-path $(EMBEDDED_DIR)/FirmwareProtocol.swiftmodule \
+	    -c Sources/FirmwareProtocol/*.swift -o $(EMBEDDED_DIR)/FirmwareProtocol.o
+	$(SWIFTC) $(EMBEDDED_FLAGS) -module-name FirmwareCore -I $(EMBEDDED_DIR) \
+	    -c Sources/FirmwareCore/*.swift -o $(EMBEDDED_DIR)/FirmwareCore.o
+	@echo "check-embedded: FirmwareProtocol and FirmwareCore compile in Embedded Swift ($(EMBEDDED_TARGET))"
 
 # libFuzzer on the frame decoder (Fuzz/FrameDecoderFuzz.swift) with the committed seed corpus
 # (the golden frames of firmware-protocol.md). FUZZ_SECONDS bounds the run.

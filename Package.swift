@@ -27,6 +27,9 @@ let package = Package(
     targets: [
         // Pure codec: no I/O, no Foundation, shared by host and simulator.
         .target(name: "FirmwareProtocol", swiftSettings: strict),
+        // The applicator's firmware as a pure state machine, Embedded-Swift-clean (`make
+        // check-embedded`): wrapped by DeviceSim here, the microcontroller image later.
+        .target(name: "FirmwareCore", dependencies: ["FirmwareProtocol"], swiftSettings: strict),
 
         // C libraries reached through system-library targets; the module maps include the
         // headers by name so pkg-config's include path decides which installed version is used.
@@ -38,11 +41,17 @@ let package = Package(
             providers: [.apt(["libgpiod-dev"])]),
         // The one C shim: termios/pty/ioctl helpers Swift cannot import cleanly, and libgpiod v1/v2.
         .target(name: "CSMPShim", dependencies: ["CGPIOD"]),
+        // The one syscall layer (EINTR retried, typed errnos, a mock hook for tests), used by the
+        // driver, the simulator and the tests.
+        .target(
+            name: "SMPSystem",
+            dependencies: ["CSMPShim", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict),
 
         .target(
             name: "NeedleDriver",
             dependencies: [
-                "FirmwareProtocol", "CUdev", "CGPIOD", "CSMPShim",
+                "FirmwareProtocol", "SMPSystem", "CUdev", "CSMPShim",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
@@ -52,7 +61,7 @@ let package = Package(
         // Reading smp-plan/1 JSON files into a validated `Plan`, and the hash of the bytes read.
         .target(
             name: "SMPPlanReader",
-            dependencies: ["SMPPlan", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["SMPPlan", "SMPSystem", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict),
         // Plan design (`smpctl design`): smp-design/1 files, Poisson-disk placement around
         // earlier sessions' dots, the plan written. Pure: no device, no records, no TOML.
@@ -60,7 +69,11 @@ let package = Package(
         // The interlocks together: the pure interlock machine, its runtime and the GPIO lines.
         .target(
             name: "SMPInterlocks",
-            dependencies: ["SMPPlan", "NeedleDriver", "FirmwareProtocol", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "SMPPlan", "SMPSystem", "CSMPShim", "FirmwareProtocol",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: strict),
         // The session only: claims, accounting, pacing, device-status policy. Writes its record
         // through a port (`SessionRecorder`) the records module implements.
@@ -84,7 +97,7 @@ let package = Package(
         .target(
             name: "SMPMachine",
             dependencies: [
-                "SMPPlan", "SMPInterlocks", "NeedleDriver", "FirmwareProtocol",
+                "SMPPlan", "SMPInterlocks", "SMPSystem", "NeedleDriver", "FirmwareProtocol",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
@@ -94,9 +107,8 @@ let package = Package(
         .target(
             name: "DeviceSim",
             dependencies: [
-                "FirmwareProtocol", "CSMPShim",
+                "FirmwareCore", "FirmwareProtocol", "SMPSystem",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: strict),
         .executableTarget(
@@ -112,12 +124,20 @@ let package = Package(
             swiftSettings: strict),
 
         .testTarget(name: "FirmwareProtocolTests", dependencies: ["FirmwareProtocol"], swiftSettings: strict),
-        .testTarget(name: "NeedleDriverTests", dependencies: ["NeedleDriver", "DeviceSim"], swiftSettings: strict),
-        .testTarget(name: "SMPPlanTests", dependencies: ["SMPPlan", "SMPPlanReader"], swiftSettings: strict),
+        .testTarget(name: "SMPSystemTests", dependencies: ["SMPSystem"], swiftSettings: strict),
+        .testTarget(
+            name: "NeedleDriverTests", dependencies: ["NeedleDriver", "DeviceSim", "SMPSystem"], swiftSettings: strict),
+        .testTarget(name: "SMPPlanTests", dependencies: ["SMPPlan", "SMPPlanReader", "FirmwareCore"], swiftSettings: strict),
         .testTarget(name: "SMPDesignTests", dependencies: ["SMPDesign", "SMPPlan", "SMPPlanReader"], swiftSettings: strict),
-        .testTarget(name: "SMPMachineTests", dependencies: ["SMPMachine"], swiftSettings: strict),
-        .testTarget(name: "SMPInterlocksTests", dependencies: ["SMPInterlocks", "SMPMachine"], swiftSettings: strict),
-        .testTarget(name: "SMPRenderTests", dependencies: ["SMPRender", "SMPPlanReader"], swiftSettings: strict),
+        .testTarget(name: "SMPMachineTests", dependencies: ["SMPMachine", "NeedleDriver"], swiftSettings: strict),
+        .testTarget(
+            name: "SMPInterlocksTests",
+            dependencies: [
+                "SMPInterlocks", "SMPMachine", "SMPSystem", "CSMPShim",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict),
+        .testTarget(name: "SMPRenderTests", dependencies: ["SMPRender", "SMPRecords", "SessionRunner", "SMPPlanReader"], swiftSettings: strict),
         .testTarget(
             name: "SessionRunnerTests",
             dependencies: [
@@ -125,7 +145,9 @@ let package = Package(
                 "DeviceSim",
             ],
             swiftSettings: strict),
-        .testTarget(name: "DeviceSimTests", dependencies: ["DeviceSim", "FirmwareProtocol"], swiftSettings: strict),
+        .testTarget(
+            name: "DeviceSimTests", dependencies: ["DeviceSim", "FirmwareCore", "FirmwareProtocol", "SMPSystem"],
+            swiftSettings: strict),
         .testTarget(
             name: "SmpctlTests",
             dependencies: ["smpctl", .product(name: "ConsoleKitTerminal", package: "console-kit")],

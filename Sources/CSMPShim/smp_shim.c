@@ -12,7 +12,6 @@
 
 int smp_tty_set_exclusive(int fd) { return ioctl(fd, TIOCEXCL); }
 int smp_tty_clear_exclusive(int fd) { return ioctl(fd, TIOCNXCL); }
-int smp_tty_output_queue(int fd, int *count) { return ioctl(fd, TIOCOUTQ, count); }
 int smp_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
 
 int smp_pty_open(char *slave, unsigned long size) {

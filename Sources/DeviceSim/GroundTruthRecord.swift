@@ -1,11 +1,7 @@
 import Dispatch
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import FirmwareProtocol
 import Foundation
+import SMPSystem
 import Synchronization
 
 /// The simulator's ground truth: every dot the needle entered the skin for, exactly as the
@@ -59,8 +55,10 @@ public final class GroundTruthRecord: Sendable {
         self.path = path
         var fd: Int32 = -1
         if let path {
-            fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
-            if fd < 0 { throw SimulatorError.system("open(\(path))", errno: errno) }
+            switch Sys.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode: 0o644) {
+            case .success(let descriptor): fd = descriptor
+            case .failure(let errno): throw SimulatorError.system("open(\(path))", errno)
+            }
         }
         storage = Mutex(Storage(fd: fd))
     }
@@ -122,13 +120,8 @@ public final class GroundTruthRecord: Sendable {
     private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
         var offset = 0
         while offset < bytes.count {
-            let written = bytes.withUnsafeBytes { buffer in
-                write(fd, buffer.baseAddress! + offset, buffer.count - offset)
-            }
-            if written < 0 {
-                if errno == EINTR { continue }
-                return false
-            }
+            let result = bytes.withUnsafeBytes { Sys.write(fd, from: UnsafeRawBufferPointer(rebasing: $0[offset...])) }
+            guard case .success(.transferred(let written)) = result else { return false }
             offset += written  // a short write only happens on a full disk; finish the line
         }
         return true

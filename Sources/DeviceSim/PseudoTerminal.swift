@@ -1,5 +1,7 @@
+import SMPSystem
+
 #if canImport(Glibc)
-import Glibc
+import Glibc  // the termios and open flags; every call goes through `Sys`
 #endif
 
 /// Why the simulator could not start (or a record could not be opened).
@@ -17,7 +19,7 @@ public enum SimulatorError: Error, Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .system(let call, let code): "\(call) failed: \(String(cString: strerror(code))) (errno \(code))"
+        case .system(let call, let code): "\(call) failed: \(Errno(rawValue: code)) (errno \(code))"
         case .linkPathOccupied(let path): "\(path) exists and is not a symbolic link; refusing to replace it"
         case .invalidOption(let text): "invalid simulator option: \(text)"
         case .notATerminal(let path): "\(path) is not a terminal device (give a tty such as /dev/ttyGS0)"
@@ -26,9 +28,15 @@ public enum SimulatorError: Error, Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// close(2), ignoring EINTR (on Linux the descriptor is released even then).
+extension SimulatorError {
+    /// `call` failed with `errno`.
+    static func system(_ call: String, _ errno: Errno) -> SimulatorError { .system(call, errno: errno.rawValue) }
+}
+
+/// close(2), not retried on EINTR (on Linux the descriptor is released even then); the error is
+/// of no use here.
 func closeDescriptor(_ fd: Int32) {
-    _ = close(fd)
+    _ = Sys.close(fd)
 }
 
 /// The simulator's end of the link: the descriptor it reads and writes (`master`), the tty path a
@@ -57,23 +65,19 @@ struct PseudoTerminal {
     var isPort = false
 
     static func open() throws(SimulatorError) -> PseudoTerminal {
-        let libc = try PTYCalls.resolve()
-        let master = libc.posixOpenPT(O_RDWR | O_NOCTTY | O_CLOEXEC)
-        guard master >= 0 else { throw .system("posix_openpt", errno: errno) }
+        let (master, path): (Int32, String)
+        switch Sys.openPseudoTerminal() {
+        case .success(let pty): (master, path) = pty
+        case .failure(let errno): throw .system("posix_openpt", errno)
+        }
         var opened = false
         defer { if !opened { closeDescriptor(master) } }
-        guard libc.grantPT(master) == 0 else { throw .system("grantpt", errno: errno) }
-        guard libc.unlockPT(master) == 0 else { throw .system("unlockpt", errno: errno) }
-        var name = [CChar](repeating: 0, count: 256)
-        let result = name.withUnsafeMutableBufferPointer { libc.ptsNameR(master, $0.baseAddress, $0.count) }
-        guard result == 0 else { throw .system("ptsname_r", errno: result) }
-        let path = name.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        let flags = fcntl(master, F_GETFL)
-        guard flags >= 0, fcntl(master, F_SETFL, flags | O_NONBLOCK) == 0 else {
-            throw .system("fcntl(O_NONBLOCK)", errno: errno)
+        if case .failure(let errno) = Sys.setNonBlocking(master) { throw .system("fcntl(O_NONBLOCK)", errno) }
+        let slave: Int32
+        switch Sys.open(path, O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK) {
+        case .success(let fd): slave = fd
+        case .failure(let errno): throw .system("open(\(path))", errno)
         }
-        let slave = Glibc.open(path, O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK)
-        guard slave >= 0 else { throw .system("open(\(path))", errno: errno) }
         var slaveKept = false
         defer { if !slaveKept { closeDescriptor(slave) } }
         try makeRaw(slave)
@@ -86,17 +90,25 @@ struct PseudoTerminal {
     /// end: refuses anything that is not a terminal and a port another simulator holds (flock),
     /// sets raw mode and discards whatever was queued before (a previous host's bytes).
     static func openPort(_ path: String) throws(SimulatorError) -> PseudoTerminal {
-        let fd = Glibc.open(path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC)
-        guard fd >= 0 else { throw .system("open(\(path))", errno: errno) }
+        let fd: Int32
+        switch Sys.open(path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC) {
+        case .success(let descriptor): fd = descriptor
+        case .failure(let errno): throw .system("open(\(path))", errno)
+        }
         var opened = false
         defer { if !opened { closeDescriptor(fd) } }
-        guard isatty(fd) == 1 else { throw .notATerminal(path) }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            if errno == EWOULDBLOCK { throw .portBusy(path) }
-            throw .system("flock(\(path))", errno: errno)
+        switch Sys.isatty(fd) {
+        case .success(true): break
+        case .success(false): throw .notATerminal(path)
+        case .failure(let errno): throw .system("isatty(\(path))", errno)
+        }
+        switch Sys.flock(fd, LOCK_EX | LOCK_NB) {
+        case .success: break
+        case .failure(.wouldBlock): throw .portBusy(path)
+        case .failure(let errno): throw .system("flock(\(path))", errno)
         }
         try makeRaw(fd)
-        guard tcflush(fd, TCIOFLUSH) == 0 else { throw .system("tcflush(\(path))", errno: errno) }
+        if case .failure(let errno) = Sys.tcflush(fd, TCIOFLUSH) { throw .system("tcflush(\(path))", errno) }
         opened = true
         return PseudoTerminal(master: fd, slave: nil, path: path, isPort: true)
     }
@@ -104,16 +116,19 @@ struct PseudoTerminal {
     /// Raw mode, 8N1 as the driver has it, receiver on, modem lines ignored, no hang-up on close,
     /// reads return as soon as one byte is there.
     private static func makeRaw(_ fd: Int32) throws(SimulatorError) {
-        var tio = termios()
-        guard tcgetattr(fd, &tio) == 0 else { throw .system("tcgetattr", errno: errno) }
-        cfmakeraw(&tio)
+        var tio: termios
+        switch Sys.tcgetattr(fd) {
+        case .success(let attributes): tio = attributes
+        case .failure(let errno): throw .system("tcgetattr", errno)
+        }
+        Sys.cfmakeraw(&tio)
         tio.c_cflag |= tcflag_t(CLOCAL | CREAD)
         tio.c_cflag &= ~tcflag_t(HUPCL)
         withUnsafeMutableBytes(of: &tio.c_cc) { cc in
             cc[Int(VMIN)] = 1
             cc[Int(VTIME)] = 0
         }
-        guard tcsetattr(fd, TCSANOW, &tio) == 0 else { throw .system("tcsetattr", errno: errno) }
+        if case .failure(let errno) = Sys.tcsetattr(fd, TCSANOW, tio) { throw .system("tcsetattr", errno) }
     }
 
     /// Closes both descriptors (for a pair that was never attached to a source).
@@ -125,55 +140,24 @@ struct PseudoTerminal {
     /// Points the symbolic link `link` at `target`, atomically (a temporary link renamed over it).
     /// An existing symbolic link is replaced; anything else at `link` is refused.
     static func installLink(_ link: String, to target: String) throws(SimulatorError) {
-        var info = stat()
-        if lstat(link, &info) == 0 {
-            guard info.st_mode & S_IFMT == S_IFLNK else { throw .linkPathOccupied(link) }
-        } else if errno != ENOENT {
-            throw .system("lstat(\(link))", errno: errno)
+        switch Sys.isSymbolicLink(link) {
+        case .success(false): throw .linkPathOccupied(link)
+        case .success: break  // a symbolic link, or nothing
+        case .failure(let errno): throw .system("lstat(\(link))", errno)
         }
-        let temporary = "\(link).tmp-\(getpid())"
-        _ = unlink(temporary)
-        guard symlink(target, temporary) == 0 else { throw .system("symlink(\(temporary))", errno: errno) }
-        guard rename(temporary, link) == 0 else {
-            let code = errno
-            _ = unlink(temporary)
-            throw .system("rename(\(temporary), \(link))", errno: code)
+        let temporary = "\(link).tmp-\(Sys.processID())"
+        _ = Sys.unlink(temporary)
+        if case .failure(let errno) = Sys.symbolicLink(temporary, to: target) {
+            throw .system("symlink(\(temporary))", errno)
+        }
+        if case .failure(let errno) = Sys.rename(temporary, to: link) {
+            _ = Sys.unlink(temporary)
+            throw .system("rename(\(temporary), \(link))", errno)
         }
     }
 
     /// Removes `link` if it is a symbolic link to `target` (never someone else's link or file).
     static func removeLink(_ link: String, ifPointingTo target: String) {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let length = readlink(link, &buffer, buffer.count - 1)
-        guard length >= 0 else { return }
-        let pointsTo = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        if pointsTo == target { _ = unlink(link) }
-    }
-}
-
-/// posix_openpt, grantpt, unlockpt and ptsname_r: glibc declares them only under _XOPEN_SOURCE,
-/// which Swift's Glibc module does not define, so they are looked up by name in the C library
-/// already loaded into the process (the same functions, no re-implementation).
-private struct PTYCalls {
-    typealias OpenPT = @convention(c) (Int32) -> Int32
-    typealias FDCall = @convention(c) (Int32) -> Int32
-    typealias PTSNameR = @convention(c) (Int32, UnsafeMutablePointer<CChar>?, Int) -> Int32
-
-    var posixOpenPT: OpenPT
-    var grantPT: FDCall
-    var unlockPT: FDCall
-    var ptsNameR: PTSNameR
-
-    static func resolve() throws(SimulatorError) -> PTYCalls {
-        guard let handle = dlopen(nil, RTLD_NOW) else { throw .system("dlopen", errno: ENOSYS) }
-        defer { dlclose(handle) }
-        func symbol<T>(_ name: String, _ type: T.Type) throws(SimulatorError) -> T {
-            guard let pointer = dlsym(handle, name) else { throw .system("dlsym(\(name))", errno: ENOSYS) }
-            return unsafeBitCast(pointer, to: type)
-        }
-        return PTYCalls(posixOpenPT: try symbol("posix_openpt", OpenPT.self),
-                        grantPT: try symbol("grantpt", FDCall.self),
-                        unlockPT: try symbol("unlockpt", FDCall.self),
-                        ptsNameR: try symbol("ptsname_r", PTSNameR.self))
+        if case .success(target) = Sys.readLink(link) { _ = Sys.unlink(link) }
     }
 }

@@ -1,9 +1,7 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Dispatch
 import FirmwareProtocol
 import Logging
+import SMPSystem
 import Synchronization
 
 /// Options of a simulated applicator. Defaults: real time, seed 1, no record file, a new
@@ -335,21 +333,25 @@ public final class SimulatedApplicator: Sendable {
             var received: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 4096)
             var hangUp = false
-            while true {
-                let count = buffer.withUnsafeMutableBytes { read(master, $0.baseAddress!, $0.count) }
-                if count > 0 {
+            reading: while true {
+                let cause: String
+                switch buffer.withUnsafeMutableBytes({ Sys.read(master, into: $0) }) {
+                case .success(.transferred(let count)):
                     received.append(contentsOf: buffer[..<count])
                     continue
+                case .success(.wouldBlock):
+                    break reading
+                case .success(.endOfFile):
+                    cause = "end of file"
+                case .failure(let errno):
+                    cause = "\(errno)"
                 }
-                if count < 0 && errno == EINTR { continue }
-                if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { break }
                 // EOF or EIO. A pty master: cannot happen while the slave descriptor is held; treat
                 // as a lost link. A port: the host hung up (USB unplugged); reopened later.
-                let code = count < 0 ? errno : 0
                 if options.portPath != nil {
-                    logger.notice("port hung up (host unplugged?)", metadata: ["device": "\(core.devicePath)", "errno": "\(code)"])
+                    logger.notice("port hung up (host unplugged?)", metadata: ["device": "\(core.devicePath)", "errno": "\(cause)"])
                 } else {
-                    logger.error("pty master read failed", metadata: ["errno": "\(code)"])
+                    logger.error("pty master read failed", metadata: ["errno": "\(cause)"])
                 }
                 hangUp = true
                 break
@@ -446,27 +448,19 @@ public final class SimulatedApplicator: Sendable {
         }
         var offset = 0
         while offset < bytes.count {
-            let written = bytes.withUnsafeBytes { Glibc.write(master, $0.baseAddress! + offset, $0.count - offset) }
-            if written > 0 {
-                offset += written
-                continue
-            }
-            if written < 0 && errno == EINTR { continue }
-            if written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+            switch bytes.withUnsafeBytes({ Sys.write(master, from: UnsafeRawBufferPointer(rebasing: $0[offset...])) }) {
+            case .success(.transferred(let count)):
+                offset += count
+            case .success(.wouldBlock), .success(.endOfFile):
                 queuePending(bytes[offset...], in: &core)
                 startWriteSource(&core)
                 return
+            case .failure(let errno):
+                logger.warning("pty master write failed", metadata: ["errno": "\(errno)"])
+                if errno.meansHangUp { disconnect(&core, at: clock()) }
+                return
             }
-            let code = errno
-            logger.warning("pty master write failed", metadata: ["errno": "\(code)"])
-            if Self.isHangUp(code) { disconnect(&core, at: clock()) }
-            return
         }
-    }
-
-    /// A write error that means the other end is gone (a hung-up tty), not a passing failure.
-    private static func isHangUp(_ code: Int32) -> Bool {
-        code == EIO || code == ENXIO || code == EPIPE || code == ENODEV
     }
 
     private func queuePending(_ bytes: ArraySlice<UInt8>, in core: inout Core) {
@@ -482,8 +476,10 @@ public final class SimulatedApplicator: Sendable {
 
     private func startWriteSource(_ core: inout Core) {
         guard core.writeSource == nil, let master = core.master else { return }
-        let duplicate = fcntl(master, F_DUPFD_CLOEXEC, 0)
-        guard duplicate >= 0 else {
+        let duplicate: Int32
+        switch Sys.duplicate(master) {
+        case .success(let fd): duplicate = fd
+        case .failure(let errno):
             logger.error("dup of the pty master failed", metadata: ["errno": "\(errno)"])
             return
         }
@@ -502,20 +498,20 @@ public final class SimulatedApplicator: Sendable {
     private func writable() {
         core.withLock { core in
             guard let master = core.master else { return }
-            while !core.pending.isEmpty {
-                let written = core.pending.withUnsafeBytes { Glibc.write(master, $0.baseAddress!, $0.count) }
-                if written > 0 {
-                    core.pending.removeFirst(written)
-                    continue
-                }
-                if written < 0 && errno == EINTR { continue }
-                if written < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return }
-                let code = errno
-                logger.warning("pty master write failed", metadata: ["errno": "\(code)"])
-                core.pending.removeAll()
-                if Self.isHangUp(code) {
-                    disconnect(&core, at: clock())
+            draining: while !core.pending.isEmpty {
+                switch core.pending.withUnsafeBytes({ Sys.write(master, from: $0) }) {
+                case .success(.transferred(let count)):
+                    core.pending.removeFirst(count)
+                case .success(.wouldBlock), .success(.endOfFile):
                     return
+                case .failure(let errno):
+                    logger.warning("pty master write failed", metadata: ["errno": "\(errno)"])
+                    core.pending.removeAll()
+                    if errno.meansHangUp {
+                        disconnect(&core, at: clock())
+                        return
+                    }
+                    break draining
                 }
             }
             core.writeSource?.cancel()

@@ -1018,11 +1018,3 @@ public struct FrameHistory: Sendable {
             .joined(separator: "\n")
     }
 }
-
-extension Duration {
-    var nanoseconds: UInt64 {
-        let (seconds, attoseconds) = components
-        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds)) / 1_000_000_000
-    }
-    var milliseconds: Int64 { Int64(nanoseconds / 1_000_000) }
-}

@@ -10,6 +10,7 @@
 // ORed, not ANDed (systemd's device-enumerator.c), so vendor, product and serial are checked here.
 
 import CUdev
+import SMPSystem
 import SystemPackage
 
 /// Which USB serial devices are smp applicators.

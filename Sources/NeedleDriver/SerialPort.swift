@@ -1,5 +1,6 @@
 import CSMPShim
 import Dispatch
+import SMPSystem
 import Synchronization
 import SystemPackage
 
@@ -271,14 +272,14 @@ public final class SerialPort: @unchecked Sendable {
         var gotBytes = false
         for _ in 0..<Self.maxReadsPerEvent {
             switch Sys.read(fd, into: readBuffer) {
-            case .success(0):
-                beginTeardown(reason: .disconnected(path, nil))  // EOF: hung up
+            case .success(.endOfFile):
+                beginTeardown(reason: .disconnected(path, nil))  // hung up
                 return
-            case .success(let count):
+            case .success(.transferred(let count)):
                 gotBytes = true
                 onBytes?(UnsafeRawBufferPointer(rebasing: readBuffer[..<count]))
                 guard case .running = state else { return }  // onBytes may have closed us
-            case .failure(.resourceTemporarilyUnavailable):
+            case .success(.wouldBlock):
                 if !gotBytes { checkHangUp() }
                 return
             case .failure(let errno):
@@ -322,7 +323,7 @@ public final class SerialPort: @unchecked Sendable {
                 let result = bytes.withUnsafeBytes { all in
                     Sys.write(fd, from: UnsafeRawBufferPointer(rebasing: all[offset...]))
                 }
-                guard case .success(let count) = result, count > 0 else { return false }
+                guard case .success(.transferred(let count)) = result else { return false }
                 offset += count
             }
             return true
@@ -346,11 +347,11 @@ public final class SerialPort: @unchecked Sendable {
                 Sys.write(fd, from: UnsafeRawBufferPointer(rebasing: all[offset...]))
             }
             switch result {
-            case .success(0), .failure(.resourceTemporarilyUnavailable):
+            case .success(.wouldBlock), .success(.endOfFile):
                 pending.append(contentsOf: bytes[offset...])
                 armWriteSource()
                 return
-            case .success(let count):
+            case .success(.transferred(let count)):
                 offset += count
             case .failure(let errno):
                 let error = SerialPortError.link(path, operation: "write", errno: errno)
@@ -392,13 +393,13 @@ public final class SerialPort: @unchecked Sendable {
                 Sys.write(fd, from: UnsafeRawBufferPointer(rebasing: all[pendingStart...]))
             }
             switch result {
-            case .success(0), .failure(.resourceTemporarilyUnavailable):
+            case .success(.wouldBlock), .success(.endOfFile):
                 if pendingStart >= Self.compactionThreshold && pendingStart * 2 >= pending.count {
                     pending.removeFirst(pendingStart)
                     pendingStart = 0
                 }
                 return  // still armed: fires again when writable
-            case .success(let count):
+            case .success(.transferred(let count)):
                 pendingStart += count
             case .failure(let errno):
                 beginTeardown(reason: .link(path, operation: "write", errno: errno))
@@ -503,16 +504,6 @@ public final class SerialPort: @unchecked Sendable {
         switch Sys.tcgetattr(fd) {
         case .success(let attributes): return attributes
         case .failure(let errno): throw .io(operation: "tcgetattr", path: path, errno: errno)
-        }
-    }
-
-    /// Bytes written to the kernel but not yet sent on the wire (TIOCOUTQ). Call on `queue`.
-    func kernelOutputQueueCount() throws(SerialPortError) -> Int {
-        dispatchPrecondition(condition: .onQueue(queue))
-        if fdIsClosed { throw .closed }
-        switch Sys.outputQueueCount(fd) {
-        case .success(let count): return count
-        case .failure(let errno): throw .io(operation: "ioctl(TIOCOUTQ)", path: path, errno: errno)
         }
     }
 }

@@ -1,3 +1,4 @@
+import SMPSystem
 import SystemPackage
 
 /// Why a serial port could not be opened, or why its link ended.
@@ -78,11 +79,6 @@ extension SerialPortError {
     /// Maps the errno of a failed call on an open link: EIO, ENXIO, ENODEV and EPIPE mean the
     /// device went away; anything else is reported as it is.
     static func link(_ path: String, operation: String, errno: Errno) -> SerialPortError {
-        switch errno {
-        case .ioError, .noSuchAddressOrDevice, .operationNotSupportedByDevice, .brokenPipe:
-            return .disconnected(path, errno)
-        default:
-            return .io(operation: operation, path: path, errno: errno)
-        }
+        errno.meansHangUp ? .disconnected(path, errno) : .io(operation: operation, path: path, errno: errno)
     }
 }

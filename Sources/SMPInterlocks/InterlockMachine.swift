@@ -1,6 +1,5 @@
 import SMPPlan
 import FirmwareProtocol
-import NeedleDriver
 
 /// The interlock states, in the style of LinuxCNC's `estop_latch`.
 public enum InterlockState: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {

@@ -1,4 +1,3 @@
-import NeedleDriver
 
 /// The machine's interlock lines, as the interlocks need them: which inputs and outputs, and the
 /// applicator's lease (the lines' health is checked four times within it). Built from the machine

@@ -1,7 +1,6 @@
 import Dispatch
 import FirmwareProtocol
 import Logging
-import NeedleDriver
 
 /// What the session gives the interlocks: how to act on the applicator. Every closure is called on
 /// the interlock queue, in the order of `InterlockActions`, AFTER the needle-power output has been

@@ -1,9 +1,9 @@
 import Dispatch
 import Logging
 import SMPInterlocks
+import NeedleDriver
 import SMPPlan
 import FirmwareProtocol
-import NeedleDriver
 
 /// How one machine is built: which applicator, how it may be used (an envelope that can only
 /// narrow `SafetyEnvelope.builtIn`), and its interlock lines. Read by `MachineConfigurationLoader`

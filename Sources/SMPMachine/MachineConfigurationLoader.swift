@@ -1,6 +1,7 @@
+import SMPSystem
 import SMPInterlocks
-import SMPPlan
 import NeedleDriver
+import SMPPlan
 import TOMLKit
 #if canImport(Glibc)
 import Glibc
@@ -174,37 +175,20 @@ public enum MachineConfigurationLoader {
         return try load(path: path)
     }
 
-    /// A regular file read with POSIX calls, so the reason is the system's own.
+    /// The file as UTF-8 text (`RegularFile`: a FIFO, a directory or an oversized file is refused
+    /// with the system's own reason).
+    private static func readFile(_ path: String) -> Result<String, ReadFailure> {
+        switch RegularFile.read(path: path, maximumBytes: maximumFileBytes) {
+        case .failure(let error): return .failure(ReadFailure("\(error)"))
+        case .success(let bytes):
+            guard let text = String(validating: bytes, as: UTF8.self) else { return .failure(ReadFailure("not UTF-8 text")) }
+            return .success(text)
+        }
+    }
+
     private struct ReadFailure: Error {
         var reason: String
         init(_ reason: String) { self.reason = reason }
-    }
-
-    private static func readFile(_ path: String) -> Result<String, ReadFailure> {
-        func systemError() -> ReadFailure { ReadFailure(String(cString: strerror(errno))) }
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        if fd < 0 { return .failure(systemError()) }
-        defer { close(fd) }
-        var status = stat()
-        if fstat(fd, &status) != 0 { return .failure(systemError()) }
-        if (status.st_mode & S_IFMT) != S_IFREG { return .failure(ReadFailure("not a regular file")) }
-        if Int(status.st_size) > maximumFileBytes {
-            return .failure(ReadFailure("\(status.st_size) bytes is more than the \(maximumFileBytes) allowed"))
-        }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                return .failure(systemError())
-            }
-            if count == 0 { break }
-            bytes.append(contentsOf: chunk[..<count])
-            if bytes.count > maximumFileBytes { return .failure(ReadFailure("more than \(maximumFileBytes) bytes")) }
-        }
-        guard let text = String(validating: bytes, as: UTF8.self) else { return .failure(ReadFailure("not UTF-8 text")) }
-        return .success(text)
     }
 }
 

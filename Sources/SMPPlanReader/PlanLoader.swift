@@ -1,3 +1,4 @@
+import SMPSystem
 import SMPPlan
 import Crypto
 import Foundation
@@ -69,55 +70,19 @@ public enum PlanLoader {
 
     // MARK: Reading the file
 
-    /// Reads a regular file with POSIX calls, so the reason for a failure is the system's own
-    /// ("No such file or directory", "Permission denied"). Opens non-blocking so a FIFO cannot hang
-    /// the caller; anything but a regular file is refused. `document` names what the file should
-    /// be in the size message ("a plan", "a design").
+    /// The file's bytes (`RegularFile`: a FIFO, a directory or an oversized file is refused with
+    /// the system's own reason). `document` names what the file should be in the size message
+    /// ("a plan", "a design").
     package static func readFile(_ path: String, document: String = "a plan") -> Result<Data, PlanIssueFailure> {
-        func failure(_ code: PlanIssue.Code, _ reason: String) -> Result<Data, PlanIssueFailure> {
-            .failure(PlanIssueFailure(issue: .error(code, "$",
-                                                    "cannot read \(PlanText.quoted(path, maximumLength: 200)): \(reason)")))
-        }
-        func systemError() -> String {
-            String(cString: strerror(errno))
-        }
-        func tooLarge(_ size: Int) -> Result<Data, PlanIssueFailure> {
-            failure(.fileTooLarge, "\(size) bytes is more than the \(maximumFileBytes) allowed for \(document)")
-        }
-
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { return failure(.fileUnreadable, systemError()) }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { return failure(.fileUnreadable, systemError()) }
-        switch info.st_mode & S_IFMT {
-        case S_IFREG: break
-        case S_IFDIR: return failure(.fileUnreadable, "it is a directory")
-        default: return failure(.fileUnreadable, "it is not a regular file")
-        }
-        let size = Int(info.st_size)
-        if size > maximumFileBytes { return tooLarge(size) }
-
-        var bytes = [UInt8](repeating: 0, count: size + 1)
-        var filled = 0
-        while true {
-            if filled == bytes.count {
-                // The file grew since fstat: keep reading, but never past the limit.
-                if bytes.count > maximumFileBytes { return tooLarge(bytes.count) }
-                bytes.append(contentsOf: repeatElement(0, count: max(bytes.count, 65_536)))
+        RegularFile.read(path: path, maximumBytes: maximumFileBytes).map { Data($0) }.mapError { error in
+            let code: PlanIssue.Code, reason: String
+            if case .tooLarge(let bytes, let maximum) = error {
+                (code, reason) = (.fileTooLarge, "\(bytes) bytes is more than the \(maximum) allowed for \(document)")
+            } else {
+                (code, reason) = (.fileUnreadable, "\(error)")
             }
-            let count = bytes.withUnsafeMutableBytes { buffer in
-                read(fd, buffer.baseAddress! + filled, buffer.count - filled)
-            }
-            if count == 0 { break }
-            if count < 0 {
-                if errno == EINTR { continue }
-                return failure(.fileUnreadable, systemError())
-            }
-            filled += count
+            return PlanIssueFailure(issue: .error(code, "$", "cannot read \(PlanText.quoted(path, maximumLength: 200)): \(reason)"))
         }
-        if filled > maximumFileBytes { return tooLarge(filled) }
-        return .success(Data(bytes[0..<filled]))
     }
 
     // MARK: Stage 2: values, defaults, units, spacing

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import SMPSystem
 import SystemPackage
 import XCTest
 
@@ -374,21 +375,7 @@ private final class PseudoTerminal: @unchecked Sendable {
     let slavePath: String
 
     init() throws {
-        let fd = PTYCalls.posixOpenpt(O_RDWR | O_NOCTTY | O_CLOEXEC)
-        guard fd >= 0 else { throw Errno(rawValue: errno) }
-        guard PTYCalls.grantpt(fd) == 0, PTYCalls.unlockpt(fd) == 0 else {
-            let error = Errno(rawValue: errno)
-            Glibc.close(fd)
-            throw error
-        }
-        var name = [CChar](repeating: 0, count: 128)
-        let status = PTYCalls.ptsnameR(fd, &name, name.count)
-        guard status == 0 else {
-            Glibc.close(fd)
-            throw Errno(rawValue: status)
-        }
-        master = fd
-        slavePath = name.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        (master, slavePath) = try Sys.openPseudoTerminal().get()
     }
 
     deinit { closeMaster() }
@@ -449,34 +436,6 @@ private final class PseudoTerminal: @unchecked Sendable {
     }
 }
 
-/// posix_openpt, grantpt, unlockpt and ptsname_r: glibc declares them only under
-/// _XOPEN_SOURCE, which the Swift Glibc module does not import, so they are looked up by name.
-private enum PTYCalls {
-    private static func function<F>(_ name: String, as type: F.Type) -> F {
-        guard let handle = dlopen(nil, RTLD_NOW), let symbol = dlsym(handle, name) else {
-            fatalError("\(name) not found in the C library")
-        }
-        return unsafeBitCast(symbol, to: type)
-    }
-
-    static func posixOpenpt(_ flags: CInt) -> CInt {
-        function("posix_openpt", as: (@convention(c) (CInt) -> CInt).self)(flags)
-    }
-
-    static func grantpt(_ fd: CInt) -> CInt {
-        function("grantpt", as: (@convention(c) (CInt) -> CInt).self)(fd)
-    }
-
-    static func unlockpt(_ fd: CInt) -> CInt {
-        function("unlockpt", as: (@convention(c) (CInt) -> CInt).self)(fd)
-    }
-
-    static func ptsnameR(_ fd: CInt, _ buffer: UnsafeMutablePointer<CChar>, _ length: Int) -> CInt {
-        function("ptsname_r", as: (@convention(c) (CInt, UnsafeMutablePointer<CChar>, Int) -> CInt).self)(
-            fd, buffer, length)
-    }
-}
-
 /// Bytes collected from `onBytes` (called on the port's queue, read from the test thread).
 private final class ByteCollector: @unchecked Sendable {  // guarded by `lock`
     private let lock = NSLock()
@@ -528,15 +487,8 @@ private func pseudoRandomBytes(count: Int, seed: UInt64) -> [UInt8] {
 /// The e-stop path writes from any thread, ahead of pending output, and never after close.
 final class EmergencyWriteTests: XCTestCase {
     func testEmergencyWriteFromAnotherThreadArrivesAndIsRefusedAfterClose() throws {
-        var master: CInt = -1
-        var name = [CChar](repeating: 0, count: 128)
-        master = PTYCalls.posixOpenpt(O_RDWR | O_NOCTTY)
-        XCTAssertGreaterThanOrEqual(master, 0)
+        let (master, path) = try Sys.openPseudoTerminal().get()
         defer { close(master) }
-        XCTAssertEqual(PTYCalls.grantpt(master), 0)
-        XCTAssertEqual(PTYCalls.unlockpt(master), 0)
-        XCTAssertEqual(PTYCalls.ptsnameR(master, &name, name.count), 0)
-        let path = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         var raw = termios()
         tcgetattr(master, &raw)
         cfmakeraw(&raw)

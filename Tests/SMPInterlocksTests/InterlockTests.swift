@@ -2,7 +2,6 @@ import Dispatch
 import FirmwareProtocol
 import Foundation
 import Logging
-import NeedleDriver
 import XCTest
 
 @testable import SMPPlan

@@ -119,7 +119,26 @@ final class MachineConfigurationTests: XCTestCase {
 
     func testDirectoryIsNotAFile() {
         XCTAssertThrowsError(try MachineConfigurationLoader.load(path: NSTemporaryDirectory())) { error in
+            XCTAssertTrue("\(error)".contains("it is a directory"), "\(error)")
+        }
+    }
+
+    /// A FIFO would block a reader forever and an oversized file would fill the memory: both are
+    /// refused before they are read (the same `RegularFile` reader as plans).
+    func testAFIFOAndAnOversizedFileAreRefusedWithoutBeingRead() throws {
+        let directory = NSTemporaryDirectory() + "smpctl-machine-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let fifo = directory + "/machine.toml"
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        XCTAssertThrowsError(try MachineConfigurationLoader.load(path: fifo)) { error in
             XCTAssertTrue("\(error)".contains("not a regular file"), "\(error)")
+        }
+        let large = directory + "/large.toml"
+        XCTAssertTrue(FileManager.default.createFile(atPath: large, contents: nil))
+        XCTAssertEqual(truncate(large, off_t(MachineConfigurationLoader.maximumFileBytes + 1)), 0)
+        XCTAssertThrowsError(try MachineConfigurationLoader.load(path: large)) { error in
+            XCTAssertTrue("\(error)".contains("more than the \(MachineConfigurationLoader.maximumFileBytes) allowed"), "\(error)")
         }
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 @testable import SMPPlan
 @testable import SMPPlanReader
+import FirmwareCore
 import XCTest
 
 /// A key written twice in one object is refused: JSONDecoder keeps one value, Python and

@@ -2,6 +2,7 @@ import FirmwareProtocol
 import Foundation
 @testable import SMPPlan
 @testable import SMPPlanReader
+import FirmwareCore
 import XCTest
 
 final class PlanTests: XCTestCase {
@@ -140,6 +141,27 @@ final class PlanTests: XCTestCase {
         }
         XCTAssertThrowsError(try PlanLoader.load(path: FileManager.default.temporaryDirectory.path)) { error in
             XCTAssertEqual((error as? PlanLoadError)?.issues.map(\.code), [.fileUnreadable])
+        }
+    }
+
+    /// A FIFO (a reader would wait for a writer forever) and a 10 GB file (sparse: nothing is
+    /// written) are refused at once, before a byte is read.
+    func testAFIFOAndATenGigabyteFileAreRefusedNotWaitedFor() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-plan-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fifo = directory.appendingPathComponent("plan.json").path
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        XCTAssertThrowsError(try PlanLoader.load(path: fifo)) { error in
+            XCTAssertEqual((error as? PlanLoadError)?.issues.map(\.code), [.fileUnreadable])
+            XCTAssertTrue("\(error)".contains("not a regular file"), "\(error)")
+        }
+        let huge = directory.appendingPathComponent("huge.json").path
+        XCTAssertTrue(FileManager.default.createFile(atPath: huge, contents: nil))
+        XCTAssertEqual(truncate(huge, 10 * 1024 * 1024 * 1024), 0)
+        XCTAssertThrowsError(try PlanLoader.load(path: huge)) { error in
+            XCTAssertEqual((error as? PlanLoadError)?.issues.map(\.code), [.fileTooLarge])
+            XCTAssertTrue("\(error)".contains("10737418240 bytes is more than"), "\(error)")
         }
     }
 

@@ -1,10 +1,6 @@
 import Foundation
-import SessionRunner
 import SMPPlan
 import SMPPlanReader
-import SMPInterlocks
-import SMPRecords
-import SMPMachine
 import SMPRender
 import XCTest
 

@@ -13,7 +13,6 @@ extern "C" {
 int smp_tty_set_exclusive(int fd);
 /// ioctl(fd, TIOCNXCL).
 int smp_tty_clear_exclusive(int fd);
-/// ioctl(fd, TIOCOUTQ, &n): bytes still in the tty's output queue.
 int smp_tty_output_queue(int fd, int *count);
 /// pipe2(fds, flags): glibc declares it only with _GNU_SOURCE, which Swift's Glibc module lacks.
 int smp_pipe2(int fds[2], int flags);

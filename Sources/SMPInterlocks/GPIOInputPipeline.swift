@@ -1,6 +1,7 @@
 import CSMPShim
 import Dispatch
 import Logging
+import SMPSystem
 import SystemPackage
 
 /// The input path shared by `LibgpiodBackend` and `SimulatedGPIOBackend`: one DispatchSourceRead

@@ -1,6 +1,7 @@
 import CSMPShim
 import Dispatch
 import Logging
+import SMPSystem
 import SystemPackage
 
 /// Interlock lines on real GPIO chips, through libgpiod (v1 or v2, whichever the C shim was

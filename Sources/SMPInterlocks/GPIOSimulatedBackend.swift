@@ -1,6 +1,7 @@
 import CSMPShim
 import Dispatch
 import Logging
+import SMPSystem
 import Synchronization
 import SystemPackage
 
@@ -106,9 +107,10 @@ public final class SimulatedGPIOBackend: InterlockLineBackend, @unchecked Sendab
     {
         let recordSize = MemoryLayout<smp_gpio_edge_event>.stride
         switch Sys.read(fd, into: UnsafeMutableRawBufferPointer(buffer)) {
-        case .success(0): return .failure(.operationNotSupportedByDevice)
-        case .success(let bytes) where bytes % recordSize != 0: return .failure(.ioError)
-        case .success(let bytes): return .success(bytes / recordSize)
+        case .success(.endOfFile): return .failure(.operationNotSupportedByDevice)
+        case .success(.wouldBlock): return .success(0)
+        case .success(.transferred(let bytes)) where bytes % recordSize != 0: return .failure(.ioError)
+        case .success(.transferred(let bytes)): return .success(bytes / recordSize)
         case .failure(let errno): return .failure(errno)
         }
     }
@@ -310,7 +312,7 @@ private final class SimulatedLines: Sendable {
             // Up to PIPE_BUF bytes are written atomically: the reader never sees part of a record.
             // The level changes under the same lock, so `readLevel` never sees one without the other.
             let result = records.withUnsafeBytes { Sys.write(fd, from: $0) }
-            guard case .success(let written) = result,
+            guard case .success(.transferred(let written)) = result,
                   written == records.count * MemoryLayout<smp_gpio_edge_event>.stride else { return false }
             state.physical[input] = finalLevel
             return true

@@ -214,9 +214,6 @@ public struct Firmware: Sendable {
             paceMilliseconds: paceMilliseconds)
     }
 
-    /// Lease granted in the last HELLO (default 100 ms).
-    public var leaseDuration: UInt64 { leaseMicroseconds }
-
     // MARK: - Event loop
 
     private enum EventKind { case phaseEnd, stallEnd, leaseExpiry }

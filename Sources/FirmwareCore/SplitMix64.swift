@@ -1,6 +1,6 @@
 /// SplitMix64 (Steele, Lea, Flood 2014; the seeding generator of xoshiro): a tiny, fast,
-/// deterministic PRNG. Every random choice the simulator makes (boot ids, link faults) comes from
-/// one of these, seeded from `SimulatorOptions.seed`, so a run is reproducible from its seed.
+/// deterministic PRNG. Every random choice the firmware and the simulator make (boot ids, link
+/// faults) comes from one of these, so a run is reproducible from its seeds.
 public struct SplitMix64: RandomNumberGenerator, Sendable, Hashable {
     public private(set) var state: UInt64
 
@@ -29,7 +29,7 @@ public struct SplitMix64: RandomNumberGenerator, Sendable, Hashable {
 
     /// A derived, independent stream: a different generator for each purpose keeps each stream's
     /// choices independent of how the others interleave with it.
-    static func stream(seed: UInt64, purpose: UInt64) -> SplitMix64 {
+    public static func stream(seed: UInt64, purpose: UInt64) -> SplitMix64 {
         var mixer = SplitMix64(seed: seed ^ (purpose &* 0xD1B5_4A32_D192_ED03))
         return SplitMix64(seed: mixer.next())
     }

@@ -3,10 +3,7 @@ import XCTest
 
 @testable import SessionRunner
 @testable import SMPPlan
-@testable import SMPPlanReader
-@testable import SMPInterlocks
 @testable import SMPRecords
-@testable import SMPMachine
 @testable import SMPRender
 
 /// The session report as a person sees it: headless Chromium loads the HTML; its DOM must show

@@ -1,3 +1,4 @@
+import SMPSystem
 import SystemPackage
 
 // The vocabulary of the interlock lines: what a line is, what it reads, what can go wrong.

@@ -5,7 +5,7 @@ import Logging
 import SystemPackage
 import XCTest
 
-@testable import NeedleDriver
+@testable import SMPInterlocks
 
 /// GPIO: the debounce rules as a pure value (virtual time, exact), the simulated backend through
 /// its pipe and DispatchSourceRead (explicit edge timestamps; waits are generous and nothing
