@@ -102,8 +102,13 @@ public enum CourseDesigner {
             let density = regions[region].densityPerSquareCentimetre / 100 * cumulative * factor
             return (PoissonDiskPlacement.bridsonDensityConstant / density).squareRoot()
         }
+        let sessionRadius = { (region: Int, factor: Double) -> Double in
+            let density = regions[region].densityPerSquareCentimetre / 100 * share * factor
+            return (PoissonDiskPlacement.bridsonDensityConstant / density).squareRoot()
+        }
 
-        let (areas, targets) = integrate(field, share: share)
+        let (areas, quotas) = integrate(field, share: share)
+        let targets = quotas.regionTargets(regions: regions.count)
         let total = targets.reduce(0, +)
         guard total <= maximumDotsPerSession else { throw .tooManyDots(total) }
 
@@ -114,8 +119,9 @@ public enum CourseDesigner {
             }
         }
         let spacing = Double(max(envelope.minimumSpacingMicrometres, 0)) / 1000
-        let placed = PoissonDiskPlacement.place(field: field, fixed: fixed, targets: targets,
+        let placed = PoissonDiskPlacement.place(field: field, fixed: fixed, quotas: quotas,
                                                 hardSpacingMillimetres: spacing, nominalRadius: nominalRadius,
+                                                sessionRadius: sessionRadius,
                                                 seed: seed ^ (UInt64(session) &* 0x9E37_79B9_7F4A_7C15))
 
         let order = DotOrder.serpentine(xs: placed.xs, ys: placed.ys, bandMillimetres: bandHeight(placed, areas))
@@ -156,11 +162,11 @@ public enum CourseDesigner {
     }
 
     /// Each region's area (mm², less exclusions) and the dots this session's share of its density
-    /// asks for there, hairline ramp included: a midpoint sum over a fine grid.
-    static func integrate(_ field: DensityField, share: Double) -> (areas: [Double], targets: [Int]) {
+    /// asks for in each tile of it, hairline ramp included: a midpoint sum over a fine grid.
+    static func integrate(_ field: DensityField, share: Double) -> (areas: [Double], quotas: TileQuotas) {
         let step = integrationStepMillimetres, cellArea = step * step
         var areas = [Double](repeating: 0, count: field.regions.count)
-        var dots = [Double](repeating: 0, count: field.regions.count)
+        var quotas = TileQuotas()
         let bounds = field.bounds
         var y = bounds.minimumY + step / 2
         while y < bounds.maximumY {
@@ -169,13 +175,15 @@ public enum CourseDesigner {
                 if let region = field.region(x, y) {
                     areas[region] += cellArea
                     let factor = field.hairline?.densityFactor(x, y) ?? 1
-                    dots[region] += field.regions[region].densityPerSquareCentimetre / 100 * share * factor * cellArea
+                    quotas.add(x, y, region: region,
+                               dots: field.regions[region].densityPerSquareCentimetre / 100 * share * factor * cellArea)
                 }
                 x += step
             }
             y += step
         }
-        return (areas, dots.map { Int($0.rounded()) })
+        quotas.finish(regions: field.regions.count)
+        return (areas, quotas)
     }
 
     /// Rows of the serpentine about one typical spacing high: short hops within a row, one

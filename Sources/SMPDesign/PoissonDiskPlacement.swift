@@ -8,10 +8,14 @@ import Foundation
 ///    `candidateRadiusFactor` × r so there are more candidates than needed. The earlier sessions'
 ///    dots go in first as fixed samples, so every candidate keeps its radius from them too, and
 ///    no radius is ever below the envelope's minimum spacing.
-/// 2. Exact counts: weighted sample elimination (Yuksel 2015) removes the most crowded candidate,
-///    crowding measured against the local radius, until each region holds its target count.
-///    Removing points never brings two closer, so the spacing of step 1 holds, and the counts
-///    — hence the densities — come out exact rather than within Bridson's few per cent.
+/// 2. Exact counts: weighted sample elimination (Yuksel 2015) removes the most crowded candidate
+///    until each 5 mm tile of each region holds its quota (`TileQuotas`), so the density is on
+///    target square centimetre by square centimetre, not only over a whole region. Crowding is counted twice, as in multi-class blue
+///    noise (Wei 2010): among all dots against the cumulative radius (the skin ends up even) and
+///    among this session's own dots against the session's radius (each session is even in
+///    itself, not just the gaps of the last). Removing points never brings two closer, so the
+///    spacing of step 1 holds, and the counts — hence the densities — come out exact rather
+///    than within Bridson's few per cent.
 enum PoissonDiskPlacement {
     /// Density × r² of a maximal Bridson set (measured; plan-generation.md).
     static let bridsonDensityConstant = 0.63
@@ -32,10 +36,12 @@ enum PoissonDiskPlacement {
         var regions: [Int] = []
     }
 
-    /// New dots for `targets[g]` dots in each region g of `field`, around `fixed` points.
-    /// `nominalRadius(x, y, region, factor)` is r for the cumulative density there.
-    static func place(field: DensityField, fixed: [DesignPoint], targets: [Int], hardSpacingMillimetres: Double,
-                      nominalRadius: (Int, Double) -> Double, seed: UInt64) -> Placed {
+    /// New dots for each tile's quota in the regions of `field`, around `fixed` points.
+    /// `nominalRadius(region, factor)` is r for the cumulative density after this session where
+    /// the density is `factor` of the region's; `sessionRadius` the same for this session's share.
+    static func place(field: DensityField, fixed: [DesignPoint], quotas: TileQuotas, hardSpacingMillimetres: Double,
+                      nominalRadius: (Int, Double) -> Double, sessionRadius: (Int, Double) -> Double,
+                      seed: UInt64) -> Placed {
         let minimumRadius = hardSpacingMillimetres + roundingMarginMillimetres
         func candidateRadius(_ region: Int, _ factor: Double) -> Double {
             max(candidateRadiusFactor * nominalRadius(region, factor), minimumRadius)
@@ -43,7 +49,7 @@ enum PoissonDiskPlacement {
         // The smallest radius anywhere sets the grid; the largest, how far fixed points matter.
         let smallest = field.regions.indices.map { candidateRadius($0, 1) }.min()!
         let largestFactor = field.hairline == nil ? 1 : HairlineShape.scatteredDensity
-        let largest = field.regions.indices.map { eliminationRadiusFactor * nominalRadius($0, largestFactor) }.max()!
+        let largest = field.regions.indices.map { eliminationRadiusFactor * sessionRadius($0, largestFactor) }.max()!
         let bounds = field.bounds
         var grid = PointGrid(minimumX: bounds.minimumX - largest, maximumX: bounds.maximumX + largest,
                              minimumY: bounds.minimumY - largest, maximumY: bounds.maximumY + largest, cell: smallest)
@@ -71,7 +77,8 @@ enum PoissonDiskPlacement {
                 for _ in 0..<attemptsPerSample {
                     let angle = 2 * Double.pi * random.unit()
                     let distance = radius * (1 + random.unit())
-                    let x = points.xs[from] + distance * cos(angle), y = points.ys[from] + distance * sin(angle)
+                    let x = onMicrometreGrid(points.xs[from] + distance * cos(angle))
+                    let y = onMicrometreGrid(points.ys[from] + distance * sin(angle))
                     guard let spot = field.spot(x, y) else { continue }
                     let own = candidateRadius(spot.region, spot.factor)
                     guard fits(x, y, radius: own) else { continue }
@@ -95,7 +102,8 @@ enum PoissonDiskPlacement {
         while y <= bounds.maximumY {
             var x = bounds.minimumX + step * random.unit()
             while x <= bounds.maximumX {
-                let jx = x + 0.5 * step * random.unit(), jy = y + 0.5 * step * random.unit()
+                let jx = onMicrometreGrid(x + 0.5 * step * random.unit())
+                let jy = onMicrometreGrid(y + 0.5 * step * random.unit())
                 if let spot = field.spot(jx, jy) {
                     let own = candidateRadius(spot.region, spot.factor)
                     if fits(jx, jy, radius: own) {
@@ -110,13 +118,21 @@ enum PoissonDiskPlacement {
             y += step
         }
 
-        return eliminate(points, grid: grid, targets: targets, field: field, nominalRadius: nominalRadius)
+        return eliminate(points, grid: grid, quotas: quotas, field: field, nominalRadius: nominalRadius,
+                         sessionRadius: sessionRadius)
     }
 
-    /// Weighted sample elimination down to `targets` per region; fixed points count as
+    /// Positions are whole micrometres from the start, as the plan will carry them: what is tested
+    /// against regions, exclusions and spacing is exactly what is written.
+    static func onMicrometreGrid(_ millimetres: Double) -> Double {
+        (millimetres * 1000).rounded(.toNearestOrAwayFromZero) / 1000
+    }
+
+    /// Weighted sample elimination down to each tile's quota; fixed points count as
     /// neighbours but are never removed.
-    private static func eliminate(_ points: PointSet, grid: PointGrid, targets: [Int], field: DensityField,
-                                  nominalRadius: (Int, Double) -> Double) -> Placed {
+    private static func eliminate(_ points: PointSet, grid: PointGrid, quotas: TileQuotas, field: DensityField,
+                                  nominalRadius: (Int, Double) -> Double,
+                                  sessionRadius: (Int, Double) -> Double) -> Placed {
         let count = points.xs.count
         var weight = [Double](repeating: 0, count: count)
         // Who is affected when a point goes: for point j, the candidates i whose crowding counts j.
@@ -124,12 +140,15 @@ enum PoissonDiskPlacement {
         var pairs: [(of: Int, by: Int, weight: Double)] = []
         for i in 0..<count where points.region[i] >= 0 {
             let factor = field.hairline?.densityFactor(points.xs[i], points.ys[i]) ?? 1
-            let reach = eliminationRadiusFactor * nominalRadius(points.region[i], factor)
-            grid.forEach(within: reach, of: points.xs[i], points.ys[i], points) { j, distance in
+            let all = eliminationRadiusFactor * nominalRadius(points.region[i], factor)
+            let own = eliminationRadiusFactor * sessionRadius(points.region[i], factor)
+            grid.forEach(within: max(all, own), of: points.xs[i], points.ys[i], points) { j, distance in
                 guard j != i else { return }
-                let contribution = pow(1 - distance / reach, 8)
+                let isNew = points.region[j] >= 0
+                var contribution = distance < all ? pow(1 - distance / all, 8) : 0
+                if isNew, distance < own { contribution += pow(1 - distance / own, 8) }
                 weight[i] += contribution
-                if points.region[j] >= 0 { pairs.append((i, j, contribution)) }
+                if isNew { pairs.append((i, j, contribution)) }
             }
         }
         for pair in pairs { affectedStart[pair.by + 1] += 1 }
@@ -141,16 +160,21 @@ enum PoissonDiskPlacement {
             fill[pair.by] += 1
         }
 
+        // A candidate in a sliver of a tile the area sum never sampled has a quota of 0.
+        let targets = quotas.targets + [0]
+        var tile = [Int](repeating: -1, count: count)
         var remaining = [Int](repeating: 0, count: targets.count)
-        for i in 0..<count where points.region[i] >= 0 { remaining[points.region[i]] += 1 }
+        for i in 0..<count where points.region[i] >= 0 {
+            tile[i] = quotas.tile(points.xs[i], points.ys[i], region: points.region[i]) ?? quotas.targets.count
+            remaining[tile[i]] += 1
+        }
         var heap = IndexedMaxHeap(weights: weight, members: (0..<count).filter { points.region[$0] >= 0 })
         var removed = [Bool](repeating: false, count: count)
         while let top = heap.popMax() {
-            let region = points.region[top]
-            // A region at its target keeps the rest of its candidates.
-            guard remaining[region] > targets[region] else { continue }
+            // A tile at its quota keeps the rest of its candidates.
+            guard remaining[tile[top]] > targets[tile[top]] else { continue }
             removed[top] = true
-            remaining[region] -= 1
+            remaining[tile[top]] -= 1
             for k in affectedStart[top]..<affectedStart[top + 1] {
                 let (point, contribution) = affected[k]
                 if !removed[point] { heap.decrease(point, by: contribution) }
@@ -306,5 +330,62 @@ struct IndexedMaxHeap {
             position[heap[best]] = best
             slot = best
         }
+    }
+}
+
+/// How many dots each 5 mm tile of each region receives: the session's share of the density
+/// summed over the tile (hairline ramp included), rounded with the remainder carried from tile
+/// to tile so each region's total is its own sum rounded.
+struct TileQuotas {
+    static let tileMillimetres = 5.0
+
+    private struct Key: Hashable {
+        var region: Int
+        var column: Int
+        var row: Int
+    }
+
+    /// Dots per tile, tiles in the order first met (rows upward, each left to right).
+    private(set) var targets: [Int] = []
+    private(set) var regionOfTile: [Int] = []
+    private var tiles: [Key: Int] = [:]
+
+    /// From the expected dots per sampled spot: `add` for each sample, then `finish`.
+    private var expected: [Double] = []
+
+    mutating func add(_ x: Double, _ y: Double, region: Int, dots: Double) {
+        let key = Self.key(x, y, region)
+        if let index = tiles[key] {
+            expected[index] += dots
+        } else {
+            tiles[key] = expected.count
+            expected.append(dots)
+            regionOfTile.append(region)
+        }
+    }
+
+    mutating func finish(regions: Int) {
+        var carried = [Double](repeating: 0, count: regions), given = [Int](repeating: 0, count: regions)
+        targets = expected.indices.map { index in
+            let region = regionOfTile[index]
+            carried[region] += expected[index]
+            let target = Int(carried[region].rounded()) - given[region]
+            given[region] += target
+            return target
+        }
+    }
+
+    func tile(_ x: Double, _ y: Double, region: Int) -> Int? {
+        tiles[Self.key(x, y, region)]
+    }
+
+    func regionTargets(regions: Int) -> [Int] {
+        var result = [Int](repeating: 0, count: regions)
+        for (index, target) in targets.enumerated() { result[regionOfTile[index]] += target }
+        return result
+    }
+
+    private static func key(_ x: Double, _ y: Double, _ region: Int) -> Key {
+        Key(region: region, column: Int((x / tileMillimetres).rounded(.down)), row: Int((y / tileMillimetres).rounded(.down)))
     }
 }
