@@ -443,15 +443,16 @@ private struct DesignResolver {
             }
         }
         let polygon = DesignPolygon(corners: points)
-        guard polygon.areaSquareMillimetres > 0.01 else {
-            issues.append(.error(.invalidPolygon, path, value: "\(PlanText.number(polygon.areaSquareMillimetres)) mm²",
-                                 limit: "> 0.01 mm²", "\(path) encloses no area: its points lie on a line"))
-            return nil
-        }
+        // Crossings first: a figure of eight also has no net area, and the crossing is its fault.
         if let (first, second) = polygon.firstCrossing() {
             issues.append(.error(.invalidPolygon, path, limit: "edges that do not cross",
                                  "\(path): the edge from point \(first) crosses the edge from point \(second); "
                                  + "draw the outline without crossing itself"))
+            return nil
+        }
+        guard polygon.areaSquareMillimetres > 0.01 else {
+            issues.append(.error(.invalidPolygon, path, value: "\(PlanText.number(polygon.areaSquareMillimetres)) mm²",
+                                 limit: "> 0.01 mm²", "\(path) encloses no area: its points lie on a line"))
             return nil
         }
         return inside ? polygon : nil
