@@ -449,8 +449,8 @@ public enum PlanLoader {
                 }
             }
             let recordSession = wholeNumber(element.recordSession, path: path + ".record_session",
-                                            range: 1...9_007_199_254_740_991, code: .valueOutOfRange, issues: &issues)
-            let dots = wholeNumber(element.dots, path: path + ".dots", range: 0...9_007_199_254_740_991,
+                                            range: 1...999_999_999_999, code: .valueOutOfRange, issues: &issues)
+            let dots = wholeNumber(element.dots, path: path + ".dots", range: 0...999_999_999_999,
                                    code: .valueOutOfRange, issues: &issues)
             guard let planID else {
                 allRead = false
