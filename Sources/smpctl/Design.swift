@@ -119,6 +119,10 @@ struct DesignCommand: ParsableCommand {
                 throw ExitCode(ExitStatus.ioError)
             }
         }
+        if !records.isMissing, after.contains(where: { $0.hasPrefix("session:") }), let store = try? records.open() {
+            CourseTiming.warn(designed.plan, planPath: output,
+                              previous: CourseTiming.previousSession(designed.plan.design?.after ?? [], store: store))
+        }
         let summary = Self.summary(designed, earlier: earlier, envelope: envelope, output: output)
         if output == "-" { Output.err(summary) } else { print(summary) }
     }
@@ -225,5 +229,33 @@ enum EarlierReference: Equatable {
             Output.err("\(path): \(role) plan refused.")
             throw ExitCode(error.isUnreadable ? ExitStatus.noInput : ExitStatus.dataError)
         }
+    }
+}
+
+/// The clinical rule between sessions of a course (`ClinicalTiming.checkSessionSpacing`): the
+/// previous session's date from the records or from an earlier plan, warned about, never refused.
+enum CourseTiming {
+    /// The latest day one of `sources` (an earlier session of the plan's course) was run, from
+    /// the records: a `record_session`, else the last session recorded for its `plan_id`.
+    static func previousSession(_ sources: [PlanDesignSource], store: RecordStore) -> (date: PlanDate, name: String)? {
+        var latest: (date: PlanDate, name: String)?
+        let recorded = (try? store.sessions(limit: 10_000)) ?? []
+        for source in sources {
+            let sessions = source.recordSession.map { id in recorded.filter { $0.id == id } }
+                ?? recorded.filter { $0.planID == source.planID }
+            for session in sessions {
+                guard let date = PlanDate(String(session.startedAt.prefix(10))) else { continue }
+                if latest.map({ date > $0.date }) ?? true { latest = (date, "records session \(session.id), plan \(session.planID)") }
+            }
+        }
+        return latest
+    }
+
+    /// Prints the warning for `plan` when its session is too soon after `previous`.
+    static func warn(_ plan: Plan, planPath: String, previous: (date: PlanDate, name: String)?) {
+        guard let previous,
+              let issue = ClinicalTiming.checkSessionSpacing(plan, previous: previous.date, previousName: previous.name,
+                                                             today: .today()) else { return }
+        Output.err("\(planPath): \(issue)")
     }
 }

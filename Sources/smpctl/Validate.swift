@@ -55,6 +55,11 @@ struct Validate: ParsableCommand {
             for earlierPath in against {
                 let earlier = try EarlierReference.loadPlan(earlierPath, envelope: .builtIn, role: "--against")
                 errors += PlanValidator.spacingIssues(loaded, against: earlier, earlierName: earlierPath, envelope: .builtIn)
+                if let date = earlier.session?.date,
+                   let issue = ClinicalTiming.checkSessionSpacing(loaded, previous: date, previousName: earlierPath,
+                                                                  today: .today()) {
+                    warnings.append(issue)
+                }
             }
         }
         if json {

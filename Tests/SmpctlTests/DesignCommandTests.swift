@@ -83,6 +83,10 @@ final class DesignCommandTests: XCTestCase {
             let record = folder.appendingPathComponent("truth-\(number).ndjson").path
             let run = try CLITests.smpctl(["run", plan, "--sim", "--time-scale", "0", "--yes", "--db", db, "--record", record])
             XCTAssertEqual(run.status, 0, run.stderr)
+            // The whole course on one day: every later session is warned about, none refused.
+            XCTAssertEqual(run.stderr.contains("0 days after the previous session of its course"), number > 1, run.stderr)
+            XCTAssertEqual(designed.stderr.contains("0 days after the previous session of its course"), number > 1,
+                           designed.stderr)
             let finished = try XCTUnwrap(run.stdout.split(separator: "\n").compactMap {
                 try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
             }.last { $0["event"] as? String == "finished" })
@@ -114,6 +118,15 @@ final class DesignCommandTests: XCTestCase {
 
         let validated = try CLITests.smpctl(["validate", second, "--against", first])
         XCTAssertEqual(validated.status, 0, validated.stderr)
+
+        // Dated plans: a session 5 days after the one it was placed around is warned about.
+        let dated1 = folder.appendingPathComponent("d1.json").path, dated2 = folder.appendingPathComponent("d2.json").path
+        XCTAssertEqual(try CLITests.smpctl(["design", design, "--session", "1", "--date", "2027-03-01", "-o", dated1]).status, 0)
+        XCTAssertEqual(try CLITests.smpctl(["design", design, "--session", "2", "--after", dated1, "--date", "2027-03-06",
+                                            "-o", dated2]).status, 0)
+        let soon = try CLITests.smpctl(["validate", dated2, "--against", dated1])
+        XCTAssertEqual(soon.status, 0, soon.stderr)
+        XCTAssertTrue(soon.stderr.contains("warning: the session (2027-03-06) is 5 days after the previous session"), soon.stderr)
 
         // Session 1 again, whole, is on top of session 1: every dot too close to an earlier one.
         let onTop = try CLITests.smpctl(["validate", first, "--against", first])
