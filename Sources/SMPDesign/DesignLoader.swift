@@ -99,15 +99,43 @@ struct RawDesign: Sendable {
     var format: RawField<String> = .absent
     var designID: RawField<String> = .absent
     var client: RawField<RawClient> = .absent
-    var courseSessions: RawField<Double> = .absent
-    var courseShare: RawField<[Double]> = .absent
-    var course: RawField<Bool> = .absent
-    var defaultDepth: RawField<Double> = .absent
-    var defaultDwell: RawField<Double> = .absent
-    var defaults: RawField<Bool> = .absent
+    var course: RawField<RawCourse> = .absent
+    var defaults: RawField<RawDesignDefaults> = .absent
     var regions: RawField<[RawArea?]> = .absent
     var exclusions: RawField<[RawArea?]> = .absent
     var hairline: RawField<RawHairline> = .absent
+}
+
+struct RawCourse: ObjectFields {
+    var sessions: RawField<Double> = .absent
+    var share: RawField<[Double]> = .absent
+
+    static let keys = DesignKeys.course
+
+    mutating func read(_ key: PlanJSONKey, with reader: inout ObjectReader) -> Bool {
+        switch key.stringValue {
+        case "sessions": sessions = reader.number(key)
+        case "share": share = reader.numbers(key)
+        default: return false
+        }
+        return true
+    }
+}
+
+struct RawDesignDefaults: ObjectFields {
+    var depth: RawField<Double> = .absent
+    var dwell: RawField<Double> = .absent
+
+    static let keys = DesignKeys.defaults
+
+    mutating func read(_ key: PlanJSONKey, with reader: inout ObjectReader) -> Bool {
+        switch key.stringValue {
+        case "depth_mm": depth = reader.number(key)
+        case "dwell_ms": dwell = reader.number(key)
+        default: return false
+        }
+        return true
+    }
 }
 
 /// A region or an exclusion (an exclusion has no density, depth or dwell).
@@ -120,9 +148,20 @@ struct RawArea: Sendable {
     var dwell: RawField<Double> = .absent
 }
 
-struct RawHairline: Sendable {
+struct RawHairline: ObjectFields {
     var polyline: RawField<[DesignPoint]> = .absent
     var feather: RawField<Double> = .absent
+
+    static let keys = DesignKeys.hairline
+
+    mutating func read(_ key: PlanJSONKey, with reader: inout ObjectReader) -> Bool {
+        switch key.stringValue {
+        case "polyline_mm": polyline = reader.points(key)
+        case "feather_mm": feather = reader.number(key)
+        default: return false
+        }
+        return true
+    }
 }
 
 extension ObjectReader {
@@ -185,75 +224,17 @@ private struct DesignObject: Decodable {
             switch key.stringValue {
             case "format": raw.format = reader.string(key)
             case "design_id": raw.designID = reader.string(key)
-            case "client": raw.client = reader.object(key, as: ClientObject.self)
-            case "course":
-                let course = reader.object(key, as: CourseObject.self)
-                raw.course = course.isAbsent ? .absent : course.value == nil ? .invalid : .present(true)
-                if let value = course.value { (raw.courseSessions, raw.courseShare) = (value.sessions, value.share) }
-            case "defaults":
-                let defaults = reader.object(key, as: DesignDefaultsObject.self)
-                raw.defaults = defaults.value == nil ? .invalid : .present(true)
-                if let value = defaults.value { (raw.defaultDepth, raw.defaultDwell) = (value.depth, value.dwell) }
+            case "client": raw.client = reader.object(key, as: FieldsObject<RawClient>.self)
+            case "course": raw.course = reader.object(key, as: FieldsObject<RawCourse>.self)
+            case "defaults": raw.defaults = reader.object(key, as: FieldsObject<RawDesignDefaults>.self)
             case "regions": raw.regions = reader.array(key, of: AreaObject.self, expected: "an array of region objects")
             case "exclusions":
                 raw.exclusions = reader.array(key, of: AreaObject.self, expected: "an array of exclusion objects")
-            case "hairline": raw.hairline = reader.object(key, as: HairlineObject.self)
+            case "hairline": raw.hairline = reader.object(key, as: FieldsObject<RawHairline>.self)
             default: unknown.append(key)
             }
         }
         reader.unknown(unknown, known: DesignKeys.document)
-        issues += reader.issues
-        value = raw
-    }
-}
-
-private struct CourseObject: Decodable, RawObject {
-    struct Value: Sendable {
-        var sessions: RawField<Double> = .absent
-        var share: RawField<[Double]> = .absent
-    }
-    var value: Value?
-    var issues: [PlanIssue] = []
-
-    init(from decoder: any Decoder) {
-        guard let container = openObject(decoder, expected: "an object", issues: &issues) else { return }
-        var reader = ObjectReader(container, decoder: decoder)
-        var raw = Value()
-        var unknown: [PlanJSONKey] = []
-        for key in container.allKeys {
-            switch key.stringValue {
-            case "sessions": raw.sessions = reader.number(key)
-            case "share": raw.share = reader.numbers(key)
-            default: unknown.append(key)
-            }
-        }
-        reader.unknown(unknown, known: DesignKeys.course)
-        issues += reader.issues
-        value = raw
-    }
-}
-
-private struct DesignDefaultsObject: Decodable, RawObject {
-    struct Value: Sendable {
-        var depth: RawField<Double> = .absent
-        var dwell: RawField<Double> = .absent
-    }
-    var value: Value?
-    var issues: [PlanIssue] = []
-
-    init(from decoder: any Decoder) {
-        guard let container = openObject(decoder, expected: "an object", issues: &issues) else { return }
-        var reader = ObjectReader(container, decoder: decoder)
-        var raw = Value()
-        var unknown: [PlanJSONKey] = []
-        for key in container.allKeys {
-            switch key.stringValue {
-            case "depth_mm": raw.depth = reader.number(key)
-            case "dwell_ms": raw.dwell = reader.number(key)
-            default: unknown.append(key)
-            }
-        }
-        reader.unknown(unknown, known: DesignKeys.defaults)
         issues += reader.issues
         value = raw
     }
@@ -283,28 +264,6 @@ private struct AreaObject: Decodable, RawObject {
         }
         reader.unknown(unknown, known: isExclusion ? DesignKeys.exclusion : DesignKeys.region)
         issues += reader.issues.sorted { $0.path < $1.path }
-        value = raw
-    }
-}
-
-private struct HairlineObject: Decodable, RawObject {
-    var value: RawHairline?
-    var issues: [PlanIssue] = []
-
-    init(from decoder: any Decoder) {
-        guard let container = openObject(decoder, expected: "an object", issues: &issues) else { return }
-        var reader = ObjectReader(container, decoder: decoder)
-        var raw = RawHairline()
-        var unknown: [PlanJSONKey] = []
-        for key in container.allKeys {
-            switch key.stringValue {
-            case "polyline_mm": raw.polyline = reader.points(key)
-            case "feather_mm": raw.feather = reader.number(key)
-            default: unknown.append(key)
-            }
-        }
-        reader.unknown(unknown, known: DesignKeys.hairline)
-        issues += reader.issues
         value = raw
     }
 }
@@ -343,9 +302,10 @@ private struct DesignResolver {
             issues.append(.error(.missingKey, "defaults", limit: "depth_mm and dwell_ms",
                                  "defaults is missing: a design gives the depth and dwell of its dots"))
         }
-        let depth = value(raw.defaultDepth, path: "defaults.depth_mm", required: raw.defaults.value != nil,
+        let defaults = raw.defaults.value ?? RawDesignDefaults()
+        let depth = value(defaults.depth, path: "defaults.depth_mm", required: raw.defaults.value != nil,
                           code: .depthOutOfRange, range: envelope.depthMicrometres, unit: "mm")
-        let dwell = value(raw.defaultDwell, path: "defaults.dwell_ms", required: raw.defaults.value != nil,
+        let dwell = value(defaults.dwell, path: "defaults.dwell_ms", required: raw.defaults.value != nil,
                           code: .dwellOutOfRange, range: envelope.dwellMicroseconds, unit: "ms")
 
         let regions = resolveRegions(raw.regions)
@@ -383,17 +343,18 @@ private struct DesignResolver {
                                  "course is missing: a design says how many sessions share the density out"))
             return nil
         }
-        if raw.courseSessions.isAbsent, raw.course.value != nil {
+        guard let course = raw.course.value else { return nil }
+        if course.sessions.isAbsent {
             issues.append(.error(.missingKey, "course.sessions", limit: "integer ≥ 1", "course.sessions is missing"))
         }
-        if raw.courseShare.isAbsent, raw.course.value != nil {
+        if course.share.isAbsent {
             issues.append(.error(.missingKey, "course.share", limit: "one fraction per session",
                                  "course.share is missing"))
         }
-        let sessions = PlanLoader.wholeNumber(raw.courseSessions, path: "course.sessions",
+        let sessions = PlanLoader.wholeNumber(course.sessions, path: "course.sessions",
                                               range: 1...Double(DesignLoader.maximumSessions), code: .invalidCourse,
                                               issues: &issues)
-        guard let shares = raw.courseShare.value, let sessions else { return nil }
+        guard let shares = course.share.value, let sessions else { return nil }
         let shown = "[" + shares.map(PlanText.number).joined(separator: ", ") + "]"
         guard shares.count == sessions else {
             issues.append(.error(.invalidCourse, "course.share", value: shown, limit: "\(sessions) fractions",

@@ -240,6 +240,21 @@ struct PointGrid {
 
     /// Calls `body` with every point closer than `reach` to (x, y), and its distance.
     func forEach(within reach: Double, of x: Double, _ y: Double, _ points: PointSet, _ body: (Int, Double) -> Void) {
+        _ = visit(within: reach, of: x, y, points) { index, distance in
+            body(index, distance)
+            return true
+        }
+    }
+
+    /// True when no point is closer than `reach` to (x, y).
+    func noPoint(within reach: Double, of x: Double, _ y: Double, _ points: PointSet) -> Bool {
+        visit(within: reach, of: x, y, points) { _, _ in false }
+    }
+
+    /// Calls `body` with each point closer than `reach`, and its distance, while it returns true;
+    /// false when `body` stopped the visit.
+    private func visit(within reach: Double, of x: Double, _ y: Double, _ points: PointSet,
+                       _ body: (Int, Double) -> Bool) -> Bool {
         let span = Int((reach / cell).rounded(.up))
         let column = Int(((x - minimumX) / cell).rounded(.down)), row = Int(((y - minimumY) / cell).rounded(.down))
         let reachSquared = reach * reach
@@ -250,25 +265,7 @@ struct PointGrid {
                     let i = Int(index)
                     let dx = points.xs[i] - x, dy = points.ys[i] - y
                     let squared = dx * dx + dy * dy
-                    if squared < reachSquared { body(i, squared.squareRoot()) }
-                    index = next[i]
-                }
-            }
-        }
-    }
-
-    /// True when no point is closer than `reach` to (x, y). The spot must be inside the grid.
-    func noPoint(within reach: Double, of x: Double, _ y: Double, _ points: PointSet) -> Bool {
-        let span = Int((reach / cell).rounded(.up))
-        let column = Int(((x - minimumX) / cell).rounded(.down)), row = Int(((y - minimumY) / cell).rounded(.down))
-        let reachSquared = reach * reach
-        for r in max(0, row - span)...min(rows - 1, row + span) {
-            for c in max(0, column - span)...min(columns - 1, column + span) {
-                var index = head[r * columns + c]
-                while index >= 0 {
-                    let i = Int(index)
-                    let dx = points.xs[i] - x, dy = points.ys[i] - y
-                    if dx * dx + dy * dy < reachSquared { return false }
+                    if squared < reachSquared, !body(i, squared.squareRoot()) { return false }
                     index = next[i]
                 }
             }

@@ -30,32 +30,93 @@ package enum RawField<Value: Sendable>: Sendable {
     }
 }
 
-struct RawDefaults: Sendable {
+struct RawDefaults: ObjectFields {
     var depthMillimetres: RawField<Double> = .absent
     var dwellMilliseconds: RawField<Double> = .absent
+
+    static let keys = ["depth_mm", "dwell_ms"]
+
+    mutating func read(_ key: PlanJSONKey, with reader: inout ObjectReader) -> Bool {
+        switch key.stringValue {
+        case "depth_mm": depthMillimetres = reader.number(key)
+        case "dwell_ms": dwellMilliseconds = reader.number(key)
+        default: return false
+        }
+        return true
+    }
 }
 
-package struct RawClient: Sendable {
+/// The `client` object, the same in plans and designs.
+package struct RawClient: ObjectFields {
     var reference: RawField<String> = .absent
     var hairTransplantDate: RawField<String> = .absent
+
+    package init() {}
+
+    package static let keys = ["reference", "hair_transplant_date"]
+
+    package mutating func read(_ key: PlanJSONKey, with reader: inout ObjectReader) -> Bool {
+        switch key.stringValue {
+        case "reference": reference = reader.string(key)
+        case "hair_transplant_date": hairTransplantDate = reader.string(key)
+        default: return false
+        }
+        return true
+    }
 }
 
-struct RawSession: Sendable {
+struct RawSession: ObjectFields {
     var number: RawField<Double> = .absent
     var of: RawField<Double> = .absent
     var date: RawField<String> = .absent
+
+    static let keys = ["number", "of", "date"]
+
+    mutating func read(_ key: PlanJSONKey, with reader: inout ObjectReader) -> Bool {
+        switch key.stringValue {
+        case "number": number = reader.number(key)
+        case "of": of = reader.number(key)
+        case "date": date = reader.string(key)
+        default: return false
+        }
+        return true
+    }
 }
 
-struct RawPlanDesign: Sendable {
+struct RawPlanDesign: ObjectFields {
     var designID: RawField<String> = .absent
     var after: RawField<[RawDesignSource?]> = .absent
+
+    static let keys = ["design_id", "after"]
+
+    mutating func read(_ key: PlanJSONKey, with reader: inout ObjectReader) -> Bool {
+        switch key.stringValue {
+        case "design_id": designID = reader.string(key)
+        case "after": after = reader.array(key, of: FieldsObject<RawDesignSource>.self, expected: "an array of objects")
+        default: return false
+        }
+        return true
+    }
 }
 
-struct RawDesignSource: Sendable {
+struct RawDesignSource: ObjectFields {
     var planID: RawField<String> = .absent
     var planSHA256: RawField<String> = .absent
     var recordSession: RawField<Double> = .absent
     var dots: RawField<Double> = .absent
+
+    static let keys = ["plan_id", "plan_sha256", "record_session", "dots"]
+
+    mutating func read(_ key: PlanJSONKey, with reader: inout ObjectReader) -> Bool {
+        switch key.stringValue {
+        case "plan_id": planID = reader.string(key)
+        case "plan_sha256": planSHA256 = reader.string(key)
+        case "record_session": recordSession = reader.number(key)
+        case "dots": dots = reader.number(key)
+        default: return false
+        }
+        return true
+    }
 }
 
 struct RawDot: Sendable {
@@ -89,12 +150,7 @@ struct RawPlanDocument: Sendable {
 
 enum PlanKeys {
     static let document = ["format", "plan_id", "defaults", "client", "session", "design", "dots"]
-    static let defaults = ["depth_mm", "dwell_ms"]
-    static let client = ["reference", "hair_transplant_date"]
-    static let session = ["number", "of", "date"]
     static let dot = ["id", "x_mm", "y_mm", "depth_mm", "dwell_ms", "region"]
-    static let design = ["design_id", "after"]
-    static let designSource = ["plan_id", "plan_sha256", "record_session", "dots"]
 }
 
 // MARK: - Decoding with Foundation's JSONDecoder
@@ -297,117 +353,32 @@ package func openObject(_ decoder: any Decoder, expected: String, issues: inout 
     return nil
 }
 
-private struct DefaultsObject: Decodable, RawObject {
-    var value: RawDefaults?
-    var issues: [PlanIssue] = []
-
-    init(from decoder: any Decoder) {
-        guard let container = openObject(decoder, expected: "an object", issues: &issues) else { return }
-        var reader = ObjectReader(container, decoder: decoder)
-        var raw = RawDefaults()
-        var unknown: [PlanJSONKey] = []
-        for key in container.allKeys {
-            switch key.stringValue {
-            case "depth_mm": raw.depthMillimetres = reader.number(key)
-            case "dwell_ms": raw.dwellMilliseconds = reader.number(key)
-            default: unknown.append(key)
-            }
-        }
-        reader.unknown(unknown, known: PlanKeys.defaults)
-        issues += reader.issues
-        value = raw
-    }
+/// The fields of an object with fixed keys: what each key reads into.
+package protocol ObjectFields: Sendable {
+    init()
+    /// The keys the format defines here, for "did you mean" and "known here".
+    static var keys: [String] { get }
+    /// Reads `key`'s value; false when the key is not one of this object's.
+    mutating func read(_ key: PlanJSONKey, with reader: inout ObjectReader) -> Bool
 }
 
-/// The `client` object, the same in plans and designs.
-package struct ClientObject: Decodable, RawObject {
-    package var value: RawClient?
+/// An object of `Fields`, decoded without throwing: every key read, unknown keys reported,
+/// this object's issues in path order (the decoder gives keys in no particular order).
+package struct FieldsObject<Fields: ObjectFields>: Decodable, RawObject {
+    package var value: Fields?
     package var issues: [PlanIssue] = []
 
     package init(from decoder: any Decoder) {
         guard let container = openObject(decoder, expected: "an object", issues: &issues) else { return }
         var reader = ObjectReader(container, decoder: decoder)
-        var raw = RawClient()
+        var fields = Fields()
         var unknown: [PlanJSONKey] = []
-        for key in container.allKeys {
-            switch key.stringValue {
-            case "reference": raw.reference = reader.string(key)
-            case "hair_transplant_date": raw.hairTransplantDate = reader.string(key)
-            default: unknown.append(key)
-            }
+        for key in container.allKeys where !fields.read(key, with: &reader) {
+            unknown.append(key)
         }
-        reader.unknown(unknown, known: PlanKeys.client)
-        issues += reader.issues
-        value = raw
-    }
-}
-
-private struct SessionObject: Decodable, RawObject {
-    var value: RawSession?
-    var issues: [PlanIssue] = []
-
-    init(from decoder: any Decoder) {
-        guard let container = openObject(decoder, expected: "an object", issues: &issues) else { return }
-        var reader = ObjectReader(container, decoder: decoder)
-        var raw = RawSession()
-        var unknown: [PlanJSONKey] = []
-        for key in container.allKeys {
-            switch key.stringValue {
-            case "number": raw.number = reader.number(key)
-            case "of": raw.of = reader.number(key)
-            case "date": raw.date = reader.string(key)
-            default: unknown.append(key)
-            }
-        }
-        reader.unknown(unknown, known: PlanKeys.session)
-        issues += reader.issues
-        value = raw
-    }
-}
-
-private struct PlanDesignObject: Decodable, RawObject {
-    var value: RawPlanDesign?
-    var issues: [PlanIssue] = []
-
-    init(from decoder: any Decoder) {
-        guard let container = openObject(decoder, expected: "an object", issues: &issues) else { return }
-        var reader = ObjectReader(container, decoder: decoder)
-        var raw = RawPlanDesign()
-        var unknown: [PlanJSONKey] = []
-        for key in container.allKeys {
-            switch key.stringValue {
-            case "design_id": raw.designID = reader.string(key)
-            case "after": raw.after = reader.array(key, of: DesignSourceObject.self, expected: "an array of objects")
-            default: unknown.append(key)
-            }
-        }
-        reader.unknown(unknown, known: PlanKeys.design)
+        reader.unknown(unknown, known: Fields.keys)
         issues += reader.issues.sorted { $0.path < $1.path }
-        value = raw
-    }
-}
-
-private struct DesignSourceObject: Decodable, RawObject {
-    var value: RawDesignSource?
-    var issues: [PlanIssue] = []
-
-    init(from decoder: any Decoder) {
-        guard let container = openObject(decoder, expected: "an object", issues: &issues) else { return }
-        var reader = ObjectReader(container, decoder: decoder)
-        var raw = RawDesignSource()
-        var unknown: [PlanJSONKey] = []
-        for key in container.allKeys {
-            switch key.stringValue {
-            case "plan_id": raw.planID = reader.string(key)
-            case "plan_sha256": raw.planSHA256 = reader.string(key)
-            case "record_session": raw.recordSession = reader.number(key)
-            case "dots": raw.dots = reader.number(key)
-            default: unknown.append(key)
-            }
-        }
-        reader.unknown(unknown, known: PlanKeys.designSource)
-        issues += reader.issues
-        value = raw
+        value = fields
     }
 }
 
@@ -456,10 +427,10 @@ private struct DocumentObject: Decodable {
             switch key.stringValue {
             case "format": document.format = reader.string(key)
             case "plan_id": document.planID = reader.string(key)
-            case "defaults": document.defaults = reader.object(key, as: DefaultsObject.self)
-            case "client": document.client = reader.object(key, as: ClientObject.self)
-            case "session": document.session = reader.object(key, as: SessionObject.self)
-            case "design": document.design = reader.object(key, as: PlanDesignObject.self)
+            case "defaults": document.defaults = reader.object(key, as: FieldsObject<RawDefaults>.self)
+            case "client": document.client = reader.object(key, as: FieldsObject<RawClient>.self)
+            case "session": document.session = reader.object(key, as: FieldsObject<RawSession>.self)
+            case "design": document.design = reader.object(key, as: FieldsObject<RawPlanDesign>.self)
             case "dots": dotsKey = key
             default: unknown.append(key)
             }

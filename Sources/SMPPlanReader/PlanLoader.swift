@@ -403,9 +403,11 @@ public enum PlanLoader {
         return nil
     }
 
-    /// A whole number in `range`, nil (reported) otherwise; `code` for a number outside it.
+    /// A whole number in `range`, nil (reported) otherwise; `code` for a number outside it, with
+    /// `limit` and "must be `requirement`" (by default the range itself).
     package static func wholeNumber(_ field: RawField<Double>, path: String, range: ClosedRange<Double>,
-                                    code: PlanIssue.Code, issues: inout [PlanIssue]) -> Int64? {
+                                    code: PlanIssue.Code, limit: String? = nil, requirement: String? = nil,
+                                    issues: inout [PlanIssue]) -> Int64? {
         guard case .present(let value) = field else { return nil }
         let shown = PlanText.number(value)
         if value != value.rounded(.towardZero) {
@@ -414,8 +416,9 @@ public enum PlanLoader {
             return nil
         }
         guard range.contains(value) else {
-            let limit = "\(PlanText.number(range.lowerBound))...\(PlanText.number(range.upperBound))"
-            issues.append(.error(code, path, value: shown, limit: limit, "\(path) = \(shown) must be in \(limit)"))
+            let bounds = "\(PlanText.number(range.lowerBound))...\(PlanText.number(range.upperBound))"
+            issues.append(.error(code, path, value: shown, limit: limit ?? bounds,
+                                 "\(path) = \(shown) must be \(requirement ?? "in " + bounds)"))
             return nil
         }
         return Int64(value)
@@ -466,19 +469,8 @@ public enum PlanLoader {
     private static func resolveSession(_ field: RawField<RawSession>, issues: inout [PlanIssue]) -> PlanSession? {
         guard case .present(let raw) = field else { return nil }
         func count(_ field: RawField<Double>, _ path: String) -> Int? {
-            guard case .present(let value) = field else { return nil }
-            let shown = PlanText.number(value)
-            if value != value.rounded(.towardZero) {
-                issues.append(.error(.notInteger, path, value: shown, limit: "whole number",
-                                     "\(path) = \(shown) must be a whole number"))
-                return nil
-            }
-            if value < 1 || value > Double(Int32.max) {
-                issues.append(.error(.invalidSession, path, value: shown, limit: "≥ 1",
-                                     "\(path) = \(shown) must be 1 or more"))
-                return nil
-            }
-            return Int(value)
+            wholeNumber(field, path: path, range: 1...Double(Int32.max), code: .invalidSession, limit: "≥ 1",
+                        requirement: "1 or more", issues: &issues).map(Int.init)
         }
         if raw.number.isAbsent {
             issues.append(.error(.missingKey, "session.number", limit: "integer ≥ 1", "session.number is missing"))
