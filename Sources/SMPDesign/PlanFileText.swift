@@ -4,6 +4,8 @@ import SMPPlan
 /// micrometre's three decimals, one dot per line, so the same plan is the same bytes and a diff
 /// between two plans reads dot by dot.
 public enum PlanFileText {
+    /// The plan of `session` as the UTF-8 text of an `smp-plan/1` file: the design's defaults as
+    /// the plan's, each dot's depth or dwell written only where its region gives its own.
     public static func text(_ session: DesignedSession) -> String {
         let plan = session.plan
         var text = "{\n"

@@ -238,6 +238,8 @@ enum CourseTiming {
     /// The latest day one of `sources` (an earlier session of the plan's course) was run, from
     /// the records: a `record_session`, else the last session recorded for its `plan_id`.
     static func previousSession(_ sources: [PlanDesignSource], store: RecordStore) -> (date: PlanDate, name: String)? {
+        // A plan not designed around earlier sessions has no previous session to look up.
+        guard !sources.isEmpty else { return nil }
         var latest: (date: PlanDate, name: String)?
         let recorded = (try? store.sessions(limit: 10_000)) ?? []
         for source in sources {
