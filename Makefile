@@ -5,6 +5,8 @@
 #   make test    build with tests, fail on any compiler warning in Sources/ or Tests/, run XCTest,
 #                then the hardware-in-the-loop rig (hil/run.sh). A machine that cannot boot it
 #                says so loudly, and in CI (CI=true) that fails; SMP_SKIP_HIL=1 skips it, loudly
+#   make test-tsan / test-asan   the whole XCTest suite under ThreadSanitizer / AddressSanitizer
+#                (docs/reliability.md); each its own scratch path (.build-tsan, .build-asan)
 #   make install / install-udev   PREFIX-aware install of the binary, completions, man pages / udev rule
 #   make hil     hardware-in-the-loop rig in a QEMU VM (docs/hil.md)
 #   make fuzz / golden / check-gpiod / check-layers   decoder fuzzing, golden frames, libgpiod v1+v2
@@ -35,7 +37,7 @@ OWN_WARNING := ^$(CURDIR)/(Sources|Tests)/[^:]+:[0-9]+:[0-9]+: warning:
 
 SWIFT_BUILD = $(SWIFT) build --scratch-path $(SCRATCH) $(SWIFTFLAGS)
 
-.PHONY: deps test-deps build demo test clean fuzz golden check-gpiod check-layers check-embedded install install-udev hil hil-selftest bench
+.PHONY: deps test-deps build demo test test-tsan test-asan clean fuzz golden check-gpiod check-layers check-embedded install install-udev hil hil-selftest bench
 .DEFAULT_GOAL := build
 
 deps:
@@ -68,6 +70,20 @@ test: test-deps check-layers check-gpiod check-embedded
 	        echo "make test: *** this machine cannot run the hardware-in-the-loop rig (above); NOT run. In CI this fails. ***" >&2; \
 	    elif [ $$status != 0 ]; then exit $$status; fi; \
 	fi
+
+# The whole XCTest suite under a sanitizer (docs/reliability.md, "Sanitizers"). The test
+# processes start smpctl as a child; it is built with the same sanitizer and inherits the options.
+# halt_on_error: the first report fails the run, with its stack, instead of scrolling past.
+SANITIZER_TEST = $(SWIFT) test --scratch-path .build-$(1) --sanitize=$(2) $(SWIFTFLAGS) --disable-swift-testing
+test-tsan: test-deps
+	$(SWIFT) build --scratch-path .build-tsan --sanitize=thread $(SWIFTFLAGS) --build-tests
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/scripts/tsan.supp" \
+	    $(call SANITIZER_TEST,tsan,thread) --skip-build
+
+test-asan: test-deps
+	$(SWIFT) build --scratch-path .build-asan --sanitize=address $(SWIFTFLAGS) --build-tests
+	ASAN_OPTIONS="halt_on_error=1 detect_leaks=1" LSAN_OPTIONS="suppressions=$(CURDIR)/scripts/lsan.supp print_suppressions=0" \
+	    $(call SANITIZER_TEST,asan,address) --skip-build
 
 # Benchmarks (docs/performance.md): Benchmarks/ is a package of its own, never built by `make test`.
 # ~12 min on 2 cores (+~10 min first build). Results: Benchmarks/results/latest.{txt,md,json} (git-ignored).

@@ -80,7 +80,7 @@ let package = Package(
         .target(
             name: "SessionRunner",
             dependencies: [
-                "SMPPlan", "SMPInterlocks", "NeedleDriver", "FirmwareProtocol",
+                "SMPPlan", "SMPInterlocks", "NeedleDriver", "SMPSystem", "FirmwareProtocol",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
@@ -88,7 +88,7 @@ let package = Package(
         .target(
             name: "SMPRecords",
             dependencies: [
-                "SessionRunner", "SMPPlan", "FirmwareProtocol",
+                "SessionRunner", "SMPPlan", "SMPSystem", "FirmwareProtocol",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
@@ -115,7 +115,7 @@ let package = Package(
             name: "smpctl",
             dependencies: [
                 "SessionRunner", "SMPPlan", "SMPPlanReader", "SMPInterlocks", "SMPRecords", "SMPMachine",
-                "SMPRender", "SMPDesign", "NeedleDriver", "DeviceSim",
+                "SMPRender", "SMPDesign", "SMPSystem", "NeedleDriver", "DeviceSim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 // The live progress line at a terminal (ActivityBar, styled ConsoleText, erase).
@@ -150,7 +150,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "SmpctlTests",
-            dependencies: ["smpctl", .product(name: "ConsoleKitTerminal", package: "console-kit")],
+            dependencies: ["smpctl", "SMPSystem", .product(name: "ConsoleKitTerminal", package: "console-kit")],
             swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

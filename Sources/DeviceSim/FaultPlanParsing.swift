@@ -1,5 +1,6 @@
 import FirmwareCore
 import Foundation
+import SMPSystem
 
 /// The host side of `FaultPlan`: the SPEC string and JSON scenario parsers (Foundation), kept out
 /// of the firmware core so that it stays Embedded-Swift-clean.
@@ -34,13 +35,10 @@ extension FaultPlan: CustomStringConvertible {
 
     /// Reads a JSON scenario file.
     public static func load(scenarioFile path: String) throws(FaultPlanError) -> FaultPlan {
-        let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            throw FaultPlanError(item: path, reason: "cannot read the scenario file: \(error.localizedDescription)")
+        switch RegularFile.read(path: path, maximumBytes: 1024 * 1024) {
+        case .success(let bytes): return try FaultPlan(jsonScenario: Data(bytes))
+        case .failure(let error): throw FaultPlanError(item: path, reason: "cannot read the scenario file: \(error)")
         }
-        return try FaultPlan(jsonScenario: data)
     }
 
     private mutating func apply(item: String, seen: inout Set<String>) throws(FaultPlanError) {

@@ -2,7 +2,6 @@ import Dispatch
 import FirmwareProtocol
 import Foundation
 import SMPSystem
-import Synchronization
 
 /// The simulator's ground truth: every dot the needle entered the skin for, exactly as the
 /// simulated hardware executed it. Tests compare the host's own records against it.
@@ -42,7 +41,7 @@ import Synchronization
 public final class GroundTruthRecord: Sendable {
     /// The NDJSON file, if any.
     public let path: String?
-    private let storage: Mutex<Storage>
+    private let storage: Locked<Storage>
 
     private struct Storage {
         var fd: Int32
@@ -60,7 +59,7 @@ public final class GroundTruthRecord: Sendable {
             case .failure(let errno): throw SimulatorError.system("open(\(path))", errno)
             }
         }
-        storage = Mutex(Storage(fd: fd))
+        storage = Locked(Storage(fd: fd))
     }
 
     deinit {

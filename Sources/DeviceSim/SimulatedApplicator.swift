@@ -2,17 +2,17 @@ import Dispatch
 import FirmwareProtocol
 import Logging
 import SMPSystem
-import Synchronization
 
-/// Options of a simulated applicator. Defaults: real time, seed 1, no record file, a new
-/// pseudo-terminal and no link to it, the simulator's hardware limits, a queue of 32, firmware id
-/// "smp-sim 1.0", no faults.
+/// Options of a simulated applicator: the firmware's own configuration (`firmware`; its fields
+/// read and written through this value: `options.timeScale`, `options.faults`, …) and what only
+/// the simulator adds around it — where it serves, its ground-truth file, the boot ids' source.
+/// Defaults: real time, seed 1, no record file, a new pseudo-terminal and no link to it, the
+/// simulator's hardware limits, a queue of 32, firmware id "smp-sim 1.0", no faults.
+@dynamicMemberLookup
 public struct SimulatorOptions: Sendable {
-    /// Wall duration of each physics phase = simulated duration × timeScale (0 = instant).
-    public var timeScale: Double = 1
-    /// Seeds every fault decision: the same seed reproduces a run's faults. Not the boot id:
-    /// every start is a new boot (see `bootIDEntropy`).
-    public var seed: UInt64 = 1
+    /// What the firmware is: limits, pace and spacing floors, queue, id, capabilities, time scale,
+    /// seed, faults (`FirmwareConfiguration`). Its `bootIDEntropy` is replaced at start (below).
+    public var firmware = FirmwareConfiguration()
     /// Where the boot ids come from (`FirmwareConfiguration.bootIDEntropy`). nil, the default:
     /// drawn from the operating system's random source at start, so two starts never share a
     /// boot id whatever the seed (a host that resumed on a restarted simulator must see a
@@ -32,44 +32,27 @@ public struct SimulatorOptions: Sendable {
     /// `portReopenIntervalMicroseconds` until it can (the firmware runs on meanwhile), so a host
     /// that plugs in again finds the device. Not with `linkPath`.
     public var portPath: String? = nil
-    public var limits: DeviceLimits = .simulatorDefault
-    /// 1…64.
-    public var queueCapacity: UInt8 = 32
-    /// Up to 16 printable ASCII characters.
-    public var firmwareID: String = "smp-sim 1.0"
-    /// Seeded fault injection (see `FaultPlan`).
-    public var faults: FaultPlan = .none
-    /// What the device declares; without `.pace` it acts as a protocol 1.0 device would.
-    public var capabilities: Capabilities = .simulatorDefault
-    /// The device's own minimum interval between skin entries (see `FirmwareConfiguration`).
-    public var minimumDotIntervalMicroseconds: UInt32 = FirmwareConfiguration().minimumDotIntervalMicroseconds
-    /// The device's own minimum spacing, µm (see `FirmwareConfiguration`); 0 turns the check off
-    /// until a SPACING (with `capabilities` lacking `.spacing`: as a protocol 1.1 device).
-    public var minimumSpacingMicrometres: UInt32 = FirmwareConfiguration().minimumSpacingMicrometres
 
     public init() {}
 
+    /// A field of the firmware's configuration, e.g. `options.timeScale`.
+    public subscript<Value>(dynamicMember field: WritableKeyPath<FirmwareConfiguration, Value>) -> Value {
+        get { firmware[keyPath: field] }
+        set { firmware[keyPath: field] = newValue }
+    }
+
     /// The firmware's configuration; `bootIDEntropy` from the OS's random source unless set.
     func firmwareConfiguration() -> FirmwareConfiguration {
-        var configuration = FirmwareConfiguration()
+        var configuration = firmware
         var system = SystemRandomNumberGenerator()
         configuration.bootIDEntropy = bootIDEntropy ?? system.next()
-        configuration.minimumSpacingMicrometres = minimumSpacingMicrometres
-        configuration.limits = limits
-        configuration.queueCapacity = queueCapacity
-        configuration.firmwareID = firmwareID
-        configuration.timeScale = timeScale
-        configuration.seed = seed
-        configuration.faults = faults
-        configuration.capabilities = capabilities
-        configuration.minimumDotIntervalMicroseconds = minimumDotIntervalMicroseconds
         return configuration
     }
 
     func validate() throws(SimulatorError) {
-        guard timeScale.isFinite, timeScale >= 0 else { throw .invalidOption("timeScale \(timeScale) must be ≥ 0") }
-        guard (1...64).contains(queueCapacity) else { throw .invalidOption("queueCapacity \(queueCapacity) must be 1…64") }
-        guard firmwareID.utf8.count <= 16, firmwareID.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) else {
+        guard firmware.timeScale.isFinite, firmware.timeScale >= 0 else { throw .invalidOption("timeScale \(firmware.timeScale) must be ≥ 0") }
+        guard (1...64).contains(firmware.queueCapacity) else { throw .invalidOption("queueCapacity \(firmware.queueCapacity) must be 1…64") }
+        guard firmware.firmwareID.utf8.count <= 16, firmware.firmwareID.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) else {
             throw .invalidOption("firmwareID must be at most 16 printable ASCII characters")
         }
         if let portPath {
@@ -78,8 +61,8 @@ public struct SimulatorOptions: Sendable {
                 throw .invalidOption("portPath and linkPath exclude each other (a link points to a new pseudo-terminal)")
             }
         }
-        guard limits.depthMinMicrometres <= limits.depthMaxMicrometres,
-              limits.dwellMinMicroseconds <= limits.dwellMaxMicroseconds else {
+        guard firmware.limits.depthMinMicrometres <= firmware.limits.depthMaxMicrometres,
+              firmware.limits.dwellMinMicroseconds <= firmware.limits.dwellMaxMicroseconds else {
             throw .invalidOption("limits: a minimum above its maximum")
         }
     }
@@ -101,7 +84,7 @@ public struct SimulatorOptions: Sendable {
 public final class SimulatedApplicator: Sendable {
     public let options: SimulatorOptions
     private let queue: DispatchQueue
-    private let core: Mutex<Core>
+    private let core: Locked<Core>
     private let record: GroundTruthRecord
     /// Entered when a source is created, left in its cancel handler: `stop()` waits on it.
     private let sourcesDone = DispatchGroup()
@@ -188,7 +171,7 @@ public final class SimulatedApplicator: Sendable {
         self.record = record
         queue = DispatchQueue(label: "smpctl.devicesim.\(pty.path)")
         origin = DispatchTime.now().uptimeNanoseconds
-        core = Mutex(Core(firmware: Firmware(configuration: options.firmwareConfiguration(), at: 0),
+        core = Locked(Core(firmware: Firmware(configuration: options.firmwareConfiguration(), at: 0),
                           link: LinkFaultInjector(plan: options.faults, seed: options.seed),
                           devicePath: pty.path))
     }

@@ -392,11 +392,22 @@ public struct Firmware: Sendable {
         statusDue = true
     }
 
-    private mutating func handleHold(_ newEpoch: UInt16) {
-        if state.isLatched { return refuse(code: .shutdown) }
+    /// HOLD and ABORT are fences: refused while latched, answered but without effect when
+    /// disarmed or for an epoch not newer than the current one (a retransmission), and otherwise
+    /// the new epoch is taken. True when the fence applies.
+    private mutating func acceptFence(_ newEpoch: UInt16) -> Bool {
+        if state.isLatched {
+            refuse(code: .shutdown)
+            return false
+        }
         statusDue = true
-        guard state != .disarmed, Self.isNewer(newEpoch, than: epoch) else { return }
+        guard state != .disarmed, Self.isNewer(newEpoch, than: epoch) else { return false }
         epoch = newEpoch
+        return true
+    }
+
+    private mutating func handleHold(_ newEpoch: UInt16) {
+        guard acceptFence(newEpoch) else { return }
         beginHold(.hostHold)
     }
 
@@ -412,10 +423,7 @@ public struct Firmware: Sendable {
     }
 
     private mutating func handleAbort(_ newEpoch: UInt16) {
-        if state.isLatched { return refuse(code: .shutdown) }
-        statusDue = true
-        guard state != .disarmed, Self.isNewer(newEpoch, than: epoch) else { return }
-        epoch = newEpoch
+        guard acceptFence(newEpoch) else { return }
         _ = stopMotion(finishInSkin: false, cause: .abort)
         let hello = pendingStop?.hello
         pendingStop = nil

@@ -1,7 +1,6 @@
 import CSMPShim
 import Dispatch
 import SMPSystem
-import Synchronization
 import SystemPackage
 
 #if canImport(Glibc)
@@ -67,7 +66,7 @@ public final class SerialPort: @unchecked Sendable {
     private var onClosed: (@Sendable (SerialPortError?) -> Void)?
     /// The fd for `emergencyWrite` from any thread; nil once the fd is about to close, so a
     /// stop can never be written to a descriptor number the kernel has given to someone else.
-    private let emergencyFD: Mutex<CInt?>
+    private let emergencyFD: Locked<CInt?>
 
     static let readBufferSize = 4096
     /// Reads per readable event before yielding the queue to other work (level-triggered, so the
@@ -83,7 +82,7 @@ public final class SerialPort: @unchecked Sendable {
         self.originalTermios = originalTermios
         self.queue = queue
         self.readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 16)
-        self.emergencyFD = Mutex(fd)
+        self.emergencyFD = Locked(fd)
     }
 
     deinit {

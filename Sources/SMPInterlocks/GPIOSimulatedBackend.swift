@@ -259,12 +259,12 @@ private final class SimulatedLines: Sendable {
         /// Chips (paths) that have vanished.
         var vanished: Set<String> = []
     }
-    private let state: Mutex<State>
+    private let state: Locked<State>
     private let inputChips: [String]
     private let outputChips: [String]
 
     init(physical: [GPIOLevel], outputs: [GPIOLevel], writeEnds: [CInt], inputChips: [String], outputChips: [String]) {
-        state = Mutex(State(physical: physical, outputs: outputs, writeEnds: writeEnds, outputFailure: nil))
+        state = Locked(State(physical: physical, outputs: outputs, writeEnds: writeEnds, outputFailure: nil))
         self.inputChips = inputChips
         self.outputChips = outputChips
     }

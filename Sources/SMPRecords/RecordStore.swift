@@ -1,8 +1,8 @@
+import SMPSystem
 import SMPPlan
 import SessionRunner
 import Foundation
 import GRDB
-import Synchronization
 
 /// What is recorded when a session starts.
 public struct SessionInfo: Sendable {
@@ -96,9 +96,9 @@ public final class RecordStore: Sendable {
     /// The database file this store opened.
     private let identity: FileIdentity
     /// Its write-ahead log, once seen: it holds the committed pages until a checkpoint.
-    private let walIdentity = Mutex<FileIdentity?>(nil)
+    private let walIdentity = Locked<FileIdentity?>(nil)
     /// The sessions this store owns, by id.
-    private let owned = Mutex<[Int64: SessionLock]>([:])
+    private let owned = Locked<[Int64: SessionLock]>([:])
 
     /// The schema this smpctl reads and writes: the migrations it knows, the last one named as
     /// the version. A database with a migration not in this list was written by a newer smpctl.

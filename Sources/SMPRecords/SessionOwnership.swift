@@ -1,7 +1,7 @@
+import SMPSystem
 import SMPPlan
 import SessionRunner
 import Foundation
-import Synchronization
 
 /// Who runs a recorded session: one live owner per session, detectable by every other process.
 ///
@@ -26,13 +26,13 @@ final class SessionLock: Sendable {
     let path: String
     private let identity: FileIdentity
     /// The lock's descriptor; -1 once released.
-    private let descriptor: Mutex<Int32>
+    private let descriptor: Locked<Int32>
 
     fileprivate init(sessionID: Int64, path: String, fd: Int32, identity: FileIdentity) {
         self.sessionID = sessionID
         self.path = path
         self.identity = identity
-        self.descriptor = Mutex(fd)
+        self.descriptor = Locked(fd)
     }
 
     /// The lock file is still the one at its path (nobody removed or replaced it): one stat.

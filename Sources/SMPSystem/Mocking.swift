@@ -65,7 +65,7 @@ package final class SyscallMock: Sendable {
         var trace: [Record] = []
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     package init() {}
 
@@ -112,7 +112,7 @@ package final class SyscallMock: Sendable {
     // MARK: - The hooks (called by `Sys`)
 
     private static let enabled = Atomic(false)
-    private static let installed = Mutex<SyscallMock?>(nil)
+    private static let installed = Locked<SyscallMock?>(nil)
 
     /// The installed mock when `fd` is one of its descriptors.
     @inline(__always)

@@ -1,10 +1,10 @@
+import SMPSystem
 import SMPInterlocks
 import SMPPlan
 import Dispatch
 import FirmwareProtocol
 import Logging
 import NeedleDriver
-import Synchronization
 
 /// What a session reports while it runs. Delivered in order on the session's queue.
 public enum SessionEvent: Sendable {
@@ -162,7 +162,7 @@ public final class Session: @unchecked Sendable {
         var link: ApplicatorLink?
         var earlyEnd: String?
     }
-    private let handle = Mutex(Handle())
+    private let handle = Locked(Handle())
     /// The link for requests from any thread (they then hop to its queue).
     private var requestLink: ApplicatorLink? { handle.withLock { $0.link } }
     private var journal: RecordJournal?
@@ -657,8 +657,6 @@ public final class Session: @unchecked Sendable {
     private func handle(_ event: LinkEvent) {
         guard outcome == nil else { return }
         switch event {
-        case .handshake:
-            break
         case .dotDone(let id, let time, let count):
             guard doneSet.insert(id).inserted else {
                 // The protocol makes this impossible; if it happens the accounting is broken.

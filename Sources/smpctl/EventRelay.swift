@@ -1,3 +1,4 @@
+import SMPSystem
 import Dispatch
 import FirmwareProtocol
 import SessionRunner
@@ -7,7 +8,6 @@ import SMPInterlocks
 import SMPRecords
 import SMPMachine
 import SMPRender
-import Synchronization
 
 /// Hands the session's events from its queue to the reporter's, in order, without ever making
 /// the session wait and without a backlog that grows with the plan.
@@ -29,7 +29,7 @@ final class EventRelay: Sendable {
         var deliveredDeviceState: DeviceState?
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let queue: DispatchQueue
     private let deliver: @Sendable (SessionEvent) -> Void
 

@@ -81,7 +81,11 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
     func uninstall() {
         Output.onWriteFailure.withLock { $0 = nil }
         for source in signalSources { source.cancel() }
-        for number in [SIGINT, SIGTERM, SIGHUP, SIGPIPE] { signal(number, SIG_DFL) }
+        // The session is over and its account printed: the exit status is decided. A Ctrl-C or
+        // SIGTERM while the process exits (slow under a sanitizer, or with many records to
+        // close) must not turn it into 130 or 143 for the script that reads it, so they stay
+        // ignored until exit rather than going back to their default.
+        for number in [SIGINT, SIGTERM, SIGHUP, SIGPIPE] { signal(number, SIG_IGN) }
         lock.withLock { keyboard?.restore() }
     }
 

@@ -1,3 +1,4 @@
+import SMPSystem
 import Foundation
 import SessionRunner
 import SMPPlan
@@ -6,7 +7,6 @@ import SMPInterlocks
 import SMPRecords
 import SMPMachine
 import SMPRender
-import Synchronization
 
 /// Standard output and error for the CLI. Writes go through write(2), never `FileHandle.write`,
 /// which traps when the other end is gone (EPIPE from a closed pipe, EIO from a hung-up
@@ -14,7 +14,7 @@ import Synchronization
 enum Output {
     /// Called once, after the first write to standard output or error that failed, with a
     /// description; a running session sets it to end itself (nobody can follow it any more).
-    static let onWriteFailure = Mutex<(@Sendable (String) -> Void)?>(nil)
+    static let onWriteFailure = Locked<(@Sendable (String) -> Void)?>(nil)
 
     static func err(_ line: String) {
         write(STDERR_FILENO, Data((line + "\n").utf8))

@@ -1,3 +1,4 @@
+import SMPSystem
 import Dispatch
 import FirmwareProtocol
 import Foundation
@@ -10,7 +11,6 @@ import SMPRecords
 import SMPMachine
 import SMPRender
 import ConsoleKitTerminal
-import Synchronization
 
 /// Turns session events into what the technician sees: a summary, a progress line and plain
 /// alarm lines on a terminal; NDJSON (docs/operator-guide.md, "Events") otherwise.
@@ -28,7 +28,7 @@ final class RunReporter: Sendable {
     }
     private let ndjson: Bool
     private let sim: Bool
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     init(ndjson: Bool, sim: Bool) {
         self.ndjson = ndjson
@@ -39,7 +39,7 @@ final class RunReporter: Sendable {
             initial.live = live
             initial.bar.colours = live.colours
         }
-        state = Mutex(initial)
+        state = Locked(initial)
     }
 
     func report(_ event: SessionEvent) {

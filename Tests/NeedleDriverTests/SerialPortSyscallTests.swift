@@ -1,7 +1,6 @@
 import Dispatch
 import Foundation
 import SMPSystem
-import Synchronization
 import XCTest
 
 @testable import NeedleDriver
@@ -186,9 +185,9 @@ final class SerialPortSyscallTests: XCTestCase {
 
 /// A value shared between the test thread and the port's callbacks.
 private final class Shared<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
+    private let mutex: Locked<Value>
 
-    init(_ value: Value) { mutex = Mutex(value) }
+    init(_ value: Value) { mutex = Locked(value) }
 
     func withLock<R>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
 }

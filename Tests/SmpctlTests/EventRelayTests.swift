@@ -1,6 +1,6 @@
+import SMPSystem
 import Dispatch
 import FirmwareProtocol
-import Synchronization
 import XCTest
 
 @testable import SessionRunner
@@ -18,7 +18,7 @@ final class EventRelayTests: XCTestCase {
     /// A relay whose reporter queue is suspended (busy) until `release()`, and what it delivered.
     final class Harness: Sendable {
         final class Log: Sendable {
-            let lines = Mutex<[String]>([])
+            let lines = Locked<[String]>([])
         }
 
         let queue = DispatchQueue(label: "test.reporter")

@@ -1,5 +1,5 @@
 // Codec micro-benchmarks (package-benchmark): ns per DOT frame, encode and decode, as the
-// streaming path uses them (ApplicatorLink.fill encodes into a reused buffer; the link feeds
+// streaming path uses them (LinkMachine.send(dots:) encodes into the step's output; the link feeds
 // whatever read(2) returned to a FrameDecoder). Each measured iteration handles 1,000 frames
 // (scalingFactor .kilo), so the per-frame figures are the `*`-scaled rows of the output.
 //

@@ -1,0 +1,1082 @@
+import FirmwareProtocol
+import Logging
+import SMPSystem  // Duration in nanoseconds only: the machine makes no system call
+
+/// Timing of the host side of the protocol (firmware-protocol.md §6.3, §6.5, §6.7).
+public struct LinkConfiguration: Sendable, Hashable {
+    /// Lease asked for in HELLO; the device grants 20–250 ms.
+    public var requestedLease: Duration = .milliseconds(100)
+    public var handshakeAttempts = 20
+    public var handshakeInterval: Duration = .milliseconds(100)
+    /// No valid frame from the device for this long = link lost.
+    public var linkLossTimeout: Duration = .milliseconds(500)
+    public var initialRetransmissionTimeout: Duration = .milliseconds(50)
+    public var minimumRetransmissionTimeout: Duration = .milliseconds(25)
+    public var maximumRetransmissionTimeout: Duration = .milliseconds(200)
+    /// The minimum interval between skin entries to set with PACE during the handshake (§6.10);
+    /// 0 sends none. A device without the `pace` capability is not asked: the caller decides.
+    public var minimumDotIntervalMilliseconds: UInt16 = 0
+    /// The minimum spacing between dots to set with SPACING during the handshake (§6.7.3,
+    /// protocol 1.2); 0 sends none. Only to a device with the `spacing` capability.
+    public var minimumSpacingMicrometres: UInt32 = 0
+
+    public init() {}
+}
+
+/// Counters of the link, reported as events and kept in the session record.
+public struct LinkMetrics: Sendable, Hashable, Codable {
+    public var framesSent = 0
+    public var framesReceived = 0
+    public var bytesSent = 0
+    public var bytesReceived = 0
+    public var dotFramesSent = 0
+    public var retransmissions = 0
+    /// Blocks discarded by the decoder (CRC, COBS, length, garbage).
+    public var badFramesReceived = 0
+    public var naksReceived = 0
+    /// Gaps in the device's transmit counter: device frames lost on the way.
+    public var deviceFramesLost = 0
+    public var smoothedRTTMicroseconds = 0
+    public var retransmissionTimeoutMicroseconds = 0
+
+    public init() {}
+}
+
+/// Why the link ended.
+public enum LinkLoss: Error, Sendable, Hashable, CustomStringConvertible {
+    case disconnected(SerialPortError)
+    case silent(milliseconds: Int)
+    case handshakeFailed(String)
+    case protocolViolation(String)
+    case closedByHost
+
+    public var description: String {
+        switch self {
+        case .disconnected(let error): "\(error)"
+        case .silent(let ms): "no valid frame from the applicator for \(ms) ms after the host's last unanswered one: link lost"
+        case .handshakeFailed(let why): "handshake failed: \(why)"
+        case .protocolViolation(let why): "protocol violation by the applicator: \(why)"
+        case .closedByHost: "closed by the host"
+        }
+    }
+}
+
+/// What the link tells its owner, in order.
+public enum LinkEvent: Sendable, Hashable {
+    /// The device confirmed the dot complete (needle back at standoff). Exactly once per sent dot.
+    /// `deviceTimeMicroseconds` is its DOT_DONE's time, 0 when it was confirmed by a later dot's
+    /// report instead (its own DOT_DONE lost).
+    case dotDone(dotID: UInt32, deviceTimeMicroseconds: UInt64, deviceDoneCount: UInt32)
+    /// A fence (hold, abort, e-stop, device hold) discarded these dots before they started: they
+    /// were not injected and may be sent again after RESUME. In send order.
+    case dotsReturned([DotCommand])
+    /// An e-stop, fault or abort cut this dot's dwell short: partially injected, never resent.
+    case dotInterrupted(dotID: UInt32)
+    /// These dots were in flight when the device rebooted or the link was lost: whether they were
+    /// injected cannot be known from the host. Never resent automatically.
+    case dotsInDoubt([DotCommand])
+    case deviceStatus(Status)
+    case refused(Refused)
+    /// ARM (or the RESUME that continues a device found held) or an operator's RESUME was not
+    /// taken: the device stays held (its `fault` says why, e.g. skin contact lost) or latched.
+    /// The link never repeats it on its own: only the operator's next decision resumes.
+    case notTaken(MessageType, Status?)
+    case metrics(LinkMetrics)
+    case linkLost(LinkLoss)
+}
+
+/// What the driver does for the machine after a step, in order.
+public enum LinkAction: Sendable, Hashable {
+    /// For the owner (the session).
+    case event(LinkEvent)
+    /// The handshake ended: `connect`'s answer.
+    case handshakeFinished(Result<HelloReply, LinkLoss>)
+    /// The CLEAR at the end was confirmed (true) or not sent or not confirmed (false): the answer
+    /// to `disarmAndClose`, given once the port's descriptor is closed.
+    case disarmFinished(Bool)
+    /// Close the port; no input but `portClosed` is expected after it.
+    case closePort
+    case log(Logger.Level, String)
+}
+
+/// One step's result: the bytes to write (first, in one write), then the actions in order.
+public struct LinkOutput: Sendable, Hashable {
+    public var bytes: [UInt8] = []
+    public var actions: [LinkAction] = []
+
+    public init() {}
+
+    public var events: [LinkEvent] {
+        actions.compactMap { if case .event(let event) = $0 { event } else { nil } }
+    }
+}
+
+/// The host side of the applicator protocol as a pure, deterministic state machine: handshake,
+/// reliable in-order delivery of DOT frames within the device's window (go-back-N), RTO per
+/// RFC 6298, heartbeat inside the lease, epoch fences, bounded operator decisions, latched
+/// shutdown. No I/O, no clock, no Dispatch, no callbacks — like the firmware core (`Firmware`).
+///
+/// The caller owns time: every input carries `now`, monotonic nanoseconds (any origin). Inputs:
+/// `connect`, `receive` (one decoded block at a time), `tick` (no later than `nextDeadline`),
+/// the commands, `send(dots:)` (at most `dotCredit`), `portClosed`, `writeFailed`. Each returns a
+/// `LinkOutput`: bytes to write, then actions (events for the owner, completions, close, logs).
+/// `ApplicatorLink` drives it with the real port, clock and timer; the tests on virtual time.
+public struct LinkMachine: Sendable {
+    public let configuration: LinkConfiguration
+    /// For messages only.
+    public let devicePath: String
+
+    // Handshake
+    public private(set) var hello: HelloReply?
+    private var handshaking = false
+    private var started = false
+    private var handshakeNonce: UInt32 = 0
+    private var handshakeAttemptsLeft = 0
+    /// The steps after HELLO_REPLY (§6.7.3), each repeated until the device confirms it: PACE
+    /// (its STATUS shows the pace), SPACING (its SPACING_REPLY shows the spacing), and last a
+    /// STATUS, so the owner knows the device's state (held, latched, the cut-short dot) before
+    /// it decides anything — a resume settles its record from it.
+    private enum HandshakeStep { case hello, pace, spacing, status }
+    private var handshakeStep = HandshakeStep.hello
+
+    // Sequencing (firmware-protocol.md §6.1–6.3)
+    private struct Outstanding: Sendable {
+        var seq: UInt64
+        var dot: DotCommand
+        var sentAt: UInt64
+        var retransmitted: Bool
+    }
+    private var outstanding: [Outstanding] = []  // ≤ 64 entries, in seq order
+    private var outstandingHead = 0
+    private var nextSeq: UInt64 = 1
+    private var ackedThrough: UInt64 = 0
+    private var creditAtAck = 0
+    private var lastFastRetransmit: UInt64 = 0
+
+    // Device state as last reported
+    public private(set) var deviceStatus: Status?
+    private var epoch: UInt16 = 0
+    private var lastDeviceTxSeq: UInt8?
+
+    /// What STATUS confirms a command.
+    private enum Confirmation: Sendable {
+        /// ARM: any answer but disarmed (ready, or held at once without contact, or latched).
+        case answered
+        /// RESUME: ready or running in that epoch.
+        case running(epoch: UInt16)
+        /// HOLD: held, needle up, the fence's epoch or a newer one.
+        case held(epoch: UInt16)
+        /// ABORT: held or latched, needle up, the fence's epoch or a newer one.
+        case stopped(epoch: UInt16)
+        /// ESTOP.
+        case latched
+        /// CLEAR.
+        case disarmed
+
+        func isMet(by status: Status) -> Bool {
+            switch self {
+            case .answered: status.state != .disarmed
+            case .running(let epoch): (status.state == .ready || status.state == .running) && status.epoch == epoch
+            case .held(let epoch):
+                status.state == .held && status.needleRetracted && LinkMachine.isNotOlder(status.epoch, than: epoch)
+            case .stopped(let epoch):
+                (status.state == .held || status.state.isLatched) && status.needleRetracted
+                    && LinkMachine.isNotOlder(status.epoch, than: epoch)
+            case .latched: status.state.isLatched
+            case .disarmed: status.state == .disarmed
+            }
+        }
+    }
+
+    // Commands awaiting confirmation by STATUS
+    private struct PendingCommand: Sendable {
+        var message: Message
+        var lastSent: UInt64
+        var confirmation: Confirmation
+        /// Transmissions left, for the commands that must not outlive the operator's decision
+        /// (ARM, RESUME, CLEAR): a RESUME repeated until the device takes it would resume the
+        /// moment a device-side cause (contact lost) went away, with nobody asked. Nil: repeated
+        /// until confirmed (HOLD, ABORT, ESTOP — the safe direction).
+        var attemptsLeft: Int?
+    }
+    private var pendingCommand: PendingCommand?
+    /// Transmissions of ARM, RESUME or CLEAR before the link gives up (`notTaken`): enough to
+    /// cover lost frames, never so many that a device-side cause could clear meanwhile unseen.
+    public static let decisionAttempts = 4
+    /// What a bounded command stands for when it is given up (`notTaken`).
+    private enum Decision { case arm, resume, clear }
+    private var pendingDecision: Decision?
+    /// An operator's RESUME given while the HOLD before it is not yet confirmed: sent, with the
+    /// new epoch, once the hold is.
+    private var resumeQueued = false
+    /// Set when a STATUS confirmed the hold a queued RESUME waits for; `settle` sends it.
+    private var resumeAfterFence = false
+    /// Set while the CLEAR at the end waits for its STATUS: its answer is `disarmFinished`.
+    private var disarmPending = false
+    /// True from HOLD/ABORT/ESTOP until the fence is confirmed; no DOT is sent meanwhile.
+    private var fencePending = false
+    /// Streaming is allowed only when armed and not held; set by the owner.
+    public private(set) var streaming = false
+    /// Set by a latched state or a local e-stop; a latched device is never armed again by this link.
+    public private(set) var latched = false
+    public private(set) var closed = false
+
+    // Timing (nanoseconds)
+    private var srttNanos: Double = 0
+    private var rttvarNanos: Double = 0
+    private var rtoNanos: UInt64
+    /// When the first frame sent since the last valid one received left: the device's silence
+    /// is counted from there. Nil while nothing is unanswered — a host that sends nothing (its
+    /// queue blocked by a long write, its process starved) cannot blame the device for quiet.
+    private var unansweredSince: UInt64?
+    private var lastSend: UInt64 = 0
+    /// A quarter of the lease (§6.5); 25 ms until the HELLO_REPLY says the lease.
+    private var heartbeatIntervalNanos: UInt64 = 25_000_000
+    /// The tick grid (see `nextDeadline`): where it starts, and the last tick.
+    private var tickOrigin: UInt64 = 0
+    private var lastTickAt: UInt64?
+
+    public private(set) var metrics = LinkMetrics()
+    /// The last 100 frames each way, dumped to the log on any fault (Klipper's practice).
+    public private(set) var history = FrameHistory(capacity: 100)
+
+    private var out = LinkOutput()
+
+    public init(configuration: LinkConfiguration = LinkConfiguration(), devicePath: String) {
+        self.configuration = configuration
+        self.devicePath = devicePath
+        rtoNanos = configuration.initialRetransmissionTimeout.nanoseconds
+    }
+
+    // MARK: - Observation
+
+    /// Dots sent and not yet confirmed done or returned, in send order.
+    public var inFlight: [DotCommand] { outstanding[outstandingHead...].map(\.dot) }
+
+    /// True while ARM or RESUME waits for the device's answer: a `held` STATUS then is the
+    /// state before the command, not a new hold.
+    public var decisionPending: Bool {
+        guard let pendingCommand else { return resumeQueued }
+        return pendingCommand.attemptsLeft != nil || resumeQueued
+    }
+
+    /// How many DOTs `send(dots:)` takes now: the window's room and the credit of the last ACK
+    /// (§6.1), 0 unless streaming to a ready or running device with no fence pending.
+    public var dotCredit: Int {
+        guard streaming, !fencePending, !latched, !closed, let hello else { return 0 }
+        guard let state = deviceStatus?.state, state == .ready || state == .running else { return 0 }
+        let room = Int(hello.queueCapacity) - windowCount
+        let credit = creditAtAck - Int(nextSeq - 1 - ackedThrough)
+        return max(0, min(room, credit))
+    }
+
+    /// When `tick` must be called next (the same clock as `now`); nil when the link is closed.
+    /// Every timeout is checked on a grid of ticks one heartbeat interval apart, from the start of
+    /// the handshake and again from the HELLO_REPLY (a quarter of the lease): the effective RTO,
+    /// the four transmissions of a decision, the link-loss limit are those of a periodic tick,
+    /// as the link has always had them; the machine only skips the ticks with nothing due.
+    public var nextDeadline: UInt64? {
+        guard started, !closed else { return nil }
+        var due: UInt64
+        if handshaking {
+            due = lastSend &+ configuration.handshakeInterval.nanoseconds
+        } else {
+            due = lastSend &+ heartbeatIntervalNanos - heartbeatIntervalNanos / 8
+            if let since = unansweredSince {
+                due = min(due, since &+ configuration.linkLossTimeout.nanoseconds &+ 1)
+            }
+            if let pendingCommand { due = min(due, pendingCommand.lastSent &+ rtoNanos) }
+            if let oldest = oldestUnacknowledged { due = min(due, oldest.sentAt &+ rtoNanos) }
+        }
+        // The first grid tick at or after `due`, after the last tick (what is overdue but cannot
+        // be done yet, a retransmission behind a fence, waits for the next tick, never spins).
+        let period = heartbeatIntervalNanos
+        let earliest = max(due, lastTickAt.map { $0 &+ 1 } ?? 0, tickOrigin &+ 1)
+        return tickOrigin &+ (earliest - tickOrigin + period - 1) / period * period
+    }
+
+    /// The tick grid every deadline falls on: a driver may tick on every grid tick instead of
+    /// waking exactly at `nextDeadline` (a tick with nothing due does nothing). Nil when closed.
+    public var tickGrid: (origin: UInt64, interval: UInt64)? {
+        guard started, !closed else { return nil }
+        return (tickOrigin, heartbeatIntervalNanos)
+    }
+
+    // MARK: - Handshake
+
+    /// Sends 0x00 (flushes a half-received frame in the device), then HELLO with `nonce` until a
+    /// matching reply arrives (§6.7). Ends with `handshakeFinished`.
+    public mutating func connect(nonce: UInt32, now: UInt64) -> LinkOutput {
+        guard !started, !closed else { return take() }
+        started = true
+        tickOrigin = now
+        handshaking = true
+        handshakeNonce = nonce
+        handshakeAttemptsLeft = configuration.handshakeAttempts
+        let start = out.bytes.count
+        out.bytes.append(0)
+        sent(from: start, frames: 1, now: now)
+        sendHello(now: now)
+        return take()
+    }
+
+    private mutating func sendHello(now: UInt64) {
+        handshakeAttemptsLeft -= 1
+        let lease = UInt16(clamping: configuration.requestedLease.milliseconds)
+        send(Frame(.hello(Hello(requestedLeaseMilliseconds: lease, hostNonce: handshakeNonce))), now: now)
+    }
+
+    private mutating func finishHandshake(_ result: Result<HelloReply, LinkLoss>) {
+        guard handshaking else { return }
+        handshaking = false
+        out.actions.append(.handshakeFinished(result))
+    }
+
+    // MARK: - Commands
+
+    /// ARM at the start of a session (the operator confirmed the preflight). A device found
+    /// `held` — its lease expired when an earlier host went away — is resumed instead, which is
+    /// the same operator decision; a latched device is left alone (CLEAR needs its own action).
+    /// Sent a bounded number of times: if the device does not become ready (it holds at once
+    /// without skin contact, §6.9.8), the link reports `notTaken` and waits for the operator.
+    public mutating func arm(now: UInt64) -> LinkOutput {
+        guard !latched, !closed else { return take() }
+        if let status = deviceStatus, status.state == .held {
+            epoch = status.epoch
+            fencePending = false
+            sendDecision(.resume(epoch: status.epoch, nextSeq: UInt8(truncatingIfNeeded: nextSeq)), kind: .arm,
+                         confirmation: .running(epoch: status.epoch), now: now)
+        } else {
+            sendDecision(.arm, kind: .arm, confirmation: .answered, now: now)
+        }
+        return take()
+    }
+
+    /// Allows DOTs (`dotCredit`) once the device is ready.
+    public mutating func startStreaming() -> LinkOutput {
+        streaming = true
+        return take()
+    }
+
+    /// HOLD: the dot in the skin finishes, everything queued is fenced and returned (§6.4).
+    public mutating func hold(now: UInt64) -> LinkOutput {
+        sendFence(abort: false, now: now)
+        return take()
+    }
+
+    /// ABORT: as HOLD, but the dot in the skin is abandoned at once.
+    public mutating func abort(now: UInt64) -> LinkOutput {
+        sendFence(abort: true, now: now)
+        return take()
+    }
+
+    /// HOLD or ABORT with the next epoch, repeated until a STATUS confirms it.
+    private mutating func sendFence(abort: Bool, now: UInt64) {
+        guard !closed else { return }
+        streaming = false
+        fencePending = true
+        resumeQueued = false
+        let target = epoch &+ 1
+        if abort {
+            sendCommand(.abort(epoch: target), confirmation: .stopped(epoch: target), now: now)
+        } else {
+            sendCommand(.hold(epoch: target), confirmation: .held(epoch: target), now: now)
+        }
+    }
+
+    /// RESUME after a hold (the operator's decision); streaming restarts when the device reports
+    /// `ready`. Given while the hold is still under way it waits for the hold's confirmation and
+    /// goes out with the new epoch (a RESUME with the old epoch would be ignored). Sent a bounded
+    /// number of times: a device still held by its own cause (contact lost) answers `notTaken`.
+    public mutating func resume(now: UInt64) -> LinkOutput {
+        guard !latched, !closed else { return take() }
+        if fencePending {
+            resumeQueued = true
+            return take()
+        }
+        sendResume(now: now)
+        return take()
+    }
+
+    private mutating func sendResume(now: UInt64) {
+        let resumeEpoch = epoch
+        sendDecision(.resume(epoch: resumeEpoch, nextSeq: UInt8(truncatingIfNeeded: nextSeq)), kind: .resume,
+                     confirmation: .running(epoch: resumeEpoch), now: now)
+        streaming = true
+    }
+
+    /// E-STOP: twice in one write (a corrupted single frame must not delay it), repeated every
+    /// RTO until the device confirms. Latches the link: no DOT is sent on it again.
+    public mutating func estop(cause: FaultCode, now: UInt64) -> LinkOutput {
+        sendEstop(cause: cause, now: now)
+        return take()
+    }
+
+    private mutating func sendEstop(cause: FaultCode, now: UInt64) {
+        latched = true
+        streaming = false
+        fencePending = true
+        let frame = Frame(.estop(cause: cause))
+        if !closed {
+            let start = out.bytes.count
+            out.bytes.append(contentsOf: Self.estopBytes(cause: cause))
+            sent(from: start, frames: 2, now: now)
+        }
+        pendingCommand = PendingCommand(message: frame.message, lastSent: now, confirmation: .latched)
+    }
+
+    /// ESTOP twice: what `estop` writes, and what the e-stop path writes from any thread.
+    public static func estopBytes(cause: FaultCode) -> [UInt8] {
+        var bytes: [UInt8] = []
+        let frame = Frame(.estop(cause: cause))
+        frame.encode(into: &bytes)
+        frame.encode(into: &bytes)
+        return bytes
+    }
+
+    /// Ends the link: the port is closed, the device's lease then expires and it holds.
+    public mutating func close() -> LinkOutput {
+        closeLink()
+        return take()
+    }
+
+    private mutating func closeLink() {
+        guard !closed else { return }
+        closed = true
+        out.actions.append(.closePort)
+        if disarmPending {
+            disarmPending = false
+            out.actions.append(.disarmFinished(false))
+        }
+    }
+
+    /// The end of a session (§6.9.7): CLEAR, so the device is left disarmed (needle power off)
+    /// rather than held or ready, then close. Sent unless the device is latched — it keeps its
+    /// latch (its needle drive is already off; leaving it is the operator's action) — or a dot is
+    /// still in flight. A last STATUS `running` with nothing in flight is stale (the `ready` after
+    /// the last DOT_DONE was lost on the line): CLEAR goes all the same — a device really running
+    /// ignores it (§6.9.7), one that is ready disarms. `disarmFinished(true)` once a STATUS shows
+    /// `disarmed`; `disarmFinished(false)` when CLEAR was not sent or not confirmed after its
+    /// attempts. Streaming has stopped before.
+    public mutating func disarmAndClose(now: UInt64) -> LinkOutput {
+        guard !closed else {
+            out.actions.append(.disarmFinished(false))
+            return take()
+        }
+        streaming = false
+        resumeQueued = false
+        guard let status = deviceStatus, hello != nil, !latched,
+              (status.needleRetracted && (status.state == .ready || status.state == .held || status.state == .disarmed))
+                || (status.state == .running && inFlight.isEmpty) else {
+            closeLink()
+            out.actions.append(.disarmFinished(false))
+            return take()
+        }
+        if status.state == .disarmed {
+            closeLink()
+            out.actions.append(.disarmFinished(true))
+            return take()
+        }
+        disarmPending = true
+        sendDecision(.clear, kind: .clear, confirmation: .disarmed, now: now)
+        return take()
+    }
+
+    // MARK: - Sending
+
+    /// Sends DOTs, stamped with the current epoch, in one write (§6.1). Takes at most `dotCredit`;
+    /// any beyond it come back at once as `dotsReturned` (never sent, so never injected).
+    public mutating func send(dots: [DotCommand], now: UInt64) -> LinkOutput {
+        let start = out.bytes.count
+        var count = 0
+        for var dot in dots {
+            guard dotCredit > 0 else { break }
+            dot.epoch = epoch
+            let frame = Frame(seq: UInt8(truncatingIfNeeded: nextSeq), .dot(dot))
+            frame.encode(into: &out.bytes)
+            history.record(.sent, frame: frame, at: now)
+            outstanding.append(Outstanding(seq: nextSeq, dot: dot, sentAt: now, retransmitted: false))
+            nextSeq += 1
+            count += 1
+        }
+        if count > 0 {
+            compactOutstanding()
+            metrics.dotFramesSent += count
+            sent(from: start, frames: count, now: now)
+        }
+        if count < dots.count { out.actions.append(.event(.dotsReturned(Array(dots[count...])))) }
+        return take()
+    }
+
+    private mutating func sendCommand(_ message: Message, confirmation: Confirmation, now: UInt64) {
+        pendingCommand = PendingCommand(message: message, lastSent: now, confirmation: confirmation, attemptsLeft: nil)
+        send(Frame(message), now: now)
+    }
+
+    /// ARM, RESUME or CLEAR: an operator's (or the session end's) one decision, repeated only to
+    /// cover a lost frame.
+    private mutating func sendDecision(_ message: Message, kind: Decision, confirmation: Confirmation, now: UInt64) {
+        pendingCommand = PendingCommand(message: message, lastSent: now, confirmation: confirmation,
+                                        attemptsLeft: Self.decisionAttempts - 1)
+        pendingDecision = kind
+        send(Frame(message), now: now)
+    }
+
+    /// The device did not take ARM, RESUME or CLEAR after every attempt.
+    private mutating func giveUp(_ decision: Decision) {
+        pendingCommand = nil
+        pendingDecision = nil
+        switch decision {
+        case .arm, .resume:
+            streaming = false
+            out.actions.append(.event(.notTaken(decision == .arm ? .arm : .resume, deviceStatus)))
+        case .clear:
+            closeLink()
+        }
+    }
+
+    private mutating func send(_ frame: Frame, now: UInt64) {
+        history.record(.sent, frame: frame, at: now)
+        guard !closed else { return }
+        let start = out.bytes.count
+        frame.encode(into: &out.bytes)
+        sent(from: start, frames: 1, now: now)
+    }
+
+    /// Accounts for what was appended to `out.bytes` since `start`, `frames` frames of it.
+    private mutating func sent(from start: Int, frames: Int, now: UInt64) {
+        metrics.framesSent += frames
+        metrics.bytesSent += out.bytes.count - start
+        lastSend = now
+        if unansweredSince == nil { unansweredSince = now }
+    }
+
+    private var windowCount: Int { outstanding.count - outstandingHead }
+
+    private var oldestUnacknowledged: Outstanding? {
+        guard windowCount > 0 else { return nil }
+        return outstanding[outstandingHead...].first { $0.seq > ackedThrough }
+    }
+
+    /// Resends every unacknowledged DOT from `fromSeq` (go-back-N).
+    private mutating func retransmit(from fromSeq: UInt64, now: UInt64) {
+        guard !fencePending, !latched, !closed else { return }
+        let start = out.bytes.count
+        var count = 0
+        for index in outstandingHead..<outstanding.count where outstanding[index].seq >= fromSeq
+            && outstanding[index].seq > ackedThrough
+        {
+            outstanding[index].retransmitted = true
+            outstanding[index].sentAt = now
+            let entry = outstanding[index]
+            let frame = Frame(seq: UInt8(truncatingIfNeeded: entry.seq), .dot(entry.dot))
+            frame.encode(into: &out.bytes)
+            history.record(.sent, frame: frame, at: now)
+            count += 1
+        }
+        guard count > 0 else { return }
+        metrics.retransmissions += count
+        sent(from: start, frames: count, now: now)
+    }
+
+    private mutating func compactOutstanding() {
+        if outstandingHead > 64 && outstandingHead * 2 > outstanding.count {
+            outstanding.removeFirst(outstandingHead)
+            outstandingHead = 0
+        }
+    }
+
+    // MARK: - Receiving
+
+    /// Counts bytes read from the port (before they are decoded).
+    public mutating func received(byteCount: Int) {
+        metrics.bytesReceived += byteCount
+    }
+
+    /// One block decoded from the port: a frame, or one discarded by the decoder.
+    public mutating func receive(_ event: FrameDecoder.Event, now: UInt64) -> LinkOutput {
+        switch event {
+        case .frame(let frame):
+            handle(frame, now: now)
+        case .discarded(let error, let count):
+            metrics.badFramesReceived += 1
+            out.actions.append(.log(.debug, "discarded \(count) bytes from the applicator: \(error)"))
+        }
+        return take()
+    }
+
+    private mutating func handle(_ frame: Frame, now: UInt64) {
+        metrics.framesReceived += 1
+        unansweredSince = nil
+        history.record(.received, frame: frame, at: now)
+        if let last = lastDeviceTxSeq {
+            let gap = Int(frame.seq &- last &- 1)
+            if gap > 0 && gap < 128 { metrics.deviceFramesLost += gap }
+        }
+        lastDeviceTxSeq = frame.seq
+
+        switch frame.message {
+        case .helloReply(let reply):
+            handleHelloReply(reply, now: now)
+        case .ack(let ack):
+            handleAck(ack, now: now)
+        case .nak(let nak):
+            handleNak(nak, now: now)
+        case .dotDone(let done):
+            handleDotDone(done, now: now)
+        case .status(let status):
+            handleStatus(status, now: now)
+        case .refused(let refused):
+            handleRefused(refused)
+        case .spacingReply(let minimum, _):
+            handleSpacingReply(minimum, now: now)
+        default:
+            lost(.protocolViolation("host-only message \(frame.message.type) received"))
+        }
+    }
+
+    private mutating func handleHelloReply(_ reply: HelloReply, now: UInt64) {
+        guard handshaking, reply.hostNonce == handshakeNonce else { return }
+        guard reply.versionMajor == ProtocolVersion.major else {
+            lost(.handshakeFailed(
+                "the applicator speaks protocol \(reply.versionMajor).\(reply.versionMinor), this smpctl speaks \(ProtocolVersion.major).\(ProtocolVersion.minor)"))
+            return
+        }
+        let required: Capabilities = [.deduplication, .epochFence, .lease]
+        guard reply.capabilities.isSuperset(of: required) else {
+            lost(.handshakeFailed("the applicator lacks de-duplication, epoch fences or a lease"))
+            return
+        }
+        if let problem = Self.outOfRange(reply, requestedLeaseMilliseconds: UInt16(clamping: configuration.requestedLease.milliseconds)) {
+            lost(.handshakeFailed("the applicator's HELLO_REPLY is outside the protocol's ranges: \(problem); not armed"))
+            return
+        }
+        hello = reply
+        nextSeq = 1
+        ackedThrough = 0
+        epoch = 0
+        creditAtAck = Int(reply.queueCapacity)
+        outstanding.removeAll()
+        outstandingHead = 0
+        let lease = UInt64(reply.leaseMilliseconds) * 1_000_000
+        heartbeatIntervalNanos = max(lease / 4, 5_000_000)
+        tickOrigin = now
+        advanceHandshake(after: .hello, status: nil, now: now)
+    }
+
+    /// Starts the step after `done`; a STATUS just received ends the handshake when only the
+    /// final STATUS is left.
+    private mutating func advanceHandshake(after done: HandshakeStep, status: Status?, now: UInt64) {
+        guard let hello else { return }
+        var next: HandshakeStep = .status
+        if done == .hello, configuration.minimumDotIntervalMilliseconds > 0, hello.capabilities.contains(.pace) {
+            next = .pace
+        } else if done == .hello || done == .pace, configuration.minimumSpacingMicrometres > 0,
+                  hello.capabilities.contains(.spacing) {
+            next = .spacing
+        }
+        if next == .status, status != nil {
+            handshakeStep = .hello
+            finishHandshake(.success(hello))
+            return
+        }
+        handshakeStep = next
+        handshakeAttemptsLeft = configuration.handshakeAttempts
+        sendHandshakeStep(now: now)
+    }
+
+    private mutating func sendHandshakeStep(now: UInt64) {
+        handshakeAttemptsLeft -= 1
+        switch handshakeStep {
+        case .hello:
+            handshakeAttemptsLeft += 1  // sendHello counts its own
+            sendHello(now: now)
+        case .pace:
+            send(Frame(.pace(minimumIntervalMilliseconds: configuration.minimumDotIntervalMilliseconds)), now: now)
+        case .spacing:
+            send(Frame(.spacing(minimumSpacingMicrometres: configuration.minimumSpacingMicrometres)), now: now)
+        case .status:
+            send(Frame(.statusRequest), now: now)
+        }
+    }
+
+    private mutating func handleSpacingReply(_ minimumSpacingMicrometres: UInt32, now: UInt64) {
+        guard handshaking, handshakeStep == .spacing,
+              minimumSpacingMicrometres >= configuration.minimumSpacingMicrometres else { return }
+        advanceHandshake(after: .spacing, status: nil, now: now)
+    }
+
+    /// The first HELLO_REPLY field outside the protocol's ranges (firmware-protocol.md,
+    /// HELLO_REPLY), or nil. A device that answers outside them cannot be trusted with the
+    /// window or the lease: a queue of 0 would leave the host waiting for credit forever, a
+    /// lease longer than asked would let the device run on with no heartbeat.
+    public static func outOfRange(_ reply: HelloReply, requestedLeaseMilliseconds: UInt16) -> String? {
+        if reply.queueCapacity < 1 || reply.queueCapacity > 64 {
+            return "queue_capacity \(reply.queueCapacity) (1–64)"
+        }
+        let leaseCeiling = requestedLeaseMilliseconds == 0 ? 250 : min(max(requestedLeaseMilliseconds, 20), 250)
+        if reply.leaseMilliseconds < 20 || reply.leaseMilliseconds > leaseCeiling {
+            return "lease_ms \(reply.leaseMilliseconds) (20–\(leaseCeiling): never longer than the \(requestedLeaseMilliseconds) ms asked for)"
+        }
+        if reply.bootID == 0 { return "boot_id 0 (never 0)" }
+        let limits = reply.limits
+        if limits.depthMinMicrometres > limits.depthMaxMicrometres {
+            return "depth_min_um \(limits.depthMinMicrometres) > depth_max_um \(limits.depthMaxMicrometres)"
+        }
+        if limits.dwellMinMicroseconds > limits.dwellMaxMicroseconds {
+            return "dwell_min_us \(limits.dwellMinMicroseconds) > dwell_max_us \(limits.dwellMaxMicroseconds)"
+        }
+        if limits.travelSpeedMicrometresPerSecond == 0 { return "travel_speed_um_s 0 (must be > 0)" }
+        if limits.travelXMicrometres > UInt32(Int32.max) || limits.travelYMicrometres > UInt32(Int32.max) {
+            return "travel \(limits.travelXMicrometres) × \(limits.travelYMicrometres) µm (at most \(Int32.max))"
+        }
+        return nil
+    }
+
+    /// Maps an 8-bit sequence number to the latest 64-bit one at or below `nextSeq - 1`.
+    private func widen(_ seq: UInt8) -> UInt64 {
+        let top = nextSeq - 1
+        let back = UInt64(UInt8(truncatingIfNeeded: top) &- seq)
+        return top >= back ? top - back : 0
+    }
+
+    private mutating func handleAck(_ ack: Ack, now: UInt64) {
+        let seq = widen(ack.ackSeq)
+        guard seq > ackedThrough, seq < nextSeq else { return }
+        for index in outstandingHead..<outstanding.count where outstanding[index].seq == seq {
+            if !outstanding[index].retransmitted { sampleRTT(elapsed(now, since: outstanding[index].sentAt)) }
+        }
+        ackedThrough = seq
+        creditAtAck = Int(ack.freeSlots)
+    }
+
+    private mutating func handleNak(_ nak: Nak, now: UInt64) {
+        metrics.naksReceived += 1
+        switch nak.reason {
+        case .outOfOrder, .badFrame:
+            // Fast retransmit, at most once per smoothed RTT (§6.3).
+            guard elapsed(now, since: lastFastRetransmit) > max(UInt64(srttNanos), 2_000_000) else { return }
+            lastFastRetransmit = now
+            retransmit(from: widen(nak.expectedSeq &- 1) + 1, now: now)
+        case .queueFull:
+            creditAtAck = 0
+        default:
+            // not armed / held: the STATUS that follows the state change fences what is left.
+            break
+        }
+    }
+
+    private mutating func handleDotDone(_ done: DotDone, now: UInt64) {
+        var end = outstandingHead
+        while end < outstanding.count, UInt8(truncatingIfNeeded: outstanding[end].seq) != done.dotSeq { end += 1 }
+        guard end < outstanding.count else { return }  // already confirmed by a STATUS
+        guard outstanding[end].dot.dotID == done.dotID else {
+            sendEstop(cause: .hostEstop, now: now)
+            lost(.protocolViolation(
+                "DOT_DONE for dot \(done.dotID) at seq \(done.dotSeq), but that seq carried dot \(outstanding[end].dot.dotID)"))
+            return
+        }
+        confirmDone(through: end, deviceTime: done.deviceTimeMicroseconds, doneCount: done.doneCount)
+    }
+
+    /// Dots run in sequence order, so the device's done_count for each earlier dot follows.
+    private mutating func confirmDone(through end: Int, deviceTime: UInt64, doneCount: UInt32) {
+        if outstanding[end].seq > ackedThrough { ackedThrough = outstanding[end].seq }
+        for index in outstandingHead...end {
+            // Earlier dots whose DOT_DONE was lost completed at a time not known here.
+            out.actions.append(.event(.dotDone(
+                dotID: outstanding[index].dot.dotID, deviceTimeMicroseconds: index == end ? deviceTime : 0,
+                deviceDoneCount: doneCount &- UInt32(end - index))))
+        }
+        outstandingHead = end + 1
+        compactOutstanding()
+    }
+
+    private mutating func handleStatus(_ status: Status, now: UInt64) {
+        let previous = deviceStatus
+        deviceStatus = status
+        if handshaking {
+            if handshakeStep == .pace, status.paceMilliseconds >= configuration.minimumDotIntervalMilliseconds {
+                advanceHandshake(after: .pace, status: status, now: now)
+            } else if handshakeStep == .status {
+                advanceHandshake(after: .status, status: status, now: now)
+            }
+        }
+        creditAtAck = Int(status.freeSlots)
+        let acked = widen(status.ackSeq)
+        if acked > ackedThrough && acked < nextSeq { ackedThrough = acked }
+
+        // Completions the device reports that we have not seen as DOT_DONE (lost frames).
+        if status.doneCount > 0, windowCount > 0, (previous.map { status.doneCount > $0.doneCount } ?? true) {
+            var end = outstandingHead
+            while end < outstanding.count,
+                !(UInt8(truncatingIfNeeded: outstanding[end].seq) == status.lastDoneSeq
+                    && outstanding[end].dot.dotID == status.lastDoneDotID)
+            {
+                end += 1
+            }
+            if end < outstanding.count { confirmDone(through: end, deviceTime: 0, doneCount: status.doneCount) }
+        }
+
+        if let pending = pendingCommand, pending.confirmation.isMet(by: status) {
+            pendingCommand = nil
+            let decision = pendingDecision
+            pendingDecision = nil
+            switch decision {
+            case .arm where !(status.state == .ready || status.state == .running):
+                // ARM answered by a hold (no skin contact) or a latch: never resumed from here.
+                streaming = false
+                out.actions.append(.event(.notTaken(.arm, status)))
+            case .clear:
+                if disarmPending {
+                    disarmPending = false
+                    closeLink()
+                    out.actions.append(.disarmFinished(true))
+                }
+            default:
+                break
+            }
+            // The hold an operator's RESUME was waiting for is complete: it goes out once the
+            // fence below has returned the dots and the owner has seen them (`settle`).
+            resumeAfterFence = resumeQueued && status.state == .held
+        }
+        if status.state.isLatched {
+            latched = true
+            streaming = false
+        }
+
+        let fenced = status.state == .held || status.state.isLatched
+            || (status.state == .disarmed && previous.map { $0.state != .disarmed } == true)
+        if fenced && status.needleRetracted && (windowCount > 0 || fencePending) && Self.isNotOlder(status.epoch, than: epoch) {
+            confirmFence(status)
+        }
+        if status.state == .held || status.state.isLatched {
+            epoch = Self.isNotOlder(status.epoch, than: epoch) ? status.epoch : epoch
+        }
+        if previous != status { out.actions.append(.event(.deviceStatus(status))) }
+        if status.state.isLatched, previous?.state.isLatched != true {
+            dumpHistory(reason: "applicator latched \(status.state): \(status.fault)")
+        }
+    }
+
+    /// The owner has handled the events of the last step. What waited for its reaction goes
+    /// out now: the RESUME queued behind a hold the last STATUS confirmed — unless the owner
+    /// meanwhile ended the session, held again or e-stopped (as when the link called the owner
+    /// from inside that STATUS and looked again after).
+    public mutating func settle(now: UInt64) -> LinkOutput {
+        if resumeAfterFence {
+            resumeAfterFence = false
+            if resumeQueued, !closed, !latched {
+                resumeQueued = false
+                fencePending = false
+                sendResume(now: now)
+            }
+        }
+        return take()
+    }
+
+    /// Everything still outstanding after a confirmed fence was not executed (§6.4) — except the
+    /// dot an e-stop or abort interrupted, and, after a reboot, everything in flight.
+    private mutating func confirmFence(_ status: Status) {
+        fencePending = false
+        epoch = status.epoch
+        guard windowCount > 0 else { return }
+        let remaining = inFlight
+        outstanding.removeAll(keepingCapacity: true)
+        outstandingHead = 0
+        ackedThrough = nextSeq - 1
+        if status.state == .disarmed {
+            out.actions.append(.event(.dotsInDoubt(remaining)))
+            return
+        }
+        // A hold lets the dot in the skin finish (it arrives as DOT_DONE); a latch or an abort
+        // cuts it short and names it in current_dot_id.
+        let cutShort = status.state.isLatched || status.fault == .hostAbort
+        var returned: [DotCommand] = []
+        for dot in remaining {
+            if cutShort && status.currentDotID != 0 && dot.dotID == status.currentDotID {
+                out.actions.append(.event(.dotInterrupted(dotID: dot.dotID)))
+            } else {
+                returned.append(dot)
+            }
+        }
+        if !returned.isEmpty { out.actions.append(.event(.dotsReturned(returned))) }
+    }
+
+    private mutating func handleRefused(_ refused: Refused) {
+        out.actions.append(.event(.refused(refused)))
+        if refused.state.isLatched {
+            latched = true
+            streaming = false
+        }
+    }
+
+    // MARK: - Time: handshake attempts, link loss, retransmission timeout, heartbeat
+
+    /// Time passed: does whatever is due at `now` (see `nextDeadline`).
+    public mutating func tick(now t: UInt64) -> LinkOutput {
+        guard started, !closed else { return take() }
+        // A tick far later than it was due means the host itself stalled: what the device sent
+        // meanwhile is still unread, so its silence is counted afresh from now. "Far": as a
+        // periodic tick at the heartbeat interval would have seen it (a gap over 4 intervals,
+        // at least 100 ms).
+        if unansweredSince != nil, let due = nextDeadline,
+           elapsed(t, since: due) > max(4 * heartbeatIntervalNanos, 100_000_000) - heartbeatIntervalNanos {
+            unansweredSince = t
+        }
+        lastTickAt = t
+        if handshaking {
+            if elapsed(t, since: lastSend) >= configuration.handshakeInterval.nanoseconds {
+                if handshakeAttemptsLeft <= 0 {
+                    let attempts = configuration.handshakeAttempts
+                    let why: String = switch handshakeStep {
+                    case .hello: "no HELLO reply from \(devicePath) after \(attempts) attempts: is it an smp applicator, and is its firmware running?"
+                    case .pace: "the applicator did not confirm a minimum of \(configuration.minimumDotIntervalMilliseconds) ms between dots (PACE) after \(attempts) attempts"
+                    case .spacing: "the applicator did not confirm a minimum spacing of \(configuration.minimumSpacingMicrometres) µm (SPACING) after \(attempts) attempts"
+                    case .status: "the applicator answered HELLO but sent no STATUS after \(attempts) requests"
+                    }
+                    lost(.handshakeFailed(why))
+                    return take()
+                }
+                sendHandshakeStep(now: t)
+            }
+            return take()
+        }
+        if let since = unansweredSince {
+            let silence = elapsed(t, since: since)
+            if silence > configuration.linkLossTimeout.nanoseconds {
+                lost(.silent(milliseconds: Int(silence / 1_000_000)))
+                return take()
+            }
+        }
+        if var pending = pendingCommand, elapsed(t, since: pending.lastSent) >= rtoNanos {
+            if let left = pending.attemptsLeft, left <= 0, let decision = pendingDecision {
+                giveUp(decision)
+                if closed { return take() }
+            } else {
+                pending.lastSent = t
+                pending.attemptsLeft = pending.attemptsLeft.map { $0 - 1 }
+                pendingCommand = pending
+                send(Frame(pending.message), now: t)
+            }
+        }
+        if let oldest = oldestUnacknowledged, elapsed(t, since: oldest.sentAt) >= rtoNanos {
+            // RFC 6298 §5.5: back off.
+            rtoNanos = min(rtoNanos * 2, configuration.maximumRetransmissionTimeout.nanoseconds)
+            metrics.retransmissionTimeoutMicroseconds = Int(rtoNanos / 1000)
+            retransmit(from: oldest.seq, now: t)
+        }
+        // The heartbeat (§6.5), on the first tick an eighth of an interval short of it.
+        if elapsed(t, since: lastSend) >= heartbeatIntervalNanos - heartbeatIntervalNanos / 8 {
+            send(Frame(.statusRequest), now: t)
+        }
+        return take()
+    }
+
+    /// RFC 6298 §2 with Karn's rule (the caller passes only samples of frames sent once).
+    private mutating func sampleRTT(_ sampleNanos: UInt64) {
+        let r = Double(sampleNanos)
+        if srttNanos == 0 {
+            srttNanos = r
+            rttvarNanos = r / 2
+        } else {
+            rttvarNanos = 0.75 * rttvarNanos + 0.25 * abs(srttNanos - r)
+            srttNanos = 0.875 * srttNanos + 0.125 * r
+        }
+        let rto = UInt64(srttNanos + max(4 * rttvarNanos, 1_000_000))
+        rtoNanos = min(max(rto, configuration.minimumRetransmissionTimeout.nanoseconds),
+                       configuration.maximumRetransmissionTimeout.nanoseconds)
+        metrics.smoothedRTTMicroseconds = Int(srttNanos / 1000)
+        metrics.retransmissionTimeoutMicroseconds = Int(rtoNanos / 1000)
+    }
+
+    /// The current retransmission timeout, nanoseconds.
+    public var retransmissionTimeoutNanoseconds: UInt64 { rtoNanos }
+
+    // MARK: - The port
+
+    /// The port's descriptor is closed: by the host (nil) or because the device went away.
+    public mutating func portClosed(_ error: SerialPortError?) -> LinkOutput {
+        if let error { lost(.disconnected(error)) } else { lost(.closedByHost) }
+        return take()
+    }
+
+    /// A write of this machine's bytes failed: the link is lost.
+    public mutating func writeFailed(_ error: SerialPortError) -> LinkOutput {
+        lost(.disconnected(error))
+        return take()
+    }
+
+    private mutating func lost(_ loss: LinkLoss) {
+        guard !closed else { return }
+        if case .closedByHost = loss {} else {
+            out.actions.append(.log(.error, "link to \(devicePath) lost: \(loss)"))
+            dumpHistory(reason: "\(loss)")
+        }
+        let inDoubt = inFlight
+        outstanding.removeAll()
+        outstandingHead = 0
+        closeLink()
+        finishHandshake(.failure(loss))
+        if !inDoubt.isEmpty { out.actions.append(.event(.dotsInDoubt(inDoubt))) }
+        out.actions.append(.event(.metrics(metrics)))
+        out.actions.append(.event(.linkLost(loss)))
+    }
+
+    private mutating func dumpHistory(reason: String) {
+        out.actions.append(.log(.warning, "last frames on \(devicePath) (\(reason)):\n\(history.dump())"))
+    }
+
+    private mutating func take() -> LinkOutput {
+        defer { out = LinkOutput() }
+        return out
+    }
+
+    /// Serial-number arithmetic (RFC 1982) on epochs.
+    static func isNotOlder(_ a: UInt16, than b: UInt16) -> Bool {
+        Int16(bitPattern: a &- b) >= 0
+    }
+
+    /// Monotonic difference that never traps.
+    private func elapsed(_ t: UInt64, since earlier: UInt64) -> UInt64 { t > earlier ? t - earlier : 0 }
+}
+
+/// A ring of the most recent frames in each direction.
+public struct FrameHistory: Sendable {
+    public enum Direction: String, Sendable { case sent = "→", received = "←" }
+    public struct Entry: Sendable {
+        public var direction: Direction
+        public var frame: Frame
+        public var uptimeNanoseconds: UInt64
+    }
+    private var sent: [Entry] = []
+    private var received: [Entry] = []
+    private var sentNext = 0
+    private var receivedNext = 0
+    public let capacity: Int
+
+    public init(capacity: Int) { self.capacity = capacity }
+
+    mutating func record(_ direction: Direction, frame: Frame, at time: UInt64) {
+        let entry = Entry(direction: direction, frame: frame, uptimeNanoseconds: time)
+        switch direction {
+        case .sent: Self.put(entry, into: &sent, next: &sentNext, capacity: capacity)
+        case .received: Self.put(entry, into: &received, next: &receivedNext, capacity: capacity)
+        }
+    }
+
+    private static func put(_ entry: Entry, into ring: inout [Entry], next: inout Int, capacity: Int) {
+        if ring.count < capacity { ring.append(entry) } else { ring[next] = entry }
+        next = (next + 1) % capacity
+    }
+
+    /// Both directions merged in time order.
+    public var entries: [Entry] {
+        (sent + received).sorted { $0.uptimeNanoseconds < $1.uptimeNanoseconds }
+    }
+
+    public func dump() -> String {
+        entries.map { "\($0.uptimeNanoseconds / 1000) µs \($0.direction.rawValue) seq \($0.frame.seq) \($0.frame.message)" }
+            .joined(separator: "\n")
+    }
+}

@@ -1,0 +1,159 @@
+import DeviceSim
+import FirmwareProtocol
+import XCTest
+
+@testable import NeedleDriver
+
+/// The host's link machine against the firmware core — two pure machines — on one virtual
+/// clock, over a simulated wire that drops and corrupts frames both ways. No pty, no sleep: a
+/// whole session in milliseconds of real time.
+final class LinkMachineFirmwareTests: XCTestCase {
+    func testAWholeSessionOverALossyWireInjectsEveryDotExactlyOnce() {
+        for seed in 1...4 as ClosedRange<UInt64> {
+            var loop = Loop(seed: seed, dots: 300, dropRate: 0.04, corruptRate: 0.02)
+            loop.run()
+            let ids = (1...300).map(UInt32.init)
+            XCTAssertNil(loop.failure, "seed \(seed)")
+            XCTAssertEqual(loop.host.doneIDs.sorted(), ids, "seed \(seed): the host's account, each dot once")
+            let done = loop.injected.filter { $0.outcome == .done }.map(\.dotID)
+            XCTAssertEqual(done.sorted(), ids, "seed \(seed): the device's ground truth, each dot once")
+            XCTAssertTrue(loop.injected.allSatisfy { $0.outcome == .done }, "seed \(seed): nothing cut short")
+            XCTAssertEqual(loop.host.disarmed, true, "seed \(seed): CLEAR confirmed at the end")
+            XCTAssertGreaterThan(loop.host.machine.metrics.retransmissions, 0, "seed \(seed): the loss was felt")
+            XCTAssertGreaterThan(loop.host.machine.metrics.badFramesReceived, 0, "seed \(seed)")
+        }
+    }
+
+    func testAPerfectWireNeedsNoRetransmission() {
+        var loop = Loop(seed: 9, dots: 200, dropRate: 0, corruptRate: 0)
+        loop.run()
+        XCTAssertNil(loop.failure)
+        XCTAssertEqual(loop.host.doneIDs, (1...200).map(UInt32.init), "in plan order")
+        XCTAssertEqual(loop.host.machine.metrics.retransmissions, 0)
+        XCTAssertEqual(loop.host.disarmed, true)
+    }
+
+    /// The session as the owner would run it: arm after the handshake, put returned dots back
+    /// first, resume a device that held on its own (a lost heartbeat can let its lease expire),
+    /// CLEAR once every dot is done.
+    struct Loop {
+        var host = VirtualHost()
+        var firmware: Firmware
+        var rng: SplitMix64
+        let dropRate: Double
+        let corruptRate: Double
+        let total: Int
+        var toDevice: [(at: UInt64, bytes: [UInt8])] = []
+        var toHost: [(at: UInt64, bytes: [UInt8])] = []
+        var injected: [InjectedDot] = []
+        var failure: String?
+        private var seenEvents = 0
+        private var hostBytesSeen = 0
+        private var armed = false
+        private var ending = false
+        private let origin: UInt64
+        private let latency: UInt64 = 300_000
+
+        init(seed: UInt64, dots: Int, dropRate: Double, corruptRate: Double) {
+            var configuration = FirmwareConfiguration()
+            configuration.timeScale = 0.02
+            configuration.bootIDEntropy = seed
+            firmware = Firmware(configuration: configuration, at: 0)
+            rng = SplitMix64(seed: seed)
+            self.dropRate = dropRate
+            self.corruptRate = corruptRate
+            total = dots
+            origin = host.now
+            host.source = (1...dots).map { id in
+                DotCommand(dotID: UInt32(id), epoch: 0, xMicrometres: Int32(id % 20) * 1000, yMicrometres: Int32(id / 20) * 1000,
+                           depthMicrometres: 800, dwellMicroseconds: 30_000)
+            }
+        }
+
+        mutating func run() {
+            host.command { $0.connect(nonce: VirtualHost.nonce, now: $1) }
+            afterHostStep()
+            let limit = host.now + 600_000_000_000
+            while failure == nil, host.now < limit, !(host.portClosed && toDevice.isEmpty) {
+                let deviceDue = firmware.nextDeadline.map { origin + $0 * 1000 }
+                let next = [host.machine.nextDeadline, deviceDue, toDevice.first?.at, toHost.first?.at]
+                    .compactMap { $0 }.min()
+                guard let next else { break }
+                host.now = max(host.now, next)
+                if let arrival = toDevice.first, arrival.at <= host.now {
+                    toDevice.removeFirst()
+                    fromDevice(firmware.receive(arrival.bytes, at: deviceTime))
+                } else if let arrival = toHost.first, arrival.at <= host.now {
+                    toHost.removeFirst()
+                    host.deliver(arrival.bytes)
+                    afterHostStep()
+                } else if let due = deviceDue, due <= host.now {
+                    fromDevice(firmware.advance(to: deviceTime))
+                } else {
+                    host.step { $0.tick(now: $1) }
+                    host.pull()
+                    afterHostStep()
+                }
+            }
+            if failure == nil, !host.portClosed { failure = "did not finish: \(host.doneIDs.count) of \(total) done" }
+        }
+
+        private var deviceTime: UInt64 { (host.now - origin) / 1000 }
+
+        private mutating func fromDevice(_ output: FirmwareOutput) {
+            injected += output.injectedDots
+            send(output.bytes, toDevice: false)
+        }
+
+        /// The host's new bytes onto the wire, then the owner's reaction to its new events.
+        private mutating func afterHostStep() {
+            while true {
+                send(Array(host.writtenBytes[hostBytesSeen...]), toDevice: true)
+                hostBytesSeen = host.writtenBytes.count
+                guard seenEvents < host.events.count || (!armed && host.handshake != nil) else { return }
+                react()
+            }
+        }
+
+        private mutating func react() {
+            if !armed, case .success = host.handshake {
+                armed = true
+                host.command { $0.arm(now: $1) }
+                host.command { machine, _ in machine.startStreaming() }
+            } else if !armed {
+                failure = "handshake: \(String(describing: host.handshake))"
+            }
+            while seenEvents < host.events.count {
+                let event = host.events[seenEvents]
+                seenEvents += 1
+                switch event {
+                case .dotsReturned(let dots): host.source.insert(contentsOf: dots, at: 0)
+                case .dotsInDoubt, .dotInterrupted, .refused, .linkLost: failure = "\(event)"
+                case .deviceStatus(let status) where status.state == .held && status.needleRetracted && !ending:
+                    if !host.machine.decisionPending { host.command { $0.resume(now: $1) } }
+                case .notTaken(.resume, _):
+                    host.command { $0.resume(now: $1) }
+                default: break
+                }
+            }
+            if !ending, host.doneIDs.count == total {
+                ending = true
+                host.command { $0.disarmAndClose(now: $1) }
+            }
+        }
+
+        /// Whole frames onto the wire, each dropped or corrupted at the given rates.
+        private mutating func send(_ bytes: [UInt8], toDevice: Bool) {
+            for var frame in bytes.split(separator: 0, omittingEmptySubsequences: false).dropLast().map(Array.init) {
+                frame.append(0)
+                if rng.nextUnit() < dropRate { continue }
+                if rng.nextUnit() < corruptRate, frame.count > 1 {
+                    frame[rng.nextInt(below: frame.count - 1)] ^= UInt8(1 + rng.nextInt(below: 255))
+                }
+                if toDevice { self.toDevice.append((at: host.now + latency, bytes: frame)) } else {
+                    toHost.append((at: host.now + latency, bytes: frame))
+                }
+            }
+        }
+    }
+}
