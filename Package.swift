@@ -63,6 +63,9 @@ let package = Package(
             name: "SMPPlanReader",
             dependencies: ["SMPPlan", "SMPSystem", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict),
+        // Plan design (`smpctl design`): smp-design/1 files, Poisson-disk placement around
+        // earlier sessions' dots, the plan written. Pure: no device, no records, no TOML.
+        .target(name: "SMPDesign", dependencies: ["SMPPlan", "SMPPlanReader"], swiftSettings: strict),
         // The interlocks together: the pure interlock machine, its runtime and the GPIO lines.
         .target(
             name: "SMPInterlocks",
@@ -112,7 +115,7 @@ let package = Package(
             name: "smpctl",
             dependencies: [
                 "SessionRunner", "SMPPlan", "SMPPlanReader", "SMPInterlocks", "SMPRecords", "SMPMachine",
-                "SMPRender", "SMPSystem", "NeedleDriver", "DeviceSim",
+                "SMPRender", "SMPDesign", "SMPSystem", "NeedleDriver", "DeviceSim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 // The live progress line at a terminal (ActivityBar, styled ConsoleText, erase).
@@ -125,6 +128,7 @@ let package = Package(
         .testTarget(
             name: "NeedleDriverTests", dependencies: ["NeedleDriver", "DeviceSim", "SMPSystem"], swiftSettings: strict),
         .testTarget(name: "SMPPlanTests", dependencies: ["SMPPlan", "SMPPlanReader", "FirmwareCore"], swiftSettings: strict),
+        .testTarget(name: "SMPDesignTests", dependencies: ["SMPDesign", "SMPPlan", "SMPPlanReader"], swiftSettings: strict),
         .testTarget(name: "SMPMachineTests", dependencies: ["SMPMachine", "NeedleDriver"], swiftSettings: strict),
         .testTarget(
             name: "SMPInterlocksTests",

@@ -28,6 +28,7 @@ FORBIDDEN = {
     "SMPRecords": {"DeviceSim", "TOMLKit"},
     "SMPMachine": {"DeviceSim", "SessionRunner", "GRDB"},
     "SMPRender": {"DeviceSim", "TOMLKit"},
+    "SMPDesign": {"DeviceSim", "FirmwareCore", "NeedleDriver", "GRDB", "TOMLKit", "SessionRunner", "SMPRecords", "SMPMachine"},
 }
 
 

@@ -243,6 +243,7 @@ INVALID = """{
   "notes": "unknown top-level key",
   "client": {"reference": "EXAMPLE-0003", "hair_transplant_date": "12/03/2024"},
   "session": {"number": 4, "of": 3, "date": "2025-02-30"},
+  "design": {"design_id": "EXAMPLE-0003-course", "after": [{"plan_id": "EXAMPLE-0003-s1", "plan_sha256": "not-a-digest", "record_session": 0}]},
   "defaults": {"depth_mm": 0.7},
   "dots": [
     {"id": 1, "x_mm": 0, "y_mm": 0, "dwell_ms": 120, "region": "crown-centre"},

@@ -32,7 +32,40 @@ public enum ClinicalTiming {
     }
 }
 
+extension ClinicalTiming {
+    /// Sessions of a course are 10–30 days apart (shared/reference/smp-domain.md): the skin heals
+    /// between them and the dots settle before the next layer goes in.
+    public static let minimumDaysBetweenSessions = 10
+
+    /// A warning when `plan`'s session (its `session.date`, else `today`) comes less than
+    /// `minimumDaysBetweenSessions` days after `previous`, an earlier session of its course that
+    /// `previousName` names (a records session, a plan file).
+    public static func checkSessionSpacing(_ plan: Plan, previous: PlanDate, previousName: String,
+                                           today: PlanDate) -> PlanIssue? {
+        let sessionDate = plan.session?.date ?? today
+        let days = sessionDate.dayNumber - previous.dayNumber
+        guard days < minimumDaysBetweenSessions else { return nil }
+        let path = plan.session?.date != nil ? "session.date" : "$"
+        return .warning(.clinicalSessionsTooClose, path, value: "\(sessionDate)",
+                        limit: "≥ \(minimumDaysBetweenSessions) days after the previous session",
+                        "the session (\(sessionDate)) is \(days) day\(days == 1 ? "" : "s") after the previous session of its "
+                        + "course (\(previousName), \(previous)); sessions are usually 10–30 days apart, so the skin has healed: "
+                        + "confirm with the clinician")
+    }
+}
+
 extension PlanDate {
+    /// Days since 1970-01-01 (proleptic Gregorian), for differences between dates.
+    public var dayNumber: Int {
+        // Howard Hinnant's days_from_civil.
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yearOfEra = y - era * 400
+        let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        return era * 146_097 + dayOfEra - 719_468
+    }
+
     /// The same day `months` later, clamped to the end of a shorter month (31 Aug + 6 → 28/29 Feb).
     public func addingMonths(_ months: Int) -> PlanDate {
         let total = year * 12 + (month - 1) + months

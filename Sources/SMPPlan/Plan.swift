@@ -122,6 +122,42 @@ public struct PlanSession: Sendable, Hashable {
     }
 }
 
+/// One earlier session a designed plan was placed around (`design.after[i]`): its dots were
+/// fixed points the new dots keep the minimum spacing from.
+public struct PlanDesignSource: Sendable, Hashable {
+    /// The earlier plan's `plan_id`.
+    public let planID: String
+    /// SHA-256 of the earlier plan file, lowercase hex, when it was designed against the file.
+    public let planSHA256: String?
+    /// The treatment-records session, when it was designed against what the records prove was
+    /// injected rather than against the plan.
+    public let recordSession: Int64?
+    /// How many of its dots were fixed points.
+    public let dotCount: Int?
+
+    public init(planID: String, planSHA256: String? = nil, recordSession: Int64? = nil, dotCount: Int? = nil) {
+        self.planID = planID
+        self.planSHA256 = planSHA256
+        self.recordSession = recordSession
+        self.dotCount = dotCount
+    }
+}
+
+/// The optional `design` object: the plan was written by `smpctl design`, for session
+/// `session.number` of a course, around the dots of earlier sessions. Links a course together in
+/// the records.
+public struct PlanDesign: Sendable, Hashable {
+    /// The `design_id` of the `smp-design/1` file.
+    public let designID: String
+    /// The earlier sessions, in the order given.
+    public let after: [PlanDesignSource]
+
+    public init(designID: String, after: [PlanDesignSource] = []) {
+        self.designID = designID
+        self.after = after
+    }
+}
+
 /// A loaded plan. A `Plan` from `PlanLoader` has passed validation against the envelope it was
 /// loaded with; run `PlanValidator.validate` again with a tighter envelope (e.g. after HELLO).
 public struct Plan: Sendable {
@@ -132,16 +168,19 @@ public struct Plan: Sendable {
     public let session: PlanSession?
     /// The path the plan was loaded from; nil when loaded from memory.
     public let sourcePath: String?
-    /// SHA-256 of the file's bytes, lowercase hex. Not computed yet: always nil for now.
+    /// SHA-256 of the file's bytes, lowercase hex; set by `PlanLoader`, nil for a plan built in memory.
     public let sha256: String?
+    /// Set when the plan was designed by `smpctl design` (the `design` object).
+    public let design: PlanDesign?
 
     public init(planID: String, dots: [PlanDot], client: PlanClient? = nil, session: PlanSession? = nil,
-                sourcePath: String? = nil, sha256: String? = nil) {
+                sourcePath: String? = nil, sha256: String? = nil, design: PlanDesign? = nil) {
         self.planID = planID
         self.dots = dots
         self.client = client
         self.session = session
         self.sourcePath = sourcePath
         self.sha256 = sha256
+        self.design = design
     }
 }

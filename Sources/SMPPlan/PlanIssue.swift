@@ -65,6 +65,21 @@ public struct PlanIssue: Sendable, Hashable, CustomStringConvertible {
         /// Stands for the errors left out after the first `PlanIssueList.cap`.
         case moreErrors
 
+        // Designs (`smp-design/1`) and the `design` object of a plan.
+        /// A polygon with fewer than 3 corners, no area or edges that cross; a polyline with fewer
+        /// than 2 points.
+        case invalidPolygon
+        /// `course.sessions` and `course.share` disagree, or the shares do not sum to 1.
+        case invalidCourse
+        /// A target density of 0 or less, or denser than the minimum spacing allows.
+        case densityOutOfRange
+        /// Another design value outside its range (e.g. `hairline.feather_mm`).
+        case valueOutOfRange
+        /// Two regions (or two exclusions) with the same name.
+        case duplicateName
+        /// A `plan_sha256` that is not 64 lowercase hexadecimal digits.
+        case invalidDigest
+
         // Warnings.
         /// No dot names a region: progress per region will not be available.
         case noRegions
@@ -76,6 +91,8 @@ public struct PlanIssue: Sendable, Hashable, CustomStringConvertible {
         case clinicalTooSoonAfterTransplant
         /// The session is 6–12 months after the transplant, or before a planned one.
         case clinicalTimingCaution
+        /// The session is planned less than 10 days after the previous session of its course.
+        case clinicalSessionsTooClose
     }
 
     public let severity: Severity

@@ -9,19 +9,19 @@
 package enum PlanSpacing {
     package struct Violation: Sendable, Hashable {
         /// Indices into the input arrays, `first < second`.
-        let first: Int
-        let second: Int
+        package let first: Int
+        package let second: Int
         /// Squared distance in µm².
-        let distanceSquared: Int64
+        package let distanceSquared: Int64
     }
 
     package struct Result: Sendable {
         /// Violations in order of `second`, then `first`; at most `limit` of them.
-        var violations: [Violation] = []
+        package var violations: [Violation] = []
         /// All violations found, including those beyond `limit`.
-        var total = 0
+        package var total = 0
         /// False when the comparison budget ran out before every point was checked.
-        var complete = true
+        package var complete = true
     }
 
     /// Pairs of points closer than `minimum` (exactly `minimum` apart is fine). With `minimum` ≤ 0

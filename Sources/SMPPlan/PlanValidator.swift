@@ -43,6 +43,35 @@ public enum PlanValidator {
         return issues.all
     }
 
+    /// Errors for the dots of `plan` closer than the minimum spacing to a dot of `earlier`, an
+    /// earlier session of the same course (`earlierName` names it in messages): sessions are
+    /// layered into the same skin, so the spacing holds across them. Pairs within one plan are
+    /// that plan's own validation.
+    public static func spacingIssues(_ plan: Plan, against earlier: Plan, earlierName: String,
+                                     envelope: SafetyEnvelope) -> [PlanIssue] {
+        let minimum = envelope.minimumSpacingMicrometres
+        let result = PlanSpacing.violations(xs: earlier.dots.map(\.xMicrometres) + plan.dots.map(\.xMicrometres),
+                                            ys: earlier.dots.map(\.yMicrometres) + plan.dots.map(\.yMicrometres),
+                                            minimum: minimum)
+        let minimumText = "\(PlanText.milli(max(minimum, 0))) mm"
+        var issues = PlanIssueList()
+        for violation in result.violations
+        where violation.second >= earlier.dots.count && violation.first < earlier.dots.count {
+            let dot = plan.dots[violation.second - earlier.dots.count], other = earlier.dots[violation.first]
+            let distance = PlanText.milli(PlanSpacing.distanceMicrometres(violation.distanceSquared))
+            issues.append(.error(.tooClose, dot.path, value: "\(distance) mm", limit: "≥ \(minimumText) from every earlier dot",
+                                 "\(dot.path) at (\(PlanText.milli(dot.xMicrometres)), \(PlanText.milli(dot.yMicrometres))) mm "
+                                 + "is \(distance) mm from \(other.path) of \(earlierName) (id \(other.id)); dots of a course "
+                                 + "must be at least \(minimumText) apart" + PlanText.idSuffix(dot.id)))
+        }
+        if !result.complete {
+            issues.appendEvenIfFull(.error(.spacingCheckIncomplete, "dots", limit: "≥ \(minimumText) apart",
+                                           "the spacing check against \(earlierName) stopped early: dots are packed far "
+                                           + "closer than \(minimumText)"))
+        }
+        return issues.all
+    }
+
     /// Spacing errors for the points (`paths` and `ids` name point `i` in messages).
     package static func spacingIssues(xs: [Int32], ys: [Int32], paths: (Int) -> String, ids: (Int) -> UInt32,
                               envelope: SafetyEnvelope, issues: inout PlanIssueList) {

@@ -31,9 +31,9 @@ import Darwin
 
 /// One step of a path into a JSON document: an object's key or an array's index. A `CodingKey` so
 /// that `PlanText.path` writes it exactly as it writes the decoder's paths (`dots[17].depth_mm`).
-struct JSONPathComponent: CodingKey, Hashable, Sendable {
-    let stringValue: String
-    let intValue: Int?
+package struct JSONPathComponent: CodingKey, Hashable, Sendable {
+    package let stringValue: String
+    package let intValue: Int?
 
     init(key: String) {
         stringValue = key
@@ -45,24 +45,24 @@ struct JSONPathComponent: CodingKey, Hashable, Sendable {
         intValue = index
     }
 
-    init?(stringValue: String) { self.init(key: stringValue) }
-    init?(intValue: Int) { self.init(index: intValue) }
+    package init?(stringValue: String) { self.init(key: stringValue) }
+    package init?(intValue: Int) { self.init(index: intValue) }
 }
 
 /// A key written more than once in one JSON object.
-struct JSONDuplicateKey: Hashable, Sendable {
+package struct JSONDuplicateKey: Hashable, Sendable {
     /// From the root to the repeated key, e.g. `dots`, `17`, `depth_mm`. Keys longer than
     /// `JSONDuplicateKeys.maximumKeyLength` bytes are cut short and end in "…".
-    let location: [JSONPathComponent]
+    package let location: [JSONPathComponent]
     /// How many times the key is written in that object: 2 or more.
-    var occurrences: Int
+    package var occurrences: Int
 }
 
-struct JSONDuplicateKeyScan: Sendable {
+package struct JSONDuplicateKeyScan: Sendable {
     /// Each repeated key once per object, in the order the repeats appear, at most `limit` of them.
-    var duplicates: [JSONDuplicateKey] = []
+    package var duplicates: [JSONDuplicateKey] = []
     /// Repeated keys found beyond `limit`: counted, not listed.
-    var unlisted = 0
+    package var unlisted = 0
 }
 
 enum JSONDuplicateKeys {

@@ -12,38 +12,111 @@ import Foundation
 // the same bytes.
 
 /// A field as found in the file.
-enum RawField<Value: Sendable>: Sendable {
+package enum RawField<Value: Sendable>: Sendable {
     /// The key is not there.
     case absent
     /// The key is there but its value is unusable; the problem is already reported.
     case invalid
     case present(Value)
 
-    var value: Value? {
+    package var value: Value? {
         if case .present(let value) = self { return value }
         return nil
     }
 
-    var isAbsent: Bool {
+    package var isAbsent: Bool {
         if case .absent = self { return true }
         return false
     }
 }
 
-struct RawDefaults: Sendable {
+struct RawDefaults: ObjectFields {
     var depthMillimetres: RawField<Double> = .absent
     var dwellMilliseconds: RawField<Double> = .absent
+
+    static let keys = ["depth_mm", "dwell_ms"]
+
+    mutating func read(_ key: PlanJSONKey, with reader: inout ObjectReader) -> Bool {
+        switch key.stringValue {
+        case "depth_mm": depthMillimetres = reader.number(key)
+        case "dwell_ms": dwellMilliseconds = reader.number(key)
+        default: return false
+        }
+        return true
+    }
 }
 
-struct RawClient: Sendable {
+/// The `client` object, the same in plans and designs.
+package struct RawClient: ObjectFields {
     var reference: RawField<String> = .absent
     var hairTransplantDate: RawField<String> = .absent
+
+    package init() {}
+
+    package static let keys = ["reference", "hair_transplant_date"]
+
+    package mutating func read(_ key: PlanJSONKey, with reader: inout ObjectReader) -> Bool {
+        switch key.stringValue {
+        case "reference": reference = reader.string(key)
+        case "hair_transplant_date": hairTransplantDate = reader.string(key)
+        default: return false
+        }
+        return true
+    }
 }
 
-struct RawSession: Sendable {
+struct RawSession: ObjectFields {
     var number: RawField<Double> = .absent
     var of: RawField<Double> = .absent
     var date: RawField<String> = .absent
+
+    static let keys = ["number", "of", "date"]
+
+    mutating func read(_ key: PlanJSONKey, with reader: inout ObjectReader) -> Bool {
+        switch key.stringValue {
+        case "number": number = reader.number(key)
+        case "of": of = reader.number(key)
+        case "date": date = reader.string(key)
+        default: return false
+        }
+        return true
+    }
+}
+
+struct RawPlanDesign: ObjectFields {
+    var designID: RawField<String> = .absent
+    var after: RawField<[RawDesignSource?]> = .absent
+
+    static let keys = ["design_id", "after"]
+
+    mutating func read(_ key: PlanJSONKey, with reader: inout ObjectReader) -> Bool {
+        switch key.stringValue {
+        case "design_id": designID = reader.string(key)
+        case "after": after = reader.array(key, of: FieldsObject<RawDesignSource>.self, expected: "an array of objects")
+        default: return false
+        }
+        return true
+    }
+}
+
+struct RawDesignSource: ObjectFields {
+    var planID: RawField<String> = .absent
+    var planSHA256: RawField<String> = .absent
+    var recordSession: RawField<Double> = .absent
+    var dots: RawField<Double> = .absent
+
+    static let keys = ["plan_id", "plan_sha256", "record_session", "dots"]
+
+    mutating func read(_ key: PlanJSONKey, with reader: inout ObjectReader) -> Bool {
+        switch key.stringValue {
+        case "plan_id": planID = reader.string(key)
+        case "plan_sha256": planSHA256 = reader.string(key)
+        case "record_session": recordSession = reader.number(key)
+        case "dots": dots = reader.number(key)
+        default: return false
+        }
+        return true
+    }
 }
 
 struct RawDot: Sendable {
@@ -65,6 +138,7 @@ struct RawPlanDocument: Sendable {
     var defaults: RawField<RawDefaults> = .absent
     var client: RawField<RawClient> = .absent
     var session: RawField<RawSession> = .absent
+    var design: RawField<RawPlanDesign> = .absent
     var dots: RawField<[RawDot]> = .absent
     /// Shape problems outside `dots` (each dot carries its own).
     var issues: [PlanIssue] = []
@@ -75,35 +149,33 @@ struct RawPlanDocument: Sendable {
 }
 
 enum PlanKeys {
-    static let document = ["format", "plan_id", "defaults", "client", "session", "dots"]
-    static let defaults = ["depth_mm", "dwell_ms"]
-    static let client = ["reference", "hair_transplant_date"]
-    static let session = ["number", "of", "date"]
+    static let document = ["format", "plan_id", "defaults", "client", "session", "design", "dots"]
     static let dot = ["id", "x_mm", "y_mm", "depth_mm", "dwell_ms", "region"]
 }
 
 // MARK: - Decoding with Foundation's JSONDecoder
 
-struct PlanJSONKey: CodingKey {
-    var stringValue: String
-    var intValue: Int? { nil }
-    init(_ string: String) { stringValue = string }
-    init?(stringValue: String) { self.stringValue = stringValue }
-    init?(intValue: Int) { nil }
+package struct PlanJSONKey: CodingKey {
+    package var stringValue: String
+    package var intValue: Int? { nil }
+    package init(_ string: String) { stringValue = string }
+    package init?(stringValue: String) { self.stringValue = stringValue }
+    package init?(intValue: Int) { nil }
 }
 
-/// Reads the fields of one JSON object, turning every failure into an issue.
-private struct ObjectReader {
-    let container: KeyedDecodingContainer<PlanJSONKey>
-    let decoder: any Decoder
-    var issues: [PlanIssue] = []
+/// Reads the fields of one JSON object, turning every failure into an issue. Shared with the
+/// design reader (SMPDesign), so both formats report problems alike.
+package struct ObjectReader {
+    package let container: KeyedDecodingContainer<PlanJSONKey>
+    package let decoder: any Decoder
+    package var issues: [PlanIssue] = []
 
-    init(_ container: KeyedDecodingContainer<PlanJSONKey>, decoder: any Decoder) {
+    package init(_ container: KeyedDecodingContainer<PlanJSONKey>, decoder: any Decoder) {
         self.container = container
         self.decoder = decoder
     }
 
-    func path(_ key: PlanJSONKey) -> String {
+    package func path(_ key: PlanJSONKey) -> String {
         PlanText.path(decoder.codingPath + [key])
     }
 
@@ -124,7 +196,7 @@ private struct ObjectReader {
         return ("", "an unreadable value")
     }
 
-    mutating func wrongType(_ key: PlanJSONKey, expected: String) {
+    package mutating func wrongType(_ key: PlanJSONKey, expected: String) {
         let (value, kind) = describe(key)
         let path = path(key)
         let message = value.isEmpty
@@ -133,7 +205,7 @@ private struct ObjectReader {
         issues.append(.error(.wrongType, path, value: value, limit: expected, message))
     }
 
-    mutating func number(_ key: PlanJSONKey) -> RawField<Double> {
+    package mutating func number(_ key: PlanJSONKey) -> RawField<Double> {
         do {
             let value = try container.decode(Double.self, forKey: key)
             guard value.isFinite else {
@@ -188,7 +260,7 @@ private struct ObjectReader {
         return text.isEmpty ? nil : text
     }
 
-    mutating func string(_ key: PlanJSONKey) -> RawField<String> {
+    package mutating func string(_ key: PlanJSONKey) -> RawField<String> {
         do {
             return .present(try container.decode(String.self, forKey: key))
         } catch {
@@ -197,7 +269,7 @@ private struct ObjectReader {
         }
     }
 
-    mutating func object<T: Decodable & RawObject>(_ key: PlanJSONKey, as type: T.Type) -> RawField<T.Value> {
+    package mutating func object<T: Decodable & RawObject>(_ key: PlanJSONKey, as type: T.Type) -> RawField<T.Value> {
         do {
             let decoded = try container.decode(T.self, forKey: key)
             issues.append(contentsOf: decoded.issues)
@@ -208,7 +280,30 @@ private struct ObjectReader {
         }
     }
 
-    mutating func unknown(_ keys: [PlanJSONKey], known: [String]) {
+    /// An array of objects each read by `Element`; an element that is not an object is reported
+    /// (by `Element`) and kept as nil, so indices stay those of the file.
+    package mutating func array<Element: Decodable & RawObject>(_ key: PlanJSONKey, of type: Element.Type,
+                                                               expected: String) -> RawField<[Element.Value?]> {
+        guard var array = try? container.nestedUnkeyedContainer(forKey: key) else {
+            wrongType(key, expected: expected)
+            return .invalid
+        }
+        var values: [Element.Value?] = []
+        while !array.isAtEnd {
+            let index = array.currentIndex
+            guard let element = try? array.decode(Element.self) else {
+                // Elements never throw; if a decoder ever does, stop rather than loop forever.
+                let path = path(key) + "[\(index)]"
+                issues.append(.error(.wrongType, path, "\(path) could not be read"))
+                return .invalid
+            }
+            issues.append(contentsOf: element.issues)
+            values.append(element.value)
+        }
+        return .present(values)
+    }
+
+    package mutating func unknown(_ keys: [PlanJSONKey], known: [String]) {
         for key in keys.sorted(by: { $0.stringValue < $1.stringValue }) {
             let (value, _) = describe(key)
             let path = path(key)
@@ -225,7 +320,7 @@ private struct ObjectReader {
 }
 
 /// A nested object of the document, decoded without throwing.
-private protocol RawObject {
+package protocol RawObject {
     associatedtype Value: Sendable
     /// Nil when the JSON value was not an object (reported in `issues`).
     var value: Value? { get }
@@ -233,7 +328,7 @@ private protocol RawObject {
 }
 
 /// Opens `decoder` as an object, or records why it is not one.
-private func openObject(_ decoder: any Decoder, expected: String, issues: inout [PlanIssue])
+package func openObject(_ decoder: any Decoder, expected: String, issues: inout [PlanIssue])
     -> KeyedDecodingContainer<PlanJSONKey>?
 {
     if let container = try? decoder.container(keyedBy: PlanJSONKey.self) { return container }
@@ -258,70 +353,32 @@ private func openObject(_ decoder: any Decoder, expected: String, issues: inout 
     return nil
 }
 
-private struct DefaultsObject: Decodable, RawObject {
-    var value: RawDefaults?
-    var issues: [PlanIssue] = []
-
-    init(from decoder: any Decoder) {
-        guard let container = openObject(decoder, expected: "an object", issues: &issues) else { return }
-        var reader = ObjectReader(container, decoder: decoder)
-        var raw = RawDefaults()
-        var unknown: [PlanJSONKey] = []
-        for key in container.allKeys {
-            switch key.stringValue {
-            case "depth_mm": raw.depthMillimetres = reader.number(key)
-            case "dwell_ms": raw.dwellMilliseconds = reader.number(key)
-            default: unknown.append(key)
-            }
-        }
-        reader.unknown(unknown, known: PlanKeys.defaults)
-        issues += reader.issues
-        value = raw
-    }
+/// The fields of an object with fixed keys: what each key reads into.
+package protocol ObjectFields: Sendable {
+    init()
+    /// The keys the format defines here, for "did you mean" and "known here".
+    static var keys: [String] { get }
+    /// Reads `key`'s value; false when the key is not one of this object's.
+    mutating func read(_ key: PlanJSONKey, with reader: inout ObjectReader) -> Bool
 }
 
-private struct ClientObject: Decodable, RawObject {
-    var value: RawClient?
-    var issues: [PlanIssue] = []
+/// An object of `Fields`, decoded without throwing: every key read, unknown keys reported,
+/// this object's issues in path order (the decoder gives keys in no particular order).
+package struct FieldsObject<Fields: ObjectFields>: Decodable, RawObject {
+    package var value: Fields?
+    package var issues: [PlanIssue] = []
 
-    init(from decoder: any Decoder) {
+    package init(from decoder: any Decoder) {
         guard let container = openObject(decoder, expected: "an object", issues: &issues) else { return }
         var reader = ObjectReader(container, decoder: decoder)
-        var raw = RawClient()
+        var fields = Fields()
         var unknown: [PlanJSONKey] = []
-        for key in container.allKeys {
-            switch key.stringValue {
-            case "reference": raw.reference = reader.string(key)
-            case "hair_transplant_date": raw.hairTransplantDate = reader.string(key)
-            default: unknown.append(key)
-            }
+        for key in container.allKeys where !fields.read(key, with: &reader) {
+            unknown.append(key)
         }
-        reader.unknown(unknown, known: PlanKeys.client)
-        issues += reader.issues
-        value = raw
-    }
-}
-
-private struct SessionObject: Decodable, RawObject {
-    var value: RawSession?
-    var issues: [PlanIssue] = []
-
-    init(from decoder: any Decoder) {
-        guard let container = openObject(decoder, expected: "an object", issues: &issues) else { return }
-        var reader = ObjectReader(container, decoder: decoder)
-        var raw = RawSession()
-        var unknown: [PlanJSONKey] = []
-        for key in container.allKeys {
-            switch key.stringValue {
-            case "number": raw.number = reader.number(key)
-            case "of": raw.of = reader.number(key)
-            case "date": raw.date = reader.string(key)
-            default: unknown.append(key)
-            }
-        }
-        reader.unknown(unknown, known: PlanKeys.session)
-        issues += reader.issues
-        value = raw
+        reader.unknown(unknown, known: Fields.keys)
+        issues += reader.issues.sorted { $0.path < $1.path }
+        value = fields
     }
 }
 
@@ -370,9 +427,10 @@ private struct DocumentObject: Decodable {
             switch key.stringValue {
             case "format": document.format = reader.string(key)
             case "plan_id": document.planID = reader.string(key)
-            case "defaults": document.defaults = reader.object(key, as: DefaultsObject.self)
-            case "client": document.client = reader.object(key, as: ClientObject.self)
-            case "session": document.session = reader.object(key, as: SessionObject.self)
+            case "defaults": document.defaults = reader.object(key, as: FieldsObject<RawDefaults>.self)
+            case "client": document.client = reader.object(key, as: FieldsObject<RawClient>.self)
+            case "session": document.session = reader.object(key, as: FieldsObject<RawSession>.self)
+            case "design": document.design = reader.object(key, as: FieldsObject<RawPlanDesign>.self)
             case "dots": dotsKey = key
             default: unknown.append(key)
             }
@@ -409,19 +467,34 @@ private struct DocumentObject: Decodable {
 }
 
 
-enum PlanDecoding {
+package enum PlanDecoding {
     /// Decodes `data` into a raw document, with an error for every key written twice in one
     /// object, or returns the file-level issue that stopped it (not JSON, with the line and column
     /// where that can be found).
     static func decode(_ data: Data) -> Result<RawPlanDocument, PlanIssueFailure> {
-        var document: RawPlanDocument
+        switch decodeCheckingKeys(DocumentObject.self, from: data, document: "plan", isObject: \.document.isObject) {
+        case .failure(let failure): return .failure(failure)
+        case .success(let (object, scan)):
+            var document = object.document
+            if let scan { document.addDuplicateKeyIssues(from: scan) }
+            return .success(document)
+        }
+    }
+
+    /// Decodes `data` as `Document` with JSONDecoder, then finds the keys written twice in one
+    /// object (which JSONDecoder cannot see) over the same text. The scan is nil when the top
+    /// level is not an object (`isObject`), which is then reported alone. `document` names the
+    /// file in messages ("plan", "design").
+    package static func decodeCheckingKeys<Document: Decodable>(
+        _ type: Document.Type, from data: Data, document: String, isObject: (Document) -> Bool
+    ) -> Result<(Document, JSONDuplicateKeyScan?), PlanIssueFailure> {
+        let decoded: Document
         do {
-            document = try JSONDecoder().decode(DocumentObject.self, from: data).document
+            decoded = try JSONDecoder().decode(Document.self, from: data)
         } catch {
             return .failure(PlanIssueFailure(issue: invalidJSON(data, error)))
         }
-        // A top level that is not an object is reported alone.
-        guard document.isObject else { return .success(document) }
+        guard isObject(decoded) else { return .success((decoded, nil)) }
         let scanned = withJSONText(data) { text -> JSONDuplicateKeyScan? in
             // JSONDecoder found an object; text that does not start with one is not what it read.
             guard text.first(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }) == UInt8(ascii: "{") else {
@@ -430,12 +503,21 @@ enum PlanDecoding {
             return JSONDuplicateKeys.scan(text, limit: PlanIssueList.cap)
         }
         guard let scan = scanned ?? nil else {
-            // Cannot happen for text JSONDecoder accepted; refuse rather than run an unchecked plan.
+            // Cannot happen for text JSONDecoder accepted; refuse rather than use an unchecked file.
             return .failure(PlanIssueFailure(issue: .error(.duplicateKey, "$",
-                "the plan could not be checked for repeated keys (internal error: the check read the JSON differently from the decoder)")))
+                "the \(document) could not be checked for repeated keys (internal error: the check read the JSON differently from the decoder)")))
         }
-        document.addDuplicateKeyIssues(from: scan)
-        return .success(document)
+        return .success((decoded, scan))
+    }
+
+    /// The error for a key written more than once in one object; `document` names the file
+    /// ("plan", "design").
+    package static func duplicateKeyIssue(_ duplicate: JSONDuplicateKey, document: String, idSuffix: String = "") -> PlanIssue {
+        let path = PlanText.path(duplicate.location)
+        let times = duplicate.occurrences == 2 ? "twice" : "\(duplicate.occurrences) times"
+        return .error(.duplicateKey, path, limit: "unique key",
+                      "\(path) appears \(times) in the same object: programs differ in which value they read, "
+                      + "so the \(document) would mean different things to different programs; keep one" + idSuffix)
     }
 
     /// Runs `body` over the UTF-8 text JSONDecoder parses. Like JSONDecoder, this reads UTF-16 and
@@ -537,11 +619,7 @@ extension RawPlanDocument {
     }
 
     private static func issue(_ duplicate: JSONDuplicateKey, idSuffix: String) -> PlanIssue {
-        let path = PlanText.path(duplicate.location)
-        let times = duplicate.occurrences == 2 ? "twice" : "\(duplicate.occurrences) times"
-        return .error(.duplicateKey, path, limit: "unique key",
-                      "\(path) appears \(times) in the same object: programs differ in which value they read, "
-                      + "so the plan would mean different things to different programs; keep one" + idSuffix)
+        PlanDecoding.duplicateKeyIssue(duplicate, document: "plan", idSuffix: idSuffix)
     }
 
     /// "(dot id N)" when the dot's id is usable, as in the loader's messages.
@@ -552,6 +630,10 @@ extension RawPlanDocument {
 }
 
 /// A single file-level issue carried through `Result`.
-struct PlanIssueFailure: Error, Sendable {
-    let issue: PlanIssue
+package struct PlanIssueFailure: Error, Sendable {
+    package let issue: PlanIssue
+
+    package init(issue: PlanIssue) {
+        self.issue = issue
+    }
 }

@@ -64,19 +64,20 @@ public enum PlanLoader {
         // The hash of exactly the bytes that were validated: the record ties a session to them.
         let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
         let hashed = Plan(planID: plan.planID, dots: plan.dots, client: plan.client, session: plan.session,
-                          sourcePath: plan.sourcePath, sha256: digest)
+                          sourcePath: plan.sourcePath, sha256: digest, design: plan.design)
         return (hashed, warnings: issues.all.filter { !$0.isError })
     }
 
     // MARK: Reading the file
 
     /// The file's bytes (`RegularFile`: a FIFO, a directory or an oversized file is refused with
-    /// the system's own reason).
-    private static func readFile(_ path: String) -> Result<Data, PlanIssueFailure> {
+    /// the system's own reason). `document` names what the file should be in the size message
+    /// ("a plan", "a design").
+    package static func readFile(_ path: String, document: String = "a plan") -> Result<Data, PlanIssueFailure> {
         RegularFile.read(path: path, maximumBytes: maximumFileBytes).map { Data($0) }.mapError { error in
             let code: PlanIssue.Code, reason: String
             if case .tooLarge(let bytes, let maximum) = error {
-                (code, reason) = (.fileTooLarge, "\(bytes) bytes is more than the \(maximum) allowed for a plan")
+                (code, reason) = (.fileTooLarge, "\(bytes) bytes is more than the \(maximum) allowed for \(document)")
             } else {
                 (code, reason) = (.fileUnreadable, "\(error)")
             }
@@ -138,6 +139,7 @@ public enum PlanLoader {
 
         let client = resolveClient(raw.client, issues: &top)
         let session = resolveSession(raw.session, issues: &top)
+        let design = resolveDesign(raw.design, issues: &top)
 
         // dots
         let rawDots = raw.dots.value ?? []
@@ -255,7 +257,8 @@ public enum PlanLoader {
                 issues.append(contentsOf: envelope.issues(for: dot))
             }
         }
-        return Plan(planID: planID, dots: dots, client: client, session: session, sourcePath: sourcePath)
+        return Plan(planID: planID, dots: dots, client: client, session: session, sourcePath: sourcePath,
+                    design: design)
     }
 
     /// A default checked in file units; nil when absent or unusable. An out-of-range default is
@@ -334,7 +337,7 @@ public enum PlanLoader {
 
     /// Micro-units from a value already multiplied by 1000: nearest integer, halves away from zero,
     /// saturating at the ends of Int32 (such values are out of every envelope and already reported).
-    static func micro(_ scaled: Double) -> Int32 {
+    package static func micro(_ scaled: Double) -> Int32 {
         let rounded = scaled.rounded(.toNearestOrAwayFromZero)
         if rounded.isNaN { return 0 }
         if rounded >= Double(Int32.max) { return .max }
@@ -345,7 +348,12 @@ public enum PlanLoader {
     /// Top-level issues in the order of the format's keys (`$` first, unknown keys last), since
     /// the decoder gives keys in no particular order.
     private static func inDocumentOrder(_ issues: [PlanIssue]) -> [PlanIssue] {
-        let order = Dictionary(uniqueKeysWithValues: (["$"] + PlanKeys.document).enumerated().map { ($1, $0) })
+        inDocumentOrder(issues, keys: PlanKeys.document)
+    }
+
+    /// `issues` in the order of `keys` by their first path component (`$` first, unknown keys last).
+    package static func inDocumentOrder(_ issues: [PlanIssue], keys: [String]) -> [PlanIssue] {
+        let order = Dictionary(uniqueKeysWithValues: (["$"] + keys).enumerated().map { ($1, $0) })
         func rank(_ issue: PlanIssue) -> Int {
             order[String(issue.path.prefix { $0 != "." && $0 != "[" })] ?? order.count
         }
@@ -369,43 +377,100 @@ public enum PlanLoader {
         return nil
     }
 
-    private static func resolveClient(_ field: RawField<RawClient>, issues: inout [PlanIssue]) -> PlanClient? {
+    /// The `client` object of a plan or a design.
+    package static func resolveClient(_ field: RawField<RawClient>, issues: inout [PlanIssue]) -> PlanClient? {
         guard case .present(let raw) = field else { return nil }
-        var reference: String?
-        switch raw.reference {
-        case .absent:
-            issues.append(.error(.missingKey, "client.reference", limit: "non-empty string", "client.reference is missing"))
-        case .present(let value):
-            if value.allSatisfy(\.isWhitespace) {
-                issues.append(.error(.emptyValue, "client.reference", value: PlanText.quoted(value),
-                                     limit: "non-empty string",
-                                     "client.reference = \(PlanText.quoted(value)) must not be empty or blank"))
-            } else {
-                reference = value
-            }
-        case .invalid: break
-        }
+        let reference = nonBlank(raw.reference, path: "client.reference", required: true, issues: &issues)
         let transplant = date(raw.hairTransplantDate, path: "client.hair_transplant_date", issues: &issues)
         guard let reference else { return nil }
         return PlanClient(reference: reference, hairTransplantDate: transplant)
     }
 
+    /// A string that must not be empty or blank; nil (reported) otherwise.
+    package static func nonBlank(_ field: RawField<String>, path: String, required: Bool,
+                                 issues: inout [PlanIssue]) -> String? {
+        switch field {
+        case .absent:
+            if required {
+                issues.append(.error(.missingKey, path, limit: "non-empty string", "\(path) is missing"))
+            }
+        case .present(let value):
+            if !value.allSatisfy(\.isWhitespace) { return value }
+            issues.append(.error(.emptyValue, path, value: PlanText.quoted(value), limit: "non-empty string",
+                                 "\(path) = \(PlanText.quoted(value)) must not be empty or blank"))
+        case .invalid: break
+        }
+        return nil
+    }
+
+    /// A whole number in `range`, nil (reported) otherwise; `code` for a number outside it, with
+    /// `limit` and "must be `requirement`" (by default the range itself).
+    package static func wholeNumber(_ field: RawField<Double>, path: String, range: ClosedRange<Double>,
+                                    code: PlanIssue.Code, limit: String? = nil, requirement: String? = nil,
+                                    issues: inout [PlanIssue]) -> Int64? {
+        guard case .present(let value) = field else { return nil }
+        let shown = PlanText.number(value)
+        if value != value.rounded(.towardZero) {
+            issues.append(.error(.notInteger, path, value: shown, limit: "whole number",
+                                 "\(path) = \(shown) must be a whole number"))
+            return nil
+        }
+        guard range.contains(value) else {
+            let bounds = "\(PlanText.number(range.lowerBound))...\(PlanText.number(range.upperBound))"
+            issues.append(.error(code, path, value: shown, limit: limit ?? bounds,
+                                 "\(path) = \(shown) must be \(requirement ?? "in " + bounds)"))
+            return nil
+        }
+        return Int64(value)
+    }
+
+    /// The `design` object written by `smpctl design` (docs/plan-format.md).
+    private static func resolveDesign(_ field: RawField<RawPlanDesign>, issues: inout [PlanIssue]) -> PlanDesign? {
+        guard case .present(let raw) = field else { return nil }
+        let designID = nonBlank(raw.designID, path: "design.design_id", required: true, issues: &issues)
+        var sources: [PlanDesignSource] = []
+        var allRead = true
+        for (index, element) in (raw.after.value ?? []).enumerated() {
+            guard let element else {
+                allRead = false
+                continue
+            }
+            let path = "design.after[\(index)]"
+            let planID = nonBlank(element.planID, path: path + ".plan_id", required: true, issues: &issues)
+            var digest: String?
+            if case .present(let text) = element.planSHA256 {
+                let isHex = text.utf8.count == 64 && text.utf8.allSatisfy {
+                    (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0)
+                }
+                if isHex {
+                    digest = text
+                } else {
+                    issues.append(.error(.invalidDigest, path + ".plan_sha256", value: PlanText.quoted(text),
+                                         limit: "64 lowercase hexadecimal digits",
+                                         "\(path).plan_sha256 = \(PlanText.quoted(text)) must be a SHA-256 written as 64 lowercase hexadecimal digits"))
+                    allRead = false
+                }
+            }
+            let recordSession = wholeNumber(element.recordSession, path: path + ".record_session",
+                                            range: 1...999_999_999_999, code: .valueOutOfRange, issues: &issues)
+            let dots = wholeNumber(element.dots, path: path + ".dots", range: 0...999_999_999_999,
+                                   code: .valueOutOfRange, issues: &issues)
+            guard let planID else {
+                allRead = false
+                continue
+            }
+            sources.append(PlanDesignSource(planID: planID, planSHA256: digest, recordSession: recordSession,
+                                            dotCount: dots.map(Int.init)))
+        }
+        guard let designID, allRead, raw.after.value != nil || raw.after.isAbsent else { return nil }
+        return PlanDesign(designID: designID, after: sources)
+    }
+
     private static func resolveSession(_ field: RawField<RawSession>, issues: inout [PlanIssue]) -> PlanSession? {
         guard case .present(let raw) = field else { return nil }
         func count(_ field: RawField<Double>, _ path: String) -> Int? {
-            guard case .present(let value) = field else { return nil }
-            let shown = PlanText.number(value)
-            if value != value.rounded(.towardZero) {
-                issues.append(.error(.notInteger, path, value: shown, limit: "whole number",
-                                     "\(path) = \(shown) must be a whole number"))
-                return nil
-            }
-            if value < 1 || value > Double(Int32.max) {
-                issues.append(.error(.invalidSession, path, value: shown, limit: "≥ 1",
-                                     "\(path) = \(shown) must be 1 or more"))
-                return nil
-            }
-            return Int(value)
+            wholeNumber(field, path: path, range: 1...Double(Int32.max), code: .invalidSession, limit: "≥ 1",
+                        requirement: "1 or more", issues: &issues).map(Int.init)
         }
         if raw.number.isAbsent {
             issues.append(.error(.missingKey, "session.number", limit: "integer ≥ 1", "session.number is missing"))

@@ -27,6 +27,8 @@ public struct PlanPreviewOptions: Sendable, Hashable {
     /// True diameter of a healed dot. Dots are drawn at least large enough to be seen at the
     /// picture's scale (about 1/600 of the framed width); the legend says when they are enlarged.
     public var dotDiameterMicrometres: Int32 = 100
+    /// Dots of earlier sessions of the course, drawn in grey under the plan's own.
+    public var earlierDots: [PlanDot] = []
 
     public init() {}
 }
@@ -43,6 +45,8 @@ public enum PlanPreview {
     /// regions are given them: regions sorted by name, dots without a region last in grey.
     static let regionPalette = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
     static let noRegionColour = "#7F7F7F"
+    /// Earlier sessions' dots: light grey, behind the plan's colours.
+    static let earlierColour = "#BFBFBF"
     static let noRegionName = "(no region)"
     /// Six steps of viridis, low to high density.
     static let densityPalette = ["#440154", "#414487", "#2A788E", "#22A884", "#7AD151", "#FDE725"]
@@ -300,6 +304,14 @@ private struct Renderer {
         let radius = n(diameter / 2)
         let opacity = options.showDensity ? ##" fill-opacity="0.6""## : ""
         line(##"<g id="dots" stroke="none"\##(opacity)>"##)
+        if !options.earlierDots.isEmpty {
+            line(##"<g id="earlier-dots" fill="\##(PlanPreview.earlierColour)">"##)
+            for dot in options.earlierDots {
+                out += ##"<circle cx="\##(PlanText.milli(dot.xMicrometres))" cy="\##(PlanText.milli(-Int64(dot.yMicrometres)))" r="\##(radius)"/>"##
+                out += "\n"
+            }
+            line("</g>")
+        }
         for region in regions {
             line(##"<g class="region" data-region="\##(escape(region.name))" fill="\##(region.colour)">"##)
             for dot in region.dots {
@@ -341,6 +353,12 @@ private struct Renderer {
             line(##"<rect x="\##(n(x))" y="\##(n(y - 1.6 * unit))" width="\##(swatch)" height="\##(swatch)" fill="\##(region.colour)"/>"##)
             line(##"<text class="legend-region" data-region="\##(escape(region.name))" data-dots="\##(count)" "##
                 + ##"x="\##(textX)" y="\##(n(y))">\##(escape(shortened(region.name))): \##(count) dot\##(count == 1 ? "" : "s")</text>"##)
+            y += 2.8 * unit
+        }
+        if !options.earlierDots.isEmpty {
+            let count = options.earlierDots.count
+            line(##"<rect x="\##(n(x))" y="\##(n(y - 1.6 * unit))" width="\##(swatch)" height="\##(swatch)" fill="\##(PlanPreview.earlierColour)"/>"##)
+            line(##"<text id="legend-earlier" data-dots="\##(count)" x="\##(textX)" y="\##(n(y))">earlier sessions: \##(count) dot\##(count == 1 ? "" : "s")</text>"##)
             y += 2.8 * unit
         }
         y += 1.5 * unit

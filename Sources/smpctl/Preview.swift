@@ -13,7 +13,8 @@ struct Preview: ParsableCommand {
         abstract: "Draw a plan to scale as an SVG picture, without touching a device.",
         discussion: """
             One colour per region with a legend of dot counts, the applicator's travel limit \
-            outlined, a millimetre grid and scale bar. Open the file in a web browser. The plan is \
+            outlined, a millimetre grid and scale bar; earlier sessions' plans named with --after \
+            in grey beneath. Open the file in a web browser. The plan is \
             validated first: exit status 0 when the picture was written, 65 when the plan has \
             errors, 66 when it cannot be read, 74 when the picture cannot be written.
             """)
@@ -32,6 +33,9 @@ struct Preview: ParsableCommand {
 
     @Flag(help: "Frame the dots only, instead of the applicator's whole travel.")
     var fitPlan = false
+
+    @Option(help: ArgumentHelp("An earlier session's plan, drawn in grey under this one (repeatable).", valueName: "plan"))
+    var after: [String] = []
 
     func validate() throws {
         guard densityCellMm.isFinite, densityCellMm >= 0.1, densityCellMm <= 100 else {
@@ -55,6 +59,9 @@ struct Preview: ParsableCommand {
         options.showDensity = density
         options.densityCellMicrometres = Int32((densityCellMm * 1000).rounded())
         options.framing = fitPlan ? .plan : .travel
+        for path in after {
+            options.earlierDots += try EarlierReference.loadPlan(path, envelope: .builtIn, role: "--after").dots
+        }
         let svg = Data(PlanPreview.svg(for: loaded, options: options).utf8)
 
         if output == "-" {

@@ -166,6 +166,8 @@ struct Run: ParsableCommand {
         let loaded = try SessionCommand.loadPlan(plan)
         let auditAtStart = try SessionCommand.checkClinicalTiming(loaded, planPath: plan, override: overrideClinical)
         let store = try records.open()
+        CourseTiming.warn(loaded, planPath: plan,
+                          previous: CourseTiming.previousSession(loaded.design?.after ?? [], store: store))
         var recording = RecordingOptions(
             store: store, planPath: SessionCommand.absolute(plan), planSHA256: loaded.sha256 ?? "",
             operatorName: operatorName, machineID: SessionCommand.machineID())

@@ -14,12 +14,18 @@ struct Validate: ParsableCommand {
         discussion: """
             Prints every problem with its JSON path, the value and the limit, warnings apart from \
             errors. Also applies the clinical timing rule (a session less than 6 months after a \
-            hair transplant is an error, 6–12 months a warning). Exit status 0 when the plan is \
-            valid (warnings may be printed), 65 when it has errors, 66 when the file cannot be read.
+            hair transplant is an error, 6–12 months a warning). With --against, every dot must \
+            also keep the minimum spacing from every dot of the earlier sessions' plans (a course \
+            layered session by session). Exit status 0 when the plan is valid (warnings may be \
+            printed), 65 when it (or an earlier plan) has errors, 66 when a file cannot be read.
             """)
 
     @Argument(help: "The plan file (smp-plan/1 JSON).")
     var plan: String
+
+    @Option(help: ArgumentHelp("An earlier session's plan whose dots this one must keep clear of (repeatable).",
+                               valueName: "plan"))
+    var against: [String] = []
 
     @Flag(help: "Print the result as one JSON object.")
     var json = false
@@ -34,6 +40,7 @@ struct Validate: ParsableCommand {
             loaded = plan
             warnings = loadWarnings + clinical.filter { !$0.isError }
             errors = clinical.filter(\.isError)
+
         } catch let error {
             errors = error.issues.filter(\.isError)
             warnings = error.issues.filter { !$0.isError }
@@ -42,6 +49,17 @@ struct Validate: ParsableCommand {
                     for issue in errors { Output.err("\(plan): \(issue)") }
                 }
                 throw ExitCode(ExitStatus.noInput)
+            }
+        }
+        if let loaded {
+            for earlierPath in against {
+                let earlier = try EarlierReference.loadPlan(earlierPath, envelope: .builtIn, role: "--against")
+                errors += PlanValidator.spacingIssues(loaded, against: earlier, earlierName: earlierPath, envelope: .builtIn)
+                if let date = earlier.session?.date,
+                   let issue = ClinicalTiming.checkSessionSpacing(loaded, previous: date, previousName: earlierPath,
+                                                                  today: .today()) {
+                    warnings.append(issue)
+                }
             }
         }
         if json {

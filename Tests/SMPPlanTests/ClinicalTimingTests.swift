@@ -15,6 +15,26 @@ final class ClinicalTimingTests: XCTestCase {
         ClinicalTiming.check(plan(transplant: transplant, session: session), today: PlanDate(today)!).map(\.code)
     }
 
+    /// Sessions of a course 10–30 days apart: fewer than 10 days is a warning, never a refusal.
+    func testASessionLessThanTenDaysAfterThePreviousOneIsAWarning() throws {
+        let previous = try XCTUnwrap(PlanDate("2026-12-28"))
+        let nine = ClinicalTiming.checkSessionSpacing(plan(transplant: nil, session: "2027-01-06"), previous: previous,
+                                                      previousName: "s1.json", today: PlanDate("2026-11-25")!)
+        XCTAssertEqual(nine?.code, .clinicalSessionsTooClose)
+        XCTAssertEqual(nine?.isError, false)
+        XCTAssertEqual(nine?.path, "session.date")
+        XCTAssertTrue(nine?.message.contains("9 days after the previous session of its course (s1.json, 2026-12-28)") == true,
+                      nine?.message ?? "")
+        XCTAssertNil(ClinicalTiming.checkSessionSpacing(plan(transplant: nil, session: "2027-01-07"), previous: previous,
+                                                        previousName: "s1.json", today: PlanDate("2026-11-25")!))
+        // Without a session date, the day of the run counts.
+        XCTAssertEqual(ClinicalTiming.checkSessionSpacing(plan(transplant: nil, session: nil), previous: previous,
+                                                          previousName: "s1.json", today: PlanDate("2026-12-30")!)?.path, "$")
+        XCTAssertEqual(PlanDate("1970-01-01")?.dayNumber, 0)
+        XCTAssertEqual(PlanDate("2000-03-01")!.dayNumber - PlanDate("2000-02-28")!.dayNumber, 2, "2000 is a leap year")
+        XCTAssertEqual(PlanDate("2100-03-01")!.dayNumber - PlanDate("2100-02-28")!.dayNumber, 1, "2100 is not")
+    }
+
     func testLessThanSixMonthsIsAnErrorNamingTheEarliestDate() {
         let issues = ClinicalTiming.check(plan(transplant: "2026-08-31", session: "2027-02-27"), today: PlanDate("2026-11-25")!)
         XCTAssertEqual(issues.map(\.code), [.clinicalTooSoonAfterTransplant])

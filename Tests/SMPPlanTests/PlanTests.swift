@@ -224,6 +224,28 @@ final class PlanTests: XCTestCase {
         singleError(#"{"format": "smp-plan/1", "plan_id": "t", "dots": null}"#, .wrongType, at: "dots")
     }
 
+    /// The `design` object `smpctl design` writes: kept in the plan, checked like every other key.
+    func testTheDesignObjectIsReadAndChecked() throws {
+        let digest = String(repeating: "ab", count: 32)
+        let (plan, _) = try load(document(extra: """
+            "design": {"design_id": "C-1", "after": [{"plan_id": "C-1-s1", "plan_sha256": "\(digest)", "dots": 12},
+                                                      {"plan_id": "C-1-s2", "record_session": 7}]}
+            """))
+        XCTAssertEqual(plan.design, PlanDesign(designID: "C-1", after: [
+            PlanDesignSource(planID: "C-1-s1", planSHA256: digest, dotCount: 12),
+            PlanDesignSource(planID: "C-1-s2", recordSession: 7),
+        ]))
+        XCTAssertNil(try load(document()).0.design)
+
+        let found = errors(document(extra: """
+            "design": {"design_id": " ", "after": [{"plan_sha256": "ABC", "record_session": 1.5, "dot": 3}]}
+            """))
+        XCTAssertEqual(found.map(\.code), [.unknownKey, .emptyValue, .missingKey, .invalidDigest, .notInteger])
+        XCTAssertEqual(found.map(\.path), ["design.after[0].dot", "design.design_id", "design.after[0].plan_id",
+                                           "design.after[0].plan_sha256", "design.after[0].record_session"])
+        XCTAssertTrue(found[0].message.contains(#"did you mean "dots"?"#), found[0].message)
+    }
+
     func testUnknownTopLevelKey() {
         let issue = singleError(document(extra: #""colour": "dark""#), .unknownKey, at: "colour")
         XCTAssertEqual(issue?.value, #""dark""#)
@@ -732,7 +754,9 @@ final class PlanTests: XCTestCase {
                 .fileUnreadable, .fileTooLarge, .invalidJSON, .envelopeEmpty, .spacingCheckIncomplete,
                 .moreErrors, .noRegions, .someRegionsMissing, .dwellBelowRatePeriod,
                 // Clinical timing is judged after loading (ClinicalTimingTests), not by the loader.
-                .clinicalTooSoonAfterTransplant, .clinicalTimingCaution,
+                .clinicalTooSoonAfterTransplant, .clinicalTimingCaution, .clinicalSessionsTooClose,
+                // Only a design file (smp-design/1) can have these (DesignLoaderTests).
+                .invalidPolygon, .invalidCourse, .densityOutOfRange, .duplicateName,
             ]
             XCTAssertEqual(codes, Set(PlanIssue.Code.allCases).subtracting(notInAFile),
                            error.description)

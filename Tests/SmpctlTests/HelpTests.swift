@@ -75,8 +75,8 @@ final class HelpTests: XCTestCase {
 
     func testHelpValidate() throws {
         let help = try help(["help", "validate"])
-        XCTAssertEqual(help.usage, "USAGE: smpctl validate <plan> [--json]")
-        XCTAssertEqual(help.options, ["--json", "--version", "-h, --help"])
+        XCTAssertEqual(help.usage, "USAGE: smpctl validate <plan> [--against <plan> ...] [--json]")
+        XCTAssertEqual(help.options, ["--against <plan>", "--json", "--version", "-h, --help"])
     }
 
     func testDevicesHelp() throws {
@@ -87,10 +87,24 @@ final class HelpTests: XCTestCase {
 
     func testPreviewHelp() throws {
         let help = try help(["preview", "--help"])
-        XCTAssertEqual(help.usage, "USAGE: smpctl preview <plan> --output <file> [--density] [--density-cell-mm <mm>] [--fit-plan]")
+        XCTAssertEqual(help.usage, "USAGE: smpctl preview <plan> --output <file> [--density] [--density-cell-mm <mm>] [--fit-plan] [--after <plan> ...]")
         XCTAssertEqual(help.options, [
-            "-o, --output <file>", "--density", "--density-cell-mm <mm>", "--fit-plan", "--version", "-h, --help",
+            "-o, --output <file>", "--density", "--density-cell-mm <mm>", "--fit-plan", "--after <plan>", "--version",
+            "-h, --help",
         ])
+    }
+
+    func testDesignHelp() throws {
+        let help = try help(["help", "design"])
+        XCTAssertEqual(help.usage, "USAGE: smpctl design <design> --session <number> --output <file> [--after <plan-or-session> ...] "
+                       + "[--seed <seed>] [--date <date>] [--config <path>] [--db <path>]")
+        XCTAssertEqual(help.options, [
+            "--session <number>", "-o, --output <file>", "--after <plan-or-session>", "--seed <seed>", "--date <date>",
+            "--config <path>", "--db <path>", "--version", "-h, --help",
+        ])
+        for promise in ["session:ID", "byte for byte", "65 invalid design", "64 no such session"] {
+            XCTAssertTrue(help.prose.contains(promise), "design --help does not say “\(promise)”: \(help.prose)")
+        }
     }
 
     func testProbeHelp() throws {
