@@ -30,9 +30,9 @@ public enum SerialPortError: Error, Sendable, Hashable, CustomStringConvertible 
             return "No device at \(path). Check that the applicator is powered and its USB cable is "
                 + "plugged in, then run `smpctl devices` to list the connected applicators."
         case .permissionDenied(let path):
-            return "Permission denied opening \(path). Install the udev rule "
-                + "udev/70-smp-applicator.rules (`sudo make install-udev`) and add yourself to the "
-                + "group `smp` (`sudo usermod -aG smp $USER`, then log in again)."
+            return "Permission denied opening \(path). Install the udev rule 70-smp-applicator.rules "
+                + "(the smpctl package does; from source: `sudo make install-udev`) and add yourself to "
+                + "the group `smp` (`sudo usermod -aG smp $USER`, then log in again)."
         case .busy(let path):
             return "\(path) is in use by another process (another smpctl?). Close it, or find it "
                 + "with `fuser \(path)`."

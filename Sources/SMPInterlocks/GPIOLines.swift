@@ -188,7 +188,8 @@ public enum GPIOError: Error, Sendable, Hashable, CustomStringConvertible {
     /// No line with that name (simulated backend, programming error in a caller).
     case unknownLine(String)
 
-    static let udevHint = "install the udev rule udev/70-smp-applicator.rules (`sudo make install-udev`) and "
+    static let udevHint = "install the udev rule 70-smp-applicator.rules (the smpctl package does; from source: "
+        + "`sudo make install-udev`) and "
         + "add yourself to the group `smp` (`sudo usermod -aG smp $USER`, then log in again)"
 
     public var description: String {

@@ -52,7 +52,7 @@ struct Devices: ParsableCommand {
             lines += describe(port)
             if port.applicatorLink == nil && port.udevInitialized {
                 lines.append("      (no /dev/smp link: the udev rule 70-smp-applicator.rules is not installed; "
-                    + "`sudo make install-udev`)")
+                    + "install the smpctl package, or from source `sudo make install-udev`)")
             }
         }
         lines.append("Use it with: smpctl run PLAN --device \(applicators[0].preferredPath)")
@@ -72,7 +72,8 @@ struct Devices: ParsableCommand {
         lines.append("  1. The applicator is switched on and its USB cable is plugged in at both ends; try another")
         lines.append("     cable (some carry power only) and another USB port.")
         lines.append("  2. The udev rule 70-smp-applicator.rules is installed (in /usr/local/lib/udev/rules.d,")
-        lines.append("     /usr/lib/udev/rules.d or /etc/udev/rules.d); if not: sudo make install-udev, then")
+        lines.append("     /usr/lib/udev/rules.d or /etc/udev/rules.d; the smpctl package puts it there); if not:")
+        lines.append("     install the package (or from source: sudo make install-udev), then")
         lines.append("     unplug and replug the applicator.")
         lines.append("  3. What udev knows about a port: udevadm info /dev/ttyACM0 (look for ID_VENDOR_ID and ID_MODEL_ID).")
         lines.append("  4. Whether the kernel saw it: sudo dmesg | tail (look for cdc_acm and ttyACM).")

@@ -330,9 +330,9 @@ final class SerialPortTests: XCTestCase {
     func testDescriptionsSayTheFix() {
         XCTAssertEqual(
             SerialPortError.permissionDenied("/dev/ttyACM0").description,
-            "Permission denied opening /dev/ttyACM0. Install the udev rule udev/70-smp-applicator.rules "
-                + "(`sudo make install-udev`) and add yourself to the group `smp` "
-                + "(`sudo usermod -aG smp $USER`, then log in again).")
+            "Permission denied opening /dev/ttyACM0. Install the udev rule 70-smp-applicator.rules "
+                + "(the smpctl package does; from source: `sudo make install-udev`) and add yourself to "
+                + "the group `smp` (`sudo usermod -aG smp $USER`, then log in again).")
         let busy = SerialPortError.busy("/dev/ttyACM0").description
         XCTAssertTrue(busy.contains("in use by another process (another smpctl?)"), busy)
         XCTAssertTrue(busy.contains("`fuser /dev/ttyACM0`"), busy)
