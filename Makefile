@@ -124,14 +124,21 @@ check-embedded:
 	    -c Sources/FirmwareCore/*.swift -o $(EMBEDDED_DIR)/FirmwareCore.o
 	@echo "check-embedded: FirmwareProtocol and FirmwareCore compile in Embedded Swift ($(EMBEDDED_TARGET))"
 
-# libFuzzer on the frame decoder (Fuzz/FrameDecoderFuzz.swift) with the committed seed corpus
-# (the golden frames of firmware-protocol.md). FUZZ_SECONDS bounds the run.
+# libFuzzer (Fuzz/): the frame decoder, and the firmware core fed arbitrary host bytes (no dot
+# outside its limits, after a latch, twice from one frame, too soon or too close). Each runs
+# FUZZ_SECONDS with the committed seed corpus (the golden frames of firmware-protocol.md and a
+# short session); FirmwareProtocol is built first as a module of its own.
 FUZZ_SECONDS ?= 60
+FUZZ_FLAGS := -sanitize=fuzzer,address -parse-as-library -O
 fuzz:
-	@mkdir -p .build-fuzz/corpus
-	swiftc -sanitize=fuzzer,address -parse-as-library -O -o .build-fuzz/frame-decoder-fuzz \
-	    Sources/FirmwareProtocol/*.swift Fuzz/FrameDecoderFuzz.swift
-	.build-fuzz/frame-decoder-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 .build-fuzz/corpus Fuzz/corpus
+	@mkdir -p .build-fuzz/corpus-decoder .build-fuzz/corpus-firmware
+	swiftc $(FUZZ_FLAGS) -o .build-fuzz/frame-decoder-fuzz Sources/FirmwareProtocol/*.swift Fuzz/FrameDecoderFuzz.swift
+	swiftc $(FUZZ_FLAGS) -module-name FirmwareProtocol -emit-module -emit-module-path .build-fuzz/FirmwareProtocol.swiftmodule \
+	    -emit-library -static -o .build-fuzz/libFirmwareProtocol.a Sources/FirmwareProtocol/*.swift
+	swiftc $(FUZZ_FLAGS) -I .build-fuzz -L .build-fuzz -lFirmwareProtocol -module-name FirmwareFuzz \
+	    -o .build-fuzz/firmware-fuzz Sources/FirmwareCore/*.swift Fuzz/FirmwareFuzz.swift
+	.build-fuzz/frame-decoder-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 .build-fuzz/corpus-decoder Fuzz/corpus
+	.build-fuzz/firmware-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 .build-fuzz/corpus-firmware Fuzz/corpus
 
 # Prints the golden frames of firmware-protocol.md §8 as the codec encodes them; paste them
 # between the golden markers after a deliberate protocol change (the test then checks them).
