@@ -118,6 +118,8 @@ public final class SimulatedApplicator: Sendable {
         /// A cancelled master's read source has not run its cancel handler yet.
         var masterClosing = false
         var stopped = false
+        /// Reads whose bytes were dated before the read (LateReadCredit): the simulator was starved.
+        var lateReadCredits = 0
     }
 
     /// Opens the pty (and the link and the record), or the port, and starts the device.
@@ -227,6 +229,12 @@ public final class SimulatedApplicator: Sendable {
         core.withLock { $0.firmware.snapshot }
     }
 
+    /// How many times bytes read late were dated before the read because they kept the lease
+    /// (the simulator's thread was starved; LateReadCredit).
+    public var lateReadCredits: Int {
+        core.withLock { $0.lateReadCredits }
+    }
+
     /// Link faults applied so far (host → device, device → host).
     public var linkFaultCounters: (toDevice: LinkFaultCounters, toHost: LinkFaultCounters) {
         core.withLock { ($0.link.toDevice, $0.link.toHost) }
@@ -245,6 +253,11 @@ public final class SimulatedApplicator: Sendable {
     /// The skin-contact sensor.
     public func setSkinContact(_ inContact: Bool) {
         drive { firmware, now in firmware.setSkinContact(inContact, at: now) }
+    }
+
+    /// Runs `work` on the simulator's queue (tests: starve the simulator as a loaded machine would).
+    func asyncOnQueueForTesting(_ work: @escaping @Sendable () -> Void) {
+        queue.async(execute: work)
     }
 
     // MARK: - Queue-confined work
@@ -342,7 +355,15 @@ public final class SimulatedApplicator: Sendable {
             let now = clock()
             if !received.isEmpty {
                 let bytes = core.link.fromHost(received)
-                handle(core.firmware.receive(bytes, at: now), at: now, in: &core)
+                // Bytes read late because this thread was starved may still have kept the lease
+                // (LateReadCredit states the bound); the firmware then runs on to `now` at once.
+                let arrival = LateReadCredit.forLease(core.firmware.leaseDurationMicroseconds)
+                    .arrivalTime(readAt: now, lastLookedAt: core.firmware.now, leaseExpiry: core.firmware.leaseExpiry)
+                handle(core.firmware.receive(bytes, at: arrival), at: now, in: &core)
+                if arrival < now {
+                    core.lateReadCredits += 1
+                    handle(core.firmware.advance(to: now), at: now, in: &core)
+                }
             }
             if hangUp && core.master != nil {
                 disconnect(&core, at: now)

@@ -203,6 +203,13 @@ public struct Firmware: Sendable {
     /// expiry, the end of a stall. Nil when nothing is due without new input.
     public var nextDeadline: UInt64? { nextEvent()?.time }
 
+    /// When the lease expires unless a valid frame arrives first (wall µs); nil while it does not
+    /// run (not armed, or already holding).
+    public var leaseExpiry: UInt64? { leaseRunning ? lastValidFrameAt &+ leaseMicroseconds : nil }
+
+    /// The lease agreed in HELLO (µs).
+    public var leaseDurationMicroseconds: UInt64 { leaseMicroseconds }
+
     // MARK: - Observation
 
     public var snapshot: SimulatorSnapshot {
