@@ -22,9 +22,11 @@ public struct MachineConfiguration: Sendable {
     public var outputs: [InterlockOutput]
     /// Lease asked for in HELLO (firmware-protocol.md §6.5): 20–250 ms, default 100 ms.
     public var leaseMilliseconds: Int
-    /// SCHED_FIFO priority for a session's process (`[host] realtime_priority`, 1–99), or nil:
-    /// ordinary scheduling. What keeps the heartbeat inside the lease on a loaded machine
-    /// (docs/performance.md, underruns).
+    /// `[host] realtime_priority`: what keeps the heartbeat inside the lease on a loaded machine
+    /// (docs/performance.md, underruns). 1–99: a session's process under SCHED_FIFO at that
+    /// priority, required (refused when not allowed). 0: ordinary scheduling, asked for. Nil (the
+    /// key absent): SCHED_FIFO at `defaultRealtimePriority` for a session on a real applicator
+    /// whenever this user may use it, and otherwise ordinary scheduling, said once.
     public var realtimePriority: Int?
     /// The file this was read from; nil for the built-in configuration or text.
     public var sourcePath: String?
@@ -48,6 +50,9 @@ public struct MachineConfiguration: Sendable {
     public static let leaseMillisecondsRange = 20...250
     /// The SCHED_FIFO priorities Linux offers (sched_get_priority_min/max).
     public static let realtimePriorityRange = 1...99
+    /// The priority a session takes without the key, when allowed: below a PREEMPT_RT kernel's
+    /// interrupt threads (50), like the value docs/machine-config.md recommends.
+    public static let defaultRealtimePriority = 50
     /// Debounce when an interlock gives none.
     public static let defaultDebounce = InterlockWiring.defaultDebounce
     /// Largest debounce an interlock may ask for. Debounce never delays a stop (see
@@ -99,11 +104,15 @@ extension MachineConfiguration {
             lines.append("Applicator: USB \(match.vendorID):\(match.productID)\(serial), found through udev")
         }
         lines.append("Lease: \(leaseMilliseconds) ms")
-        if let realtimePriority {
-            lines.append("Scheduling: SCHED_FIFO priority \(realtimePriority) for sessions (smpctl run and resume)")
-        } else {
-            lines.append("Scheduling: ordinary (no [host] realtime_priority): a loaded machine can delay the "
+        switch realtimePriority {
+        case 0?:
+            lines.append("Scheduling: ordinary ([host] realtime_priority = 0): a loaded machine can delay the "
                          + "heartbeat past the lease, and the applicator then holds")
+        case let priority?:
+            lines.append("Scheduling: SCHED_FIFO priority \(priority) for sessions (smpctl run and resume), required")
+        case nil:
+            lines.append("Scheduling: SCHED_FIFO priority \(Self.defaultRealtimePriority) for sessions on an applicator "
+                         + "when this user may use it (group smp's rtprio limit), otherwise ordinary, said at the start")
         }
 
         if inputs.isEmpty {

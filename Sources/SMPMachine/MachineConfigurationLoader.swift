@@ -435,11 +435,11 @@ private struct ConfigurationReader {
             wrongType(path, value, expected: "a whole number, the SCHED_FIFO priority")
             return nil
         }
-        guard range.contains(priority) else {
+        guard priority == 0 || range.contains(priority) else {
             add(.outOfRange, path, value: String(priority),
-                limit: priority > range.upperBound ? "≤ \(range.upperBound)" : "≥ \(range.lowerBound)",
+                limit: priority > range.upperBound ? "≤ \(range.upperBound)" : "≥ 0",
                 "\(path) = \(priority) is outside \(range.lowerBound)–\(range.upperBound), the SCHED_FIFO priorities "
-                + "Linux offers; leave the key out for ordinary scheduling")
+                + "Linux offers; 0 asks for ordinary scheduling")
             return nil
         }
         return priority

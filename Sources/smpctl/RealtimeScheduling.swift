@@ -18,13 +18,19 @@ enum RealtimeScheduling {
         var errno: CInt
         var priority: Int
 
+        /// Why, in a few words: "this user may not use SCHED_FIFO (Operation not permitted)".
+        var reason: String {
+            let text = String(cString: strerror(errno))
+            return errno == EPERM ? "this user may not use SCHED_FIFO (\(text))" : "SCHED_FIFO could not be set (\(text))"
+        }
+
         var description: String {
             let reason = String(cString: strerror(errno))
             if errno == EPERM {
                 return "[host] realtime_priority = \(priority): this process may not use SCHED_FIFO (\(reason)). "
                     + "Allow it for the smp group with a line `@smp - rtprio \(priority)` in "
                     + "/etc/security/limits.d/smp.conf (then log in again), or run under a service with "
-                    + "CPUSchedulingPolicy=fifo, or remove the key for ordinary scheduling."
+                    + "CPUSchedulingPolicy=fifo, or set the key to 0 for ordinary scheduling."
             }
             return "[host] realtime_priority = \(priority): SCHED_FIFO could not be set (\(reason))"
         }

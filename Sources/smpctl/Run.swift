@@ -273,7 +273,10 @@ enum SessionCommand {
         if machine.isDeveloperMode && !target.sim {
             Output.err("smpctl: WARNING: \(machine.sourcePath ?? "no machine configuration"): no interlock lines configured — developer mode, not for use on a person.")
         }
-        if let priority = machine.realtimePriority {
+        switch machine.realtimePriority {
+        case 0?:
+            break  // ordinary scheduling, asked for
+        case let priority?:
             do {
                 try RealtimeScheduling.apply(priority: priority)
             } catch let failure {
@@ -281,6 +284,18 @@ enum SessionCommand {
                 Output.err("smpctl: session not started; nothing was sent to the applicator.")
                 throw ExitCode(failure.errno == EPERM ? ExitStatus.permission : ExitStatus.software)
             }
+        case nil where !target.sim:
+            // The default on an applicator: real-time when allowed; otherwise said once, plainly.
+            do {
+                try RealtimeScheduling.apply(priority: MachineConfiguration.defaultRealtimePriority)
+            } catch let failure {
+                Output.err("smpctl: note: ordinary scheduling — \(failure.reason). If this computer gets busy "
+                           + "the applicator may hold (lease expired; resumable, nothing lost). Allow SCHED_FIFO for "
+                           + "group smp (/etc/security/limits.d, `@smp - rtprio 50`, the Debian package does) or "
+                           + "set [host] realtime_priority = 0 to silence this.")
+            }
+        case nil:
+            break  // the simulator shares this computer's CPUs: no real-time policy unless asked
         }
         let reporter = RunReporter(ndjson: ndjson, sim: target.sim)
         var options = SessionOptions()

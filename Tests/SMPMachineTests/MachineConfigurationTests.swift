@@ -282,7 +282,7 @@ final class MachineConfigurationTests: XCTestCase {
             envelopeKey("max_dots_per_second", (1000 / 65_535)...20) { $0.maximumDotsPerSecond },
             Key(path: "envelope.lease_ms", text: { "[envelope]\nlease_ms = \($0)\n" }, range: 20...250,
                 read: { Double($0.leaseMilliseconds) }),
-            Key(path: "host.realtime_priority", text: { "[host]\nrealtime_priority = \($0)\n" }, range: 1...99,
+            Key(path: "host.realtime_priority", text: { "[host]\nrealtime_priority = \($0)\n" }, range: 0...99,
                 read: { Double($0.realtimePriority ?? -1) }),
             Key(path: "interlock[0].line", text: { interlock($0, "10") }, range: 0...65_535,
                 read: { Double($0.inputs.first?.lineOffset ?? UInt32.max) }),
@@ -354,12 +354,13 @@ final class MachineConfigurationTests: XCTestCase {
     }
 
     func testRealtimePriorityIsOptionalAndWithinWhatLinuxOffers() throws {
-        XCTAssertNil(try load(Self.minimal).realtimePriority, "ordinary scheduling unless asked")
+        XCTAssertNil(try load(Self.minimal).realtimePriority, "absent: real-time when allowed, on an applicator")
+        XCTAssertEqual(try load("[host]\nrealtime_priority = 0\n").realtimePriority, 0, "ordinary, asked for")
         XCTAssertEqual(try load("[host]\nrealtime_priority = 50\n").realtimePriority, 50)
         XCTAssertEqual(try load("[host]\nrealtime_priority = 1\n").realtimePriority, 1)
         XCTAssertEqual(try load("[host]\nrealtime_priority = 99\n").realtimePriority, 99)
-        assertIssue("[host]\nrealtime_priority = 0\n", .outOfRange, keyPath: "host.realtime_priority",
-                    mentions: ["= 0", "1–99", "leave the key out"])
+        assertIssue("[host]\nrealtime_priority = -1\n", .outOfRange, keyPath: "host.realtime_priority",
+                    mentions: ["= -1", "1–99", "0 asks for ordinary scheduling"])
         assertIssue("[host]\nrealtime_priority = 100\n", .outOfRange, keyPath: "host.realtime_priority", mentions: ["= 100"])
         assertIssue("[host]\nrealtime_priority = \"high\"\n", .wrongType, keyPath: "host.realtime_priority",
                     mentions: ["\"high\"", "whole number"])

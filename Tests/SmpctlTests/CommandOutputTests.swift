@@ -192,6 +192,52 @@ final class CommandOutputTests: XCTestCase {
                       result.stderr)
     }
 
+    /// Without `[host] realtime_priority`, a session on an applicator takes SCHED_FIFO when this
+    /// user may; when not, it says so once, plainly, and goes on. `realtime_priority = 0` silences it.
+    /// Run as `nobody` (no rtprio, no CAP_SYS_NICE) against /dev/null, which then fails to open as a
+    /// serial port: the note comes before the device is opened.
+    func testWithoutTheKeyAnApplicatorSessionSaysOnceThatItRunsAtOrdinaryScheduling() throws {
+        let setpriv = "/usr/bin/setpriv"
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: setpriv) else {
+            throw XCTSkip("needs root and setpriv(1) to run smpctl as a user without rtprio")
+        }
+        let directory = try temporaryDirectory()
+        XCTAssertEqual(chmod(directory.path, 0o777), 0)
+        let plan = directory.appendingPathComponent("hairline.json").path
+        try FileManager.default.copyItem(atPath: CLITests.repositoryRoot.appendingPathComponent("Examples/hairline.json").path,
+                                         toPath: plan)
+        let ordinary = directory.appendingPathComponent("ordinary.toml").path
+        try "[host]\nrealtime_priority = 0\n".write(toFile: ordinary, atomically: true, encoding: .utf8)
+        func runAsNobody(_ extra: [String]) throws -> String {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: setpriv)
+            process.arguments = ["--reuid", "65534", "--regid", "65534", "--clear-groups", "--",
+                                 CLITests.binary.path, "run", plan, "--device", "/dev/null", "--yes",
+                                 "--db", directory.appendingPathComponent("records.sqlite").path] + extra
+            var environment = CLITests.environment
+            environment["HOME"] = directory.path
+            environment["XDG_DATA_HOME"] = directory.path
+            process.environment = environment
+            let err = Pipe()
+            process.standardError = err
+            process.standardOutput = FileHandle.nullDevice
+            process.standardInput = FileHandle.nullDevice
+            try process.run()
+            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            XCTAssertNotEqual(process.terminationStatus, 0, "/dev/null is no applicator:\n\(text)")
+            return text
+        }
+        let plain = try runAsNobody([])
+        XCTAssertEqual(plain.components(separatedBy: "note: ordinary scheduling").count - 1, 1, plain)
+        XCTAssertTrue(plain.contains("this user may not use SCHED_FIFO"), plain)
+        XCTAssertTrue(plain.contains("rtprio"), "the fix is not named:\n\(plain)")
+        let silenced = try runAsNobody(["--config", ordinary])
+        XCTAssertFalse(silenced.contains("ordinary scheduling"), silenced)
+        let check = try CLITests.smpctl(["config", "check", "--config", ordinary])
+        XCTAssertTrue(check.stdout.contains("Scheduling: ordinary ([host] realtime_priority = 0)"), check.stdout)
+    }
+
     /// `[host] realtime_priority`: every thread of the session's process under SCHED_FIFO — or,
     /// where this process may not use it, a refusal before anything is sent, naming the fix.
     func testRealtimePriorityPutsTheWholeSessionUnderSCHEDFIFOOrRefusesWithTheFix() throws {
