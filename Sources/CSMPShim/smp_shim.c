@@ -3,6 +3,7 @@
 #include "smp_shim.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -13,6 +14,9 @@
 int smp_tty_set_exclusive(int fd) { return ioctl(fd, TIOCEXCL); }
 int smp_tty_clear_exclusive(int fd) { return ioctl(fd, TIOCNXCL); }
 int smp_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
+// pthread_setname_np is a GNU extension; names of at most 15 bytes (longer ones give ERANGE).
+int smp_thread_set_name(const char *name) { return pthread_setname_np(pthread_self(), name); }
+int smp_thread_get_name(char *name, unsigned long size) { return pthread_getname_np(pthread_self(), name, size); }
 
 int smp_pty_open(char *slave, unsigned long size) {
     int fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);

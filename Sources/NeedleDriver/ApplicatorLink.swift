@@ -48,6 +48,8 @@ public final class ApplicatorLink: @unchecked Sendable {
     private var pulling = false
     private var deferred: [() -> Void] = []
 
+    private static let hostEstopBytes: [UInt8] = [0] + LinkMachine.estopBytes(cause: .hostEstop)
+
     private var timer: (any DispatchSourceTimer)?
     private var timerGrid: (origin: UInt64, interval: UInt64)?
 
@@ -124,7 +126,9 @@ public final class ApplicatorLink: @unchecked Sendable {
     /// The bytes: 0x00 (ends any half-written frame on the wire) then ESTOP twice.
     @discardableResult
     public func emergencyStop(cause: FaultCode) -> Bool {
-        let written = port.emergencyWrite([0] + LinkMachine.estopBytes(cause: cause))
+        // The interlocks' cause is prepared once: no allocation between the edge and the write.
+        let bytes = cause == .hostEstop ? Self.hostEstopBytes : [0] + LinkMachine.estopBytes(cause: cause)
+        let written = port.emergencyWrite(bytes)
         queue.async { self.estop(cause: cause) }
         return written
     }

@@ -4,11 +4,11 @@ import Logging
 import SMPSystem
 import SystemPackage
 
-/// The input path shared by `LibgpiodBackend` and `SimulatedGPIOBackend`: one DispatchSourceRead
-/// per event descriptor (a libgpiod request's fd, or the simulator's pipe), records of
-/// `smp_gpio_edge_event` read into one preallocated buffer, a `LineDebouncer` per line, one
-/// DispatchSourceTimer per line for debounce deadlines. Edges are never polled: the sources fire
-/// on edges, the timers on deadlines.
+/// The input path shared by `LibgpiodBackend` and `SimulatedGPIOBackend`: one dedicated thread
+/// (`PollThread`, "smp-interlocks") blocked in `poll` on every event descriptor (a libgpiod
+/// request's fd, or the simulator's pipe), records of `smp_gpio_edge_event` read into one
+/// preallocated buffer, a `LineDebouncer` per line, one DispatchSourceTimer per line for debounce
+/// deadlines. Edges are never polled for: the thread wakes on edges, the timers on deadlines.
 ///
 /// Health check (`healthCheckInterval`): a chip that goes away does not always wake its
 /// descriptor (see docs/machine-config.md, "A chip that disappears"), and a line that is never
@@ -18,14 +18,18 @@ import SystemPackage
 /// had reported the error: every line `.lost`, which the interlocks treat as their stop level.
 /// One timer for all streams, on absolute deadlines (a late wake-up does not push later checks).
 ///
-/// The latency-critical path (an edge to a line's stop level, e.g. e-stop pressed), all on
-/// `queue`, no allocation, no other queue:
-///   read source fires → `readable` → `read` of the fd into `events` → `LineDebouncer.edge`
-///   (immediate level: `.deliver`) → `onChange` (the owner's handler, same queue).
+/// The latency-critical path (an edge to a line's stop level, e.g. e-stop pressed), no allocation,
+/// no thread hop: the kernel wakes the watcher thread's `poll` → `queue.sync` (a serial queue runs
+/// a sync block on the calling thread: the watcher thread itself, once the queue is free) →
+/// `readable` → `read` of the fd into `events` → `LineDebouncer.edge` (immediate level:
+/// `.deliver`) → `onChange` (the owner's handler, on `queue`). With Dispatch read sources the
+/// same edge went kernel → libdispatch's manager thread → a worker thread: two wake-ups more, each
+/// a scheduling decision on a busy machine (issue 15: the e-stop host path's tail).
 ///
-/// Lifetime: after `start`, the sources and timers hold the pipeline until `close()` has run and
-/// every cancel handler has finished. A descriptor is released only in its source's cancel
-/// handler (or by `close`/`deinit` when no source was ever made for it).
+/// Lifetime: after `start`, the watcher thread and the timers hold the pipeline until `close()`
+/// has run and the thread has ended. A descriptor is released only once the thread no longer
+/// polls it: a lost stream's when the thread reports it dropped, the others when it has ended
+/// (or by `close`/`deinit` when no thread was ever started).
 ///
 /// `@unchecked Sendable`: all mutable state is touched only on `queue` (checked with
 /// `dispatchPrecondition` at the entry points; Dispatch runs the handlers on `queue`).
@@ -60,7 +64,10 @@ final class GPIOInputPipeline: @unchecked Sendable {
     private var healthTimer: (any DispatchSourceTimer)?
     /// The deadline of the next health check (CLOCK_MONOTONIC nanoseconds).
     private var nextHealthCheckNanos: UInt64 = 0
-    private var sources: [(any DispatchSourceRead)?]
+    /// The watcher thread while it may still call back; nil before `start` and once it ended.
+    private var watcher: PollThread?
+    /// The streams the watcher polls, in its descriptor order.
+    private var watched: [Int] = []
     private var streamLost: [Bool]
     private var streamReleased: [Bool]
     private var state: State = .idle
@@ -94,7 +101,6 @@ final class GPIOInputPipeline: @unchecked Sendable {
             LineDebouncer(debounce: debounce[$0], immediateLevel: inputs[$0].immediateLevel)
         }
         self.timers = Array(repeating: nil, count: inputs.count)
-        self.sources = Array(repeating: nil, count: streams.count)
         self.streamLost = Array(repeating: false, count: streams.count)
         self.streamReleased = Array(repeating: false, count: streams.count)
         self.events = .allocate(capacity: Int(SMP_GPIO_MAX_LINES))
@@ -102,7 +108,7 @@ final class GPIOInputPipeline: @unchecked Sendable {
     }
 
     deinit {
-        // Only reachable without live sources: release what no cancel handler will.
+        // Only reachable without a running watcher: release what it will not.
         for s in streams.indices where !streamReleased[s] { streams[s].release() }
         events.deallocate()
     }
@@ -138,19 +144,31 @@ final class GPIOInputPipeline: @unchecked Sendable {
             guard case .running = state else { return }  // the owner may close from onChange
         }
 
-        for (s, stream) in streams.enumerated() where !streamLost[s] {
-            let source = DispatchSource.makeReadSource(fileDescriptor: stream.fd, queue: queue)
-            // Strong captures: the cycle pipeline → source → handler → pipeline keeps a running
-            // pipeline alive; it is broken in the cancel handler.
-            source.setEventHandler { self.readable(s) }
-            source.setCancelHandler { self.sourceCancelled(s) }
-            sources[s] = source
-            source.activate()
+        watched = streams.indices.filter { !streamLost[$0] }
+        if !watched.isEmpty {
+            // Strong captures: the cycle pipeline → thread → callbacks → pipeline keeps a running
+            // pipeline alive; it is broken when the thread ends (`watcherEnded`).
+            let queue = self.queue
+            let watched = self.watched
+            let started = PollThread.start(
+                name: "smp-interlocks", descriptors: watched.map { streams[$0].fd },
+                onReadable: { index in queue.sync { self.readable(watched[index]) } },
+                onDropped: { index in queue.async { self.releaseStream(watched[index]) } },
+                onExit: { error in queue.async { self.watcherEnded(error) } })
+            switch started {
+            case .success(let thread):
+                watcher = thread
+            case .failure(let errno):
+                for s in watched {
+                    lose(stream: s, errno: errno, operation: "starting the thread that watches the lines")
+                    guard case .running = state else { return }
+                }
+            }
         }
 
         if let interval = healthCheckNanos, !streams.isEmpty {
             let timer = DispatchSource.makeTimerSource(queue: queue)
-            // Strong capture, as the sources': cancelled in `close`.
+            // Strong capture, as the watcher's: cancelled in `close`.
             timer.setEventHandler { self.healthCheckDue() }
             healthTimer = timer
             nextHealthCheckNanos = Sys.monotonicNanoseconds() &+ interval
@@ -266,7 +284,8 @@ final class GPIOInputPipeline: @unchecked Sendable {
         let names = streams[s].lines.map { "\"\(inputs[$0.input].name)\"" }.joined(separator: ", ")
         logger.critical(
             "GPIO lines \(names) on \(streams[s].chip) lost while \(operation): \(errno) (errno \(errno.rawValue))")
-        sources[s]?.cancel()
+        // Released once the watcher no longer polls it (`releaseStream`, from its `onDropped`).
+        if let position = watched.firstIndex(of: s) { watcher?.ignore(position) }
     }
 
     // MARK: - Closing
@@ -295,26 +314,38 @@ final class GPIOInputPipeline: @unchecked Sendable {
         }
         healthTimer?.cancel()
         healthTimer = nil
-        var waiting = false
-        for s in streams.indices {
-            if let source = sources[s] {
-                source.cancel()
-                waiting = true
-            } else if !streamReleased[s] {
-                streamReleased[s] = true
-                streams[s].release()
-            }
+        if let watcher {
+            watcher.stop()  // `watcherEnded` releases the descriptors and finishes the close
+            return
         }
-        if !waiting { finishClose() }
+        for s in streams.indices { releaseStream(s) }
+        finishClose()
     }
 
-    private func sourceCancelled(_ s: Int) {
-        sources[s] = nil
-        if !streamReleased[s] {
-            streamReleased[s] = true
-            streams[s].release()
+    /// Releases a stream's descriptor(s) once; only when no thread polls it.
+    private func releaseStream(_ s: Int) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard !streamReleased[s] else { return }
+        streamReleased[s] = true
+        streams[s].release()
+    }
+
+    /// The watcher thread has ended: after `close` (error nil), or because `poll` itself failed,
+    /// which loses every stream it still watched (their lines read as lost: fail closed).
+    private func watcherEnded(_ error: Errno?) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        watcher = nil
+        if let error, case .running = state {
+            for s in watched where !streamLost[s] {
+                lose(stream: s, errno: error, operation: "waiting for edges")
+                guard case .running = state else { break }
+            }
         }
-        if case .closing = state, sources.allSatisfy({ $0 == nil }) { finishClose() }
+        for s in watched { releaseStream(s) }
+        if case .closing = state {
+            for s in streams.indices { releaseStream(s) }
+            finishClose()
+        }
     }
 
     private func finishClose() {

@@ -8,7 +8,7 @@ import SystemPackage
 /// compiled against) behind the shim's `smp_gpio_*` API.
 ///
 /// Per chip: one input request (every input line of that chip, both-edge events, each line with
-/// its own polarity and bias) whose single event descriptor is watched by a DispatchSourceRead,
+/// its own polarity and bias) whose single event descriptor is watched by the pipeline's poll thread,
 /// and one output request. Debounce: with libgpiod v2 the kernel debounces lines that are
 /// debounced in both directions; every line with an `immediateLevel` (all interlocks) is
 /// debounced here instead, because the kernel's debounce would also delay the stop edge. With

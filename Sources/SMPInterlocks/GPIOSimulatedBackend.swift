@@ -9,7 +9,7 @@ import SystemPackage
 /// chips: per chip a non-blocking pipe stands in for the libgpiod request's descriptor; `press`,
 /// `release`, `set` and `bounce` write `smp_gpio_edge_event` records (16 bytes, the shim's own
 /// layout) to it from the calling thread, and the pipe's read end is watched by the same
-/// `GPIOInputPipeline` (DispatchSourceRead, debounce timers) as a libgpiod request's fd.
+/// `GPIOInputPipeline` (its poll thread, debounce timers) as a libgpiod request's fd.
 /// `disconnect(chip:)` closes a pipe's write end: the reader sees end-of-file, as when a chip is
 /// removed, and the lines are reported `.lost`. `vanish(chip:)` removes a chip the other way a
 /// kernel may: its descriptor stays silent (no wake-up, no end-of-file) while every read of its
@@ -187,12 +187,12 @@ public final class SimulatedGPIOBackend: InterlockLineBackend, @unchecked Sendab
     /// and every line of that chip is reported `.lost`. `chip` as in the configuration
     /// ("gpiochip0").
     ///
-    /// Not by closing the pipe's write end: a pipe at end-of-file reports EPOLLHUP for ever, and
-    /// cancelling a Dispatch read source while epoll keeps reporting its descriptor crashes
-    /// libdispatch's manager thread now and then (swift-corelibs-libdispatch #949: a muxnote
-    /// freed while an event for it is being drained; seen in 4 of 25 runs of InterlockTests).
-    /// One wake-up byte, drained by the failing read, leaves nothing pending when the source is
-    /// cancelled — as with a real removed chip, whose descriptor reports nothing (docs/hil.md).
+    /// Not by closing the pipe's write end: a pipe at end-of-file reports POLLHUP for ever (with
+    /// the Dispatch read sources used before the poll thread, cancelling one while epoll kept
+    /// reporting its descriptor crashed libdispatch's manager thread now and then:
+    /// swift-corelibs-libdispatch #949). One wake-up byte, drained by the failing read, leaves
+    /// nothing pending when the stream is dropped — as with a real removed chip, whose descriptor
+    /// reports nothing (docs/hil.md).
     public func disconnect(chip: String) {
         let path = GPIOChip.path(of: chip)
         guard let s = chipPaths.firstIndex(of: path) else {

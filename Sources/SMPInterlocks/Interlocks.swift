@@ -87,8 +87,9 @@ public struct InterlockStatus: Sendable, Hashable {
 /// backend's), turning debounced line changes, operator commands and link events into
 /// transitions and performing their actions.
 ///
-/// The e-stop path (the latency-critical one), all on `queue`, no allocation, no queue hop:
-///   kernel edge → the backend's DispatchSourceRead fires → records read into a preallocated
+/// The e-stop path (the latency-critical one), all on `queue`, no allocation, no thread hop:
+///   kernel edge → the backend's watcher thread wakes in `poll` and enters `queue` (a sync block
+///   runs on that same thread) → records read into a preallocated
 ///   buffer → `LineDebouncer.edge` (an edge to the stop level is never delayed) → `lineChanged`
 ///   → `InterlockMachine.handle` (a switch on value types) → `perform`: the needle-power output
 ///   driven off (one ioctl through the shim) → `handlers.onEstop(.hostEstop)` (the session writes

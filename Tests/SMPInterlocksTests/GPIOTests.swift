@@ -2,6 +2,7 @@ import CSMPShim
 import Dispatch
 import Foundation
 import Logging
+import SMPSystem
 import SystemPackage
 import XCTest
 
@@ -209,6 +210,30 @@ final class GPIOTests: XCTestCase {
         XCTAssertEqual(pressed?.timestampNanos, stamp, "the edge's own timestamp travels with it")
         XCTAssertEqual(pressed?.isInitial, false)
         XCTAssertEqual(backend.level(of: "estop"), .active)
+    }
+
+    /// The e-stop edge is handled on the watcher thread that `poll` woke, inside the backend's
+    /// queue (a sync block runs on the caller's thread): no hop to a Dispatch worker between the
+    /// kernel's edge and the handler that writes ESTOP.
+    func testAnEdgeIsHandledOnTheWatcherThreadWithoutAHop() throws {
+        let queue = DispatchQueue(label: "GPIOTests.backend")
+        let backend = try SimulatedGPIOBackend(inputs: lines(debounce: .seconds(5)), outputs: outputs,
+                                               initialLevels: ["estop": .inactive], healthCheckInterval: nil,
+                                               queue: queue, logger: logger)
+        defer { close(backend, queue) }
+        let changes = Changes()
+        let threads = Locked<[String]>([])
+        queue.sync {
+            backend.start { change in
+                dispatchPrecondition(condition: .onQueue(queue))
+                if !change.isInitial { threads.withLock { $0.append(Sys.currentThreadName()) } }
+                changes.append(change)
+            }
+        }
+        XCTAssertTrue(backend.set(line: "estop", to: .active, timestampNanos: MonotonicClock.nowNanoseconds()))
+        wait(for: [changes.expectation("e-stop pressed") { self.readings($0, input: 0).count == 2 }],
+             timeout: Self.timeout)
+        XCTAssertEqual(threads.withLock { $0 }, ["smp-interlocks"])
     }
 
     func testBouncesShorterThanTheDebounceAreIgnored() throws {

@@ -16,6 +16,10 @@ int smp_tty_clear_exclusive(int fd);
 int smp_tty_output_queue(int fd, int *count);
 /// pipe2(fds, flags): glibc declares it only with _GNU_SOURCE, which Swift's Glibc module lacks.
 int smp_pipe2(int fds[2], int flags);
+/// Names the calling thread (at most 15 bytes): pthread_setname_np. 0 or an errno value.
+int smp_thread_set_name(const char *name);
+/// The calling thread's name: pthread_getname_np. 0 or an errno value.
+int smp_thread_get_name(char *name, unsigned long size);
 /// posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC), grantpt, unlockpt and ptsname_r in one call (Swift's
 /// Glibc module does not declare them): the master's fd, the slave's path in `slave`; -1 and errno.
 int smp_pty_open(char *slave, unsigned long size);

@@ -1,0 +1,180 @@
+import CSMPShim
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A dedicated thread blocked in `poll(2)` on a few descriptors, calling back on itself when one
+/// is readable: the shortest path from a kernel event to code, with no thread hop between (a
+/// Dispatch read source wakes libdispatch's manager thread, which then wakes a worker thread).
+/// Made for the interlock lines, whose e-stop edge must reach the applicator's serial fd at once.
+///
+/// The thread inherits the scheduling policy of the thread that starts it (glibc's default
+/// `PTHREAD_INHERIT_SCHED`), so a session at SCHED_FIFO gets a real-time watcher.
+///
+/// Descriptors are the owner's: this never reads nor closes them. `ignore(_:)` takes one out of
+/// the poll set; `onDropped` then says, from the thread, that it is no longer polled, so the owner
+/// may close it (closing a descriptor another thread polls would let a reused number be polled).
+/// `stop()` ends the thread; `onExit` is its last callback, after which no callback comes and no
+/// descriptor is polled. Level-triggered: an owner that does not read a readable descriptor is
+/// called again at once, so it must read, or ignore it.
+///
+/// The corresponding C functions are `pthread_create`, `poll`, `pipe2` (the wake pipe), `read`
+/// and `write`.
+package final class PollThread: @unchecked Sendable {
+    private struct Control {
+        var ignored: [Bool]
+        var dropReported: [Bool]
+        var stopping = false
+        /// The wake pipe is open: cleared, and the pipe closed, by the thread as it ends.
+        var wakeOpen = true
+    }
+
+    private let name: String
+    private let descriptors: [CInt]
+    private let wake: (readEnd: CInt, writeEnd: CInt)
+    private let control: Locked<Control>
+    private let onReadable: @Sendable (Int) -> Void
+    private let onDropped: @Sendable (Int) -> Void
+    private let onExit: @Sendable (Errno?) -> Void
+
+    /// Starts the thread, named `name` (at most 15 bytes are kept). `onReadable(i)`: descriptor
+    /// `descriptors[i]` is readable (or in error/hang-up); `onDropped(i)`: after `ignore(i)`, it is
+    /// out of the poll set; `onExit(error)`: the thread ends, after `stop()` (nil) or a failed
+    /// `poll` (the error; nothing is polled any more).
+    package static func start(
+        name: String, descriptors: [CInt],
+        onReadable: @escaping @Sendable (Int) -> Void,
+        onDropped: @escaping @Sendable (Int) -> Void,
+        onExit: @escaping @Sendable (Errno?) -> Void
+    ) -> Result<PollThread, Errno> {
+        let wake: (readEnd: CInt, writeEnd: CInt)
+        switch Sys.pipe() {
+        case .success(let ends): wake = ends
+        case .failure(let errno): return .failure(errno)
+        }
+        let thread = PollThread(name: String(name.utf8.prefix(15)) ?? "smp-poll", descriptors: descriptors, wake: wake,
+                                onReadable: onReadable,
+                                onDropped: onDropped, onExit: onExit)
+        let context = Unmanaged.passRetained(thread).toOpaque()
+        var handle = pthread_t()
+        let status = pthread_create(&handle, nil, { context in
+            Unmanaged<PollThread>.fromOpaque(context!).takeRetainedValue().run()
+            return nil
+        }, context)
+        guard status == 0 else {
+            Unmanaged<PollThread>.fromOpaque(context).release()
+            _ = Sys.close(wake.readEnd)
+            _ = Sys.close(wake.writeEnd)
+            return .failure(Errno(rawValue: status))
+        }
+        pthread_detach(handle)
+        return .success(thread)
+    }
+
+    private init(name: String, descriptors: [CInt], wake: (readEnd: CInt, writeEnd: CInt),
+                 onReadable: @escaping @Sendable (Int) -> Void, onDropped: @escaping @Sendable (Int) -> Void,
+                 onExit: @escaping @Sendable (Errno?) -> Void) {
+        self.name = name
+        self.descriptors = descriptors
+        self.wake = wake
+        self.control = Locked(Control(ignored: Array(repeating: false, count: descriptors.count),
+                                      dropReported: Array(repeating: false, count: descriptors.count)))
+        self.onReadable = onReadable
+        self.onDropped = onDropped
+        self.onExit = onExit
+    }
+
+    /// Takes `descriptors[index]` out of the poll set; `onDropped(index)` follows. Any thread,
+    /// including inside a callback. Idempotent.
+    package func ignore(_ index: Int) {
+        control.withLock { control in
+            guard !control.ignored[index] else { return }
+            control.ignored[index] = true
+            poke(control)
+        }
+    }
+
+    /// Ends the thread; `onExit(nil)` follows. Any thread, including inside a callback. Idempotent.
+    package func stop() {
+        control.withLock { control in
+            guard !control.stopping else { return }
+            control.stopping = true
+            poke(control)
+        }
+    }
+
+    /// Wakes the thread's `poll`; under the control lock, so never after the thread closed the
+    /// pipe (a closed descriptor's number may already be reused). The pipe is non-blocking: when
+    /// it is full, the thread is woken already.
+    private func poke(_ control: borrowing Control) {
+        guard control.wakeOpen else { return }
+        var byte: UInt8 = 1
+        _ = withUnsafeBytes(of: &byte) { Sys.write(wake.writeEnd, from: $0) }
+    }
+
+    private func run() {
+        _ = smp_thread_set_name(name)
+        var set: [pollfd] = []
+        var indexOfEntry: [Int] = []
+        set.reserveCapacity(descriptors.count + 1)
+        indexOfEntry.reserveCapacity(descriptors.count + 1)
+        var drain = [UInt8](repeating: 0, count: 64)
+        var failure: Errno?
+        while true {
+            let (stopping, ignored, newlyDropped) = control.withLock { control in
+                var dropped: [Int] = []
+                for index in control.ignored.indices where control.ignored[index] && !control.dropReported[index] {
+                    control.dropReported[index] = true
+                    dropped.append(index)
+                }
+                return (control.stopping, control.ignored, dropped)
+            }
+            // Not in `poll` now: the dropped descriptors may be closed by the owner from here on.
+            for index in newlyDropped { onDropped(index) }
+            if stopping { break }
+            set.removeAll(keepingCapacity: true)
+            indexOfEntry.removeAll(keepingCapacity: true)
+            set.append(pollfd(fd: wake.readEnd, events: Int16(POLLIN), revents: 0))
+            indexOfEntry.append(-1)
+            for index in descriptors.indices where !ignored[index] {
+                set.append(pollfd(fd: descriptors[index], events: Int16(POLLIN), revents: 0))
+                indexOfEntry.append(index)
+            }
+            let count = nfds_t(set.count)
+            let polled = set.withUnsafeMutableBufferPointer { entries in
+                Sys.retryingInterrupts { Glibc.poll(entries.baseAddress, count, -1) }
+            }
+            if case .failure(let errno) = polled {
+                failure = errno
+                break
+            }
+            if set[0].revents != 0 {
+                while case .success(.transferred) = drain.withUnsafeMutableBytes({ Sys.read(wake.readEnd, into: $0) }) {}
+            }
+            for entry in 1..<set.count where set[entry].revents != 0 {
+                let index = indexOfEntry[entry]
+                // Ignored meanwhile (by a callback of this pass): no more calls for it.
+                if control.withLock({ $0.ignored[index] || $0.stopping }) { continue }
+                onReadable(index)
+            }
+        }
+        control.withLock { control in
+            control.wakeOpen = false
+            _ = Sys.close(wake.readEnd)
+            _ = Sys.close(wake.writeEnd)
+        }
+        onExit(failure)
+    }
+}
+
+extension Sys {
+    /// The calling thread's name (tests: which thread runs a handler).
+    ///
+    /// The corresponding C function is `pthread_getname_np`.
+    package static func currentThreadName() -> String {
+        var buffer = [CChar](repeating: 0, count: 16)
+        guard smp_thread_get_name(&buffer, UInt(buffer.count)) == 0 else { return "" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
