@@ -142,7 +142,7 @@ func run(_ arguments: [String]) throws -> Bool {
         return ok
     case "garbage":
         var rng = SystemRandomNumberGenerator()
-        var seed = UInt64(number ?? Int(truncatingIfNeeded: rng.next()))
+        var seed = number.map { UInt64(truncatingIfNeeded: $0) } ?? rng.next()
         var bytes: [UInt8] = []
         for _ in 0..<4096 {
             seed = seed &* 6364136223846793005 &+ 1442695040888963407
