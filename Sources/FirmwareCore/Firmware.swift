@@ -128,7 +128,9 @@ public struct Firmware: Sendable {
     private var y: Int32 = 0
     private var idleWall: UInt64
     private var idleSim: UInt64
-    private let scale: Double
+    /// `timeScale` and `FaultPlan.slowFactor` in parts per million (FixedPoint): no Double at run time.
+    private let scalePPM: UInt64
+    private let slowPPM: UInt64
 
     // Fault injection.
     private var plan: FaultPlan
@@ -153,8 +155,8 @@ public struct Firmware: Sendable {
         lastValidFrameAt = now
         idleWall = now
         idleSim = 0
-        let timeScale = configuration.timeScale
-        scale = timeScale.isFinite && timeScale > 0 ? timeScale : 0
+        scalePPM = FixedPoint.partsPerMillion(configuration.timeScale)  // negative, non-finite: 0
+        slowPPM = FixedPoint.partsPerMillion(configuration.faults.slowFactor)
         plan = configuration.faults
         bootID = nextBootID()
     }
@@ -540,15 +542,7 @@ public struct Firmware: Sendable {
     }
 
     /// ⌊√value⌋.
-    static func integerSquareRoot(_ value: UInt64) -> UInt64 {
-        var root = UInt64(Double(value).squareRoot())
-        while root > 0 && root.multipliedReportingOverflow(by: root).partialValue > value { root -= 1 }
-        while true {
-            let (next, overflow) = (root + 1).multipliedReportingOverflow(by: root + 1)
-            if overflow || next > value { return root }
-            root += 1
-        }
-    }
+    static func integerSquareRoot(_ value: UInt64) -> UInt64 { FixedPoint.squareRoot(value) }
 
     /// A skin entry: remembered in the ring (the oldest forgotten once it is full).
     private mutating func rememberSkinEntry(_ position: Position) {
@@ -602,9 +596,10 @@ public struct Firmware: Sendable {
         switch dot.phase {
         case .travel:
             // Not started: the gantry stops where it is.
-            let fraction = dot.phaseWall == 0 ? 1 : Double(now - dot.phaseStartWall) / Double(dot.phaseWall)
-            x = Int32((Double(dot.fromX) + Double(Int64(dot.command.xMicrometres) - Int64(dot.fromX)) * fraction).rounded())
-            y = Int32((Double(dot.fromY) + Double(Int64(dot.command.yMicrometres) - Int64(dot.fromY)) * fraction).rounded())
+            let total = max(dot.phaseWall, 1)
+            let elapsed = dot.phaseWall == 0 ? 1 : min(now - min(now, dot.phaseStartWall), dot.phaseWall)
+            x = Int32(Int64(dot.fromX) + FixedPoint.along(Int64(dot.command.xMicrometres) - Int64(dot.fromX), elapsed, over: total))
+            y = Int32(Int64(dot.fromY) + FixedPoint.along(Int64(dot.command.yMicrometres) - Int64(dot.fromY), elapsed, over: total))
             let sim = simulatedTime(at: now)
             active = nil
             setIdle(wall: now, sim: sim)
@@ -655,19 +650,25 @@ public struct Firmware: Sendable {
     }
 
     private func wallDuration(_ sim: UInt64) -> UInt64 {
-        scale == 1 ? sim : UInt64((Double(sim) * scale).rounded())
+        scalePPM == FixedPoint.million ? sim : FixedPoint.scale(sim, partsPerMillion: scalePPM, roundingUp: false)
     }
 
     private func slowed(_ sim: UInt64) -> UInt64 {
-        plan.slowFactor == 1 ? sim : UInt64((Double(sim) * plan.slowFactor).rounded(.up))
+        slowPPM == FixedPoint.million ? sim : FixedPoint.scale(sim, partsPerMillion: slowPPM, roundingUp: true)
     }
 
     /// Simulated travel time from the current position, at the declared speed, straight line.
     public static func travelDuration(fromX: Int32, fromY: Int32, toX: Int32, toY: Int32, speed: UInt32) -> UInt64 {
         guard speed > 0 else { return 0 }
-        let dx = Double(Int64(toX) - Int64(fromX)), dy = Double(Int64(toY) - Int64(fromY))
-        let distance = (dx * dx + dy * dy).squareRoot()
-        return UInt64((distance * 1_000_000 / Double(speed)).rounded(.up))
+        let dx = (Int64(toX) - Int64(fromX)).magnitude, dy = (Int64(toY) - Int64(fromY)).magnitude
+        // Each below 2³², so each square fits; their sum may not: halve the distance (and the
+        // time's resolution) only then, far beyond any travel.
+        let (squared, overflow) = (dx * dx).addingReportingOverflow(dy * dy)
+        if overflow {
+            return 2 * FixedPoint.travelMicroseconds(squaredDistance: (dx / 2) * (dx / 2) + (dy / 2) * (dy / 2),
+                                                     speed: UInt64(speed))
+        }
+        return FixedPoint.travelMicroseconds(squaredDistance: squared, speed: UInt64(speed))
     }
 
     /// The minimum interval between skin entries in force (µs): the larger of PACE's and the
@@ -971,7 +972,7 @@ private struct ActiveDot: Sendable {
         guard wall > phaseStartWall else { return 0 }
         guard phaseWall > 0 else { return phaseSim }
         let elapsed = min(wall - phaseStartWall, phaseWall)
-        return elapsed == phaseWall ? phaseSim : UInt64(Double(phaseSim) * Double(elapsed) / Double(phaseWall))
+        return elapsed == phaseWall ? phaseSim : FixedPoint.fraction(phaseSim, times: elapsed, over: phaseWall)
     }
 }
 
