@@ -93,16 +93,14 @@ struct Application<B: Board> {
     }
 
     /// One line per dot the needle entered the skin for: the firmware's own ground truth, with
-    /// the keys of the simulator's record (`GroundTruthRecord`) that hil/hil_helper.py reads.
+    /// some of the keys of the simulator's record (`GroundTruthRecord`; hil/hil_helper.py reads
+    /// `dot` and `outcome`).
     private func trace(_ dot: InjectedDot) {
         emit { line in
             line.text("{")
             line.field("dot", UInt64(dot.dotID)); line.text(",")
-            line.field("seq", UInt64(dot.seq)); line.text(",")
             line.field("epoch", UInt64(dot.epoch)); line.text(",")
-            line.field("dwell_us", UInt64(dot.dwellMicroseconds)); line.text(",")
             line.field("dwell_done_us", dot.dwellDeliveredMicroseconds); line.text(",")
-            line.field("sim_time_us", dot.simulatedTimeMicroseconds); line.text(",")
             line.field("wall_time_us", dot.wallTimeMicroseconds); line.text(",")
             line.field("boot_id", UInt64(dot.bootID)); line.text(",")
             line.field("done_count", UInt64(dot.doneCount)); line.text(",")

@@ -1,8 +1,8 @@
 import FirmwareCore
 
 /// Entry point (Support.c's reset handler calls `main`). The QEMU board's semihosting command line
-/// (`qemu-system-arm -append "…"`) may set `time-scale-percent=N` (physics at N % of real time;
-/// 100 when absent, as on a real applicator) and `entropy=N` (the boot id's source; a real board
+/// (`qemu-system-arm -append "…"`) may set `time-scale-percent=N` (physics at N % of real time,
+/// N one of 50, 25, 20, 10, 5, 2, 1; otherwise real time, as on a real applicator) and `entropy=N` (the boot id's source; a real board
 /// uses its hardware RNG or unique id and a boot counter).
 @main
 struct FirmwareMain {
@@ -18,10 +18,25 @@ struct FirmwareMain {
             if let value = CommandLine.value(of: "time-scale-percent=", in: buffer) { percent = value }
             if let value = CommandLine.value(of: "entropy=", in: buffer) { entropy ^= value }
         }
-        configuration.timeScale = Double(percent) / 100
+        configuration.timeScale = timeScale(percent: percent)
         configuration.bootIDEntropy = entropy
         var application = Application(board: board, configuration: configuration)
         application.run()
+    }
+}
+
+/// The physics time scale for `time-scale-percent=N`: literals only, so no soft-float operation is
+/// linked for it (the core reads a `Double` from its bits). Other values run in real time.
+private func timeScale(percent: UInt64) -> Double {
+    switch percent {
+    case 50: 0.5
+    case 25: 0.25
+    case 20: 0.2
+    case 10: 0.1
+    case 5: 0.05
+    case 2: 0.02
+    case 1: 0.01
+    default: 1
     }
 }
 
