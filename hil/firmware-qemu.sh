@@ -38,13 +38,13 @@ if ! command -v qemu-system-arm >/dev/null 2>&1; then
     exit 0
 fi
 
-QEMU_PID="" PTY=""
+QEMU_PID="" PTY="" QEMU_EXTRA=()
 # boot TRACE APPEND: starts QEMU, sets QEMU_PID and PTY. The firmware's semihosting lines (QEMU
 # writes them to its stderr, with its own messages) go to TRACE; QEMU's stdout (the pty line) to TRACE.qemu.
 boot() {
     local trace=$1 append=$2 log=$1.qemu
     : > "$trace"
-    qemu-system-arm -M mps2-an386 -nographic -monitor none -serial pty \
+    qemu-system-arm -M mps2-an386 -nographic -monitor none -serial pty "${QEMU_EXTRA[@]}" \
         -semihosting-config enable=on,target=native -kernel "$IMAGE" -append "$append" \
         > "$log" 2> "$trace" &
     QEMU_PID=$!
@@ -57,6 +57,7 @@ boot() {
     done
     echo "firmware-qemu: QEMU did not boot the image (pty '${PTY}'):" >&2
     cat "$log" "$trace" >&2
+    halt
     return 1
 }
 halt() {
@@ -142,7 +143,11 @@ scenario_session() {
 scenario_estop() {
     log "---- estop: ESTOP while dots run (fwclient)"
     local trace=$WORK/estop.trace
-    boot "$trace" "$SCALE" || { fail "estop: boot"; return; }
+    # -icount shift=5: every instruction advances the emulated clock 32 ns, so the 25 MHz SysTick
+    # counts instructions (× 0.8) instead of following the host's clock: a reproducible figure.
+    QEMU_EXTRA=(-icount shift=5)
+    boot "$trace" "$SCALE" || { QEMU_EXTRA=(); fail "estop: boot"; return; }
+    QEMU_EXTRA=()
     "$CLIENT" estop "$PTY" > "$WORK/estop.json" 2>&1
     local status=$?
     sleep 0.2
@@ -154,7 +159,7 @@ scenario_estop() {
     else
         fail "estop: fwclient exit $status, needle power '$power'"; show "$WORK/estop.json" "$trace"
     fi
-    [[ -n $cycles ]] && figure "ESTOP frame's last byte into the UART → needle power output off: $cycles cycles of the emulated 25 MHz clock ($(awk -v c="$cycles" 'BEGIN { printf "%.0f", c / 25 }') µs; SysTick under QEMU follows the host clock)"
+    [[ -n $cycles ]] && figure "ESTOP frame's last byte into the UART → needle power output off: $cycles SysTick cycles under -icount shift=5 = $(( cycles * 40 / 32 )) instructions executed ($(awk -v c="$cycles" 'BEGIN { printf "%.0f", c * 40 / 32 / 25 }') µs on a 25 MHz Cortex-M4 at one instruction per cycle)"
 }
 
 scenario_garbage() {
