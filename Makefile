@@ -134,9 +134,10 @@ check-embedded:
 # Sources/FirmwareCore compiled unchanged in Embedded Swift for armv7em-none-none-eabi, each into a
 # .swiftmodule (Embedded Swift carries the library code in the module; only the application's object
 # is linked), the application Firmware/App (main loop, QEMU board), Firmware/Board/Support.c
-# (vectors, reset, SysTick, allocator counters, semihosting), newlib-nano for malloc, mem* and the
-# soft-float the core's Double arithmetic needs. Budget (checked here): .text <= 64 KB, static RAM
-# (.data + .bss + the reserved stack) <= 16 KB with the heap measured at run time (firmware-test).
+# (vectors, reset, SysTick, allocator counters, semihosting), newlib-nano for malloc/free and mem*,
+# libgcc for 64-bit division (no floating point is linked). Budget (checked here): flash (.text +
+# .data image) <= 64 KB, .data + .bss < 16 KB; heap and stack high-water marks are measured at run
+# time (firmware-test).
 FW_DIR      := .build-firmware
 FW_ELF      := $(FW_DIR)/firmware.elf
 FW_CLIENT   := $(FW_DIR)/fwclient
@@ -147,7 +148,7 @@ FW_SWIFT    := -target armv7em-none-none-eabi -enable-experimental-feature Embed
 FW_CC       := clang --target=armv7em-none-eabi -mcpu=cortex-m4 -mthumb -mfloat-abi=soft -Os -ffreestanding \
                -ffunction-sections -fdata-sections -Wall -Wextra -Werror
 FW_GCC      := arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -mfloat-abi=soft
-FW_LIBS      = $$($(FW_GCC) -print-file-name=libc_nano.a) $$($(FW_GCC) -print-file-name=libm.a) $$($(FW_GCC) -print-libgcc-file-name)
+FW_LIBS      = $$($(FW_GCC) -print-file-name=libc_nano.a) $$($(FW_GCC) -print-libgcc-file-name)
 FW_SOURCES  := $(wildcard Sources/FirmwareProtocol/*.swift Sources/FirmwareCore/*.swift Firmware/App/*.swift Firmware/Board/*)
 FW_RAM_BUDGET  := 16384
 FW_TEXT_BUDGET := 65536

@@ -13,6 +13,10 @@ struct Application<B: Board> {
     private var needlePower = false
     /// The deadline an `advance` was called for (lease expiry, phase end), for the hold latency.
     private var lastDeadline: UInt64 = 0
+    /// When the needle power decision for the latest output was made (cycles, µs): the end of the
+    /// latencies the trace reports, taken before any trace line is written.
+    private var decisionCycles: UInt64 = 0
+    private var decisionMicroseconds: UInt64 = 0
 
     init(board: B, configuration: FirmwareConfiguration) {
         self.board = board
@@ -58,11 +62,13 @@ struct Application<B: Board> {
             needlePower = powered
             board.setNeedlePower(powered)
         }
+        decisionCycles = board.cycles()
+        decisionMicroseconds = board.microseconds()
         for event in output.events {
             switch event {
             case .injected(let dot): trace(dot)
             case .stateChanged(let state, let fault): trace(state: state, fault: fault)
-            case .dotRefused(_, let dotID, let code, let value): trace(refused: dotID, code: code, value: value)
+            case .dotRefused(_, let dotID, let code, _): trace(refused: dotID, code: code)
             case .frameDiscarded: break
             default: break
             }
@@ -109,7 +115,7 @@ struct Application<B: Board> {
     }
 
     private func trace(state: DeviceState, fault: FaultCode) {
-        let now = board.microseconds(), cycles = board.cycles()
+        let now = decisionMicroseconds, cycles = decisionCycles
         let delimiterCycles = smp_rx_last_delimiter_cycles
         let deadline = lastDeadline
         emit { line in
@@ -134,12 +140,11 @@ struct Application<B: Board> {
         }
     }
 
-    private func trace(refused dotID: UInt32, code: ErrorCode, value: Int32) {
+    private func trace(refused dotID: UInt32, code: ErrorCode) {
         emit { line in
             line.text("{\"event\":\"refused\",")
             line.field("dot", UInt64(dotID)); line.text(",")
-            line.field("code", UInt64(code.rawValue)); line.text(",\"value\":")
-            line.signed(Int64(value)); line.text("}")
+            line.field("code", UInt64(code.rawValue)); line.text("}")
         }
     }
 

@@ -45,15 +45,6 @@ struct TraceLine {
 
     mutating func number(_ value: UInt32) { number(UInt64(value)) }
 
-    mutating func signed(_ value: Int64) {
-        if value < 0 {
-            put(0x2D)
-            number(UInt64(0 &- value))
-        } else {
-            number(UInt64(value))
-        }
-    }
-
     /// `"key":value,` for a number.
     mutating func field(_ key: StaticString, _ value: UInt64) {
         put(0x22); text(key); put(0x22); put(0x3A)

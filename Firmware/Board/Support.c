@@ -1,7 +1,7 @@
 // Board support for QEMU mps2-an386 that is not Swift: vector table, reset, SysTick, the
 // allocator hooks and semihosting. Built with clang for thumbv7em, linked against newlib-nano
-// (Debian's libnewlib-arm-none-eabi) for malloc/free, mem*, soft-float and the libm routines the
-// firmware core's Double arithmetic uses.
+// (Debian's libnewlib-arm-none-eabi) for malloc/free/memalign and mem*, and libgcc for 64-bit
+// division; the firmware core uses no floating point at run time.
 #include "Board.h"
 
 extern uint32_t __data_start, __data_end, __data_load, __bss_start, __bss_end;
