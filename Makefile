@@ -4,7 +4,8 @@
 #   make demo    run Examples/hairline.json against the firmware simulator
 #   make test    build with tests, fail on any compiler warning in Sources/ or Tests/, run XCTest,
 #                then the hardware-in-the-loop rig (hil/run.sh). A machine that cannot boot it
-#                says so loudly, and in CI (CI=true) that fails; SMP_SKIP_HIL=1 skips it, loudly
+#                says so loudly, and in CI (CI=true) that fails; SMP_SKIP_HIL=1 skips it, loudly.
+#                Last the firmware image's scenarios in qemu-system-arm (hil/firmware-qemu.sh)
 #   make test-tsan / test-asan   the whole XCTest suite under ThreadSanitizer / AddressSanitizer
 #                (docs/reliability.md); each its own scratch path (.build-tsan, .build-asan)
 #   make install / install-udev   PREFIX-aware install of the binary, completions, man pages / udev rule
