@@ -91,10 +91,7 @@ struct Application<B: Board> {
             line.text("{\"event\":\"boot\",")
             line.field("boot_id", UInt64(bootID)); line.text(",")
             line.field("static_ram", UInt64(smp_static_ram())); line.text(",")
-            line.field("heap_limit", UInt64(smp_heap_limit())); line.text(",")
-            line.field("heap_high_water", UInt64(smp_heap_high_water())); line.text(",")
-            line.field("allocations", UInt64(smp_alloc_count())); line.text(",")
-            line.field("stack_high_water", UInt64(smp_stack_high_water())); line.text("}")
+            line.field("heap_limit", UInt64(smp_heap_limit())); line.text("}")
         }
     }
 

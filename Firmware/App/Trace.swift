@@ -19,12 +19,14 @@ struct TraceLine {
         }
     }
 
+    @inline(never)
     mutating func text(_ string: StaticString) {
         string.withUTF8Buffer { bytes in
             for byte in bytes { put(byte) }
         }
     }
 
+    @inline(never)
     mutating func number(_ value: UInt64) {
         var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
                      UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
@@ -46,6 +48,7 @@ struct TraceLine {
     mutating func number(_ value: UInt32) { number(UInt64(value)) }
 
     /// `"key":value,` for a number.
+    @inline(never)
     mutating func field(_ key: StaticString, _ value: UInt64) {
         put(0x22); text(key); put(0x22); put(0x3A)
         number(value)

@@ -139,6 +139,8 @@ public struct Firmware: Sendable {
     private var stallOutbox: [Frame] = []
 
     private var output = FirmwareOutput()
+    /// `receive`'s decoded frames, kept between calls for its capacity.
+    private var decodedEvents: [FrameDecoder.Event] = []
 
     public static let defaultLeaseMicroseconds: UInt64 = 100_000
     public static let minimumLeaseMilliseconds: UInt16 = 20
@@ -165,15 +167,24 @@ public struct Firmware: Sendable {
 
     /// Bytes received from the host at wall time `now`.
     public mutating func receive(_ bytes: some Sequence<UInt8>, at now: UInt64) -> FirmwareOutput {
+        beginStep()
         run(until: now)
-        for event in decoder.feed(bytes) {
+        // Decode the whole batch first, then act (a reboot may replace the decoder), into a
+        // buffer kept between calls.
+        var events = decodedEvents
+        decodedEvents = []
+        events.removeAll(keepingCapacity: true)
+        decoder.feed(bytes) { events.append($0) }
+        for event in events {
             dispatch(event)
         }
+        decodedEvents = events
         return takeOutput()
     }
 
     /// Processes everything due up to `now` (phase ends, lease expiry, the end of a stall).
     public mutating func advance(to now: UInt64) -> FirmwareOutput {
+        beginStep()
         run(until: now)
         return takeOutput()
     }
@@ -181,6 +192,7 @@ public struct Firmware: Sendable {
     /// The device's own e-stop button. Pressing it latches `estop` (estop_button) at once;
     /// releasing it only allows CLEAR.
     public mutating func setEstopButton(pressed: Bool, at now: UInt64) -> FirmwareOutput {
+        beginStep()
         run(until: now)
         estopButtonPressed = pressed
         if pressed && !state.isLatched {
@@ -194,6 +206,7 @@ public struct Firmware: Sendable {
     /// The skin-contact sensor. Losing contact while armed holds (contact_lost, epoch + 1);
     /// regaining it resumes nothing.
     public mutating func setSkinContact(_ inContact: Bool, at now: UInt64) -> FirmwareOutput {
+        beginStep()
         run(until: now)
         skinContact = inContact
         endStep()
@@ -270,9 +283,16 @@ public struct Firmware: Sendable {
         run(until: now)  // zero-duration phases (timeScale 0) complete between frames
     }
 
+    /// The output of this call. Its arrays are emptied (capacity kept) at the start of the next
+    /// call: a caller that has let go of it by then (the microcontroller's main loop does) costs
+    /// no allocation per call; one that keeps it gets a copy, as before.
     private mutating func takeOutput() -> FirmwareOutput {
-        defer { output = FirmwareOutput() }
-        return output
+        output
+    }
+
+    private mutating func beginStep() {
+        output.frames.removeAll(keepingCapacity: true)
+        output.events.removeAll(keepingCapacity: true)
     }
 
     /// After every input and every timed event: the contact interlock, then one STATUS if asked
