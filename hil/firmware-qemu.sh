@@ -227,7 +227,7 @@ scenario_lease() {
     kill -STOP "$host"
     local stopped; stopped=$(now_ms)
     local held=""
-    while (( $(now_ms) - stopped < 3000 )); do
+    while (( $(now_ms) - stopped < 5000 )); do
         grep -q '"fault":"lease_expired"' "$trace" && { held=$(now_ms); break; }
         sleep 0.005
     done
@@ -238,10 +238,14 @@ scenario_lease() {
     halt
     local late; late=$(json_field "$trace" deadline_to_hold_us)
     local power; power=$(grep '"fault":"lease_expired"' "$trace" | grep -o '"needle_power":[01]' | head -n1)
-    if [[ -n $held ]] && ((dots_later == dots_at_hold)) && [[ $power == '"needle_power":0' ]] && ((held - stopped <= 1000)); then
-        pass "lease: host stopped → the firmware held (lease_expired), needle power off, no dot after it; seen $((held - stopped)) ms after SIGSTOP (lease 250 ms; trace polled); smpctl exit $status after SIGCONT"
+    # Timed by the firmware's own clock: the hold within 5 ms of the lease deadline it computed
+    # (1 ms tick). What the host sees also includes the frames still in the pty when it stopped
+    # and QEMU's scheduling on a loaded machine: reported, only bounded loosely (5 s).
+    if [[ -n $held ]] && ((dots_later == dots_at_hold)) && [[ $power == '"needle_power":0' ]] \
+            && [[ -n $late ]] && ((late <= 5000)); then
+        pass "lease: host stopped → the firmware held (lease_expired) ${late} µs after its lease deadline, needle power off, no dot after it; seen $((held - stopped)) ms after SIGSTOP (lease 250 ms); smpctl exit $status after SIGCONT"
     else
-        fail "lease: held '${held:+$((held - stopped)) ms}' after SIGSTOP, dots $dots_at_hold → $dots_later, power '$power'"; tail -n 5 "$trace" | show
+        fail "lease: held '${held:+$((held - stopped)) ms}' after SIGSTOP, '$late' µs after the deadline, dots $dots_at_hold → $dots_later, power '$power'"; tail -n 5 "$trace" | show
     fi
     [[ -n $late ]] && figure "lease expiry → hold (firmware clock, the deadline the main loop was woken for → the state change made): $late µs; host SIGSTOP → hold line seen: $((held - stopped)) ms"
     if $PY "$HELPER" record-check --plan "$PLAN" --record "$(dots_of "$trace")" --account "$WORK/lease.ndjson" > "$WORK/lease.check" 2>&1; then

@@ -27,8 +27,7 @@ struct Application<B: Board> {
 
     mutating func run() -> Never {
         trace(boot: true)
-        // The boot STATUS the protocol asks for is sent on the first HELLO; nothing goes out
-        // unasked.
+        // As in the simulator, nothing goes out until the host speaks.
         while true {
             let count = board.receive(into: receiveBuffer)
             if count > 0 {
