@@ -4,7 +4,8 @@
 #   make demo    run Examples/hairline.json against the firmware simulator
 #   make test    build with tests, fail on any compiler warning in Sources/ or Tests/, run XCTest,
 #                then the hardware-in-the-loop rig (hil/run.sh). A machine that cannot boot it
-#                says so loudly, and in CI (CI=true) that fails; SMP_SKIP_HIL=1 skips it, loudly
+#                says so loudly, and in CI (CI=true) that fails; SMP_SKIP_HIL=1 skips it, loudly.
+#                Last the firmware image's scenarios in qemu-system-arm (hil/firmware-qemu.sh)
 #   make test-tsan / test-asan   the whole XCTest suite under ThreadSanitizer / AddressSanitizer
 #                (docs/reliability.md); each its own scratch path (.build-tsan, .build-asan)
 #   make install / install-udev   PREFIX-aware install of the binary, completions, man pages / udev rule
@@ -12,6 +13,10 @@
 #   make fuzz / golden / check-gpiod / check-layers   decoder fuzzing, golden frames, libgpiod v1+v2
 #                compile check, the module map (scripts/check-layers.py)
 #   make check-embedded   compiles the firmware core (FirmwareProtocol + FirmwareCore) in Embedded Swift
+#   make firmware         the Cortex-M4 firmware image (Firmware/, docs/firmware.md): the same core
+#                         sources for armv7em-none-none-eabi, section sizes printed and budget-checked
+#   make firmware-qemu    boots it in qemu-system-arm (mps2-an386), prints `firmware pty: /dev/pts/N`
+#   make firmware-test    the firmware scenarios against it (hil/firmware-qemu.sh; also run by make test)
 #   make clean   remove build products (keeps fetched packages)
 
 SWIFT      ?= swift
@@ -37,6 +42,7 @@ OWN_WARNING := ^$(CURDIR)/(Sources|Tests)/[^:]+:[0-9]+:[0-9]+: warning:
 
 SWIFT_BUILD = $(SWIFT) build --scratch-path $(SCRATCH) $(SWIFTFLAGS)
 
+.PHONY: firmware firmware-qemu firmware-test firmware-deps
 .PHONY: deps test-deps build demo test test-tsan test-asan clean fuzz golden check-gpiod check-layers check-embedded install install-udev hil hil-selftest bench
 .DEFAULT_GOAL := build
 
@@ -53,7 +59,7 @@ demo: build
 	"$$($(SWIFT_BUILD) --show-bin-path)/smpctl" run Examples/hairline.json --sim --yes
 
 # XCTest only (--disable-swift-testing): Swift Testing would end the output with "0 tests".
-test: test-deps check-layers check-gpiod check-embedded
+test: test-deps check-layers check-gpiod check-embedded firmware
 	@mkdir -p $(SCRATCH)
 	@rm -f $(OWN_OBJECTS)
 	$(SWIFT_BUILD) --build-tests 2>&1 | tee $(BUILD_LOG)
@@ -70,6 +76,7 @@ test: test-deps check-layers check-gpiod check-embedded
 	        echo "make test: *** this machine cannot run the hardware-in-the-loop rig (above); NOT run. In CI this fails. ***" >&2; \
 	    elif [ $$status != 0 ]; then exit $$status; fi; \
 	fi
+	hil/firmware-qemu.sh --smpctl "$$($(SWIFT_BUILD) --show-bin-path)/smpctl" --image $(FW_ELF) --client $(FW_CLIENT)
 
 # The whole XCTest suite under a sanitizer (docs/reliability.md, "Sanitizers"): any sanitizer
 # report from any process fails; a test failing without one is rerun once alone (scripts/).
@@ -123,6 +130,63 @@ check-embedded:
 	$(SWIFTC) $(EMBEDDED_FLAGS) -module-name FirmwareCore -I $(EMBEDDED_DIR) \
 	    -c Sources/FirmwareCore/*.swift -o $(EMBEDDED_DIR)/FirmwareCore.o
 	@echo "check-embedded: FirmwareProtocol and FirmwareCore compile in Embedded Swift ($(EMBEDDED_TARGET))"
+
+# The firmware image for a Cortex-M4 (docs/firmware.md): Sources/FirmwareProtocol and
+# Sources/FirmwareCore compiled unchanged in Embedded Swift for armv7em-none-none-eabi, each into a
+# .swiftmodule (Embedded Swift carries the library code in the module; only the application's object
+# is linked), the application Firmware/App (main loop, QEMU board), Firmware/Board/Support.c
+# (vectors, reset, SysTick, allocator counters, semihosting), newlib-nano for malloc/free and mem*,
+# libgcc for 64-bit division (no floating point is linked). Budget (checked here): flash (.text +
+# .data image) <= 64 KB, .data + .bss < 16 KB; heap and stack high-water marks are measured at run
+# time (firmware-test).
+FW_DIR      := .build-firmware
+FW_ELF      := $(FW_DIR)/firmware.elf
+FW_CLIENT   := $(FW_DIR)/fwclient
+FW_PACKAGES := qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi
+FW_SWIFT    := -target armv7em-none-none-eabi -enable-experimental-feature Embedded -wmo -parse-as-library \
+               -Osize -Xfrontend -disable-stack-protector -Xfrontend -function-sections \
+               -Xcc -mfloat-abi=soft -Xcc -mcpu=cortex-m4 -Xcc -mthumb
+FW_CC       := clang --target=armv7em-none-eabi -mcpu=cortex-m4 -mthumb -mfloat-abi=soft -Os -ffreestanding \
+               -ffunction-sections -fdata-sections -Wall -Wextra -Werror
+FW_GCC      := arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -mfloat-abi=soft
+FW_LIBS      = $$($(FW_GCC) -print-file-name=libc_nano.a) $$($(FW_GCC) -print-libgcc-file-name)
+FW_SOURCES  := $(wildcard Sources/FirmwareProtocol/*.swift Sources/FirmwareCore/*.swift Firmware/App/*.swift Firmware/Board/*)
+FW_RAM_BUDGET  := 16384
+FW_TEXT_BUDGET := 65536
+
+firmware-deps:
+	@scripts/install-deps.sh $(FW_PACKAGES)
+
+firmware: firmware-deps $(FW_ELF) $(FW_CLIENT)
+	@scripts/firmware-size.sh $(FW_ELF) $(FW_TEXT_BUDGET) $(FW_RAM_BUDGET)
+
+$(FW_ELF): $(FW_SOURCES)
+	@mkdir -p $(FW_DIR)
+	$(SWIFTC) $(FW_SWIFT) -module-name FirmwareProtocol -emit-module \
+	    -emit-module-path $(FW_DIR)/FirmwareProtocol.swiftmodule Sources/FirmwareProtocol/*.swift
+	$(SWIFTC) $(FW_SWIFT) -module-name FirmwareCore -I $(FW_DIR) -emit-module \
+	    -emit-module-path $(FW_DIR)/FirmwareCore.swiftmodule Sources/FirmwareCore/*.swift
+	$(SWIFTC) $(FW_SWIFT) -module-name SMPFirmware -I $(FW_DIR) -import-bridging-header Firmware/Board/Board.h \
+	    -c Firmware/App/*.swift -o $(FW_DIR)/app.o 2>&1 | tee $(FW_DIR)/app.log
+	@if grep -q 'warning:' $(FW_DIR)/app.log; then echo "make firmware: compiler warnings (above)" >&2; exit 1; fi
+	$(FW_CC) -c Firmware/Board/Support.c -o $(FW_DIR)/support.o
+	ld.lld -T Firmware/Board/mps2-an386.ld --gc-sections -nostdlib --wrap=malloc --wrap=calloc --wrap=realloc \
+	    -Map $(FW_DIR)/firmware.map -o $@ $(FW_DIR)/app.o $(FW_DIR)/support.o $(FW_LIBS)
+
+# The raw protocol client of the firmware scenarios (sends what smpctl never would), host build.
+$(FW_CLIENT): Firmware/Tools/FirmwareClient.swift $(wildcard Sources/FirmwareProtocol/*.swift)
+	@mkdir -p $(FW_DIR)
+	$(SWIFTC) -O -parse-as-library -module-name FirmwareClient -o $@ Sources/FirmwareProtocol/*.swift $<
+
+# Runs until stopped (Ctrl-C); any tool can attach to the pty, e.g.
+#   smpctl run Examples/hairline.json --device /dev/pts/N
+# FW_APPEND: the firmware's command line (time-scale-percent=N: physics at N % of real time).
+FW_APPEND ?= time-scale-percent=100
+firmware-qemu: firmware
+	@hil/firmware-qemu.sh --boot-only --image $(FW_ELF) --append "$(FW_APPEND)"
+
+firmware-test: firmware build
+	hil/firmware-qemu.sh --smpctl "$$($(SWIFT_BUILD) --show-bin-path)/smpctl" --image $(FW_ELF) --client $(FW_CLIENT)
 
 # libFuzzer (Fuzz/): the frame decoder, and the firmware core fed arbitrary host bytes (no dot
 # outside its limits, after a latch, twice from one frame, too soon or too close). Each runs

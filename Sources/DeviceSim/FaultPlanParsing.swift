@@ -123,7 +123,7 @@ extension FaultPlan: CustomStringConvertible {
         rate("duplicate", duplicateRate)
         rate("garbage", garbageRate)
         if ackDelayMicroseconds > 0 { items.append("delay-ack=\(ackDelayMicroseconds)us") }
-        for (dot, duration) in stallAt.sorted(by: { $0.key < $1.key }) { items.append("stall-at=\(dot):\(duration)us") }
+        for (dot, duration) in stallAt { items.append("stall-at=\(dot):\(duration)us") }  // in dot id order
         for dot in resetAt.sorted() { items.append("reset-at=\(dot)") }
         for dot in disconnectAt.sorted() { items.append("disconnect-at=\(dot)") }
         for dot in estopAt.sorted() { items.append("estop-at=\(dot)") }

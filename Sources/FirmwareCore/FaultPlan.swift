@@ -39,13 +39,13 @@ public struct FaultPlan: Sendable, Hashable {
     public var garbageRate: Double = 0
     public var ackDelayMicroseconds: UInt64 = 0
     /// dot id → stall duration (wall µs).
-    public var stallAt: [UInt32: UInt64] = [:]
-    public var resetAt: Set<UInt32> = []
-    public var disconnectAt: Set<UInt32> = []
-    public var estopAt: Set<UInt32> = []
-    public var contactLossAt: Set<UInt32> = []
-    public var overDepthAt: Set<UInt32> = []
-    public var ignorePaceAt: Set<UInt32> = []
+    public var stallAt: DotStalls = [:]
+    public var resetAt: DotIDs = []
+    public var disconnectAt: DotIDs = []
+    public var estopAt: DotIDs = []
+    public var contactLossAt: DotIDs = []
+    public var overDepthAt: DotIDs = []
+    public var ignorePaceAt: DotIDs = []
     public var slowFactor: Double = 1
 
     public init() {}
@@ -56,5 +56,98 @@ public struct FaultPlan: Sendable, Hashable {
     /// True when any link fault is planned.
     public var hasLinkFaults: Bool {
         corruptRate > 0 || dropRate > 0 || duplicateRate > 0 || garbageRate > 0 || ackDelayMicroseconds > 0
+    }
+}
+
+/// A set of dot ids kept sorted in an array: what `FaultPlan` needs of a `Set`, without hashing.
+/// A `Set` or `Dictionary` brings the hasher and its floating-point capacity arithmetic into the
+/// microcontroller image (~6 KB of flash, docs/firmware.md); a plan holds a handful of ids.
+public struct DotIDs: Sendable, Hashable, ExpressibleByArrayLiteral, Sequence {
+    private var ids: [UInt32] = []
+
+    public init() {}
+
+    public init(arrayLiteral ids: UInt32...) {
+        for id in ids { insert(id) }
+    }
+
+    public var isEmpty: Bool { ids.isEmpty }
+    public var count: Int { ids.count }
+
+    public func contains(_ id: UInt32) -> Bool { position(of: id).found }
+
+    /// Adds `id`; false when it was already there.
+    @discardableResult
+    public mutating func insert(_ id: UInt32) -> Bool {
+        let (index, found) = position(of: id)
+        if !found { ids.insert(id, at: index) }
+        return !found
+    }
+
+    /// Removes `id`; returns it when it was there.
+    @discardableResult
+    public mutating func remove(_ id: UInt32) -> UInt32? {
+        let (index, found) = position(of: id)
+        guard found else { return nil }
+        return ids.remove(at: index)
+    }
+
+    /// In increasing order.
+    public func makeIterator() -> IndexingIterator<[UInt32]> { ids.makeIterator() }
+
+    private func position(of id: UInt32) -> (index: Int, found: Bool) {
+        var low = 0, high = ids.count
+        while low < high {
+            let middle = (low + high) / 2
+            if ids[middle] < id { low = middle + 1 } else { high = middle }
+        }
+        return (low, low < ids.count && ids[low] == id)
+    }
+}
+
+/// Dot id → duration (µs), sorted by dot id: the `stall-at` map, without hashing (see `DotIDs`).
+public struct DotStalls: Sendable, Hashable, ExpressibleByDictionaryLiteral, Sequence {
+    private var dots = DotIDs()
+    private var durations: [UInt64] = []
+
+    public init() {}
+
+    public init(dictionaryLiteral elements: (UInt32, UInt64)...) {
+        for (dot, duration) in elements { self[dot] = duration }
+    }
+
+    public var isEmpty: Bool { dots.isEmpty }
+    public var count: Int { dots.count }
+
+    public subscript(dot: UInt32) -> UInt64? {
+        get { index(of: dot).map { durations[$0] } }
+        set {
+            if let index = index(of: dot) {
+                if let newValue { durations[index] = newValue } else { removeValue(forKey: dot) }
+            } else if let newValue {
+                dots.insert(dot)
+                durations.insert(newValue, at: index(of: dot)!)
+            }
+        }
+    }
+
+    @discardableResult
+    public mutating func removeValue(forKey dot: UInt32) -> UInt64? {
+        guard let index = index(of: dot) else { return nil }
+        dots.remove(dot)
+        return durations.remove(at: index)
+    }
+
+    /// (dot id, duration) in increasing dot id order.
+    public func makeIterator() -> Zip2Sequence<DotIDs, [UInt64]>.Iterator { zip(dots, durations).makeIterator() }
+
+    private func index(of dot: UInt32) -> Int? {
+        var index = 0
+        for id in dots {
+            if id == dot { return index }
+            if id > dot { return nil }
+            index += 1
+        }
+        return nil
     }
 }

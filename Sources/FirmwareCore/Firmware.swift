@@ -128,7 +128,9 @@ public struct Firmware: Sendable {
     private var y: Int32 = 0
     private var idleWall: UInt64
     private var idleSim: UInt64
-    private let scale: Double
+    /// `timeScale` and `FaultPlan.slowFactor` in parts per million (FixedPoint): no Double at run time.
+    private let scalePPM: UInt64
+    private let slowPPM: UInt64
 
     // Fault injection.
     private var plan: FaultPlan
@@ -137,6 +139,8 @@ public struct Firmware: Sendable {
     private var stallOutbox: [Frame] = []
 
     private var output = FirmwareOutput()
+    /// `receive`'s decoded frames, kept between calls for its capacity.
+    private var decodedEvents: [FrameDecoder.Event] = []
 
     public static let defaultLeaseMicroseconds: UInt64 = 100_000
     public static let minimumLeaseMilliseconds: UInt16 = 20
@@ -153,8 +157,8 @@ public struct Firmware: Sendable {
         lastValidFrameAt = now
         idleWall = now
         idleSim = 0
-        let timeScale = configuration.timeScale
-        scale = timeScale.isFinite && timeScale > 0 ? timeScale : 0
+        scalePPM = FixedPoint.partsPerMillion(configuration.timeScale)  // negative, non-finite: 0
+        slowPPM = FixedPoint.partsPerMillion(configuration.faults.slowFactor)
         plan = configuration.faults
         bootID = nextBootID()
     }
@@ -163,15 +167,24 @@ public struct Firmware: Sendable {
 
     /// Bytes received from the host at wall time `now`.
     public mutating func receive(_ bytes: some Sequence<UInt8>, at now: UInt64) -> FirmwareOutput {
+        beginStep()
         run(until: now)
-        for event in decoder.feed(bytes) {
+        // Decode the whole batch first, then act (a reboot may replace the decoder), into a
+        // buffer kept between calls.
+        var events = decodedEvents
+        decodedEvents = []
+        events.removeAll(keepingCapacity: true)
+        decoder.feed(bytes) { events.append($0) }
+        for event in events {
             dispatch(event)
         }
+        decodedEvents = events
         return takeOutput()
     }
 
     /// Processes everything due up to `now` (phase ends, lease expiry, the end of a stall).
     public mutating func advance(to now: UInt64) -> FirmwareOutput {
+        beginStep()
         run(until: now)
         return takeOutput()
     }
@@ -179,6 +192,7 @@ public struct Firmware: Sendable {
     /// The device's own e-stop button. Pressing it latches `estop` (estop_button) at once;
     /// releasing it only allows CLEAR.
     public mutating func setEstopButton(pressed: Bool, at now: UInt64) -> FirmwareOutput {
+        beginStep()
         run(until: now)
         estopButtonPressed = pressed
         if pressed && !state.isLatched {
@@ -192,6 +206,7 @@ public struct Firmware: Sendable {
     /// The skin-contact sensor. Losing contact while armed holds (contact_lost, epoch + 1);
     /// regaining it resumes nothing.
     public mutating func setSkinContact(_ inContact: Bool, at now: UInt64) -> FirmwareOutput {
+        beginStep()
         run(until: now)
         skinContact = inContact
         endStep()
@@ -275,9 +290,16 @@ public struct Firmware: Sendable {
         run(until: now)  // zero-duration phases (timeScale 0) complete between frames
     }
 
+    /// The output of this call. Its arrays are emptied (capacity kept) at the start of the next
+    /// call: a caller that has let go of it by then (the microcontroller's main loop does) costs
+    /// no allocation per call; one that keeps it gets a copy, as before.
     private mutating func takeOutput() -> FirmwareOutput {
-        defer { output = FirmwareOutput() }
-        return output
+        output
+    }
+
+    private mutating func beginStep() {
+        output.frames.removeAll(keepingCapacity: true)
+        output.events.removeAll(keepingCapacity: true)
     }
 
     /// After every input and every timed event: the contact interlock, then one STATUS if asked
@@ -547,15 +569,7 @@ public struct Firmware: Sendable {
     }
 
     /// ⌊√value⌋.
-    static func integerSquareRoot(_ value: UInt64) -> UInt64 {
-        var root = UInt64(Double(value).squareRoot())
-        while root > 0 && root.multipliedReportingOverflow(by: root).partialValue > value { root -= 1 }
-        while true {
-            let (next, overflow) = (root + 1).multipliedReportingOverflow(by: root + 1)
-            if overflow || next > value { return root }
-            root += 1
-        }
-    }
+    static func integerSquareRoot(_ value: UInt64) -> UInt64 { FixedPoint.squareRoot(value) }
 
     /// A skin entry: remembered in the ring (the oldest forgotten once it is full).
     private mutating func rememberSkinEntry(_ position: Position) {
@@ -609,9 +623,10 @@ public struct Firmware: Sendable {
         switch dot.phase {
         case .travel:
             // Not started: the gantry stops where it is.
-            let fraction = dot.phaseWall == 0 ? 1 : Double(now - dot.phaseStartWall) / Double(dot.phaseWall)
-            x = Int32((Double(dot.fromX) + Double(Int64(dot.command.xMicrometres) - Int64(dot.fromX)) * fraction).rounded())
-            y = Int32((Double(dot.fromY) + Double(Int64(dot.command.yMicrometres) - Int64(dot.fromY)) * fraction).rounded())
+            let total = max(dot.phaseWall, 1)
+            let elapsed = dot.phaseWall == 0 ? 1 : min(now - min(now, dot.phaseStartWall), dot.phaseWall)
+            x = Int32(Int64(dot.fromX) + FixedPoint.along(Int64(dot.command.xMicrometres) - Int64(dot.fromX), elapsed, over: total))
+            y = Int32(Int64(dot.fromY) + FixedPoint.along(Int64(dot.command.yMicrometres) - Int64(dot.fromY), elapsed, over: total))
             let sim = simulatedTime(at: now)
             active = nil
             setIdle(wall: now, sim: sim)
@@ -662,19 +677,25 @@ public struct Firmware: Sendable {
     }
 
     private func wallDuration(_ sim: UInt64) -> UInt64 {
-        scale == 1 ? sim : UInt64((Double(sim) * scale).rounded())
+        scalePPM == FixedPoint.million ? sim : FixedPoint.scale(sim, partsPerMillion: scalePPM, roundingUp: false)
     }
 
     private func slowed(_ sim: UInt64) -> UInt64 {
-        plan.slowFactor == 1 ? sim : UInt64((Double(sim) * plan.slowFactor).rounded(.up))
+        slowPPM == FixedPoint.million ? sim : FixedPoint.scale(sim, partsPerMillion: slowPPM, roundingUp: true)
     }
 
     /// Simulated travel time from the current position, at the declared speed, straight line.
     public static func travelDuration(fromX: Int32, fromY: Int32, toX: Int32, toY: Int32, speed: UInt32) -> UInt64 {
         guard speed > 0 else { return 0 }
-        let dx = Double(Int64(toX) - Int64(fromX)), dy = Double(Int64(toY) - Int64(fromY))
-        let distance = (dx * dx + dy * dy).squareRoot()
-        return UInt64((distance * 1_000_000 / Double(speed)).rounded(.up))
+        let dx = (Int64(toX) - Int64(fromX)).magnitude, dy = (Int64(toY) - Int64(fromY)).magnitude
+        // Each below 2³², so each square fits; their sum may not: halve the distance (and the
+        // time's resolution) only then, far beyond any travel.
+        let (squared, overflow) = (dx * dx).addingReportingOverflow(dy * dy)
+        if overflow {
+            return 2 * FixedPoint.travelMicroseconds(squaredDistance: (dx / 2) * (dx / 2) + (dy / 2) * (dy / 2),
+                                                     speed: UInt64(speed))
+        }
+        return FixedPoint.travelMicroseconds(squaredDistance: squared, speed: UInt64(speed))
     }
 
     /// The minimum interval between skin entries in force (µs): the larger of PACE's and the
@@ -978,7 +999,7 @@ private struct ActiveDot: Sendable {
         guard wall > phaseStartWall else { return 0 }
         guard phaseWall > 0 else { return phaseSim }
         let elapsed = min(wall - phaseStartWall, phaseWall)
-        return elapsed == phaseWall ? phaseSim : UInt64(Double(phaseSim) * Double(elapsed) / Double(phaseWall))
+        return elapsed == phaseWall ? phaseSim : FixedPoint.fraction(phaseSim, times: elapsed, over: phaseWall)
     }
 }
 

@@ -47,7 +47,7 @@ public struct FirmwareConfiguration: Sendable, Hashable {
     public var bootIDEntropy: UInt64 = 0
     /// Device faults (`reset-at`, `stall-at`, `estop-at`, `contact-loss-at`, `over-depth-at`,
     /// `disconnect-at`, `slow`) are applied by the firmware; link faults are ignored here.
-    public var faults: FaultPlan = .none
+    public var faults = FaultPlan()  // not `.none`: a global with a lazy initialiser costs 1.3 KB of flash on the MCU
 
     public init() {}
 }

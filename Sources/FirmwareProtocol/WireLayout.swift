@@ -91,7 +91,10 @@ struct PayloadWriter: WireWalker {
     mutating func flag(_ value: inout Bool, _ name: StaticString) { byte(value ? 1 : 0) }
     mutating func ascii(_ value: inout String, length: Int, _ name: StaticString) {
         var written = 0
-        for unit in value.utf8.prefix(length) {
+        // A plain iteration, not `utf8.prefix(length)`: the same bytes, without pulling String's
+        // index arithmetic into the microcontroller image (docs/firmware.md).
+        for unit in value.utf8 {
+            guard written < length else { break }
             byte(unit)
             written += 1
         }
