@@ -11,7 +11,8 @@ import Foundation
 // written twice in one object, which JSONDecoder cannot see, are found by `JSONDuplicateKeys` over
 // the same bytes.
 
-/// A field as found in the file.
+/// A field as found in the file. Equatable so that the two readers' documents can be compared
+/// (PlanReaderDifferentialTests, `make fuzz`).
 package enum RawField<Value: Sendable>: Sendable {
     /// The key is not there.
     case absent
@@ -30,7 +31,7 @@ package enum RawField<Value: Sendable>: Sendable {
     }
 }
 
-struct RawDefaults: ObjectFields {
+struct RawDefaults: ObjectFields, Equatable {
     var depthMillimetres: RawField<Double> = .absent
     var dwellMilliseconds: RawField<Double> = .absent
 
@@ -47,7 +48,7 @@ struct RawDefaults: ObjectFields {
 }
 
 /// The `client` object, the same in plans and designs.
-package struct RawClient: ObjectFields {
+package struct RawClient: ObjectFields, Equatable {
     var reference: RawField<String> = .absent
     var hairTransplantDate: RawField<String> = .absent
 
@@ -65,7 +66,7 @@ package struct RawClient: ObjectFields {
     }
 }
 
-struct RawSession: ObjectFields {
+struct RawSession: ObjectFields, Equatable {
     var number: RawField<Double> = .absent
     var of: RawField<Double> = .absent
     var date: RawField<String> = .absent
@@ -83,7 +84,7 @@ struct RawSession: ObjectFields {
     }
 }
 
-struct RawPlanDesign: ObjectFields {
+struct RawPlanDesign: ObjectFields, Equatable {
     var designID: RawField<String> = .absent
     var after: RawField<[RawDesignSource?]> = .absent
 
@@ -99,7 +100,7 @@ struct RawPlanDesign: ObjectFields {
     }
 }
 
-struct RawDesignSource: ObjectFields {
+struct RawDesignSource: ObjectFields, Equatable {
     var planID: RawField<String> = .absent
     var planSHA256: RawField<String> = .absent
     var recordSession: RawField<Double> = .absent
@@ -119,7 +120,7 @@ struct RawDesignSource: ObjectFields {
     }
 }
 
-struct RawDot: Sendable {
+struct RawDot: Sendable, Equatable {
     var id: RawField<Double> = .absent
     var xMillimetres: RawField<Double> = .absent
     var yMillimetres: RawField<Double> = .absent
@@ -132,7 +133,7 @@ struct RawDot: Sendable {
     var issues: [PlanIssue] = []
 }
 
-struct RawPlanDocument: Sendable {
+struct RawPlanDocument: Sendable, Equatable {
     var format: RawField<String> = .absent
     var planID: RawField<String> = .absent
     var defaults: RawField<RawDefaults> = .absent
@@ -154,6 +155,8 @@ enum PlanKeys {
 }
 
 // MARK: - Decoding with Foundation's JSONDecoder
+
+extension RawField: Equatable where Value: Equatable {}
 
 package struct PlanJSONKey: CodingKey {
     package var stringValue: String
