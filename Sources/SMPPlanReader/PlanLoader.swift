@@ -239,7 +239,7 @@ public enum PlanLoader {
             // region
             var region: String?
             if case .present(let value) = rawDot.region {
-                if value.allSatisfy(\.isWhitespace) {
+                if isBlank(value) {
                     issues.append(.error(.emptyValue, path + ".region", value: PlanText.quoted(value),
                                          limit: "non-empty string",
                                          "\(path).region = \(PlanText.quoted(value)) must not be blank (leave the key out instead)"
@@ -349,6 +349,15 @@ public enum PlanLoader {
             }
             return micro(value * 1000)
         }
+    }
+
+    /// `value.allSatisfy(\.isWhitespace)`, answered from the first byte when that is an ASCII
+    /// letter or digit (a character that starts with one is not whitespace): run for every dot's
+    /// region, where Unicode properties cost more than the rest of the dot.
+    @inline(__always)
+    static func isBlank(_ value: String) -> Bool {
+        if let first = value.utf8.first, first &- 0x30 < 10 || (first | 0x20) &- 0x61 < 26 { return false }
+        return value.allSatisfy(\.isWhitespace)
     }
 
     /// Micro-units from a value already multiplied by 1000: nearest integer, halves away from zero,
