@@ -120,17 +120,69 @@ struct RawDesignSource: ObjectFields, Equatable {
     }
 }
 
+/// One element of `dots` as written. There is one per dot of the plan until it is resolved, so
+/// it is kept small (72 bytes, not 112 as five `RawField<Double>`s would make it): the five
+/// numbers stored bare, whether each is absent, invalid or present in two bits of `states`.
 struct RawDot: Sendable, Equatable {
-    var id: RawField<Double> = .absent
-    var xMillimetres: RawField<Double> = .absent
-    var yMillimetres: RawField<Double> = .absent
-    var depthMillimetres: RawField<Double> = .absent
-    var dwellMilliseconds: RawField<Double> = .absent
+    private var numbers: (Double, Double, Double, Double, Double) = (0, 0, 0, 0, 0)
     var region: RawField<String> = .absent
+    /// Two bits per number, in the order of `numbers`: 0 absent, 1 invalid, 2 present.
+    private var states: UInt16 = 0
     /// False when the array element was not an object (already reported).
     var isObject = true
     /// Shape problems of this dot, sorted by path (almost always empty).
     var issues: [PlanIssue] = []
+
+    var id: RawField<Double> {
+        get { field(0, numbers.0) }
+        set { numbers.0 = set(0, newValue) }
+    }
+    var xMillimetres: RawField<Double> {
+        get { field(1, numbers.1) }
+        set { numbers.1 = set(1, newValue) }
+    }
+    var yMillimetres: RawField<Double> {
+        get { field(2, numbers.2) }
+        set { numbers.2 = set(2, newValue) }
+    }
+    var depthMillimetres: RawField<Double> {
+        get { field(3, numbers.3) }
+        set { numbers.3 = set(3, newValue) }
+    }
+    var dwellMilliseconds: RawField<Double> {
+        get { field(4, numbers.4) }
+        set { numbers.4 = set(4, newValue) }
+    }
+
+    @inline(__always)
+    private func field(_ slot: UInt16, _ value: Double) -> RawField<Double> {
+        switch states >> (2 * slot) & 3 {
+        case 0: return .absent
+        case 1: return .invalid
+        default: return .present(value)
+        }
+    }
+
+    /// Records `field`'s state in `slot` and returns the number to store (0 unless present, so
+    /// that equal dots compare equal).
+    @inline(__always)
+    private mutating func set(_ slot: UInt16, _ field: RawField<Double>) -> Double {
+        let (state, value): (UInt16, Double)
+        switch field {
+        case .absent: (state, value) = (0, 0)
+        case .invalid: (state, value) = (1, 0)
+        case .present(let number): (state, value) = (2, number)
+        }
+        states = states & ~(3 << (2 * slot)) | state << (2 * slot)
+        return value
+    }
+
+    static func == (lhs: RawDot, rhs: RawDot) -> Bool {
+        lhs.states == rhs.states && lhs.isObject == rhs.isObject && lhs.region == rhs.region && lhs.issues == rhs.issues
+            && lhs.numbers.0.bitPattern == rhs.numbers.0.bitPattern && lhs.numbers.1.bitPattern == rhs.numbers.1.bitPattern
+            && lhs.numbers.2.bitPattern == rhs.numbers.2.bitPattern && lhs.numbers.3.bitPattern == rhs.numbers.3.bitPattern
+            && lhs.numbers.4.bitPattern == rhs.numbers.4.bitPattern
+    }
 }
 
 struct RawPlanDocument: Sendable, Equatable {

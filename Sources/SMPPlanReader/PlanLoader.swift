@@ -30,30 +30,45 @@ public enum PlanLoader {
     public static func load(path: String, envelope: SafetyEnvelope = .builtIn)
         throws(PlanLoadError) -> (Plan, warnings: [PlanIssue])
     {
-        // The bytes as read, not copied into a `Data`: parsed in place and hashed in place.
+        let (raw, digest) = try readAndDecode(path)
+        return try finish(raw, sha256: digest, sourceName: path, sourcePath: path, envelope: envelope)
+    }
+
+    /// Stage 1 of a file: the bytes as read (not copied into a `Data`) are parsed and hashed in
+    /// place, and released when this returns, before stage 2 builds the plan's dots.
+    private static func readAndDecode(_ path: String) throws(PlanLoadError) -> (RawPlanDocument, String) {
         let bytes: [UInt8]
         switch readBytes(path) {
         case .success(let read): bytes = read
         case .failure(let failure): throw PlanLoadError(file: path, issues: [failure.issue])
         }
-        return try load(bytes: bytes, sourceName: path, sourcePath: path, envelope: envelope)
+        switch decode(bytes) {
+        case .success(let document): return (document, sha256(bytes))
+        case .failure(let failure): throw PlanLoadError(file: path, issues: [failure.issue])
+        }
     }
 
     /// Loads and validates a plan from memory; `sourceName` names it in messages.
     public static func load(data: Data, sourceName: String, envelope: SafetyEnvelope)
         throws(PlanLoadError) -> (Plan, warnings: [PlanIssue])
     {
-        try load(bytes: data, sourceName: sourceName, sourcePath: nil, envelope: envelope)
+        switch decode(data) {
+        case .success(let document):
+            return try finish(document, sha256: sha256(data), sourceName: sourceName, sourcePath: nil, envelope: envelope)
+        case .failure(let failure):
+            throw PlanLoadError(file: sourceName, issues: [failure.issue])
+        }
     }
 
-    private static func load(bytes: some ContiguousBytes & DataProtocol, sourceName: String, sourcePath: String?,
-                             envelope: SafetyEnvelope) throws(PlanLoadError) -> (Plan, warnings: [PlanIssue])
+    /// The SHA-256 of exactly the bytes that were read, lowercase hex: the record ties a session to them.
+    private static func sha256(_ bytes: some DataProtocol) -> String {
+        SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Stage 2 and the verdict.
+    private static func finish(_ raw: RawPlanDocument, sha256 digest: String, sourceName: String, sourcePath: String?,
+                               envelope: SafetyEnvelope) throws(PlanLoadError) -> (Plan, warnings: [PlanIssue])
     {
-        let raw: RawPlanDocument
-        switch decode(bytes) {
-        case .success(let document): raw = document
-        case .failure(let failure): throw PlanLoadError(file: sourceName, issues: [failure.issue])
-        }
         var issues = PlanIssueList()
         let plan = resolve(raw, envelope: envelope, sourcePath: sourcePath, issues: &issues)
         if plan == nil, !issues.hasErrors {
@@ -63,8 +78,6 @@ public enum PlanLoader {
         guard let plan, !issues.hasErrors else {
             throw PlanLoadError(file: sourceName, issues: issues.all)
         }
-        // The hash of exactly the bytes that were validated: the record ties a session to them.
-        let digest = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
         let hashed = Plan(planID: plan.planID, dots: plan.dots, client: plan.client, session: plan.session,
                           sourcePath: plan.sourcePath, sha256: digest, design: plan.design)
         return (hashed, warnings: issues.all.filter { !$0.isError })

@@ -107,6 +107,27 @@ final class PlanReaderDifferentialTests: XCTestCase {
         }
     }
 
+    /// The compact dot keeps each number's state apart: setting one field changes no other.
+    func testRawDotFieldsAreIndependentAndSmall() {
+        XCTAssertLessThanOrEqual(MemoryLayout<RawDot>.stride, 72, "one RawDot per dot of the plan")
+        let keyPaths: [WritableKeyPath<RawDot, RawField<Double>>] = [
+            \.id, \.xMillimetres, \.yMillimetres, \.depthMillimetres, \.dwellMilliseconds,
+        ]
+        for (index, keyPath) in keyPaths.enumerated() {
+            for field in [RawField<Double>.present(-0.0), .present(12.5), .invalid, .absent] {
+                var dot = RawDot()
+                for other in keyPaths where other != keyPath { dot[keyPath: other] = .present(7) }
+                dot[keyPath: keyPath] = field
+                XCTAssertEqual(dot[keyPath: keyPath], field, "field \(index)")
+                for other in keyPaths where other != keyPath { XCTAssertEqual(dot[keyPath: other], .present(7)) }
+            }
+        }
+        var negativeZero = RawDot(), zero = RawDot()
+        negativeZero.xMillimetres = .present(-0.0)
+        zero.xMillimetres = .present(0)
+        XCTAssertNotEqual(negativeZero, zero, "numbers compare bit for bit")
+    }
+
     // MARK: Whole documents
 
     private static var examplesDirectory: URL {
