@@ -188,12 +188,15 @@ firmware-qemu: firmware
 firmware-test: firmware build
 	hil/firmware-qemu.sh --smpctl "$$($(SWIFT_BUILD) --show-bin-path)/smpctl" --image $(FW_ELF) --client $(FW_CLIENT)
 
-# libFuzzer (Fuzz/): the frame decoder, and the firmware core fed arbitrary host bytes (no dot
-# outside its limits, after a latch, twice from one frame, too soon or too close). Each runs
+# libFuzzer (Fuzz/): the frame decoder, the firmware core fed arbitrary host bytes (no dot
+# outside its limits, after a latch, twice from one frame, too soon or too close), and the plan
+# reader against the Foundation decoder (Fuzz/PlanReaderFuzz.swift, seeds Fuzz/corpus-plan). Each runs
 # FUZZ_SECONDS with the committed seed corpus (the golden frames of firmware-protocol.md and a
 # short session); FirmwareProtocol is built first as a module of its own.
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -sanitize=fuzzer,address -parse-as-library -O
+# The plan reader's fast path and, for the differential, the Foundation decoder it stands in for.
+PLAN_READER_FUZZ_SOURCES := $(addprefix Sources/SMPPlanReader/,PlanJSONReader.swift PlainNumber.swift PlanDecoding.swift JSONDuplicateKeys.swift)
 fuzz:
 	@mkdir -p .build-fuzz/corpus-decoder .build-fuzz/corpus-firmware
 	swiftc $(FUZZ_FLAGS) -o .build-fuzz/frame-decoder-fuzz Sources/FirmwareProtocol/*.swift Fuzz/FrameDecoderFuzz.swift
@@ -201,8 +204,15 @@ fuzz:
 	    -emit-library -static -o .build-fuzz/libFirmwareProtocol.a Sources/FirmwareProtocol/*.swift
 	swiftc $(FUZZ_FLAGS) -I .build-fuzz -L .build-fuzz -lFirmwareProtocol -module-name FirmwareFuzz \
 	    -o .build-fuzz/firmware-fuzz Sources/FirmwareCore/*.swift Fuzz/FirmwareFuzz.swift
+	swiftc $(FUZZ_FLAGS) -package-name smpctl -I .build-fuzz -module-name SMPPlan -emit-module \
+	    -emit-module-path .build-fuzz/SMPPlan.swiftmodule -emit-library -static -o .build-fuzz/libSMPPlan.a Sources/SMPPlan/*.swift
+	swiftc $(FUZZ_FLAGS) -package-name smpctl -I .build-fuzz -L .build-fuzz -lSMPPlan -lFirmwareProtocol -module-name PlanReaderFuzz \
+	    -o .build-fuzz/plan-reader-fuzz $(PLAN_READER_FUZZ_SOURCES) Fuzz/PlanReaderFuzz.swift
 	.build-fuzz/frame-decoder-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 .build-fuzz/corpus-decoder Fuzz/corpus
 	.build-fuzz/firmware-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 .build-fuzz/corpus-firmware Fuzz/corpus
+	@mkdir -p .build-fuzz/corpus-plan
+	.build-fuzz/plan-reader-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -dict=Fuzz/plan.dict -max_len=4096 \
+	    .build-fuzz/corpus-plan Fuzz/corpus-plan
 
 # Prints the golden frames of firmware-protocol.md §8 as the codec encodes them; paste them
 # between the golden markers after a deliberate protocol change (the test then checks them).

@@ -182,6 +182,13 @@ def main():
         rows.append((f"plan load + validate, {d['dots']:,} dots ({d['bytes'] / 1e6:.1f} MB) ÷ python3 json.load",
                      text, "≤ 1.0", "yes" if r["p50"] <= 1.0 else "NO", command(raw, "planload")))
 
+    d = harness("validate-cpu")
+    if d and "error" not in d:
+        rows.append(("`smpctl validate` ÷ python3 json.load, whole-process CPU (user + system), paired",
+                     f"median ratio {d['ratio_median']:.2f} (max {d['ratio_max']:.2f}, n={d['runs']}): smpctl "
+                     f"{d['smpctl_validate_cpu_s_median']:.3f} s, python3 {d['python_json_load_cpu_s_median']:.3f} s",
+                     "≤ 0.5", "yes" if d["ratio_median"] <= 0.5 else "NO", command(raw, "validate-cpu")))
+
     rss_log = raw / "rss.log"
     if rss_log.exists():
         runs = re.findall(r"run (\d+): exit (\d+), max RSS (\d+|\?) KiB, wall (\S+),", rss_log.read_text())

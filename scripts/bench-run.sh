@@ -111,6 +111,8 @@ fi
 
 if want planload; then
     step planload "$HARNESS" planload --plan "$PLANS/bench-200k.json" --runs "$LOAD_RUNS" ${SMPCTL:+--smpctl "$SMPCTL"}
+    # Issue 16's measure: whole-process CPU, smpctl validate ÷ python3 json.load, paired.
+    [[ -n "$SMPCTL" ]] && step validate-cpu "$ROOT/scripts/bench-validate-cpu.sh" "$PLANS/bench-200k.json" "$SMPCTL" "$LOAD_RUNS"
 fi
 
 if want rss && [[ -n "$SMPCTL" ]]; then

@@ -37,10 +37,13 @@ import SMPSystem
 /// Durability: the file is opened `O_WRONLY|O_APPEND|O_CREAT|O_CLOEXEC` (mode 0644) and each
 /// line is one `write(2)`, so a killed simulator never leaves a torn line and several simulator
 /// processes appending to one file keep their lines whole. The same entries are kept in memory
-/// (`entries`) for in-process tests.
+/// (`entries`) for in-process tests, unless `keepsEntries` is false (the CLI: 200,000 dots kept
+/// for nobody cost ~20 MB).
 public final class GroundTruthRecord: Sendable {
     /// The NDJSON file, if any.
     public let path: String?
+    /// Whether `entries` keeps every dot appended.
+    public let keepsEntries: Bool
     private let storage: Locked<Storage>
 
     private struct Storage {
@@ -49,9 +52,11 @@ public final class GroundTruthRecord: Sendable {
         var writeErrors = 0
     }
 
-    /// Opens (creating, appending to) `path`; nil keeps the record in memory only.
-    public init(path: String?) throws(SimulatorError) {
+    /// Opens (creating, appending to) `path`; nil keeps the record in memory only. With
+    /// `keepsEntries` false nothing is kept in memory (`entries` stays empty).
+    public init(path: String?, keepsEntries: Bool = true) throws(SimulatorError) {
         self.path = path
+        self.keepsEntries = keepsEntries
         var fd: Int32 = -1
         if let path {
             switch Sys.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode: 0o644) {
@@ -71,7 +76,7 @@ public final class GroundTruthRecord: Sendable {
     /// Appends one dot: the in-memory copy now, one write(2) of one line on the writer queue.
     public func append(_ dot: InjectedDot) {
         let line = Array(Self.line(for: dot).utf8) + [0x0A]
-        storage.withLock { $0.entries.append(dot) }
+        if keepsEntries { storage.withLock { $0.entries.append(dot) } }
         // The file is written on its own queue, in order: a disk busy with someone else's writes
         // (dirty-page throttling can block write(2) for hundreds of milliseconds) must never
         // stall the firmware's queue — a real MCU's UART keeps receiving while its log is slow.
@@ -91,7 +96,7 @@ public final class GroundTruthRecord: Sendable {
         writer.sync {}
     }
 
-    /// Every dot recorded by this process, in order.
+    /// Every dot recorded by this process, in order (none when not `keepsEntries`).
     public var entries: [InjectedDot] {
         storage.withLock { $0.entries }
     }

@@ -20,6 +20,9 @@ public struct SimulatorOptions: Sendable {
     public var bootIDEntropy: UInt64? = nil
     /// NDJSON ground-truth file, appended to (see `GroundTruthRecord`).
     public var recordPath: String? = nil
+    /// Keep the ground truth in memory too (`injectedDots`), for in-process tests. The CLI turns
+    /// it off: nobody reads it there, and it grew with every dot of the session.
+    public var keepsGroundTruthInMemory = true
     /// A symbolic link to the slave tty, kept while running (an existing link is replaced, a
     /// regular file is refused), removed on stop. Not with `portPath`.
     public var linkPath: String? = nil
@@ -125,7 +128,7 @@ public final class SimulatedApplicator: Sendable {
     /// Opens the pty (and the link and the record), or the port, and starts the device.
     public static func start(_ options: SimulatorOptions, logger: Logger) throws -> SimulatedApplicator {
         try options.validate()
-        let record = try GroundTruthRecord(path: options.recordPath)
+        let record = try GroundTruthRecord(path: options.recordPath, keepsEntries: options.keepsGroundTruthInMemory)
         let pty = try openTerminal(options)
         let applicator = SimulatedApplicator(options: options, logger: logger, record: record, pty: pty)
         applicator.queue.sync {
@@ -219,7 +222,7 @@ public final class SimulatedApplicator: Sendable {
         if path != nil { logger.info("simulated applicator stopped") }
     }
 
-    /// A snapshot of the ground truth, thread-safe.
+    /// A snapshot of the ground truth, thread-safe (empty unless `keepsGroundTruthInMemory`).
     public var injectedDots: [InjectedDot] {
         record.entries
     }

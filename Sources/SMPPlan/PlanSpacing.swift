@@ -39,20 +39,38 @@ package enum PlanSpacing {
         let threshold = spacing > 0 ? spacing * spacing : 1
         var comparisonsLeft = budget ?? (64 * count + 1_000_000)
 
-        // head[cell] = last point inserted in that cell; next[i] = the point inserted before i there.
-        var head: [Int64: Int32] = [:]
-        head.reserveCapacity(count)
-        var next = [Int32](repeating: -1, count: count)
-        var found: [Violation] = []
-
         func cellCoordinate(_ value: Int32) -> Int32 {
             // Floor division; |result| ≤ |value| so it fits in Int32.
             let v = Int64(value)
             return Int32(v >= 0 ? v / cell : -((-v + cell - 1) / cell))
         }
+
+        // head[cell] = last point inserted in that cell; next[i] = the point inserted before i there.
+        // The cells are a dense array over the points' bounding box (with a border of one cell, so
+        // no neighbour falls outside) when that is at most a few cells per point, as in every
+        // real plan; else a dictionary. Both visit the same points in the same order.
+        var next = [Int32](repeating: -1, count: count)
+        var found: [Violation] = []
+        var (lowX, lowY, highX, highY) = (Int32.max, Int32.max, Int32.min, Int32.min)
+        for index in 0..<count {
+            let cx = cellCoordinate(xs[index]), cy = cellCoordinate(ys[index])
+            (lowX, highX) = (min(lowX, cx), max(highX, cx))
+            (lowY, highY) = (min(lowY, cy), max(highY, cy))
+        }
+        let (originX, originY) = (Int64(lowX), Int64(lowY))
+        let width = Int64(highX) - originX + 3, height = Int64(highY) - originY + 3
+        let (cells, overflow) = width.multipliedReportingOverflow(by: height)
+        let dense = !overflow && cells <= Int64(max(4 * count, 1 << 16))
+        var denseHead = [Int32](repeating: -1, count: dense ? Int(cells) : 0)
+        var head: [Int64: Int32] = [:]
+        if !dense { head.reserveCapacity(count) }
+        func denseKey(_ cx: Int64, _ cy: Int64) -> Int {
+            Int((cy - originY + 1) * width + (cx - originX + 1))
+        }
         func key(_ cx: Int32, _ cy: Int32) -> Int64 {
             Int64(bitPattern: UInt64(UInt32(bitPattern: cx)) << 32 | UInt64(UInt32(bitPattern: cy)))
         }
+        func first(_ key: Int64) -> Int32 { head[key] ?? -1 }
 
         for j in 0..<count {
             let x = Int64(xs[j]), y = Int64(ys[j])
@@ -61,7 +79,9 @@ package enum PlanSpacing {
             // Own cell first: in a dense cluster that is where the conflicts are.
             for (dx, dy) in neighbourOffsets {
                 // Wrapping at the edges of Int32 only adds candidates; the distance test is exact.
-                var i = head[key(cx &+ dx, cy &+ dy)] ?? -1
+                // (In the dense grid no point is within a cell of those edges' wrap: the border.)
+                var i = dense ? denseHead[denseKey(Int64(cx) + Int64(dx), Int64(cy) + Int64(dy))]
+                    : first(key(cx &+ dx, cy &+ dy))
                 while i >= 0 {
                     comparisonsLeft -= 1
                     if comparisonsLeft < 0 {
@@ -86,9 +106,15 @@ package enum PlanSpacing {
                     result.violations.append(violation)
                 }
             }
-            let own = key(cx, cy)
-            next[j] = head[own] ?? -1
-            head[own] = Int32(j)
+            if dense {
+                let own = denseKey(Int64(cx), Int64(cy))
+                next[j] = denseHead[own]
+                denseHead[own] = Int32(j)
+            } else {
+                let own = key(cx, cy)
+                next[j] = head[own] ?? -1
+                head[own] = Int32(j)
+            }
         }
         return result
     }

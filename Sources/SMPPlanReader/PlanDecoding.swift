@@ -11,7 +11,8 @@ import Foundation
 // written twice in one object, which JSONDecoder cannot see, are found by `JSONDuplicateKeys` over
 // the same bytes.
 
-/// A field as found in the file.
+/// A field as found in the file. Equatable so that the two readers' documents can be compared
+/// (PlanReaderDifferentialTests, `make fuzz`).
 package enum RawField<Value: Sendable>: Sendable {
     /// The key is not there.
     case absent
@@ -30,7 +31,7 @@ package enum RawField<Value: Sendable>: Sendable {
     }
 }
 
-struct RawDefaults: ObjectFields {
+struct RawDefaults: ObjectFields, Equatable {
     var depthMillimetres: RawField<Double> = .absent
     var dwellMilliseconds: RawField<Double> = .absent
 
@@ -47,7 +48,7 @@ struct RawDefaults: ObjectFields {
 }
 
 /// The `client` object, the same in plans and designs.
-package struct RawClient: ObjectFields {
+package struct RawClient: ObjectFields, Equatable {
     var reference: RawField<String> = .absent
     var hairTransplantDate: RawField<String> = .absent
 
@@ -65,7 +66,7 @@ package struct RawClient: ObjectFields {
     }
 }
 
-struct RawSession: ObjectFields {
+struct RawSession: ObjectFields, Equatable {
     var number: RawField<Double> = .absent
     var of: RawField<Double> = .absent
     var date: RawField<String> = .absent
@@ -83,7 +84,7 @@ struct RawSession: ObjectFields {
     }
 }
 
-struct RawPlanDesign: ObjectFields {
+struct RawPlanDesign: ObjectFields, Equatable {
     var designID: RawField<String> = .absent
     var after: RawField<[RawDesignSource?]> = .absent
 
@@ -99,7 +100,7 @@ struct RawPlanDesign: ObjectFields {
     }
 }
 
-struct RawDesignSource: ObjectFields {
+struct RawDesignSource: ObjectFields, Equatable {
     var planID: RawField<String> = .absent
     var planSHA256: RawField<String> = .absent
     var recordSession: RawField<Double> = .absent
@@ -119,20 +120,72 @@ struct RawDesignSource: ObjectFields {
     }
 }
 
-struct RawDot: Sendable {
-    var id: RawField<Double> = .absent
-    var xMillimetres: RawField<Double> = .absent
-    var yMillimetres: RawField<Double> = .absent
-    var depthMillimetres: RawField<Double> = .absent
-    var dwellMilliseconds: RawField<Double> = .absent
+/// One element of `dots` as written. There is one per dot of the plan until it is resolved, so
+/// it is kept small (72 bytes, not 112 as five `RawField<Double>`s would make it): the five
+/// numbers stored bare, whether each is absent, invalid or present in two bits of `states`.
+struct RawDot: Sendable, Equatable {
+    private var numbers: (Double, Double, Double, Double, Double) = (0, 0, 0, 0, 0)
     var region: RawField<String> = .absent
+    /// Two bits per number, in the order of `numbers`: 0 absent, 1 invalid, 2 present.
+    private var states: UInt16 = 0
     /// False when the array element was not an object (already reported).
     var isObject = true
     /// Shape problems of this dot, sorted by path (almost always empty).
     var issues: [PlanIssue] = []
+
+    var id: RawField<Double> {
+        get { field(0, numbers.0) }
+        set { numbers.0 = set(0, newValue) }
+    }
+    var xMillimetres: RawField<Double> {
+        get { field(1, numbers.1) }
+        set { numbers.1 = set(1, newValue) }
+    }
+    var yMillimetres: RawField<Double> {
+        get { field(2, numbers.2) }
+        set { numbers.2 = set(2, newValue) }
+    }
+    var depthMillimetres: RawField<Double> {
+        get { field(3, numbers.3) }
+        set { numbers.3 = set(3, newValue) }
+    }
+    var dwellMilliseconds: RawField<Double> {
+        get { field(4, numbers.4) }
+        set { numbers.4 = set(4, newValue) }
+    }
+
+    @inline(__always)
+    private func field(_ slot: UInt16, _ value: Double) -> RawField<Double> {
+        switch states >> (2 * slot) & 3 {
+        case 0: return .absent
+        case 1: return .invalid
+        default: return .present(value)
+        }
+    }
+
+    /// Records `field`'s state in `slot` and returns the number to store (0 unless present, so
+    /// that equal dots compare equal).
+    @inline(__always)
+    private mutating func set(_ slot: UInt16, _ field: RawField<Double>) -> Double {
+        let (state, value): (UInt16, Double)
+        switch field {
+        case .absent: (state, value) = (0, 0)
+        case .invalid: (state, value) = (1, 0)
+        case .present(let number): (state, value) = (2, number)
+        }
+        states = states & ~(3 << (2 * slot)) | state << (2 * slot)
+        return value
+    }
+
+    static func == (lhs: RawDot, rhs: RawDot) -> Bool {
+        lhs.states == rhs.states && lhs.isObject == rhs.isObject && lhs.region == rhs.region && lhs.issues == rhs.issues
+            && lhs.numbers.0.bitPattern == rhs.numbers.0.bitPattern && lhs.numbers.1.bitPattern == rhs.numbers.1.bitPattern
+            && lhs.numbers.2.bitPattern == rhs.numbers.2.bitPattern && lhs.numbers.3.bitPattern == rhs.numbers.3.bitPattern
+            && lhs.numbers.4.bitPattern == rhs.numbers.4.bitPattern
+    }
 }
 
-struct RawPlanDocument: Sendable {
+struct RawPlanDocument: Sendable, Equatable {
     var format: RawField<String> = .absent
     var planID: RawField<String> = .absent
     var defaults: RawField<RawDefaults> = .absent
@@ -154,6 +207,8 @@ enum PlanKeys {
 }
 
 // MARK: - Decoding with Foundation's JSONDecoder
+
+extension RawField: Equatable where Value: Equatable {}
 
 package struct PlanJSONKey: CodingKey {
     package var stringValue: String

@@ -12,7 +12,8 @@ import Darwin
 
 /// Reads `smp-plan/1` files (docs/plan-format.md) into a validated `Plan`.
 ///
-/// Loading is two stages: `PlanDecoding` turns JSON into a raw document and reports shape problems;
+/// Loading is two stages: `PlanJSONReader` (a plain plan, one pass over the bytes) or else
+/// `PlanDecoding` (every other file) turns JSON into a raw document and reports shape problems;
 /// `resolve` below applies defaults, checks every value in the file's own units against the
 /// envelope (before rounding, so 1.5004 mm is refused under a 1.5 mm maximum; see
 /// `SafetyEnvelope.rangeIssue` for why this is exact at the bounds), converts to µm/µs
@@ -29,29 +30,45 @@ public enum PlanLoader {
     public static func load(path: String, envelope: SafetyEnvelope = .builtIn)
         throws(PlanLoadError) -> (Plan, warnings: [PlanIssue])
     {
-        let data: Data
-        switch readFile(path) {
-        case .success(let bytes): data = bytes
+        let (raw, digest) = try readAndDecode(path)
+        return try finish(raw, sha256: digest, sourceName: path, sourcePath: path, envelope: envelope)
+    }
+
+    /// Stage 1 of a file: the bytes as read (not copied into a `Data`) are parsed and hashed in
+    /// place, and released when this returns, before stage 2 builds the plan's dots.
+    private static func readAndDecode(_ path: String) throws(PlanLoadError) -> (RawPlanDocument, String) {
+        let bytes: [UInt8]
+        switch readBytes(path) {
+        case .success(let read): bytes = read
         case .failure(let failure): throw PlanLoadError(file: path, issues: [failure.issue])
         }
-        return try load(data: data, sourceName: path, sourcePath: path, envelope: envelope)
+        switch decode(bytes) {
+        case .success(let document): return (document, sha256(bytes))
+        case .failure(let failure): throw PlanLoadError(file: path, issues: [failure.issue])
+        }
     }
 
     /// Loads and validates a plan from memory; `sourceName` names it in messages.
     public static func load(data: Data, sourceName: String, envelope: SafetyEnvelope)
         throws(PlanLoadError) -> (Plan, warnings: [PlanIssue])
     {
-        try load(data: data, sourceName: sourceName, sourcePath: nil, envelope: envelope)
+        switch decode(data) {
+        case .success(let document):
+            return try finish(document, sha256: sha256(data), sourceName: sourceName, sourcePath: nil, envelope: envelope)
+        case .failure(let failure):
+            throw PlanLoadError(file: sourceName, issues: [failure.issue])
+        }
     }
 
-    private static func load(data: Data, sourceName: String, sourcePath: String?, envelope: SafetyEnvelope)
-        throws(PlanLoadError) -> (Plan, warnings: [PlanIssue])
+    /// The SHA-256 of exactly the bytes that were read, lowercase hex: the record ties a session to them.
+    private static func sha256(_ bytes: some DataProtocol) -> String {
+        SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Stage 2 and the verdict.
+    private static func finish(_ raw: RawPlanDocument, sha256 digest: String, sourceName: String, sourcePath: String?,
+                               envelope: SafetyEnvelope) throws(PlanLoadError) -> (Plan, warnings: [PlanIssue])
     {
-        let raw: RawPlanDocument
-        switch PlanDecoding.decode(data) {
-        case .success(let document): raw = document
-        case .failure(let failure): throw PlanLoadError(file: sourceName, issues: [failure.issue])
-        }
         var issues = PlanIssueList()
         let plan = resolve(raw, envelope: envelope, sourcePath: sourcePath, issues: &issues)
         if plan == nil, !issues.hasErrors {
@@ -61,11 +78,18 @@ public enum PlanLoader {
         guard let plan, !issues.hasErrors else {
             throw PlanLoadError(file: sourceName, issues: issues.all)
         }
-        // The hash of exactly the bytes that were validated: the record ties a session to them.
-        let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
         let hashed = Plan(planID: plan.planID, dots: plan.dots, client: plan.client, session: plan.session,
                           sourcePath: plan.sourcePath, sha256: digest, design: plan.design)
         return (hashed, warnings: issues.all.filter { !$0.isError })
+    }
+
+    /// Stage 1: the one-pass byte reader for a plain plan (`PlanJSONReader`), else the Foundation
+    /// decoder, which explains every shape problem (and reads the rare features the fast reader
+    /// leaves to it: escapes, UTF-16, a byte order mark).
+    static func decode(_ bytes: some ContiguousBytes & DataProtocol) -> Result<RawPlanDocument, PlanIssueFailure> {
+        if let document = bytes.withUnsafeBytes({ PlanJSONReader.read($0) }) { return .success(document) }
+        if let data = bytes as? Data { return PlanDecoding.decode(data) }
+        return PlanDecoding.decode(Data(bytes))
     }
 
     // MARK: Reading the file
@@ -74,7 +98,12 @@ public enum PlanLoader {
     /// the system's own reason). `document` names what the file should be in the size message
     /// ("a plan", "a design").
     package static func readFile(_ path: String, document: String = "a plan") -> Result<Data, PlanIssueFailure> {
-        RegularFile.read(path: path, maximumBytes: maximumFileBytes).map { Data($0) }.mapError { error in
+        readBytes(path, document: document).map { Data($0) }
+    }
+
+    /// `readFile`'s bytes as read.
+    package static func readBytes(_ path: String, document: String = "a plan") -> Result<[UInt8], PlanIssueFailure> {
+        RegularFile.read(path: path, maximumBytes: maximumFileBytes).mapError { error in
             let code: PlanIssue.Code, reason: String
             if case .tooLarge(let bytes, let maximum) = error {
                 (code, reason) = (.fileTooLarge, "\(bytes) bytes is more than the \(maximum) allowed for \(document)")
@@ -223,7 +252,7 @@ public enum PlanLoader {
             // region
             var region: String?
             if case .present(let value) = rawDot.region {
-                if value.allSatisfy(\.isWhitespace) {
+                if isBlank(value) {
                     issues.append(.error(.emptyValue, path + ".region", value: PlanText.quoted(value),
                                          limit: "non-empty string",
                                          "\(path).region = \(PlanText.quoted(value)) must not be blank (leave the key out instead)"
@@ -333,6 +362,15 @@ public enum PlanLoader {
             }
             return micro(value * 1000)
         }
+    }
+
+    /// `value.allSatisfy(\.isWhitespace)`, answered from the first byte when that is an ASCII
+    /// letter or digit (a character that starts with one is not whitespace): run for every dot's
+    /// region, where Unicode properties cost more than the rest of the dot.
+    @inline(__always)
+    static func isBlank(_ value: String) -> Bool {
+        if let first = value.utf8.first, first &- 0x30 < 10 || (first | 0x20) &- 0x61 < 26 { return false }
+        return value.allSatisfy(\.isWhitespace)
     }
 
     /// Micro-units from a value already multiplied by 1000: nearest integer, halves away from zero,

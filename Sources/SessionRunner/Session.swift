@@ -186,7 +186,7 @@ public final class Session: @unchecked Sendable {
     private var interrupted: [UInt32] = []
     private var inDoubt: [UInt32] = []
     /// The plan's dots by id: the region for progress, the file position for messages.
-    private let planDotByID: [UInt32: PlanDot]
+    private let planDotByID: DotsByID
     private var outcome: SessionOutcome?
     private var reason: String?
     private var startNanos: UInt64 = 0
@@ -228,7 +228,7 @@ public final class Session: @unchecked Sendable {
         self.effectiveEnvelope = options.envelope
         spacing = SpacingLedger(minimumMicrometres: options.envelope.minimumSpacingMicrometres)
         self.todo = plan.dots
-        planDotByID = Dictionary(plan.dots.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        planDotByID = DotsByID(plan.dots)
         do throws(DotPace.RateOutOfRange) {
             _ = try DotPace.paceMilliseconds(options.envelope)
         } catch {

@@ -248,6 +248,7 @@ enum SessionCommand {
             options.timeScale = target.timeScale
             options.seed = target.seed
             options.recordPath = target.record
+            options.keepsGroundTruthInMemory = false  // only the NDJSON file (--record) is read
             if let faults = target.faults { options.faults = try FaultPlan(spec: faults) }
             do {
                 simulator = try SimulatedApplicator.start(options, logger: CLILogging.logger(label: "smpctl.sim", verbose: verbose))

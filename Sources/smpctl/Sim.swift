@@ -77,6 +77,7 @@ struct Sim: ParsableCommand {
         options.timeScale = timeScale
         options.seed = seed
         options.recordPath = record
+        options.keepsGroundTruthInMemory = false  // only the NDJSON file (--record) is read
         options.linkPath = link
         options.portPath = port
         options.faults = try faultPlan()
