@@ -38,6 +38,11 @@ struct DeviceOptions: ParsableArguments {
         valueName: "spec"))
     var lineFaults: String?
 
+    @Option(help: ArgumentHelp(
+        "With --sim: listen here for commands to the simulated interlocks (`smpctl sim-lines`); at a terminal the default is $XDG_RUNTIME_DIR/smpctl-sim-PID.sock.",
+        valueName: "path"))
+    var interlockSocket: String?
+
     /// Nil when not given: only then may the default file be absent (built-in defaults).
     @Option(help: ArgumentHelp(
         "The machine configuration (interlocks, envelope, lease); it must exist (default: /etc/smpctl/machine.toml, built-in defaults when absent).",
@@ -48,8 +53,8 @@ struct DeviceOptions: ParsableArguments {
         if sim == (device != nil) {
             throw ValidationError("Give exactly one of --device PATH or --sim.")
         }
-        if !sim && (record != nil || faults != nil || lineFaults != nil) {
-            throw ValidationError("--record, --faults and --line-faults apply to --sim only.")
+        if !sim && (record != nil || faults != nil || lineFaults != nil || interlockSocket != nil) {
+            throw ValidationError("--record, --faults, --line-faults and --interlock-socket apply to --sim only.")
         }
         if let lineFaults {
             do { _ = try HostLineFaults(spec: lineFaults) } catch { throw ValidationError("--line-faults: \(error)") }
@@ -283,6 +288,24 @@ enum SessionCommand {
             }
         }
         let reporter = RunReporter(ndjson: ndjson, sim: target.sim)
+        // The simulated lines' control: the technician rehearses holds and stops from a second
+        // terminal (`smpctl sim-lines`), at a terminal by default, elsewhere when asked for.
+        var linesControl: SimulatedLinesControl?
+        defer { linesControl?.close() }
+        if let lines = interlocks.simulator, target.sim, target.interlockSocket != nil || !ndjson {
+            do {
+                linesControl = try SimulatedLinesControl(
+                    path: target.interlockSocket ?? SimulatedLinesControl.defaultPath(), lines: lines,
+                    interlocks: interlocks, replaceStale: target.interlockSocket == nil)
+            } catch {
+                Output.err("smpctl: \(error)")
+                throw ExitCode(ExitStatus.ioError)
+            }
+            let socketOption = target.interlockSocket == nil ? "" : " --socket \(linesControl!.path)"
+            reporter.note("Simulated interlocks: from another terminal, `smpctl sim-lines\(socketOption) pedal release` "
+                          + "(or pedal press, contact lose, contact restore, estop press, estop release, status); "
+                          + "control socket \(linesControl!.path)")
+        }
         var options = SessionOptions()
         options.recording = recording
         options.interlocks = interlocks

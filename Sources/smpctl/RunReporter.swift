@@ -210,6 +210,8 @@ final class RunReporter: Sendable {
             state.lastDraw = now
             drawProgress(&state, now: now)
         case .held(let reason):
+            // Every hold holds the interlocks: the line frozen under the question says so at once.
+            state.bar.interlock = InterlockState.held.description
             line(.warning, "HOLD — \(reason). The dot in progress finishes, the needle retracts, the place in the plan is kept.", &state)
         case .resumed:
             line(.success, "Resumed.", &state)
@@ -296,7 +298,8 @@ final class RunReporter: Sendable {
         var lines = [headline(a)]
         if let reason = a.reason { lines.append("  Reason:      \(reason)") }
         if let id = a.sessionID {
-            let resume = a.outcome == .completed ? "" : "; continue with: smpctl resume \(id) \(sim ? "--sim" : "--device …")"
+            let decision = a.outcome == .needsDecision ? " --ambiguous skip|redo" : ""
+            let resume = a.outcome == .completed ? "" : "; continue with: smpctl resume \(id) \(sim ? "--sim" : "--device …")\(decision)"
             lines.append("  Session:     \(id) (report: smpctl report \(id) -o report.html\(resume))")
         }
         // A resume refused for a decision did nothing: its own account would count every dot

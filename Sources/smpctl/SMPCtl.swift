@@ -15,5 +15,5 @@ struct SMPCtl: ParsableCommand {
             treatment records written by a newer smpctl.
             """,
         version: "0.1.0",
-        subcommands: [Run.self, Resume.self, Validate.self, Sessions.self, Report.self, Export.self, Config.self, Sim.self, Devices.self, Probe.self, Preview.self, DesignCommand.self])
+        subcommands: [Run.self, Resume.self, Validate.self, Sessions.self, Report.self, Export.self, Config.self, Sim.self, SimLines.self, Devices.self, Probe.self, Preview.self, DesignCommand.self])
 }

@@ -38,7 +38,8 @@ final class CommandOutputTests: XCTestCase {
               "--faults <spec>", "--scenario <path>", "-v, --verbose", "--version", "-h, --help"]),
             (["resume", "--help"], "USAGE: smpctl resume [<options>] <id>",
              ["--device <device>", "--sim", "--time-scale <time-scale>", "--record <record>", "--seed <seed>",
-              "--faults <faults>", "--line-faults <spec>", "--config <path>", "--db <path>", "--ambiguous <ambiguous>",
+              "--faults <faults>", "--line-faults <spec>", "--interlock-socket <path>", "--config <path>", "--db <path>",
+              "--ambiguous <ambiguous>",
               "--operator <operator>", "--yes", "--json", "-v, --verbose", "--version", "-h, --help"]),
             (["sessions", "--help"], "USAGE: smpctl sessions [--db <path>] [--json] [--limit <limit>]",
              ["--db <path>", "--json", "--limit <limit>", "--version", "-h, --help"]),
@@ -60,7 +61,7 @@ final class CommandOutputTests: XCTestCase {
     func testTheTopLevelHelpListsEveryCommand() throws {
         let result = try CLITests.smpctl(["help"])
         XCTAssertEqual(result.status, 0)
-        for command in ["run", "resume", "sim", "validate", "preview", "devices", "probe", "sessions", "report", "export", "config"] {
+        for command in ["run", "resume", "sim", "sim-lines", "validate", "preview", "devices", "probe", "sessions", "report", "export", "config"] {
             XCTAssertTrue(result.stdout.contains("\n  \(command) "), "smpctl help does not list \(command):\n\(result.stdout)")
         }
     }

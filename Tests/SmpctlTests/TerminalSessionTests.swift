@@ -360,7 +360,7 @@ final class TerminalSessionTests: XCTestCase {
         XCTAssertEqual(RunReporter.summaryLines(account, sim: true), [
             "Not resumed: a decision is needed.",
             "  Reason:      1 dot(s) may or may not have been injected (ambiguous or cut short): dot id(s) 130. …",
-            "  Session:     1 (report: smpctl report 1 -o report.html; continue with: smpctl resume 1 --sim)",
+            "  Session:     1 (report: smpctl report 1 -o report.html; continue with: smpctl resume 1 --sim --ambiguous skip|redo)",
         ])
     }
 
