@@ -7,6 +7,7 @@ import SMPInterlocks
 import SMPRecords
 import SMPMachine
 import SMPRender
+import SMPSystem
 
 struct Sessions: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List recorded sessions, newest first.")
@@ -138,7 +139,7 @@ struct Resume: ParsableCommand {
             Output.err("smpctl resume: session \(id) is complete (\(session.done) of \(session.total) dots); nothing to resume.")
             throw ExitCode(ExitStatus.usage)
         }
-        let plan = try SessionCommand.loadPlan(session.planPath)
+        let plan = try SessionCommand.loadPlan(session.planPath, json: SessionCommand.speaksJSON(json))
         guard plan.sha256 == session.planSHA256 else {
             Output.err("""
                 smpctl resume: the plan file \(session.planPath) changed since session \(id) started \
@@ -206,17 +207,27 @@ struct Export: ParsableCommand {
     @Argument(help: "The session id.")
     var id: Int64
 
-    @Option(name: .shortAndLong, help: "The archive to write (.tar.gz).")
+    @Option(name: .shortAndLong, help: "The archive to write (.tar.gz or .tgz; written 0600, like the records).")
     var output: String
 
     @OptionGroup var records: RecordsOptions
+
+    func validate() throws {
+        // A name that promises another format (x.zip) would hold a tar.gz: refused, not renamed.
+        let name = output.lowercased()
+        guard name.hasSuffix(".tar.gz") || name.hasSuffix(".tgz") else {
+            throw ValidationError("-o must end in .tar.gz or .tgz: the archive is a gzip-compressed tar (got \(output)).")
+        }
+    }
 
     func run() throws {
         let report = try ReportCommand.load(id, records, command: "export")
         let staging = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-export-\(UUID().uuidString)")
         let folder = staging.appendingPathComponent("smp-session-\(id)")
         defer { try? FileManager.default.removeItem(at: staging) }
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: staging.path)
         try report.json().write(to: folder.appendingPathComponent("session.json"))
         try Data(report.html().utf8).write(to: folder.appendingPathComponent("report.html"))
         try Data(report.svg().utf8).write(to: folder.appendingPathComponent("dot-map.svg"))
@@ -224,15 +235,19 @@ struct Export: ParsableCommand {
         if let plan = FileManager.default.contents(atPath: report.session.planPath) {
             try plan.write(to: folder.appendingPathComponent("plan.json"))
         }
+        // Made in the private staging folder, then written 0600 like the report: it holds the
+        // client's treatment record.
+        let archive = staging.appendingPathComponent("archive.tar.gz")
         let tar = Process()
         tar.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        tar.arguments = ["tar", "-czf", SessionCommand.absolute(output), "-C", staging.path, "smp-session-\(id)"]
+        tar.arguments = ["tar", "-czf", archive.path, "-C", staging.path, "smp-session-\(id)"]
         try tar.run()
         tar.waitUntilExit()
-        guard tar.terminationStatus == 0 else {
+        guard tar.terminationStatus == 0, let data = FileManager.default.contents(atPath: archive.path) else {
             Output.err("smpctl export: tar failed with status \(tar.terminationStatus) writing \(output)")
             throw ExitCode(ExitStatus.ioError)
         }
+        try ReportCommand.write(data, to: output)
         print("\(output): session \(id) archived (report.html, session.json, dot-map.svg, audit.ndjson, plan.json)")
     }
 }
@@ -256,12 +271,36 @@ enum ReportCommand {
         }
     }
 
+    /// Writes `data` to `path` with mode 0600, like the database (treatment records are personal
+    /// data): a new file beside it, created 0600 whatever the umask, renamed over `path`, so an
+    /// existing file's wider mode is never kept and a reader never sees half a report.
     static func write(_ data: Data, to path: String) throws {
-        do {
-            try data.write(to: URL(fileURLWithPath: path))
-        } catch {
-            Output.err("smpctl: cannot write \(path): \(error.localizedDescription)")
-            throw ExitCode(ExitStatus.ioError)
+        let temporary = path + ".smpctl-\(Sys.processID())"
+        func fail(_ errno: Errno, _ what: String) -> ExitCode {
+            _ = Sys.unlink(temporary)
+            Output.err("smpctl: cannot write \(path): \(what): \(errno)")
+            return ExitCode(ExitStatus.ioError)
         }
+        let fd: CInt
+        switch Sys.open(temporary, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, mode: 0o600) {
+        case .success(let opened): fd = opened
+        case .failure(let errno): throw fail(errno, "creating it")
+        }
+        var failure: Errno?
+        data.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                switch Sys.write(fd, from: UnsafeRawBufferPointer(rebasing: buffer[offset...])) {
+                case .success(.transferred(let count)): offset += count
+                case .success: continue
+                case .failure(let errno):
+                    failure = errno
+                    return
+                }
+            }
+        }
+        _ = Sys.close(fd)
+        if let failure { throw fail(failure, "writing it") }
+        if case .failure(let errno) = Sys.rename(temporary, to: path) { throw fail(errno, "renaming it into place") }
     }
 }

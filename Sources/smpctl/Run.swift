@@ -168,8 +168,9 @@ struct Run: ParsableCommand {
 
     func run() throws {
         let machine = try SessionCommand.loadMachineConfiguration(target.config)
-        let loaded = try SessionCommand.loadPlan(plan)
-        let auditAtStart = try SessionCommand.checkClinicalTiming(loaded, planPath: plan, override: overrideClinical)
+        let loaded = try SessionCommand.loadPlan(plan, json: SessionCommand.speaksJSON(json))
+        let auditAtStart = try SessionCommand.checkClinicalTiming(loaded, planPath: plan, override: overrideClinical,
+                                                                  json: SessionCommand.speaksJSON(json))
         let store = try records.open()
         CourseTiming.warn(loaded, planPath: plan,
                           previous: CourseTiming.previousSession(loaded.design?.after ?? [], store: store))
@@ -184,7 +185,12 @@ struct Run: ParsableCommand {
 
 /// What `run` and `resume` share: the device or simulator, the session, the reporter, Ctrl-C.
 enum SessionCommand {
-    static func loadPlan(_ path: String) throws -> Plan {
+    /// Whether a session command speaks NDJSON on standard output (`--json`, or not a terminal).
+    static func speaksJSON(_ json: Bool) -> Bool { json || !Output.stdoutIsTerminal }
+
+    /// `json`: a refusal is also one `error` event on standard output (what a script reads),
+    /// with every issue as `smpctl validate --json` gives it.
+    static func loadPlan(_ path: String, json: Bool) throws -> Plan {
         do {
             let (plan, warnings) = try PlanLoader.load(path: path)
             for warning in warnings { Output.err("\(path): \(warning)") }
@@ -192,19 +198,31 @@ enum SessionCommand {
         } catch let error {
             for issue in error.issues { Output.err("\(path): \(issue)") }
             Output.err("\(path): plan refused; nothing was sent to the applicator.")
-            throw ExitCode(error.isUnreadable ? ExitStatus.noInput : ExitStatus.dataError)
+            let status = error.isUnreadable ? ExitStatus.noInput : ExitStatus.dataError
+            if json { refusedJSON(path, issues: error.issues, message: "plan refused; nothing was sent to the applicator", status) }
+            throw ExitCode(status)
         }
+    }
+
+    /// The NDJSON line of a plan refused before anything was sent.
+    static func refusedJSON(_ path: String, issues: [PlanIssue], message: String, _ status: Int32) {
+        Output.printJSON([
+            "event": "error", "message": "\(path): \(message)", "file": path, "exit_code": status,
+            "errors": issues.filter(\.isError).map(Output.issueJSON),
+            "warnings": issues.filter { !$0.isError }.map(Output.issueJSON),
+        ])
     }
 
     /// The clinical timing rule (docs/plan-format.md): refused without an override, which is
     /// returned as an audit event; warnings printed.
-    static func checkClinicalTiming(_ plan: Plan, planPath: String, override: String?) throws -> [RecordBatch.Event] {
+    static func checkClinicalTiming(_ plan: Plan, planPath: String, override: String?, json: Bool) throws -> [RecordBatch.Event] {
         let issues = ClinicalTiming.check(plan, today: .today())
         for issue in issues where !issue.isError { Output.err("\(planPath): \(issue)") }
         guard let error = issues.first(where: \.isError) else { return [] }
         guard let override else {
             Output.err("\(planPath): \(error)")
             Output.err("\(planPath): session refused; nothing was sent to the applicator.")
+            if json { refusedJSON(planPath, issues: issues, message: "session refused; nothing was sent to the applicator", ExitStatus.dataError) }
             throw ExitCode(ExitStatus.dataError)
         }
         Output.err("\(planPath): clinical timing overridden (\(override)): \(error.message)")

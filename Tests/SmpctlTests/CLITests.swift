@@ -94,6 +94,23 @@ final class CLITests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: record) && (try? String(contentsOfFile: record, encoding: .utf8))?.isEmpty == false)
     }
 
+    /// Issue 19, item 4: a script reading --json gets the refusal on standard output, as one
+    /// `error` event with every issue, not only prose on standard error.
+    func testARefusedPlanWithJSONPrintsTheErrorAsJSONOnStandardOutput() throws {
+        let result = try Self.smpctl(["run", "Examples/invalid.json", "--sim", "--yes", "--json"])
+        XCTAssertEqual(result.status, 65)
+        let lines = result.stdout.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, result.stdout)
+        let event = try XCTUnwrap(JSONSerialization.jsonObject(with: Data((lines.first ?? "").utf8)) as? [String: Any])
+        XCTAssertEqual(event["event"] as? String, "error")
+        XCTAssertEqual(event["exit_code"] as? Int, 65)
+        XCTAssertEqual(event["file"] as? String, "Examples/invalid.json")
+        let errors = try XCTUnwrap(event["errors"] as? [[String: Any]])
+        XCTAssertFalse(errors.isEmpty)
+        XCTAssertTrue(errors.allSatisfy { ($0["path"] as? String)?.isEmpty == false }, "\(errors)")
+        XCTAssertTrue(result.stderr.contains("plan refused"), result.stderr)
+    }
+
     func testRunWithoutYesOnANonTerminalRefusesToGuess() throws {
         let result = try Self.smpctl(["run", "Examples/hairline.json", "--sim"])
         XCTAssertEqual(result.status, 64)

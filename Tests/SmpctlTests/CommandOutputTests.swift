@@ -122,6 +122,10 @@ final class CommandOutputTests: XCTestCase {
 
     // MARK: report, export, resume
 
+    static func mode(_ path: String) throws -> Int {
+        (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int ?? -1) & 0o777
+    }
+
     func testReportWritesEachFormatAndRefusesAnotherExtensionOrAnUnknownSession() throws {
         let (directory, db) = try recordedSession()
         for ext in ["json", "svg", "html"] {
@@ -130,7 +134,13 @@ final class CommandOutputTests: XCTestCase {
             XCTAssertEqual(result.status, 0, result.stderr)
             XCTAssertEqual(result.stdout, "\(path): session 1, 191 of 191 dots done, completed\n")
             XCTAssertGreaterThan((try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0, 1000, ext)
+            XCTAssertEqual(try Self.mode(path), 0o600, "\(ext) report not written 0600 like the database")
         }
+        // A report written over a world-readable file does not keep that file's mode.
+        let widened = directory.appendingPathComponent("report.html").path
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: widened)
+        XCTAssertEqual(try CLITests.smpctl(["report", "1", "-o", widened, "--db", db]).status, 0)
+        XCTAssertEqual(try Self.mode(widened), 0o600)
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: directory.appendingPathComponent("report.json")))
         XCTAssertEqual(((json as? [String: Any])?["counts"] as? [String: Int])?["done"], 191)
 
@@ -159,6 +169,13 @@ final class CommandOutputTests: XCTestCase {
             "smp-session-1/", "smp-session-1/session.json", "smp-session-1/report.html", "smp-session-1/plan.json",
             "smp-session-1/dot-map.svg", "smp-session-1/audit.ndjson",
         ])
+        XCTAssertEqual(try Self.mode(archive), 0o600, "the archive not written 0600 like the database")
+        // A name promising another format is refused, nothing written.
+        let zip = directory.appendingPathComponent("session-1.zip").path
+        let refused = try CLITests.smpctl(["export", "1", "-o", zip, "--db", db])
+        XCTAssertEqual(refused.status, 64, refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("-o must end in .tar.gz or .tgz"), refused.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: zip))
         let unknown = try CLITests.smpctl(["export", "9", "-o", directory.appendingPathComponent("s9.tar.gz").path, "--db", db])
         XCTAssertEqual(unknown.status, 64)
         XCTAssertTrue(unknown.stderr.contains("no session 9"), unknown.stderr)
