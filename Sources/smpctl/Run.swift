@@ -125,17 +125,8 @@ struct Run: ParsableCommand {
             output end the session held as soon as the dot in the skin is done. A machine \
             configuration named with --config must exist and load (66 missing or unreadable, 78 \
             invalid); only the default /etc/smpctl/machine.toml may be absent, meaning developer \
-            mode. Exit status 0 \
-            only when every dot was confirmed done by the applicator (after `smpctl resume \
-            --ambiguous skip`: every dot the operator did not skip; the summary counts both); \
-            65 invalid plan; 69 \
-            applicator unavailable or link lost; 71 the needle-power output could not be switched \
-            off at the end, whatever else happened (it may still be on: cut the needle power by \
-            hand); 74 records not writable (or their file deleted or \
-            replaced during the session: it holds); 75 held or stopped before the end; 77 \
-            permission denied on the device or for [host] realtime_priority; 78 invalid machine \
-            configuration, or records written by a newer smpctl.
-            """)
+            mode.
+            """ + " " + ExitStatus.summary)
 
     @Argument(help: "The plan file (smp-plan/1 JSON).")
     var plan: String
