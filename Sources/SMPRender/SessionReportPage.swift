@@ -59,7 +59,7 @@ extension SessionReport {
         let rows = DotStatus.allCases.map { "<tr><td><span class=\"swatch\" style=\"background:\(Self.colours[$0]!)\"></span>\($0.rawValue)</td><td id=\"count-\($0.rawValue)\">\(c[$0] ?? 0)</td></tr>" }
             .joined(separator: "\n")
         let timeline = events.map {
-            "<tr><td>\(escape($0.at))</td><td>\(escape($0.kind))</td><td><code>\(escape($0.detail))</code></td></tr>"
+            "<tr><td title=\"\(escape($0.at))\">\(escape(LocalTime.display($0.at)))</td><td>\(escape($0.kind))</td><td><code>\(escape($0.detail))</code></td></tr>"
         }.joined(separator: "\n")
         let metricRows = metrics.sorted { $0.key < $1.key }
             .map { "<tr><td>\(escape($0.key))</td><td>\(escape($0.value))</td></tr>" }.joined(separator: "\n")
@@ -83,8 +83,8 @@ extension SessionReport {
             <tr><th>Operator</th><td>\(escape(session.operatorName))</td></tr>
             <tr><th>Applicator</th><td>\(escape(session.devicePath)), firmware \(escape(session.firmwareID ?? "—")), boot \(session.bootID.map { String($0) } ?? "—")</td></tr>
             <tr><th>Plan file</th><td>\(escape(session.planPath)) <br><code>sha256 \(session.planSHA256)</code></td></tr>
-            <tr><th>Started</th><td>\(escape(session.startedAt))</td></tr>
-            <tr><th>Ended</th><td>\(escape(session.endedAt ?? "—"))</td></tr>
+            <tr><th>Started</th><td>\(time(session.startedAt))</td></tr>
+            <tr><th>Ended</th><td>\(session.endedAt.map(time) ?? "—")</td></tr>
             <tr><th>Reason</th><td>\(escape(session.reason ?? "—"))</td></tr>
             </table>
             <h2>Dots by status</h2>
@@ -101,6 +101,11 @@ extension SessionReport {
             </body></html>
 
             """
+    }
+
+    /// Local time for the reader, the recorded UTC beside it (what the records and JSON keep).
+    private func time(_ stamp: String) -> String {
+        "\(escape(LocalTime.display(stamp))) <small>(\(escape(stamp)))</small>"
     }
 
     private func f(_ value: Double) -> String { String(format: "%.3f", value) }

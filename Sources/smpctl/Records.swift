@@ -10,7 +10,11 @@ import SMPRender
 import SMPSystem
 
 struct Sessions: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List recorded sessions, newest first.")
+    static let configuration = CommandConfiguration(
+        abstract: "List recorded sessions, newest first.",
+        discussion: """
+            Times are local (with their zone); the records and --json keep UTC.
+            """)
 
     @OptionGroup var records: RecordsOptions
 
@@ -19,6 +23,14 @@ struct Sessions: ParsableCommand {
 
     @Option(help: "How many sessions to list.")
     var limit: Int = 50
+
+    @Option(help: ArgumentHelp("Only this client's sessions (the plan's client.reference, exactly).", valueName: "reference"))
+    var client: String?
+
+    @Option(help: ArgumentHelp(
+        "Only the sessions of this course: the plans `smpctl design` makes for it (COURSE-s1, COURSE-s2, …).",
+        valueName: "course"))
+    var course: String?
 
     func run() throws {
         if records.isMissing && records.db == RecordStore.defaultPath {
@@ -31,7 +43,7 @@ struct Sessions: ParsableCommand {
         // A session recorded `running` is live only while its owner holds it (docs/records.md).
         var owners: [Int64: SessionOwner] = [:]
         do {
-            sessions = try store.sessions(limit: limit)
+            sessions = try store.sessions(limit: limit, clientReference: client, course: course)
             for s in sessions where s.state == "running" {
                 if let owner = try store.liveOwner(of: s.id) { owners[s.id] = owner }
             }
@@ -50,16 +62,21 @@ struct Sessions: ParsableCommand {
             return
         }
         if sessions.isEmpty {
-            print("No sessions recorded in \(records.db).")
+            let filters = [client.map { "client \($0)" }, course.map { "course \($0)" }].compactMap { $0 }
+            print("No sessions recorded in \(records.db)\(filters.isEmpty ? "" : " for " + filters.joined(separator: ", ")).")
             return
         }
-        print("ID    STATE          DONE/TOTAL     STARTED                   PLAN")
+        func column(_ text: String, _ width: Int) -> String {
+            text.count >= width ? text + " " : text.padding(toLength: width, withPad: " ", startingAt: 0)
+        }
+        let clientWidth = max(6, sessions.map { ($0.clientReference ?? "—").count }.max() ?? 0) + 1
+        let operatorWidth = max(8, sessions.map(\.operatorName.count).max() ?? 0) + 1
+        print(column("ID", 6) + column("STATE", 15) + column("DONE/TOTAL", 15) + column("STARTED (local)", 27)
+              + column("CLIENT", clientWidth) + column("OPERATOR", operatorWidth) + "PLAN")
         for s in sessions {
-            let id = String(s.id).padding(toLength: 5, withPad: " ", startingAt: 0)
-            let state = s.state.padding(toLength: 14, withPad: " ", startingAt: 0)
-            let progress = "\(s.done)/\(s.total)".padding(toLength: 14, withPad: " ", startingAt: 0)
-            let started = s.startedAt.padding(toLength: 25, withPad: " ", startingAt: 0)
-            print("\(id) \(state) \(progress) \(started) \(s.planID)")
+            print(column(String(s.id), 6) + column(s.state, 15) + column("\(s.done)/\(s.total)", 15)
+                  + column(LocalTime.display(s.startedAt), 27) + column(s.clientReference ?? "—", clientWidth)
+                  + column(s.operatorName, operatorWidth) + s.planID)
         }
         for s in sessions.reversed() where s.state == "running" {
             if let owner = owners[s.id] {

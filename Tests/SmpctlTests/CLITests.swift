@@ -32,11 +32,11 @@ final class CLITests: XCTestCase {
     }
 
     @discardableResult
-    static func smpctl(_ arguments: [String], timeout: TimeInterval = 120) throws -> Result {
+    static func smpctl(_ arguments: [String], timeout: TimeInterval = 120, extraEnvironment: [String: String] = [:]) throws -> Result {
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments
-        process.environment = environment
+        process.environment = environment.merging(extraEnvironment) { $1 }
         process.currentDirectoryURL = repositoryRoot
         let out = Pipe(), err = Pipe()
         process.standardOutput = out

@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
 
+@testable import SMPRecords
+
 /// The commands besides `run`, `validate`, `devices`, `preview` and `probe` (HelpTests,
 /// CLITests): their help, their output on good input and their message and exit status on bad.
 final class CommandOutputTests: XCTestCase {
@@ -41,8 +43,10 @@ final class CommandOutputTests: XCTestCase {
               "--faults <faults>", "--line-faults <spec>", "--interlock-socket <path>", "--config <path>", "--db <path>",
               "--ambiguous <ambiguous>",
               "--operator <operator>", "--yes", "--json", "-v, --verbose", "--version", "-h, --help"]),
-            (["sessions", "--help"], "USAGE: smpctl sessions [--db <path>] [--json] [--limit <limit>]",
-             ["--db <path>", "--json", "--limit <limit>", "--version", "-h, --help"]),
+            (["sessions", "--help"],
+             "USAGE: smpctl sessions [--db <path>] [--json] [--limit <limit>] [--client <reference>] [--course <course>]",
+             ["--db <path>", "--json", "--limit <limit>", "--client <reference>", "--course <course>", "--version",
+              "-h, --help"]),
             (["report", "--help"], "USAGE: smpctl report <id> --output <output> [--db <path>]",
              ["-o, --output <output>", "--db <path>", "--version", "-h, --help"]),
             (["export", "--help"], "USAGE: smpctl export <id> --output <output> [--db <path>]",
@@ -68,21 +72,43 @@ final class CommandOutputTests: XCTestCase {
 
     // MARK: sessions
 
+    /// Issue 19, item 4: local times (the zone named; UTC kept in the records and --json), the
+    /// client and the operator in the table, and filters by client and by course.
     func testSessionsListsARecordedSessionAsATableAndAsJSON() throws {
         let (_, db) = try recordedSession()
-        let table = try CLITests.smpctl(["sessions", "--db", db])
-        XCTAssertEqual(table.status, 0, table.stderr)
-        let lines = table.stdout.split(separator: "\n")
-        XCTAssertEqual(lines.first.map(String.init), "ID    STATE          DONE/TOTAL     STARTED                   PLAN")
-        XCTAssertTrue(lines.dropFirst().first?.hasPrefix("1     completed      191/191") == true, table.stdout)
-        XCTAssertTrue(lines.dropFirst().first?.hasSuffix("example-hairline-s1") == true, table.stdout)
-
         let json = try CLITests.smpctl(["sessions", "--json", "--db", db])
         let list = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]])
         XCTAssertEqual(list.count, 1)
         XCTAssertEqual(list.first?["state"] as? String, "completed")
         XCTAssertEqual(list.first?["done"] as? Int, 191)
         XCTAssertEqual(list.first?["plan_id"] as? String, "example-hairline-s1")
+        let started = try XCTUnwrap(list.first?["started_at"] as? String)
+        XCTAssertTrue(started.hasSuffix("Z"), "the records keep UTC: \(started)")
+        let operatorName = try XCTUnwrap(list.first?["operator"] as? String)
+
+        let tokyo = try XCTUnwrap(TimeZone(identifier: "Asia/Tokyo"))
+        let table = try CLITests.smpctl(["sessions", "--db", db], extraEnvironment: ["TZ": "Asia/Tokyo"])
+        XCTAssertEqual(table.status, 0, table.stderr)
+        let lines = table.stdout.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.first?.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " "),
+                       "ID STATE DONE/TOTAL STARTED (local) CLIENT OPERATOR PLAN")
+        let local = LocalTime.display(started, timeZone: tokyo)
+        XCTAssertTrue(local.hasSuffix(" JST") || local.hasSuffix(" UTC+09:00"), "the zone is named: \(local)")
+        XCTAssertEqual(lines.dropFirst().first?.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " "),
+                       "1 completed 191/191 \(local) EXAMPLE-0001 \(operatorName) example-hairline-s1")
+
+        func ids(_ filter: [String]) throws -> [String] {
+            let result = try CLITests.smpctl(["sessions", "--db", db] + filter)
+            XCTAssertEqual(result.status, 0, result.stderr)
+            return result.stdout.split(separator: "\n").dropFirst().compactMap { $0.split(separator: " ").first.map(String.init) }
+        }
+        XCTAssertEqual(try ids(["--client", "EXAMPLE-0001"]), ["1"])
+        XCTAssertEqual(try ids(["--course", "example-hairline"]), ["1"])
+        XCTAssertEqual(try ids(["--client", "EXAMPLE-0001", "--course", "example-hairline"]), ["1"])
+        let none = try CLITests.smpctl(["sessions", "--db", db, "--client", "EXAMPLE-0002"])
+        XCTAssertEqual(none.stdout, "No sessions recorded in \(db) for client EXAMPLE-0002.\n")
+        XCTAssertEqual(try CLITests.smpctl(["sessions", "--db", db, "--course", "example"]).stdout,
+                       "No sessions recorded in \(db) for course example.\n", "a course is the whole id before -sN")
     }
 
     /// A mistyped --db must not look like an empty history, nor create a database there.
@@ -136,6 +162,15 @@ final class CommandOutputTests: XCTestCase {
             XCTAssertGreaterThan((try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0, 1000, ext)
             XCTAssertEqual(try Self.mode(path), 0o600, "\(ext) report not written 0600 like the database")
         }
+        // Local times for the reader, the recorded UTC beside them.
+        let sessions = try CLITests.smpctl(["sessions", "--json", "--db", db])
+        let started = try XCTUnwrap(((try JSONSerialization.jsonObject(with: Data(sessions.stdout.utf8)) as? [[String: Any]])?
+            .first?["started_at"]) as? String, sessions.stdout)
+        let tokyoReport = directory.appendingPathComponent("tokyo.html").path
+        XCTAssertEqual(try CLITests.smpctl(["report", "1", "-o", tokyoReport, "--db", db], extraEnvironment: ["TZ": "Asia/Tokyo"]).status, 0)
+        let html = try String(contentsOfFile: tokyoReport, encoding: .utf8)
+        let local = LocalTime.display(started, timeZone: try XCTUnwrap(TimeZone(identifier: "Asia/Tokyo")))
+        XCTAssertTrue(html.contains("<tr><th>Started</th><td>\(local) <small>(\(started))</small></td></tr>"), html)
         // A report written over a world-readable file does not keep that file's mode.
         let widened = directory.appendingPathComponent("report.html").path
         try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: widened)
