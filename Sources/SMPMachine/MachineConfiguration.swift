@@ -26,6 +26,9 @@ public struct MachineConfiguration: Sendable {
     /// ordinary scheduling. What keeps the heartbeat inside the lease on a loaded machine
     /// (docs/performance.md, underruns).
     public var realtimePriority: Int?
+    /// Who runs the sessions on this machine (`[host] operator`), recorded when `--operator` is
+    /// not given; nil: a session on a real applicator must name one (`--operator`).
+    public var operatorName: String?
     /// The file this was read from; nil for the built-in configuration or text.
     public var sourcePath: String?
 

@@ -113,8 +113,12 @@ struct Resume: ParsableCommand {
     @Option(help: "What to do with dots that may or may not have been injected: skip or redo.")
     var ambiguous: AmbiguousChoice?
 
-    @Option(name: .customLong("operator"), help: "Who resumes the session (recorded).")
-    var operatorName: String = ProcessInfo.processInfo.environment["USER"] ?? "unknown"
+    @Option(name: .customLong("operator"), help: ArgumentHelp(
+        "Who resumes the session (recorded). Required on an applicator unless the machine file sets [host] operator; with --sim the login name by default.",
+        valueName: "name"))
+    var operatorName: String?
+
+    func validate() throws { try SessionCommand.validateOperator(operatorName) }
 
     @Flag(help: "Do not ask for confirmation after the preflight summary.")
     var yes = false
@@ -131,9 +135,10 @@ struct Resume: ParsableCommand {
 
     func run() throws {
         let machine = try SessionCommand.loadMachineConfiguration(target.config)
+        let operatorName = try SessionCommand.operatorName(operatorName, machine: machine, sim: target.sim)
         let store = try records.openExisting(command: "resume")
         do {
-            try resume(store, machine: machine)
+            try resume(store, machine: machine, operatorName: operatorName)
         } catch let error as RecordStoreError {
             throw RecordsOptions.failed("smpctl resume", error, consequence: """
                 nothing was armed or written. Wait until it has ended, or end it there (Ctrl-C at \
@@ -142,7 +147,7 @@ struct Resume: ParsableCommand {
         }
     }
 
-    private func resume(_ store: RecordStore, machine: MachineConfiguration) throws {
+    private func resume(_ store: RecordStore, machine: MachineConfiguration, operatorName: String) throws {
         guard try store.session(id: id) != nil else {
             Output.err("smpctl resume: no session \(id) in \(records.db) (see `smpctl sessions`).")
             throw ExitCode(ExitStatus.usage)

@@ -134,8 +134,10 @@ struct Run: ParsableCommand {
     @OptionGroup var target: DeviceOptions
     @OptionGroup var records: RecordsOptions
 
-    @Option(name: .customLong("operator"), help: "Who runs the session (recorded).")
-    var operatorName: String = ProcessInfo.processInfo.environment["USER"] ?? "unknown"
+    @Option(name: .customLong("operator"), help: ArgumentHelp(
+        "Who runs the session (recorded). Required on an applicator unless the machine file sets [host] operator; with --sim the login name by default.",
+        valueName: "name"))
+    var operatorName: String?
 
     @Flag(help: "Do not ask for confirmation after the preflight summary.")
     var yes = false
@@ -155,10 +157,12 @@ struct Run: ParsableCommand {
         if let overrideClinical, overrideClinical.trimmingCharacters(in: .whitespaces).isEmpty {
             throw ValidationError("--override-clinical needs a reason (it is kept in the audit trail).")
         }
+        try SessionCommand.validateOperator(operatorName)
     }
 
     func run() throws {
         let machine = try SessionCommand.loadMachineConfiguration(target.config)
+        let operatorName = try SessionCommand.operatorName(operatorName, machine: machine, sim: target.sim)
         let loaded = try SessionCommand.loadPlan(plan, json: SessionCommand.speaksJSON(json))
         let auditAtStart = try SessionCommand.checkClinicalTiming(loaded, planPath: plan, override: overrideClinical,
                                                                   json: SessionCommand.speaksJSON(json))
@@ -176,6 +180,25 @@ struct Run: ParsableCommand {
 
 /// What `run` and `resume` share: the device or simulator, the session, the reporter, Ctrl-C.
 enum SessionCommand {
+    static func validateOperator(_ name: String?) throws {
+        if let name, name.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw ValidationError("--operator needs a name (it is recorded with the session).")
+        }
+    }
+
+    /// Who runs the session, for the records: `--operator`, else the machine file's `[host]
+    /// operator`; on the simulator the login name will do. A session on an applicator is never
+    /// recorded under a guessed name: without either, it is refused (64), nothing opened.
+    static func operatorName(_ given: String?, machine: MachineConfiguration, sim: Bool) throws -> String {
+        if let given { return given }
+        if let configured = machine.operatorName { return configured }
+        if sim { return ProcessInfo.processInfo.environment["USER"] ?? "unknown" }
+        Output.err("""
+            smpctl: say who runs this session: --operator NAME (recorded with the session), or set             [host] operator in \(machine.sourcePath ?? MachineConfigurationLoader.defaultPath). Nothing was             sent to the applicator.
+            """)
+        throw ExitCode(ExitStatus.usage)
+    }
+
     /// Whether a session command speaks NDJSON on standard output (`--json`, or not a terminal).
     static func speaksJSON(_ json: Bool) -> Bool { json || !Output.stdoutIsTerminal }
 

@@ -42,7 +42,7 @@ final class CommandOutputTests: XCTestCase {
              ["--device <device>", "--sim", "--time-scale <time-scale>", "--record <record>", "--seed <seed>",
               "--faults <faults>", "--line-faults <spec>", "--interlock-socket <path>", "--config <path>", "--db <path>",
               "--ambiguous <ambiguous>",
-              "--operator <operator>", "--yes", "--json", "-v, --verbose", "--version", "-h, --help"]),
+              "--operator <name>", "--yes", "--json", "-v, --verbose", "--version", "-h, --help"]),
             (["sessions", "--help"],
              "USAGE: smpctl sessions [--db <path>] [--json] [--limit <limit>] [--client <reference>] [--course <course>]",
              ["--db <path>", "--json", "--limit <limit>", "--client <reference>", "--course <course>", "--version",

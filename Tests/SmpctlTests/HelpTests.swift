@@ -51,7 +51,7 @@ final class HelpTests: XCTestCase {
         XCTAssertEqual(help.options, [
             "--device <device>", "--sim", "--time-scale <time-scale>", "--record <record>", "--seed <seed>",
             "--faults <faults>", "--line-faults <spec>", "--interlock-socket <path>", "--config <path>", "--db <path>",
-            "--operator <operator>",
+            "--operator <name>",
             "--yes", "--json", "--override-clinical <reason>", "-v, --verbose", "--version", "-h, --help",
         ])
         for promise in ["Ctrl-C once holds the session", "Ctrl-C again asks whether to end it",
