@@ -79,13 +79,20 @@ extension SessionReport {
         let barY = -minY + 3
         svg += "<g class=\"scale\"><line x1=\"\(f(minX + 1))\" y1=\"\(f(barY))\" x2=\"\(f(minX + 11))\" y2=\"\(f(barY))\" stroke=\"#222\" stroke-width=\"0.4\"/>"
         svg += "<text x=\"\(f(minX + 12))\" y=\"\(f(barY + 0.9))\" font-size=\"2.4\">10 mm · dot size = depth</text></g>\n"
+        // Entries as wide as their text (about 1.4 mm a character at this size), on a second row
+        // when the first is full: equal shares overlapped on a narrow map.
         var x = minX + 1
-        let y = -maxY - legendHeight + 3
+        var y = -maxY - legendHeight + 2.5
         for status in DotStatus.allCases {
-            let count = counts[status] ?? 0
-            svg += "<circle cx=\"\(f(x))\" cy=\"\(f(y))\" r=\"1\" fill=\"\(Self.colours[status]!)\"/>"
-            svg += "<text x=\"\(f(x + 1.5))\" y=\"\(f(y + 1))\" font-size=\"2.6\">\(status.rawValue) \(count)</text>\n"
-            x += width / Double(DotStatus.allCases.count)
+            let label = "\(status.rawValue) \(counts[status] ?? 0)"
+            let entryWidth = 1.5 + Double(label.count) * 1.4 + 2
+            if x > minX + 1 && x + entryWidth > maxX - 1 {
+                x = minX + 1
+                y += 3.5
+            }
+            svg += "<circle cx=\"\(f(x))\" cy=\"\(f(y))\" r=\"0.9\" fill=\"\(Self.colours[status]!)\"/>"
+            svg += "<text x=\"\(f(x + 1.5))\" y=\"\(f(y + 0.9))\" font-size=\"2.4\">\(label)</text>\n"
+            x += entryWidth
         }
         svg += "</svg>\n"
         return svg
