@@ -46,7 +46,7 @@ extension SessionReport {
         let minX = (xs.min() ?? 0) - 5, maxX = max((xs.max() ?? 0) + 5, (xs.min() ?? 0) + 20)
         let minY = (ys.min() ?? 0) - 5, maxY = (ys.max() ?? 0) + 5
         let width = maxX - minX, height = maxY - minY
-        let legendHeight = 8.0, scaleHeight = 6.0
+        let legendHeight = 8.0, scaleHeight = 8.0
         let top = -maxY - legendHeight, total = height + legendHeight + scaleHeight
         var svg = """
             <svg xmlns="http://www.w3.org/2000/svg" viewBox="\(f(minX)) \(f(top)) \(f(width)) \(f(total))" \
@@ -75,8 +75,21 @@ extension SessionReport {
             }
             svg += "</g>\n"
         }
+        // Axes in mm (machine coordinates): ticks and labels along the bottom and the left.
+        let step = max(width, height) > 150 ? 50.0 : 10.0
+        svg += "<g class=\"axes\" font-size=\"1.8\" fill=\"#555\" stroke=\"#999\" stroke-width=\"0.15\">\n"
+        for value in stride(from: (minX / step).rounded(.up) * step, through: maxX, by: step) {
+            svg += "<line x1=\"\(f(value))\" y1=\"\(f(-minY - 1))\" x2=\"\(f(value))\" y2=\"\(f(-minY))\"/>"
+            svg += "<text x=\"\(f(value))\" y=\"\(f(-minY + 2))\" text-anchor=\"middle\" stroke=\"none\">\(Int(value))</text>\n"
+        }
+        for value in stride(from: (minY / step).rounded(.up) * step, through: maxY, by: step) {
+            svg += "<line x1=\"\(f(minX))\" y1=\"\(f(-value))\" x2=\"\(f(minX + 1))\" y2=\"\(f(-value))\"/>"
+            svg += "<text x=\"\(f(minX + 1.3))\" y=\"\(f(-value + 0.6))\" stroke=\"none\">\(Int(value))</text>\n"
+        }
+        svg += "<text x=\"\(f(maxX - 1))\" y=\"\(f(-minY + 2))\" text-anchor=\"end\" stroke=\"none\">x mm</text>"
+        svg += "<text x=\"\(f(minX + 6))\" y=\"\(f(-maxY + 2))\" stroke=\"none\">y mm</text></g>\n"
         // The scale bar: 10 mm under the map.
-        let barY = -minY + 3
+        let barY = -minY + 5.5
         svg += "<g class=\"scale\"><line x1=\"\(f(minX + 1))\" y1=\"\(f(barY))\" x2=\"\(f(minX + 11))\" y2=\"\(f(barY))\" stroke=\"#222\" stroke-width=\"0.4\"/>"
         svg += "<text x=\"\(f(minX + 12))\" y=\"\(f(barY + 0.9))\" font-size=\"2.4\">10 mm · dot size = depth</text></g>\n"
         // Entries as wide as their text (about 1.4 mm a character at this size), on a second row

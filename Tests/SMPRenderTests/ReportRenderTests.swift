@@ -47,6 +47,8 @@ final class ReportRenderTests: XCTestCase {
         XCTAssertTrue(svg.contains(">291</text>"), "the spot's id is not on the map")
         XCTAssertTrue(svg.contains("<title>dot 1 (x 0, y 0 mm, depth 0.8 mm): done</title>"), "no hover text on a dot")
         XCTAssertTrue(svg.contains("10 mm"), "no scale bar")
+        XCTAssertTrue(svg.contains("<g class=\"axes\"") && svg.contains(">x mm</text>") && svg.contains(">20</text>"),
+                      "no axes in mm")
         XCTAssertTrue(html.contains("@media print"), "no print stylesheet")
         XCTAssertLessThan(SessionReport.radius(depthMicrometres: 300), SessionReport.radius(depthMicrometres: 1200),
                           "depth is not shown by size")
