@@ -181,9 +181,12 @@ struct Resume: ParsableCommand {
 
 struct Report: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write a session's report: .json (machine-readable), .svg (dot map) or .html (everything).",
+        abstract: "Write a session's report: .json (machine-readable), .svg (dot map), .html (everything) or .pdf.",
         discussion: """
-            Exit status: 0 written; 64 no such session or a bad -o; 66 no database at --db; 74 \
+            Written 0600, like the records. A .pdf is the .html printed by headless Chromium (not a \
+            dependency of smpctl: without it, exit 69). \
+            Exit status: 0 written; 64 no such session or a bad -o; 66 no database at --db; 69 no \
+            Chromium for a .pdf; 74 \
             records or output not readable or writable; 75 the session is still running in another \
             process (its account is not final; nothing is written); 78 records written by a newer \
             smpctl.
@@ -192,14 +195,14 @@ struct Report: ParsableCommand {
     @Argument(help: "The session id.")
     var id: Int64
 
-    @Option(name: .shortAndLong, help: "Output file; its extension chooses the format (.json, .svg, .html).")
+    @Option(name: .shortAndLong, help: "Output file; its extension chooses the format (.json, .svg, .html, .pdf).")
     var output: String
 
     @OptionGroup var records: RecordsOptions
 
     func validate() throws {
-        guard ["json", "svg", "html"].contains((output as NSString).pathExtension.lowercased()) else {
-            throw ValidationError("-o must end in .json, .svg or .html (got \(output)).")
+        guard ["json", "svg", "html", "pdf"].contains((output as NSString).pathExtension.lowercased()) else {
+            throw ValidationError("-o must end in .json, .svg, .html or .pdf (got \(output)).")
         }
     }
 
@@ -209,6 +212,7 @@ struct Report: ParsableCommand {
         switch (output as NSString).pathExtension.lowercased() {
         case "json": data = try report.json()
         case "svg": data = Data(report.svg().utf8)
+        case "pdf": data = try ReportCommand.pdf(report.html())
         default: data = Data(report.html().utf8)
         }
         try ReportCommand.write(data, to: output)
@@ -291,6 +295,48 @@ enum ReportCommand {
                 its account is not final yet, so nothing was written. Try again when it has ended.
                 """)
         }
+    }
+
+    /// The HTML report printed to PDF by headless Chromium (its print stylesheet, A4), in a
+    /// private folder. Chromium is not a dependency of smpctl: without it, exit 69 and the way to
+    /// get it.
+    static func pdf(_ html: String) throws -> Data {
+        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
+        guard let chromium = ["chromium", "chromium-browser", "google-chrome"].lazy.compactMap({ name in
+            path.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+        }).first else {
+            Output.err("smpctl report: a PDF is printed by headless Chromium, which is not installed "
+                       + "(Debian: apt-get install chromium). Write .html and print it from a browser instead.")
+            throw ExitCode(ExitStatus.unavailable)
+        }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-pdf-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        do {
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+            try Data(html.utf8).write(to: folder.appendingPathComponent("report.html"))
+        } catch {
+            Output.err("smpctl report: cannot prepare the PDF in \(folder.path): \(error.localizedDescription)")
+            throw ExitCode(ExitStatus.ioError)
+        }
+        let pdf = folder.appendingPathComponent("report.pdf")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: chromium)
+        // Chromium's sandbox refuses to start as root; the page is our own report, no network.
+        process.arguments = (NSUserName() == "root" ? ["--no-sandbox"] : []) + [
+            "--headless", "--disable-gpu", "--no-first-run", "--no-pdf-header-footer",
+            "--user-data-dir=\(folder.appendingPathComponent("profile").path)", "--print-to-pdf=\(pdf.path)",
+            folder.appendingPathComponent("report.html").absoluteString,
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0, let data = FileManager.default.contents(atPath: pdf.path), !data.isEmpty else {
+            Output.err("smpctl report: \(chromium) could not print the PDF (exit \(process.terminationStatus)).")
+            throw ExitCode(ExitStatus.ioError)
+        }
+        return data
     }
 
     /// Writes `data` to `path` with mode 0600, like the database (treatment records are personal
