@@ -88,10 +88,10 @@ final class HelpTests: XCTestCase {
 
     func testPreviewHelp() throws {
         let help = try help(["preview", "--help"])
-        XCTAssertEqual(help.usage, "USAGE: smpctl preview <plan> --output <file> [--density] [--density-cell-mm <mm>] [--fit-plan] [--after <plan> ...]")
+        XCTAssertEqual(help.usage, "USAGE: smpctl preview <plan> --output <file> [--density] [--density-cell-mm <mm>] [--fit-plan] [--after <plan> ...] [--design <design>]")
         XCTAssertEqual(help.options, [
-            "-o, --output <file>", "--density", "--density-cell-mm <mm>", "--fit-plan", "--after <plan>", "--version",
-            "-h, --help",
+            "-o, --output <file>", "--density", "--density-cell-mm <mm>", "--fit-plan", "--after <plan>",
+            "--design <design>", "--version", "-h, --help",
         ])
     }
 
