@@ -97,6 +97,8 @@ final class RunReporter: Sendable {
         state.withLock { state in
             if ndjson { Output.printJSON(["event": "error", "message": text]) }
             state.live?.erase()
+            state.live = nil
+            CLILogging.aboveLiveLine.withLock { $0 = nil }
             Output.err("smpctl: \(text)")
         }
     }

@@ -68,7 +68,7 @@ final class SimulatedLinesControl: @unchecked Sendable {  // mutable state touch
             throw OpenError(description: "the interlock control socket \(path): \(errno)")
         }
         let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
-        source.setEventHandler { [unowned self] in acceptAll(fd) }
+        source.setEventHandler { [weak self] in self?.acceptAll(fd) }
         source.setCancelHandler { _ = Sys.close(fd) }
         listener = source
         source.resume()
@@ -100,7 +100,7 @@ final class SimulatedLinesControl: @unchecked Sendable {  // mutable state touch
             let connection = Connection(source: source)
             let key = ObjectIdentifier(connection)
             connections[key] = connection
-            source.setEventHandler { [unowned self] in readCommands(accepted, key) }
+            source.setEventHandler { [weak self] in self?.readCommands(accepted, key) }
             source.setCancelHandler { _ = Sys.close(accepted) }
             source.resume()
         }
