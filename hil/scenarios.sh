@@ -205,7 +205,7 @@ scenario_session() {
     log "---- scenario: a whole session through USB, udev and the gadget, as a user in group smp"
     local record=$WORK/record-session.ndjson
     start_sim "$record" 0.1 || return 1
-    as_user tech "$SMPCTL" run "$PLAN" --device "$LINK" --yes --json \
+    as_user tech "$SMPCTL" run "$PLAN" --device "$LINK" --operator hil-rig --yes --json \
         > "$WORK/session.ndjson" 2> "$WORK/session.err"
     local status=$?
     stop_sim
@@ -225,7 +225,7 @@ scenario_session() {
 scenario_permission() {
     log "---- scenario: the same user outside group smp is refused"
     local out status
-    out=$(as_user guest "$SMPCTL" run "$PLAN" --device "$LINK" --yes --json 2>&1 >/dev/null); status=$?
+    out=$(as_user guest "$SMPCTL" run "$PLAN" --device "$LINK" --operator hil-rig --yes --json 2>&1 >/dev/null); status=$?
     if ((status == 77)) && grep -q '70-smp-applicator.rules' <<<"$out" && grep -q 'group `smp`' <<<"$out"; then
         pass "smpguest (not in smp): exit 77, message names the rule 70-smp-applicator.rules and the group smp"
     else
@@ -242,7 +242,7 @@ scenario_unplug() {
     $PY "$HELPER" session --events "$WORK/unplug.ndjson" --stderr "$WORK/unplug.err" --summary "$summary" \
         --unplug-after 40 --udc "$GADGET/UDC" -- \
         setpriv --reuid="$TECH_UID" --regid="$TECH_UID" --groups "$SMP_GID" --reset-env \
-        env HOME="/tmp/home-$TECH_UID" USER=smptech "$SMPCTL" run "$PLAN" --device "$LINK" --yes --json
+        env HOME="/tmp/home-$TECH_UID" USER=smptech "$SMPCTL" run "$PLAN" --device "$LINK" --operator hil-rig --yes --json
     local status; status=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["exit_code"])' "$summary")
     dmesg > "$WORK/unplug.dmesg"
     if ! $PY -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))["unplug"] else 1)' "$summary"; then
@@ -303,7 +303,7 @@ print(ids[-1] if ids else "")' "$WORK/unplug.ndjson")
         if [[ -z $id ]]; then
             fail "resume: no session_id in the events of the unplugged session"; stop_sim; return 1
         fi
-        as_user tech "$SMPCTL" resume "$id" --device "$LINK" --yes --json > "$WORK/resume.ndjson" 2> "$WORK/resume.err"
+        as_user tech "$SMPCTL" resume "$id" --device "$LINK" --operator hil-rig --yes --json > "$WORK/resume.ndjson" 2> "$WORK/resume.err"
         status=$?
         if ((status == 64)); then
             # smpctl could not settle every in-flight dot from the device's status. Skipping them
@@ -313,7 +313,7 @@ print(ids[-1] if ids else "")' "$WORK/unplug.ndjson")
             log "resume $id: exit 64, a decision is needed; smpctl said:"
             grep -v '"progress"' "$WORK/resume-1.ndjson" | tail -n 4 | cut -c1-400 | show; tail -n 6 "$WORK/resume-1.err" | show
             log "resume $id again with --ambiguous skip"
-            as_user tech "$SMPCTL" resume "$id" --device "$LINK" --yes --json --ambiguous skip \
+            as_user tech "$SMPCTL" resume "$id" --device "$LINK" --operator hil-rig --yes --json --ambiguous skip \
                 > "$WORK/resume.ndjson" 2> "$WORK/resume.err"
             status=$?
         fi
@@ -455,7 +455,7 @@ scenario_gpio_session() {
     $PY "$HELPER" session --events "$WORK/estop.ndjson" --stderr "$WORK/estop.err" --summary "$summary" -- \
         setpriv --reuid="$TECH_UID" --regid="$TECH_UID" --groups "$SMP_GID" --reset-env \
         env HOME="/tmp/home-$TECH_UID" USER=smptech "$SMPCTL" run "$PLAN" --config "$toml" \
-        --device "$LINK" --yes --json
+        --device "$LINK" --operator hil-rig --yes --json
     wait "$watcher"
     # The needle-power output line as the kernel holds it, read back through gpio-sim.
     local power_after; power_after=$(cat "$base/sim_gpio3/value" 2>/dev/null || echo '?')
@@ -616,7 +616,7 @@ print(start, time.clock_gettime(time.CLOCK_MONOTONIC))' > "$WORK/remove.t"
         $PY "$HELPER" session --events "$events" --stderr "$WORK/remove-$variant.err" --summary "$summary" -- \
             setpriv --reuid="$TECH_UID" --regid="$TECH_UID" --groups "$SMP_GID" --reset-env \
             env HOME="/tmp/home-$TECH_UID" USER=smptech "$SMPCTL" run "$PLAN" --config "$toml" \
-            --device "$LINK" --yes --json
+            --device "$LINK" --operator hil-rig --yes --json
         wait "$watcher"
         stop_sim
         local status power_before power_after=""
@@ -734,7 +734,7 @@ run_device_mode() {
         fi
     fi
     log "udev: $(stat -c '%n group %G mode %a' "$(readlink -f "$device")")"
-    if "$SMPCTL" run "$PLAN" --device "$device" --yes --json > "$WORK/session.ndjson" 2> "$WORK/session.err"; then
+    if "$SMPCTL" run "$PLAN" --device "$device" --operator hil-rig --yes --json > "$WORK/session.ndjson" 2> "$WORK/session.err"; then
         pass "smpctl run $PLAN --device $device: exit 0"
         grep '"finished"' "$WORK/session.ndjson" | tail -n 1 | show
     else
@@ -744,7 +744,7 @@ run_device_mode() {
         local out status
         mkdir -p "$WORK/home-nobody" && chown 65534:65534 "$WORK/home-nobody"
         out=$(setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$WORK/home-nobody" \
-            "$SMPCTL" run "$PLAN" --device "$device" --yes --json 2>&1 >/dev/null)
+            "$SMPCTL" run "$PLAN" --device "$device" --operator hil-rig --yes --json 2>&1 >/dev/null)
         status=$?
         if ((status == 77)); then pass "nobody (not in smp): exit 77"; else fail "nobody (not in smp): exit $status (want 77)"; show <<<"$out"; fi
     else

@@ -83,8 +83,8 @@ install_bin() {
     install_man "$smpctl"
 }
 
-# Man pages from swift-argument-parser's GenerateManual plugin: one page per command (smpctl.1,
-# smpctl.run.1, smpctl.devices.1, …; `man smpctl.devices`). The plugin builds the package itself;
+# Man pages from swift-argument-parser's GenerateManual plugin: one page per command, installed
+# as smpctl.1, smpctl-run.1, smpctl-devices.1, … (`man smpctl-devices`). The plugin builds the package itself;
 # it is given the debug configuration, which `make build` has usually built already (the pages
 # come from the help text, the same in every configuration). The plugin chooses its output
 # directory: $SCRATCH/plugins/GenerateManual/outputs/smpctl. The date in the pages is the last
@@ -104,10 +104,17 @@ install_man() {
         compgen -G "$generated/smpctl*.1" >/dev/null; then
         install -d "$man_dir"
         local page
+        local name
         for page in "$generated"/smpctl*.1; do
-            whatis_name "$page" >"$man_dir/$(basename "$page")"
+            # smpctl.run.1 → smpctl-run.1: `man smpctl-run`, as git's `man git-log`. The old
+            # name stays as a .so link, so `man smpctl.run` keeps working.
+            name=$(basename "$page" .1)
+            whatis_name "$page" "${name//./-}" >"$man_dir/${name//./-}.1"
+            if [[ "$name" != "${name//./-}" ]]; then
+                printf '.so man1/%s.1\n' "${name//./-}" >"$man_dir/$name.1"
+            fi
         done
-        say "installed man pages in $man_dir: $(cd "$generated" && echo smpctl*.1)"
+        say "installed man pages in $man_dir: $(cd "$man_dir" && echo smpctl-*.1) (man smpctl-run, …)"
     else
         say "the generate-manual plugin failed (end of its log below); writing one page from \`smpctl help\` instead"
         tail -n 20 "$log" | sed 's/^/install:   /'
@@ -118,11 +125,12 @@ install_man() {
     rm -f "$log"
 }
 
-# A page's NAME as its file is called (smpctl.config.check, not "smpctl config check"), so that
+# A page's NAME as its file is called (smpctl-config-check, not "smpctl config check"), so that
 # whatis and apropos (lexgrog) can read it; the synopsis keeps the command's words.
 whatis_name() {
-    local page=$1
-    awk -v name="$(basename "$page" .1)" '
+    local page=$1 name=$2
+    awk -v name="$name" '
+        /^\.Dt / { $2 = toupper(name) }
         /^\.Sh / { in_name = ($0 == ".Sh NAME") }
         in_name && /^\.Nm / && command == "" { command = substr($0, 5); print ".Nm " name; next }
         $0 == ".Nm" && command != "" { print ".Nm " command; next }

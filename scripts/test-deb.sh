@@ -147,6 +147,7 @@ else
 fi
 expect 0 "bash completion parses" as_tech bash -n /usr/share/bash-completion/completions/smpctl
 for file in /usr/bin/smpctl /usr/lib/udev/rules.d/70-smp-applicator.rules /usr/share/man/man1/smpctl.1.gz \
+    /usr/share/man/man1/smpctl-run.1.gz /usr/share/man/man1/smpctl-sim-lines.1.gz \
     /usr/share/zsh/vendor-completions/_smpctl /usr/share/fish/vendor_completions.d/smpctl.fish; do
     [[ -f "$ROOT$file" ]] || fail "$file is not installed"
 done

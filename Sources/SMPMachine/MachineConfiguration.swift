@@ -28,6 +28,9 @@ public struct MachineConfiguration: Sendable {
     /// key absent): SCHED_FIFO at `defaultRealtimePriority` for a session on a real applicator
     /// whenever this user may use it, and otherwise ordinary scheduling, said once.
     public var realtimePriority: Int?
+    /// Who runs the sessions on this machine (`[host] operator`), recorded when `--operator` is
+    /// not given; nil: a session on a real applicator must name one (`--operator`).
+    public var operatorName: String?
     /// The file this was read from; nil for the built-in configuration or text.
     public var sourcePath: String?
 

@@ -208,7 +208,7 @@ private struct ConfigurationReader {
     var issues: [MachineConfigurationIssue] = []
 
     static let rootKeys = ["applicator", "envelope", "host", "interlock", "output"]
-    static let hostKeys = ["realtime_priority"]
+    static let hostKeys = ["realtime_priority", "operator"]
     static let applicatorKeys = ["device", "match"]
     static let matchKeys = ["vendor_id", "product_id", "serial"]
     static let envelopeKeys = ["depth_min_mm", "depth_max_mm", "dwell_min_ms", "dwell_max_ms", "travel_x_mm",
@@ -227,6 +227,7 @@ private struct ConfigurationReader {
         }
         if let table = table(root, "host", path: "host") {
             configuration.realtimePriority = host(table)
+            configuration.operatorName = hostOperator(table)
         }
         var owners: [String: String] = [:]  // name → key path of its first use
         var sawEstop = false  // even on an entry with other problems: one error at a time
@@ -443,6 +444,21 @@ private struct ConfigurationReader {
             return nil
         }
         return priority
+    }
+
+    /// `[host] operator`: a name, not blank.
+    private mutating func hostOperator(_ table: TOMLTable) -> String? {
+        guard let value = table["operator"] else { return nil }
+        let path = "host.operator"
+        guard let name = value.string else {
+            wrongType(path, value, expected: "a string, who runs the sessions (recorded)")
+            return nil
+        }
+        guard !name.trimmingCharacters(in: .whitespaces).isEmpty else {
+            wrongType(path, value, expected: "a name that is not blank (recorded as the operator)")
+            return nil
+        }
+        return name
     }
 
     private enum Bound { case lower, upper }

@@ -465,6 +465,25 @@ public final class RecordStore: Sendable {
         }
     }
 
+    /// Sessions newest first, of one client (`clientReference`, exactly) and/or one course: the
+    /// plans `smpctl design` makes for a course are called COURSE-s1, COURSE-s2, … (or COURSE).
+    public func sessions(limit: Int, clientReference: String?, course: String?) throws(RecordStoreError) -> [SessionSummary] {
+        let prefix = course.map { $0 + "-s" }
+        let rows = try read { db in
+            try Row.fetchAll(db, sql: Self.summarySQL + """
+                 WHERE (?1 IS NULL OR s.client_reference = ?1)
+                   AND (?2 IS NULL OR s.plan_id = ?2 OR substr(s.plan_id, 1, length(?3)) = ?3)
+                 ORDER BY s.id DESC
+                """, arguments: [clientReference, course, prefix]).map(Self.summary)
+        }
+        return rows.filter { summary in
+            guard let course, let prefix, summary.planID != course else { return true }
+            // COURSE-s12, not COURSE-second-opinion: the rest is a session number.
+            let number = summary.planID.dropFirst(prefix.count)
+            return !number.isEmpty && number.allSatisfy(\.isASCII) && number.allSatisfy(\.isNumber)
+        }.prefix(limit).map { $0 }
+    }
+
     public func session(id: Int64) throws(RecordStoreError) -> SessionSummary? {
         try read { db in
             try Row.fetchOne(db, sql: Self.summarySQL + " WHERE s.id = ?", arguments: [id]).map(Self.summary)

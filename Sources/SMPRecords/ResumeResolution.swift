@@ -112,11 +112,17 @@ struct ResumeResolution {
         let unknown = dots.filter { status[$0.dotID] == .ambiguous || status[$0.dotID] == .interrupted }.map(\.dotID)
         if !unknown.isEmpty {
             guard let decision else {
+                // The counts from the records, every plan dot in one of them: this run did nothing.
+                let done = dots.filter { status[$0.dotID] == .done }.count
+                let skipped = dots.filter { status[$0.dotID] == .skipped }.count
+                let notStarted = dots.count - done - skipped - unknown.count
                 result.refusal = """
-                    \(unknown.count) dot(s) may or may not have been injected (ambiguous or cut short): \
+                    \(unknown.count) dot(s) may or may not have been injected (ambiguous or cut short): dot id(s) \
                     \(unknown.prefix(20).map(String.init).joined(separator: ", "))\(unknown.count > 20 ? ", …" : ""). \
-                    Look at the spots, then resume with --ambiguous skip (leave them out) or --ambiguous redo \
-                    (inject them again). Nothing was armed.
+                    The records of session \(sessionID): \(done) done, \(unknown.count) in doubt, \(notStarted) not \
+                    started\(skipped > 0 ? ", \(skipped) skipped" : "") (of \(dots.count)). Look at the spots, then \
+                    resume with --ambiguous skip (leave them out) or --ambiguous redo (inject them again): \
+                    smpctl resume \(sessionID) --ambiguous skip. Nothing was armed.
                     """
                 return result
             }

@@ -29,8 +29,36 @@ public struct PlanPreviewOptions: Sendable, Hashable {
     public var dotDiameterMicrometres: Int32 = 100
     /// Dots of earlier sessions of the course, drawn in grey under the plan's own.
     public var earlierDots: [PlanDot] = []
+    /// Lines from the plan's design (regions, no-go areas, the hairline), drawn over the dots.
+    public var outlines: [PreviewOutline] = []
 
     public init() {}
+}
+
+/// A line drawn on a preview in millimetres, machine coordinates: a design's region outline
+/// (closed) or its hairline (open). The renderer knows nothing of designs.
+public struct PreviewOutline: Sendable, Hashable {
+    public enum Kind: String, Sendable, Hashable { case region, exclusion, hairline }
+    public var name: String
+    public var kind: Kind
+    /// (x, y) in mm.
+    public var points: [(Double, Double)]
+
+    public init(name: String, kind: Kind, points: [(Double, Double)]) {
+        self.name = name
+        self.kind = kind
+        self.points = points
+    }
+
+    public static func == (a: PreviewOutline, b: PreviewOutline) -> Bool {
+        a.name == b.name && a.kind == b.kind && a.points.elementsEqual(b.points) { $0 == $1 }
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(name)
+        hasher.combine(kind)
+        for (x, y) in points { hasher.combine(x); hasher.combine(y) }
+    }
 }
 
 /// Renders plans to SVG.
@@ -172,6 +200,7 @@ private struct Renderer {
         if options.showDensity { drawDensity(counts: density) }
         drawEnvelope(unit: unit)
         drawDots(regions: regions, diameter: drawnDiameter)
+        drawOutlines(unit: unit)
         line("</g>")
         drawScaleBar(frame: frame, step: step, unit: unit)
         drawTitle(frame: frame, unit: unit)
@@ -319,6 +348,29 @@ private struct Renderer {
                 out += "\n"
             }
             line("</g>")
+        }
+        line("</g>")
+    }
+
+    /// The design's lines over the dots: regions dashed dark grey, no-go areas red, the hairline
+    /// a solid dark red line; each named at its first point.
+    mutating func drawOutlines(unit: Double) {
+        guard !options.outlines.isEmpty else { return }
+        line(##"<g id="design" fill="none" stroke-width="\##(n(0.3 * unit))">"##)
+        for outline in options.outlines where outline.points.count >= 2 {
+            let points = outline.points.map { "\(n($0.0)),\(n(-$0.1))" }.joined(separator: " ")
+            let element = outline.kind == .hairline ? "polyline" : "polygon"
+            let style: String
+            switch outline.kind {
+            case .region: style = ##"stroke="#333333" stroke-dasharray="\##(n(unit)) \##(n(0.6 * unit))""##
+            case .exclusion: style = ##"stroke="#C62828" fill="#C62828" fill-opacity="0.12""##
+            case .hairline: style = ##"stroke="#8B0000""##
+            }
+            line(##"<\##(element) class="\##(outline.kind.rawValue)" points="\##(points)" \##(style)><title>\##(escape("\(outline.kind.rawValue) \(outline.name)"))</title></\##(element)>"##)
+            // The hairline is named at its end: a region is often called "hairline" too.
+            let (x, y) = outline.kind == .hairline ? outline.points[outline.points.count - 1] : outline.points[0]
+            let label = outline.kind == .hairline ? "drawn \(outline.name)" : outline.name
+            line(##"<text x="\##(n(x))" y="\##(n(-y - 0.8 * unit))" fill="#333333" stroke="none" font-size="\##(n(1.8 * unit))"\##(outline.kind == .hairline ? #" text-anchor="end""# : "")>\##(escape(label))</text>"##)
         }
         line("</g>")
     }

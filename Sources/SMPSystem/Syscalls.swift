@@ -489,3 +489,90 @@ extension Sys {
         smp_gpio_request_release(request)
     }
 }
+
+// MARK: - Unix-domain sockets (the simulator's interlock control)
+
+extension Sys {
+    /// A listening Unix-domain stream socket bound at `path` (non-blocking, close-on-exec,
+    /// backlog 4). The socket file gets mode 0600 whatever the umask: only this user may drive
+    /// the simulated lines. ENAMETOOLONG when `path` does not fit `sun_path`.
+    ///
+    /// The corresponding C functions are `socket`, `bind`, `chmod` and `listen`.
+    package static func listenUnixSocket(_ path: String) -> Result<CInt, Errno> {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return .failure(.fileNameTooLong) }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let type = CInt(SOCK_STREAM.rawValue) | CInt(SOCK_NONBLOCK.rawValue) | CInt(SOCK_CLOEXEC.rawValue)
+        return retryingInterrupts { socket(AF_UNIX, type, 0) }.flatMap { fd in
+            let bound = retryingInterrupts {
+                withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                    }
+                }
+            }.flatMap { _ in retryingInterrupts { chmod(path, 0o600) } }
+                .flatMap { _ in retryingInterrupts { listen(fd, 4) } }
+            if case .failure(let errno) = bound {
+                _ = close(fd)
+                return .failure(errno)
+            }
+            return .success(fd)
+        }
+    }
+
+    /// A connection waiting on the listening socket `fd` (non-blocking, close-on-exec), or nil
+    /// when none is (EAGAIN).
+    ///
+    /// The corresponding C functions are `accept` and `fcntl` (Glibc's Swift module does not
+    /// declare `accept4`, a _GNU_SOURCE function).
+    package static func accept(_ fd: CInt) -> Result<CInt?, Errno> {
+        switch retryingInterrupts({ Glibc.accept(fd, nil, nil) }) {
+        case .success(let connection):
+            let flagged = retryingInterrupts { fcntl(connection, F_SETFD, FD_CLOEXEC) }
+                .flatMap { _ in setNonBlocking(connection) }
+            if case .failure(let errno) = flagged {
+                _ = close(connection)
+                return .failure(errno)
+            }
+            return .success(connection)
+        case .failure(.resourceTemporarilyUnavailable): return .success(nil)
+        case .failure(let errno): return .failure(errno)
+        }
+    }
+}
+
+extension Sys {
+    /// A blocking Unix-domain stream socket connected to `path` (close-on-exec).
+    ///
+    /// The corresponding C functions are `socket` and `connect`.
+    package static func connectUnixSocket(_ path: String) -> Result<CInt, Errno> {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return .failure(.fileNameTooLong) }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let type = CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue)
+        return retryingInterrupts { socket(AF_UNIX, type, 0) }.flatMap { fd in
+            // connect(2) is not retried after EINTR (it goes on asynchronously): a failure is final.
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+            if connected == -1 {
+                let errno = currentErrno
+                _ = close(fd)
+                return .failure(errno)
+            }
+            return .success(fd)
+        }
+    }
+}

@@ -21,6 +21,30 @@ enum ExitStatus {
 }
 
 extension ExitStatus {
+    /// What each status means, for people: the one list `smpctl --help` (so `man smpctl`),
+    /// `smpctl run --help` and docs/operator-guide.md give, word for word (`HelpTests` compares).
+    static let documented: [(status: Int32, meaning: String)] = [
+        (ok, "success; for a session: every dot confirmed done by the applicator (after `smpctl resume "
+            + "--ambiguous skip`: every dot but those the operator decided to skip)"),
+        (usage, "usage error, or a resume that needs the operator's decision (--ambiguous skip or redo)"),
+        (dataError, "invalid plan or design, or the clinical timing refused"),
+        (noInput, "a file not readable: the plan, a --config file, or no records at --db"),
+        (unavailable, "applicator unavailable or link lost"),
+        (needlePowerNotOff, "the needle-power output could not be switched off at the end, whatever else "
+            + "happened: it may still be on, cut the needle power by hand"),
+        (ioError, "I/O error: records or output not writable (or the database deleted or replaced during a "
+            + "session: it holds)"),
+        (incomplete, "held or stopped before the end (resumable), or the session is running in another process"),
+        (protocolError, "the applicator refused or broke the protocol"),
+        (permission, "permission denied on the device, or SCHED_FIFO not permitted for [host] realtime_priority"),
+        (config, "invalid machine configuration, or treatment records written by a newer smpctl"),
+    ]
+
+    /// `documented` as one paragraph.
+    static var summary: String {
+        "Exit status: " + documented.map { "\($0.status) \($0.meaning)" }.joined(separator: "; ") + "."
+    }
+
     /// How a session ended.
     static func of(_ account: SessionAccount) -> Int32 {
         if account.needlePowerOffFailure != nil { return needlePowerNotOff }  // before anything else, whatever the outcome

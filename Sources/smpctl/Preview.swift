@@ -7,6 +7,7 @@ import SMPInterlocks
 import SMPRecords
 import SMPMachine
 import SMPRender
+import SMPDesign
 
 struct Preview: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -37,6 +38,11 @@ struct Preview: ParsableCommand {
     @Option(help: ArgumentHelp("An earlier session's plan, drawn in grey under this one (repeatable).", valueName: "plan"))
     var after: [String] = []
 
+    @Option(help: ArgumentHelp(
+        "The smp-design/1 file the plan was designed from: its region outlines, no-go areas and hairline are drawn over the dots.",
+        valueName: "design"))
+    var design: String?
+
     func validate() throws {
         guard densityCellMm.isFinite, densityCellMm >= 0.1, densityCellMm <= 100 else {
             throw ValidationError("--density-cell-mm must be between 0.1 and 100 (got \(densityCellMm)).")
@@ -62,6 +68,7 @@ struct Preview: ParsableCommand {
         for path in after {
             options.earlierDots += try EarlierReference.loadPlan(path, envelope: .builtIn, role: "--after").dots
         }
+        if let design { options.outlines = try Self.outlines(design, plan: loaded) }
         let svg = Data(PlanPreview.svg(for: loaded, options: options).utf8)
 
         if output == "-" {
@@ -75,5 +82,28 @@ struct Preview: ParsableCommand {
             throw ExitCode(ExitStatus.ioError)
         }
         print("\(output): plan \(loaded.planID), \(loaded.dots.count) dots drawn. Open it in a web browser.")
+    }
+
+    /// The design's lines for the picture; a design other than the plan's is drawn, with a warning.
+    static func outlines(_ path: String, plan: Plan) throws -> [PreviewOutline] {
+        let design: Design
+        do {
+            design = try DesignLoader.load(path: path, envelope: .builtIn)
+        } catch let error {
+            for issue in error.issues { Output.err("\(path): \(issue)") }
+            Output.err("\(path): design refused; no picture was written.")
+            throw ExitCode(error.isUnreadable ? ExitStatus.noInput : ExitStatus.dataError)
+        }
+        if let designed = plan.design?.designID, designed != design.designID {
+            Output.err("smpctl preview: warning: the plan was designed from \(PlanText.quoted(designed)), "
+                       + "not from \(PlanText.quoted(design.designID)) (\(path)); its outlines are drawn all the same.")
+        }
+        func points(_ corners: [DesignPoint]) -> [(Double, Double)] { corners.map { ($0.xMillimetres, $0.yMillimetres) } }
+        var outlines = design.regions.map { PreviewOutline(name: $0.name, kind: .region, points: points($0.polygon.corners)) }
+        outlines += design.exclusions.map { PreviewOutline(name: $0.name, kind: .exclusion, points: points($0.polygon.corners)) }
+        if let hairline = design.hairline {
+            outlines.append(PreviewOutline(name: "hairline", kind: .hairline, points: points(hairline.polyline)))
+        }
+        return outlines
     }
 }

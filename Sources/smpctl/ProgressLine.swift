@@ -121,6 +121,8 @@ final class LiveLine {
     /// Enter would move the cursor and the next erase would hit the wrong line.
     var suspended = false
     let colours: Bool
+    /// The bar last drawn, frozen on the screen when a question takes the line's place.
+    private var lastBar: SessionProgressBar?
 
     init() {
         Self.reopenStandardOutputWriteOnly()
@@ -165,6 +167,7 @@ final class LiveLine {
         }
         erase()
         tick &+= 1
+        lastBar = bar
         console.pushEphemeral()
         bar.outputActivityIndicator(to: console, state: .active(tick: tick))
         shown = true
@@ -184,8 +187,15 @@ final class LiveLine {
     }
 
     /// A question; the operator's answer is typed on the line below it.
+    ///
+    /// The progress line stays on the screen, frozen as it was (done, ETA, "held"), above the
+    /// question: printed for good, no longer redrawn, so the echo of the answer cannot disturb it.
     func ask(_ text: String) {
+        let wasShown = shown
         erase()
+        if wasShown, let lastBar {
+            lastBar.outputActivityIndicator(to: console, state: .active(tick: tick))
+        }
         suspended = true
         console.output(text.consoleText(colours ? .init(color: .yellow, isBold: true) : .plain))
     }

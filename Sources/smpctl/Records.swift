@@ -7,9 +7,14 @@ import SMPInterlocks
 import SMPRecords
 import SMPMachine
 import SMPRender
+import SMPSystem
 
 struct Sessions: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List recorded sessions, newest first.")
+    static let configuration = CommandConfiguration(
+        abstract: "List recorded sessions, newest first.",
+        discussion: """
+            Times are local (with their zone); the records and --json keep UTC.
+            """)
 
     @OptionGroup var records: RecordsOptions
 
@@ -18,6 +23,14 @@ struct Sessions: ParsableCommand {
 
     @Option(help: "How many sessions to list.")
     var limit: Int = 50
+
+    @Option(help: ArgumentHelp("Only this client's sessions (the plan's client.reference, exactly).", valueName: "reference"))
+    var client: String?
+
+    @Option(help: ArgumentHelp(
+        "Only the sessions of this course: the plans `smpctl design` makes for it (COURSE-s1, COURSE-s2, …).",
+        valueName: "course"))
+    var course: String?
 
     func run() throws {
         if records.isMissing && records.db == RecordStore.defaultPath {
@@ -30,7 +43,7 @@ struct Sessions: ParsableCommand {
         // A session recorded `running` is live only while its owner holds it (docs/records.md).
         var owners: [Int64: SessionOwner] = [:]
         do {
-            sessions = try store.sessions(limit: limit)
+            sessions = try store.sessions(limit: limit, clientReference: client, course: course)
             for s in sessions where s.state == "running" {
                 if let owner = try store.liveOwner(of: s.id) { owners[s.id] = owner }
             }
@@ -49,16 +62,21 @@ struct Sessions: ParsableCommand {
             return
         }
         if sessions.isEmpty {
-            print("No sessions recorded in \(records.db).")
+            let filters = [client.map { "client \($0)" }, course.map { "course \($0)" }].compactMap { $0 }
+            print("No sessions recorded in \(records.db)\(filters.isEmpty ? "" : " for " + filters.joined(separator: ", ")).")
             return
         }
-        print("ID    STATE          DONE/TOTAL     STARTED                   PLAN")
+        func column(_ text: String, _ width: Int) -> String {
+            text.count >= width ? text + " " : text.padding(toLength: width, withPad: " ", startingAt: 0)
+        }
+        let clientWidth = max(6, sessions.map { ($0.clientReference ?? "—").count }.max() ?? 0) + 1
+        let operatorWidth = max(8, sessions.map(\.operatorName.count).max() ?? 0) + 1
+        print(column("ID", 6) + column("STATE", 15) + column("DONE/TOTAL", 15) + column("STARTED (local)", 27)
+              + column("CLIENT", clientWidth) + column("OPERATOR", operatorWidth) + "PLAN")
         for s in sessions {
-            let id = String(s.id).padding(toLength: 5, withPad: " ", startingAt: 0)
-            let state = s.state.padding(toLength: 14, withPad: " ", startingAt: 0)
-            let progress = "\(s.done)/\(s.total)".padding(toLength: 14, withPad: " ", startingAt: 0)
-            let started = s.startedAt.padding(toLength: 25, withPad: " ", startingAt: 0)
-            print("\(id) \(state) \(progress) \(started) \(s.planID)")
+            print(column(String(s.id), 6) + column(s.state, 15) + column("\(s.done)/\(s.total)", 15)
+                  + column(LocalTime.display(s.startedAt), 27) + column(s.clientReference ?? "—", clientWidth)
+                  + column(s.operatorName, operatorWidth) + s.planID)
         }
         for s in sessions.reversed() where s.state == "running" {
             if let owner = owners[s.id] {
@@ -95,8 +113,12 @@ struct Resume: ParsableCommand {
     @Option(help: "What to do with dots that may or may not have been injected: skip or redo.")
     var ambiguous: AmbiguousChoice?
 
-    @Option(name: .customLong("operator"), help: "Who resumes the session (recorded).")
-    var operatorName: String = ProcessInfo.processInfo.environment["USER"] ?? "unknown"
+    @Option(name: .customLong("operator"), help: ArgumentHelp(
+        "Who resumes the session (recorded). Required on an applicator unless the machine file sets [host] operator; with --sim the login name by default.",
+        valueName: "name"))
+    var operatorName: String?
+
+    func validate() throws { try SessionCommand.validateOperator(operatorName) }
 
     @Flag(help: "Do not ask for confirmation after the preflight summary.")
     var yes = false
@@ -113,9 +135,10 @@ struct Resume: ParsableCommand {
 
     func run() throws {
         let machine = try SessionCommand.loadMachineConfiguration(target.config)
+        let operatorName = try SessionCommand.operatorName(operatorName, machine: machine, sim: target.sim)
         let store = try records.openExisting(command: "resume")
         do {
-            try resume(store, machine: machine)
+            try resume(store, machine: machine, operatorName: operatorName)
         } catch let error as RecordStoreError {
             throw RecordsOptions.failed("smpctl resume", error, consequence: """
                 nothing was armed or written. Wait until it has ended, or end it there (Ctrl-C at \
@@ -124,7 +147,7 @@ struct Resume: ParsableCommand {
         }
     }
 
-    private func resume(_ store: RecordStore, machine: MachineConfiguration) throws {
+    private func resume(_ store: RecordStore, machine: MachineConfiguration, operatorName: String) throws {
         guard try store.session(id: id) != nil else {
             Output.err("smpctl resume: no session \(id) in \(records.db) (see `smpctl sessions`).")
             throw ExitCode(ExitStatus.usage)
@@ -138,7 +161,7 @@ struct Resume: ParsableCommand {
             Output.err("smpctl resume: session \(id) is complete (\(session.done) of \(session.total) dots); nothing to resume.")
             throw ExitCode(ExitStatus.usage)
         }
-        let plan = try SessionCommand.loadPlan(session.planPath)
+        let plan = try SessionCommand.loadPlan(session.planPath, json: SessionCommand.speaksJSON(json))
         guard plan.sha256 == session.planSHA256 else {
             Output.err("""
                 smpctl resume: the plan file \(session.planPath) changed since session \(id) started \
@@ -158,9 +181,12 @@ struct Resume: ParsableCommand {
 
 struct Report: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write a session's report: .json (machine-readable), .svg (dot map) or .html (everything).",
+        abstract: "Write a session's report: .json (machine-readable), .svg (dot map), .html (everything) or .pdf.",
         discussion: """
-            Exit status: 0 written; 64 no such session or a bad -o; 66 no database at --db; 74 \
+            Written 0600, like the records. A .pdf is the .html printed by headless Chromium (not a \
+            dependency of smpctl: without it, exit 69). \
+            Exit status: 0 written; 64 no such session or a bad -o; 66 no database at --db; 69 no \
+            Chromium for a .pdf; 74 \
             records or output not readable or writable; 75 the session is still running in another \
             process (its account is not final; nothing is written); 78 records written by a newer \
             smpctl.
@@ -169,14 +195,14 @@ struct Report: ParsableCommand {
     @Argument(help: "The session id.")
     var id: Int64
 
-    @Option(name: .shortAndLong, help: "Output file; its extension chooses the format (.json, .svg, .html).")
+    @Option(name: .shortAndLong, help: "Output file; its extension chooses the format (.json, .svg, .html, .pdf).")
     var output: String
 
     @OptionGroup var records: RecordsOptions
 
     func validate() throws {
-        guard ["json", "svg", "html"].contains((output as NSString).pathExtension.lowercased()) else {
-            throw ValidationError("-o must end in .json, .svg or .html (got \(output)).")
+        guard ["json", "svg", "html", "pdf"].contains((output as NSString).pathExtension.lowercased()) else {
+            throw ValidationError("-o must end in .json, .svg, .html or .pdf (got \(output)).")
         }
     }
 
@@ -186,6 +212,7 @@ struct Report: ParsableCommand {
         switch (output as NSString).pathExtension.lowercased() {
         case "json": data = try report.json()
         case "svg": data = Data(report.svg().utf8)
+        case "pdf": data = try ReportCommand.pdf(report.html())
         default: data = Data(report.html().utf8)
         }
         try ReportCommand.write(data, to: output)
@@ -206,17 +233,27 @@ struct Export: ParsableCommand {
     @Argument(help: "The session id.")
     var id: Int64
 
-    @Option(name: .shortAndLong, help: "The archive to write (.tar.gz).")
+    @Option(name: .shortAndLong, help: "The archive to write (.tar.gz or .tgz; written 0600, like the records).")
     var output: String
 
     @OptionGroup var records: RecordsOptions
+
+    func validate() throws {
+        // A name that promises another format (x.zip) would hold a tar.gz: refused, not renamed.
+        let name = output.lowercased()
+        guard name.hasSuffix(".tar.gz") || name.hasSuffix(".tgz") else {
+            throw ValidationError("-o must end in .tar.gz or .tgz: the archive is a gzip-compressed tar (got \(output)).")
+        }
+    }
 
     func run() throws {
         let report = try ReportCommand.load(id, records, command: "export")
         let staging = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-export-\(UUID().uuidString)")
         let folder = staging.appendingPathComponent("smp-session-\(id)")
         defer { try? FileManager.default.removeItem(at: staging) }
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: staging.path)
         try report.json().write(to: folder.appendingPathComponent("session.json"))
         try Data(report.html().utf8).write(to: folder.appendingPathComponent("report.html"))
         try Data(report.svg().utf8).write(to: folder.appendingPathComponent("dot-map.svg"))
@@ -224,15 +261,19 @@ struct Export: ParsableCommand {
         if let plan = FileManager.default.contents(atPath: report.session.planPath) {
             try plan.write(to: folder.appendingPathComponent("plan.json"))
         }
+        // Made in the private staging folder, then written 0600 like the report: it holds the
+        // client's treatment record.
+        let archive = staging.appendingPathComponent("archive.tar.gz")
         let tar = Process()
         tar.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        tar.arguments = ["tar", "-czf", SessionCommand.absolute(output), "-C", staging.path, "smp-session-\(id)"]
+        tar.arguments = ["tar", "-czf", archive.path, "-C", staging.path, "smp-session-\(id)"]
         try tar.run()
         tar.waitUntilExit()
-        guard tar.terminationStatus == 0 else {
+        guard tar.terminationStatus == 0, let data = FileManager.default.contents(atPath: archive.path) else {
             Output.err("smpctl export: tar failed with status \(tar.terminationStatus) writing \(output)")
             throw ExitCode(ExitStatus.ioError)
         }
+        try ReportCommand.write(data, to: output)
         print("\(output): session \(id) archived (report.html, session.json, dot-map.svg, audit.ndjson, plan.json)")
     }
 }
@@ -256,12 +297,78 @@ enum ReportCommand {
         }
     }
 
-    static func write(_ data: Data, to path: String) throws {
+    /// The HTML report printed to PDF by headless Chromium (its print stylesheet, A4), in a
+    /// private folder. Chromium is not a dependency of smpctl: without it, exit 69 and the way to
+    /// get it.
+    static func pdf(_ html: String) throws -> Data {
+        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
+        guard let chromium = ["chromium", "chromium-browser", "google-chrome"].lazy.compactMap({ name in
+            path.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+        }).first else {
+            Output.err("smpctl report: a PDF is printed by headless Chromium, which is not installed "
+                       + "(Debian: apt-get install chromium). Write .html and print it from a browser instead.")
+            throw ExitCode(ExitStatus.unavailable)
+        }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-pdf-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
         do {
-            try data.write(to: URL(fileURLWithPath: path))
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+            try Data(html.utf8).write(to: folder.appendingPathComponent("report.html"))
         } catch {
-            Output.err("smpctl: cannot write \(path): \(error.localizedDescription)")
+            Output.err("smpctl report: cannot prepare the PDF in \(folder.path): \(error.localizedDescription)")
             throw ExitCode(ExitStatus.ioError)
         }
+        let pdf = folder.appendingPathComponent("report.pdf")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: chromium)
+        // Chromium's sandbox refuses to start as root; the page is our own report, no network.
+        process.arguments = (NSUserName() == "root" ? ["--no-sandbox"] : []) + [
+            "--headless", "--disable-gpu", "--no-first-run", "--no-pdf-header-footer",
+            "--user-data-dir=\(folder.appendingPathComponent("profile").path)", "--print-to-pdf=\(pdf.path)",
+            folder.appendingPathComponent("report.html").absoluteString,
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0, let data = FileManager.default.contents(atPath: pdf.path), !data.isEmpty else {
+            Output.err("smpctl report: \(chromium) could not print the PDF (exit \(process.terminationStatus)).")
+            throw ExitCode(ExitStatus.ioError)
+        }
+        return data
+    }
+
+    /// Writes `data` to `path` with mode 0600, like the database (treatment records are personal
+    /// data): a new file beside it, created 0600 whatever the umask, renamed over `path`, so an
+    /// existing file's wider mode is never kept and a reader never sees half a report.
+    static func write(_ data: Data, to path: String) throws {
+        let temporary = path + ".smpctl-\(Sys.processID())"
+        func fail(_ errno: Errno, _ what: String) -> ExitCode {
+            _ = Sys.unlink(temporary)
+            Output.err("smpctl: cannot write \(path): \(what): \(errno)")
+            return ExitCode(ExitStatus.ioError)
+        }
+        let fd: CInt
+        switch Sys.open(temporary, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, mode: 0o600) {
+        case .success(let opened): fd = opened
+        case .failure(let errno): throw fail(errno, "creating it")
+        }
+        var failure: Errno?
+        data.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                switch Sys.write(fd, from: UnsafeRawBufferPointer(rebasing: buffer[offset...])) {
+                case .success(.transferred(let count)): offset += count
+                case .success: continue
+                case .failure(let errno):
+                    failure = errno
+                    return
+                }
+            }
+        }
+        _ = Sys.close(fd)
+        if let failure { throw fail(failure, "writing it") }
+        if case .failure(let errno) = Sys.rename(temporary, to: path) { throw fail(errno, "renaming it into place") }
     }
 }

@@ -38,6 +38,11 @@ struct DeviceOptions: ParsableArguments {
         valueName: "spec"))
     var lineFaults: String?
 
+    @Option(help: ArgumentHelp(
+        "With --sim: listen here for commands to the simulated interlocks (`smpctl sim-lines`); at a terminal the default is $XDG_RUNTIME_DIR/smpctl-sim-PID.sock.",
+        valueName: "path"))
+    var interlockSocket: String?
+
     /// Nil when not given: only then may the default file be absent (built-in defaults).
     @Option(help: ArgumentHelp(
         "The machine configuration (interlocks, envelope, lease); it must exist (default: /etc/smpctl/machine.toml, built-in defaults when absent).",
@@ -48,8 +53,8 @@ struct DeviceOptions: ParsableArguments {
         if sim == (device != nil) {
             throw ValidationError("Give exactly one of --device PATH or --sim.")
         }
-        if !sim && (record != nil || faults != nil || lineFaults != nil) {
-            throw ValidationError("--record, --faults and --line-faults apply to --sim only.")
+        if !sim && (record != nil || faults != nil || lineFaults != nil || interlockSocket != nil) {
+            throw ValidationError("--record, --faults, --line-faults and --interlock-socket apply to --sim only.")
         }
         if let lineFaults {
             do { _ = try HostLineFaults(spec: lineFaults) } catch { throw ValidationError("--line-faults: \(error)") }
@@ -120,17 +125,8 @@ struct Run: ParsableCommand {
             output end the session held as soon as the dot in the skin is done. A machine \
             configuration named with --config must exist and load (66 missing or unreadable, 78 \
             invalid); only the default /etc/smpctl/machine.toml may be absent, meaning developer \
-            mode. Exit status 0 \
-            only when every dot was confirmed done by the applicator (after `smpctl resume \
-            --ambiguous skip`: every dot the operator did not skip; the summary counts both); \
-            65 invalid plan; 69 \
-            applicator unavailable or link lost; 71 the needle-power output could not be switched \
-            off at the end, whatever else happened (it may still be on: cut the needle power by \
-            hand); 74 records not writable (or their file deleted or \
-            replaced during the session: it holds); 75 held or stopped before the end; 77 \
-            permission denied on the device or for [host] realtime_priority; 78 invalid machine \
-            configuration, or records written by a newer smpctl.
-            """)
+            mode.
+            """ + " " + ExitStatus.summary)
 
     @Argument(help: "The plan file (smp-plan/1 JSON).")
     var plan: String
@@ -138,8 +134,10 @@ struct Run: ParsableCommand {
     @OptionGroup var target: DeviceOptions
     @OptionGroup var records: RecordsOptions
 
-    @Option(name: .customLong("operator"), help: "Who runs the session (recorded).")
-    var operatorName: String = ProcessInfo.processInfo.environment["USER"] ?? "unknown"
+    @Option(name: .customLong("operator"), help: ArgumentHelp(
+        "Who runs the session (recorded). Required on an applicator unless the machine file sets [host] operator; with --sim the login name by default.",
+        valueName: "name"))
+    var operatorName: String?
 
     @Flag(help: "Do not ask for confirmation after the preflight summary.")
     var yes = false
@@ -159,12 +157,15 @@ struct Run: ParsableCommand {
         if let overrideClinical, overrideClinical.trimmingCharacters(in: .whitespaces).isEmpty {
             throw ValidationError("--override-clinical needs a reason (it is kept in the audit trail).")
         }
+        try SessionCommand.validateOperator(operatorName)
     }
 
     func run() throws {
         let machine = try SessionCommand.loadMachineConfiguration(target.config)
-        let loaded = try SessionCommand.loadPlan(plan)
-        let auditAtStart = try SessionCommand.checkClinicalTiming(loaded, planPath: plan, override: overrideClinical)
+        let operatorName = try SessionCommand.operatorName(operatorName, machine: machine, sim: target.sim)
+        let loaded = try SessionCommand.loadPlan(plan, json: SessionCommand.speaksJSON(json))
+        let auditAtStart = try SessionCommand.checkClinicalTiming(loaded, planPath: plan, override: overrideClinical,
+                                                                  json: SessionCommand.speaksJSON(json))
         let store = try records.open()
         CourseTiming.warn(loaded, planPath: plan,
                           previous: CourseTiming.previousSession(loaded.design?.after ?? [], store: store))
@@ -179,7 +180,31 @@ struct Run: ParsableCommand {
 
 /// What `run` and `resume` share: the device or simulator, the session, the reporter, Ctrl-C.
 enum SessionCommand {
-    static func loadPlan(_ path: String) throws -> Plan {
+    static func validateOperator(_ name: String?) throws {
+        if let name, name.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw ValidationError("--operator needs a name (it is recorded with the session).")
+        }
+    }
+
+    /// Who runs the session, for the records: `--operator`, else the machine file's `[host]
+    /// operator`; on the simulator the login name will do. A session on an applicator is never
+    /// recorded under a guessed name: without either, it is refused (64), nothing opened.
+    static func operatorName(_ given: String?, machine: MachineConfiguration, sim: Bool) throws -> String {
+        if let given { return given }
+        if let configured = machine.operatorName { return configured }
+        if sim { return ProcessInfo.processInfo.environment["USER"] ?? "unknown" }
+        Output.err("""
+            smpctl: say who runs this session: --operator NAME (recorded with the session), or set             [host] operator in \(machine.sourcePath ?? MachineConfigurationLoader.defaultPath). Nothing was             sent to the applicator.
+            """)
+        throw ExitCode(ExitStatus.usage)
+    }
+
+    /// Whether a session command speaks NDJSON on standard output (`--json`, or not a terminal).
+    static func speaksJSON(_ json: Bool) -> Bool { json || !Output.stdoutIsTerminal }
+
+    /// `json`: a refusal is also one `error` event on standard output (what a script reads),
+    /// with every issue as `smpctl validate --json` gives it.
+    static func loadPlan(_ path: String, json: Bool) throws -> Plan {
         do {
             let (plan, warnings) = try PlanLoader.load(path: path)
             for warning in warnings { Output.err("\(path): \(warning)") }
@@ -187,19 +212,31 @@ enum SessionCommand {
         } catch let error {
             for issue in error.issues { Output.err("\(path): \(issue)") }
             Output.err("\(path): plan refused; nothing was sent to the applicator.")
-            throw ExitCode(error.isUnreadable ? ExitStatus.noInput : ExitStatus.dataError)
+            let status = error.isUnreadable ? ExitStatus.noInput : ExitStatus.dataError
+            if json { refusedJSON(path, issues: error.issues, message: "plan refused; nothing was sent to the applicator", status) }
+            throw ExitCode(status)
         }
+    }
+
+    /// The NDJSON line of a plan refused before anything was sent.
+    static func refusedJSON(_ path: String, issues: [PlanIssue], message: String, _ status: Int32) {
+        Output.printJSON([
+            "event": "error", "message": "\(path): \(message)", "file": path, "exit_code": status,
+            "errors": issues.filter(\.isError).map(Output.issueJSON),
+            "warnings": issues.filter { !$0.isError }.map(Output.issueJSON),
+        ])
     }
 
     /// The clinical timing rule (docs/plan-format.md): refused without an override, which is
     /// returned as an audit event; warnings printed.
-    static func checkClinicalTiming(_ plan: Plan, planPath: String, override: String?) throws -> [RecordBatch.Event] {
+    static func checkClinicalTiming(_ plan: Plan, planPath: String, override: String?, json: Bool) throws -> [RecordBatch.Event] {
         let issues = ClinicalTiming.check(plan, today: .today())
         for issue in issues where !issue.isError { Output.err("\(planPath): \(issue)") }
         guard let error = issues.first(where: \.isError) else { return [] }
         guard let override else {
             Output.err("\(planPath): \(error)")
             Output.err("\(planPath): session refused; nothing was sent to the applicator.")
+            if json { refusedJSON(planPath, issues: issues, message: "session refused; nothing was sent to the applicator", ExitStatus.dataError) }
             throw ExitCode(ExitStatus.dataError)
         }
         Output.err("\(planPath): clinical timing overridden (\(override)): \(error.message)")
@@ -299,6 +336,24 @@ enum SessionCommand {
             break  // the simulator shares this computer's CPUs: no real-time policy unless asked
         }
         let reporter = RunReporter(ndjson: ndjson, sim: target.sim)
+        // The simulated lines' control: the technician rehearses holds and stops from a second
+        // terminal (`smpctl sim-lines`), at a terminal by default, elsewhere when asked for.
+        var linesControl: SimulatedLinesControl?
+        defer { linesControl?.close() }
+        if let lines = interlocks.simulator, target.sim, target.interlockSocket != nil || !ndjson {
+            do {
+                linesControl = try SimulatedLinesControl(
+                    path: target.interlockSocket ?? SimulatedLinesControl.defaultPath(), lines: lines,
+                    interlocks: interlocks, replaceStale: target.interlockSocket == nil)
+            } catch {
+                Output.err("smpctl: \(error)")
+                throw ExitCode(ExitStatus.ioError)
+            }
+            let socketOption = target.interlockSocket == nil ? "" : " --socket \(linesControl!.path)"
+            reporter.note("Simulated interlocks: from another terminal, `smpctl sim-lines\(socketOption) pedal release` "
+                          + "(or pedal press, contact lose, contact restore, estop press, estop release, status); "
+                          + "control socket \(linesControl!.path)")
+        }
         var options = SessionOptions()
         options.recording = recording
         options.interlocks = interlocks

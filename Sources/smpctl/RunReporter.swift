@@ -40,6 +40,20 @@ final class RunReporter: Sendable {
             initial.bar.colours = live.colours
         }
         state = Locked(initial)
+        // Log lines (--verbose, errors) on the same terminal go above the progress line, never
+        // through it; logs redirected to a file are left alone.
+        if !ndjson && Output.stderrIsTerminal {
+            CLILogging.aboveLiveLine.withLock { $0 = { [weak self] text in self?.logLine(text) } }
+        }
+    }
+
+    /// A log line: above the progress line while it is live, else on standard error.
+    private func logLine(_ text: String) {
+        state.withLock { state in
+            guard let live = state.live else { return Output.err(text) }
+            live.print(text, style: .plain)
+            drawProgress(&state, now: DispatchTime.now().uptimeNanoseconds)
+        }
     }
 
     func report(_ event: SessionEvent) {
@@ -83,6 +97,8 @@ final class RunReporter: Sendable {
         state.withLock { state in
             if ndjson { Output.printJSON(["event": "error", "message": text]) }
             state.live?.erase()
+            state.live = nil
+            CLILogging.aboveLiveLine.withLock { $0 = nil }
             Output.err("smpctl: \(text)")
         }
     }
@@ -196,6 +212,8 @@ final class RunReporter: Sendable {
             state.lastDraw = now
             drawProgress(&state, now: now)
         case .held(let reason):
+            // Every hold holds the interlocks: the line frozen under the question says so at once.
+            state.bar.interlock = InterlockState.held.description
             line(.warning, "HOLD — \(reason). The dot in progress finishes, the needle retracts, the place in the plan is kept.", &state)
         case .resumed:
             line(.success, "Resumed.", &state)
@@ -210,7 +228,7 @@ final class RunReporter: Sendable {
         case .dotInterrupted(let id):
             line(.error, "Dot \(id) was cut short (partially injected). It will not be repeated automatically.", &state)
         case .dotsInDoubt(let ids):
-            line(.warning, "\(ids.count) dot(s) were in flight and cannot be confirmed: \(ids.prefix(10).map(String.init).joined(separator: ", "))\(ids.count > 10 ? ", …" : "")", &state)
+            line(.warning, "\(ids.count) dot(s) were in flight and cannot be confirmed: dot id(s) \(ids.prefix(10).map(String.init).joined(separator: ", "))\(ids.count > 10 ? ", …" : "")", &state)
         case .refused(let text):
             line(.error, "REFUSED — \(text)", &state)
         case .interlock(let t):
@@ -236,6 +254,7 @@ final class RunReporter: Sendable {
             }
             // The last drawn line stays on the screen, the summary goes below it.
             state.live = nil
+            CLILogging.aboveLiveLine.withLock { $0 = nil }
             let m = a.metrics
             for text in Self.summaryLines(a, sim: sim) { print(text) }
             if let failure = a.needlePowerOffFailure {
@@ -281,11 +300,16 @@ final class RunReporter: Sendable {
         var lines = [headline(a)]
         if let reason = a.reason { lines.append("  Reason:      \(reason)") }
         if let id = a.sessionID {
-            let resume = a.outcome == .completed ? "" : "; continue with: smpctl resume \(id) \(sim ? "--sim" : "--device …")"
+            let decision = a.outcome == .needsDecision ? " --ambiguous skip|redo" : ""
+            let resume = a.outcome == .completed ? "" : "; continue with: smpctl resume \(id) \(sim ? "--sim" : "--device …")\(decision)"
             lines.append("  Session:     \(id) (report: smpctl report \(id) -o report.html\(resume))")
         }
+        // A resume refused for a decision did nothing: its own account would count every dot
+        // "not started". The reason carries the records' counts (done, in doubt, not started).
+        guard a.outcome != .needsDecision else { return lines }
+        // Ids named as ids, so "Cut short: 1 (dot 32)" never reads as a count of 32.
         func ids(_ list: [UInt32]) -> String {
-            list.isEmpty ? "" : " (\(list.prefix(10).map(String.init).joined(separator: ", "))\(list.count > 10 ? ", …" : ""))"
+            list.isEmpty ? "" : " (dot\(list.count > 1 ? "s" : "") \(list.prefix(10).map(String.init).joined(separator: ", "))\(list.count > 10 ? ", …" : ""))"
         }
         let earlier = a.previouslyDone > 0 ? " (\(a.previouslyDone) in earlier runs)" : ""
         lines.append("  Done:        \(a.done.count + a.previouslyDone) of \(a.total)\(earlier)")

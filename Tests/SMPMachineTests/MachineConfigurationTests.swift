@@ -368,6 +368,14 @@ final class MachineConfigurationTests: XCTestCase {
                     mentions: ["did you mean \"realtime_priority\"?"])
     }
 
+    /// Issue 19, item 4: the machine file may name who runs its sessions.
+    func testHostOperatorIsOptionalAndNotBlank() throws {
+        XCTAssertNil(try load(Self.minimal).operatorName)
+        XCTAssertEqual(try load("[host]\noperator = \"A. Technician\"\n").operatorName, "A. Technician")
+        assertIssue("[host]\noperator = \"  \"\n", .wrongType, keyPath: "host.operator", mentions: ["not blank"])
+        assertIssue("[host]\noperator = 7\n", .wrongType, keyPath: "host.operator", mentions: ["a string"])
+    }
+
     func testEmptyDepthRange() {
         assertIssue("[envelope]\ndepth_min_mm = 1.0\ndepth_max_mm = 0.8\n", .conflict, keyPath: "envelope.depth_min_mm",
                     mentions: ["envelope.depth_max_mm", "empty"])

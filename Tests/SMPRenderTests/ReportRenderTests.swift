@@ -30,6 +30,30 @@ final class ReportRenderTests: XCTestCase {
         return try SessionReport(store: store, sessionID: id)
     }
 
+    /// Issue 19, item 3: the spots to inspect (cut short, in doubt) listed beside the map with
+    /// where they are, ringed and labelled on it; every dot names itself on hover; a scale bar.
+    func testTheReportListsTheSpotsToInspectAndRingsThemOnTheMap() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-report-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let report = try recordedReport(in: directory)
+        XCTAssertEqual(report.spotsToInspect.map(\.dotID), [291])
+        let html = report.html()
+        XCTAssertTrue(html.contains("<tr id=\"inspect-291\"><td>291</td><td>15</td><td>21</td><td>0.8</td><td>—</td><td>cut short</td></tr>"), html)
+        XCTAssertTrue(html.contains("smpctl resume \(report.session.id) --ambiguous skip"), html)
+        let svg = report.svg()
+        XCTAssertTrue(svg.contains("<title>dot 291 (x 15, y 21 mm, depth 0.8 mm): cut short</title>"), svg)
+        XCTAssertTrue(svg.contains("<g class=\"inspect\""), "the spot is not ringed")
+        XCTAssertTrue(svg.contains(">291</text>"), "the spot's id is not on the map")
+        XCTAssertTrue(svg.contains("<title>dot 1 (x 0, y 0 mm, depth 0.8 mm): done</title>"), "no hover text on a dot")
+        XCTAssertTrue(svg.contains("10 mm"), "no scale bar")
+        XCTAssertTrue(svg.contains("<g class=\"axes\"") && svg.contains(">x mm</text>") && svg.contains(">20</text>"),
+                      "no axes in mm")
+        XCTAssertTrue(html.contains("@media print"), "no print stylesheet")
+        XCTAssertLessThan(SessionReport.radius(depthMicrometres: 300), SessionReport.radius(depthMicrometres: 1200),
+                          "depth is not shown by size")
+    }
+
     func testChromiumRendersTheReportWithItsCountsAndDotMap() throws {
         let chromium = try PreviewTests.requiredTool(["chromium", "chromium-browser"])
         let python = try PreviewTests.requiredTool(["python3"])
@@ -49,6 +73,7 @@ final class ReportRenderTests: XCTestCase {
         XCTAssertTrue(dom.stdout.contains("<td id=\"count-interrupted\">1</td>"))
         XCTAssertTrue(dom.stdout.contains("<td id=\"count-planned\">109</td>"))
         XCTAssertTrue(dom.stdout.contains("render-&lt;check&gt;"), "plan id must be escaped")
+        XCTAssertTrue(dom.stdout.contains("<tr id=\"inspect-291\">"), "the spot to inspect is not listed")
 
         let png = directory.appendingPathComponent("report.png")
         let shot = try PreviewTests.run(chromium, [

@@ -106,6 +106,15 @@ final class SafetyRegressionTests: XCTestCase {
         let refused = try run(Session(plan: plan, options: recorded(store, resume: id), logger: logger), on: second)
         XCTAssertEqual(refused.outcome, .needsDecision, refused.reason ?? "")
         XCTAssertTrue(refused.reason?.contains("\(cut)") ?? false, refused.reason ?? "")
+        // The true counts from the records, and the choice to make, named.
+        let dotsNow = try store.dots(session: id)
+        let done = dotsNow.filter { $0.status == .done }.count
+        let notStarted = dotsNow.filter { $0.status == .planned }.count
+        XCTAssertGreaterThan(done, 0)
+        XCTAssertTrue(refused.reason?.contains(
+            "The records of session \(id): \(done) done, 1 in doubt, \(notStarted) not started (of 40)") ?? false,
+            refused.reason ?? "")
+        XCTAssertTrue(refused.reason?.contains("smpctl resume \(id) --ambiguous skip") ?? false, refused.reason ?? "")
         XCTAssertTrue(second.injectedDots.isEmpty)
         XCTAssertNotEqual(try status(of: cut), .planned)
 

@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
 
+@testable import SMPRecords
+
 /// The commands besides `run`, `validate`, `devices`, `preview` and `probe` (HelpTests,
 /// CLITests): their help, their output on good input and their message and exit status on bad.
 final class CommandOutputTests: XCTestCase {
@@ -38,10 +40,13 @@ final class CommandOutputTests: XCTestCase {
               "--faults <spec>", "--scenario <path>", "-v, --verbose", "--version", "-h, --help"]),
             (["resume", "--help"], "USAGE: smpctl resume [<options>] <id>",
              ["--device <device>", "--sim", "--time-scale <time-scale>", "--record <record>", "--seed <seed>",
-              "--faults <faults>", "--line-faults <spec>", "--config <path>", "--db <path>", "--ambiguous <ambiguous>",
-              "--operator <operator>", "--yes", "--json", "-v, --verbose", "--version", "-h, --help"]),
-            (["sessions", "--help"], "USAGE: smpctl sessions [--db <path>] [--json] [--limit <limit>]",
-             ["--db <path>", "--json", "--limit <limit>", "--version", "-h, --help"]),
+              "--faults <faults>", "--line-faults <spec>", "--interlock-socket <path>", "--config <path>", "--db <path>",
+              "--ambiguous <ambiguous>",
+              "--operator <name>", "--yes", "--json", "-v, --verbose", "--version", "-h, --help"]),
+            (["sessions", "--help"],
+             "USAGE: smpctl sessions [--db <path>] [--json] [--limit <limit>] [--client <reference>] [--course <course>]",
+             ["--db <path>", "--json", "--limit <limit>", "--client <reference>", "--course <course>", "--version",
+              "-h, --help"]),
             (["report", "--help"], "USAGE: smpctl report <id> --output <output> [--db <path>]",
              ["-o, --output <output>", "--db <path>", "--version", "-h, --help"]),
             (["export", "--help"], "USAGE: smpctl export <id> --output <output> [--db <path>]",
@@ -60,28 +65,50 @@ final class CommandOutputTests: XCTestCase {
     func testTheTopLevelHelpListsEveryCommand() throws {
         let result = try CLITests.smpctl(["help"])
         XCTAssertEqual(result.status, 0)
-        for command in ["run", "resume", "sim", "validate", "preview", "devices", "probe", "sessions", "report", "export", "config"] {
+        for command in ["run", "resume", "sim", "sim-lines", "validate", "preview", "devices", "probe", "sessions", "report", "export", "config"] {
             XCTAssertTrue(result.stdout.contains("\n  \(command) "), "smpctl help does not list \(command):\n\(result.stdout)")
         }
     }
 
     // MARK: sessions
 
+    /// Issue 19, item 4: local times (the zone named; UTC kept in the records and --json), the
+    /// client and the operator in the table, and filters by client and by course.
     func testSessionsListsARecordedSessionAsATableAndAsJSON() throws {
         let (_, db) = try recordedSession()
-        let table = try CLITests.smpctl(["sessions", "--db", db])
-        XCTAssertEqual(table.status, 0, table.stderr)
-        let lines = table.stdout.split(separator: "\n")
-        XCTAssertEqual(lines.first.map(String.init), "ID    STATE          DONE/TOTAL     STARTED                   PLAN")
-        XCTAssertTrue(lines.dropFirst().first?.hasPrefix("1     completed      191/191") == true, table.stdout)
-        XCTAssertTrue(lines.dropFirst().first?.hasSuffix("example-hairline-s1") == true, table.stdout)
-
         let json = try CLITests.smpctl(["sessions", "--json", "--db", db])
         let list = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]])
         XCTAssertEqual(list.count, 1)
         XCTAssertEqual(list.first?["state"] as? String, "completed")
         XCTAssertEqual(list.first?["done"] as? Int, 191)
         XCTAssertEqual(list.first?["plan_id"] as? String, "example-hairline-s1")
+        let started = try XCTUnwrap(list.first?["started_at"] as? String)
+        XCTAssertTrue(started.hasSuffix("Z"), "the records keep UTC: \(started)")
+        let operatorName = try XCTUnwrap(list.first?["operator"] as? String)
+
+        let tokyo = try XCTUnwrap(TimeZone(identifier: "Asia/Tokyo"))
+        let table = try CLITests.smpctl(["sessions", "--db", db], extraEnvironment: ["TZ": "Asia/Tokyo"])
+        XCTAssertEqual(table.status, 0, table.stderr)
+        let lines = table.stdout.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.first?.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " "),
+                       "ID STATE DONE/TOTAL STARTED (local) CLIENT OPERATOR PLAN")
+        let local = LocalTime.display(started, timeZone: tokyo)
+        XCTAssertTrue(local.hasSuffix(" JST") || local.hasSuffix(" UTC+09:00"), "the zone is named: \(local)")
+        XCTAssertEqual(lines.dropFirst().first?.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " "),
+                       "1 completed 191/191 \(local) EXAMPLE-0001 \(operatorName) example-hairline-s1")
+
+        func ids(_ filter: [String]) throws -> [String] {
+            let result = try CLITests.smpctl(["sessions", "--db", db] + filter)
+            XCTAssertEqual(result.status, 0, result.stderr)
+            return result.stdout.split(separator: "\n").dropFirst().compactMap { $0.split(separator: " ").first.map(String.init) }
+        }
+        XCTAssertEqual(try ids(["--client", "EXAMPLE-0001"]), ["1"])
+        XCTAssertEqual(try ids(["--course", "example-hairline"]), ["1"])
+        XCTAssertEqual(try ids(["--client", "EXAMPLE-0001", "--course", "example-hairline"]), ["1"])
+        let none = try CLITests.smpctl(["sessions", "--db", db, "--client", "EXAMPLE-0002"])
+        XCTAssertEqual(none.stdout, "No sessions recorded in \(db) for client EXAMPLE-0002.\n")
+        XCTAssertEqual(try CLITests.smpctl(["sessions", "--db", db, "--course", "example"]).stdout,
+                       "No sessions recorded in \(db) for course example.\n", "a course is the whole id before -sN")
     }
 
     /// A mistyped --db must not look like an empty history, nor create a database there.
@@ -121,6 +148,10 @@ final class CommandOutputTests: XCTestCase {
 
     // MARK: report, export, resume
 
+    static func mode(_ path: String) throws -> Int {
+        (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int ?? -1) & 0o777
+    }
+
     func testReportWritesEachFormatAndRefusesAnotherExtensionOrAnUnknownSession() throws {
         let (directory, db) = try recordedSession()
         for ext in ["json", "svg", "html"] {
@@ -129,13 +160,38 @@ final class CommandOutputTests: XCTestCase {
             XCTAssertEqual(result.status, 0, result.stderr)
             XCTAssertEqual(result.stdout, "\(path): session 1, 191 of 191 dots done, completed\n")
             XCTAssertGreaterThan((try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0, 1000, ext)
+            XCTAssertEqual(try Self.mode(path), 0o600, "\(ext) report not written 0600 like the database")
         }
+        // Local times for the reader, the recorded UTC beside them.
+        let sessions = try CLITests.smpctl(["sessions", "--json", "--db", db])
+        let started = try XCTUnwrap(((try JSONSerialization.jsonObject(with: Data(sessions.stdout.utf8)) as? [[String: Any]])?
+            .first?["started_at"]) as? String, sessions.stdout)
+        let tokyoReport = directory.appendingPathComponent("tokyo.html").path
+        XCTAssertEqual(try CLITests.smpctl(["report", "1", "-o", tokyoReport, "--db", db], extraEnvironment: ["TZ": "Asia/Tokyo"]).status, 0)
+        let html = try String(contentsOfFile: tokyoReport, encoding: .utf8)
+        let local = LocalTime.display(started, timeZone: try XCTUnwrap(TimeZone(identifier: "Asia/Tokyo")))
+        XCTAssertTrue(html.contains("<tr><th>Started</th><td>\(local) <small>(\(started))</small></td></tr>"), html)
+        // A report written over a world-readable file does not keep that file's mode.
+        let widened = directory.appendingPathComponent("report.html").path
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: widened)
+        XCTAssertEqual(try CLITests.smpctl(["report", "1", "-o", widened, "--db", db]).status, 0)
+        XCTAssertEqual(try Self.mode(widened), 0o600)
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: directory.appendingPathComponent("report.json")))
         XCTAssertEqual(((json as? [String: Any])?["counts"] as? [String: Int])?["done"], 191)
 
-        let pdf = try CLITests.smpctl(["report", "1", "-o", directory.appendingPathComponent("report.pdf").path, "--db", db])
-        XCTAssertEqual(pdf.status, 64)
-        XCTAssertTrue(pdf.stderr.contains("-o must end in .json, .svg or .html"), pdf.stderr)
+        let docx = try CLITests.smpctl(["report", "1", "-o", directory.appendingPathComponent("report.docx").path, "--db", db])
+        XCTAssertEqual(docx.status, 64)
+        XCTAssertTrue(docx.stderr.contains("-o must end in .json, .svg, .html or .pdf"), docx.stderr)
+        // A PDF through headless Chromium, when it is there (Debian's chromium, a test package).
+        let pdfPath = directory.appendingPathComponent("report.pdf").path
+        let pdf = try CLITests.smpctl(["report", "1", "-o", pdfPath, "--db", db])
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium") {
+            XCTAssertEqual(pdf.status, 0, pdf.stderr)
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: pdfPath)).prefix(5), Data("%PDF-".utf8))
+            XCTAssertEqual(try Self.mode(pdfPath), 0o600)
+        } else {
+            XCTAssertTrue([0, 69].contains(pdf.status), pdf.stderr)
+        }
         let unknown = try CLITests.smpctl(["report", "7", "-o", directory.appendingPathComponent("r.html").path, "--db", db])
         XCTAssertEqual(unknown.status, 64)
         XCTAssertTrue(unknown.stderr.contains("no session 7"), unknown.stderr)
@@ -158,6 +214,13 @@ final class CommandOutputTests: XCTestCase {
             "smp-session-1/", "smp-session-1/session.json", "smp-session-1/report.html", "smp-session-1/plan.json",
             "smp-session-1/dot-map.svg", "smp-session-1/audit.ndjson",
         ])
+        XCTAssertEqual(try Self.mode(archive), 0o600, "the archive not written 0600 like the database")
+        // A name promising another format is refused, nothing written.
+        let zip = directory.appendingPathComponent("session-1.zip").path
+        let refused = try CLITests.smpctl(["export", "1", "-o", zip, "--db", db])
+        XCTAssertEqual(refused.status, 64, refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("-o must end in .tar.gz or .tgz"), refused.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: zip))
         let unknown = try CLITests.smpctl(["export", "9", "-o", directory.appendingPathComponent("s9.tar.gz").path, "--db", db])
         XCTAssertEqual(unknown.status, 64)
         XCTAssertTrue(unknown.stderr.contains("no session 9"), unknown.stderr)
@@ -212,7 +275,7 @@ final class CommandOutputTests: XCTestCase {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: setpriv)
             process.arguments = ["--reuid", "65534", "--regid", "65534", "--clear-groups", "--",
-                                 CLITests.binary.path, "run", plan, "--device", "/dev/null", "--yes",
+                                 CLITests.binary.path, "run", plan, "--device", "/dev/null", "--operator", "test", "--yes",
                                  "--db", directory.appendingPathComponent("records.sqlite").path] + extra
             var environment = CLITests.environment
             environment["HOME"] = directory.path

@@ -51,7 +51,7 @@ final class CrashResumeTests: XCTestCase {
             // Run, and kill it after a random time within the session (~1.5 s at this scale).
             let run = Process()
             run.executableURL = CLITests.binary
-            run.arguments = ["run", "Examples/hairline.json", "--device", link, "--yes", "--json", "--db", db, "--config", config]
+            run.arguments = ["run", "Examples/hairline.json", "--device", link, "--operator", "test-tech", "--yes", "--json", "--db", db, "--config", config]
             run.currentDirectoryURL = CLITests.repositoryRoot
             run.environment = CLITests.environment
             run.standardOutput = FileHandle.nullDevice
@@ -72,10 +72,10 @@ final class CrashResumeTests: XCTestCase {
             let list = sessions.status == 66 ? []
                 : try XCTUnwrap(JSONSerialization.jsonObject(with: Data(sessions.stdout.utf8)) as? [[String: Any]])
             if let session = list.first, let id = session["id"] as? Int, (session["done"] as? Int) != plan.count {
-                let resumed = try CLITests.smpctl(["resume", "\(id)", "--device", link, "--yes", "--json", "--db", db, "--config", config])
+                let resumed = try CLITests.smpctl(["resume", "\(id)", "--device", link, "--operator", "test-tech", "--yes", "--json", "--db", db, "--config", config])
                 XCTAssertEqual(resumed.status, 0, "trial \(trial) (killed after \(killAfter) s): \(resumed.stderr)\n\(resumed.stdout.suffix(600))")
             } else if list.isEmpty {
-                let again = try CLITests.smpctl(["run", "Examples/hairline.json", "--device", link, "--yes", "--json", "--db", db, "--config", config])
+                let again = try CLITests.smpctl(["run", "Examples/hairline.json", "--device", link, "--operator", "test-tech", "--yes", "--json", "--db", db, "--config", config])
                 XCTAssertEqual(again.status, 0, "trial \(trial): \(again.stderr)")
             }
 

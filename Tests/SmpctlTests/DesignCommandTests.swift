@@ -193,4 +193,28 @@ final class DesignCommandTests: XCTestCase {
             XCTAssertEqual(try CLITests.smpctl(["validate", plan]).status, 0, example)
         }
     }
+
+    /// Issue 19, item 3: a designed plan's preview shows the design's region outlines, its no-go
+    /// areas and its drawn hairline over the dots.
+    func testThePreviewDrawsTheDesignsOutlinesAndHairline() throws {
+        let folder = try temporaryDirectory()
+        let plan = folder.appendingPathComponent("s1.json").path
+        let example = "Examples/design-hairline-crown.json"
+        XCTAssertEqual(try CLITests.smpctl(["design", example, "--session", "1", "-o", plan]).status, 0)
+        let picture = folder.appendingPathComponent("s1.svg").path
+        let drawn = try CLITests.smpctl(["preview", plan, "--design", example, "--fit-plan", "-o", picture])
+        XCTAssertEqual(drawn.status, 0, drawn.stderr)
+        XCTAssertTrue(drawn.stderr.isEmpty, drawn.stderr)
+        let svg = try String(contentsOfFile: picture, encoding: .utf8)
+        XCTAssertTrue(svg.contains("<polygon class=\"region\""), "no region outline")
+        XCTAssertTrue(svg.contains("<title>region crown</title>"), "the crown region is not named")
+        XCTAssertTrue(svg.contains("<polygon class=\"exclusion\""), "the mole is not drawn")
+        XCTAssertTrue(svg.contains("<polyline class=\"hairline\" points=\"-40,-76 -20,-83 0,-86 20,-83 40,-76\""), svg)
+        XCTAssertEqual(svg.components(separatedBy: "<circle").count - 1, try planDotIDs(plan).count,
+                       "every circle is still a dot of the plan")
+        // Another design's outlines are drawn with a warning.
+        let other = try CLITests.smpctl(["preview", plan, "--design", "Examples/design-scar.json", "-o", picture])
+        XCTAssertEqual(other.status, 0, other.stderr)
+        XCTAssertTrue(other.stderr.contains("warning: the plan was designed from"), other.stderr)
+    }
 }

@@ -50,7 +50,8 @@ final class HelpTests: XCTestCase {
         XCTAssertEqual(help.usage, "USAGE: smpctl run [<options>] <plan>")
         XCTAssertEqual(help.options, [
             "--device <device>", "--sim", "--time-scale <time-scale>", "--record <record>", "--seed <seed>",
-            "--faults <faults>", "--line-faults <spec>", "--config <path>", "--db <path>", "--operator <operator>",
+            "--faults <faults>", "--line-faults <spec>", "--interlock-socket <path>", "--config <path>", "--db <path>",
+            "--operator <name>",
             "--yes", "--json", "--override-clinical <reason>", "-v, --verbose", "--version", "-h, --help",
         ])
         for promise in ["Ctrl-C once holds the session", "Ctrl-C again asks whether to end it",
@@ -87,10 +88,10 @@ final class HelpTests: XCTestCase {
 
     func testPreviewHelp() throws {
         let help = try help(["preview", "--help"])
-        XCTAssertEqual(help.usage, "USAGE: smpctl preview <plan> --output <file> [--density] [--density-cell-mm <mm>] [--fit-plan] [--after <plan> ...]")
+        XCTAssertEqual(help.usage, "USAGE: smpctl preview <plan> --output <file> [--density] [--density-cell-mm <mm>] [--fit-plan] [--after <plan> ...] [--design <design>]")
         XCTAssertEqual(help.options, [
-            "-o, --output <file>", "--density", "--density-cell-mm <mm>", "--fit-plan", "--after <plan>", "--version",
-            "-h, --help",
+            "-o, --output <file>", "--density", "--density-cell-mm <mm>", "--fit-plan", "--after <plan>",
+            "--design <design>", "--version", "-h, --help",
         ])
     }
 
@@ -263,5 +264,35 @@ final class HelpTests: XCTestCase {
         let noOutput = try CLITests.smpctl(["preview", "Examples/hairline.json"])
         XCTAssertEqual(noOutput.status, 64)
         XCTAssertTrue(noOutput.stderr.contains("--output"), noOutput.stderr)
+    }
+
+    // MARK: The documents say the same as the program (issue 19, item 4)
+
+    static func collapsed(_ text: String) -> String { text.split(whereSeparator: \.isWhitespace).joined(separator: " ") }
+
+    /// One list of exit statuses, from `ExitStatus.documented`: in `smpctl --help` (the man page
+    /// smpctl(1) is generated from it), in `smpctl run --help`, and word for word in the guide.
+    func testTheExitStatusListIsTheSameInTheHelpAndTheGuide() throws {
+        let summary = ExitStatus.summary
+        for arguments in [["--help"], ["help", "run"]] {
+            let help = try CLITests.smpctl(arguments)
+            XCTAssertTrue(Self.collapsed(help.stdout).contains(summary),
+                          "smpctl \(arguments.joined(separator: " ")) does not give the exit-status list:\n\(help.stdout)")
+        }
+        let guide = try String(contentsOf: CLITests.repositoryRoot.appendingPathComponent("docs/operator-guide.md"),
+                               encoding: .utf8)
+        XCTAssertTrue(Self.collapsed(guide).contains(summary), "docs/operator-guide.md does not give:\n\(summary)")
+        // Every status a session can end with is in the list.
+        let listed = Set(ExitStatus.documented.map(\.status))
+        for status: Int32 in [0, 64, 65, 66, 69, 71, 74, 75, 76, 77, 78] { XCTAssertTrue(listed.contains(status), "\(status)") }
+    }
+
+    /// The plan format states the clinical rules the program checks, not that they "come later".
+    func testThePlanFormatDescribesTheClinicalRulesItChecks() throws {
+        let text = try String(contentsOf: CLITests.repositoryRoot.appendingPathComponent("docs/plan-format.md"),
+                              encoding: .utf8)
+        XCTAssertFalse(text.contains("come later"), "docs/plan-format.md still defers the clinical rules")
+        XCTAssertTrue(text.contains("## Clinical timing"))
+        XCTAssertTrue(text.contains("clinicalTooSoonAfterTransplant"))
     }
 }

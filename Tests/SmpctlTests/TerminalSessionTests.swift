@@ -270,6 +270,25 @@ final class TerminalSessionTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(atHold, 45, "the hold came long before dot 50 (\(atHold) dots)")
     }
 
+    /// Issue 19, item 4: with --verbose, log lines go above the live progress line: each is
+    /// followed by the line drawn again, never by the erase meant for the progress line (which
+    /// would wipe the log line and leave a stale progress line on the screen).
+    func testLogLinesNeverTearThroughTheProgressLine() throws {
+        let directory = try temporaryDirectory()
+        let run = try TerminalRun([
+            "run", "Examples/hairline.json", "--sim", "--time-scale", "0", "--yes", "--verbose",
+            "--db", directory.appendingPathComponent("records.sqlite").path,
+        ])
+        XCTAssertEqual(run.exitStatus(), 0, run.text)
+        let lines = run.text.components(separatedBy: "\n")
+        let logged = lines.indices.filter { lines[$0].contains(" debug smpctl.") }
+        XCTAssertFalse(logged.isEmpty, "no log line with --verbose:\n\(run.text)")
+        for index in logged where index + 1 < lines.count {
+            XCTAssertFalse(lines[index + 1].hasPrefix(Self.consoleKitErase),
+                           "a log line was printed under the progress line and erased:\n\(lines[index])")
+        }
+    }
+
     // MARK: The progress line's text
 
     func testProgressBarShowsCountsRateEtaRegionAndStates() {
@@ -330,9 +349,18 @@ final class TerminalSessionTests: XCTestCase {
         XCTAssertEqual(Array(RunReporter.summaryLines(account, sim: true).dropFirst(2)), [
             "  Done:        127 of 191",
             "  Skipped:     4 (the operator's decision)",
-            "  Cut short:   1 (130)",
-            "  In doubt:    2 (131, 132)",
+            "  Cut short:   1 (dot 130)",
+            "  In doubt:    2 (dots 131, 132)",
             "  Not started: 57",
+        ])
+        // A resume refused for a decision did nothing: no counts of its own (its reason has the
+        // records' counts), never "Done: 0 of 191 … Not started: 191".
+        account.outcome = .needsDecision
+        account.reason = "1 dot(s) may or may not have been injected (ambiguous or cut short): dot id(s) 130. …"
+        XCTAssertEqual(RunReporter.summaryLines(account, sim: true), [
+            "Not resumed: a decision is needed.",
+            "  Reason:      1 dot(s) may or may not have been injected (ambiguous or cut short): dot id(s) 130. …",
+            "  Session:     1 (report: smpctl report 1 -o report.html; continue with: smpctl resume 1 --sim --ambiguous skip|redo)",
         ])
     }
 
