@@ -9,6 +9,9 @@
 #                (docs/reliability.md); each its own scratch path (.build-tsan, .build-asan)
 #   make install / install-udev   PREFIX-aware install of the binary, completions, man pages / udev rule
 #   make hil     hardware-in-the-loop rig in a QEMU VM (docs/hil.md)
+#   make soak    the fault soak (scripts/soak.py, docs/reliability.md): every simulator fault, kill -9
+#                and power cycles, each trial checked against the simulator's ground truth (~25 min);
+#                SOAK_QUICK=1 a ~30 s version, which `make test` runs
 #   make fuzz / golden / check-gpiod / check-layers   decoder fuzzing, golden frames, libgpiod v1+v2
 #                compile check, the module map (scripts/check-layers.py)
 #   make check-embedded   compiles the firmware core (FirmwareProtocol + FirmwareCore) in Embedded Swift
@@ -37,7 +40,7 @@ OWN_WARNING := ^$(CURDIR)/(Sources|Tests)/[^:]+:[0-9]+:[0-9]+: warning:
 
 SWIFT_BUILD = $(SWIFT) build --scratch-path $(SCRATCH) $(SWIFTFLAGS)
 
-.PHONY: deps test-deps build demo test test-tsan test-asan clean fuzz golden check-gpiod check-layers check-embedded install install-udev hil hil-selftest bench
+.PHONY: deps test-deps build demo test soak test-tsan test-asan clean fuzz golden check-gpiod check-layers check-embedded install install-udev hil hil-selftest bench
 .DEFAULT_GOAL := build
 
 deps:
@@ -62,6 +65,7 @@ test: test-deps check-layers check-gpiod check-embedded
 	    exit 1; \
 	fi
 	$(SWIFT) test --scratch-path $(SCRATCH) $(SWIFTFLAGS) --skip-build --disable-swift-testing
+	SOAK_QUICK=1 scripts/soak.py --smpctl "$$($(SWIFT_BUILD) --show-bin-path)/smpctl" --work $(SCRATCH)/soak-quick
 	@if [ "$${SMP_SKIP_HIL:-0}" = 1 ]; then \
 	    echo "make test: *** SMP_SKIP_HIL=1: the hardware-in-the-loop rig was NOT run ***" >&2; \
 	else \
@@ -70,6 +74,14 @@ test: test-deps check-layers check-gpiod check-embedded
 	        echo "make test: *** this machine cannot run the hardware-in-the-loop rig (above); NOT run. In CI this fails. ***" >&2; \
 	    elif [ $$status != 0 ]; then exit $$status; fi; \
 	fi
+
+# The fault soak of issue 14 (docs/reliability.md, "Fault soak"): every simulator fault kind alone
+# and in random combinations x 10 seeds, 72 kill -9 and 24 power-cycle trials, 5,000-dot plan,
+# time scale 0; every trial compared with the simulator's ground truth; prints one table (and
+# writes it to .build-soak/trials/table.md, every trial's log to trials.json). Not part of make test.
+SOAK_QUICK ?= 0
+soak: build
+	SOAK_QUICK="$(SOAK_QUICK)" scripts/soak.py --smpctl "$$($(SWIFT_BUILD) --show-bin-path)/smpctl"
 
 # The whole XCTest suite under a sanitizer (docs/reliability.md, "Sanitizers"): any sanitizer
 # report from any process fails; a test failing without one is rerun once alone (scripts/).

@@ -11,7 +11,9 @@ bench-5k.json; SOAK_QUICK uses its first 300 dots), in three campaigns:
   faults        every simulator fault kind alone, and random combinations of them, x N seeds
   kill -9       smpctl killed with SIGKILL at a random moment: during the handshake, mid-stream,
                 mid-commit (a random dot count plus 0-5 ms: the group-commit window), or while a
-                `resume` of the killed session runs
+                `resume` of the killed session runs; a third of them with a link fault rate on, a
+                third with a device fault (latch, reset, contact loss, disconnect, stall) planned
+                within 40 dots of where the kill is aimed
   power cycle   smpctl killed mid-stream, then the simulator stopped and started again (a new
                 boot: queue, counts and epochs lost; half of them with the same --seed) before
                 the resume
@@ -350,9 +352,16 @@ def fault_trial(ctx, name, seed, spec):
     return "faults", result
 
 
-def kill_trial(ctx, name, seed, phase):
+def kill_trial(ctx, name, seed, phase, flavour):
+    """flavour: "" (no faults), "link" (a link fault rate on), "device" (a device fault planned
+    near where the kill is aimed: a latch, reset or contact loss then a kill, or the reverse)."""
     rng = random.Random(seed)
     spec = ""
+    if flavour == "link":
+        spec = FAULT_KINDS[rng.choice(["corrupt", "drop", "duplicate", "garbage", "delay-ack"])](rng, ctx.dots)
+    elif flavour == "device":
+        kind = rng.choice(["estop-at", "reset-at", "contact-loss-at", "over-depth-at", "disconnect-at", "stall-at"])
+        spec = FAULT_KINDS[kind](rng, ctx.dots)
     trial = Trial(ctx.work, name, ctx.smpctl, ctx.plan, ctx.config, seed, spec)
     dots = ctx.dots
 
@@ -368,6 +377,12 @@ def kill_trial(ctx, name, seed, phase):
             return False
         return kill
 
+    target = rng.randint(1, dots - 1)
+    if flavour == "device":
+        kind, rest = spec.split("=", 1)
+        near = max(1, min(dots, target + rng.randint(-40, 40)))
+        spec = f"{kind}={near}" + (":" + rest.split(":")[1] if kind == "stall-at" else "")
+        trial.faults = spec
     try:
         trial.start_sim(seed, spec)
         if phase == "handshake":
@@ -377,11 +392,12 @@ def kill_trial(ctx, name, seed, phase):
                                      or (event is not None and event.get("event") in ("preflight", "armed")
                                          and rng.random() < 0.5))
         elif phase == "mid-stream":
-            status, _, _ = trial.run(after_count(rng.randint(1, dots - 1)))
+            status, _, _ = trial.run(after_count(target))
         elif phase == "mid-commit":
-            status, _, _ = trial.run(after_count(rng.randint(1, dots - 1), rng.uniform(0, 0.005)))
+            status, _, _ = trial.run(after_count(target, rng.uniform(0, 0.005)))
         else:  # resume: the run killed mid-stream, then its resume killed too
-            status, _, _ = trial.run(after_count(rng.randint(1, dots // 2)))
+            target = target // 2 + 1
+            status, _, _ = trial.run(after_count(target))
             _, states = trial.statuses()
             if states:
                 trial.check_unrecorded()
@@ -390,7 +406,7 @@ def kill_trial(ctx, name, seed, phase):
                     limit = rng.uniform(0.0, 0.2)
                     kill = lambda event, elapsed: elapsed >= limit  # noqa: E731 (during its handshake)
                 else:
-                    kill = after_count(rng.randint(dots // 2, dots - 1), rng.uniform(0, 0.005))
+                    kill = after_count(rng.randint(target, dots - 1), rng.uniform(0, 0.005))
                 status, _, _ = trial.resume(min(states), kill=kill)
         trial.finish(status)
     finally:
@@ -462,7 +478,7 @@ def main():
     parser.add_argument("--seeds", type=int, default=1 if QUICK else 10, help="seeds per fault kind")
     parser.add_argument("--combinations", type=int, default=2 if QUICK else 4,
                         help="random combinations of fault kinds per seed")
-    parser.add_argument("--kills", type=int, default=4 if QUICK else 60, help="kill -9 trials")
+    parser.add_argument("--kills", type=int, default=4 if QUICK else 72, help="kill -9 trials")
     parser.add_argument("--power-cycles", type=int, default=3 if QUICK else 24, help="power-cycle trials")
     parser.add_argument("--dots", type=int, default=300 if QUICK else 5000, help="plan size")
     parser.add_argument("--kinds", default="", help="only these fault kinds (comma-separated)")
@@ -494,8 +510,10 @@ def main():
         for c in range(args.combinations):
             jobs.append((fault_trial, f"combo-{c}-{seed}", seed, combination(rng, ctx.dots)))
     phases = ["handshake", "mid-stream", "mid-commit", "resume"]
+    flavours = ["", "link", "device"]
     for k in range(args.kills):
-        jobs.append((kill_trial, f"kill-{phases[k % 4]}-{k}", 5000 + k, phases[k % 4]))
+        phase, flavour = phases[k % 4], flavours[(k // 4) % 3]
+        jobs.append((kill_trial, f"kill-{phase}{'-' + flavour if flavour else ''}-{k}", 5000 + k, phase, flavour))
     for p in range(args.power_cycles):
         variant = ("kill", "resume", "live")[p % 3]
         jobs.append((power_cycle_trial, f"power-cycle-{variant}-{p}", 9000 + p, variant))
