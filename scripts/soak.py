@@ -20,8 +20,10 @@ bench-5k.json; SOAK_QUICK uses its first 300 dots), in three campaigns:
 
 Every trial is carried to its end the way an operator would: `smpctl resume` until the session is
 complete; a latched or stopped device is power-cycled (restarted, without the faults that already
-fired) first; dots in doubt are left out with `--ambiguous skip` (never `redo`: a second injection
-would then be the operator's choice, not a defect). Then the record (the SQLite database, read
+fired) first; dots in doubt are left out with `--ambiguous skip`, or, in half the trials (odd
+seeds), injected again with `--ambiguous redo` (after a power cycle when the applicator has not
+rebooted: redo is refused on the same boot). A second injection of a dot the operator chose to redo
+is the operator's choice, counted apart ("redone by decision"); any other is a defect. Then the record (the SQLite database, read
 here with sqlite3) is compared with the simulator's ground truth (NDJSON, one line per dot the
 needle entered the skin for):
 
@@ -115,7 +117,7 @@ def link_faults_only(spec):
 class Trial:
     """One session carried to its end: a simulator process, smpctl processes, one database."""
 
-    def __init__(self, work, name, smpctl, plan, config, seed, faults):
+    def __init__(self, work, name, smpctl, plan, config, seed, faults, decision="skip"):
         self.name = name
         self.dir = work / name
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -132,7 +134,9 @@ class Trial:
         self.crashes = 0
         self.faults_injected = Counter()
         self.unrecorded = set()      # dot ids, over every check
-        self.doubted = set()         # dots in doubt when the operator chose --ambiguous skip
+        self.doubted = set()         # dots in doubt when the operator decided (skip or redo)
+        self.decision = decision     # what the operator answers to dots in doubt: skip or redo
+        self.redo_refused = False
         self.resume_args = []
 
     def note(self, text):
@@ -226,7 +230,7 @@ class Trial:
             self.note(f"CRASH: smpctl {args[0]} ended with status {status}: {err[-400:]}")
         else:
             said = [line for line in err.splitlines() if line.strip() and "developer mode" not in line]
-            self.note(f"smpctl {' '.join(args[:2])}{' --ambiguous skip' if '--ambiguous' in args else ''}"
+            self.note(f"smpctl {' '.join(args[:2])}{' --ambiguous ' + args[-1] if '--ambiguous' in args else ''}"
                       f" -> {status} {said[-1][:200] if said else ''}")
         return status, lines, err
 
@@ -238,7 +242,7 @@ class Trial:
         args = ["resume", str(session_id), "--device", self.link, "--yes", "--json",
                 "--db", self.db, "--config", str(self.config)]
         if skip:
-            args += ["--ambiguous", "skip"]
+            args += ["--ambiguous", self.decision]
         return self.smpctl_run(args, kill)
 
     # --- the record ---
@@ -248,7 +252,12 @@ class Trial:
             return {}, {}
         con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
         try:
-            states = dict(con.execute("SELECT id, state FROM session"))
+            try:
+                states = dict(con.execute("SELECT id, state FROM session"))
+            except sqlite3.OperationalError as error:
+                if "no such table" in str(error):  # killed before its first migration: nothing recorded
+                    return {}, {}
+                raise
             dots = {}
             for session, dot, status in con.execute("SELECT session_id, dot_id, status FROM dot"):
                 dots.setdefault(session, {})[dot] = status
@@ -269,7 +278,8 @@ class Trial:
             status.update(dots[session])
         for line in self.truth_lines():
             s = status.get(line["dot"], "planned")
-            if s == "planned" or (s == "skipped" and line["dot"] not in self.doubted):
+            decided = line["dot"] in self.doubted
+            if (s == "planned" and not (decided and self.decision == "redo")) or (s == "skipped" and not decided):
                 if line["dot"] not in self.unrecorded:
                     self.note(f"UNRECORDED: dot {line['dot']} injected ({line['outcome']}), recorded {s}")
                 self.unrecorded.add(line["dot"])
@@ -290,16 +300,23 @@ class Trial:
             state = states[session]
             if state == "completed":
                 return session
-            skip = status == 64
+            skip = status == 64 or (self.redo_refused and self.decision == "redo")
             if skip:
                 self.doubted |= {d for d, s in dots[session].items() if s in IN_DOUBT}
+            if self.redo_refused:
+                # redo is refused on an applicator that has not rebooted: power-cycle it first
+                self.power_cycle(same_seed=attempt % 2 == 0)
+                self.redo_refused = False
             if state == "stopped" and status != 64:
                 stopped_resumes += 1
             if (stopped_resumes >= 2 and status != 64) or (attempt >= 5 and status != 64):
                 # a latched device (e-stop, fault) is not resumed (it is tried once): power-cycle it
                 self.power_cycle(same_seed=attempt % 2 == 0)
                 stopped_resumes = 0
-            status, _, _ = self.resume(session, skip=skip)
+            if status == 69:
+                time.sleep(0.3)  # a disconnected link comes back after 0.5 s (disconnect-at)
+            status, _, err = self.resume(session, skip=skip)
+            self.redo_refused = skip and self.decision == "redo" and status != 0 and "ower-cycle" in err
         self.check_unrecorded()
         _, states = self.statuses()
         return min(states) if states else None
@@ -315,9 +332,12 @@ class Trial:
         status = {}
         for session in sorted(dots):
             status.update(dots[session])
-        double = sum(count - 1 for count in per_dot.values() if count > 1)
+        double = redone = 0
         for dot, count in per_dot.items():
-            if count > 1:
+            if count > 1 and self.decision == "redo" and dot in self.doubted:
+                redone += count - 1
+            elif count > 1:
+                double += count - 1
                 self.note(f"DOUBLE: dot {dot} injected {count} times")
         wrong = 0
         for dot, s in status.items():
@@ -334,7 +354,7 @@ class Trial:
         return {
             "trial": self.name, "faults": self.faults, "dots_injected": len(truth),
             "faults_injected": faults, "double": double, "unrecorded": len(self.unrecorded),
-            "wrong": wrong, "crashes": self.crashes, "unfinished": 0 if completed else 1,
+            "wrong": wrong, "crashes": self.crashes, "redone": redone, "decision": self.decision, "unfinished": 0 if completed else 1,
             "kills": self.kills, "power_cycles": self.power_cycles, "log": self.log,
         }
 
@@ -342,7 +362,7 @@ class Trial:
 # --- the campaigns ---
 
 def fault_trial(ctx, name, seed, spec):
-    trial = Trial(ctx.work, name, ctx.smpctl, ctx.plan, ctx.config, seed, spec)
+    trial = Trial(ctx.work, name, ctx.smpctl, ctx.plan, ctx.config, seed, spec, "redo" if seed % 2 else "skip")
     try:
         trial.start_sim(seed, spec)
         status, _, _ = trial.run()
@@ -362,7 +382,7 @@ def kill_trial(ctx, name, seed, phase, flavour):
     elif flavour == "device":
         kind = rng.choice(["estop-at", "reset-at", "contact-loss-at", "over-depth-at", "disconnect-at", "stall-at"])
         spec = FAULT_KINDS[kind](rng, ctx.dots)
-    trial = Trial(ctx.work, name, ctx.smpctl, ctx.plan, ctx.config, seed, spec)
+    trial = Trial(ctx.work, name, ctx.smpctl, ctx.plan, ctx.config, seed, spec, "redo" if seed % 2 else "skip")
     dots = ctx.dots
 
     def after_count(target, extra_seconds=0.0):
@@ -418,7 +438,7 @@ def power_cycle_trial(ctx, name, seed, variant):
     """kill: smpctl killed mid-stream, power cycle, resume. resume: the same, and the first resume
     killed too before the power cycle. live: the simulator restarted under a running smpctl."""
     rng = random.Random(seed)
-    trial = Trial(ctx.work, name, ctx.smpctl, ctx.plan, ctx.config, seed, "")
+    trial = Trial(ctx.work, name, ctx.smpctl, ctx.plan, ctx.config, seed, "", "redo" if seed % 2 else "skip")
     target = rng.randint(1, ctx.dots - 1)
 
     def at(count):
@@ -547,23 +567,23 @@ def main():
         row = rows.setdefault(campaign, Counter())
         row["trials"] += 1
         for key in ("dots_injected", "faults_injected", "double", "unrecorded", "wrong", "crashes",
-                    "unfinished", "kills", "power_cycles"):
+                    "unfinished", "kills", "power_cycles", "redone"):
             row[key] += r[key]
     total = Counter()
     for row in rows.values():
         total.update(row)
     header = ("| campaign | trials | dots injected | faults injected | kill -9 | power cycles | "
-              "double injections | unrecorded injections | wrongly settled | crashes | unfinished |")
-    lines = [header, "|" + "---|" * 11]
+              "redone by decision | double injections | unrecorded injections | wrongly settled | crashes | unfinished |")
+    lines = [header, "|" + "---|" * 12]
     for campaign in ("faults", "kill -9", "power cycle"):
         if campaign in rows:
             r = rows[campaign]
             lines.append(f"| {campaign} | {r['trials']} | {r['dots_injected']:,} | {r['faults_injected']:,} | "
-                         f"{r['kills']} | {r['power_cycles']} | {r['double']} | {r['unrecorded']} | "
+                         f"{r['kills']} | {r['power_cycles']} | {r['redone']} | {r['double']} | {r['unrecorded']} | "
                          f"{r['wrong']} | {r['crashes']} | {r['unfinished']} |")
     t = total
     lines.append(f"| **all** | {t['trials']} | {t['dots_injected']:,} | {t['faults_injected']:,} | {t['kills']} | "
-                 f"{t['power_cycles']} | {t['double']} | {t['unrecorded']} | {t['wrong']} | {t['crashes']} | "
+                 f"{t['power_cycles']} | {t['redone']} | {t['double']} | {t['unrecorded']} | {t['wrong']} | {t['crashes']} | "
                  f"{t['unfinished']} |")
     table = "\n".join(lines)
     print(table)
