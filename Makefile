@@ -8,7 +8,8 @@
 #   make test-tsan / test-asan   the whole XCTest suite under ThreadSanitizer / AddressSanitizer
 #                (docs/reliability.md); each its own scratch path (.build-tsan, .build-asan)
 #   make install / install-udev   PREFIX-aware install of the binary, completions, man pages / udev rule
-#   make hil     hardware-in-the-loop rig in a QEMU VM (docs/hil.md)
+#   make hil     hardware-in-the-loop rig in a QEMU VM (docs/hil.md); make powercut: its power-cut
+#                scenario (20 cuts of the records' disk, docs/reliability.md)
 #   make soak    the fault soak (scripts/soak.py, docs/reliability.md): every simulator fault, kill -9
 #                and power cycles, each trial checked against the simulator's ground truth (~25 min);
 #                SOAK_QUICK=1 a ~30 s version, which `make test` runs
@@ -40,7 +41,7 @@ OWN_WARNING := ^$(CURDIR)/(Sources|Tests)/[^:]+:[0-9]+:[0-9]+: warning:
 
 SWIFT_BUILD = $(SWIFT) build --scratch-path $(SCRATCH) $(SWIFTFLAGS)
 
-.PHONY: deps test-deps build demo test soak test-tsan test-asan clean fuzz golden check-gpiod check-layers check-embedded install install-udev hil hil-selftest bench
+.PHONY: deps test-deps build demo test soak powercut test-tsan test-asan clean fuzz golden check-gpiod check-layers check-embedded install install-udev hil hil-selftest bench
 .DEFAULT_GOAL := build
 
 deps:
@@ -76,7 +77,7 @@ test: test-deps check-layers check-gpiod check-embedded
 	fi
 
 # The fault soak of issue 14 (docs/reliability.md, "Fault soak"): every simulator fault kind alone
-# and in random combinations x 10 seeds, 72 kill -9 and 24 power-cycle trials, 5,000-dot plan,
+# and in random combinations x 10 seeds, 72 kill -9 and 30 power-cycle trials, 5,000-dot plan,
 # time scale 0; every trial compared with the simulator's ground truth; prints one table (and
 # writes it to .build-soak/trials/table.md, every trial's log to trials.json). Not part of make test.
 SOAK_QUICK ?= 0
@@ -104,6 +105,11 @@ bench: deps
 # (docs/hil.md). SMP_HIL_DEVICE=/dev/... make hil runs the scenarios on a real applicator.
 hil: build
 	hil/run.sh --smpctl "$$($(SWIFT_BUILD) --show-bin-path)/smpctl"
+
+# Power cuts of the records' disk during sessions, in the VM (docs/reliability.md, "Power cut"):
+# 20 cut points (HIL_POWERCUT_POINTS), each checked and resumed to completion. Not in make test.
+powercut: build
+	hil/run.sh --only powercut --smpctl "$$($(SWIFT_BUILD) --show-bin-path)/smpctl"
 
 # The rig must fail, clearly, when the udev rule does not match the device (wrong vendor id).
 hil-selftest: build

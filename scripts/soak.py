@@ -16,7 +16,8 @@ bench-5k.json; SOAK_QUICK uses its first 300 dots), in three campaigns:
                 within 40 dots of where the kill is aimed
   power cycle   smpctl killed mid-stream, then the simulator stopped and started again (a new
                 boot: queue, counts and epochs lost; half of them with the same --seed) before
-                the resume
+                the resume; or the resume killed too, then the power cycle; or (a third) the
+                simulator restarted under a running smpctl
 
 Every trial is carried to its end the way an operator would: `smpctl resume` until the session is
 complete; a latched or stopped device is power-cycled (restarted, without the faults that already
@@ -131,6 +132,8 @@ class Trial:
         self.log = []
         self.kills = 0
         self.power_cycles = 0
+        self.cycles_after_kill = 0   # power cycles between a kill -9 and the next smpctl
+        self.killed_last = False
         self.crashes = 0
         self.faults_injected = Counter()
         self.unrecorded = set()      # dot ids, over every check
@@ -176,6 +179,9 @@ class Trial:
     def power_cycle(self, same_seed):
         self.stop_sim()
         self.power_cycles += 1
+        if self.killed_last:
+            self.cycles_after_kill += 1
+            self.killed_last = False
         seed = self.seed if same_seed else self.seed + 7919 * self.power_cycles
         self.start_sim(seed, link_faults_only(self.faults))
 
@@ -221,6 +227,7 @@ class Trial:
             self.note(f"CRASH (hang): smpctl {args[0]} still running after {PROCESS_TIMEOUT} s")
         reader_err.join()
         err = "".join(stderr_text)
+        self.killed_last = killed.is_set() and status == -signal.SIGKILL
         if killed.is_set() and status == -signal.SIGKILL:
             self.kills += 1
             self.note(f"smpctl {args[0]} killed -9 after {time.monotonic() - started:.3f} s, {len(lines)} lines")
@@ -355,7 +362,8 @@ class Trial:
             "trial": self.name, "faults": self.faults, "dots_injected": len(truth),
             "faults_injected": faults, "double": double, "unrecorded": len(self.unrecorded),
             "wrong": wrong, "crashes": self.crashes, "redone": redone, "decision": self.decision, "unfinished": 0 if completed else 1,
-            "kills": self.kills, "power_cycles": self.power_cycles, "log": self.log,
+            "kills": self.kills, "power_cycles": self.power_cycles, "cycles_after_kill": self.cycles_after_kill,
+            "log": self.log,
         }
 
 
@@ -499,7 +507,7 @@ def main():
     parser.add_argument("--combinations", type=int, default=2 if QUICK else 4,
                         help="random combinations of fault kinds per seed")
     parser.add_argument("--kills", type=int, default=4 if QUICK else 72, help="kill -9 trials")
-    parser.add_argument("--power-cycles", type=int, default=3 if QUICK else 24, help="power-cycle trials")
+    parser.add_argument("--power-cycles", type=int, default=3 if QUICK else 30, help="power-cycle trials")
     parser.add_argument("--dots", type=int, default=300 if QUICK else 5000, help="plan size")
     parser.add_argument("--kinds", default="", help="only these fault kinds (comma-separated)")
     parser.add_argument("--jobs", type=int, default=2, help="trials at once")
@@ -567,23 +575,23 @@ def main():
         row = rows.setdefault(campaign, Counter())
         row["trials"] += 1
         for key in ("dots_injected", "faults_injected", "double", "unrecorded", "wrong", "crashes",
-                    "unfinished", "kills", "power_cycles", "redone"):
+                    "unfinished", "kills", "power_cycles", "cycles_after_kill", "redone"):
             row[key] += r[key]
     total = Counter()
     for row in rows.values():
         total.update(row)
-    header = ("| campaign | trials | dots injected | faults injected | kill -9 | power cycles | "
+    header = ("| campaign | trials | dots injected | faults injected | kill -9 | power cycles (after a kill) | "
               "redone by decision | double injections | unrecorded injections | wrongly settled | crashes | unfinished |")
     lines = [header, "|" + "---|" * 12]
     for campaign in ("faults", "kill -9", "power cycle"):
         if campaign in rows:
             r = rows[campaign]
             lines.append(f"| {campaign} | {r['trials']} | {r['dots_injected']:,} | {r['faults_injected']:,} | "
-                         f"{r['kills']} | {r['power_cycles']} | {r['redone']} | {r['double']} | {r['unrecorded']} | "
+                         f"{r['kills']} | {r['power_cycles']} ({r['cycles_after_kill']}) | {r['redone']} | {r['double']} | {r['unrecorded']} | "
                          f"{r['wrong']} | {r['crashes']} | {r['unfinished']} |")
     t = total
     lines.append(f"| **all** | {t['trials']} | {t['dots_injected']:,} | {t['faults_injected']:,} | {t['kills']} | "
-                 f"{t['power_cycles']} | {t['redone']} | {t['double']} | {t['unrecorded']} | {t['wrong']} | {t['crashes']} | "
+                 f"{t['power_cycles']} ({t['cycles_after_kill']}) | {t['redone']} | {t['double']} | {t['unrecorded']} | {t['wrong']} | {t['crashes']} | "
                  f"{t['unfinished']} |")
     table = "\n".join(lines)
     print(table)
