@@ -731,8 +731,10 @@ scenario_rtprio() {
 # power, runs on: the resume meets the same boot. Checked after each cut (hil_helper.py
 # powercut-check): PRAGMA integrity_check ok, every dot the simulator injected recorded done, sent,
 # interrupted or ambiguous, never planned; then `smpctl resume` until complete (dots in doubt
-# skipped): nothing injected twice, nothing recorded done that was not. Cut i of N lands at
-# (i - 0.5)/N of a clean session's duration, measured first. Runs only when named (--only powercut).
+# skipped): nothing injected twice, nothing recorded done that was not. Where the cuts land: a
+# clean session is timed first, from its `armed` event to its end (the streaming); cuts 1 and 2
+# come at the `preflight` event (the handshake, the session just recorded), cut i ≥ 3 of N at
+# (i - 2.5)/(N - 2) of the streaming after `armed`. Runs only when named (--only powercut).
 scenario_powercut() {
     local cuts=${HIL_POWERCUT_POINTS:-20} name=smp-records mnt=/tmp/records img=/tmp/powercut.img
     log "---- scenario: $cuts power cuts of the records' disk during sessions (device-mapper)"
@@ -756,30 +758,37 @@ scenario_powercut() {
 
     # One clean session first: its duration places the cuts.
     mount -t ext4 "/dev/mapper/$name" "$mnt" || { fail "powercut: mount"; return 1; }
-    local link=/tmp/powercut-app sim t0 duration
+    local link=/tmp/powercut-app sim t0 duration run
     "$SMPCTL" sim --link "$link" --record "$WORK/powercut-truth-0.ndjson" --time-scale 0.05 > /dev/null 2>> "$WORK/sim.log" &
     sim=$!
     wait_for 20 test -e "$link" || { fail "powercut: the simulator did not start"; kill "$sim"; return 1; }
-    t0=$(date +%s.%N)
     "$SMPCTL" run "$PLAN" --device "$link" --db "$mnt/records-0.sqlite" --config "$config" --yes --json \
-        > "$WORK/powercut-run-0.ndjson" 2> "$WORK/powercut-run-0.err" \
-        || { fail "powercut: the clean session failed: exit $?"; show "$WORK/powercut-run-0.err"; kill "$sim"; return 1; }
+        > "$WORK/powercut-run-0.ndjson" 2> "$WORK/powercut-run-0.err" &
+    run=$!
+    wait_for 60 grep -q '"armed"' "$WORK/powercut-run-0.ndjson"
+    t0=$(date +%s.%N)
+    wait "$run" || { fail "powercut: the clean session failed: exit $?"; show "$WORK/powercut-run-0.err"; kill "$sim"; return 1; }
     duration=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
     kill -TERM "$sim"; wait "$sim" 2>/dev/null
     umount "$mnt"
-    log "powercut: a clean session took $duration s; cutting at $cuts points across it"
+    log "powercut: a clean session streamed for $duration s after it was armed; cutting at $cuts points"
 
-    local i run delay id status attempt failed=0 mid=0
+    local i delay id status attempt failed=0 mid=0 before
     for ((i = 1; i <= cuts; i++)); do
         local db=$mnt/records-$i.sqlite truth=$WORK/powercut-truth-$i.ndjson state=$WORK/powercut-$i.json
         mount -t ext4 "/dev/mapper/$name" "$mnt" || { fail "powercut $i: mount"; failed=1; break; }
         "$SMPCTL" sim --link "$link" --record "$truth" --time-scale 0.05 > /dev/null 2>> "$WORK/sim.log" &
         sim=$!
         wait_for 20 test -e "$link" || { fail "powercut $i: the simulator did not start"; kill "$sim"; failed=1; break; }
-        delay=$(awk -v i="$i" -v n="$cuts" -v d="$duration" 'BEGIN { printf "%.3f", (i - 0.5) / n * d }')
         "$SMPCTL" run "$PLAN" --device "$link" --db "$db" --config "$config" --yes --json \
             > "$WORK/powercut-run-$i.ndjson" 2> "$WORK/powercut-run-$i.err" &
         run=$!
+        if ((i <= 2)); then
+            before=preflight delay=0
+        else
+            before=armed delay=$(awk -v i="$i" -v n="$cuts" -v d="$duration" 'BEGIN { printf "%.3f", (i - 2.5) / (n - 2) * d }')
+        fi
+        wait_for 60 grep -q "\"$before\"" "$WORK/powercut-run-$i.ndjson"
         sleep "$delay"
         kill -STOP "$run" 2>/dev/null           # the computer stops…
         table error                             # …and what had not reached its disk is lost
@@ -791,7 +800,7 @@ scenario_powercut() {
         if ! $PY "$HELPER" powercut-check --stage cut --db "$db" --record "$truth" --state "$state" > "$WORK/powercut-$i.check" 2>&1; then
             fail "powercut $i (at $delay s): the records after the cut"; show "$WORK/powercut-$i.check"; failed=1
         fi
-        grep -q '"done"' "$WORK/powercut-run-$i.ndjson" 2>/dev/null && ! grep -q '"finished"' "$WORK/powercut-run-$i.ndjson" && mid=$((mid + 1))
+        grep -q '"finished"' "$WORK/powercut-run-$i.ndjson" || mid=$((mid + 1))
         # Finish the session as an operator would: resume; dots in doubt skipped.
         status=1
         for ((attempt = 0; attempt < 6 && status != 0; attempt++)); do
@@ -809,11 +818,11 @@ scenario_powercut() {
         if ! $PY "$HELPER" powercut-check --stage final --db "$db" --record "$truth" --state "$state" >> "$WORK/powercut-$i.check" 2>&1; then
             fail "powercut $i (at $delay s): after the resumes"; show "$WORK/powercut-$i.check"; show "$WORK/powercut-resume-$i.err"; failed=1
         fi
-        log "powercut $i at $delay s: $(grep -h '^cut:' "$WORK/powercut-$i.check")"
+        log "powercut $i, $delay s after $before: $(grep -h '^cut:' "$WORK/powercut-$i.check")"
         umount "$mnt"
     done
     dmsetup remove "$name"; losetup -d "$loopdev"; rm -f "$img"
-    figure "power cuts: $cuts points over a $duration s session, $mid of them mid-session (dots done, no end)"
+    figure "power cuts: $cuts points, $mid of them before the session's end (the rest after its last dot)"
     ((failed == 0)) && pass "power cut at $cuts points: the database opens, integrity_check ok, every injected dot done or in doubt after the cut, never planned; resumed to completion with none injected twice"
 }
 
