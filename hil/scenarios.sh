@@ -732,9 +732,10 @@ scenario_rtprio() {
 # powercut-check): PRAGMA integrity_check ok, every dot the simulator injected recorded done, sent,
 # interrupted or ambiguous, never planned; then `smpctl resume` until complete (dots in doubt
 # skipped): nothing injected twice, nothing recorded done that was not. Where the cuts land: a
-# clean session is timed first, from its `armed` event to its end (the streaming); cuts 1 and 2
-# come at the `preflight` event (the handshake, the session just recorded), cut i ≥ 3 of N at
-# (i - 2.5)/(N - 2) of the streaming after `armed`. Runs only when named (--only powercut).
+# clean session is timed first, from its `armed` event to its end (the streaming); cuts 1–4 come
+# 0.4, 0.9, 1.4 and 1.9 s after smpctl starts (under emulation: start-up, the database being
+# created, the handshake), cut i ≥ 5 of N at (i - 4.5)/(N - 4) of the streaming after `armed`
+# (its events go to the VM's tmpfs, polled every 50 ms). Runs only when named (--only powercut).
 scenario_powercut() {
     local cuts=${HIL_POWERCUT_POINTS:-20} name=smp-records mnt=/tmp/records img=/tmp/powercut.img
     log "---- scenario: $cuts power cuts of the records' disk during sessions (device-mapper)"
@@ -763,9 +764,9 @@ scenario_powercut() {
     sim=$!
     wait_for 20 test -e "$link" || { fail "powercut: the simulator did not start"; kill "$sim"; return 1; }
     "$SMPCTL" run "$PLAN" --device "$link" --db "$mnt/records-0.sqlite" --config "$config" --yes --json \
-        > "$WORK/powercut-run-0.ndjson" 2> "$WORK/powercut-run-0.err" &
+        > /tmp/powercut-run-0.ndjson 2> "$WORK/powercut-run-0.err" &
     run=$!
-    wait_for 60 grep -q '"armed"' "$WORK/powercut-run-0.ndjson"
+    wait_for 60 grep -q '"armed"' /tmp/powercut-run-0.ndjson
     t0=$(date +%s.%N)
     wait "$run" || { fail "powercut: the clean session failed: exit $?"; show "$WORK/powercut-run-0.err"; kill "$sim"; return 1; }
     duration=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
@@ -781,14 +782,14 @@ scenario_powercut() {
         sim=$!
         wait_for 20 test -e "$link" || { fail "powercut $i: the simulator did not start"; kill "$sim"; failed=1; break; }
         "$SMPCTL" run "$PLAN" --device "$link" --db "$db" --config "$config" --yes --json \
-            > "$WORK/powercut-run-$i.ndjson" 2> "$WORK/powercut-run-$i.err" &
+            > "/tmp/powercut-run-$i.ndjson" 2> "$WORK/powercut-run-$i.err" &
         run=$!
-        if ((i <= 2)); then
-            before=preflight delay=0
+        if ((i <= 4)); then
+            before=start delay=$(awk -v i="$i" 'BEGIN { printf "%.1f", 0.5 * i - 0.1 }')
         else
-            before=armed delay=$(awk -v i="$i" -v n="$cuts" -v d="$duration" 'BEGIN { printf "%.3f", (i - 2.5) / (n - 2) * d }')
+            before=armed delay=$(awk -v i="$i" -v n="$cuts" -v d="$duration" 'BEGIN { printf "%.3f", (i - 4.5) / (n - 4) * d }')
+            wait_for 60 grep -q '"armed"' "/tmp/powercut-run-$i.ndjson"
         fi
-        wait_for 60 grep -q "\"$before\"" "$WORK/powercut-run-$i.ndjson"
         sleep "$delay"
         kill -STOP "$run" 2>/dev/null           # the computer stops…
         table error                             # …and what had not reached its disk is lost
@@ -800,6 +801,7 @@ scenario_powercut() {
         if ! $PY "$HELPER" powercut-check --stage cut --db "$db" --record "$truth" --state "$state" > "$WORK/powercut-$i.check" 2>&1; then
             fail "powercut $i (at $delay s): the records after the cut"; show "$WORK/powercut-$i.check"; failed=1
         fi
+        cp "/tmp/powercut-run-$i.ndjson" "$WORK/"
         grep -q '"finished"' "$WORK/powercut-run-$i.ndjson" || mid=$((mid + 1))
         # Finish the session as an operator would: resume; dots in doubt skipped.
         status=1
