@@ -466,6 +466,14 @@ def power_cycle_trial(ctx, name, seed, variant):
         else:
             status, _, _ = trial.run(at(target))
             trial.check_unrecorded()
+            # A loaded machine can end the run (held: lease expired) before the aimed count: the
+            # crash then comes in a resume, so that every trial of this campaign has one.
+            for _ in range(3):
+                _, states = trial.statuses()
+                if trial.killed_last or not states or all(s == "completed" for s in states.values()):
+                    break
+                status, _, _ = trial.resume(min(states), kill=at(rng.randint(target, ctx.dots)))
+                trial.check_unrecorded()
             if variant == "resume":
                 _, states = trial.statuses()
                 if states:
@@ -519,7 +527,7 @@ def main():
     ctx.smpctl = args.smpctl or default_smpctl()
     if not os.access(ctx.smpctl, os.X_OK):
         sys.exit(f"soak: no smpctl binary at {ctx.smpctl} (swift build first, or --smpctl)")
-    ctx.work = Path(args.work)
+    ctx.work = Path(args.work).resolve()  # smpctl runs in the repository; paths must not depend on it
     ctx.work.mkdir(parents=True, exist_ok=True)
     ctx.plan, ctx.dots = build_plan(ctx.work, args.dots)
     # The longest lease the protocol allows: two trials at once on a shared machine; a starved
