@@ -11,8 +11,8 @@
 #   make hil     hardware-in-the-loop rig in a QEMU VM (docs/hil.md); make powercut: its power-cut
 #                scenario (20 cuts of the records' disk, docs/reliability.md)
 #   make soak    the fault soak (scripts/soak.py, docs/reliability.md): every simulator fault, kill -9
-#                and power cycles, each trial checked against the simulator's ground truth (~25 min);
-#                SOAK_QUICK=1 a ~30 s version, which `make test` runs
+#                and power cycles, each trial checked against the simulator's ground truth (6 min quiet, 20 busy);
+#                SOAK_QUICK=1 a ~10 s version, which `make test` runs
 #   make fuzz / golden / check-gpiod / check-layers   decoder fuzzing, golden frames, libgpiod v1+v2
 #                compile check, the module map (scripts/check-layers.py)
 #   make check-embedded   compiles the firmware core (FirmwareProtocol + FirmwareCore) in Embedded Swift
