@@ -150,7 +150,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "SmpctlTests",
-            dependencies: ["smpctl", "SMPSystem", .product(name: "ConsoleKitTerminal", package: "console-kit")],
+            dependencies: ["smpctl", "SMPSystem", "SMPRecords", .product(name: "ConsoleKitTerminal", package: "console-kit")],
             swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -90,6 +90,65 @@ def record_check(args):
     return 1 if problems else 0
 
 
+# ---- powercut-check --------------------------------------------------------------------------------
+
+def powercut_check(args):
+    """The records after a power cut (--stage cut) and after the resumes that finished the session
+    (--stage final), against the simulator's ground truth. --state keeps, between the stages, the
+    dots that were in doubt after the cut (the operator may skip those, and only those)."""
+    import sqlite3
+    record = load_ndjson(args.record) if os.path.exists(args.record) else []
+    injected = {}
+    for entry in record:
+        injected.setdefault(entry["dot"], []).append(entry["outcome"])
+    problems = []
+    status, states, integrity = {}, {}, "no database"
+    if os.path.exists(args.db):
+        # Opened as smpctl would reopen it: SQLite recovers the WAL left by the cut.
+        con = sqlite3.connect(args.db, timeout=30)
+        try:
+            integrity = "; ".join(row[0] for row in con.execute("PRAGMA integrity_check"))
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "session" in tables:
+                states = dict(con.execute("SELECT id, state FROM session"))
+                status = dict(con.execute("SELECT dot_id, status FROM dot"))
+        finally:
+            con.close()
+        if integrity != "ok":
+            problems.append(f"PRAGMA integrity_check: {integrity}")
+    counts = {}
+    for s in status.values():
+        counts[s] = counts.get(s, 0) + 1
+    if args.stage == "cut":
+        doubted = sorted(d for d, s in status.items() if s in ("sent", "ambiguous", "interrupted"))
+        with open(args.state, "w") as handle:
+            json.dump({"doubted": doubted}, handle)
+        for dot in sorted(injected):
+            if status.get(dot, "planned") not in ("done", "sent", "interrupted", "ambiguous"):
+                problems.append(f"dot {dot} injected ({injected[dot][-1]}) but recorded {status.get(dot, 'nothing')}")
+        print(f"cut: injected {len(injected)}, recorded {counts}, sessions {states}, integrity {integrity}")
+    else:
+        with open(args.state) as handle:
+            doubted = set(json.load(handle)["doubted"])
+        twice = sorted(d for d, outcomes in injected.items() if len(outcomes) > 1)
+        if twice:
+            problems.append(f"injected more than once: {twice[:20]}")
+        for dot, outcomes in sorted(injected.items()):
+            s = status.get(dot, "planned")
+            if s == "planned" or (s == "skipped" and dot not in doubted):
+                problems.append(f"dot {dot} injected ({outcomes[-1]}) but recorded {s}")
+        wrong = sorted(d for d, s in status.items() if s == "done" and injected.get(d, ["none"])[-1] != "done")
+        if wrong:
+            problems.append(f"recorded done, not injected to the end: {wrong[:20]}")
+        if not states or any(state != "completed" for state in states.values()):
+            problems.append(f"session not completed after the resumes: {states}")
+        print(f"final: injected {len(injected)} ({len(twice)} twice), recorded {counts}, sessions {states}, "
+              f"integrity {integrity}")
+    for problem in problems:
+        print(f"powercut-check: {problem}")
+    return 1 if problems else 0
+
+
 # ---- session ------------------------------------------------------------------------------------------
 
 def kmsg(text):
@@ -409,6 +468,13 @@ def main():
     p.add_argument("--account", help="smpctl's NDJSON events: its last `finished` event must add up")
     p.add_argument("--cumulative", action="store_true", help="the record spans several runs (resume)")
     p.set_defaults(run=record_check)
+
+    p = commands.add_parser("powercut-check")
+    p.add_argument("--stage", choices=["cut", "final"], required=True)
+    p.add_argument("--db", required=True)
+    p.add_argument("--record", required=True)
+    p.add_argument("--state", required=True, help="JSON: the dots in doubt after the cut")
+    p.set_defaults(run=powercut_check)
 
     p = commands.add_parser("session")
     p.add_argument("--events", required=True)

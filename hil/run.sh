@@ -17,12 +17,14 @@
 #                            first failed step of a scenario, but always runs the later scenarios)
 #   --only NAMES             run only these scenarios (comma-separated, for iterating; the setup
 #                            always runs): devices, session, permission, unplug, gpio (the chip and
-#                            its edges; the gpio-* ones imply it), gpio-estop, gpio-remove
+#                            its edges; the gpio-* ones imply it), gpio-estop, gpio-remove;
+#                            powercut (only when named: 20 power cuts of the records' disk)
 # Environment:
 #   SMP_HIL_DEVICE=/dev/…    no VM: run the scenarios against a real applicator at that path
 #   SMP_HIL_TIMEOUT=SECONDS  wall limit for the VM (default 900)
 #   SMP_HIL_CACHE=DIR        where the kernel, packages and builds are kept (default hil/cache)
 #   SMP_HIL_RULES=FILE       the udev rule to install in the VM (default udev/70-smp-applicator.rules)
+#   HIL_POWERCUT_POINTS=N    cut points of the powercut scenario (default 20)
 #
 # Needs apt (Debian 12): installs its packages through scripts/install-deps.sh (root or sudo).
 # The kernel, linux-source and the built gpio-sim module are cached under hil/cache/ (git-ignored).
@@ -91,7 +93,7 @@ fi
 
 # --- packages -------------------------------------------------------------------------------------
 "$REPO/scripts/install-deps.sh" qemu-system-x86 busybox-static cpio kmod udev gpiod \
-    build-essential python3 util-linux xz-utils
+    build-essential python3 util-linux xz-utils dmsetup e2fsprogs
 
 # The kernel: whatever linux-image-amd64 depends on today (e.g. linux-image-6.1.0-56-amd64).
 resolve_kernel() {
@@ -180,7 +182,8 @@ rm -rf "$RUN" && mkdir -p "$RUN/share"
 INITRD_DIR=$RUN/initramfs
 mkdir -p "$INITRD_DIR"/{bin,dev,proc,sys,host,modules}
 cp /bin/busybox "$INITRD_DIR/bin/busybox"
-MODULES=(virtio_pci 9pnet_virtio 9p configfs dummy_hcd cdc-acm usb_f_acm libcomposite)
+# loop, dm-mod and ext4: the power-cut scenario's disk (hil/scenarios.sh, scenario_powercut).
+MODULES=(virtio_pci 9pnet_virtio 9p configfs dummy_hcd cdc-acm usb_f_acm libcomposite loop dm-mod ext4)
 : > "$INITRD_DIR/modules/order"
 for module in "${MODULES[@]}"; do
     modprobe -d "$KDIR" -S "$KVER" --show-depends "$module" 2>/dev/null | awk '$1 == "insmod" { print $2 }'
@@ -251,7 +254,7 @@ echo "hil-init: chroot into the host root, running hil/scenarios.sh"
 chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
     HOME=/root LANG=C.UTF-8 HIL_MODE=vm HIL_SHARE=/run/hil HIL_REPO='$REPO' HIL_SMPCTL='$SMPCTL' \\
     HIL_GPIO_KO='$GPIO_KO' HIL_RULES='$RULES' HIL_KEEP_GOING='$KEEP_GOING' HIL_ONLY='$ONLY' \\
-    HIL_SELFTEST_BROKEN_RULE='$SELFTEST_BROKEN_RULE' \\
+    HIL_SELFTEST_BROKEN_RULE='$SELFTEST_BROKEN_RULE' HIL_POWERCUT_POINTS='${HIL_POWERCUT_POINTS:-20}' \\
     /bin/bash '$HIL_DIR/scenarios.sh' > /host/run/hil/scenarios.log 2>&1
 echo \$? > /host/run/hil/status
 sync

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/vfs.h>
 #include <termios.h>
 #include <unistd.h>
 #include <gpiod.h>
@@ -406,3 +407,10 @@ void smp_gpio_request_release(smp_gpio_request *request) {
     free(request);
 }
 #endif
+
+int smp_fs_type(int fd, long *type) {
+    struct statfs info;
+    if (fstatfs(fd, &info) != 0) return -1;
+    *type = (long)info.f_type;
+    return 0;
+}

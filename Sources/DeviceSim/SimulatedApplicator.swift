@@ -123,6 +123,8 @@ public final class SimulatedApplicator: Sendable {
         var stopped = false
         /// Reads whose bytes were dated before the read (LateReadCredit): the simulator was starved.
         var lateReadCredits = 0
+        /// Device faults of the plan that fired, by kind (`InjectedFault.rawValue`).
+        var deviceFaults: [String: Int] = [:]
     }
 
     /// Opens the pty (and the link and the record), or the port, and starts the device.
@@ -241,6 +243,11 @@ public final class SimulatedApplicator: Sendable {
     /// Link faults applied so far (host → device, device → host).
     public var linkFaultCounters: (toDevice: LinkFaultCounters, toHost: LinkFaultCounters) {
         core.withLock { ($0.link.toDevice, $0.link.toHost) }
+    }
+
+    /// Device faults of the plan that fired so far, by kind (`reset`, `estop`, …).
+    public var deviceFaultCounts: [String: Int] {
+        core.withLock { $0.deviceFaults }
     }
 
     /// Presses the device's own e-stop button: latched estop (estop_button) at once.
@@ -421,6 +428,7 @@ public final class SimulatedApplicator: Sendable {
             case .underrun:
                 break
             case .faultInjected(let fault, let dotID):
+                core.deviceFaults[fault.rawValue, default: 0] += 1
                 logger.notice("fault injected", metadata: ["fault": "\(fault.rawValue)", "dot": "\(dotID)"])
             case .rebooted(let bootID):
                 logger.notice("device rebooted", metadata: ["boot_id": "\(bootID)"])

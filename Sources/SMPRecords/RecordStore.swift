@@ -116,6 +116,14 @@ public final class RecordStore: Sendable {
     public init(path: String) throws(RecordStoreError) {
         self.path = path
         let directory = (path as NSString).deletingLastPathComponent
+        // SQLite is only ever given a regular file (or nothing, to create): handed a device it
+        // writes a database header into it (`--db /dev/sdb`, or the applicator's tty), handed a
+        // FIFO it can block. Looked at before anything is created or opened; links followed.
+        if case .success(let info) = Sys.pathStatus(path), info.st_mode & S_IFMT != S_IFREG {
+            let what = info.st_mode & S_IFMT == S_IFDIR ? "a directory" : RegularFile.kind(info.st_mode)
+            throw RecordStoreError(path: path, message: "it is \(what), not a database file; nothing was opened or written",
+                                   kind: .notADatabaseFile)
+        }
         do {
             if !directory.isEmpty {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,

@@ -340,6 +340,31 @@ extension Sys {
         return retryingInterrupts { fstat(fd, &info) }.map { _ in info }
     }
 
+    /// What the file at `path` is, following symbolic links: type, size, device and inode.
+    ///
+    /// The corresponding C function is `stat`.
+    package static func pathStatus(_ path: String) -> Result<stat, Errno> {
+        var info = stat()
+        return path.withCString { cPath in retryingInterrupts { stat(cPath, &info) } }.map { _ in info }
+    }
+
+    /// The type of the file system the open file `fd` is on (`f_type`, e.g. `PROC_SUPER_MAGIC`).
+    ///
+    /// The corresponding C function is `fstatfs`.
+    package static func fileSystemType(_ fd: CInt) -> Result<Int, Errno> {
+        var type = 0
+        return retryingInterrupts { smp_fs_type(fd, &type) }.map { _ in type }
+    }
+
+    /// The absolute path `path` resolves to, every symbolic link followed.
+    ///
+    /// The corresponding C function is `realpath`.
+    package static func resolvedPath(_ path: String) -> Result<String, Errno> {
+        guard let resolved = realpath(path, nil) else { return .failure(currentErrno) }
+        defer { free(resolved) }
+        return .success(String(cString: resolved))
+    }
+
     /// This process's id. Cannot fail.
     ///
     /// The corresponding C function is `getpid`.

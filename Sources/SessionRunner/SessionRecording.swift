@@ -79,6 +79,8 @@ public struct RecordStoreError: Error, Sendable, CustomStringConvertible {
         case newerSchema
         /// Another live process owns the session (`SessionOwnership`): nothing is written.
         case sessionRunning(session: Int64, processID: Int32?)
+        /// The path names a device, a FIFO, a directory…: nothing was opened or written.
+        case notADatabaseFile
     }
     public var path: String
     public var message: String

@@ -157,7 +157,11 @@ struct Resume: ParsableCommand {
         try store.takeOwnership(of: id)
         defer { store.releaseOwnership(of: id) }
         guard let session = try store.session(id: id) else { throw ExitCode(ExitStatus.usage) }
-        if session.state == "completed" || session.done == session.total {
+        // Only a session recorded `completed` has nothing left. One whose every dot is done but
+        // whose state is still `running` was killed between its last dot's commit and its end
+        // record: resumed (nothing is sent), it is closed like any session, device disarmed.
+        // (Refused here before issue 14, it stayed `running` for ever, its resume refused.)
+        if session.state == "completed" {
             Output.err("smpctl resume: session \(id) is complete (\(session.done) of \(session.total) dots); nothing to resume.")
             throw ExitCode(ExitStatus.usage)
         }

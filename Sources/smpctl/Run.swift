@@ -94,6 +94,9 @@ struct RecordsOptions: ParsableArguments {
         case .failed:
             Output.err("\(command): \(error)")
             return ExitCode(ExitStatus.ioError)
+        case .notADatabaseFile:
+            Output.err("\(command): \(error)")
+            return ExitCode(ExitStatus.noInput)
         }
     }
 

@@ -103,5 +103,22 @@ struct Sim: ParsableCommand {
         stop.wait()
         simulator.stop()
         sources.forEach { $0.cancel() }
+        if options.faults != .none { Output.err("smpctl sim: faults injected: \(Self.faultSummary(simulator))") }
+    }
+
+    /// One JSON object, the counts of every fault that fired (link faults summed over both
+    /// directions, device faults by kind): what scripts/soak.py counts as faults injected.
+    static func faultSummary(_ simulator: SimulatedApplicator) -> String {
+        let (toDevice, toHost) = simulator.linkFaultCounters
+        var counts: [String: Int] = [
+            "corrupt": toDevice.corrupted + toHost.corrupted,
+            "drop": toDevice.dropped + toHost.dropped,
+            "duplicate": toDevice.duplicated + toHost.duplicated,
+            "garbage": toDevice.garbageBlocks + toHost.garbageBlocks,
+            "delay-ack": toHost.delayedAcks,
+        ]
+        counts.merge(simulator.deviceFaultCounts) { $0 + $1 }
+        let fields = counts.keys.sorted().map { "\"\($0)\":\(counts[$0]!)" }
+        return "{" + fields.joined(separator: ",") + "}"
     }
 }

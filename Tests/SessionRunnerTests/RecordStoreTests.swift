@@ -38,6 +38,43 @@ final class RecordStoreTests: XCTestCase {
         XCTAssertEqual((attributes[.posixPermissions] as? NSNumber)?.intValue, 0o600)
     }
 
+    /// The folder is created 0700 and every file SQLite makes beside the database (-wal, -shm)
+    /// 0600, whatever the umask lets through (022 here, the usual one).
+    func testTheFolderAndEveryFileBesideTheDatabaseArePrivate() throws {
+        let parent = try temporaryPath("unused")
+        let path = (parent as NSString).deletingLastPathComponent + "/new/smpctl/records.sqlite"
+        let previous = umask(0o022)
+        defer { umask(previous) }
+        let store = try RecordStore(path: path)
+        _ = try store.createSession(info(), dots: dots(3))
+        func mode(_ path: String) throws -> Int {
+            try XCTUnwrap((FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? NSNumber)?.intValue)
+        }
+        XCTAssertEqual(try mode((path as NSString).deletingLastPathComponent), 0o700)
+        for file in [path, path + "-wal", path + "-shm"] {
+            XCTAssertEqual(try mode(file), 0o600, file)
+        }
+        XCTAssertEqual(try mode(path + ".owners"), 0o700)
+    }
+
+    /// SQLite handed a device writes a database header into it (before the fix, `--db /dev/zero`
+    /// ran its migration's COMMIT on the device), and a FIFO can block it: anything but a regular
+    /// file is refused before it is opened, links followed.
+    func testADeviceAFIFOOrADirectoryIsRefusedAsTheDatabase() throws {
+        let path = try temporaryPath()
+        let directory = (path as NSString).deletingLastPathComponent
+        XCTAssertEqual(mkfifo(path, 0o600), 0)
+        try FileManager.default.createSymbolicLink(atPath: directory + "/link.sqlite", withDestinationPath: "/dev/null")
+        for (database, what) in [(path, "a FIFO"), ("/dev/null", "a character device"),
+                                 (directory + "/link.sqlite", "a character device"), (directory, "a directory")] {
+            XCTAssertThrowsError(try RecordStore(path: database), database) { error in
+                let error = error as? RecordStoreError
+                XCTAssertEqual(error?.kind, .notADatabaseFile, database)
+                XCTAssertTrue(error?.message.hasPrefix("it is \(what)") ?? false, "\(String(describing: error))")
+            }
+        }
+    }
+
     func testEveryCommitIsSynchronousFull() throws {
         let store = try RecordStore(path: try temporaryPath())
         XCTAssertEqual(try store.synchronousMode(), 2, "PRAGMA synchronous must be FULL (2)")

@@ -23,6 +23,8 @@ int smp_thread_get_name(char *name, unsigned long size);
 /// posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC), grantpt, unlockpt and ptsname_r in one call (Swift's
 /// Glibc module does not declare them): the master's fd, the slave's path in `slave`; -1 and errno.
 int smp_pty_open(char *slave, unsigned long size);
+/// fstatfs(fd)'s f_type in `type` (Swift's Glibc module does not declare sys/vfs.h); -1 and errno.
+int smp_fs_type(int fd, long *type);
 
 // MARK: - GPIO (libgpiod v1 or v2, chosen when this file's .c is compiled)
 //
