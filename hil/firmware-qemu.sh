@@ -111,7 +111,7 @@ SMP=("$SMPCTL")
 # are not the firmware's. No interlock lines: smpctl runs in developer mode.
 printf '[envelope]\nlease_ms = 250\n' > "$WORK/machine.toml"
 CONFIG=(--config "$WORK/machine.toml")
-run_plan() { "${SMP[@]}" run "$PLAN" --device "$PTY" --yes --json --db "$WORK/records.db" "${CONFIG[@]}" "$@"; }
+run_plan() { "${SMP[@]}" run "$PLAN" --device "$PTY" --operator fw-rig --yes --json --db "$WORK/records.db" "${CONFIG[@]}" "$@"; }
 cleanup() { halt; ((KEEP)) || rm -rf "$WORK"; }
 trap cleanup EXIT
 
@@ -218,7 +218,7 @@ scenario_lease() {
     local trace=$WORK/lease.trace
     boot "$trace" "$SCALE" || { fail "lease: boot"; return; }
     rm -f "$WORK/records.db"
-    "${SMP[@]}" run "$PLAN" --device "$PTY" --yes --json --db "$WORK/records.db" "${CONFIG[@]}" \
+    "${SMP[@]}" run "$PLAN" --device "$PTY" --operator fw-rig --yes --json --db "$WORK/records.db" "${CONFIG[@]}" \
         > "$WORK/lease.ndjson" 2> "$WORK/lease.err" &
     local host=$!  # smpctl itself (not a subshell): the signals below must reach it
     if ! wait_dots "$trace" 30 60; then
@@ -260,7 +260,7 @@ scenario_resume() {
     local trace=$WORK/resume.trace
     boot "$trace" "$SCALE" || { fail "resume: boot"; return; }
     rm -f "$WORK/records.db"
-    "${SMP[@]}" run "$PLAN" --device "$PTY" --yes --json --db "$WORK/records.db" "${CONFIG[@]}" \
+    "${SMP[@]}" run "$PLAN" --device "$PTY" --operator fw-rig --yes --json --db "$WORK/records.db" "${CONFIG[@]}" \
         > "$WORK/killed.ndjson" 2> "$WORK/killed.err" &
     local host=$!
     if ! wait_dots "$trace" 40 60; then
@@ -274,12 +274,12 @@ ids = [i for i in ids if i is not None]
 print(ids[-1] if ids else "")' "$WORK/killed.ndjson")
     [[ -n $id ]] || id=1
     sleep 0.3
-    "${SMP[@]}" resume "$id" --device "$PTY" --yes --json --db "$WORK/records.db" "${CONFIG[@]}" \
+    "${SMP[@]}" resume "$id" --device "$PTY" --operator fw-rig --yes --json --db "$WORK/records.db" "${CONFIG[@]}" \
         > "$WORK/resume.ndjson" 2> "$WORK/resume.err"
     local status=$?
     if ((status == 64)); then
         log "resume $id: exit 64 (a decision on in-flight dots is needed); again with --ambiguous skip"
-        "${SMP[@]}" resume "$id" --device "$PTY" --yes --json --db "$WORK/records.db" "${CONFIG[@]}" --ambiguous skip \
+        "${SMP[@]}" resume "$id" --device "$PTY" --operator fw-rig --yes --json --db "$WORK/records.db" "${CONFIG[@]}" --ambiguous skip \
             > "$WORK/resume.ndjson" 2> "$WORK/resume.err"
         status=$?
     fi

@@ -755,7 +755,7 @@ scenario_powercut() {
     mkfs.ext4 -q -F "/dev/mapper/$name" || { fail "powercut: mkfs.ext4"; return 1; }
     mkdir -p "$mnt"
     local config=$WORK/powercut.toml
-    printf '[envelope]\nlease_ms = 250\n' > "$config"
+    printf '[envelope]\nlease_ms = 250\n[host]\noperator = "hil-rig"\n' > "$config"
 
     # One clean session first: its duration places the cuts.
     mount -t ext4 "/dev/mapper/$name" "$mnt" || { fail "powercut: mount"; return 1; }

@@ -242,11 +242,11 @@ class Trial:
         return status, lines, err
 
     def run(self, kill=None):
-        return self.smpctl_run(["run", str(self.plan), "--device", self.link, "--yes", "--json",
+        return self.smpctl_run(["run", str(self.plan), "--device", self.link, "--operator", "soak", "--yes", "--json",
                                 "--db", self.db, "--config", str(self.config)], kill)
 
     def resume(self, session_id, kill=None, skip=False):
-        args = ["resume", str(session_id), "--device", self.link, "--yes", "--json",
+        args = ["resume", str(session_id), "--device", self.link, "--operator", "soak", "--yes", "--json",
                 "--db", self.db, "--config", str(self.config)]
         if skip:
             args += ["--ambiguous", self.decision]
