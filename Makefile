@@ -9,8 +9,8 @@
 #                (docs/reliability.md); each its own scratch path (.build-tsan, .build-asan)
 #   make install / install-udev   PREFIX-aware install of the binary, completions, man pages / udev rule
 #   make hil     hardware-in-the-loop rig in a QEMU VM (docs/hil.md)
-#   make fuzz / golden / check-gpiod / check-layers   decoder fuzzing, golden frames, libgpiod v1+v2
-#                compile check, the module map (scripts/check-layers.py)
+#   make fuzz / golden / check-gpiod / check-layers   fuzzers (decoder, firmware, link machine, machine file),
+#                golden frames, libgpiod v1+v2 compile check, the module map (scripts/check-layers.py)
 #   make check-embedded   compiles the firmware core (FirmwareProtocol + FirmwareCore) in Embedded Swift
 #   make clean   remove build products (keeps fetched packages)
 
@@ -124,14 +124,26 @@ check-embedded:
 	    -c Sources/FirmwareCore/*.swift -o $(EMBEDDED_DIR)/FirmwareCore.o
 	@echo "check-embedded: FirmwareProtocol and FirmwareCore compile in Embedded Swift ($(EMBEDDED_TARGET))"
 
-# libFuzzer (Fuzz/): the frame decoder, and the firmware core fed arbitrary host bytes (no dot
-# outside its limits, after a latch, twice from one frame, too soon or too close). Each runs
+# libFuzzer (Fuzz/): the frame decoder; the firmware core fed arbitrary host bytes (no dot
+# outside its limits, after a latch, twice from one frame, too soon or too close); the host link
+# machine against the firmware core over a wire the input corrupts, with fabricated device frames
+# (no ARM/RESUME/CLEAR/DOT the host did not ask for, no dot done twice or returned once injected);
+# the machine-configuration loader (clear error or in-range values, never a crash). Each runs
 # FUZZ_SECONDS with the committed seed corpus (the golden frames of firmware-protocol.md and a
 # short session); FirmwareProtocol is built first as a module of its own.
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -sanitize=fuzzer,address -parse-as-library -O
+# Fuzz/Package.swift: the fuzzers that need the package's modules (the link machine with the real
+# firmware core; the machine-configuration loader with TOMLKit). -Xswiftc -sanitize=fuzzer gives
+# every module coverage, not only the fuzzer's own.
+FUZZ_PKG_BUILD := cd Fuzz && $(SWIFT) build -c release --sanitize fuzzer --sanitize address -Xswiftc -sanitize=fuzzer \
+                  --scratch-path ../.build-fuzz-pkg
 fuzz:
-	@mkdir -p .build-fuzz/corpus-decoder .build-fuzz/corpus-firmware
+	@mkdir -p .build-fuzz/corpus-decoder .build-fuzz/corpus-firmware .build-fuzz/corpus-link .build-fuzz/corpus-machine
+	cp Examples/machine.toml .build-fuzz/corpus-machine/example.toml
+	cp packaging/deb/machine.toml .build-fuzz/corpus-machine/package.toml
+	$(FUZZ_PKG_BUILD) --product link-machine-fuzz
+	$(FUZZ_PKG_BUILD) --product machine-config-fuzz
 	swiftc $(FUZZ_FLAGS) -o .build-fuzz/frame-decoder-fuzz Sources/FirmwareProtocol/*.swift Fuzz/FrameDecoderFuzz.swift
 	swiftc $(FUZZ_FLAGS) -module-name FirmwareProtocol -emit-module -emit-module-path .build-fuzz/FirmwareProtocol.swiftmodule \
 	    -emit-library -static -o .build-fuzz/libFirmwareProtocol.a Sources/FirmwareProtocol/*.swift
@@ -139,6 +151,9 @@ fuzz:
 	    -o .build-fuzz/firmware-fuzz Sources/FirmwareCore/*.swift Fuzz/FirmwareFuzz.swift
 	.build-fuzz/frame-decoder-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 .build-fuzz/corpus-decoder Fuzz/corpus
 	.build-fuzz/firmware-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 .build-fuzz/corpus-firmware Fuzz/corpus
+	.build-fuzz-pkg/release/link-machine-fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=512 -print_final_stats=1 .build-fuzz/corpus-link
+	LSAN_OPTIONS=suppressions=$(CURDIR)/Fuzz/lsan-tomlkit.supp .build-fuzz-pkg/release/machine-config-fuzz \
+	    -max_total_time=$(FUZZ_SECONDS) -dict=Fuzz/machine-config.dict -print_final_stats=1 .build-fuzz/corpus-machine
 
 # Prints the golden frames of firmware-protocol.md §8 as the codec encodes them; paste them
 # between the golden markers after a deliberate protocol change (the test then checks them).
