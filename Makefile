@@ -128,7 +128,7 @@ check-embedded:
 # outside its limits, after a latch, twice from one frame, too soon or too close); the host link
 # machine against the firmware core over a wire the input corrupts, with fabricated device frames
 # (no ARM/RESUME/CLEAR/DOT the host did not ask for, no dot done twice or returned once injected);
-# the machine-configuration loader (clear error or in-range values, never a crash). Each runs
+# the machine-configuration loader and the design reader (a clear refusal or in-range values). Each runs
 # FUZZ_SECONDS with the committed seed corpus (the golden frames of firmware-protocol.md and a
 # short session); FirmwareProtocol is built first as a module of its own.
 FUZZ_SECONDS ?= 60
@@ -144,6 +144,8 @@ fuzz:
 	cp packaging/deb/machine.toml .build-fuzz/corpus-machine/package.toml
 	$(FUZZ_PKG_BUILD) --product link-machine-fuzz
 	$(FUZZ_PKG_BUILD) --product machine-config-fuzz
+	$(FUZZ_PKG_BUILD) --product design-fuzz
+	mkdir -p .build-fuzz/corpus-design && cp Examples/design-*.json .build-fuzz/corpus-design/
 	swiftc $(FUZZ_FLAGS) -o .build-fuzz/frame-decoder-fuzz Sources/FirmwareProtocol/*.swift Fuzz/FrameDecoderFuzz.swift
 	swiftc $(FUZZ_FLAGS) -module-name FirmwareProtocol -emit-module -emit-module-path .build-fuzz/FirmwareProtocol.swiftmodule \
 	    -emit-library -static -o .build-fuzz/libFirmwareProtocol.a Sources/FirmwareProtocol/*.swift
@@ -159,6 +161,7 @@ fuzz:
 	    .build-fuzz/corpus-machine
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Fuzz/lsan-tomlkit.supp .build-fuzz-pkg/release/machine-config-fuzz \
 	    -runs=0 -detect_leaks=1 .build-fuzz/corpus-machine
+	.build-fuzz-pkg/release/design-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 .build-fuzz/corpus-design
 
 # Prints the golden frames of firmware-protocol.md §8 as the codec encodes them; paste them
 # between the golden markers after a deliberate protocol change (the test then checks them).

@@ -17,6 +17,7 @@ let package = Package(
         // For Fuzz/Package.swift (libFuzzer targets of their own package).
         .library(name: "SMPPlan", targets: ["SMPPlan"]),
         .library(name: "SMPMachine", targets: ["SMPMachine"]),
+        .library(name: "SMPDesign", targets: ["SMPDesign"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -28,4 +28,9 @@ let package = Package(
             name: "machine-config-fuzz",
             dependencies: [.product(name: "SMPMachine", package: "smpctl")],
             path: "MachineConfig"),
+        // The design reader (smp-design/1) fed arbitrary bytes.
+        .executableTarget(
+            name: "design-fuzz",
+            dependencies: [.product(name: "SMPDesign", package: "smpctl"), .product(name: "SMPPlan", package: "smpctl")],
+            path: "Design"),
     ])

@@ -7,15 +7,26 @@
 //
 // Checked on every frame the machine sends and every event it reports, beyond "does not crash":
 //  - ARM only after the host asked to arm; RESUME only after it asked to arm or resume; CLEAR only
-//    after it asked to end; no DOT after an e-stop, nor between a HOLD/ABORT and the next
-//    arm/resume; DOT ids only from the dots the host gave;
+//    after it asked to end; no DOT after an e-stop, nor between a HOLD/ABORT and the host's next
+//    arm, resume or start of streaming; DOT ids only from the dots the host gave;
 //  - a dot reported done at most once, only if it was sent, never after it was returned, and
 //    never returned after it was done;
 //  - without lies on the wire (the device is the real firmware): every dot reported done was
 //    injected by the firmware, and no returned dot (safe to send again) was ever injected.
 import DeviceSim
+import Foundation
 import FirmwareProtocol
 import NeedleDriver
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// LINK_FUZZ_TRACE=1: every step printed (to read a crash input: `link-machine-fuzz CRASH-FILE`).
+let tracing = getenv("LINK_FUZZ_TRACE") != nil
+func trace(_ text: @autoclosure () -> String) {
+    if tracing { FileHandle.standardError.write(Data((text() + "\n").utf8)) }
+}
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func linkMachineFuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
@@ -104,6 +115,7 @@ struct LinkFuzzRun {
     }
 
     mutating func step(_ op: UInt8) {
+        trace("op \(op % 10) at \(now / 1_000_000) ms")
         switch op % 10 {
         case 0: deliverToDevice(corrupting: nil)
         case 1: deliverToDevice(corrupting: Int(script.next()))
@@ -123,12 +135,15 @@ struct LinkFuzzRun {
     // MARK: - The host
 
     mutating func command(_ code: UInt8) {
+        trace(" command \(code % 8)")
         switch code % 8 {
         case 0:
             armAsked = true
             fenced = false
             apply(machine.arm(now: now))
         case 1:
+            // Streaming asked for explicitly: the host's own request, like a resume.
+            fenced = false
             apply(machine.startStreaming())
             pump(count: Int(script.next() % 8) + 1)
         case 2:
@@ -169,6 +184,7 @@ struct LinkFuzzRun {
     }
 
     mutating func apply(_ output: LinkOutput) {
+        for action in output.actions { if case .event(let event) = action { trace("  event \(event)") } }
         if !output.bytes.isEmpty {
             inspectSent(output.bytes)
             toDevice.append(contentsOf: output.bytes)
@@ -188,6 +204,7 @@ struct LinkFuzzRun {
             guard case .frame(let frame) = event else {
                 preconditionFailure("the machine sent a frame its own decoder refuses: \(event)")
             }
+            trace("  host sends \(frame.seq) \(frame.message)")
             switch frame.message {
             case .arm:
                 precondition(armAsked, "ARM sent without the host asking")
@@ -230,16 +247,25 @@ struct LinkFuzzRun {
         var bytes = toDevice
         toDevice.removeAll()
         if let position { bytes[position % bytes.count] ^= 0x10 }
+        if tracing {
+            var decoder = FrameDecoder()
+            for event in decoder.feed(bytes) { trace("  device gets \(event)") }
+        }
         absorb(firmware.receive(bytes, at: now / 1000))
     }
 
     mutating func absorb(_ output: FirmwareOutput) {
+        for event in output.events { trace("  firmware \(event)") }
         for dot in output.injectedDots { injected.insert(dot.dotID) }
         for frame in output.frames { toHost.append(frame.encoded()) }
     }
 
     mutating func deliverToHost() {
         guard !toHost.isEmpty else { return }
+        if tracing {
+            var decoder = FrameDecoder()
+            if case .frame(let frame)? = decoder.feed(toHost[0]).first { trace(" device sends \(frame.seq) \(frame.message)") }
+        }
         receive(toHost.removeFirst())
     }
 
@@ -305,6 +331,7 @@ struct LinkFuzzRun {
             noise()
             return
         }
+        trace(" fabricated \(seq) \(message)")
         receive(Frame(seq: seq, message).encoded())
     }
 }
