@@ -14,8 +14,8 @@
 #   make soak    the fault soak (scripts/soak.py, docs/reliability.md): every simulator fault, kill -9
 #                and power cycles, each trial checked against the simulator's ground truth (6 min quiet, 20 busy);
 #                SOAK_QUICK=1 a ~10 s version, which `make test` runs
-#   make fuzz / golden / check-gpiod / check-layers   decoder fuzzing, golden frames, libgpiod v1+v2
-#                compile check, the module map (scripts/check-layers.py)
+#   make fuzz / golden / check-gpiod / check-layers   fuzzers (decoder, firmware, link machine, machine file),
+#                golden frames, libgpiod v1+v2 compile check, the module map (scripts/check-layers.py)
 #   make check-embedded   compiles the firmware core (FirmwareProtocol + FirmwareCore) in Embedded Swift
 #   make firmware         the Cortex-M4 firmware image (Firmware/, docs/firmware.md): the same core
 #                         sources for armv7em-none-none-eabi, section sizes printed and budget-checked
@@ -206,17 +206,31 @@ firmware-qemu: firmware
 firmware-test: firmware build
 	hil/firmware-qemu.sh --smpctl "$$($(SWIFT_BUILD) --show-bin-path)/smpctl" --image $(FW_ELF) --client $(FW_CLIENT)
 
-# libFuzzer (Fuzz/): the frame decoder, the firmware core fed arbitrary host bytes (no dot
-# outside its limits, after a latch, twice from one frame, too soon or too close), and the plan
-# reader against the Foundation decoder (Fuzz/PlanReaderFuzz.swift, seeds Fuzz/corpus-plan). Each runs
+# libFuzzer (Fuzz/): the frame decoder; the firmware core fed arbitrary host bytes (no dot
+# outside its limits, after a latch, twice from one frame, too soon or too close); the plan reader
+# against the Foundation decoder (Fuzz/PlanReaderFuzz.swift, seeds Fuzz/corpus-plan); the host link
+# machine against the firmware core over a wire the input corrupts, with fabricated device frames
+# (no ARM/RESUME/CLEAR/DOT the host did not ask for, no dot done twice or returned once injected);
+# the machine-configuration loader and the design reader (a clear refusal or in-range values). Each runs
 # FUZZ_SECONDS with the committed seed corpus (the golden frames of firmware-protocol.md and a
 # short session); FirmwareProtocol is built first as a module of its own.
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -sanitize=fuzzer,address -parse-as-library -O
 # The plan reader's fast path and, for the differential, the Foundation decoder it stands in for.
 PLAN_READER_FUZZ_SOURCES := $(addprefix Sources/SMPPlanReader/,PlanJSONReader.swift PlainNumber.swift PlanDecoding.swift JSONDuplicateKeys.swift)
+# Fuzz/Package.swift: the fuzzers that need the package's modules (the link machine with the real
+# firmware core; the machine-configuration loader with TOMLKit). -Xswiftc -sanitize=fuzzer gives
+# every module coverage, not only the fuzzer's own.
+FUZZ_PKG_BUILD := cd Fuzz && $(SWIFT) build -c release --sanitize fuzzer --sanitize address -Xswiftc -sanitize=fuzzer \
+                  --scratch-path ../.build-fuzz-pkg
 fuzz:
-	@mkdir -p .build-fuzz/corpus-decoder .build-fuzz/corpus-firmware
+	@mkdir -p .build-fuzz/corpus-decoder .build-fuzz/corpus-firmware .build-fuzz/corpus-link .build-fuzz/corpus-machine
+	cp Examples/machine.toml .build-fuzz/corpus-machine/example.toml
+	cp packaging/deb/machine.toml .build-fuzz/corpus-machine/package.toml
+	$(FUZZ_PKG_BUILD) --product link-machine-fuzz
+	$(FUZZ_PKG_BUILD) --product machine-config-fuzz
+	$(FUZZ_PKG_BUILD) --product design-fuzz
+	mkdir -p .build-fuzz/corpus-design && cp Examples/design-*.json .build-fuzz/corpus-design/
 	swiftc $(FUZZ_FLAGS) -o .build-fuzz/frame-decoder-fuzz Sources/FirmwareProtocol/*.swift Fuzz/FrameDecoderFuzz.swift
 	swiftc $(FUZZ_FLAGS) -module-name FirmwareProtocol -emit-module -emit-module-path .build-fuzz/FirmwareProtocol.swiftmodule \
 	    -emit-library -static -o .build-fuzz/libFirmwareProtocol.a Sources/FirmwareProtocol/*.swift
@@ -231,6 +245,15 @@ fuzz:
 	@mkdir -p .build-fuzz/corpus-plan
 	.build-fuzz/plan-reader-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -dict=Fuzz/plan.dict -max_len=4096 \
 	    .build-fuzz/corpus-plan Fuzz/corpus-plan
+	.build-fuzz-pkg/release/link-machine-fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=512 -print_final_stats=1 .build-fuzz/corpus-link
+	# TOMLKit leaks on every read, so libFuzzer's leak check would run after every input (40 runs/s,
+	# not 600): fuzz without it, then run the whole corpus once with it (our own leaks stay checked).
+	LSAN_OPTIONS=suppressions=$(CURDIR)/Fuzz/lsan-tomlkit.supp .build-fuzz-pkg/release/machine-config-fuzz \
+	    -max_total_time=$(FUZZ_SECONDS) -detect_leaks=0 -dict=Fuzz/machine-config.dict -print_final_stats=1 \
+	    .build-fuzz/corpus-machine
+	LSAN_OPTIONS=suppressions=$(CURDIR)/Fuzz/lsan-tomlkit.supp .build-fuzz-pkg/release/machine-config-fuzz \
+	    -runs=0 -detect_leaks=1 .build-fuzz/corpus-machine
+	.build-fuzz-pkg/release/design-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 .build-fuzz/corpus-design
 
 # Prints the golden frames of firmware-protocol.md §8 as the codec encodes them; paste them
 # between the golden markers after a deliberate protocol change (the test then checks them).

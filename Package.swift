@@ -14,6 +14,10 @@ let package = Package(
         .library(name: "NeedleDriver", targets: ["NeedleDriver"]),
         .library(name: "SessionRunner", targets: ["SessionRunner"]),
         .library(name: "DeviceSim", targets: ["DeviceSim"]),
+        // For Fuzz/Package.swift (libFuzzer targets of their own package).
+        .library(name: "SMPPlan", targets: ["SMPPlan"]),
+        .library(name: "SMPMachine", targets: ["SMPMachine"]),
+        .library(name: "SMPDesign", targets: ["SMPDesign"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

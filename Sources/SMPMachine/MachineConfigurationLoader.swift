@@ -99,6 +99,14 @@ public enum MachineConfigurationLoader {
 
     /// Validates configuration text; `sourceName` names it in messages.
     public static func load(text: String, sourceName: String) throws(MachineConfigurationError) -> MachineConfiguration {
+        if let header = malformedTableHeader(in: text) {
+            throw MachineConfigurationError(file: sourceName, issues: [
+                MachineConfigurationIssue(
+                    code: .syntax, keyPath: "$",
+                    message: "line \(header.line), column \(header.column): not valid TOML: a table header needs a key "
+                        + "name after \"[\", found \(PlanText.quoted(header.found))"),
+            ])
+        }
         let root: TOMLTable
         do {
             root = try TOMLTable(string: text)
@@ -119,6 +127,89 @@ public enum MachineConfigurationLoader {
         let configuration = reader.configuration(root)
         guard reader.issues.isEmpty else { throw MachineConfigurationError(file: sourceName, issues: reader.issues) }
         return configuration
+    }
+
+    /// toml++ 3.4.0 (inside TOMLKit 0.6.0) aborts the whole process — an assertion, live in release
+    /// builds too, as SwiftPM does not define NDEBUG — on a table header whose first character
+    /// after "[" or "[[" and spaces is neither a key character, a quote nor "]": its
+    /// `parse_key()` asserts what `parse_table_header()` never checked (`[)` is enough; found by
+    /// `make fuzz`). So such a header is found here first, outside strings, comments and values,
+    /// and refused with its position. Conservative: what this refuses, toml++ could not parse.
+    static func malformedTableHeader(in text: String) -> (line: Int, column: Int, found: String)? {
+        enum Mode { case normal, comment, basic, literal, multiBasic, multiLiteral }
+        let scalars = Array(text.unicodeScalars)
+        func at(_ index: Int) -> Unicode.Scalar? { index < scalars.count ? scalars[index] : nil }
+        func isBlank(_ scalar: Unicode.Scalar?) -> Bool { scalar == " " || scalar == "\t" }
+        func startsKey(_ scalar: Unicode.Scalar) -> Bool {
+            scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar)
+                || scalar == "_" || scalar == "-" || scalar == "\"" || scalar == "'")
+        }
+        var mode = Mode.normal
+        var line = 1, lineStart = 0, index = 0
+        /// Nesting of the current value's arrays and inline tables.
+        var depth = 0
+        /// At depth 0 with nothing but blanks since the line began: where a header can start.
+        var statementStart = true
+        while index < scalars.count {
+            let scalar = scalars[index]
+            if scalar == "\n" {
+                line += 1
+                lineStart = index + 1
+                if mode == .comment || mode == .basic || mode == .literal { mode = .normal }
+                statementStart = depth == 0 && mode == .normal
+                index += 1
+                continue
+            }
+            switch mode {
+            case .comment:
+                index += 1
+            case .basic:
+                if scalar == "\\" { index += 2; continue }
+                if scalar == "\"" { mode = .normal }
+                index += 1
+            case .literal:
+                if scalar == "'" { mode = .normal }
+                index += 1
+            case .multiBasic:
+                if scalar == "\\" { index += 2; continue }
+                if scalar == "\"", at(index + 1) == "\"", at(index + 2) == "\"" { mode = .normal; index += 3; continue }
+                index += 1
+            case .multiLiteral:
+                if scalar == "'", at(index + 1) == "'", at(index + 2) == "'" { mode = .normal; index += 3; continue }
+                index += 1
+            case .normal:
+                if isBlank(scalar) || scalar == "\r" { index += 1; continue }
+                defer { statementStart = false }
+                switch scalar {
+                case "#":
+                    mode = .comment
+                    index += 1
+                case "\"", "'":
+                    let triple = at(index + 1) == scalar && at(index + 2) == scalar
+                    mode = scalar == "\"" ? (triple ? .multiBasic : .basic) : (triple ? .multiLiteral : .literal)
+                    index += triple ? 3 : 1
+                case "[" where statementStart && depth == 0:
+                    var next = index + 1
+                    let arrayOfTables = at(next) == "["
+                    if arrayOfTables { next += 1 }
+                    while isBlank(at(next)) { next += 1 }
+                    // "]" (an empty name) and "[ [" toml++ refuses itself, with a message.
+                    if let found = at(next), !startsKey(found), found != "]", found != "[" || arrayOfTables {
+                        return (line, next - lineStart + 1, String(Character(found)))
+                    }
+                    index = next
+                case "[", "{":
+                    if !statementStart { depth += 1 }
+                    index += 1
+                case "]", "}":
+                    depth = max(0, depth - 1)
+                    index += 1
+                default:
+                    index += 1
+                }
+            }
+        }
+        return nil
     }
 
     /// TOMLKit hands strings over as C strings, so a `\u0000` escape in a string would silently

@@ -353,6 +353,43 @@ final class MachineConfigurationTests: XCTestCase {
         assertIssue(chip, .invalidValue, keyPath: "interlock[0].chip", mentions: ["control character"])
     }
 
+    /// toml++ 3.4.0 (in TOMLKit) aborted the process on these (an assertion in parse_key, live in
+    /// release builds): found by `make fuzz` (machine-config-fuzz). Each is now a syntax error with
+    /// its line and column; a header's look-alikes inside strings, comments and values still load.
+    private func assertSyntax(_ text: String, mentions: [String], file: StaticString = #filePath, line: UInt = #line) {
+        guard let issue = issue(text, file: file, line: line) else { return }
+        XCTAssertEqual(issue.code, .syntax, issue.message, file: file, line: line)
+        for word in mentions {
+            XCTAssertTrue(issue.message.contains(word), "\(issue.message) does not mention \(word)", file: file, line: line)
+        }
+    }
+
+    func testATableHeaderWithoutAKeyIsASyntaxErrorNotACrash() throws {
+        for (text, line, column, found) in [
+            ("[)", 1, 2, "\")\""), ("[[)]]", 1, 3, "\")\""), ("\n  [ .a]", 2, 5, "\".\""), ("[[[a]]]", 1, 3, "\"[\""),
+            ("[\n", 1, 2, "\"\\n\""), ("[\r\n", 1, 2, "\"\\r\""), ("[envelope]\n[#x]", 2, 2, "\"#\""),
+        ] {
+            assertSyntax(text, mentions: ["line \(line), column \(column)", "found \(found)"])
+        }
+        let lookAlikes = """
+            # [) in a comment
+            [host] # [) after a header
+            realtime_priority = 0
+            [applicator.match]
+            vendor_id = 0x1209
+            product_id = 0x0001
+            serial = "[)"
+            [ "envelope" ]
+            lease_ms = 100
+
+            """
+        XCTAssertEqual(try load(lookAlikes).realtimePriority, 0)
+        XCTAssertEqual(try load(lookAlikes).leaseMilliseconds, 100)
+        // toml++ refuses these itself, with its own message (no crash): not ours to catch.
+        for text in ["[]", "[[]]", "[ [a]]"] { assertSyntax(text, mentions: ["line 1"]) }
+        XCTAssertNil(MachineConfigurationLoader.malformedTableHeader(in: "a = \"\"\"\n[)\n\"\"\"\nb = '''\n[)'''\nc = [\n  [1],\n]\n"))
+    }
+
     func testRealtimePriorityIsOptionalAndWithinWhatLinuxOffers() throws {
         XCTAssertNil(try load(Self.minimal).realtimePriority, "absent: real-time when allowed, on an applicator")
         XCTAssertEqual(try load("[host]\nrealtime_priority = 0\n").realtimePriority, 0, "ordinary, asked for")
