@@ -245,7 +245,8 @@ fuzz:
 	@mkdir -p .build-fuzz/corpus-plan
 	.build-fuzz/plan-reader-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -dict=Fuzz/plan.dict -max_len=4096 \
 	    .build-fuzz/corpus-plan Fuzz/corpus-plan
-	.build-fuzz-pkg/release/link-machine-fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=512 -print_final_stats=1 .build-fuzz/corpus-link
+	.build-fuzz-pkg/release/link-machine-fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=512 -print_final_stats=1 \
+	    .build-fuzz/corpus-link Fuzz/corpus-link
 	# TOMLKit leaks on every read, so libFuzzer's leak check would run after every input (40 runs/s,
 	# not 600): fuzz without it, then run the whole corpus once with it (our own leaks stay checked).
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Fuzz/lsan-tomlkit.supp .build-fuzz-pkg/release/machine-config-fuzz \

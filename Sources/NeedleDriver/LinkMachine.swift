@@ -341,6 +341,9 @@ public struct LinkMachine: Sendable {
     /// without skin contact, §6.9.8), the link reports `notTaken` and waits for the operator.
     public mutating func arm(now: UInt64) -> LinkOutput {
         guard !latched, !closed else { return take() }
+        if let status = deviceStatus, status.state == .held, windowCount > 0 {
+            return resume(now: now)  // dots still in flight: the fence first (see `resume`)
+        }
         if let status = deviceStatus, status.state == .held {
             epoch = status.epoch
             fencePending = false
@@ -391,6 +394,17 @@ public struct LinkMachine: Sendable {
     public mutating func resume(now: UInt64) -> LinkOutput {
         guard !latched, !closed else { return take() }
         if fencePending {
+            resumeQueued = true
+            return take()
+        }
+        // RESUME names the seq that comes next and the device skips to it (§6.4), so every dot
+        // sent before must be settled first: one the device never took would otherwise be
+        // counted done by the next DOT_DONE's cumulative confirmation (found by make fuzz: a late
+        // HELLO retransmission restarted the device's host session, a RESUME skipped six DOTs it
+        // had refused, and the DONE of the seventh confirmed all seven). With dots in flight and
+        // no hold under way, the hold comes first and the resume waits for it, as above.
+        if windowCount > 0 {
+            sendFence(abort: false, now: now)
             resumeQueued = true
             return take()
         }

@@ -501,6 +501,23 @@ final class LinkMachineTests: XCTestCase {
         XCTAssertFalse(host.machine.streaming, "never resumed by the link on its own")
     }
 
+    /// RESUME tells the device which seq comes next and it skips to it: given while dots are still
+    /// in flight (no hold under way), it would skip any the device never took, and the next
+    /// DOT_DONE would confirm them as done. So the hold goes first and the resume waits for it.
+    /// Found by make fuzz (link-machine-fuzz, the seed Fuzz/corpus-link/resume-skips-in-flight).
+    func testAResumeWithDotsInFlightFencesThemFirst() {
+        var host = VirtualHost()
+        host.armed(dots: 3)
+        XCTAssertEqual(VirtualHost.dots(host.written).map(\.id), [1, 2, 3])
+        let frames = host.command { $0.resume(now: $1) }
+        XCTAssertEqual(frames.map(\.message), [.hold(epoch: 1)], "no RESUME over dots in flight")
+        XCTAssertTrue(host.machine.decisionPending)
+        let after = host.device(.status(.test(.held, fault: .hostHold, epoch: 1, ackSeq: 0)))
+        XCTAssertTrue(host.events.contains(.dotsReturned([VirtualHost.dot(1), VirtualHost.dot(2), VirtualHost.dot(3)])))
+        XCTAssertEqual(after.map(\.message), [.resume(epoch: 1, nextSeq: 4)], "then the resume, past settled dots only")
+        XCTAssertFalse(host.events.contains { if case .dotDone = $0 { true } else { false } })
+    }
+
     func testAResumeGivenBeforeTheHoldIsConfirmedGoesOutWithTheNewEpoch() {
         var host = VirtualHost()
         host.armed(dots: 2)
