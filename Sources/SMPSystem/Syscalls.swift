@@ -518,20 +518,26 @@ extension Sys {
 // MARK: - Unix-domain sockets (the simulator's interlock control)
 
 extension Sys {
+    /// `path` as a Unix-domain socket address; nil when it does not fit `sun_path` (with its NUL).
+    private static func unixSocketAddress(_ path: String) -> sockaddr_un? {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        return address
+    }
+
     /// A listening Unix-domain stream socket bound at `path` (non-blocking, close-on-exec,
     /// backlog 4). The socket file gets mode 0600 whatever the umask: only this user may drive
     /// the simulated lines. ENAMETOOLONG when `path` does not fit `sun_path`.
     ///
     /// The corresponding C functions are `socket`, `bind`, `chmod` and `listen`.
     package static func listenUnixSocket(_ path: String) -> Result<CInt, Errno> {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return .failure(.fileNameTooLong) }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
+        guard var address = unixSocketAddress(path) else { return .failure(.fileNameTooLong) }
         let type = CInt(SOCK_STREAM.rawValue) | CInt(SOCK_NONBLOCK.rawValue) | CInt(SOCK_CLOEXEC.rawValue)
         return retryingInterrupts { socket(AF_UNIX, type, 0) }.flatMap { fd in
             let bound = retryingInterrupts {
@@ -576,14 +582,7 @@ extension Sys {
     ///
     /// The corresponding C functions are `socket` and `connect`.
     package static func connectUnixSocket(_ path: String) -> Result<CInt, Errno> {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return .failure(.fileNameTooLong) }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
+        guard var address = unixSocketAddress(path) else { return .failure(.fileNameTooLong) }
         let type = CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue)
         return retryingInterrupts { socket(AF_UNIX, type, 0) }.flatMap { fd in
             // connect(2) is not retried after EINTR (it goes on asynchronously): a failure is final.
