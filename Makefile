@@ -8,7 +8,7 @@
 #                Last the firmware image's scenarios in qemu-system-arm (hil/firmware-qemu.sh)
 #   make test-tsan / test-asan   the whole XCTest suite under ThreadSanitizer / AddressSanitizer
 #                (docs/reliability.md); each its own scratch path (.build-tsan, .build-asan)
-#   make install / install-udev   PREFIX-aware install of the binary, completions, man pages / udev rule
+#   make install / install-udev   PREFIX-aware install of the binary, completions, man pages / udev rule + rtprio limit
 #   make hil     hardware-in-the-loop rig in a QEMU VM (docs/hil.md); make powercut: its power-cut
 #                scenario (20 cuts of the records' disk, docs/reliability.md)
 #   make soak    the fault soak (scripts/soak.py, docs/reliability.md): every simulator fault, kill -9

@@ -14,8 +14,11 @@ let package = Package(
         .library(name: "NeedleDriver", targets: ["NeedleDriver"]),
         .library(name: "SessionRunner", targets: ["SessionRunner"]),
         .library(name: "DeviceSim", targets: ["DeviceSim"]),
-        // For Fuzz/Package.swift (libFuzzer targets of their own package).
+        // For Fuzz/Package.swift and Benchmarks/Package.swift (packages of their own).
         .library(name: "SMPPlan", targets: ["SMPPlan"]),
+        .library(name: "SMPPlanReader", targets: ["SMPPlanReader"]),
+        .library(name: "SMPRecords", targets: ["SMPRecords"]),
+        .library(name: "SMPInterlocks", targets: ["SMPInterlocks"]),
         .library(name: "SMPMachine", targets: ["SMPMachine"]),
         .library(name: "SMPDesign", targets: ["SMPDesign"]),
     ],

@@ -3,8 +3,9 @@
 #
 # Usage: scripts/install.sh [bin|udev|all]...        (default: bin)
 #   bin   release build; $BINDIR/smpctl; bash, zsh and fish completions; man pages in $MANDIR/man1
-#   udev  $UDEVRULESDIR/70-smp-applicator.rules; as root on the live system (no DESTDIR) also
-#         `groupadd -f smp`, `udevadm control --reload` and a trigger for ttys and GPIO chips
+#   udev  $UDEVRULESDIR/70-smp-applicator.rules and $LIMITSDIR/10-smpctl.conf (group smp may use
+#         SCHED_FIFO); as root on the live system (no DESTDIR) also `groupadd -f smp`,
+#         `udevadm control --reload` and a trigger for ttys and GPIO chips
 #   all   both
 #
 # Variables (environment or `make VAR=…`):
@@ -13,6 +14,7 @@
 #   BINDIR        $PREFIX/bin
 #   MANDIR        $PREFIX/share/man
 #   UDEVRULESDIR  $PREFIX/lib/udev/rules.d            the rules directory (see below)
+#   LIMITSDIR     /etc/security/limits.d              pam_limits' directory (not under PREFIX)
 #   ZSHCOMPDIR    $PREFIX/share/zsh/site-functions    zsh completions (a Debian package: Debian's
 #                                                     zsh searches /usr/share/zsh/vendor-completions)
 #   SWIFT         swift          SCRATCH  .build      SWIFTFLAGS  (empty)
@@ -47,6 +49,8 @@ SWIFTFLAGS=${SWIFTFLAGS:-}
 STATIC_STDLIB=${STATIC_STDLIB:-1}
 STRIP=${STRIP:-1}
 RULES=udev/70-smp-applicator.rules
+LIMITS=packaging/deb/smp-limits.conf
+LIMITSDIR=${LIMITSDIR:-/etc/security/limits.d}
 
 say() { echo "install: $*"; }
 
@@ -168,6 +172,14 @@ install_udev() {
         *) say "warning: udev does not read $UDEVRULESDIR; use PREFIX=/usr/local or /usr, or UDEVRULESDIR=/etc/udev/rules.d" ;;
     esac
 
+    # SCHED_FIFO for group smp: sessions on an applicator take it by default when allowed
+    # (docs/machine-config.md, [host]); the same file as the Debian package's.
+    local limits="$DESTDIR$LIMITSDIR"
+    if [[ -n "$DESTDIR" ]] || ((EUID == 0)); then
+        install -d "$limits"
+        install -m 0644 "$LIMITS" "$limits/10-smpctl.conf"
+        say "installed $limits/10-smpctl.conf: group smp may use SCHED_FIFO (members log in again)"
+    fi
     if [[ -n "$DESTDIR" ]]; then
         say "DESTDIR set: not creating the group or reloading udev (the package's postinst does that)"
         return
@@ -175,6 +187,7 @@ install_udev() {
     if ((EUID != 0)); then
         say "not root: the rule is copied but NOT active. As root run:"
         say "  groupadd -f smp && udevadm control --reload && udevadm trigger --subsystem-match=tty --subsystem-match=gpio"
+        say "  install -m 0644 $LIMITS $LIMITSDIR/10-smpctl.conf   # SCHED_FIFO for group smp"
         return
     fi
     groupadd -f smp

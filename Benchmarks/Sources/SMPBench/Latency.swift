@@ -3,6 +3,8 @@ import FirmwareProtocol
 import Foundation
 import NeedleDriver
 import SessionRunner
+import SMPMachine
+import SMPInterlocks
 import Synchronization
 
 #if canImport(Glibc)

@@ -4,6 +4,9 @@ import FirmwareProtocol
 import Foundation
 import Logging
 import SessionRunner
+import SMPRecords
+import SMPPlanReader
+import SMPPlan
 import Synchronization
 
 #if canImport(Glibc)

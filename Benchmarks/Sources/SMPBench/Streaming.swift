@@ -2,6 +2,8 @@ import CBenchSupport
 import DeviceSim
 import Foundation
 import SessionRunner
+import SMPRecords
+import SMPPlan
 import Synchronization
 
 #if canImport(Glibc)
