@@ -50,6 +50,40 @@ public struct PreviewOutline: Sendable, Hashable {
         self.points = points
     }
 
+    /// The lines as one SVG group (y up in mm, so drawn at -y): regions dashed dark grey, no-go
+    /// areas red, the hairline a solid dark red line; each named at its first point (the hairline
+    /// at its end: a region is often called "hairline" too). `unit` scales strokes and text. The
+    /// preview and the session report draw a design the same way.
+    public static func svg(_ outlines: [PreviewOutline], unit: Double) -> String {
+        let n = millimetres
+        var out = "<g id=\"design\" fill=\"none\" stroke-width=\"\(n(0.3 * unit))\">\n"
+        for outline in outlines where outline.points.count >= 2 {
+            let points = outline.points.map { "\(n($0.0)),\(n(-$0.1))" }.joined(separator: " ")
+            let element = outline.kind == .hairline ? "polyline" : "polygon"
+            let style: String
+            switch outline.kind {
+            case .region: style = ##"stroke="#333333" stroke-dasharray="\##(n(unit)) \##(n(0.6 * unit))""##
+            case .exclusion: style = ##"stroke="#C62828" fill="#C62828" fill-opacity="0.12""##
+            case .hairline: style = ##"stroke="#8B0000""##
+            }
+            let title = XMLText.escape("\(outline.kind.rawValue) \(outline.name)")
+            out += ##"<\##(element) class="\##(outline.kind.rawValue)" points="\##(points)" \##(style)><title>\##(title)</title></\##(element)>"##
+            out += "\n"
+            let (x, y) = outline.kind == .hairline ? outline.points[outline.points.count - 1] : outline.points[0]
+            let label = XMLText.escape(outline.kind == .hairline ? "drawn \(outline.name)" : outline.name)
+            let anchor = outline.kind == .hairline ? #" text-anchor="end""# : ""
+            out += ##"<text x="\##(n(x))" y="\##(n(-y - 0.8 * unit))" fill="#333333" stroke="none" font-size="\##(n(1.8 * unit))"\##(anchor)>\##(label)</text>"##
+            out += "\n"
+        }
+        return out + "</g>\n"
+    }
+
+    /// A length in mm with at most three decimals (whole micrometres), deterministic, no exponent.
+    public static func millimetres(_ value: Double) -> String {
+        guard value.isFinite else { return "0" }
+        return PlanText.milli(Int64((value * 1000).rounded()))
+    }
+
     public static func == (a: PreviewOutline, b: PreviewOutline) -> Bool {
         a.name == b.name && a.kind == b.kind && a.points.elementsEqual(b.points) { $0 == $1 }
     }
@@ -352,27 +386,11 @@ private struct Renderer {
         line("</g>")
     }
 
-    /// The design's lines over the dots: regions dashed dark grey, no-go areas red, the hairline
-    /// a solid dark red line; each named at its first point.
+    /// The design's lines over the dots (`PreviewOutline.svg`).
     mutating func drawOutlines(unit: Double) {
         guard !options.outlines.isEmpty else { return }
-        line(##"<g id="design" fill="none" stroke-width="\##(n(0.3 * unit))">"##)
-        for outline in options.outlines where outline.points.count >= 2 {
-            let points = outline.points.map { "\(n($0.0)),\(n(-$0.1))" }.joined(separator: " ")
-            let element = outline.kind == .hairline ? "polyline" : "polygon"
-            let style: String
-            switch outline.kind {
-            case .region: style = ##"stroke="#333333" stroke-dasharray="\##(n(unit)) \##(n(0.6 * unit))""##
-            case .exclusion: style = ##"stroke="#C62828" fill="#C62828" fill-opacity="0.12""##
-            case .hairline: style = ##"stroke="#8B0000""##
-            }
-            line(##"<\##(element) class="\##(outline.kind.rawValue)" points="\##(points)" \##(style)><title>\##(escape("\(outline.kind.rawValue) \(outline.name)"))</title></\##(element)>"##)
-            // The hairline is named at its end: a region is often called "hairline" too.
-            let (x, y) = outline.kind == .hairline ? outline.points[outline.points.count - 1] : outline.points[0]
-            let label = outline.kind == .hairline ? "drawn \(outline.name)" : outline.name
-            line(##"<text x="\##(n(x))" y="\##(n(-y - 0.8 * unit))" fill="#333333" stroke="none" font-size="\##(n(1.8 * unit))"\##(outline.kind == .hairline ? #" text-anchor="end""# : "")>\##(escape(label))</text>"##)
-        }
-        line("</g>")
+        let group = PreviewOutline.svg(options.outlines, unit: unit)
+        out += group
     }
 
     mutating func drawScaleBar(frame: PreviewBox, step: Double, unit: Double) {
@@ -475,10 +493,7 @@ private struct Renderer {
     }
 
     /// A length in mm with at most three decimals (whole micrometres), deterministic, no exponent.
-    func n(_ value: Double) -> String {
-        guard value.isFinite else { return "0" }
-        return PlanText.milli(Int64((value * 1000).rounded()))
-    }
+    func n(_ value: Double) -> String { PreviewOutline.millimetres(value) }
 
     func escape(_ text: String) -> String { XMLText.escape(text) }
 }

@@ -40,9 +40,12 @@ extension SessionReport {
 
     /// Dot map to scale (1 unit = 1 mm), coloured by status, size by depth, the spots to
     /// inspect ringed and labelled with their ids, a 10 mm scale bar and a legend; each dot names
-    /// itself on hover.
-    public func svg() -> String {
-        let xs = dots.map { Double($0.xMicrometres) / 1000 }, ys = dots.map { Double($0.yMicrometres) / 1000 }
+    /// itself on hover. `outlines`: the plan's design (regions, no-go areas, hairline), drawn
+    /// over the dots and kept inside the frame.
+    public func svg(outlines: [PreviewOutline] = []) -> String {
+        let outlinePoints = outlines.flatMap(\.points)
+        let xs = dots.map { Double($0.xMicrometres) / 1000 } + outlinePoints.map(\.0)
+        let ys = dots.map { Double($0.yMicrometres) / 1000 } + outlinePoints.map(\.1)
         let minX = (xs.min() ?? 0) - 5, maxX = max((xs.max() ?? 0) + 5, (xs.min() ?? 0) + 20)
         let minY = (ys.min() ?? 0) - 5, maxY = (ys.max() ?? 0) + 5
         let width = maxX - minX, height = maxY - minY
@@ -65,6 +68,7 @@ extension SessionReport {
             }
             svg += "</g>\n"
         }
+        if !outlines.isEmpty { svg += PreviewOutline.svg(outlines, unit: 1) }
         let inspect = spotsToInspect
         if !inspect.isEmpty {
             svg += "<g class=\"inspect\" fill=\"none\" stroke=\"#c62828\" stroke-width=\"0.25\">\n"
@@ -113,7 +117,8 @@ extension SessionReport {
 
     // MARK: HTML
 
-    public func html() -> String {
+    /// The whole report as one page; `outlines` as for `svg(outlines:)`.
+    public func html(outlines: [PreviewOutline] = []) -> String {
         let c = counts
         var metrics: [String: String] = [:]
         if let last = events.last(where: { $0.kind == "link-metrics" }),
@@ -162,7 +167,7 @@ extension SessionReport {
             <h2>Dots by status</h2>
             <table>\(rows)</table>
             <h2>Dot map</h2>
-            <div class="map">\(svg())
+            <div class="map">\(svg(outlines: outlines))
             <div class="inspect"><h3>Spots to inspect</h3>\(inspectTable())</div></div>
             <h2>Link</h2>
             <table>\(metricRows.isEmpty ? "<tr><td>no link metrics recorded</td></tr>" : metricRows)</table>

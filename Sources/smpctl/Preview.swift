@@ -68,7 +68,9 @@ struct Preview: ParsableCommand {
         for path in after {
             options.earlierDots += try EarlierReference.loadPlan(path, envelope: .builtIn, role: "--after").dots
         }
-        if let design { options.outlines = try Self.outlines(design, plan: loaded) }
+        if let design {
+            options.outlines = try Self.outlines(design, designedFrom: loaded.design?.designID, command: "preview")
+        }
         let svg = Data(PlanPreview.svg(for: loaded, options: options).utf8)
 
         if output == "-" {
@@ -84,8 +86,9 @@ struct Preview: ParsableCommand {
         print("\(output): plan \(loaded.planID), \(loaded.dots.count) dots drawn. Open it in a web browser.")
     }
 
-    /// The design's lines for the picture; a design other than the plan's is drawn, with a warning.
-    static func outlines(_ path: String, plan: Plan) throws -> [PreviewOutline] {
+    /// The design's lines for a picture (the preview, the session report); a design other than
+    /// the one the plan names is drawn, with a warning.
+    static func outlines(_ path: String, designedFrom designed: String?, command: String) throws -> [PreviewOutline] {
         let design: Design
         do {
             design = try DesignLoader.load(path: path, envelope: .builtIn)
@@ -94,8 +97,8 @@ struct Preview: ParsableCommand {
             Output.err("\(path): design refused; no picture was written.")
             throw ExitCode(error.isUnreadable ? ExitStatus.noInput : ExitStatus.dataError)
         }
-        if let designed = plan.design?.designID, designed != design.designID {
-            Output.err("smpctl preview: warning: the plan was designed from \(PlanText.quoted(designed)), "
+        if let designed, designed != design.designID {
+            Output.err("smpctl \(command): warning: the plan was designed from \(PlanText.quoted(designed)), "
                        + "not from \(PlanText.quoted(design.designID)) (\(path)); its outlines are drawn all the same.")
         }
         func points(_ corners: [DesignPoint]) -> [(Double, Double)] { corners.map { ($0.xMillimetres, $0.yMillimetres) } }

@@ -202,6 +202,11 @@ struct Report: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output file; its extension chooses the format (.json, .svg, .html, .pdf).")
     var output: String
 
+    @Option(help: ArgumentHelp(
+        "The smp-design/1 file the session's plan was designed from: its region outlines, no-go areas and hairline are drawn on the dot map (.svg, .html, .pdf).",
+        valueName: "design"))
+    var design: String?
+
     @OptionGroup var records: RecordsOptions
 
     func validate() throws {
@@ -212,12 +217,13 @@ struct Report: ParsableCommand {
 
     func run() throws {
         let report = try ReportCommand.load(id, records, command: "report")
+        let outlines = try design.map { try ReportCommand.outlines($0, for: report) } ?? []
         let data: Data
         switch (output as NSString).pathExtension.lowercased() {
         case "json": data = try report.json()
-        case "svg": data = Data(report.svg().utf8)
-        case "pdf": data = try ReportCommand.pdf(report.html())
-        default: data = Data(report.html().utf8)
+        case "svg": data = Data(report.svg(outlines: outlines).utf8)
+        case "pdf": data = try ReportCommand.pdf(report.html(outlines: outlines))
+        default: data = Data(report.html(outlines: outlines).utf8)
         }
         try ReportCommand.write(data, to: output)
         print("\(output): session \(id), \(report.session.done) of \(report.session.total) dots done, \(report.session.state)")
@@ -283,6 +289,15 @@ struct Export: ParsableCommand {
 }
 
 enum ReportCommand {
+    /// The design's lines for the report's map. The records keep the plan's id, not its design's,
+    /// so the check is on the plan file when it is still there and unchanged (the hash in the
+    /// records); otherwise the design is drawn as given.
+    static func outlines(_ path: String, for report: SessionReport) throws -> [PreviewOutline] {
+        let plan = try? PlanLoader.load(path: report.session.planPath, envelope: .builtIn).0
+        let designed = plan.flatMap { $0.sha256 == report.session.planSHA256 ? $0.design?.designID : nil }
+        return try Preview.outlines(path, designedFrom: designed, command: "report")
+    }
+
     /// The session's report; refused (75) while another process runs the session: its account
     /// is not final, and a report of it would look like one.
     static func load(_ id: Int64, _ records: RecordsOptions, command: String) throws -> SessionReport {

@@ -217,4 +217,39 @@ final class DesignCommandTests: XCTestCase {
         XCTAssertEqual(other.status, 0, other.stderr)
         XCTAssertTrue(other.stderr.contains("warning: the plan was designed from"), other.stderr)
     }
+
+    /// Issue 19, item 3: the session report of a designed plan draws the design over the dot map
+    /// as the preview does, inside the map's frame; another design than the plan's is drawn with a
+    /// warning (the plan file, unchanged since the session, names its design).
+    func testTheSessionReportDrawsTheDesignOverTheDotMap() throws {
+        let folder = try temporaryDirectory()
+        let plan = folder.appendingPathComponent("s1.json").path
+        let db = folder.appendingPathComponent("records.sqlite").path
+        let example = "Examples/design-hairline-crown.json"
+        XCTAssertEqual(try CLITests.smpctl(["design", example, "--session", "1", "-o", plan]).status, 0)
+        let run = try CLITests.smpctl(["run", plan, "--sim", "--time-scale", "0", "--yes", "--db", db])
+        XCTAssertEqual(run.status, 0, run.stderr)
+
+        let page = folder.appendingPathComponent("report.html").path
+        let written = try CLITests.smpctl(["report", "1", "--design", example, "-o", page, "--db", db])
+        XCTAssertEqual(written.status, 0, written.stderr)
+        XCTAssertTrue(written.stderr.isEmpty, written.stderr)
+        let html = try String(contentsOfFile: page, encoding: .utf8)
+        XCTAssertTrue(html.contains("<polygon class=\"region\""), "no region outline on the report's map")
+        XCTAssertTrue(html.contains("<title>region crown</title>"), "the crown region is not named")
+        XCTAssertTrue(html.contains("<polyline class=\"hairline\" points=\"-40,-76 -20,-83 0,-86 20,-83 40,-76\""), html)
+        // The frame holds the hairline: the view box reaches above y = 86 mm (drawn at -86).
+        let viewBox = try XCTUnwrap(html.range(of: #"viewBox="[-0-9. ]+""#, options: .regularExpression))
+        let numbers = html[viewBox].dropFirst(9).dropLast().split(separator: " ").compactMap { Double($0) }
+        XCTAssertEqual(numbers.count, 4)
+        XCTAssertLessThan(numbers[1], -86, "the hairline is outside the map's frame")
+
+        let svgPath = folder.appendingPathComponent("map.svg").path
+        let other = try CLITests.smpctl(["report", "1", "--design", "Examples/design-scar.json", "-o", svgPath, "--db", db])
+        XCTAssertEqual(other.status, 0, other.stderr)
+        XCTAssertTrue(other.stderr.contains("smpctl report: warning: the plan was designed from"), other.stderr)
+        let refused = try CLITests.smpctl(["report", "1", "--design", folder.appendingPathComponent("none.json").path,
+                                           "-o", svgPath, "--db", db])
+        XCTAssertEqual(refused.status, 66, refused.stderr)
+    }
 }
