@@ -5,7 +5,8 @@ Usage: scripts/png-stats.py FILE.png [--colour RRGGBB]... [--tolerance N]
 
 Prints one JSON object: width, height, pixels, non_white (pixels with any channel below 250, alpha
 taken over white), non_white_fraction, distinct_colours, and for each --colour the number of pixels
-within --tolerance (default 24) of it on every channel. Used by the preview render test
+within --tolerance (default 24) of it on every channel ("colours") and the box those pixels lie in
+("boxes": [min x, min y, max x, max y], absent when there are none). Used by the preview render test
 (Tests/SessionRunnerTests/PreviewTests.swift) to check that Chromium drew something, in colour.
 
 Supports 8-bit greyscale, grey+alpha, RGB and RGBA, non-interlaced (what Chromium writes).
@@ -137,7 +138,8 @@ def main(argv):
     non_white = 0
     counts = {name: 0 for name, _ in colours}
     distinct = set()
-    for r, g, b in rgb_pixels(width, channels, rows):
+    boxes = {}
+    for index, (r, g, b) in enumerate(rgb_pixels(width, channels, rows)):
         if r < 250 or g < 250 or b < 250:
             non_white += 1
         if len(distinct) < 100000:
@@ -145,11 +147,15 @@ def main(argv):
         for name, (cr, cg, cb) in colours:
             if abs(r - cr) <= tolerance and abs(g - cg) <= tolerance and abs(b - cb) <= tolerance:
                 counts[name] += 1
+                x, y = index % width, index // width
+                box = boxes.get(name)
+                boxes[name] = [x, y, x, y] if box is None else [
+                    min(box[0], x), min(box[1], y), max(box[2], x), max(box[3], y)]
     pixels = width * height
     print(json.dumps({
         "width": width, "height": height, "pixels": pixels, "non_white": non_white,
         "non_white_fraction": round(non_white / pixels, 6) if pixels else 0,
-        "distinct_colours": len(distinct), "colours": counts,
+        "distinct_colours": len(distinct), "colours": counts, "boxes": boxes,
     }, sort_keys=True))
     return 0
 

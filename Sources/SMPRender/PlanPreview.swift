@@ -249,8 +249,10 @@ private struct Renderer {
                     width: frame.width + 10 * unit + 3 * unit + legendWidth, height: bottom - top)
         out = ""
         line(##"<?xml version="1.0" encoding="UTF-8"?>"##)
+        // True size in mm (printed at 1:1 where it fits), shrunk to the browser window or the
+        // printed page where it does not: a 300 mm travel frame otherwise opens as a scrolled corner.
         line(##"<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="\##(n(view.width))mm" "##
-            + ##"height="\##(n(view.height))mm" viewBox="\##(n(view.x)) \##(n(view.y)) \##(n(view.width)) \##(n(view.height))" "##
+            + ##"style="max-width: 100vw; max-height: 100vh" height="\##(n(view.height))mm" viewBox="\##(n(view.x)) \##(n(view.y)) \##(n(view.width)) \##(n(view.height))" "##
             + ##"font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="\##(n(2 * unit))">"##)
         line("<title>\(escape(titleText))</title>")
         line("<desc>\(escape(subtitleText)). Units: millimetres, machine coordinates, +x right, +y up.</desc>")

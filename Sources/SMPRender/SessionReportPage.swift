@@ -53,7 +53,7 @@ extension SessionReport {
         let top = -maxY - legendHeight, total = height + legendHeight + scaleHeight
         var svg = """
             <svg xmlns="http://www.w3.org/2000/svg" viewBox="\(f(minX)) \(f(top)) \(f(width)) \(f(total))" \
-            width="\(Int(width * 8))" height="\(Int(total * 8))" font-family="sans-serif">
+            width="\(Int(width * 8))" height="\(Int(total * 8))" style="max-width: 100vw; max-height: 100vh" font-family="sans-serif">
             <title>Session \(session.id) — plan \(escape(session.planID))</title>
             <rect x="\(f(minX))" y="\(f(top))" width="\(f(width))" height="\(f(total))" fill="#ffffff"/>
 

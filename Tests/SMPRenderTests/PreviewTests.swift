@@ -194,6 +194,39 @@ final class PreviewTests: XCTestCase {
         XCTAssertGreaterThan(denseStats.nonWhiteFraction, plainStats.nonWhiteFraction)
     }
 
+    /// Issue 19, item 3: the preview opened as it is (a file in a browser, no page around it) fits
+    /// the window instead of opening at true size as a scrolled corner of the travel frame.
+    func testThePreviewOpenedDirectlyFitsTheWindow() throws {
+        let chromium = try Self.requiredTool(["chromium", "chromium-browser"])
+        let python = try Self.requiredTool(["python3"])
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("smp-preview-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+
+        let svg = directory.appendingPathComponent("hairline.svg")
+        try PlanPreview.svg(for: try loadExample("hairline")).write(to: svg, atomically: true, encoding: .utf8)
+        let png = directory.appendingPathComponent("hairline.png")
+        let result = try Self.run(chromium, [
+            "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+            "--user-data-dir=\(directory.appendingPathComponent("profile").path)",
+            "--screenshot=\(png.path)", "--window-size=800,600", svg.absoluteString,
+        ], timeout: 120)
+        XCTAssertEqual(result.status, 0, result.output)
+        // At true size (471 × 366 mm, ~1,780 px wide) the window shows a corner: the travel
+        // frame's red (drawn #C00000, antialiased lighter, so matched loosely) is cut at the
+        // window's edges. Fitted, the ±150 mm frame is a whole square inside the window.
+        let stats = try Self.pngStats(png, colours: ["0072B2", "D55E00", "C62828"], python: python)
+        XCTAssertEqual(stats.width, 800)
+        for colour in ["0072B2", "D55E00"] {
+            XCTAssertGreaterThan(stats.colours[colour] ?? 0, 20, "region colour #\(colour) not in the window")
+        }
+        let frame = try XCTUnwrap(stats.boxes["C62828"], "no travel frame drawn")
+        XCTAssertLessThan(frame[2], stats.width - 1, "the travel frame runs off the window's right edge: \(frame)")
+        XCTAssertLessThan(frame[3], stats.height - 1, "the travel frame runs off the window's bottom edge: \(frame)")
+        let side = (Double(frame[2] - frame[0]), Double(frame[3] - frame[1]))
+        XCTAssertEqual(side.0 / side.1, 1, accuracy: 0.1, "the travel frame is not a square: \(frame)")
+    }
+
     static func requiredTool(_ names: [String]) throws -> URL {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         for name in names {
@@ -243,6 +276,8 @@ final class PreviewTests: XCTestCase {
         var height: Int
         var nonWhiteFraction: Double
         var colours: [String: Int]
+        /// Per colour: [min x, min y, max x, max y] of its pixels.
+        var boxes: [String: [Int]] = [:]
     }
 
     static func pngStats(_ png: URL, colours: [String], python: URL) throws -> PNGStats {
@@ -252,7 +287,8 @@ final class PreviewTests: XCTestCase {
         let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], result.output)
         return PNGStats(width: object["width"] as? Int ?? 0, height: object["height"] as? Int ?? 0,
                         nonWhiteFraction: object["non_white_fraction"] as? Double ?? 0,
-                        colours: object["colours"] as? [String: Int] ?? [:])
+                        colours: object["colours"] as? [String: Int] ?? [:],
+                        boxes: object["boxes"] as? [String: [Int]] ?? [:])
     }
 
     struct ProcessResult {
