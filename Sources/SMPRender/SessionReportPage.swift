@@ -41,8 +41,9 @@ extension SessionReport {
     /// Dot map to scale (1 unit = 1 mm), coloured by status, size by depth, the spots to
     /// inspect ringed and labelled with their ids, a 10 mm scale bar and a legend; each dot names
     /// itself on hover. `outlines`: the plan's design (regions, no-go areas, hairline), drawn
-    /// over the dots and kept inside the frame.
-    public func svg(outlines: [PreviewOutline] = []) -> String {
+    /// over the dots and kept inside the frame. `standalone`: a file of its own, shrunk to the
+    /// window; inside the HTML report the page's stylesheet sizes it.
+    public func svg(outlines: [PreviewOutline] = [], standalone: Bool = true) -> String {
         let outlinePoints = outlines.flatMap(\.points)
         let xs = dots.map { Double($0.xMicrometres) / 1000 } + outlinePoints.map(\.0)
         let ys = dots.map { Double($0.yMicrometres) / 1000 } + outlinePoints.map(\.1)
@@ -53,7 +54,7 @@ extension SessionReport {
         let top = -maxY - legendHeight, total = height + legendHeight + scaleHeight
         var svg = """
             <svg xmlns="http://www.w3.org/2000/svg" viewBox="\(f(minX)) \(f(top)) \(f(width)) \(f(total))" \
-            width="\(Int(width * 8))" height="\(Int(total * 8))" style="max-width: 100vw; max-height: 100vh" font-family="sans-serif">
+            width="\(Int(width * 8))" height="\(Int(total * 8))" \(standalone ? #"style="max-width: 100vw; max-height: 100vh" "# : "")font-family="sans-serif">
             <title>Session \(session.id) — plan \(escape(session.planID))</title>
             <rect x="\(f(minX))" y="\(f(top))" width="\(f(width))" height="\(f(total))" fill="#ffffff"/>
 
@@ -167,7 +168,7 @@ extension SessionReport {
             <h2>Dots by status</h2>
             <table>\(rows)</table>
             <h2>Dot map</h2>
-            <div class="map">\(svg(outlines: outlines))
+            <div class="map">\(svg(outlines: outlines, standalone: false))
             <div class="inspect"><h3>Spots to inspect</h3>\(inspectTable())</div></div>
             <h2>Link</h2>
             <table>\(metricRows.isEmpty ? "<tr><td>no link metrics recorded</td></tr>" : metricRows)</table>
