@@ -105,6 +105,24 @@ public enum PlanPreview {
 
     /// Okabe–Ito colours (distinguishable with the common colour-vision deficiencies), in the order
     /// regions are given them: regions sorted by name, dots without a region last in grey.
+    /// Up to this many dots, each names itself on hover (id, place, depth, region); beyond it the
+    /// names would more than double the file.
+    public static let maximumNamedDots = 20_000
+
+    /// A dot's hover text.
+    static func hover(_ dot: PlanDot) -> String {
+        "dot \(dot.id): x \(PlanText.milli(Int64(dot.xMicrometres))), y \(PlanText.milli(Int64(dot.yMicrometres))) mm, "
+            + "depth \(PlanText.milli(Int64(dot.depthMicrometres))) mm, dwell \(dot.dwellMicroseconds / 1000) ms"
+            + (dot.region.map { ", \($0)" } ?? "")
+    }
+
+    /// Depth as shade: the plan's shallowest dots at 0.45 opacity, its deepest fully opaque.
+    static func shade(depthMicrometres depth: Int32, range: ClosedRange<Int32>) -> String {
+        let share = Double(depth - range.lowerBound) / Double(range.upperBound - range.lowerBound)
+        let hundredths = Int((45 + 55 * share).rounded())
+        return hundredths >= 100 ? "1" : "0.\(hundredths)"
+    }
+
     static let regionPalette = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
     static let noRegionColour = "#7F7F7F"
     /// Earlier sessions' dots: light grey, behind the plan's colours.
@@ -377,15 +395,34 @@ private struct Renderer {
             }
             line("</g>")
         }
+        let depths = depthRange
+        let named = plan.dots.count <= PlanPreview.maximumNamedDots
         for region in regions {
             line(##"<g class="region" data-region="\##(escape(region.name))" fill="\##(region.colour)">"##)
             for dot in region.dots {
-                out += ##"<circle cx="\##(PlanText.milli(dot.xMicrometres))" cy="\##(PlanText.milli(-Int64(dot.yMicrometres)))" r="\##(radius)"/>"##
-                out += "\n"
+                out += ##"<circle cx="\##(PlanText.milli(dot.xMicrometres))" cy="\##(PlanText.milli(-Int64(dot.yMicrometres)))" r="\##(radius)""##
+                if let depths, depths.lowerBound < depths.upperBound {
+                    out += ##" fill-opacity="\##(PlanPreview.shade(depthMicrometres: dot.depthMicrometres, range: depths))""##
+                }
+                if named {
+                    out += "><title>\(escape(PlanPreview.hover(dot)))</title></circle>\n"
+                } else {
+                    out += "/>\n"
+                }
             }
             line("</g>")
         }
         line("</g>")
+    }
+
+    /// The plan's shallowest and deepest dot (µm); nil for an empty plan.
+    var depthRange: ClosedRange<Int32>? {
+        guard let first = plan.dots.first?.depthMicrometres else { return nil }
+        var range = first...first
+        for dot in plan.dots {
+            range = min(range.lowerBound, dot.depthMicrometres)...max(range.upperBound, dot.depthMicrometres)
+        }
+        return range
     }
 
     /// The design's lines over the dots (`PreviewOutline.svg`).
@@ -444,6 +481,13 @@ private struct Renderer {
             line(##"<text x="\##(n(x))" y="\##(n(y))">size ≈ \##(n(trueDiameter)) mm</text>"##)
         } else {
             line(##"<text id="dot-size" x="\##(n(x))" y="\##(n(y))">drawn at true size, \##(n(trueDiameter)) mm</text>"##)
+        }
+        if let depths = depthRange {
+            y += 2.6 * unit
+            let text = depths.lowerBound == depths.upperBound
+                ? "all \(PlanText.milli(Int64(depths.lowerBound))) mm deep"
+                : "paler = shallower: \(PlanText.milli(Int64(depths.lowerBound)))–\(PlanText.milli(Int64(depths.upperBound))) mm deep"
+            line(##"<text id="dot-depth" x="\##(n(x))" y="\##(n(y))">\##(text)</text>"##)
         }
         y += 4 * unit
         line(##"<line x1="\##(n(x))" y1="\##(n(y - 0.7 * unit))" x2="\##(n(x + 2 * unit))" y2="\##(n(y - 0.7 * unit))" "##

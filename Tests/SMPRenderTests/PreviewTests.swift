@@ -173,14 +173,20 @@ final class PreviewTests: XCTestCase {
 
         let crown = try loadExample("crown")
         let plain = try Self.screenshot(PlanPreview.svg(for: crown), name: "crown", in: directory, chromium: chromium)
-        let regionColours = ["0072B2", "D55E00"]  // crown-centre, crown-edge
-        let plainStats = try Self.pngStats(plain, colours: regionColours + ["C00000"], python: python)
+        // crown-centre, crown-edge: each at full strength (the plan's deepest dots) and at the
+        // 0.45 opacity over white of its shallowest (depth as shade).
+        let regionColours = ["0072B2": "8CBFDC", "D55E00": "ECB68C"]
+        let plainStats = try Self.pngStats(plain, colours: Array(regionColours.keys) + Array(regionColours.values) + ["C00000"],
+                                           python: python)
         XCTAssertEqual(plainStats.width, 900)
         XCTAssertEqual(plainStats.height, 900)
         XCTAssertGreaterThan(plainStats.nonWhiteFraction, 0.01, "the screenshot is blank")
         XCTAssertLessThan(plainStats.nonWhiteFraction, 0.9, "the screenshot is not the picture")
-        for colour in regionColours {
-            XCTAssertGreaterThan(plainStats.colours[colour] ?? 0, 200, "region colour #\(colour) hardly drawn")
+        for (colour, pale) in regionColours {
+            XCTAssertGreaterThan(plainStats.colours[colour] ?? 0, 50, "region colour #\(colour) hardly drawn at depth")
+            XCTAssertGreaterThan(plainStats.colours[pale] ?? 0, 50, "region colour #\(colour) not paler where shallower")
+            XCTAssertGreaterThan((plainStats.colours[colour] ?? 0) + (plainStats.colours[pale] ?? 0), 200,
+                                 "region colour #\(colour) hardly drawn")
         }
         XCTAssertGreaterThan(plainStats.colours["C00000"] ?? 0, 100, "the travel envelope is not outlined")
 
@@ -192,6 +198,31 @@ final class PreviewTests: XCTestCase {
         XCTAssertGreaterThan((denseStats.colours["FDE725"] ?? 0) + (denseStats.colours["7AD151"] ?? 0), 500,
                              "no heat map visible")
         XCTAssertGreaterThan(denseStats.nonWhiteFraction, plainStats.nonWhiteFraction)
+    }
+
+    /// Issue 19, item 3: in the preview a dot names itself on hover and its depth is its shade
+    /// (the legend says which way); past `maximumNamedDots` the names are left out.
+    func testPreviewDotsNameThemselvesAndShowTheirDepth() throws {
+        let dots = [
+            PlanDot(id: 7, xMicrometres: 1000, yMicrometres: 2000, depthMicrometres: 400, dwellMicroseconds: 60_000,
+                    region: "crown", index: 0),
+            PlanDot(id: 8, xMicrometres: 3000, yMicrometres: 2000, depthMicrometres: 900, dwellMicroseconds: 60_000,
+                    region: "crown", index: 1),
+        ]
+        let svg = PlanPreview.svg(for: Plan(planID: "depths", dots: dots))
+        XCTAssertTrue(svg.contains(#"<circle cx="1" cy="-2" r="#), svg)
+        XCTAssertTrue(svg.contains(#" fill-opacity="0.45"><title>dot 7: x 1, y 2 mm, depth 0.4 mm, dwell 60 ms, crown</title></circle>"#), svg)
+        XCTAssertTrue(svg.contains(#" fill-opacity="1"><title>dot 8: x 3, y 2 mm, depth 0.9 mm, dwell 60 ms, crown</title></circle>"#), svg)
+        XCTAssertTrue(svg.contains(">paler = shallower: 0.4–0.9 mm deep</text>"), svg)
+
+        let many = (0...PlanPreview.maximumNamedDots).map {
+            PlanDot(id: UInt32($0 + 1), xMicrometres: Int32($0 % 200) * 600, yMicrometres: Int32($0 / 200) * 600,
+                    depthMicrometres: 600, dwellMicroseconds: 60_000, index: $0)
+        }
+        let large = PlanPreview.svg(for: Plan(planID: "many", dots: many))
+        XCTAssertFalse(large.contains("<title>dot "), "a large plan's preview names every dot")
+        XCTAssertFalse(large.contains("fill-opacity=\"0."), "one depth shaded")
+        XCTAssertTrue(large.contains(">all 0.6 mm deep</text>"))
     }
 
     /// Issue 19, item 3: the preview opened as it is (a file in a browser, no page around it) fits
