@@ -60,14 +60,15 @@ write_copyright() {
 rm -rf "$STAGE"
 mkdir -p "$STAGE/DEBIAN"
 
-# The binary, completions, man pages and the udev rule: the same steps as `make install`.
+# The binary, completions, man pages, the udev rule and the limits.d line for group smp: the same
+# steps as `make install` / `make install-udev` (LIMITSDIR is /etc/security/limits.d under DESTDIR).
 PREFIX=/usr DESTDIR=$STAGE ZSHCOMPDIR=/usr/share/zsh/vendor-completions scripts/install.sh bin udev
 smpctl=$STAGE/usr/bin/smpctl
 strip --remove-section=.comment "$smpctl"   # the compilers' version strings, as dh_strip does
 gzip -9nf "$STAGE"/usr/share/man/man1/*.1
 
 install -D -m 0644 "$PKG/machine.toml" "$STAGE/etc/smpctl/machine.toml"
-install -D -m 0644 "$PKG/smp-limits.conf" "$STAGE/etc/security/limits.d/10-smpctl.conf"
+test -f "$STAGE/etc/security/limits.d/10-smpctl.conf" || { echo "build-deb: install.sh staged no limits.d file" >&2; exit 1; }
 install -D -m 0644 "$PKG/lintian-overrides" "$STAGE/usr/share/lintian/overrides/smpctl"
 
 version=${DEB_VERSION:-$("$smpctl" --version)}
