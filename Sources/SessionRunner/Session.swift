@@ -84,6 +84,10 @@ public struct SessionAccount: Sendable {
     public var inDoubt: [UInt32]
     /// Never injected.
     public var notStarted: [UInt32]
+    /// Confirmed done by the device after the treatment record stopped being writable: done on
+    /// the skin, but the records still hold them as sent (in doubt). Never to be injected again
+    /// (`smpctl resume … --ambiguous skip`). Empty unless `recordsFailed`.
+    public var doneUnrecorded: [UInt32] = []
     public var metrics: LinkMetrics
     public var firmwareID: String?
     public var elapsedSeconds: Double
@@ -850,12 +854,17 @@ public final class Session: @unchecked Sendable {
         accounted.formUnion(interrupted)
         accounted.formUnion(inDoubt)
         let notStarted = todo.lazy.map(\.id).filter { !accounted.contains($0) }
+        // DOT_DONEs whose record never committed (the records failed): done, but not in `done`,
+        // which lists only what the records hold; without this list they fell out of the account.
+        let recorded = Set(done)
+        let doneUnrecorded = todo.lazy.map(\.id).filter { self.doneSet.contains($0) && !recorded.contains($0) }
         var account = SessionAccount(
             outcome: outcome, reason: reason, total: plan.dots.count, done: done, interrupted: interrupted,
             inDoubt: inDoubt, notStarted: Array(notStarted), metrics: lastMetrics,
             firmwareID: link?.hello?.firmwareID,
             elapsedSeconds: Double(DispatchTime.now().uptimeNanoseconds - startNanos) / 1e9)
         account.sessionID = sessionID
+        account.doneUnrecorded = Array(doneUnrecorded)
         account.deviceDisarmed = deviceDisarmed ?? false
         account.previouslyDone = previouslyDone
         account.skipped = skipped

@@ -156,6 +156,7 @@ final class RunReporter: Sendable {
                 "event": "finished", "outcome": a.outcome.rawValue, "total": a.total,
                 "done": a.done.count + a.previouslyDone, "done_this_run": a.done.count, "skipped": a.skipped,
                 "interrupted": a.interrupted, "in_doubt": a.inDoubt, "not_started": a.notStarted.count,
+                "done_unrecorded": a.doneUnrecorded,
                 "elapsed_seconds": (a.elapsedSeconds * 1000).rounded() / 1000, "exit_code": ExitStatus.of(a),
                 "summary": Self.headline(a), "device_disarmed": a.deviceDisarmed,
             ]
@@ -317,6 +318,13 @@ final class RunReporter: Sendable {
         lines.append("  Cut short:   \(a.interrupted.count)\(ids(a.interrupted))")
         lines.append("  In doubt:    \(a.inDoubt.count)\(ids(a.inDoubt))")
         lines.append("  Not started: \(a.notStarted.count)")
+        if !a.doneUnrecorded.isEmpty {
+            // Done on the skin, `sent` in the records: the resume will ask about them, and the
+            // answer for these is skip, never redo.
+            lines.append("  Done, NOT RECORDED: \(a.doneUnrecorded.count)\(ids(a.doneUnrecorded)): the applicator confirmed them "
+                         + "after the records failed. The records hold them as in doubt: never inject them again "
+                         + "(resume with --ambiguous skip).")
+        }
         return lines
     }
 

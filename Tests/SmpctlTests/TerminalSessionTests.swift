@@ -353,6 +353,18 @@ final class TerminalSessionTests: XCTestCase {
             "  In doubt:    2 (dots 131, 132)",
             "  Not started: 57",
         ])
+        // The records failed: dots the applicator confirmed afterwards are named, with the one
+        // safe resume for them.
+        account.recordsFailed = true
+        account.notStarted = Array(135...189)
+        account.doneUnrecorded = [133, 134]
+        XCTAssertEqual(Array(RunReporter.summaryLines(account, sim: true).suffix(2)), [
+            "  Not started: 55",
+            "  Done, NOT RECORDED: 2 (dots 133, 134): the applicator confirmed them after the records failed. "
+                + "The records hold them as in doubt: never inject them again (resume with --ambiguous skip).",
+        ])
+        account.recordsFailed = false
+        account.doneUnrecorded = []
         // A resume refused for a decision did nothing: no counts of its own (its reason has the
         // records' counts), never "Done: 0 of 191 … Not started: 191".
         account.outcome = .needsDecision
