@@ -94,7 +94,7 @@ class Browser:
         self.process = subprocess.Popen(
             [chromium, "--headless=new", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu",
              "--no-first-run", "--no-default-browser-check", f"--user-data-dir={profile}",
-             "--window-size=1280,900", "about:blank"],
+             "--window-size=1024,720", "about:blank"],
             preexec_fn=child_fds, pass_fds=(3, 4), close_fds=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_browser_r)
@@ -148,7 +148,7 @@ class Browser:
                                  session=False)["sessionId"]
         self.call("Page.enable")
         self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+                  {"width": 1024, "height": 720, "deviceScaleFactor": 1, "mobile": False})
         self.call("Page.navigate", {"url": url})
 
     def js(self, expression):
@@ -175,14 +175,18 @@ class Browser:
 
 def wait_for(what, condition, timeout, smpctl):
     deadline = time.monotonic() + timeout
+    last_error = None
     while time.monotonic() < deadline:
-        value = condition()
+        try:
+            value = condition()
+        except Failed as error:  # the page still loading (no body yet): ask again
+            value, last_error = None, error
         if value:
             return value
         if smpctl.process.poll() is not None:
             raise Failed(f"smpctl exited ({smpctl.process.returncode}) while waiting for {what}:\n{smpctl.tail()}")
         time.sleep(0.2)
-    raise Failed(f"timed out ({timeout} s) waiting for {what}:\n{smpctl.tail()}")
+    raise Failed(f"timed out ({timeout} s) waiting for {what} (last page error: {last_error}):\n{smpctl.tail()}")
 
 
 def check_png(path, colours):

@@ -17,7 +17,7 @@ enum StationPage {
   #phase { font-weight: bold; padding: .1em .6em; border-radius: .3em; background: #607d8b; }
   #phase.running { background: #2e7d32; } #phase.held { background: #ef6c00; }
   #phase.finished { background: #37474f; } #phase.preflight { background: #1565c0; }
-  main { display: grid; grid-template-columns: minmax(300px, 1fr) 22em; gap: 1em; padding: 1em; }
+  main { display: grid; grid-template-columns: minmax(300px, 1fr) 20em; gap: 1em; padding: 1em; }
   #map-box { background: #fff; border: 1px solid #cfd8dc; border-radius: .4em; padding: .5em; }
   #map { width: 100%; height: auto; display: block; }
   .legend span { display: inline-block; margin-right: 1em; font-size: .9em; }
@@ -49,7 +49,7 @@ enum StationPage {
 </header>
 <main>
   <div id="map-box">
-    <canvas id="map" width="900" height="700" aria-label="dot map"></canvas>
+    <canvas id="map" width="900" height="560" aria-label="dot map"></canvas>
     <div class="legend">
       <span><i style="background:#2e7d32"></i>done</span><span><i style="background:#1565c0"></i>in flight (next)</span>
       <span><i style="background:#c62828"></i>in doubt</span><span><i style="background:#ef6c00"></i>cut short</span>
@@ -75,15 +75,6 @@ enum StationPage {
       </div>
       <p id="blockers"></p>
     </section>
-    <section id="preflight-box" class="hidden">
-      <h2>Preflight</h2>
-      <dl id="preflight"></dl>
-      <div class="row"><button id="arm" disabled>Arm…</button><button id="decline" disabled>Do not arm</button></div>
-      <div id="confirm-arm" class="confirm hidden">
-        <p id="arm-question">Arm the applicator and start?</p>
-        <div class="row"><button id="arm-yes">Yes, arm and start</button><button id="arm-no">Cancel</button></div>
-      </div>
-    </section>
     <section>
       <h2>Progress</h2>
       <div id="progress-bar"><div id="progress-fill"></div></div>
@@ -93,6 +84,15 @@ enum StationPage {
         <dt>Interlocks</dt><dd id="interlock">—</dd>
       </dl>
       <ul id="inputs"></ul>
+    </section>
+    <section id="preflight-box" class="hidden">
+      <h2>Preflight</h2>
+      <dl id="preflight"></dl>
+      <div class="row"><button id="arm" disabled>Arm…</button><button id="decline" disabled>Do not arm</button></div>
+      <div id="confirm-arm" class="confirm hidden">
+        <p id="arm-question">Arm the applicator and start?</p>
+        <div class="row"><button id="arm-yes">Yes, arm and start</button><button id="arm-no">Cancel</button></div>
+      </div>
     </section>
     <section id="summary" class="hidden">
       <h2 id="headline">Session ended</h2>
@@ -148,7 +148,7 @@ function draw() {
   const pad = 30, w = canvas.width - 2 * pad, h = canvas.height - 2 * pad;
   const scale = Math.min(w / Math.max(maxX - minX, 1), h / Math.max(maxY - minY, 1));
   const ox = pad + (w - (maxX - minX) * scale) / 2, oy = pad + (h - (maxY - minY) * scale) / 2;
-  const r = Math.max(2.5, Math.min(8, 0.3 * scale));
+  const r = Math.max(3, Math.min(9, 0.35 * scale));
   ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, canvas.width, canvas.height);
   const order = ["p", "s", "d", "x", "q", "f"];  // the dots that need eyes drawn last, on top
   for (const code of order) {
@@ -180,7 +180,7 @@ function render() {
   $("end").disabled = !armed && s.phase !== "preflight";
   if (s.phase !== "held") show("confirm-resume", false);
   if (!armed && s.phase !== "preflight") show("confirm-end", false);
-  show("preflight-box", !!s.preflight && s.phase !== "finished");
+  show("preflight-box", !!s.preflight && s.phase === "preflight");
   if (s.preflight) {
     const p = s.preflight;
     $("plan-id").textContent = p.planID;

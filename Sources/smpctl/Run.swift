@@ -129,7 +129,9 @@ struct Run: ParsableCommand {
             output end the session held as soon as the dot in the skin is done. A machine \
             configuration named with --config must exist and load (66 missing or unreadable, 78 \
             invalid); only the default /etc/smpctl/machine.toml may be absent, meaning developer \
-            mode.
+            mode. With --station the session is also shown and driven (Arm, Hold, Resume, End, \
+            each with the terminal's confirmation) from a web page served by this process on \
+            127.0.0.1:8470; it stays up after the end until Ctrl-C.
             """ + " " + ExitStatus.summary)
 
     @Argument(help: "The plan file (smp-plan/1 JSON).")
