@@ -202,6 +202,23 @@ public final class StationState: Sendable {
         }
     }
 
+    /// A resumed session: the dots its records settled in earlier runs, shown from the start.
+    public func markEarlier(_ statuses: [(dotID: UInt32, status: DotStatus)]) {
+        state.withLock { s in
+            s.version &+= 1
+            for (id, status) in statuses {
+                guard let index = indexByID[id] else { continue }
+                switch status {
+                case .done: s.codes[index] = UInt8(ascii: "d")
+                case .interrupted: s.codes[index] = UInt8(ascii: "x")
+                case .ambiguous: s.codes[index] = UInt8(ascii: "q")
+                case .skipped: s.codes[index] = UInt8(ascii: "s")
+                case .planned, .sent: break  // settled by this run, its events say how
+                }
+            }
+        }
+    }
+
     /// The end summary, as the terminal words it (the CLI owns the words and the exit status).
     public func finish(headline: String, lines: [String], outcome: String, exitStatus: Int32, reportAvailable: Bool) {
         state.withLock { s in

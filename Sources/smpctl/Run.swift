@@ -290,6 +290,9 @@ enum SessionCommand {
         let station = try StationHost.start(stationOptions, plan: plan, sim: target.sim, store: store,
                                             logger: CLILogging.logger(label: "smpctl.station", verbose: verbose))
         defer { station?.server.stop() }
+        if let station, let id = recording.resumeSessionID, let earlier = try? SessionReport(store: store, sessionID: id) {
+            station.state.markEarlier(earlier.dots.map { ($0.dotID, $0.status) })
+        }
         var simulator: SimulatedApplicator?
         defer { simulator?.stop() }
         let devicePath: String
