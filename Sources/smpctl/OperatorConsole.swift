@@ -45,6 +45,9 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
     private let armAnswered = DispatchSemaphore(value: 0)
     /// Ctrl-C came before arming: the run is ending, nothing may arm it any more.
     private var endedBeforeArming = false
+    /// SIGTERM or SIGHUP came: the process is to exit once the session has ended (the station
+    /// does not stay up for its summary then).
+    private var toldToStop = false
     private let keyboard: OperatorKeyboard?
     /// The technician station's page, another face of this console: it sees the open question
     /// and answers through `stationCommand`, under the same rules as the keys.
@@ -101,6 +104,7 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
 
     /// SIGTERM or SIGHUP (called on `queue`).
     func terminated(_ cause: String) {
+        lock.withLock { toldToStop = true }
         // The end first: after SIGHUP the note's write fails, and its own end request (output
         // failed) must not be the one the record keeps.
         session.requestEnd(reason: "smpctl received \(cause)")
@@ -108,6 +112,9 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
         reporter.note("\(cause): ending the session — the dot in progress finishes, the needle retracts; "
                       + "resumable with `smpctl resume`.")
     }
+
+    /// SIGTERM or SIGHUP ended the session.
+    var wasToldToStop: Bool { lock.withLock { toldToStop } }
 
     /// The question open now.
     private var openQuestion: Question { lock.withLock { question } }

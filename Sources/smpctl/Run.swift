@@ -432,7 +432,8 @@ enum SessionCommand {
         if let station {
             station.finished(account, sim: target.sim)
             operatorConsole.uninstall()  // Ctrl-C now closes the station, nothing else
-            station.waitForOperatorToClose(reporter: reporter, ndjson: ndjson)
+            // Told to stop (SIGTERM, SIGHUP): the process exits now; else the summary stays up.
+            if !operatorConsole.wasToldToStop { station.waitForOperatorToClose(reporter: reporter, ndjson: ndjson) }
         }
         throw ExitCode(ExitStatus.of(account))
     }
