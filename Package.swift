@@ -167,6 +167,10 @@ let package = Package(
             ],
             swiftSettings: strict),
         .testTarget(
+            name: "SMPStationTests",
+            dependencies: ["SMPStation", "SessionRunner", "SMPPlan", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
+        .testTarget(
             name: "DeviceSimTests", dependencies: ["DeviceSim", "FirmwareCore", "FirmwareProtocol", "SMPSystem"],
             swiftSettings: strict),
         .testTarget(
