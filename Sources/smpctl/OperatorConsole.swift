@@ -230,7 +230,8 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
         case .none, .arm:
             return
         case .resume:
-            reporter.ask("Held. Press Enter to resume (every interlock must be healthy), or Ctrl-C to end the session.")
+            reporter.ask("Held. Press Enter to resume (every interlock must be healthy), or Ctrl-C to end the session."
+                         + (station == nil ? "" : " On the station: Resume… or End session…"))
         case .endSession:
             reporter.ask(
                 "End the session now? The needle retracts (a dot still in the skin is cut short: recorded, "
