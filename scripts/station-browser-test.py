@@ -67,6 +67,10 @@ class Smpctl:
             with self.lock:
                 self.stderr.append(line)
 
+    def count(self, name):
+        with self.lock:
+            return sum(1 for e in self.events if e.get("event") == name)
+
     def find(self, predicate):
         with self.lock:
             return next((e for e in self.events if predicate(e)), None)
@@ -270,8 +274,25 @@ def main():
             " return m && +m[1] >= 5; })()"), args.timeout, smpctl)
         shot("running", ["running", "Done "], ["2E7D32", "B0BEC5"])
 
-        click("hold")
-        wait_for("smpctl's held event", lambda: smpctl.find(lambda e: e.get("event") == "held"), args.timeout, smpctl)
+        def press_hold():
+            # Held by the applicator itself before we press (lease expired on a loaded machine,
+            # issue 15): resume through the page first; our Hold must be the one that holds.
+            if phase() == "held":
+                if not browser.js("document.getElementById('resume').disabled"):
+                    print("station-browser-test: held by itself before Hold; resuming first", file=sys.stderr)
+                    click("resume")
+                    click("resume-yes")
+                return False
+            if phase() == "running" and not browser.js("document.getElementById('hold').disabled"):
+                held_before[0] = smpctl.count("held")
+                click("hold")
+                return True
+            return False
+
+        held_before = [0]
+        wait_for("the Hold button to press", press_hold, args.timeout, smpctl)
+        wait_for("smpctl's held event", lambda: smpctl.count("held") > held_before[0],
+                 args.timeout, smpctl)
         wait_for("the applicator's own STATUS: held", lambda: smpctl.find(
             lambda e: e.get("event") == "device" and e.get("state") == "held"), args.timeout, smpctl)
         wait_for("the page showing HELD and its Resume", lambda: phase() == "held"
