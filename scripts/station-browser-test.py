@@ -11,7 +11,7 @@ generous timeout and never asserting a duration:
 
   preflight shown -> Arm, confirmed -> dots fill in -> Hold -> the applicator says held (smpctl's
   own NDJSON: the `held` event and the device's STATUS `held`, not just the page) -> Resume,
-  confirmed -> a second page opened mid-session shows the done dots, and is closed -> the end summary and the report link -> the report served -> Ctrl-C closes the
+  confirmed, refused while skin contact is lost (`smpctl sim-lines`), then taken -> a second page opened mid-session shows the done dots, and is closed -> the end summary and the report link -> the report served -> Ctrl-C closes the
   station; smpctl exits 0.
 
 A screenshot is taken at each step into --out (station-1-preflight.png ... station-5-finished.png)
@@ -228,8 +228,15 @@ def main():
     out = args.out or work
     os.makedirs(out, exist_ok=True)
     env = dict(os.environ, XDG_DATA_HOME=work, XDG_RUNTIME_DIR=work)
+    lines_socket = os.path.join(work, "lines.sock")
     smpctl = Smpctl([args.smpctl, "run", args.plan, "--sim", "--time-scale", args.time_scale, "--station",
-                     "--station-port", "0", "--db", os.path.join(work, "records.sqlite"), "--json"], env)
+                     "--station-port", "0", "--db", os.path.join(work, "records.sqlite"), "--json",
+                     "--interlock-socket", lines_socket], env)
+
+    def lines(*command):
+        """The simulated interlock lines, as `smpctl sim-lines` from a second terminal."""
+        subprocess.run([args.smpctl, "sim-lines", "--socket", lines_socket, *command], check=True,
+                       capture_output=True, timeout=60)
     browser = None
     step = [0]
 
@@ -301,6 +308,17 @@ def main():
             raise Failed("the session finished instead of holding")
         shot("held", ["HELD", "Resume"], ["2E7D32", "B0BEC5"])
 
+        # The page obeys the console's rules: no resume while skin contact is lost.
+        lines("contact", "lose")
+        click("resume")
+        click("resume-yes")
+        wait_for("the page saying what blocks the resume", lambda: "Cannot resume yet" in browser.js(
+            "document.getElementById('blockers').textContent"), args.timeout, smpctl)
+        if smpctl.find(lambda e: e.get("event") == "resumed"):
+            raise Failed("resumed from the page while skin contact was lost")
+        lines("contact", "restore")
+        wait_for("the page showing every interlock healthy again", lambda: "not healthy" not in browser.js(
+            "document.getElementById('inputs').textContent"), args.timeout, smpctl)
         click("resume")
         wait_for("the resume confirmation", lambda: browser.js(
             "!document.getElementById('confirm-resume').classList.contains('hidden')"), 30, smpctl)
