@@ -7,7 +7,7 @@ let strict: [SwiftSetting] = [
 
 let package = Package(
     name: "smpctl",
-    platforms: [.macOS(.v13)],
+    platforms: [.macOS(.v14)],
     products: [
         .executable(name: "smpctl", targets: ["smpctl"]),
         .library(name: "FirmwareProtocol", targets: ["FirmwareProtocol"]),
@@ -30,6 +30,9 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/vapor/console-kit", from: "4.16.2"),
+        // The technician station's local web console (`smpctl station`): HTTP and WebSocket.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.1"),
     ],
     targets: [
         // Pure codec: no I/O, no Foundation, shared by host and simulator.
@@ -111,6 +114,17 @@ let package = Package(
             swiftSettings: strict),
         // SVG and HTML: the plan preview and the session report, one XML writer.
         .target(name: "SMPRender", dependencies: ["SMPPlan", "SMPRecords", "SessionRunner"], swiftSettings: strict),
+        // The technician station: a local web console (HTTP + WebSocket) for a running session.
+        // Sees the session only through its events; its page's commands go back through the CLI.
+        .target(
+            name: "SMPStation",
+            dependencies: [
+                "SessionRunner", "SMPPlan", "SMPInterlocks", "SMPSystem",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+            ],
+            swiftSettings: strict),
         .target(
             name: "DeviceSim",
             dependencies: [
@@ -122,7 +136,7 @@ let package = Package(
             name: "smpctl",
             dependencies: [
                 "SessionRunner", "SMPPlan", "SMPPlanReader", "SMPInterlocks", "SMPRecords", "SMPMachine",
-                "SMPRender", "SMPDesign", "SMPSystem", "NeedleDriver", "DeviceSim",
+                "SMPRender", "SMPDesign", "SMPSystem", "NeedleDriver", "DeviceSim", "SMPStation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 // The live progress line at a terminal (ActivityBar, styled ConsoleText, erase).
@@ -151,6 +165,10 @@ let package = Package(
                 "SessionRunner", "SMPPlan", "SMPPlanReader", "SMPInterlocks", "SMPRecords", "SMPMachine", "SMPRender",
                 "DeviceSim",
             ],
+            swiftSettings: strict),
+        .testTarget(
+            name: "SMPStationTests",
+            dependencies: ["SMPStation", "SessionRunner", "SMPPlan", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
         .testTarget(
             name: "DeviceSimTests", dependencies: ["DeviceSim", "FirmwareCore", "FirmwareProtocol", "SMPSystem"],

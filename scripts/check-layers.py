@@ -28,8 +28,14 @@ FORBIDDEN = {
     "SMPRecords": {"DeviceSim", "TOMLKit"},
     "SMPMachine": {"DeviceSim", "SessionRunner", "GRDB"},
     "SMPRender": {"DeviceSim", "TOMLKit"},
-    "SMPDesign": {"DeviceSim", "FirmwareCore", "NeedleDriver", "GRDB", "TOMLKit", "SessionRunner", "SMPRecords", "SMPMachine"},
+    "SMPDesign": {"DeviceSim", "FirmwareCore", "NeedleDriver", "GRDB", "TOMLKit", "SessionRunner", "SMPRecords", "SMPMachine", "Hummingbird"},
+    # The station sees the session through its events; the records and the machine file stay the CLI's.
+    "SMPStation": {"DeviceSim", "FirmwareCore", "GRDB", "TOMLKit", "Crypto", "SMPRecords", "SMPMachine", "SMPRender"},
 }
+
+# The web server (swift-nio underneath) is the station's alone: no other library links it.
+for _name in ("NeedleDriver", "SMPInterlocks", "SMPPlan", "SessionRunner", "SMPRecords", "SMPMachine", "SMPRender"):
+    FORBIDDEN[_name] |= {"Hummingbird", "HummingbirdWebSocket"}
 
 
 def main() -> int:

@@ -600,3 +600,19 @@ extension Sys {
         }
     }
 }
+
+extension Sys {
+    /// Blocks `signals` in the calling thread, and so in every thread it starts afterwards. On
+    /// Linux a dispatch signal source reads its signal through a signalfd: a thread that does not
+    /// block the signal (one of swift-nio's, say) would take it and, the action being SIG_IGN,
+    /// drop it — Ctrl-C lost. Call on the main thread before other threads start.
+    ///
+    /// The corresponding C function is `pthread_sigmask`.
+    package static func blockSignals(_ signals: [CInt]) -> Result<Void, Errno> {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for number in signals { sigaddset(&set, number) }
+        let status = pthread_sigmask(SIG_BLOCK, &set, nil)
+        return status == 0 ? .success(()) : .failure(Errno(rawValue: status))
+    }
+}

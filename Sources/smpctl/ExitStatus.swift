@@ -29,7 +29,7 @@ extension ExitStatus {
         (usage, "usage error, or a resume that needs the operator's decision (--ambiguous skip or redo)"),
         (dataError, "invalid plan or design, or the clinical timing refused"),
         (noInput, "a file not readable: the plan, a --config file, or no records at --db; or one that is not a regular file (a device, a FIFO: refused before it is opened)"),
-        (unavailable, "applicator unavailable or link lost"),
+        (unavailable, "applicator unavailable or link lost, or the station's address could not be listened on (nothing was sent)"),
         (needlePowerNotOff, "the needle-power output could not be switched off at the end, whatever else "
             + "happened: it may still be on, cut the needle power by hand"),
         (ioError, "I/O error: records or output not writable (or the database deleted or replaced during a "

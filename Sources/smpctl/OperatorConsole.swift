@@ -7,6 +7,7 @@ import SMPInterlocks
 import SMPRecords
 import SMPMachine
 import SMPRender
+import SMPStation
 
 /// The operator's keyboard during a session: Ctrl-C and what is typed at the terminal.
 ///
@@ -44,17 +45,29 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
     private let armAnswered = DispatchSemaphore(value: 0)
     /// Ctrl-C came before arming: the run is ending, nothing may arm it any more.
     private var endedBeforeArming = false
+    /// SIGTERM or SIGHUP came: the process is to exit once the session has ended (the station
+    /// does not stay up for its summary then).
+    private var toldToStop = false
     private let keyboard: OperatorKeyboard?
+    /// The technician station's page, another face of this console: it sees the open question
+    /// and answers through `stationCommand`, under the same rules as the keys.
+    private let station: StationState?
+    /// Whether a reader thread may take standard input: not when the station is the only way
+    /// to answer (input not a terminal), where the end of input would answer "no" to arming.
+    private let readsStandardInput: Bool
     private var signalSources: [any DispatchSourceSignal] = []
     private let queue = DispatchQueue(label: "smpctl.operator")
 
     /// - Parameter readLine: where answers come from; standard input by default.
     init(session: Session, interlocks: Interlocks?, reporter: RunReporter, interactive: Bool,
+         station: StationState? = nil, readsStandardInput: Bool = true,
          readLine: @escaping @Sendable () -> String? = { Prompt.readLine() }) {
         self.session = session
         self.interlocks = interlocks
         self.reporter = reporter
         self.interactive = interactive
+        self.station = station
+        self.readsStandardInput = readsStandardInput
         self.readLine = readLine
         keyboard = interactive ? OperatorKeyboard() : nil
     }
@@ -91,6 +104,7 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
 
     /// SIGTERM or SIGHUP (called on `queue`).
     func terminated(_ cause: String) {
+        lock.withLock { toldToStop = true }
         // The end first: after SIGHUP the note's write fails, and its own end request (output
         // failed) must not be the one the record keeps.
         session.requestEnd(reason: "smpctl received \(cause)")
@@ -98,6 +112,9 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
         reporter.note("\(cause): ending the session — the dot in progress finishes, the needle retracts; "
                       + "resumable with `smpctl resume`.")
     }
+
+    /// SIGTERM or SIGHUP ended the session.
+    var wasToldToStop: Bool { lock.withLock { toldToStop } }
 
     /// The question open now.
     private var openQuestion: Question { lock.withLock { question } }
@@ -112,7 +129,7 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
             }
         case .held:
             lock.withLock { held = true }
-            guard interactive else {
+            guard interactive || station != nil else {
                 session.requestEndWhenHeld(reason: "held with no operator at a terminal to resume it; continue with smpctl resume")
                 return
             }
@@ -141,8 +158,8 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
             return !readerStarted
         }
         guard let start else { return false }
-        reporter.ask("\(text) [y/N]")
-        if start { Thread.detachNewThread { [self] in readAnswers() } }
+        reporter.ask("\(text) [y/N]" + (station == nil ? "" : " (or Arm on the station's page)"))
+        if start && readsStandardInput { Thread.detachNewThread { [self] in readAnswers() } }
         armAnswered.wait()
         return lock.withLock { armAnswer ?? false }
     }
@@ -193,6 +210,14 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
         if new != .none && question == .none { keyboard?.discardTypeAhead() }
         question = new
         keyboard?.set(echo: new != .none || !streaming)
+        station?.setQuestion({
+            switch new {
+            case .none: .none
+            case .arm: .arm
+            case .resume: .resume
+            case .endSession: .endSession
+            }
+        }())
     }
 
     private func ask(_ new: Question) {
@@ -205,14 +230,15 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
         case .none, .arm:
             return
         case .resume:
-            reporter.ask("Held. Press Enter to resume (every interlock must be healthy), or Ctrl-C to end the session.")
+            reporter.ask("Held. Press Enter to resume (every interlock must be healthy), or Ctrl-C to end the session."
+                         + (station == nil ? "" : " On the station: Resume… or End session…"))
         case .endSession:
             reporter.ask(
                 "End the session now? The needle retracts (a dot still in the skin is cut short: recorded, "
                     + "never repeated); the remaining dots stay resumable with `smpctl resume`. "
                     + "Type y and Enter to end, Enter alone to stay held (Ctrl-C again: end now). [y/N]")
         }
-        if start { Thread.detachNewThread { [self] in readAnswers() } }
+        if start && readsStandardInput { Thread.detachNewThread { [self] in readAnswers() } }
     }
 
     private func readAnswers() {
@@ -246,13 +272,58 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
             reporter.note("Not ended.")
             if lock.withLock({ held }) { ask(.resume) } else { reporter.closeQuestion() }
         case .resume:
-            if let blockers = interlocks?.status().blockers, !blockers.isEmpty {
-                reporter.ask("Cannot resume yet: \(blockers.map(\.description).joined(separator: "; ")). "
-                             + "Put it right, then press Enter (or Ctrl-C to end the session).")
-                return
+            resumeIfHealthy()
+        }
+    }
+
+    /// Enter at the hold's question, or Resume confirmed on the station's page.
+    private func resumeIfHealthy() {
+        if let blockers = interlocks?.status().blockers, !blockers.isEmpty {
+            station?.setBlockers(blockers.map(\.description))
+            reporter.ask("Cannot resume yet: \(blockers.map(\.description).joined(separator: "; ")). "
+                         + "Put it right, then press Enter or Resume on the station (or Ctrl-C to end the session).")
+            return
+        }
+        station?.setBlockers([])
+        reporter.note("Resuming…")
+        session.requestResume()  // the question closes on the `.resumed` event
+    }
+
+    /// A command from the station's page, carried out on the console's queue like a key: the
+    /// same entry points and the same rules as the terminal (the page asked for its confirmation
+    /// already, as the terminal asks for "y").
+    func stationCommand(_ command: StationCommand) {
+        queue.async { [self] in
+            let (armed, isHeld, open) = lock.withLock { (streaming, held, question) }
+            switch command {
+            case .arm, .decline:
+                lock.withLock { answerArm(command == .arm) }  // only while the preflight asks
+            case .hold:
+                guard armed, !isHeld else { return }
+                // As the first Ctrl-C: the next Ctrl-C at the terminal asks whether to end.
+                lock.withLock { interrupts = max(interrupts, 1) }
+                reporter.note("Hold from the station: the dot in progress finishes, the needle retracts, the place is kept.")
+                session.requestHold()
+            case .resume:
+                guard isHeld, open == .resume else { return }
+                resumeIfHealthy()
+            case .end:
+                guard armed else {
+                    // As Ctrl-C before arming: the run ends, nothing armed, nothing sent.
+                    let first = lock.withLock { () -> Bool in
+                        defer { endedBeforeArming = true }
+                        answerArm(false)
+                        return !endedBeforeArming
+                    }
+                    if first {
+                        reporter.note("Ended from the station before arming; nothing was armed.")
+                        session.requestEnd(reason: "ended by the operator (station, before arming)")
+                    }
+                    return
+                }
+                reporter.note("Ending the session from the station, needle retracted.")
+                endSession(reason: "ended by the operator (station, confirmed)")
             }
-            reporter.note("Resuming…")
-            session.requestResume()  // the question closes on the `.resumed` event
         }
     }
 

@@ -109,6 +109,7 @@ struct Resume: ParsableCommand {
 
     @OptionGroup var target: DeviceOptions
     @OptionGroup var records: RecordsOptions
+    @OptionGroup var station: StationOptions
 
     @Option(help: "What to do with dots that may or may not have been injected: skip or redo.")
     var ambiguous: AmbiguousChoice?
@@ -178,8 +179,8 @@ struct Resume: ParsableCommand {
             store: store, planPath: session.planPath, planSHA256: session.planSHA256, operatorName: operatorName,
             machineID: SessionCommand.machineID(), resumeSessionID: id,
             ambiguousDecision: ambiguous.map { $0 == .skip ? .skip : .redo })
-        try SessionCommand.execute(plan: plan, machine: machine, recording: recording, target: target, yes: yes,
-                                   json: json, verbose: verbose)
+        try SessionCommand.execute(plan: plan, machine: machine, recording: recording, store: store, target: target,
+                                   station: station, yes: yes, json: json, verbose: verbose)
     }
 }
 

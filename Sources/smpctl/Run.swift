@@ -12,6 +12,7 @@ import SMPInterlocks
 import SMPRecords
 import SMPMachine
 import SMPRender
+import SMPStation
 
 /// Where the session runs: a real applicator, or the built-in simulator.
 struct DeviceOptions: ParsableArguments {
@@ -128,7 +129,9 @@ struct Run: ParsableCommand {
             output end the session held as soon as the dot in the skin is done. A machine \
             configuration named with --config must exist and load (66 missing or unreadable, 78 \
             invalid); only the default /etc/smpctl/machine.toml may be absent, meaning developer \
-            mode.
+            mode. With --station the session is also shown and driven (Arm, Hold, Resume, End, \
+            each with the terminal's confirmation) from a web page served by this process on \
+            127.0.0.1:8470; it stays up after the end until Ctrl-C.
             """ + " " + ExitStatus.summary)
 
     @Argument(help: "The plan file (smp-plan/1 JSON).")
@@ -136,6 +139,7 @@ struct Run: ParsableCommand {
 
     @OptionGroup var target: DeviceOptions
     @OptionGroup var records: RecordsOptions
+    @OptionGroup var station: StationOptions
 
     @Option(name: .customLong("operator"), help: ArgumentHelp(
         "Who runs the session (recorded). Required on an applicator unless the machine file sets [host] operator; with --sim the login name by default.",
@@ -176,8 +180,8 @@ struct Run: ParsableCommand {
             store: store, planPath: SessionCommand.absolute(plan), planSHA256: loaded.sha256 ?? "",
             operatorName: operatorName, machineID: SessionCommand.machineID())
         recording.auditAtStart = auditAtStart
-        try SessionCommand.execute(plan: loaded, machine: machine, recording: recording, target: target, yes: yes,
-                                   json: json, verbose: verbose)
+        try SessionCommand.execute(plan: loaded, machine: machine, recording: recording, store: store, target: target,
+                                   station: station, yes: yes, json: json, verbose: verbose)
     }
 }
 
@@ -272,13 +276,22 @@ enum SessionCommand {
     }
 
     /// `machine` is loaded by the caller before anything else (records, simulator, device).
-    static func execute(plan: Plan, machine: MachineConfiguration, recording: RecordingOptions, target: DeviceOptions,
-                        yes: Bool, json: Bool, verbose: Bool) throws {
+    static func execute(plan: Plan, machine: MachineConfiguration, recording: RecordingOptions, store: RecordStore,
+                        target: DeviceOptions, station stationOptions: StationOptions, yes: Bool, json: Bool,
+                        verbose: Bool) throws {
         let logger = CLILogging.logger(label: "smpctl.run", verbose: verbose)
         let ndjson = json || !Output.stdoutIsTerminal
-        if !yes && !Output.stdinIsTerminal {
-            Output.err("smpctl: standard input is not a terminal, so the preflight cannot be confirmed: pass --yes.")
+        // The station's page can confirm the preflight (its Arm, confirmed twice) in place of a terminal.
+        if !yes && !Output.stdinIsTerminal && !stationOptions.station {
+            Output.err("smpctl: standard input is not a terminal, so the preflight cannot be confirmed: pass --yes (or use --station).")
             throw ExitCode(ExitStatus.usage)
+        }
+        // Before the simulator, the lines or the device: a port in use ends the run with nothing opened.
+        let station = try StationHost.start(stationOptions, plan: plan, sim: target.sim, store: store,
+                                            logger: CLILogging.logger(label: "smpctl.station", verbose: verbose))
+        defer { station?.server.stop() }
+        if let station, let id = recording.resumeSessionID, let earlier = try? SessionReport(store: store, sessionID: id) {
+            station.state.markEarlier(earlier.dots.map { ($0.dotID, $0.status) })
         }
         var simulator: SimulatedApplicator?
         defer { simulator?.stop() }
@@ -338,7 +351,16 @@ enum SessionCommand {
         case nil:
             break  // the simulator shares this computer's CPUs: no real-time policy unless asked
         }
-        let reporter = RunReporter(ndjson: ndjson, sim: target.sim)
+        let reporter = RunReporter(ndjson: ndjson, sim: target.sim, station: station?.state)
+        if let station {
+            if ndjson {
+                Output.printJSON(["event": "station", "url": station.url])
+            } else {
+                reporter.note("Station: open \(station.url) in a browser on this computer (Hold, Resume and End there too; "
+                              + "the e-stop is the hardware button).")
+            }
+            station.state.setInterlocks(interlocks.status())
+        }
         // The simulated lines' control: the technician rehearses holds and stops from a second
         // terminal (`smpctl sim-lines`), at a terminal by default, elsewhere when asked for.
         var linesControl: SimulatedLinesControl?
@@ -369,12 +391,20 @@ enum SessionCommand {
         let lineFaults = try target.lineFaults.map { try HostLineFaults(spec: $0) }
         let reporterQueue = DispatchQueue(label: "smpctl.reporter")
         let operatorConsole = OperatorConsole(session: session, interlocks: interlocks, reporter: reporter,
-                                              interactive: Output.stdinIsTerminal && !ndjson)
+                                              interactive: Output.stdinIsTerminal && !ndjson, station: station?.state,
+                                              readsStandardInput: station == nil || Output.stdinIsTerminal)
         // Printing happens on a queue of its own: the session's queue never waits for the terminal.
         let relay = EventRelay(queue: reporterQueue) { event in
             reporter.report(event)
             operatorConsole.observe(event)
+            if let station {
+                switch event {
+                case .interlock, .held, .resumed: station.state.setInterlocks(interlocks.status())
+                default: break
+                }
+            }
         }
+        station?.attach(operatorConsole)
         operatorConsole.install()
         defer { operatorConsole.uninstall() }
         let account: SessionAccount
@@ -387,6 +417,7 @@ enum SessionCommand {
                     return yes || operatorConsole.confirmArm("Arm the applicator and start \(preflight.dotCount) dots?")
                 },
                 onEvent: { event in
+                    station?.state.observe(event)  // every event, none coalesced: the page's map misses no dot
                     relay.send(event)
                     if case .progress(let progress) = event, let lineFaults, let lines = interlocks.simulator {
                         lineFaults.fire(afterDot: progress.lastDotID, on: lines, wiring: interlocks.wiring)
@@ -398,6 +429,12 @@ enum SessionCommand {
             throw ExitCode(ExitStatus.of(error))
         }
         reporterQueue.sync {}  // every event printed, the summary last
+        if let station {
+            station.finished(account, sim: target.sim)
+            operatorConsole.uninstall()  // Ctrl-C now closes the station, nothing else
+            // Told to stop (SIGTERM, SIGHUP): the process exits now; else the summary stays up.
+            if !operatorConsole.wasToldToStop { station.waitForOperatorToClose(reporter: reporter, ndjson: ndjson) }
+        }
         throw ExitCode(ExitStatus.of(account))
     }
 }

@@ -4,6 +4,7 @@ import FirmwareProtocol
 import Foundation
 import NeedleDriver
 import SessionRunner
+import SMPStation
 import SMPPlan
 import SMPPlanReader
 import SMPInterlocks
@@ -29,10 +30,13 @@ final class RunReporter: Sendable {
     private let ndjson: Bool
     private let sim: Bool
     private let state: Locked<State>
+    /// The station's page shows the console's notes and questions too.
+    private let station: StationState?
 
-    init(ndjson: Bool, sim: Bool) {
+    init(ndjson: Bool, sim: Bool, station: StationState? = nil) {
         self.ndjson = ndjson
         self.sim = sim
+        self.station = station
         var initial = State()
         if !ndjson {
             let live = LiveLine()
@@ -69,6 +73,7 @@ final class RunReporter: Sendable {
     func ask(_ text: String) { say(text, asking: true) }
 
     private func say(_ text: String, asking: Bool) {
+        station?.note(text)
         state.withLock { state in
             if ndjson {
                 Output.printJSON(["event": "note", "message": text])

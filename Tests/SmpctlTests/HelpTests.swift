@@ -51,10 +51,12 @@ final class HelpTests: XCTestCase {
         XCTAssertEqual(help.options, [
             "--device <device>", "--sim", "--time-scale <time-scale>", "--record <record>", "--seed <seed>",
             "--faults <faults>", "--line-faults <spec>", "--interlock-socket <path>", "--config <path>", "--db <path>",
+            "--station", "--station-address <address>", "--station-port <port>", "--station-token <token>",
             "--operator <name>",
             "--yes", "--json", "--override-clinical <reason>", "-v, --verbose", "--version", "-h, --help",
         ])
         for promise in ["Ctrl-C once holds the session", "Ctrl-C again asks whether to end it",
+                        "With --station the session is also shown and driven", "stays up after the end until Ctrl-C",
                         "SIGTERM, a closed terminal or closed output end the session held", "75 held or stopped",
                         "configuration named with --config must exist and load (66 missing or unreadable, 78 invalid)"] {
             XCTAssertTrue(help.prose.contains(promise), "run --help does not say “\(promise)”: \(help.prose)")
