@@ -55,7 +55,7 @@ public struct SimulatorOptions: Sendable {
     func validate() throws(SimulatorError) {
         guard firmware.timeScale.isFinite, firmware.timeScale >= 0 else { throw .invalidOption("timeScale \(firmware.timeScale) must be ≥ 0") }
         guard (1...64).contains(firmware.queueCapacity) else { throw .invalidOption("queueCapacity \(firmware.queueCapacity) must be 1…64") }
-        guard firmware.firmwareID.utf8.count <= 16, firmware.firmwareID.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) else {
+        guard firmware.firmwareID.isPrintableASCII else {
             throw .invalidOption("firmwareID must be at most 16 printable ASCII characters")
         }
         if let portPath {

@@ -243,8 +243,8 @@ public struct HelloReply: Sendable, Hashable {
     public var capabilities: Capabilities = []
     /// Random at every boot: a different value on reconnect means the device lost its RAM state.
     public var bootID: UInt32 = 0
-    /// Up to 16 printable ASCII characters.
-    public var firmwareID: String = ""
+    /// Up to 16 printable ASCII characters (`firmwareID.text` on the host).
+    public var firmwareID: FirmwareID = FirmwareID()
     /// DOT frames the device can hold; the host never has more than this many unacknowledged
     /// or queued (the window).
     public var queueCapacity: UInt8 = 0
@@ -256,7 +256,7 @@ public struct HelloReply: Sendable, Hashable {
     public var lastDoneDotID: UInt32 = 0
 
     public init(versionMajor: UInt8 = ProtocolVersion.major, versionMinor: UInt8 = ProtocolVersion.minor,
-                capabilities: Capabilities, bootID: UInt32, firmwareID: String, queueCapacity: UInt8,
+                capabilities: Capabilities, bootID: UInt32, firmwareID: FirmwareID, queueCapacity: UInt8,
                 leaseMilliseconds: UInt16, limits: DeviceLimits, hostNonce: UInt32,
                 doneCount: UInt32, lastDoneDotID: UInt32) {
         self.versionMajor = versionMajor
@@ -543,7 +543,7 @@ extension HelloReply: WirePayload {
         try w.u8(&versionMinor, "version_minor")
         try w.raw(&capabilities, "capabilities")
         try w.u32(&bootID, "boot_id")
-        try w.ascii(&firmwareID, length: 16, "firmware_id")
+        try w.ascii(&firmwareID, "firmware_id")
         try w.u8(&queueCapacity, "queue_capacity")
         try w.u16(&leaseMilliseconds, "lease_ms")
         try limits.walkFields(&w)
@@ -633,5 +633,6 @@ public enum DecodeError: Error, Sendable, Hashable {
     case unknownType(UInt8)
     case wrongLength(MessageType, expected: Int, actual: Int)
     case truncated
-    case invalidField(String)
+    /// A field's value its table does not define, by the field's name in §4.
+    case invalidField(WireFieldName)
 }
