@@ -2,8 +2,10 @@
 public enum ProtocolVersion {
     public static let major: UInt8 = 1
     /// 1.1 added PACE, capability bit 5 and STATUS `pace_ms`; 1.2 added SPACING, SPACING_REPLY,
-    /// capability bit 6 and REFUSED `too_close`. An older peer never sees what it does not know.
-    public static let minor: UInt8 = 2
+    /// capability bit 6 and REFUSED `too_close`; 1.3 one cumulative ACK per block of DOTs and no
+    /// STATUS for ready ↔ running alone, when both sides speak it (the lower minor rules).
+    /// An older peer never sees what it does not know.
+    public static let minor: UInt8 = 3
 }
 
 /// Message type identifiers (first byte of every decoded frame). Host → device below 0x80,
@@ -111,6 +113,8 @@ public enum DeviceState: UInt8, Sendable, CaseIterable, CustomStringConvertible 
 
     /// True in the latched shutdown states, left only by CLEAR then ARM.
     public var isLatched: Bool { self == .estop || self == .fault }
+    /// Ready or running: armed, not held (the two a host treats alike).
+    public var isArmedAndNotHeld: Bool { self == .ready || self == .running }
 }
 
 /// Why the device is held, stopped or faulted (STATUS `fault`, REFUSED `code`'s companion).

@@ -77,7 +77,9 @@ func dotFrame(_ seq: UInt8, id: UInt32, x: Int32? = nil, epoch: UInt16 = 0) -> F
                                     depthMicrometres: 700, dwellMicroseconds: 50_000)))
 }
 
-let helloFrame = Frame(.hello(Hello(requestedLeaseMilliseconds: 250, hostNonce: 0x5EED)))
+/// A 1.2 host's HELLO: an ACK for every DOT and a STATUS on every state change (what these tests
+/// read frame by frame); 1.3's quieter link is QuietLinkTests'.
+let helloFrame = Frame(.hello(Hello(versionMinor: 2, requestedLeaseMilliseconds: 250, hostNonce: 0x5EED)))
 
 final class SimulatedApplicatorTests: XCTestCase {
     private var directory = ""
