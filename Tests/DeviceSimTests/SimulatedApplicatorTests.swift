@@ -217,6 +217,32 @@ final class RuntimeFaultTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
+    /// `--baud`: the wire paced like an 8N1 UART (10 bits a byte) both ways. What is checked here
+    /// is that a session still works over it, each dot once —
+    /// not how long it takes (benchmarks measure; `smpctl sim --baud`).
+    func testAPacedWireStillCarriesASessionEachDotOnce() throws {
+        XCTAssertEqual(SimulatedApplicator.wireMicroseconds(11_520, baud: 115_200), 1_000_000)
+        XCTAssertEqual(SimulatedApplicator.wireMicroseconds(28, baud: 921_600), 303)
+        var refused = SimulatorOptions()
+        refused.baud = 50
+        XCTAssertThrowsError(try SimulatedApplicator.start(refused, logger: Logger(label: "test.sim")))
+
+        var options = SimulatorOptions()
+        options.timeScale = 0
+        options.minimumDotIntervalMicroseconds = 0
+        options.baud = 115_200
+        options.recordPath = directory + "/record.ndjson"
+        let simulator = try SimulatedApplicator.start(options, logger: Logger(label: "test.sim"))
+        defer { simulator.stop() }
+        let host = try HostPort(path: simulator.devicePath)
+        let hello13 = Frame(.hello(Hello(requestedLeaseMilliseconds: 250, hostNonce: 0x5EED)))
+        host.send([hello13, Frame(.arm)] + (1...5).map { dotFrame($0, id: UInt32($0)) }, prefix: [0])
+        XCTAssertTrue(host.read { $0.dotDones.count >= 5 }, "received: \(host.received)")
+        XCTAssertEqual(host.received.dotDones.map(\.dotID), [1, 2, 3, 4, 5])
+        simulator.stop()
+        XCTAssertEqual(simulator.injectedDots.map(\.dotID), [1, 2, 3, 4, 5])
+    }
+
     private func start(_ spec: String, link: Bool = false) throws -> SimulatedApplicator {
         var options = SimulatorOptions()
         options.timeScale = 0
