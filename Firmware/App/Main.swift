@@ -1,4 +1,5 @@
 import FirmwareCore
+import FirmwareProtocol
 
 /// Entry point (Support.c's reset handler calls `main`). The QEMU board's semihosting command line
 /// (`qemu-system-arm -append "…"`) may set `time-scale-percent=N` (physics at N % of real time,

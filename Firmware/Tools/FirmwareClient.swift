@@ -123,7 +123,10 @@ func run(_ arguments: [String]) throws -> Bool {
         _ = try link.hello()
         try link.arm()
         for i in 1...3 { link.send(dot(UInt32(i), x: Int32(i) * 1000, dwell: 200_000), seq: UInt8(i)) }
-        guard link.expect(timeoutMs: 2000, { if case .status(let s) = $0, s.state == .running { true } else { false } }) != nil else {
+        // Protocol 1.3 reports ready → running only when asked (firmware-protocol.md §4 STATUS):
+        // the DOTs' ACK, then a STATUS_REQUEST's answer says the first dot is under way.
+        guard link.expect(timeoutMs: 2000, { if case .ack = $0 { true } else { false } }) != nil,
+              link.status()?.state == .running else {
             throw Failure(message: "the dots did not start")
         }
         let sent = monotonicMicroseconds()

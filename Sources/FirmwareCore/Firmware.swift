@@ -107,6 +107,12 @@ public struct Firmware: Sendable {
     private var lastValidFrameAt: UInt64
     private var lastNewDotAt: UInt64?
     private var hostVersionMajor: UInt8?
+    /// HELLO's minor version: with the device's own, it decides the rules of this host session
+    /// (firmware-protocol.md §6.7.2: the lower of the two).
+    private var hostVersionMinor: UInt8 = 0
+    /// 1.3: the cumulative ACK owed for the DOTs of this input, sent before any other frame but
+    /// DOT_DONE and at the end of the input (§6.3).
+    private var pendingAck: Ack?
     /// Set by PACE (µs); 0 until the host sends one in this host session.
     private var paceMicroseconds: UInt64 = 0
     /// Simulated time of the last skin entry since boot.
@@ -294,7 +300,14 @@ public struct Firmware: Sendable {
     /// call: a caller that has let go of it by then (the microcontroller's main loop does) costs
     /// no allocation per call; one that keeps it gets a copy, as before.
     private mutating func takeOutput() -> FirmwareOutput {
-        output
+        flushAck()
+        return output
+    }
+
+    /// Protocol 1.3 in this host session: both sides said 1.3 or later (§6.7.2). Then one
+    /// cumulative ACK per input and no STATUS for ready ↔ running alone.
+    private var quietLink: Bool {
+        hostVersionMajor == ProtocolVersion.major && min(hostVersionMinor, configuration.protocolMinor) >= 3
     }
 
     private mutating func beginStep() {
@@ -309,7 +322,9 @@ public struct Firmware: Sendable {
             epoch &+= 1
             beginHold(.contactLost)
         }
-        let changed = state != reportedState || fault != reportedFault
+        // 1.3: the queue running dry between DOTs (and the next DOT starting) is not news (§4 STATUS).
+        let flap = quietLink && fault == reportedFault && state.isArmedAndNotHeld && reportedState.isArmedAndNotHeld
+        let changed = (state != reportedState || fault != reportedFault) && !flap
         if statusDue || changed {
             statusDue = false
             reportedState = state
@@ -359,6 +374,7 @@ public struct Firmware: Sendable {
 
     private mutating func handleHello(_ hello: Hello) {
         hostVersionMajor = hello.versionMajor
+        hostVersionMinor = hello.versionMinor
         let requested = hello.requestedLeaseMilliseconds == 0
             ? UInt16(Self.defaultLeaseMicroseconds / 1000) : hello.requestedLeaseMilliseconds
         leaseMicroseconds = UInt64(min(max(requested, Self.minimumLeaseMilliseconds), Self.maximumLeaseMilliseconds)) * 1000
@@ -388,7 +404,7 @@ public struct Firmware: Sendable {
         // interruptedDotID is kept: a new host reads STATUS current_dot_id to learn which dot an
         // e-stop, fault or ABORT cut short.
         send(.helloReply(HelloReply(
-            capabilities: configuration.capabilities, bootID: bootID, firmwareID: configuration.firmwareID,
+            versionMinor: configuration.protocolMinor, capabilities: configuration.capabilities, bootID: bootID, firmwareID: configuration.firmwareID,
             queueCapacity: UInt8(queueCapacity), leaseMilliseconds: UInt16(leaseMicroseconds / 1000),
             limits: configuration.limits, hostNonce: hello.hostNonce, doneCount: doneCount,
             lastDoneDotID: lastDoneDotID)))
@@ -905,6 +921,8 @@ public struct Firmware: Sendable {
         lastValidFrameAt = now
         lastNewDotAt = nil
         hostVersionMajor = nil
+        hostVersionMinor = 0
+        pendingAck = nil  // never sent: as if lost on the line
         paceMicroseconds = 0
         lastSkinEntrySim = nil
         spacingMicrometres = 0
@@ -943,6 +961,14 @@ public struct Firmware: Sendable {
     }
 
     private mutating func send(_ message: Message) {
+        if let ack = pendingAck {
+            if case .dotDone(let done) = message {
+                // 1.3: the DOT_DONE of the very DOT the owed ACK names says all it would (§6.3).
+                if done.dotSeq == ack.ackSeq { pendingAck = nil }
+            } else {
+                flushAck()
+            }
+        }
         let frame = Frame(seq: txSeq, message)
         txSeq &+= 1
         if stalledUntil != nil {
@@ -953,7 +979,18 @@ public struct Firmware: Sendable {
     }
 
     private mutating func sendAck() {
-        send(.ack(Ack(ackSeq: expected &- 1, freeSlots: freeSlots, epoch: epoch)))
+        let ack = Ack(ackSeq: expected &- 1, freeSlots: freeSlots, epoch: epoch)
+        if quietLink {
+            pendingAck = ack  // the last one of this input stands for all of them (§6.3, 1.3)
+        } else {
+            send(.ack(ack))
+        }
+    }
+
+    private mutating func flushAck() {
+        guard let ack = pendingAck else { return }
+        pendingAck = nil
+        send(.ack(ack))
     }
 
     private mutating func sendNak(_ reason: ErrorCode) {

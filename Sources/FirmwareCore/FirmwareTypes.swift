@@ -30,9 +30,12 @@ public struct FirmwareConfiguration: Sendable, Hashable {
     public var minimumSpacingMicrometres: UInt32 = 500
     /// DOT frames the device queues (the executing one included); clamped to 1…64.
     public var queueCapacity: UInt8 = 32
-    /// Up to 16 printable ASCII characters (longer ids are cut by the codec).
-    public var firmwareID: String = "smp-sim 1.0"
+    /// Up to 16 printable ASCII characters (a longer literal is cut to the field).
+    public var firmwareID: FirmwareID = "smp-sim 1.0"
     public var capabilities: Capabilities = .simulatorDefault
+    /// The minor protocol version the device speaks (HELLO_REPLY `version_minor`): a simulator
+    /// configured as an older device (1.2: every ACK, every STATUS) whatever the host speaks.
+    public var protocolMinor: UInt8 = ProtocolVersion.minor
     /// Wall duration of every physics phase = simulated duration × `timeScale`
     /// (1 = real time, 0.02 = 50× faster, 0 = instant). Negative or non-finite values mean 0.
     public var timeScale: Double = 1

@@ -2,8 +2,10 @@
 public enum ProtocolVersion {
     public static let major: UInt8 = 1
     /// 1.1 added PACE, capability bit 5 and STATUS `pace_ms`; 1.2 added SPACING, SPACING_REPLY,
-    /// capability bit 6 and REFUSED `too_close`. An older peer never sees what it does not know.
-    public static let minor: UInt8 = 2
+    /// capability bit 6 and REFUSED `too_close`; 1.3 one cumulative ACK per block of DOTs and no
+    /// STATUS for ready ↔ running alone, when both sides speak it (the lower minor rules).
+    /// An older peer never sees what it does not know.
+    public static let minor: UInt8 = 3
 }
 
 /// Message type identifiers (first byte of every decoded frame). Host → device below 0x80,
@@ -111,6 +113,8 @@ public enum DeviceState: UInt8, Sendable, CaseIterable, CustomStringConvertible 
 
     /// True in the latched shutdown states, left only by CLEAR then ARM.
     public var isLatched: Bool { self == .estop || self == .fault }
+    /// Ready or running: armed, not held (the two a host treats alike).
+    public var isArmedAndNotHeld: Bool { self == .ready || self == .running }
 }
 
 /// Why the device is held, stopped or faulted (STATUS `fault`, REFUSED `code`'s companion).
@@ -243,8 +247,8 @@ public struct HelloReply: Sendable, Hashable {
     public var capabilities: Capabilities = []
     /// Random at every boot: a different value on reconnect means the device lost its RAM state.
     public var bootID: UInt32 = 0
-    /// Up to 16 printable ASCII characters.
-    public var firmwareID: String = ""
+    /// Up to 16 printable ASCII characters (`firmwareID.text` on the host).
+    public var firmwareID: FirmwareID = FirmwareID()
     /// DOT frames the device can hold; the host never has more than this many unacknowledged
     /// or queued (the window).
     public var queueCapacity: UInt8 = 0
@@ -256,7 +260,7 @@ public struct HelloReply: Sendable, Hashable {
     public var lastDoneDotID: UInt32 = 0
 
     public init(versionMajor: UInt8 = ProtocolVersion.major, versionMinor: UInt8 = ProtocolVersion.minor,
-                capabilities: Capabilities, bootID: UInt32, firmwareID: String, queueCapacity: UInt8,
+                capabilities: Capabilities, bootID: UInt32, firmwareID: FirmwareID, queueCapacity: UInt8,
                 leaseMilliseconds: UInt16, limits: DeviceLimits, hostNonce: UInt32,
                 doneCount: UInt32, lastDoneDotID: UInt32) {
         self.versionMajor = versionMajor
@@ -543,7 +547,7 @@ extension HelloReply: WirePayload {
         try w.u8(&versionMinor, "version_minor")
         try w.raw(&capabilities, "capabilities")
         try w.u32(&bootID, "boot_id")
-        try w.ascii(&firmwareID, length: 16, "firmware_id")
+        try w.ascii(&firmwareID, "firmware_id")
         try w.u8(&queueCapacity, "queue_capacity")
         try w.u16(&leaseMilliseconds, "lease_ms")
         try limits.walkFields(&w)
@@ -633,5 +637,6 @@ public enum DecodeError: Error, Sendable, Hashable {
     case unknownType(UInt8)
     case wrongLength(MessageType, expected: Int, actual: Int)
     case truncated
-    case invalidField(String)
+    /// A field's value its table does not define, by the field's name in §4.
+    case invalidField(WireFieldName)
 }

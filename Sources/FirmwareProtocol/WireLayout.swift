@@ -11,7 +11,7 @@
 /// Field kinds: u8, u16, u32, u64, i32 (little-endian, any value); `raw` (a `RawRepresentable`
 /// whose raw value is the wire integer: a value its `init(rawValue:)` refuses is an invalid field,
 /// so an enum-as-u8 is validated and an option set or `EstopCause` takes any value); `flag`
-/// (u8, 0 or 1); `ascii` (printable ASCII, NUL-padded to a fixed length).
+/// (u8, 0 or 1); `ascii` (printable ASCII, NUL-padded to 16 bytes: a `FirmwareID`).
 ///
 /// Walkers are concrete value types used through generics only (no existentials), and the
 /// writer and reader work on caller-provided buffers: encoding and decoding allocate nothing.
@@ -26,8 +26,8 @@ protocol WireWalker {
         where R.RawValue: FixedWidthInteger
     /// A u8 that is 0 (false) or 1 (true); the reader refuses any other byte.
     mutating func flag(_ value: inout Bool, _ name: StaticString) throws(Failure)
-    /// `length` bytes of printable ASCII, NUL-padded; the writer cuts a longer text to `length`.
-    mutating func ascii(_ value: inout String, length: Int, _ name: StaticString) throws(Failure)
+    /// `FirmwareID.fieldLength` bytes of printable ASCII, NUL-padded.
+    mutating func ascii(_ value: inout FirmwareID, _ name: StaticString) throws(Failure)
 }
 
 extension WireWalker {
@@ -60,7 +60,7 @@ struct LengthCounter: WireWalker {
         count += R.RawValue.bitWidth / 8
     }
     mutating func flag(_ value: inout Bool, _ name: StaticString) { count += 1 }
-    mutating func ascii(_ value: inout String, length: Int, _ name: StaticString) { count += length }
+    mutating func ascii(_ value: inout FirmwareID, _ name: StaticString) { count += FirmwareID.fieldLength }
 }
 
 /// Writes fields little-endian into a buffer the caller sized from the layout (overrunning it is
@@ -89,16 +89,8 @@ struct PayloadWriter: WireWalker {
         integer(&rawValue, name)
     }
     mutating func flag(_ value: inout Bool, _ name: StaticString) { byte(value ? 1 : 0) }
-    mutating func ascii(_ value: inout String, length: Int, _ name: StaticString) {
-        var written = 0
-        // A plain iteration, not `utf8.prefix(length)`: the same bytes, without pulling String's
-        // index arithmetic into the microcontroller image (docs/firmware.md).
-        for unit in value.utf8 {
-            guard written < length else { break }
-            byte(unit)
-            written += 1
-        }
-        for _ in written..<length { byte(0) }
+    mutating func ascii(_ value: inout FirmwareID, _ name: StaticString) {
+        for index in 0..<FirmwareID.fieldLength { byte(value[index]) }
     }
 }
 
@@ -136,17 +128,24 @@ struct PayloadReader: WireWalker {
         guard raw <= 1 else { throw invalid(name) }
         value = raw == 1
     }
-    mutating func ascii(_ value: inout String, length: Int, _ name: StaticString) throws(DecodeError) {
-        guard remaining >= length else { throw .truncated }
-        let field = UnsafeBufferPointer(rebasing: bytes[index..<(index + length)])
-        index += length
-        let text = field.prefix { $0 != 0 }
-        guard text.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) else { throw invalid(name) }
-        value = String(decoding: text, as: UTF8.self)
+    mutating func ascii(_ value: inout FirmwareID, _ name: StaticString) throws(DecodeError) {
+        guard remaining >= FirmwareID.fieldLength else { throw .truncated }
+        // The text ends at the first NUL; what follows it is not read (nor kept).
+        var id = FirmwareID()
+        var ended = false
+        for offset in 0..<FirmwareID.fieldLength {
+            let unit = bytes[index + offset]
+            if unit == 0 { ended = true }
+            if ended { continue }
+            guard unit >= 0x20 && unit < 0x7F else { throw invalid(name) }
+            id[offset] = unit
+        }
+        index += FirmwareID.fieldLength
+        value = id
     }
 }
 
-/// A field name for `DecodeError.invalidField` (built only when a frame is refused).
+/// A field name for `DecodeError.invalidField` (a `StaticString`: nothing is built).
 private func invalid(_ name: StaticString) -> DecodeError {
-    .invalidField(name.withUTF8Buffer { String(decoding: $0, as: UTF8.self) })
+    .invalidField(WireFieldName(stringLiteral: name))
 }

@@ -19,8 +19,52 @@ public struct LinkConfiguration: Sendable, Hashable {
     /// The minimum spacing between dots to set with SPACING during the handshake (§6.7.3,
     /// protocol 1.2); 0 sends none. Only to a device with the `spacing` capability.
     public var minimumSpacingMicrometres: UInt32 = 0
+    /// The line's byte rate when it has one (a UART: baud ÷ 10, 8N1); nil for USB CDC-ACM, whose
+    /// baud is ignored. Bounds the window and raises the RTO floor (firmware-protocol.md §6.3).
+    public var lineBytesPerSecond: Int?
+    /// The minor version HELLO announces (§6.7.2: both sides follow the lower of the two). Lower
+    /// only to stand in for an older host (tests); the machine reads every version alike.
+    public var protocolMinor: UInt8 = ProtocolVersion.minor
 
     public init() {}
+}
+
+/// What a line's byte rate allows (firmware-protocol.md §6.3, "A line with a byte rate"): the
+/// window of DOTs whose frames and answers fit in `windowSpan` of the line, and an RTO floor raised
+/// by the time that window takes, so a DOT written behind a full window is not counted lost.
+public struct LineBudget: Sendable, Hashable {
+    /// A DOT frame on the wire (COBS + delimiter included).
+    public static let dotFrameBytes = 28
+    /// Its answers at worst when both sides speak 1.3: ACK (12 B) and DOT_DONE (25 B).
+    public static let answerBytesPerDot = 37
+    /// An older device's: also the two STATUS frames (31 B each) of a queue that runs dry
+    /// between DOTs, as it does whenever the line is the bottleneck.
+    public static let olderDeviceAnswerBytesPerDot = 99
+    /// How much of the line one window may take.
+    public static let windowSpan: Duration = .milliseconds(100)
+
+    public var window: Int
+    public var minimumRetransmissionTimeout: Duration
+    public var maximumRetransmissionTimeout: Duration
+    public var initialRetransmissionTimeout: Duration
+
+    /// The defaults of `configuration` when the line has no byte rate. `protocolMinor`: the
+    /// version in use (the lower of the host's and the device's, §6.7.2).
+    public init(configuration: LinkConfiguration, queueCapacity: Int, protocolMinor: UInt8 = ProtocolVersion.minor) {
+        window = queueCapacity
+        minimumRetransmissionTimeout = configuration.minimumRetransmissionTimeout
+        maximumRetransmissionTimeout = configuration.maximumRetransmissionTimeout
+        initialRetransmissionTimeout = configuration.initialRetransmissionTimeout
+        guard let rate = configuration.lineBytesPerSecond, rate > 0 else { return }
+        let perDot = Self.dotFrameBytes + (protocolMinor >= 3 ? Self.answerBytesPerDot : Self.olderDeviceAnswerBytesPerDot)
+        let fits = Int(UInt64(rate) * Self.windowSpan.nanoseconds / 1_000_000_000) / perDot
+        window = min(queueCapacity, max(1, fits))
+        let drainNanos = UInt64(window * perDot) * 1_000_000_000 / UInt64(rate)
+        let floor = configuration.minimumRetransmissionTimeout.nanoseconds + drainNanos
+        minimumRetransmissionTimeout = .nanoseconds(floor)
+        maximumRetransmissionTimeout = .nanoseconds(max(configuration.maximumRetransmissionTimeout.nanoseconds, 2 * floor))
+        initialRetransmissionTimeout = .nanoseconds(max(configuration.initialRetransmissionTimeout.nanoseconds, floor))
+    }
 }
 
 /// Counters of the link, reported as events and kept in the session record.
@@ -225,6 +269,8 @@ public struct LinkMachine: Sendable {
     private var srttNanos: Double = 0
     private var rttvarNanos: Double = 0
     private var rtoNanos: UInt64
+    /// The window and RTO bounds (the line's byte rate, once the HELLO_REPLY says the queue).
+    public private(set) var lineBudget: LineBudget
     /// When the first frame sent since the last valid one received left: the device's silence
     /// is counted from there. Nil while nothing is unanswered — a host that sends nothing (its
     /// queue blocked by a long write, its process starved) cannot blame the device for quiet.
@@ -245,7 +291,8 @@ public struct LinkMachine: Sendable {
     public init(configuration: LinkConfiguration = LinkConfiguration(), devicePath: String) {
         self.configuration = configuration
         self.devicePath = devicePath
-        rtoNanos = configuration.initialRetransmissionTimeout.nanoseconds
+        lineBudget = LineBudget(configuration: configuration, queueCapacity: 64)
+        rtoNanos = lineBudget.initialRetransmissionTimeout.nanoseconds
     }
 
     // MARK: - Observation
@@ -265,7 +312,7 @@ public struct LinkMachine: Sendable {
     public var dotCredit: Int {
         guard streaming, !fencePending, !latched, !closed, let hello else { return 0 }
         guard let state = deviceStatus?.state, state == .ready || state == .running else { return 0 }
-        let room = Int(hello.queueCapacity) - windowCount
+        let room = min(Int(hello.queueCapacity), lineBudget.window) - windowCount
         let credit = creditAtAck - Int(nextSeq - 1 - ackedThrough)
         return max(0, min(room, credit))
     }
@@ -323,7 +370,8 @@ public struct LinkMachine: Sendable {
     private mutating func sendHello(now: UInt64) {
         handshakeAttemptsLeft -= 1
         let lease = UInt16(clamping: configuration.requestedLease.milliseconds)
-        send(Frame(.hello(Hello(requestedLeaseMilliseconds: lease, hostNonce: handshakeNonce))), now: now)
+        send(Frame(.hello(Hello(versionMinor: configuration.protocolMinor, requestedLeaseMilliseconds: lease,
+                                hostNonce: handshakeNonce))), now: now)
     }
 
     private mutating func finishHandshake(_ result: Result<HelloReply, LinkLoss>) {
@@ -670,6 +718,9 @@ public struct LinkMachine: Sendable {
         ackedThrough = 0
         epoch = 0
         creditAtAck = Int(reply.queueCapacity)
+        lineBudget = LineBudget(configuration: configuration, queueCapacity: Int(reply.queueCapacity),
+                                protocolMinor: min(reply.versionMinor, configuration.protocolMinor))
+        if srttNanos == 0 { rtoNanos = lineBudget.initialRetransmissionTimeout.nanoseconds }
         outstanding.removeAll()
         outstandingHead = 0
         let lease = UInt64(reply.leaseMilliseconds) * 1_000_000
@@ -976,7 +1027,7 @@ public struct LinkMachine: Sendable {
         }
         if let oldest = oldestUnacknowledged, elapsed(t, since: oldest.sentAt) >= rtoNanos {
             // RFC 6298 §5.5: back off.
-            rtoNanos = min(rtoNanos * 2, configuration.maximumRetransmissionTimeout.nanoseconds)
+            rtoNanos = min(rtoNanos * 2, lineBudget.maximumRetransmissionTimeout.nanoseconds)
             metrics.retransmissionTimeoutMicroseconds = Int(rtoNanos / 1000)
             retransmit(from: oldest.seq, now: t)
         }
@@ -998,8 +1049,8 @@ public struct LinkMachine: Sendable {
             srttNanos = 0.875 * srttNanos + 0.125 * r
         }
         let rto = UInt64(srttNanos + max(4 * rttvarNanos, 1_000_000))
-        rtoNanos = min(max(rto, configuration.minimumRetransmissionTimeout.nanoseconds),
-                       configuration.maximumRetransmissionTimeout.nanoseconds)
+        rtoNanos = min(max(rto, lineBudget.minimumRetransmissionTimeout.nanoseconds),
+                       lineBudget.maximumRetransmissionTimeout.nanoseconds)
         metrics.smoothedRTTMicroseconds = Int(srttNanos / 1000)
         metrics.retransmissionTimeoutMicroseconds = Int(rtoNanos / 1000)
     }

@@ -25,7 +25,7 @@ public struct StoreRecorder: SessionRecorder {
                 planID: plan.planID, planPath: planPath, planSHA256: planSHA256,
                 sessionNumber: plan.session?.number, sessionOf: plan.session?.of,
                 clientReference: plan.client?.reference, operatorName: operatorName,
-                machineID: machineID, firmwareID: hello.firmwareID, bootID: hello.bootID,
+                machineID: machineID, firmwareID: hello.firmwareID.text, bootID: hello.bootID,
                 devicePath: opening.devicePath)
             let id = try store.createSession(info, dots: plan.dots)
             try store.apply(first, session: id)

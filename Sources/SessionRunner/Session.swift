@@ -463,7 +463,7 @@ public final class Session: @unchecked Sendable {
         for dot in todo { regions[dot.region ?? "(none)", default: 0] += 1 }
         let preflight = Preflight(
             planID: plan.planID, dotCount: todo.count, regions: regions, devicePath: link.devicePath,
-            firmwareID: hello.firmwareID, protocolVersion: "\(hello.versionMajor).\(hello.versionMinor)",
+            firmwareID: hello.firmwareID.text, protocolVersion: "\(hello.versionMajor).\(hello.versionMinor)",
             envelope: effectiveEnvelope, estimatedDurationSeconds: Self.estimate(todo, limits: hello.limits,
                                                      minimumIntervalMicroseconds: paceMonitor.minimumIntervalMicroseconds),
             sessionID: sessionID, alreadyDone: previouslyDone, skipped: skipped)
@@ -525,7 +525,7 @@ public final class Session: @unchecked Sendable {
             return
         }
         var first = RecordBatch()
-        first.device = RecordBatch.Device(firmwareID: hello.firmwareID, bootID: hello.bootID,
+        first.device = RecordBatch.Device(firmwareID: hello.firmwareID.text, bootID: hello.bootID,
                                           devicePath: link.devicePath, doneCount: hello.doneCount)
         first.events = recording.auditAtStart
         let opened = try recording.recorder.open(RecordOpening(
@@ -861,7 +861,7 @@ public final class Session: @unchecked Sendable {
         var account = SessionAccount(
             outcome: outcome, reason: reason, total: plan.dots.count, done: done, interrupted: interrupted,
             inDoubt: inDoubt, notStarted: Array(notStarted), metrics: lastMetrics,
-            firmwareID: link?.hello?.firmwareID,
+            firmwareID: link?.hello?.firmwareID.text,
             elapsedSeconds: Double(DispatchTime.now().uptimeNanoseconds - startNanos) / 1e9)
         account.sessionID = sessionID
         account.doneUnrecorded = Array(doneUnrecorded)

@@ -106,7 +106,7 @@ struct Probe: ParsableCommand {
         let limits = hello.limits
         let capabilities = capabilityNames(hello.capabilities)
         let rows: [(String, String)] = [
-            ("firmware", hello.firmwareID),
+            ("firmware", hello.firmwareID.text),
             ("protocol", "\(hello.versionMajor).\(hello.versionMinor)"),
             ("capabilities", capabilities.isEmpty ? "none" : capabilities.joined(separator: ", ")),
             ("queue capacity", "\(hello.queueCapacity) dots"),
@@ -128,7 +128,7 @@ struct Probe: ParsableCommand {
         let limits = hello.limits
         return [
             "device": device,
-            "firmware_id": hello.firmwareID,
+            "firmware_id": hello.firmwareID.text,
             "protocol_version": "\(hello.versionMajor).\(hello.versionMinor)",
             "capabilities": capabilityNames(hello.capabilities),
             "capabilities_raw": Int(hello.capabilities.rawValue),

@@ -25,6 +25,11 @@ struct DeviceOptions: ParsableArguments {
     @Option(help: "With --sim: simulator time scale (1 = real time, 0 = instant).")
     var timeScale: Double = 0.02
 
+    @Option(help: ArgumentHelp(
+        "With --sim: pace the simulator's wire like an 8N1 UART at this baud (N/10 bytes per second each way); the host's window and retransmission timeout follow it.",
+        valueName: "N"))
+    var baud: Int?
+
     @Option(help: "With --sim: append the simulator's ground-truth record (NDJSON) to this file.")
     var record: String?
 
@@ -54,8 +59,11 @@ struct DeviceOptions: ParsableArguments {
         if sim == (device != nil) {
             throw ValidationError("Give exactly one of --device PATH or --sim.")
         }
-        if !sim && (record != nil || faults != nil || lineFaults != nil || interlockSocket != nil) {
-            throw ValidationError("--record, --faults, --line-faults and --interlock-socket apply to --sim only.")
+        if !sim && (record != nil || faults != nil || lineFaults != nil || interlockSocket != nil || baud != nil) {
+            throw ValidationError("--record, --faults, --line-faults, --interlock-socket and --baud apply to --sim only.")
+        }
+        if let baud, baud < 300 || baud > 12_000_000 {
+            throw ValidationError("--baud must be 300…12000000 (got \(baud)).")
         }
         if let lineFaults {
             do { _ = try HostLineFaults(spec: lineFaults) } catch { throw ValidationError("--line-faults: \(error)") }
@@ -299,6 +307,7 @@ enum SessionCommand {
         if target.sim {
             var options = SimulatorOptions()
             options.timeScale = target.timeScale
+            options.baud = target.baud
             options.seed = target.seed
             options.recordPath = target.record
             options.keepsGroundTruthInMemory = false  // only the NDJSON file (--record) is read
@@ -384,6 +393,8 @@ enum SessionCommand {
         options.interlocks = interlocks
         options.envelope = machine.envelope
         options.link.requestedLease = .milliseconds(machine.leaseMilliseconds)
+        // A line with a byte rate bounds the window and raises the RTO floor (§6.3).
+        if target.sim, let baud = target.baud { options.link.lineBytesPerSecond = baud / 10 }
         // The applicator's own holds wait for the operator like the operator's own; with nobody
         // at a terminal the console ends them held (resumable).
         options.waitForOperatorOnDeviceHold = true

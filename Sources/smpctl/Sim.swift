@@ -36,6 +36,11 @@ struct Sim: ParsableCommand {
     @Option(help: "Physics time scale: 1 = real time, 0 = instant, 0.02 = 50× faster.")
     var timeScale: Double = 1
 
+    @Option(help: ArgumentHelp(
+        "Pace the wire like an 8N1 UART at this baud: bytes leave and arrive at N/10 per second each way (default: as fast as the pseudo-terminal).",
+        valueName: "N"))
+    var baud: Int?
+
     @Option(help: "Seed for fault injection: the same seed reproduces the faults. Not the boot id: every start is a new boot.")
     var seed: UInt64 = 1
 
@@ -67,6 +72,9 @@ struct Sim: ParsableCommand {
         if let port, port.isEmpty {
             throw ValidationError("--port needs the path of a tty, e.g. /dev/ttyGS0.")
         }
+        if let baud, baud < 300 || baud > 12_000_000 {
+            throw ValidationError("--baud must be 300…12000000 (got \(baud)).")
+        }
         guard timeScale.isFinite, timeScale >= 0 else {
             throw ValidationError("--time-scale must be a finite number ≥ 0 (got \(timeScale)).")
         }
@@ -75,6 +83,7 @@ struct Sim: ParsableCommand {
     func run() throws {
         var options = SimulatorOptions()
         options.timeScale = timeScale
+        options.baud = baud
         options.seed = seed
         options.recordPath = record
         options.keepsGroundTruthInMemory = false  // only the NDJSON file (--record) is read

@@ -11,7 +11,7 @@ final class FirmwareTests: XCTestCase {
         XCTAssertEqual(reply.count, 1)
         guard let reply = reply.first else { return }
         XCTAssertEqual(reply.versionMajor, 1)
-        XCTAssertEqual(reply.versionMinor, 2)
+        XCTAssertEqual(reply.versionMinor, ProtocolVersion.minor)
         XCTAssertEqual(reply.capabilities, [.deduplication, .epochFence, .lease, .contactSensor, .depthSensor, .pace, .spacing])
         XCTAssertEqual(reply.capabilities.rawValue, 127)
         XCTAssertEqual(reply.firmwareID, "smp-sim 1.0")

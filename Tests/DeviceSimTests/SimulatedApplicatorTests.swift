@@ -77,7 +77,9 @@ func dotFrame(_ seq: UInt8, id: UInt32, x: Int32? = nil, epoch: UInt16 = 0) -> F
                                     depthMicrometres: 700, dwellMicroseconds: 50_000)))
 }
 
-let helloFrame = Frame(.hello(Hello(requestedLeaseMilliseconds: 250, hostNonce: 0x5EED)))
+/// A 1.2 host's HELLO: an ACK for every DOT and a STATUS on every state change (what these tests
+/// read frame by frame); 1.3's quieter link is QuietLinkTests'.
+let helloFrame = Frame(.hello(Hello(versionMinor: 2, requestedLeaseMilliseconds: 250, hostNonce: 0x5EED)))
 
 final class SimulatedApplicatorTests: XCTestCase {
     private var directory = ""
@@ -213,6 +215,32 @@ final class RuntimeFaultTests: XCTestCase {
 
     override func tearDownWithError() throws {
         try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// `--baud`: the wire paced like an 8N1 UART (10 bits a byte) both ways. What is checked here
+    /// is that a session still works over it, each dot once —
+    /// not how long it takes (benchmarks measure; `smpctl sim --baud`).
+    func testAPacedWireStillCarriesASessionEachDotOnce() throws {
+        XCTAssertEqual(SimulatedApplicator.wireMicroseconds(11_520, baud: 115_200), 1_000_000)
+        XCTAssertEqual(SimulatedApplicator.wireMicroseconds(28, baud: 921_600), 303)
+        var refused = SimulatorOptions()
+        refused.baud = 50
+        XCTAssertThrowsError(try SimulatedApplicator.start(refused, logger: Logger(label: "test.sim")))
+
+        var options = SimulatorOptions()
+        options.timeScale = 0
+        options.minimumDotIntervalMicroseconds = 0
+        options.baud = 115_200
+        options.recordPath = directory + "/record.ndjson"
+        let simulator = try SimulatedApplicator.start(options, logger: Logger(label: "test.sim"))
+        defer { simulator.stop() }
+        let host = try HostPort(path: simulator.devicePath)
+        let hello13 = Frame(.hello(Hello(requestedLeaseMilliseconds: 250, hostNonce: 0x5EED)))
+        host.send([hello13, Frame(.arm)] + (1...5).map { dotFrame($0, id: UInt32($0)) }, prefix: [0])
+        XCTAssertTrue(host.read { $0.dotDones.count >= 5 }, "received: \(host.received)")
+        XCTAssertEqual(host.received.dotDones.map(\.dotID), [1, 2, 3, 4, 5])
+        simulator.stop()
+        XCTAssertEqual(simulator.injectedDots.map(\.dotID), [1, 2, 3, 4, 5])
     }
 
     private func start(_ spec: String, link: Bool = false) throws -> SimulatedApplicator {

@@ -59,8 +59,8 @@ struct Bench {
     }
 
     @discardableResult
-    mutating func hello(lease: UInt16 = 250, nonce: UInt32 = 0xC0FF_EE01, major: UInt8 = 1) -> [Message] {
-        send(.hello(Hello(versionMajor: major, versionMinor: 0, requestedLeaseMilliseconds: lease, hostNonce: nonce)))
+    mutating func hello(lease: UInt16 = 250, nonce: UInt32 = 0xC0FF_EE01, major: UInt8 = 1, minor: UInt8 = 0) -> [Message] {
+        send(.hello(Hello(versionMajor: major, versionMinor: minor, requestedLeaseMilliseconds: lease, hostNonce: nonce)))
     }
 
     /// HELLO then ARM; asserts the device is ready.

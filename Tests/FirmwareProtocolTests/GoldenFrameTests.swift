@@ -15,6 +15,10 @@ enum GoldenExamples {
 
     static let all: [(name: String, frame: Frame)] = [
         ("HELLO", Frame(.hello(Hello(requestedLeaseMilliseconds: 100, hostNonce: 0xC0FF_EE01)))),
+        // Protocol 1.3 changed no frame; the version bytes did change (§6.7.2): a 1.2 peer's
+        // frames are kept as they were.
+        ("HELLO from a 1.2 host", Frame(.hello(Hello(versionMinor: 2, requestedLeaseMilliseconds: 100,
+                                                     hostNonce: 0xC0FF_EE01)))),
         ("STATUS_REQUEST", Frame(.statusRequest)),
         ("ARM", Frame(.arm)),
         ("CLEAR", Frame(.clear)),
@@ -33,7 +37,13 @@ enum GoldenExamples {
             capabilities: [.deduplication, .epochFence, .lease, .contactSensor, .depthSensor, .pace, .spacing],
             bootID: 0x1234_5678, firmwareID: "smp-sim 1.0", queueCapacity: 32, leaseMilliseconds: 100,
             limits: limits, hostNonce: 0xC0FF_EE01, doneCount: 0, lastDoneDotID: 0)))),
+        ("HELLO_REPLY from a 1.2 device", Frame(seq: 1, .helloReply(HelloReply(
+            versionMinor: 2,
+            capabilities: [.deduplication, .epochFence, .lease, .contactSensor, .depthSensor, .pace, .spacing],
+            bootID: 0x1234_5678, firmwareID: "smp-sim 1.0", queueCapacity: 32, leaseMilliseconds: 100,
+            limits: limits, hostNonce: 0xC0FF_EE01, doneCount: 0, lastDoneDotID: 0)))),
         ("ACK", Frame(seq: 2, .ack(Ack(ackSeq: 1, freeSlots: 31, epoch: 0)))),
+        ("ACK for a block of DOTs 1-5 (1.3)", Frame(seq: 2, .ack(Ack(ackSeq: 5, freeSlots: 27, epoch: 0)))),
         ("NAK", Frame(seq: 3, .nak(Nak(expectedSeq: 5, reason: .outOfOrder, freeSlots: 28)))),
         ("DOT_DONE", Frame(seq: 4, .dotDone(DotDone(dotSeq: 1, dotID: 42, doneCount: 1,
                                                     deviceTimeMicroseconds: 1_234_567)))),

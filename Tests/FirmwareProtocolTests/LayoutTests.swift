@@ -27,7 +27,9 @@ struct LayoutRecorder: WireWalker {
         integer(&rawValue, name)
     }
     mutating func flag(_ value: inout Bool, _ name: StaticString) { add(name, "u8", 1) }
-    mutating func ascii(_ value: inout String, length: Int, _ name: StaticString) { add(name, "\(length) bytes", length) }
+    mutating func ascii(_ value: inout FirmwareID, _ name: StaticString) {
+        add(name, "\(FirmwareID.fieldLength) bytes", FirmwareID.fieldLength)
+    }
 
     static func walk(_ type: MessageType) -> LayoutRecorder {
         var recorder = LayoutRecorder()
@@ -160,7 +162,7 @@ final class LayoutTests: XCTestCase {
         let refused = Frame(.refused(Refused(seq: 1, dotID: 2, code: .tooClose, value: 3, state: .fault, fault: .dotOutOfLimits)))
         let nak = Frame(.nak(Nak(expectedSeq: 1, reason: .queueFull, freeSlots: 0)))
         let reply = GoldenExamples.all.first { $0.name == "HELLO_REPLY" }!.frame
-        let cases: [(Frame, offset: Int, value: UInt8, field: String)] = [
+        let cases: [(Frame, offset: Int, value: UInt8, field: WireFieldName)] = [
             (status, 0, 6, "state"), (status, 1, 9, "fault"), (status, 20, 2, "needle_retracted"),
             (refused, 5, 0, "code"), (refused, 5, 13, "code"), (refused, 10, 6, "state"), (refused, 11, 9, "fault"),
             (nak, 1, 0, "reason"), (nak, 1, 0xFF, "reason"),
@@ -169,7 +171,7 @@ final class LayoutTests: XCTestCase {
         for (frame, offset, value, field) in cases {
             var payload = payloadBytes(of: frame)
             payload[offset] = value
-            XCTAssertThrowsError(try Frame.decode(raw: raw(frame.message.type.rawValue, payload)[...]), field) {
+            XCTAssertThrowsError(try Frame.decode(raw: raw(frame.message.type.rawValue, payload)[...]), "\(field)") {
                 XCTAssertEqual($0 as? DecodeError, .invalidField(field), "\(frame.message.type) offset \(offset)")
             }
         }
@@ -187,6 +189,30 @@ final class LayoutTests: XCTestCase {
         let decoded = try Frame.decode(cobsBlock: Frame(.helloReply(reply)).encoded().dropLast())
         reply.firmwareID = "0123456789abcdef"
         XCTAssertEqual(decoded, Frame(.helloReply(reply)))
+    }
+
+    /// `invalidField` carries a `StaticString` now (no String in the firmware) and prints as the
+    /// `String` it replaced did: the host's log lines are unchanged.
+    func testAnInvalidFieldPrintsAsBefore() {
+        XCTAssertEqual("\(DecodeError.invalidField("state"))", #"invalidField("state")"#)
+        XCTAssertEqual(DecodeError.invalidField("needle_retracted"), .invalidField("needle_retracted"))
+        XCTAssertNotEqual(DecodeError.invalidField("state"), .invalidField("fault"))
+        XCTAssertEqual(Set<WireFieldName>(["state", "state", "fault"]).count, 2)
+    }
+
+    /// The firmware id is the wire field's 16 bytes: text up to the first NUL, a longer literal or
+    /// text cut to 16, quoted inside a printed message as the `String` was.
+    func testTheFirmwareIDIsItsSixteenBytes() {
+        let id: FirmwareID = "smp-sim 1.0"
+        XCTAssertEqual(id.text, "smp-sim 1.0")
+        XCTAssertEqual(id.count, 11)
+        XCTAssertEqual(id, FirmwareID("smp-sim 1.0"))
+        XCTAssertEqual(FirmwareID("0123456789abcdefXYZ").text, "0123456789abcdef")
+        XCTAssertEqual(("0123456789abcdefXYZ" as FirmwareID).text, "0123456789abcdef")
+        XCTAssertEqual(FirmwareID().text, "")
+        XCTAssertTrue(id.isPrintableASCII)
+        XCTAssertFalse(FirmwareID("tab\there").isPrintableASCII)
+        XCTAssertEqual(String(reflecting: id), #""smp-sim 1.0""#)
     }
 
     /// The payload bytes `frame` encodes to.

@@ -49,7 +49,7 @@ enum RandomMessages {
             let id = String((0..<length).map { _ in Character(UnicodeScalar(UInt8.random(in: 0x20...0x7E, using: &r))) })
             return .helloReply(HelloReply(
                 versionMajor: u8(), versionMinor: u8(), capabilities: Capabilities(rawValue: u32()), bootID: u32(),
-                firmwareID: id, queueCapacity: u8(), leaseMilliseconds: u16(),
+                firmwareID: FirmwareID(id), queueCapacity: u8(), leaseMilliseconds: u16(),
                 limits: DeviceLimits(depthMinMicrometres: u16(), depthMaxMicrometres: u16(), dwellMinMicroseconds: u32(),
                                      dwellMaxMicroseconds: u32(), travelXMicrometres: u32(), travelYMicrometres: u32(),
                                      travelSpeedMicrometresPerSecond: u32(), descendMicroseconds: u32(),

@@ -33,6 +33,48 @@ final class LinkMachineFirmwareTests: XCTestCase {
         XCTAssertEqual(loop.host.disarmed, true)
     }
 
+    /// Version negotiation (firmware-protocol.md §6.7.2), both ways: a 1.3 host with a 1.1 or
+    /// 1.2 device, and a 1.1 or 1.2 host with a 1.3 device, over a lossy wire — each dot once.
+    func testOlderPeersOnEitherSideStillInjectEveryDotExactlyOnce() {
+        for (hostMinor, deviceMinor) in [(UInt8(3), UInt8(1)), (3, 2), (1, 3), (2, 3), (3, 3)] {
+            var loop = Loop(seed: 5, dots: 150, dropRate: 0.03, corruptRate: 0.02,
+                            device: { $0.protocolMinor = deviceMinor }, link: { $0.protocolMinor = hostMinor })
+            loop.run()
+            let label = "host 1.\(hostMinor), device 1.\(deviceMinor)"
+            XCTAssertNil(loop.failure, label)
+            XCTAssertEqual(loop.host.machine.hello?.versionMinor, deviceMinor, label)
+            XCTAssertEqual(loop.host.doneIDs.sorted(), (1...150).map(UInt32.init), label)
+            XCTAssertEqual(loop.injected.filter { $0.outcome == .done }.map(\.dotID).sorted(), (1...150).map(UInt32.init), label)
+            XCTAssertEqual(loop.host.disarmed, true, label)
+        }
+    }
+
+    /// Over a line paced like a UART at 115200 baud (8N1), the link saturated (instant physics,
+    /// no pace): with the line's byte rate the host never retransmits spuriously; without it
+    /// (the 25 ms floor, a 32-DOT window) it does. At 1.3 the device sends fewer ACKs than DOTs.
+    func testASlowUARTCausesNoSpuriousGoBackN() {
+        func run(knowsRate: Bool, minor: UInt8 = ProtocolVersion.minor) -> Loop {
+            var loop = Loop(seed: 3, dots: 400, dropRate: 0, corruptRate: 0, bytesPerSecond: 11_520,
+                            device: { $0.timeScale = 0; $0.minimumDotIntervalMicroseconds = 0; $0.protocolMinor = minor },
+                            link: { if knowsRate { $0.lineBytesPerSecond = 11_520 } })
+            loop.run()
+            return loop
+        }
+        let paced = run(knowsRate: true)
+        XCTAssertNil(paced.failure)
+        XCTAssertEqual(paced.host.doneIDs, (1...400).map(UInt32.init))
+        XCTAssertEqual(paced.host.machine.metrics.retransmissions, 0, "no spurious go-back-N")
+        XCTAssertLessThan(paced.acksToHost, 400, "one ACK per block of DOTs, not per DOT")
+        let blind = run(knowsRate: false)
+        XCTAssertNil(blind.failure)
+        XCTAssertEqual(blind.host.doneIDs.sorted(), (1...400).map(UInt32.init), "still each once")
+        XCTAssertGreaterThan(blind.host.machine.metrics.retransmissions, 0, "the test can see the problem")
+        let older = run(knowsRate: true, minor: 2)
+        XCTAssertNil(older.failure)
+        XCTAssertEqual(older.acksToHost, 400, "a 1.2 device: an ACK per DOT")
+        XCTAssertEqual(older.host.machine.metrics.retransmissions, 0)
+    }
+
     /// The session as the owner would run it: arm after the handshake, put returned dots back
     /// first, resume a device that held on its own (a lost heartbeat can let its lease expire),
     /// CLEAR once every dot is done.
@@ -47,6 +89,12 @@ final class LinkMachineFirmwareTests: XCTestCase {
         var toHost: [(at: UInt64, bytes: [UInt8])] = []
         var injected: [InjectedDot] = []
         var failure: String?
+        /// ACK frames the device sent.
+        var acksToHost = 0
+        /// A UART's byte rate both ways (nil: frames arrive one by one after `latency`): each
+        /// write's bytes leave after the ones before it and arrive together (one read).
+        let bytesPerSecond: Int?
+        private var wireFree: (toDevice: UInt64, toHost: UInt64) = (0, 0)
         private var seenEvents = 0
         private var hostBytesSeen = 0
         private var armed = false
@@ -54,11 +102,15 @@ final class LinkMachineFirmwareTests: XCTestCase {
         private let origin: UInt64
         private let latency: UInt64 = 300_000
 
-        init(seed: UInt64, dots: Int, dropRate: Double, corruptRate: Double) {
+        init(seed: UInt64, dots: Int, dropRate: Double, corruptRate: Double, bytesPerSecond: Int? = nil,
+             device: (inout FirmwareConfiguration) -> Void = { _ in }, link: (inout LinkConfiguration) -> Void = { _ in }) {
             var configuration = FirmwareConfiguration()
             configuration.timeScale = 0.02
             configuration.bootIDEntropy = seed
+            device(&configuration)
             firmware = Firmware(configuration: configuration, at: 0)
+            host = VirtualHost(link)
+            self.bytesPerSecond = bytesPerSecond
             rng = SplitMix64(seed: seed)
             self.dropRate = dropRate
             self.corruptRate = corruptRate
@@ -102,6 +154,7 @@ final class LinkMachineFirmwareTests: XCTestCase {
 
         private mutating func fromDevice(_ output: FirmwareOutput) {
             injected += output.injectedDots
+            acksToHost += output.frames.filter { $0.message.type == .ack }.count
             send(output.bytes, toDevice: false)
         }
 
@@ -144,6 +197,19 @@ final class LinkMachineFirmwareTests: XCTestCase {
 
         /// Whole frames onto the wire, each dropped or corrupted at the given rates.
         private mutating func send(_ bytes: [UInt8], toDevice: Bool) {
+            if let bytesPerSecond {
+                guard !bytes.isEmpty else { return }
+                let start = max(host.now, toDevice ? wireFree.toDevice : wireFree.toHost)
+                let done = start + UInt64(bytes.count) * 1_000_000_000 / UInt64(bytesPerSecond)
+                if toDevice {
+                    wireFree.toDevice = done
+                    self.toDevice.append((at: done + latency, bytes: bytes))
+                } else {
+                    wireFree.toHost = done
+                    toHost.append((at: done + latency, bytes: bytes))
+                }
+                return
+            }
             for var frame in bytes.split(separator: 0, omittingEmptySubsequences: false).dropLast().map(Array.init) {
                 frame.append(0)
                 if rng.nextUnit() < dropRate { continue }

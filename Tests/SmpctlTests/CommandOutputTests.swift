@@ -35,11 +35,11 @@ final class CommandOutputTests: XCTestCase {
     func testHelpOfEveryOtherCommand() throws {
         let expected: [([String], String, [String])] = [
             (["sim", "--help"],
-             "USAGE: smpctl sim [--link <link>] [--port <path>] [--record <record>] [--time-scale <time-scale>] [--seed <seed>] [--faults <spec>] [--scenario <path>] [--verbose]",
-             ["--link <link>", "--port <path>", "--record <record>", "--time-scale <time-scale>", "--seed <seed>",
+             "USAGE: smpctl sim [--link <link>] [--port <path>] [--record <record>] [--time-scale <time-scale>] [--baud <N>] [--seed <seed>] [--faults <spec>] [--scenario <path>] [--verbose]",
+             ["--link <link>", "--port <path>", "--record <record>", "--time-scale <time-scale>", "--baud <N>", "--seed <seed>",
               "--faults <spec>", "--scenario <path>", "-v, --verbose", "--version", "-h, --help"]),
             (["resume", "--help"], "USAGE: smpctl resume [<options>] <id>",
-             ["--device <device>", "--sim", "--time-scale <time-scale>", "--record <record>", "--seed <seed>",
+             ["--device <device>", "--sim", "--time-scale <time-scale>", "--baud <N>", "--record <record>", "--seed <seed>",
               "--faults <faults>", "--line-faults <spec>", "--interlock-socket <path>", "--config <path>", "--db <path>",
               "--ambiguous <ambiguous>",
               "--operator <name>", "--yes", "--json", "-v, --verbose", "--version", "-h, --help"]),

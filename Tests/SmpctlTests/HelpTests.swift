@@ -49,7 +49,7 @@ final class HelpTests: XCTestCase {
         let help = try help(["help", "run"])
         XCTAssertEqual(help.usage, "USAGE: smpctl run [<options>] <plan>")
         XCTAssertEqual(help.options, [
-            "--device <device>", "--sim", "--time-scale <time-scale>", "--record <record>", "--seed <seed>",
+            "--device <device>", "--sim", "--time-scale <time-scale>", "--baud <N>", "--record <record>", "--seed <seed>",
             "--faults <faults>", "--line-faults <spec>", "--interlock-socket <path>", "--config <path>", "--db <path>",
             "--station", "--station-address <address>", "--station-port <port>", "--station-token <token>",
             "--operator <name>",

@@ -72,10 +72,11 @@ func recordingOptions(plan: Plan, planPath: String, directory: String?) throws -
 
 /// One whole session (handshake, preflight accepted at once, streaming, end) on `devicePath`.
 func runSession(plan: Plan, planPath: String, devicePath: String, recordsDirectory: String?,
-                leaseMilliseconds: Int? = nil, requireCompletion: Bool = true,
+                leaseMilliseconds: Int? = nil, requireCompletion: Bool = true, lineBytesPerSecond: Int? = nil,
                 onEvent: (@Sendable (SessionEvent) -> Void)? = nil) throws -> SessionRun {
     var options = SessionOptions()
     if let leaseMilliseconds { options.link.requestedLease = .milliseconds(leaseMilliseconds) }
+    options.link.lineBytesPerSecond = lineBytesPerSecond
     options.recording = try recordingOptions(plan: plan, planPath: planPath, directory: recordsDirectory)
     let session = Session(plan: plan, options: options, logger: quietLogger("smp-bench.session"))
     let milestones = Milestones()

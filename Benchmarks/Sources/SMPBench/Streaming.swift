@@ -140,8 +140,10 @@ enum LinkUtilisation {
             let result: SessionRun
             do {
                 // A run that does not complete (the device held: lease expired) is reported, not fatal.
+                // The host knows the line's byte rate, as it does for a UART (firmware-protocol.md §6.3).
                 result = try runSession(plan: plan, planPath: planPath, devicePath: link.hostPath,
-                                        recordsDirectory: records ? directory.path : nil, requireCompletion: false)
+                                        recordsDirectory: records ? directory.path : nil, requireCompletion: false,
+                                        lineBytesPerSecond: baud / 10)
             } catch {
                 _ = try? link.stop()
                 throw error
