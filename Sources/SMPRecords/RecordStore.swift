@@ -3,6 +3,7 @@ import SMPPlan
 import SessionRunner
 import Foundation
 import GRDB
+import GRDBSQLite
 
 /// What is recorded when a session starts.
 public struct SessionInfo: Sendable {
@@ -409,19 +410,30 @@ public final class RecordStore: Sendable {
         _ = try ownership(of: id)
         try write { db in
             let now = Self.timestamp()
+            // Cached statements stepped through SQLite's C API (`RowUpdate`): the session id and
+            // the batch's timestamp are bound once per batch, only the dot's numbers per row.
             for (status, dotIDs) in batch.statusChanges {
-                let change = try db.makeStatement(sql: "UPDATE dot SET status = ?, updated_at = ? WHERE session_id = ? AND dot_id = ?")
-                for dotID in dotIDs { try change.execute(arguments: [status.rawValue, now, id, Int64(dotID)]) }
+                let change = try RowUpdate(db, "UPDATE dot SET status = ?1, updated_at = ?2 WHERE session_id = ?3 AND dot_id = ?4")
+                try change.bind(1, status.rawValue)
+                try change.bind(2, now)
+                try change.bind(3, id)
+                for dotID in dotIDs {
+                    try change.bind(4, Int64(dotID))
+                    _ = try change.run()
+                }
             }
             if !batch.claims.isEmpty {
                 var order = try Int64.fetchOne(db, sql: "SELECT next_send_order FROM session WHERE id = ?", arguments: [id]) ?? 1
-                let claim = try db.makeStatement(sql: """
-                    UPDATE dot SET status = 'sent', send_order = ?, updated_at = ?
-                    WHERE session_id = ? AND dot_id = ? AND status = 'planned'
+                let claim = try RowUpdate(db, """
+                    UPDATE dot SET status = 'sent', send_order = ?1, updated_at = ?2
+                    WHERE session_id = ?3 AND dot_id = ?4 AND status = 'planned'
                     """)
+                try claim.bind(2, now)
+                try claim.bind(3, id)
                 for dotID in batch.claims {
-                    try claim.execute(arguments: [order, now, id, Int64(dotID)])
-                    guard db.changesCount == 1 else {
+                    try claim.bind(1, order)
+                    try claim.bind(4, Int64(dotID))
+                    guard try claim.run() == 1 else {
                         throw RecordStoreError(path: path, message: "dot \(dotID) claimed for sending but not planned")
                     }
                     order += 1
@@ -429,13 +441,16 @@ public final class RecordStore: Sendable {
                 try db.execute(sql: "UPDATE session SET next_send_order = ? WHERE id = ?", arguments: [order, id])
             }
             if !batch.done.isEmpty {
-                let done = try db.makeStatement(sql: """
-                    UPDATE dot SET status = 'done', device_done_count = ?, updated_at = ?
-                    WHERE session_id = ? AND dot_id = ? AND status IN ('sent', 'ambiguous')
+                let done = try RowUpdate(db, """
+                    UPDATE dot SET status = 'done', device_done_count = ?1, updated_at = ?2
+                    WHERE session_id = ?3 AND dot_id = ?4 AND status IN ('sent', 'ambiguous')
                     """)
+                try done.bind(2, now)
+                try done.bind(3, id)
                 for entry in batch.done {
-                    try done.execute(arguments: [entry.deviceDoneCount.map { Int64($0) }, now, id, Int64(entry.dotID)])
-                    guard db.changesCount == 1 else {
+                    if let count = entry.deviceDoneCount { try done.bind(1, Int64(count)) } else { try done.bindNull(1) }
+                    try done.bind(4, Int64(entry.dotID))
+                    guard try done.run() == 1 else {
                         throw RecordStoreError(path: path, message: "dot \(entry.dotID) reported done but was not in flight")
                     }
                 }
@@ -565,5 +580,55 @@ public final class RecordStore: Sendable {
             firmwareID: row["firmware_id"], bootID: (row["boot_id"] as Int64?).map { UInt32(truncatingIfNeeded: $0) },
             devicePath: row["device_path"], sessionNumber: row["session_number"], sessionOf: row["session_of"],
             reason: row["reason"])
+    }
+}
+
+/// A cached UPDATE run once per row through SQLite's C API: GRDB's `execute(arguments:)` built
+/// and boxed an argument array per row, most of the records' CPU per dot (issue 16). Bindings
+/// persist across runs (`sqlite3_reset` keeps them), so what is the same for a whole batch is
+/// bound once. Only inside the store's write transaction, on its connection.
+private struct RowUpdate {
+    private let statement: OpaquePointer
+    private let connection: OpaquePointer?
+    private let sql: String
+
+    init(_ db: Database, _ sql: String) throws {
+        let cached = try db.cachedStatement(sql: sql)
+        statement = cached.sqliteStatement
+        connection = db.sqliteConnection
+        self.sql = sql
+        sqlite3_reset(statement)
+        sqlite3_clear_bindings(statement)
+    }
+
+    func bind(_ index: Int32, _ value: Int64) throws {
+        try check(sqlite3_bind_int64(statement, index, value))
+    }
+
+    func bind(_ index: Int32, _ value: String) throws {
+        // SQLITE_TRANSIENT: SQLite copies the text (a temporary C string).
+        try check(sqlite3_bind_text(statement, index, value, -1,
+                                    unsafeBitCast(OpaquePointer(bitPattern: -1), to: sqlite3_destructor_type.self)))
+    }
+
+    func bindNull(_ index: Int32) throws {
+        try check(sqlite3_bind_null(statement, index))
+    }
+
+    /// Steps the statement once; the rows it changed.
+    func run() throws -> Int {
+        let code = sqlite3_step(statement)
+        sqlite3_reset(statement)
+        guard code == SQLITE_DONE else { throw failure(code) }
+        return Int(sqlite3_changes(connection))
+    }
+
+    private func check(_ code: Int32) throws {
+        guard code == SQLITE_OK else { throw failure(code) }
+    }
+
+    private func failure(_ code: Int32) -> DatabaseError {
+        DatabaseError(resultCode: ResultCode(rawValue: code),
+                      message: connection.map { String(cString: sqlite3_errmsg($0)) }, sql: sql)
     }
 }
