@@ -1,4 +1,5 @@
 import Dispatch
+import SMPSystem
 
 /// Group commit between the streaming path and the records store.
 ///
@@ -23,6 +24,17 @@ final class RecordJournal: @unchecked Sendable {
     private var failed = false
     let flushInterval: DispatchTimeInterval = .milliseconds(5)
 
+    /// What the session submitted and the journal's queue has not taken yet: one hop to that
+    /// queue per burst of changes instead of one `async` (and a closure) per dot (issue 16).
+    private struct Inbox: Sendable {
+        var changes: [@Sendable (inout RecordBatch) -> Void] = []
+        var done: [RecordBatch.Done] = []
+        var urgent = false
+        /// A `drain` is queued and will take everything added before it runs.
+        var scheduled = false
+    }
+    private let inbox = Locked(Inbox())
+
     /// `onCommitted` and `onFailure` run on `target` (the session queue).
     init(recorder: (any SessionRecorder)?, sessionID: Int64, target: DispatchQueue,
          onCommitted: @escaping (RecordBatch) -> Void, onFailure: @escaping (RecordStoreError) -> Void) {
@@ -44,14 +56,47 @@ final class RecordJournal: @unchecked Sendable {
             target.async { self.onCommitted(committed) }
             return
         }
-        queue.async {
-            change(&self.pending)
-            if urgent {
-                self.flush()
-            } else if !self.flushScheduled {
-                self.flushScheduled = true
-                self.queue.asyncAfter(deadline: .now() + self.flushInterval) { self.flush() }
-            }
+        enqueue(urgent: urgent) { $0.changes.append(change) }
+    }
+
+    /// A dot the device reported done, for the next batch (not urgent): the per-dot path.
+    func submitDone(_ entry: RecordBatch.Done) {
+        guard recorder != nil else {
+            var batch = RecordBatch()
+            batch.done = [entry]
+            let committed = batch
+            target.async { self.onCommitted(committed) }
+            return
+        }
+        enqueue(urgent: false) { $0.done.append(entry) }
+    }
+
+    private func enqueue(urgent: Bool, _ add: (inout Inbox) -> Void) {
+        let wake = inbox.withLock { (inbox: inout Inbox) -> Bool in
+            add(&inbox)
+            inbox.urgent = inbox.urgent || urgent
+            let wake = !inbox.scheduled
+            inbox.scheduled = true
+            return wake
+        }
+        if wake { queue.async { self.drain() } }
+    }
+
+    /// On `queue`: moves the inbox, in the order submitted, into the pending batch; commits at
+    /// once if anything in it was urgent, else within `flushInterval`.
+    private func drain() {
+        let taken = inbox.withLock { (inbox: inout Inbox) -> Inbox in
+            let taken = inbox
+            inbox = Inbox()
+            return taken
+        }
+        for change in taken.changes { change(&pending) }
+        pending.done.append(contentsOf: taken.done)
+        if taken.urgent {
+            flush()
+        } else if !flushScheduled, !taken.changes.isEmpty || !taken.done.isEmpty {
+            flushScheduled = true
+            queue.asyncAfter(deadline: .now() + flushInterval) { self.flush() }
         }
     }
 
@@ -60,6 +105,7 @@ final class RecordJournal: @unchecked Sendable {
     func afterCommit(_ body: @escaping @Sendable () -> Void) {
         guard recorder != nil else { return target.async(execute: body) }
         queue.async {
+            self.drain()
             self.flush()
             if !self.failed { self.target.async(execute: body) }
         }
