@@ -45,7 +45,7 @@ final class SpacingLedgerTests: XCTestCase {
         var generator = SystemRandomNumberGenerator()
         for round in 0..<300 {
             let minimum = [0, 1, 400, 800, 3_000][round % 5]
-            let spread = [1_000, 10_000, 200_000][round % 3]
+            let spread: Int32 = [1_000, 10_000, 200_000][round % 3]
             let count = Int.random(in: 0...400, using: &generator)
             let dots = (0..<count).map { index in
                 PlanDot(id: UInt32(index + 1), xMicrometres: Int32.random(in: -spread...spread, using: &generator),
