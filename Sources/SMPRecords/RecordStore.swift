@@ -410,48 +410,96 @@ public final class RecordStore: Sendable {
         _ = try ownership(of: id)
         try write { db in
             let now = Self.timestamp()
-            // Cached statements stepped through SQLite's C API (`RowUpdate`): the session id and
-            // the batch's timestamp are bound once per batch, only the dot's numbers per row.
+            // Rows are changed by `UPDATE … FROM (VALUES …)`, up to 64 per statement run: the
+            // CHECK on `status` (an IN list) makes SQLite build a temporary b-tree at every run of
+            // a statement that sets it — 14 allocations and most of the records' CPU per dot when
+            // it ran once per row (issue 16). Cached statements, stepped through the C API.
             for (status, dotIDs) in batch.statusChanges {
-                let change = try RowUpdate(db, "UPDATE dot SET status = ?1, updated_at = ?2 WHERE session_id = ?3 AND dot_id = ?4")
-                try change.bind(1, status.rawValue)
-                try change.bind(2, now)
-                try change.bind(3, id)
-                for dotID in dotIDs {
-                    try change.bind(4, Int64(dotID))
-                    _ = try change.run()
-                }
+                _ = try Self.updateMany(db, count: dotIDs.count, width: 1, sql: { values in """
+                    UPDATE dot SET status = ?3, updated_at = ?1 FROM (VALUES \(values)) AS v
+                    WHERE dot.session_id = ?2 AND dot.dot_id = v.column1
+                    """ }, bindChunk: { update, _ in
+                        try update.bind(1, now)
+                        try update.bind(2, id)
+                        try update.bind(3, status.rawValue)
+                    }, bindRow: { update, row, parameter in try update.bind(parameter, Int64(dotIDs[row])) })
             }
             if !batch.claims.isEmpty {
-                var order = try Int64.fetchOne(db, sql: "SELECT next_send_order FROM session WHERE id = ?", arguments: [id]) ?? 1
-                let claim = try RowUpdate(db, """
-                    UPDATE dot SET status = 'sent', send_order = ?1, updated_at = ?2
-                    WHERE session_id = ?3 AND dot_id = ?4 AND status = 'planned'
-                    """)
-                try claim.bind(2, now)
-                try claim.bind(3, id)
-                for dotID in batch.claims {
-                    try claim.bind(1, order)
-                    try claim.bind(4, Int64(dotID))
-                    guard try claim.run() == 1 else {
-                        throw RecordStoreError(path: path, message: "dot \(dotID) claimed for sending but not planned")
-                    }
-                    order += 1
+                let first = try Int64.fetchOne(db, sql: "SELECT next_send_order FROM session WHERE id = ?", arguments: [id]) ?? 1
+                let claims = batch.claims
+                // Only planned dots may be claimed: if any is not, the batch's claims are undone
+                // and done again row by row, which names the first such dot and fails the commit.
+                var allPlanned = false
+                try db.inSavepoint {
+                    let changed = try Self.updateMany(db, count: claims.count, width: 2, sql: { values in """
+                        UPDATE dot SET status = 'sent', send_order = ?3 + v.column2, updated_at = ?1
+                        FROM (VALUES \(values)) AS v
+                        WHERE dot.session_id = ?2 AND dot.dot_id = v.column1 AND dot.status = 'planned'
+                        """ }, bindChunk: { update, start in
+                            try update.bind(1, now)
+                            try update.bind(2, id)
+                            try update.bind(3, first + Int64(start))
+                        }, bindRow: { update, row, parameter in
+                            try update.bind(parameter, Int64(claims[row]))
+                            try update.bind(parameter + 1, Int64(row))
+                        })
+                    allPlanned = changed == claims.count
+                    return allPlanned ? .commit : .rollback
                 }
-                try db.execute(sql: "UPDATE session SET next_send_order = ? WHERE id = ?", arguments: [order, id])
+                if !allPlanned {
+                    let claim = try RowUpdate(db, """
+                        UPDATE dot SET status = 'sent', send_order = ?1, updated_at = ?2
+                        WHERE session_id = ?3 AND dot_id = ?4 AND status = 'planned'
+                        """)
+                    try claim.bind(2, now)
+                    try claim.bind(3, id)
+                    for (offset, dotID) in claims.enumerated() {
+                        try claim.bind(1, first + Int64(offset))
+                        try claim.bind(4, Int64(dotID))
+                        guard try claim.run() == 1 else {
+                            throw RecordStoreError(path: path, message: "dot \(dotID) claimed for sending but not planned")
+                        }
+                    }
+                }
+                try db.execute(sql: "UPDATE session SET next_send_order = ? WHERE id = ?",
+                               arguments: [first + Int64(claims.count), id])
             }
             if !batch.done.isEmpty {
-                let done = try RowUpdate(db, """
-                    UPDATE dot SET status = 'done', device_done_count = ?1, updated_at = ?2
-                    WHERE session_id = ?3 AND dot_id = ?4 AND status IN ('sent', 'ambiguous')
-                    """)
-                try done.bind(2, now)
-                try done.bind(3, id)
-                for entry in batch.done {
-                    if let count = entry.deviceDoneCount { try done.bind(1, Int64(count)) } else { try done.bindNull(1) }
-                    try done.bind(4, Int64(entry.dotID))
-                    guard try done.run() == 1 else {
-                        throw RecordStoreError(path: path, message: "dot \(entry.dotID) reported done but was not in flight")
+                let done = batch.done
+                // Only dots in flight may be done: as for the claims, row by row if any is not.
+                var allInFlight = false
+                try db.inSavepoint {
+                    let changed = try Self.updateMany(db, count: done.count, width: 2, sql: { values in """
+                        UPDATE dot SET status = 'done', device_done_count = v.column2, updated_at = ?1
+                        FROM (VALUES \(values)) AS v
+                        WHERE dot.session_id = ?2 AND dot.dot_id = v.column1 AND dot.status IN ('sent', 'ambiguous')
+                        """ }, bindChunk: { update, _ in
+                            try update.bind(1, now)
+                            try update.bind(2, id)
+                        }, bindRow: { update, row, parameter in
+                            try update.bind(parameter, Int64(done[row].dotID))
+                            if let count = done[row].deviceDoneCount {
+                                try update.bind(parameter + 1, Int64(count))
+                            } else {
+                                try update.bindNull(parameter + 1)
+                            }
+                        })
+                    allInFlight = changed == done.count
+                    return allInFlight ? .commit : .rollback
+                }
+                if !allInFlight {
+                    let update = try RowUpdate(db, """
+                        UPDATE dot SET status = 'done', device_done_count = ?1, updated_at = ?2
+                        WHERE session_id = ?3 AND dot_id = ?4 AND status IN ('sent', 'ambiguous')
+                        """)
+                    try update.bind(2, now)
+                    try update.bind(3, id)
+                    for entry in done {
+                        if let count = entry.deviceDoneCount { try update.bind(1, Int64(count)) } else { try update.bindNull(1) }
+                        try update.bind(4, Int64(entry.dotID))
+                        guard try update.run() == 1 else {
+                            throw RecordStoreError(path: path, message: "dot \(entry.dotID) reported done but was not in flight")
+                        }
                     }
                 }
                 if let last = batch.done.last?.deviceDoneCount {
@@ -471,6 +519,39 @@ public final class RecordStore: Sendable {
                                arguments: [boot.firmwareID, Int64(boot.bootID), boot.devicePath, Int64(boot.doneCount), id])
             }
         }
+    }
+
+    /// Rows per run of a multi-row UPDATE (2 × 64 + 3 parameters, far under SQLite's limit).
+    private static let rowsPerUpdate = 64
+
+    /// "(?4),(?5),…" or "(?4,?5),(?6,?7),…" for 1...`rowsPerUpdate` rows: built once.
+    private static let valueLists: [[String]] = [1, 2].map { width in
+        (0...rowsPerUpdate).map { rows in
+            (0..<rows).map { row in
+                "(" + (0..<width).map { "?\(4 + row * width + $0)" }.joined(separator: ",") + ")"
+            }.joined(separator: ",")
+        }
+    }
+
+    /// Runs `sql(values)` once per chunk of up to `rowsPerUpdate` rows, `values` being the chunk's
+    /// VALUES list with `width` parameters a row from ?4; ?1–?3 are the chunk's (`bindChunk`,
+    /// given the chunk's first row). Returns the rows changed.
+    private static func updateMany(_ db: Database, count: Int, width: Int, sql: (String) -> String,
+                                   bindChunk: (RowUpdate, Int) throws -> Void,
+                                   bindRow: (RowUpdate, Int, Int32) throws -> Void) throws -> Int {
+        var changed = 0
+        var start = 0
+        while start < count {
+            let rows = min(rowsPerUpdate, count - start)
+            let update = try RowUpdate(db, sql(valueLists[width - 1][rows]))
+            try bindChunk(update, start)
+            for row in 0..<rows {
+                try bindRow(update, start + row, Int32(4 + row * width))
+            }
+            changed += try update.run()
+            start += rows
+        }
+        return changed
     }
 
     private static func audit(_ db: Database, session: Int64?, kind: String, detail: [String: String]) throws {
@@ -583,10 +664,10 @@ public final class RecordStore: Sendable {
     }
 }
 
-/// A cached UPDATE run once per row through SQLite's C API: GRDB's `execute(arguments:)` built
-/// and boxed an argument array per row, most of the records' CPU per dot (issue 16). Bindings
-/// persist across runs (`sqlite3_reset` keeps them), so what is the same for a whole batch is
-/// bound once. Only inside the store's write transaction, on its connection.
+/// A cached UPDATE stepped through SQLite's C API: GRDB's `execute(arguments:)` builds and boxes
+/// an argument array per run (issue 16). Bindings persist across runs (`sqlite3_reset` keeps
+/// them), so what is the same for a whole batch is bound once. Only inside the store's write
+/// transaction, on its connection.
 private struct RowUpdate {
     private let statement: OpaquePointer
     private let connection: OpaquePointer?
