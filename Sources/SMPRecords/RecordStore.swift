@@ -410,7 +410,7 @@ public final class RecordStore: Sendable {
         _ = try ownership(of: id)
         try write { db in
             let now = Self.timestamp()
-            // Rows are changed by `UPDATE … FROM (VALUES …)`, up to 64 per statement run: the
+            // Rows are changed by `UPDATE … FROM (VALUES …)`, up to 256 per statement run: the
             // CHECK on `status` (an IN list) makes SQLite build a temporary b-tree at every run of
             // a statement that sets it — 14 allocations and most of the records' CPU per dot when
             // it ran once per row (issue 16). Cached statements, stepped through the C API.
@@ -521,32 +521,42 @@ public final class RecordStore: Sendable {
         }
     }
 
-    /// Rows per run of a multi-row UPDATE (2 × 64 + 3 parameters, far under SQLite's limit).
-    private static let rowsPerUpdate = 64
+    /// The row counts a multi-row UPDATE is prepared for: a chunk is padded up to the next one
+    /// with rows naming dot id 0, which no plan has (ids are 1...4294967295), so no more than
+    /// four statements of each kind are ever prepared and cached. 256 rows: 515 parameters,
+    /// far under SQLite's limit.
+    private static let updateSizes = [4, 16, 64, 256]
 
-    /// "(?4),(?5),…" or "(?4,?5),(?6,?7),…" for 1...`rowsPerUpdate` rows: built once.
+    /// "(?4),(?5),…" or "(?4,?5),(?6,?7),…" for each of `updateSizes`: built once.
     private static let valueLists: [[String]] = [1, 2].map { width in
-        (0...rowsPerUpdate).map { rows in
+        updateSizes.map { rows in
             (0..<rows).map { row in
                 "(" + (0..<width).map { "?\(4 + row * width + $0)" }.joined(separator: ",") + ")"
             }.joined(separator: ",")
         }
     }
 
-    /// Runs `sql(values)` once per chunk of up to `rowsPerUpdate` rows, `values` being the chunk's
-    /// VALUES list with `width` parameters a row from ?4; ?1–?3 are the chunk's (`bindChunk`,
-    /// given the chunk's first row). Returns the rows changed.
+    /// Runs `sql(values)` once per chunk of up to 256 rows, `values` being the chunk's VALUES
+    /// list with `width` parameters a row from ?4 (padding rows: dot id 0, then NULLs); ?1–?3 are
+    /// the chunk's (`bindChunk`, given the chunk's first row). Returns the rows changed.
     private static func updateMany(_ db: Database, count: Int, width: Int, sql: (String) -> String,
                                    bindChunk: (RowUpdate, Int) throws -> Void,
                                    bindRow: (RowUpdate, Int, Int32) throws -> Void) throws -> Int {
         var changed = 0
         var start = 0
         while start < count {
-            let rows = min(rowsPerUpdate, count - start)
-            let update = try RowUpdate(db, sql(valueLists[width - 1][rows]))
+            let rows = min(updateSizes.last!, count - start)
+            let size = updateSizes.firstIndex { $0 >= rows }!
+            let update = try RowUpdate(db, sql(valueLists[width - 1][size]))
             try bindChunk(update, start)
-            for row in 0..<rows {
-                try bindRow(update, start + row, Int32(4 + row * width))
+            for row in 0..<updateSizes[size] {
+                let parameter = Int32(4 + row * width)
+                if row < rows {
+                    try bindRow(update, start + row, parameter)
+                } else {
+                    try update.bind(parameter, 0)
+                    for extra in 1..<Int32(width) { try update.bindNull(parameter + extra) }
+                }
             }
             changed += try update.run()
             start += rows
