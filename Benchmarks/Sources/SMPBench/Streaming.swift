@@ -25,6 +25,8 @@ enum FullPath {
         // The simulator in its own process: what this process counts (CPU, allocations) is the
         // host's path alone.
         let separate = args.flag("device-process")
+        // A longer lease for runs under strace, whose every syscall is slower (issue 15).
+        let lease = args.string("lease-ms", default: nil).flatMap { Int($0) }
         for r in 0..<runs {
             let directory = try TemporaryDirectory()
             defer { directory.remove() }
@@ -33,7 +35,7 @@ enum FullPath {
                 let child = try SimulatorChild(timeScale: timeScale, nice: nil)
                 do {
                     result = try runSession(plan: plan, planPath: planPath, devicePath: child.devicePath,
-                                            recordsDirectory: records ? directory.path : nil)
+                                            recordsDirectory: records ? directory.path : nil, leaseMilliseconds: lease)
                 } catch {
                     _ = try? child.stop()
                     throw error
@@ -43,7 +45,7 @@ enum FullPath {
                 let sim = try startSimulator(timeScale: timeScale, seed: UInt64(r + 1))
                 defer { sim.stop() }
                 result = try runSession(plan: plan, planPath: planPath, devicePath: sim.devicePath,
-                                        recordsDirectory: records ? directory.path : nil)
+                                        recordsDirectory: records ? directory.path : nil, leaseMilliseconds: lease)
             }
             let dots = Double(result.account.done.count)
             if let mallocs = result.mallocsAfterArm { mallocsPerDot.append(Double(mallocs) / dots) }
