@@ -27,9 +27,8 @@ final class RecordJournal: @unchecked Sendable {
     /// What the session submitted and the journal's queue has not taken yet: one hop to that
     /// queue per burst of changes instead of one `async` (and a closure) per dot (issue 16).
     private struct Inbox: Sendable {
-        var changes: [@Sendable (inout RecordBatch) -> Void] = []
+        var changes: [(urgent: Bool, change: @Sendable (inout RecordBatch) -> Void)] = []
         var done: [RecordBatch.Done] = []
-        var urgent = false
         /// A `drain` is queued and will take everything added before it runs.
         var scheduled = false
     }
@@ -56,7 +55,7 @@ final class RecordJournal: @unchecked Sendable {
             target.async { self.onCommitted(committed) }
             return
         }
-        enqueue(urgent: urgent) { $0.changes.append(change) }
+        enqueue { $0.changes.append((urgent, change)) }
     }
 
     /// A dot the device reported done, for the next batch (not urgent): the per-dot path.
@@ -68,13 +67,12 @@ final class RecordJournal: @unchecked Sendable {
             target.async { self.onCommitted(committed) }
             return
         }
-        enqueue(urgent: false) { $0.done.append(entry) }
+        enqueue { $0.done.append(entry) }
     }
 
-    private func enqueue(urgent: Bool, _ add: (inout Inbox) -> Void) {
+    private func enqueue(_ add: (inout Inbox) -> Void) {
         let wake = inbox.withLock { (inbox: inout Inbox) -> Bool in
             add(&inbox)
-            inbox.urgent = inbox.urgent || urgent
             let wake = !inbox.scheduled
             inbox.scheduled = true
             return wake
@@ -82,19 +80,26 @@ final class RecordJournal: @unchecked Sendable {
         if wake { queue.async { self.drain() } }
     }
 
-    /// On `queue`: moves the inbox, in the order submitted, into the pending batch; commits at
-    /// once if anything in it was urgent, else within `flushInterval`.
+    /// On `queue`: moves the inbox, in the order submitted, into the pending batch. An urgent
+    /// change (a claim) is committed at once and ends its batch, as when every submission was
+    /// its own hop: a change submitted after a claim (the end's "back to planned" for dots still
+    /// being claimed) must not be applied before it, which `RecordStore.apply`'s fixed order
+    /// (status changes, then claims) would do within one batch. The rest within `flushInterval`.
+    /// Done dots go first: each one's claim was committed before it could be sent.
     private func drain() {
         let taken = inbox.withLock { (inbox: inout Inbox) -> Inbox in
             let taken = inbox
             inbox = Inbox()
             return taken
         }
-        for change in taken.changes { change(&pending) }
         pending.done.append(contentsOf: taken.done)
-        if taken.urgent {
-            flush()
-        } else if !flushScheduled, !taken.changes.isEmpty || !taken.done.isEmpty {
+        var committedLast = false
+        for entry in taken.changes {
+            entry.change(&pending)
+            committedLast = entry.urgent
+            if entry.urgent { flush() }
+        }
+        if !committedLast, !flushScheduled, !pending.isEmpty {
             flushScheduled = true
             queue.asyncAfter(deadline: .now() + flushInterval) { self.flush() }
         }
