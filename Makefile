@@ -105,7 +105,7 @@ test-asan: test-deps
 BENCH_ONLY  ?=
 BENCH_QUICK ?= 0
 bench: deps
-	@scripts/install-deps.sh rt-tests stress-ng
+	@scripts/install-deps.sh rt-tests stress-ng strace gcc
 	SWIFT="$(SWIFT)" BENCH_ONLY="$(BENCH_ONLY)" BENCH_QUICK="$(BENCH_QUICK)" scripts/bench-run.sh
 
 # Hardware-in-the-loop rig: smpctl over real USB CDC-ACM, udev, unplug and GPIO in a QEMU VM

@@ -101,6 +101,8 @@ let package = Package(
                 "SessionRunner", "SMPPlan", "SMPSystem", "FirmwareProtocol",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                // SQLite's C API, for the per-row updates of a group commit (RecordStore.apply).
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ],
             swiftSettings: strict),
         // The machine configuration file (TOML).

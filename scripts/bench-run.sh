@@ -6,12 +6,12 @@
 #   Benchmarks/results/raw/          each step's own output (package-benchmark text, JSON, logs)
 #
 #   scripts/bench-run.sh              everything (about 12 minutes on 2 cores, plus the first build)
-#   BENCH_ONLY="codec fullpath" scripts/bench-run.sh    some steps: codec fullpath link underruns
-#                                                       cpu estop planload rss
+#   BENCH_ONLY="codec fullpath" scripts/bench-run.sh    some steps: codec fullpath records allocs
+#                                                       link underruns cpu estop planload rss
 #   BENCH_QUICK=1 scripts/bench-run.sh                  fewer runs and trials (a smoke test)
 #   (with BENCH_ONLY the other rows of the report keep their previous raw results, if any)
 #
-# Needs: swift, python3, /usr/bin/time; rt-tests (cyclictest) and stress-ng for the e-stop and
+# Needs: swift, python3, /usr/bin/time, strace and gcc (records, allocs rows); rt-tests (cyclictest) and stress-ng for the e-stop and
 # underrun rows (apt-get install rt-tests stress-ng; the hog falls back to `yes`). The e-stop row
 # runs cyclictest at SCHED_FIFO 80: run as root. The machine is shared: check `uptime` first and
 # compare load averages (each step records its own).
@@ -22,7 +22,7 @@ BENCH="$ROOT/Benchmarks"
 OUT="${BENCH_OUT:-$BENCH/results}"
 RAW="$OUT/raw"
 PLANS="$BENCH/plans"
-ONLY="${BENCH_ONLY:-codec fullpath link underruns cpu estop planload rss}"
+ONLY="${BENCH_ONLY:-codec fullpath records allocs link underruns cpu estop planload rss}"
 QUICK="${BENCH_QUICK:-0}"
 SWIFT="${SWIFT:-swift}"
 
@@ -81,6 +81,28 @@ fi
 if want fullpath; then
     step fullpath "$HARNESS" fullpath --plan "$PLANS/bench-20k.json" --runs "$RUNS"
     step fullpath-norecords "$HARNESS" fullpath --plan "$PLANS/bench-20k.json" --runs "$RUNS" --no-records
+fi
+
+if want records; then
+    # Issue 16: one fdatasync per group commit. The harness counts the record's write
+    # transactions (record_commits); strace counts the process's fdatasync and fsync calls.
+    # A 250 ms lease: under strace every syscall is slower, and a 100 ms lease can lapse (issue 15).
+    say "records: strace -f -c -e trace=fdatasync,fsync $HARNESS fullpath --plan $PLANS/bench-20k.json --runs 1 --lease-ms 250"
+    echo "strace -f -c -e trace=fdatasync,fsync -o raw/records-strace.txt $HARNESS fullpath --plan $PLANS/bench-20k.json --runs 1 --lease-ms 250" > "$RAW/records.cmd"
+    if ! strace -f -c -e trace=fdatasync,fsync -o "$RAW/records-strace.txt" \
+            "$HARNESS" fullpath --plan "$PLANS/bench-20k.json" --runs 1 --lease-ms 250 > "$RAW/records.json" 2> "$RAW/records.log"; then
+        say "records FAILED (see $RAW/records.log)"
+        echo '{"figure": "records", "error": "failed, see raw/records.log"}' > "$RAW/records.json"
+    fi
+fi
+
+if want allocs; then
+    # Allocations per dot on the host path (the simulator in its own process), ARM to the end,
+    # from the LD_PRELOAD counter (scripts/bench-malloc-count.c), records on and off.
+    MALLOC_SO="$OUT/bench-malloc-count.so"
+    gcc -O2 -shared -fPIC -o "$MALLOC_SO" "$ROOT/scripts/bench-malloc-count.c"
+    step allocs env LD_PRELOAD="$MALLOC_SO" "$HARNESS" fullpath --plan "$PLANS/bench-20k.json" --runs "$RUNS" --device-process
+    step allocs-norecords env LD_PRELOAD="$MALLOC_SO" "$HARNESS" fullpath --plan "$PLANS/bench-20k.json" --runs "$RUNS" --device-process --no-records
 fi
 
 if want link; then

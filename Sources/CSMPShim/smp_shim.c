@@ -3,6 +3,7 @@
 #include "smp_shim.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,8 @@
 int smp_tty_set_exclusive(int fd) { return ioctl(fd, TIOCEXCL); }
 int smp_tty_clear_exclusive(int fd) { return ioctl(fd, TIOCNXCL); }
 int smp_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
+int smp_malloc_trim(void) { return malloc_trim(0); }
+int smp_malloc_arena_max(int arenas) { return mallopt(M_ARENA_MAX, arenas); }
 // pthread_setname_np is a GNU extension; names of at most 15 bytes (longer ones give ERANGE).
 int smp_thread_set_name(const char *name) { return pthread_setname_np(pthread_self(), name); }
 int smp_thread_get_name(char *name, unsigned long size) { return pthread_getname_np(pthread_self(), name, size); }

@@ -1,4 +1,5 @@
 import SMPPlan
+import SMPSystem
 import SessionRunner
 
 /// The session's record in a `RecordStore`: the records side of `SessionRecorder`.
@@ -28,6 +29,8 @@ public struct StoreRecorder: SessionRecorder {
                 machineID: machineID, firmwareID: hello.firmwareID.text, bootID: hello.bootID,
                 devicePath: opening.devicePath)
             let id = try store.createSession(info, dots: plan.dots)
+            // The insert of every planned row left its temporaries' pages in this thread's arena.
+            Sys.releaseFreeHeap()
             try store.apply(first, session: id)
             return OpenedRecord(sessionID: id)
         }

@@ -1,4 +1,5 @@
 import Dispatch
+import SMPSystem
 
 /// Group commit between the streaming path and the records store.
 ///
@@ -23,6 +24,16 @@ final class RecordJournal: @unchecked Sendable {
     private var failed = false
     let flushInterval: DispatchTimeInterval = .milliseconds(5)
 
+    /// What the session submitted and the journal's queue has not taken yet: one hop to that
+    /// queue per burst of changes instead of one `async` (and a closure) per dot (issue 16).
+    private struct Inbox: Sendable {
+        var changes: [(urgent: Bool, change: @Sendable (inout RecordBatch) -> Void)] = []
+        var done: [RecordBatch.Done] = []
+        /// A `drain` is queued and will take everything added before it runs.
+        var scheduled = false
+    }
+    private let inbox = Locked(Inbox())
+
     /// `onCommitted` and `onFailure` run on `target` (the session queue).
     init(recorder: (any SessionRecorder)?, sessionID: Int64, target: DispatchQueue,
          onCommitted: @escaping (RecordBatch) -> Void, onFailure: @escaping (RecordStoreError) -> Void) {
@@ -44,14 +55,53 @@ final class RecordJournal: @unchecked Sendable {
             target.async { self.onCommitted(committed) }
             return
         }
-        queue.async {
-            change(&self.pending)
-            if urgent {
-                self.flush()
-            } else if !self.flushScheduled {
-                self.flushScheduled = true
-                self.queue.asyncAfter(deadline: .now() + self.flushInterval) { self.flush() }
-            }
+        enqueue { $0.changes.append((urgent, change)) }
+    }
+
+    /// A dot the device reported done, for the next batch (not urgent): the per-dot path.
+    func submitDone(_ entry: RecordBatch.Done) {
+        guard recorder != nil else {
+            var batch = RecordBatch()
+            batch.done = [entry]
+            let committed = batch
+            target.async { self.onCommitted(committed) }
+            return
+        }
+        enqueue { $0.done.append(entry) }
+    }
+
+    private func enqueue(_ add: (inout Inbox) -> Void) {
+        let wake = inbox.withLock { (inbox: inout Inbox) -> Bool in
+            add(&inbox)
+            let wake = !inbox.scheduled
+            inbox.scheduled = true
+            return wake
+        }
+        if wake { queue.async { self.drain() } }
+    }
+
+    /// On `queue`: moves the inbox, in the order submitted, into the pending batch. An urgent
+    /// change (a claim) is committed at once and ends its batch, as when every submission was
+    /// its own hop: a change submitted after a claim (the end's "back to planned" for dots still
+    /// being claimed) must not be applied before it, which `RecordStore.apply`'s fixed order
+    /// (status changes, then claims) would do within one batch. The rest within `flushInterval`.
+    /// Done dots go first: each one's claim was committed before it could be sent.
+    private func drain() {
+        let taken = inbox.withLock { (inbox: inout Inbox) -> Inbox in
+            let taken = inbox
+            inbox = Inbox()
+            return taken
+        }
+        pending.done.append(contentsOf: taken.done)
+        var committedLast = false
+        for entry in taken.changes {
+            entry.change(&pending)
+            committedLast = entry.urgent
+            if entry.urgent { flush() }
+        }
+        if !committedLast, !flushScheduled, !pending.isEmpty {
+            flushScheduled = true
+            queue.asyncAfter(deadline: .now() + flushInterval) { self.flush() }
         }
     }
 
@@ -60,6 +110,7 @@ final class RecordJournal: @unchecked Sendable {
     func afterCommit(_ body: @escaping @Sendable () -> Void) {
         guard recorder != nil else { return target.async(execute: body) }
         queue.async {
+            self.drain()
             self.flush()
             if !self.failed { self.target.async(execute: body) }
         }

@@ -177,11 +177,24 @@ public final class Session: @unchecked Sendable {
     private var todo: [PlanDot] = []
     private var cursor = 0
     private var retry: [DotCommand] = []
-    /// Claims submitted to the journal and not yet committed, then committed and ready to send.
+    /// Claims submitted to the journal and not yet committed (at most two batches, in order),
+    /// then committed and ready to send.
     private var claiming: [DotCommand] = []
     private var ready: [DotCommand] = []
     private var readyHead = 0
-    private let claimBatch = 64
+    /// Size of the next claim batch: twice the dots the stream took while the last claim was
+    /// being committed (the commit latency as the stream sees it), within `claimBatchRange`. More
+    /// is claimed while fewer than two batches' worth are claimed ahead, and a second batch may be
+    /// in flight while the first commits, so a slow fsync does not stall the stream. At an
+    /// applicator's real pace a commit takes no dots and the batch stays at 32: 64–96 claimed
+    /// ahead, as with the fixed batch of 64 before. The cap bounds what a device reboot can leave
+    /// `sent` (ambiguous, for the operator) without ever having been sent.
+    private var claimBatch = Session.claimBatchRange.lowerBound
+    static let claimBatchRange = 32...256
+    /// Per claim batch in flight, oldest first: its size and `pulled` when it was submitted.
+    private var claimsInFlight: [(count: Int, pulledAtSubmit: Int)] = []
+    /// Dots handed to the link so far.
+    private var pulled = 0
 
     private var done: [UInt32] = []
     private var doneSet: Set<UInt32> = []
@@ -230,7 +243,7 @@ public final class Session: @unchecked Sendable {
         self.options = options
         self.logger = logger
         self.effectiveEnvelope = options.envelope
-        spacing = SpacingLedger(minimumMicrometres: options.envelope.minimumSpacingMicrometres)
+        spacing = SpacingLedger(minimumMicrometres: options.envelope.minimumSpacingMicrometres, bounds: plan.dots)
         self.todo = plan.dots
         planDotByID = DotsByID(plan.dots)
         do throws(DotPace.RateOutOfRange) {
@@ -551,7 +564,7 @@ public final class Session: @unchecked Sendable {
     // MARK: - Claims: a dot is durably `sent` before it is encoded
 
     private func requestClaims() {
-        guard outcome == nil, pendingEnd == nil, claiming.isEmpty, let journal else { return }
+        guard outcome == nil, pendingEnd == nil, claimsInFlight.count < 2, let journal else { return }
         var batch: [DotCommand] = []
         while batch.count < claimBatch, !retry.isEmpty { batch.append(retry.removeFirst()) }
         while batch.count < claimBatch, cursor < todo.count {
@@ -563,7 +576,8 @@ public final class Session: @unchecked Sendable {
                 dwellMicroseconds: UInt32(clamping: dot.dwellMicroseconds)))
         }
         guard !batch.isEmpty else { return }
-        claiming = batch
+        claiming.append(contentsOf: batch)
+        claimsInFlight.append((batch.count, pulled))
         let ids = batch.map(\.dotID)
         journal.submit(urgent: true) { $0.claims.append(contentsOf: ids) }
     }
@@ -573,7 +587,7 @@ public final class Session: @unchecked Sendable {
     /// refused (fail closed).
     private func nextDot() -> DotCommand? {
         guard outcome == nil, pendingEnd == nil else { return nil }
-        if ready.count - readyHead < claimBatch / 2 { requestClaims() }
+        if ready.count - readyHead + claiming.count < 2 * claimBatch { requestClaims() }
         guard readyHead < ready.count else { return nil }
         let command = ready[readyHead]
         if checkEnvelopeBeforeEncoding, let problem = envelopeProblem(command) {
@@ -587,6 +601,7 @@ public final class Session: @unchecked Sendable {
         }
         spacing.insert(dotID: command.dotID, x: command.xMicrometres, y: command.yMicrometres)
         readyHead += 1
+        pulled += 1
         if readyHead > 4096 && readyHead * 2 > ready.count {
             ready.removeFirst(readyHead)
             readyHead = 0
@@ -612,8 +627,14 @@ public final class Session: @unchecked Sendable {
 
     private func committed(_ batch: RecordBatch) {
         if !batch.claims.isEmpty {
-            ready.append(contentsOf: claiming)
-            claiming.removeAll()
+            // Batches commit in the order submitted: this one is the oldest in flight.
+            let count = min(batch.claims.count, claiming.count)
+            ready.append(contentsOf: claiming[..<count])
+            claiming.removeFirst(count)
+            if !claimsInFlight.isEmpty {
+                let taken = pulled - claimsInFlight.removeFirst().pulledAtSubmit
+                claimBatch = min(max(2 * taken, Self.claimBatchRange.lowerBound), Self.claimBatchRange.upperBound)
+            }
             if outcome == nil { link?.pump() }
         }
         for entry in batch.done {
@@ -669,7 +690,7 @@ public final class Session: @unchecked Sendable {
                 end(.stopped, reason: "dot \(id) reported done twice: stopped for safety")
                 return
             }
-            journal?.submit { $0.done.append(RecordBatch.Done(dotID: id, deviceDoneCount: count)) }
+            journal?.submitDone(RecordBatch.Done(dotID: id, deviceDoneCount: count))
             if let dwell = planDotByID[id]?.dwellMicroseconds,
                let violation = paceMonitor.completed(dotID: id, dwellMicroseconds: dwell, deviceTimeMicroseconds: time),
                pendingEnd != .stopped {

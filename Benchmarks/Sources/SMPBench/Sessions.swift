@@ -20,6 +20,7 @@ final class Milestones: Sendable {
         var firstProgress: UInt64 = 0
         var lastProgress: UInt64 = 0
         var progressEvents = 0
+        var mallocsAtArm: Int?
     }
     private let state = Mutex(State())
 
@@ -27,7 +28,9 @@ final class Milestones: Sendable {
         let now = Clock.now()
         state.withLock { s in
             switch event {
-            case .armed: s.armed = now
+            case .armed:
+                s.armed = now
+                s.mallocsAtArm = mallocCount()
             case .progress:
                 if s.firstProgress == 0 { s.firstProgress = now }
                 s.lastProgress = now
@@ -38,6 +41,7 @@ final class Milestones: Sendable {
     }
 
     var armed: UInt64 { state.withLock { $0.armed } }
+    var mallocsAtArm: Int? { state.withLock { $0.mallocsAtArm } }
     var firstProgress: UInt64 { state.withLock { $0.firstProgress } }
     var lastProgress: UInt64 { state.withLock { $0.lastProgress } }
 }
@@ -50,6 +54,11 @@ struct SessionRun {
     var cpu: CPUTimes
     var voluntarySwitches: Int
     var involuntarySwitches: Int
+    /// Allocations in this process from ARM to the end, when run under the malloc counter
+    /// (scripts/bench-malloc-count.c); nil otherwise.
+    var mallocsAfterArm: Int?
+    /// Write transactions of the record (each one commit, one fsync): creation, group commits, end.
+    var recordCommits: Int
 
     /// Dots per second from ARM to the last record committed: the streaming rate.
     var streamingRate: Double {
@@ -63,11 +72,44 @@ struct SessionRun {
 }
 
 /// Records in a new database in `directory` (nil: records off, the streaming path alone).
-func recordingOptions(plan: Plan, planPath: String, directory: String?) throws -> RecordingOptions? {
+func recordingOptions(plan: Plan, planPath: String, directory: String?, commits: CommitCounter? = nil) throws -> RecordingOptions? {
     guard let directory else { return nil }
     let store = try RecordStore(path: directory + "/records.sqlite")
-    return RecordingOptions(store: store, planPath: planPath, planSHA256: plan.sha256 ?? "",
-                            operatorName: "smp-bench", machineID: "smp-bench")
+    let options = RecordingOptions(store: store, planPath: planPath, planSHA256: plan.sha256 ?? "",
+                                   operatorName: "smp-bench", machineID: "smp-bench")
+    guard let commits else { return options }
+    return RecordingOptions(recorder: CountingRecorder(base: options.recorder, commits: commits))
+}
+
+/// Counts the record's write transactions, to set beside `strace -c`'s fdatasync count.
+final class CommitCounter: Sendable {
+    private let value = Mutex(0)
+    func add(_ n: Int) { value.withLock { $0 += n } }
+    var count: Int { value.withLock { $0 } }
+}
+
+struct CountingRecorder: SessionRecorder {
+    let base: any SessionRecorder
+    let commits: CommitCounter
+    func open(_ opening: RecordOpening) throws(RecordStoreError) -> OpenedRecord {
+        // A new session: createSession's transaction and the first batch's.
+        let opened = try base.open(opening)
+        commits.add(opening.resumeSessionID == nil ? 2 : 1)
+        return opened
+    }
+    func apply(_ batch: RecordBatch, session: Int64) throws(RecordStoreError) {
+        try base.apply(batch, session: session)
+        if !batch.isEmpty { commits.add(1) }
+    }
+    func release(session: Int64) { base.release(session: session) }
+}
+
+/// The malloc counter's running total, when the process runs under it (LD_PRELOAD of
+/// scripts/bench-malloc-count.c, which exports `bench_malloc_count`).
+func mallocCount() -> Int? {
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "bench_malloc_count") else { return nil }
+    typealias Count = @convention(c) () -> UInt
+    return Int(unsafeBitCast(symbol, to: Count.self)())
 }
 
 /// One whole session (handshake, preflight accepted at once, streaming, end) on `devicePath`.
@@ -77,7 +119,9 @@ func runSession(plan: Plan, planPath: String, devicePath: String, recordsDirecto
     var options = SessionOptions()
     if let leaseMilliseconds { options.link.requestedLease = .milliseconds(leaseMilliseconds) }
     options.link.lineBytesPerSecond = lineBytesPerSecond
-    options.recording = try recordingOptions(plan: plan, planPath: planPath, directory: recordsDirectory)
+    let commits = CommitCounter()
+    options.recording = try recordingOptions(plan: plan, planPath: planPath, directory: recordsDirectory,
+                                             commits: commits)
     let session = Session(plan: plan, options: options, logger: quietLogger("smp-bench.session"))
     let milestones = Milestones()
     var v0 = 0, i0 = 0
@@ -95,8 +139,10 @@ func runSession(plan: Plan, planPath: String, devicePath: String, recordsDirecto
     guard !requireCompletion || (account.outcome == .completed && account.done.count == plan.dots.count) else {
         throw BenchFailure("session ended \(account.outcome.rawValue) with \(account.done.count) of \(plan.dots.count) done: \(account.reason ?? "")")
     }
+    let mallocs = mallocCount().flatMap { end in milestones.mallocsAtArm.map { end - $0 } }
     return SessionRun(account: account, started: started, armed: milestones.armed, finished: finished, cpu: cpu,
-                      voluntarySwitches: v1 - v0, involuntarySwitches: i1 - i0)
+                      voluntarySwitches: v1 - v0, involuntarySwitches: i1 - i0, mallocsAfterArm: mallocs,
+                      recordCommits: commits.count)
 }
 
 func startSimulator(timeScale: Double, seed: UInt64) throws -> SimulatedApplicator {

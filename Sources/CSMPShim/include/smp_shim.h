@@ -16,6 +16,10 @@ int smp_tty_clear_exclusive(int fd);
 int smp_tty_output_queue(int fd, int *count);
 /// pipe2(fds, flags): glibc declares it only with _GNU_SOURCE, which Swift's Glibc module lacks.
 int smp_pipe2(int fds[2], int flags);
+/// malloc_trim(0) (<malloc.h>, not in Swift's Glibc module): 1 if memory went back to the kernel.
+int smp_malloc_trim(void);
+/// mallopt(M_ARENA_MAX, arenas): 1 on success, 0 on error.
+int smp_malloc_arena_max(int arenas);
 /// Names the calling thread (at most 15 bytes): pthread_setname_np. 0 or an errno value.
 int smp_thread_set_name(const char *name);
 /// The calling thread's name: pthread_getname_np. 0 or an errno value.
