@@ -16,6 +16,12 @@ int smp_tty_clear_exclusive(int fd);
 int smp_tty_output_queue(int fd, int *count);
 /// pipe2(fds, flags): glibc declares it only with _GNU_SOURCE, which Swift's Glibc module lacks.
 int smp_pipe2(int fds[2], int flags);
+/// timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC): the fd, or -1 and errno.
+int smp_timerfd_create_monotonic(void);
+/// timerfd_settime(fd, TFD_TIMER_ABSTIME, …) one-shot at `deadline_ns` of CLOCK_MONOTONIC; 0 disarms.
+int smp_timerfd_set_absolute(int fd, uint64_t deadline_ns);
+/// eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC): the fd, or -1 and errno.
+int smp_eventfd_create(void);
 /// Names the calling thread (at most 15 bytes): pthread_setname_np. 0 or an errno value.
 int smp_thread_set_name(const char *name);
 /// The calling thread's name: pthread_getname_np. 0 or an errno value.
