@@ -178,12 +178,10 @@ package final class PollThread: @unchecked Sendable {
             // Not in `poll` now: the dropped descriptors may be closed by the owner from here on.
             for index in newlyDropped { onDropped(index) }
             if stopping { break }
-            if woken {
-                onWake(self)
-                // A callback may have stopped the thread, ignored a descriptor or changed what it
-                // waits for: look again before polling.
-                continue
-            }
+            // Then on to `poll`, not back to the top: wakes that keep coming must not starve the
+            // descriptors. What `onWake` changes (stop, ignore, POLLOUT) pokes the wake counter,
+            // so that `poll` returns at once and the next pass sees it.
+            if woken { onWake(self) }
             set.removeAll(keepingCapacity: true)
             indexOfEntry.removeAll(keepingCapacity: true)
             set.append(pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0))
