@@ -173,7 +173,8 @@ def main():
 
     for name, label in (("underruns-idle", "idle"), ("underruns-hog", "CPU hog on every core"),
                         ("underruns-hog-devproc", "CPU hog; simulator in its own process at nice -10"),
-                        ("underruns-hog-fifo", "CPU hog; session at SCHED_FIFO 50 (chrt -f 50)")):
+                        ("underruns-hog-fifo", "CPU hog; session at SCHED_FIFO 50 (chrt -f 50)"),
+                        ("underruns-hog-devproc-fifo", "CPU hog; simulator in its own process; session at SCHED_FIFO 50")):
         d = harness(name)
         if d and "error" not in d:
             u = d["underruns_while_streaming"]

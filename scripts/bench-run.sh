@@ -118,6 +118,9 @@ if want underruns; then
     # The same session at SCHED_FIFO 50 (host and simulator; the hog stays SCHED_OTHER): what a
     # real-time link thread would give. Needs root (or CAP_SYS_NICE).
     step underruns-hog-fifo chrt -f 50 "$HARNESS" underruns --plan "$PLANS/bench-20k.json" --time-scale 0.02 --runs "$UNDERRUN_RUNS" --hog
+    # Issue 15's row: the simulator in its own process (a device has its own CPU), the session at
+    # the default install's scheduling (SCHED_FIFO 50, which `smpctl run` takes when allowed).
+    step underruns-hog-devproc-fifo chrt -f 50 "$HARNESS" underruns --plan "$PLANS/bench-20k.json" --time-scale 0.02 --runs "$UNDERRUN_RUNS" --hog --device-process
 fi
 
 if want cpu; then

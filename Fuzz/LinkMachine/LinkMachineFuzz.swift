@@ -88,6 +88,8 @@ struct LinkFuzzRun {
         var link = LinkConfiguration()
         if mode & 2 != 0 { link.minimumDotIntervalMilliseconds = 60 }
         if mode & 4 != 0 { link.minimumSpacingMicrometres = 600 }
+        // Both timings: the tick grid, and the exact deadlines ApplicatorLink's timerfd uses.
+        if mode & 8 != 0 { link.deadlines = .exact }
         machine = LinkMachine(configuration: link, devicePath: "fuzz")
         var device = FirmwareConfiguration()
         device.minimumSpacingMicrometres = 0

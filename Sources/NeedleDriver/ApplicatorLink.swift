@@ -1,27 +1,41 @@
 import Dispatch
 import FirmwareProtocol
 import Logging
+import SMPSystem
 
-/// The driver of the host link: owns the serial port, the link's queue, one timer and the real
-/// clock, and runs the protocol machine (`LinkMachine`) on them — the machine decides, this
-/// carries out: it writes the machine's bytes, closes the port, and hands events to the owner.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The driver of the host link: one dedicated I/O thread per applicator, blocked in `poll(2)` on
+/// the serial fd, a timerfd and a wake eventfd (`PollThread`), runs the protocol machine
+/// (`LinkMachine`) on them — the machine decides, the thread carries out: it reads and decodes,
+/// writes the machine's bytes, sets the timerfd to the machine's next deadline, and closes the
+/// port. The heartbeat and the retransmissions therefore go out however busy the owner's queue
+/// is, and a quiet link costs no wake-up: the timerfd is one-shot, at an absolute time
+/// (CLOCK_MONOTONIC), armed for the machine's next deadline only (`.exact` deadlines: the
+/// heartbeat half the lease after the last frame sent, a DOT standing in for it).
 ///
-/// Confined to `queue`: every method must be called on it, every event is delivered on it. The
-/// streaming path (the runner and this link) is one component on one queue, so a dot goes from
-/// the plan to the serial fd without a thread hop.
+/// The owner (the session) lives on `queue`: every method must be called on it (but
+/// `emergencyStop`), every event is delivered on it. What crosses between the two threads is
+/// `Sendable` values: commands and dots through one locked inbox plus the thread's eventfd wake;
+/// events, completions and a snapshot of the machine's state (what the accessors below return)
+/// through `queue`. The thread takes the scheduling policy of the thread that starts it (a
+/// session at SCHED_FIFO gets a real-time link, as the e-stop watcher does).
 ///
-/// Events are delivered after the machine step that produced them, never from inside one; a
-/// command the owner gives while handling an event is a new step, whose events follow those
-/// already waiting. Bytes read are handled one frame per step, so the owner's reaction to one
-/// frame (an e-stop) comes before the next frame is handled, and dots are pulled from
-/// `dotSource` once per read, tick or command.
+/// Order, as when the link ran on the owner's queue: events are delivered after the machine step
+/// that produced them, never from inside one; a command the owner gives while handling an event
+/// is a step that runs before the I/O thread handles the next received frame — after a frame
+/// whose events may call for a reaction (anything but `dotDone` and `metrics`), the thread holds
+/// further frames until the owner has seen those events (its timer keeps running: heartbeats and
+/// retransmissions do not wait for the owner). Dots are pulled from `dotSource` on `queue`
+/// whenever the machine has credit the owner has not used yet; any a fence overtook come back as
+/// `dotsReturned` (never sent).
 public final class ApplicatorLink: @unchecked Sendable {
     public let queue: DispatchQueue
-    public var configuration: LinkConfiguration { machine.configuration }
+    public let configuration: LinkConfiguration
     private let port: SerialPort
     private let logger: Logger
-    private var machine: LinkMachine
-    private var decoder = FrameDecoder()
 
     /// Called for every event, on `queue`.
     public var onEvent: (LinkEvent) -> Void = { _ in }
@@ -29,49 +43,49 @@ public final class ApplicatorLink: @unchecked Sendable {
     /// nothing to send now. The owner checks each dot against the envelope before returning it.
     public var dotSource: () -> DotCommand? = { nil }
 
+    // MARK: Owner side (on `queue`)
+
+    private var view: Snapshot
+    private var lastHistory = FrameHistory(capacity: 100)
     private var handshakeCompletion: ((Result<HelloReply, LinkLoss>) -> Void)?
     private var disarmCompletion: ((Bool) -> Void)?
-
-    /// Waiting for delivery, in order: events and completions of the steps taken so far.
-    private enum Delivery {
-        case event(LinkEvent)
-        case handshake(Result<HelloReply, LinkLoss>)
-        case disarmed(Bool)
-    }
-    private var deliveries: [Delivery] = []
-    private var deliveriesHead = 0
+    /// Dots handed to the I/O thread so far (compared with `view.dotsTaken` for the credit).
+    private var dotsHandedOver = 0
     private var delivering = false
-    /// Set for a whole read, tick or command: the steps inside it only queue their deliveries.
-    private var inTurn = false
-    /// Set while `dotSource` runs: a command the owner gives from inside it waits until the
-    /// pulled batch has been handed to the machine (the credit it was pulled for still holds).
     private var pulling = false
     private var deferred: [() -> Void] = []
+    private var io: LinkIO?
+    /// Set once the port's descriptor is closed (and the I/O thread ended): the path may be
+    /// opened again.
+    private var portIsClosed = false
+    private var afterPortClosed: [() -> Void] = []
 
     private static let hostEstopBytes: [UInt8] = [0] + LinkMachine.estopBytes(cause: .hostEstop)
 
-    private var timer: (any DispatchSourceTimer)?
-    private var timerGrid: (origin: UInt64, interval: UInt64)?
-
+    /// `configuration`'s deadlines are made `.exact`: this driver's timer is one-shot.
     public init(port: SerialPort, configuration: LinkConfiguration = LinkConfiguration(), logger: Logger) {
+        var configuration = configuration
+        configuration.deadlines = .exact
         self.port = port
         self.queue = port.queue
         self.logger = logger
-        machine = LinkMachine(configuration: configuration, devicePath: port.path)
+        self.configuration = configuration
+        view = Snapshot(machine: LinkMachine(configuration: configuration, devicePath: port.path), dotsTaken: 0)
     }
 
     public var devicePath: String { port.path }
-    public var hello: HelloReply? { machine.hello }
-    public var deviceStatus: Status? { machine.deviceStatus }
-    public var streaming: Bool { machine.streaming }
-    public var latched: Bool { machine.latched }
-    public var metrics: LinkMetrics { machine.metrics }
-    public var history: FrameHistory { machine.history }
+    public var hello: HelloReply? { view.hello }
+    public var deviceStatus: Status? { view.deviceStatus }
+    public var streaming: Bool { view.streaming }
+    public var latched: Bool { view.latched }
+    public var metrics: LinkMetrics { view.metrics }
+    /// The machine's frame history as of the last event that was not a dot's completion.
+    public var history: FrameHistory { lastHistory }
     /// Dots sent and not yet confirmed done or returned, in send order.
-    public var inFlight: [DotCommand] { machine.inFlight }
+    public var inFlight: [DotCommand] { view.inFlight }
     /// True while ARM or RESUME waits for the device's answer: a `held` STATUS then is the
     /// state before the command, not a new hold.
-    public var decisionPending: Bool { machine.decisionPending }
+    public var decisionPending: Bool { view.decisionPending }
 
     /// See `LinkMachine.outOfRange`.
     public static func outOfRange(_ reply: HelloReply, requestedLeaseMilliseconds: UInt16) -> String? {
@@ -80,20 +94,24 @@ public final class ApplicatorLink: @unchecked Sendable {
 
     // MARK: - Commands (call on queue)
 
-    /// Starts reading, sends HELLO until a matching reply arrives (§6.7). Call on `queue`.
+    /// Starts the I/O thread, sends HELLO until a matching reply arrives (§6.7). Call on `queue`.
     public func connect(completion: @escaping (Result<HelloReply, LinkLoss>) -> Void) {
         dispatchPrecondition(condition: .onQueue(queue))
+        precondition(io == nil && !portIsClosed, "ApplicatorLink.connect called twice")
         handshakeCompletion = completion
-        portStarted = true
-        port.start(
-            onBytes: { [weak self] bytes in self?.receive(bytes) },
-            onClosed: { [weak self] error in
-                guard let self else { return }
-                self.queue.async { self.portClosed(error) }
-            })
+        let fd = port.handOver()
+        let io = LinkIO(port: port, fd: fd, configuration: configuration, logger: logger,
+                        deliver: { [weak self] batch in
+                            guard let self else { return }
+                            self.queue.async { self.deliver(batch) }
+                        })
+        self.io = io
         var rng = SystemRandomNumberGenerator()
         let nonce: UInt32 = rng.next()
-        command { $0.connect(nonce: nonce, now: $1) }
+        io.enqueue(.command { $0.connect(nonce: nonce, now: $1) })
+        if case .failure(let errno) = io.start() {
+            logger.error("link to \(port.path): the I/O thread could not start: \(errno)")
+        }
     }
 
     /// See `LinkMachine.arm`.
@@ -102,8 +120,8 @@ public final class ApplicatorLink: @unchecked Sendable {
     /// Pull from `dotSource` now (after the owner made more dots available).
     public func pump() {
         dispatchPrecondition(condition: .onQueue(queue))
-        guard !pulling else { return }
-        turn {}
+        guard !pulling, !delivering else { return }
+        pullDots()
     }
 
     /// Begin or continue pulling dots from `dotSource`.
@@ -122,8 +140,8 @@ public final class ApplicatorLink: @unchecked Sendable {
     public func estop(cause: FaultCode) { command { $0.estop(cause: cause, now: $1) } }
 
     /// E-STOP from any thread (an interlock edge): the frame is written straight to the fd, before
-    /// anything queued, then the link latches on its queue. Returns whether the bytes were written.
-    /// The bytes: 0x00 (ends any half-written frame on the wire) then ESTOP twice.
+    /// anything queued, then the link latches on its I/O thread. Returns whether the bytes were
+    /// written. The bytes: 0x00 (ends any half-written frame on the wire) then ESTOP twice.
     @discardableResult
     public func emergencyStop(cause: FaultCode) -> Bool {
         // The interlocks' cause is prepared once: no allocation between the edge and the write.
@@ -134,85 +152,52 @@ public final class ApplicatorLink: @unchecked Sendable {
     }
 
     /// Stops the heartbeat and closes the port. The device's lease then expires and it holds.
-    public func close() { command { machine, _ in machine.close() } }
+    public func close() {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard io != nil else { return closeUnconnected() }
+        command { machine, _ in machine.close() }
+    }
 
     /// See `LinkMachine.disarmAndClose`. `completion` comes once the port's descriptor is closed,
     /// so the caller may open the path again at once.
     public func disarmAndClose(completion: @escaping @Sendable (Bool) -> Void) {
         dispatchPrecondition(condition: .onQueue(queue))
         if pulling { return deferred.append { self.disarmAndClose(completion: completion) } }
+        guard io != nil else {
+            closeUnconnected()
+            return completion(false)
+        }
         disarmCompletion = completion
         command { $0.disarmAndClose(now: $1) }
     }
 
-    // MARK: - Running the machine
+    /// Never connected: no thread owns the port, so it is closed here.
+    private func closeUnconnected() {
+        guard !portIsClosed else { return }
+        portIsClosed = true
+        port.close()
+    }
 
-    /// One machine step on the current time; deferred while `dotSource` runs.
-    private func command(_ input: @escaping (inout LinkMachine, UInt64) -> LinkOutput) {
+    /// One machine step on the I/O thread; given while `dotSource` runs, after the pulled dots.
+    private func command(_ input: @escaping @Sendable (inout LinkMachine, UInt64) -> LinkOutput) {
         dispatchPrecondition(condition: .onQueue(queue))
         if pulling { return deferred.append { self.command(input) } }
-        turn { step(input) }
+        io?.enqueue(.command(input))
     }
 
-    /// A read, tick or command: its steps, their deliveries, then one pull of dots, then the
-    /// timer on the machine's next deadline. Nested (a command given while handling an event),
-    /// only the steps: the outer turn delivers, pulls and re-arms.
-    private func turn(_ body: () -> Void) {
-        if inTurn { return body() }
-        inTurn = true
-        body()
-        deliverAndSettle()
-        pullDots()
-        deliver()
-        inTurn = false
-        armTimer()
-    }
+    // MARK: - Delivery (on queue)
 
-    /// Runs the machine, writes its bytes, carries out its actions; deliveries wait for `deliver`.
-    private func step(_ input: (inout LinkMachine, UInt64) -> LinkOutput) {
-        let output = input(&machine, now())
-        if !output.bytes.isEmpty {
-            do {
-                try port.write(output.bytes)
-            } catch {
-                carryOut(output.actions)
-                return carryOut(machine.writeFailed(error).actions)
-            }
+    /// A batch from the I/O thread: the state after its steps, then its events and completions
+    /// in order, then a pull of dots; an awaited batch is answered so the thread goes on with
+    /// the frames it held (the owner's commands meanwhile are ahead of the answer in the inbox).
+    private func deliver(_ batch: Batch) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        if let snapshot = batch.snapshot {
+            view = snapshot
+            if let history = snapshot.history { lastHistory = history }
         }
-        carryOut(output.actions)
-    }
-
-    private func carryOut(_ actions: [LinkAction]) {
-        for action in actions {
-            switch action {
-            case .event(let event): deliveries.append(.event(event))
-            case .handshakeFinished(let result): deliveries.append(.handshake(result))
-            case .disarmFinished(let disarmed): deliveries.append(.disarmed(disarmed))
-            case .closePort:
-                timer?.cancel()
-                timer = nil
-                timerGrid = nil
-                port.close()
-            case .log(let level, let message): logger.log(level: level, "\(message)")
-            }
-        }
-    }
-
-    /// Delivers, then lets the machine send what waited for the owner's reaction.
-    private func deliverAndSettle() {
-        deliver()
-        step { $0.settle(now: $1) }
-        deliver()
-    }
-
-    /// Hands the waiting events and completions to the owner, in order. The owner's commands
-    /// meanwhile are steps whose deliveries join the end of the line.
-    private func deliver() {
-        guard !delivering else { return }
         delivering = true
-        while deliveriesHead < deliveries.count {
-            let delivery = deliveries[deliveriesHead]
-            deliveriesHead += 1
+        for delivery in batch.deliveries {
             switch delivery {
             case .event(let event):
                 onEvent(event)
@@ -228,83 +213,464 @@ public final class ApplicatorLink: @unchecked Sendable {
                 }
             }
         }
-        deliveries.removeAll(keepingCapacity: true)
-        deliveriesHead = 0
         delivering = false
+        pullDots()
+        if let awaited = batch.awaited { io?.enqueue(.delivered(awaited)) }
+        if batch.portClosed {
+            portIsClosed = true
+            io = nil
+            let callbacks = afterPortClosed
+            afterPortClosed.removeAll()
+            for callback in callbacks { callback() }
+        }
     }
 
     /// Keeps the device queue full from the credits in ACKs (§6.1): as many dots as the machine
-    /// takes, pulled first, then sent in one write(2).
+    /// has credit for and the owner has not yet handed over, pulled here, sent by the I/O thread
+    /// in one write(2).
     private func pullDots() {
-        let credit = machine.dotCredit
+        guard let io else { return }
+        let credit = view.dotCredit - (dotsHandedOver - view.dotsTaken)
         guard credit > 0 else { return }
         var batch: [DotCommand] = []
         pulling = true
         while batch.count < credit, let dot = dotSource() { batch.append(dot) }
         pulling = false
-        if !batch.isEmpty { step { $0.send(dots: batch, now: $1) } }
+        if !batch.isEmpty {
+            dotsHandedOver += batch.count
+            io.enqueue(.dots(batch))
+        }
         let commands = deferred
         deferred.removeAll()
         for command in commands { command() }
     }
 
-    private func receive(_ bytes: UnsafeRawBufferPointer) {
-        machine.received(byteCount: bytes.count)
-        turn {
-            decoder.feed(bytes) { event in
-                step { $0.receive(event, now: $1) }
-                deliverAndSettle()
-            }
-        }
-    }
-
-    /// One timer on the machine's tick grid: it fires on every grid tick, the machine's next
-    /// deadline among them, and is set again only when the grid changes (connect, HELLO_REPLY).
-    /// A one-shot timer moved to each next deadline lost the lease more often in the HIL rig's
-    /// emulated VM (every move costs a hop to libdispatch's timer thread); the periodic timer is
-    /// the one the link always had.
-    private func armTimer() {
-        guard let grid = machine.tickGrid else {
-            timer?.cancel()
-            timer = nil
-            timerGrid = nil
-            return
-        }
-        if let armed = timerGrid, armed == grid { return }
-        timerGrid = grid
-        let t = now()
-        let first = grid.origin &+ (t > grid.origin ? (t - grid.origin) / grid.interval + 1 : 1) * grid.interval
-        let source = timer ?? DispatchSource.makeTimerSource(queue: queue)
-        source.schedule(deadline: DispatchTime(uptimeNanoseconds: first), repeating: .nanoseconds(Int(grid.interval)),
-                        leeway: .microseconds(500))
-        if timer == nil {
-            source.setEventHandler { [weak self] in
-                guard let self else { return }
-                self.turn { self.step { $0.tick(now: $1) } }
-            }
-            source.activate()
-            timer = source
-        }
-    }
-
-    private func portClosed(_ error: SerialPortError?) {
-        portIsClosed = true
-        turn { step { machine, _ in machine.portClosed(error) } }
-        let callbacks = afterPortClosed
-        afterPortClosed.removeAll()
-        for callback in callbacks { callback() }
-    }
-
-    /// Set once the port's descriptor is closed (its lock released): the path may be opened again.
-    private var portIsClosed = false
-    private var afterPortClosed: [() -> Void] = []
-    private var portStarted = false
-
-    /// Runs `body` on `queue` once the port's descriptor is closed — at once if it is, or if the
-    /// port was never started (nothing to wait for).
+    /// Runs `body` on `queue` once the port's descriptor is closed — at once if it is.
     private func whenPortClosed(_ body: @escaping () -> Void) {
-        if portIsClosed || !portStarted { body() } else { afterPortClosed.append(body) }
+        if portIsClosed || io == nil { body() } else { afterPortClosed.append(body) }
+    }
+}
+
+// MARK: - What crosses between the threads
+
+/// The machine's state the owner may read, as of the last batch delivered.
+struct Snapshot: Sendable {
+    var hello: HelloReply?
+    var deviceStatus: Status?
+    var streaming: Bool
+    var latched: Bool
+    var metrics: LinkMetrics
+    var inFlight: [DotCommand]
+    var decisionPending: Bool
+    var dotCredit: Int
+    /// Dots the I/O thread has taken from the inbox so far (sent or returned).
+    var dotsTaken: Int
+    /// Only in batches with an event other than a dot's completion: the I/O thread's next
+    /// record would otherwise copy the ring for every frame.
+    var history: FrameHistory?
+
+    init(machine: borrowing LinkMachine, dotsTaken: Int, withHistory: Bool = true) {
+        hello = machine.hello
+        deviceStatus = machine.deviceStatus
+        streaming = machine.streaming
+        latched = machine.latched
+        metrics = machine.metrics
+        inFlight = machine.inFlight
+        decisionPending = machine.decisionPending
+        dotCredit = machine.dotCredit
+        self.dotsTaken = dotsTaken
+        history = withHistory ? machine.history : nil
+    }
+}
+
+/// What the owner gives the I/O thread.
+enum LinkInput: Sendable {
+    case command(@Sendable (inout LinkMachine, UInt64) -> LinkOutput)
+    case dots([DotCommand])
+    /// The owner has handled the batch with this number.
+    case delivered(UInt64)
+}
+
+enum Delivery: Sendable {
+    case event(LinkEvent)
+    case handshake(Result<HelloReply, LinkLoss>)
+    case disarmed(Bool)
+}
+
+/// What the I/O thread gives the owner, in order.
+struct Batch: Sendable {
+    var snapshot: Snapshot?
+    var deliveries: [Delivery] = []
+    /// This batch's number when the thread holds received frames until the owner has seen it.
+    var awaited: UInt64?
+    /// The last batch: the thread has ended and the port's descriptor is closed.
+    var portClosed = false
+}
+
+// MARK: - The I/O thread
+
+/// Everything the I/O thread owns: the machine, the decoder, the descriptors and the bytes not
+/// yet written. `@unchecked Sendable`: after `start`, every `var` is read and written only on
+/// the thread (its callbacks), but `inbox`, which is locked.
+final class LinkIO: @unchecked Sendable {
+    private static let tty = 0
+    private static let timer = 1
+
+    private let port: SerialPort
+    private let fd: CInt
+    private let logger: Logger
+    private let deliverToOwner: @Sendable (Batch) -> Void
+    /// The owner's inputs; `ended` once the thread has ended (inputs are then run by the caller).
+    private let inbox = Locked<(items: [LinkInput], ended: Bool)>(([], false))
+    private let thread = Locked<PollThread?>(nil)
+    private var timerFD: CInt = -1
+
+    private var machine: LinkMachine
+    private var decoder = FrameDecoder()
+    private let readBuffer: UnsafeMutableRawBufferPointer
+    /// Decoded blocks not yet given to the machine: held while the owner has not seen a batch.
+    private var received: [FrameDecoder.Event] = []
+    private var receivedHead = 0
+    /// Bytes the machine gave that the kernel has not taken yet: `pending[pendingStart...]`.
+    private var pending: [UInt8] = []
+    private var pendingStart = 0
+    private var armedDeadline: UInt64?
+    private var dotsTaken = 0
+
+    private var batch = Batch()
+    private var batchNeedsAnswer = false
+    private var batchHasHistory = false
+    private var batchNumber: UInt64 = 0
+    private var awaiting: UInt64?
+    /// The credit in the last snapshot sent, and `dotsTaken` then: what the owner believes.
+    private var lastCreditSent = 0
+    private var dotsTakenAtLastSnapshot = 0
+    /// Set once the machine asked to close the port, or the port failed: the thread stops.
+    private var stopping = false
+    private var closeReason: SerialPortError?
+
+    static let readBufferSize = 4096
+    /// Reads per readable event before the thread looks at its other descriptors again.
+    static let maxReadsPerEvent = 16
+    /// Consumed prefix of `pending` above which it is compacted.
+    static let compactionThreshold = 64 * 1024
+
+    init(port: SerialPort, fd: CInt, configuration: LinkConfiguration, logger: Logger,
+         deliver: @escaping @Sendable (Batch) -> Void) {
+        self.port = port
+        self.fd = fd
+        self.logger = logger
+        self.deliverToOwner = deliver
+        machine = LinkMachine(configuration: configuration, devicePath: port.path)
+        readBuffer = .allocate(byteCount: Self.readBufferSize, alignment: 16)
     }
 
-    private func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+    deinit { readBuffer.deallocate() }
+
+    /// Creates the timerfd and starts the thread. On failure the port is closed and the machine
+    /// told, as for a port that failed, so the owner's handshake ends.
+    func start() -> Result<Void, Errno> {
+        switch Sys.timerDescriptor() {
+        case .success(let descriptor): timerFD = descriptor
+        case .failure(let errno):
+            failWithoutThread(operation: "timerfd_create", errno: errno)
+            return .failure(errno)
+        }
+        let started = PollThread.start(
+            name: "smp-link", descriptors: [fd, timerFD],
+            onReady: { thread, index, revents in self.ready(thread, index, revents) },
+            onWake: { thread in self.takeInbox(thread) },
+            onDropped: { _ in },
+            onExit: { error in self.exited(error) })
+        switch started {
+        case .success(let pollThread):
+            thread.withLock { $0 = pollThread }
+            pollThread.wake()
+            return .success(())
+        case .failure(let errno):
+            _ = Sys.close(timerFD)
+            failWithoutThread(operation: "pthread_create", errno: errno)
+            return .failure(errno)
+        }
+    }
+
+    /// Any thread: adds `input` to the inbox and wakes the I/O thread. Once the thread has
+    /// ended, the input is run here on the closed machine (a command then only completes, dots
+    /// come back), so a completion the owner waits for still comes.
+    func enqueue(_ input: LinkInput) {
+        let late = inbox.withLock { inbox -> Bool in
+            if inbox.ended { return true }
+            inbox.items.append(input)
+            return false
+        }
+        if late { return run([input]) }
+        thread.withLock { $0 }?.wake()
+    }
+
+    private func failWithoutThread(operation: String, errno: Errno) {
+        closeReason = .link(port.path, operation: operation, errno: errno)
+        stopping = true  // the steps below write nothing
+        port.closeHandedOver()
+        run(takeInputs())  // the connect: its handshake then fails with the port's error
+        exitedSteps()
+    }
+
+    private func takeInputs(ending: Bool = false) -> [LinkInput] {
+        inbox.withLock { inbox in
+            let taken = inbox.items
+            inbox.items.removeAll(keepingCapacity: true)
+            if ending && taken.isEmpty { inbox.ended = true }
+            return taken
+        }
+    }
+
+    private func run(_ inputs: [LinkInput]) {
+        for input in inputs {
+            switch input {
+            case .command(let input):
+                step(input)
+            case .dots(let dots):
+                dotsTaken += dots.count
+                step { $0.send(dots: dots, now: $1) }
+            case .delivered(let number):
+                if awaiting == number {
+                    awaiting = nil
+                    step { $0.settle(now: $1) }
+                }
+            }
+            flush()
+        }
+    }
+
+    // MARK: On the thread
+
+    private func takeInbox(_ thread: PollThread) {
+        run(takeInputs())
+        handleReceived()
+        settleTurn(thread)
+    }
+
+    private func ready(_ thread: PollThread, _ index: Int, _ revents: Int16) {
+        if index == Self.timer {
+            _ = Sys.takeEventCount(timerFD)
+            armedDeadline = nil
+            if let due = machine.nextDeadline, Sys.monotonicNanoseconds() >= due {
+                // An owner that has not answered by a deadline is late (its queue starved): the
+                // frames it holds up go to the machine now, so the device's answers are not taken
+                // for its silence; the owner sees their events late, as a busy owner would.
+                handleReceived(force: true)
+                step { $0.tick(now: $1) }
+                flush()
+            }
+        } else {
+            if revents & Int16(POLLOUT) != 0 { drainPending(thread) }
+            if revents & Int16(POLLIN | POLLHUP | POLLERR | POLLNVAL) != 0 { readAvailable() }
+            handleReceived()
+        }
+        settleTurn(thread)
+    }
+
+    /// After each pass: stop if the port is to close, else arm the timer for the next deadline.
+    private func settleTurn(_ thread: PollThread) {
+        if stopping { return thread.stop() }
+        thread.setWritable(Self.tty, pendingCount > 0)
+        let deadline = machine.nextDeadline
+        guard deadline != armedDeadline else { return }
+        armedDeadline = deadline
+        if case .failure(let errno) = Sys.setTimer(timerFD, deadlineNanoseconds: deadline) {
+            // Without a timer there is no heartbeat: end the link now, its safe way.
+            fail(.link(port.path, operation: "timerfd_settime", errno: errno))
+            thread.stop()
+        }
+    }
+
+    private func readAvailable() {
+        guard !stopping else { return }
+        var gotBytes = false
+        for _ in 0..<Self.maxReadsPerEvent {
+            switch Sys.read(fd, into: readBuffer) {
+            case .success(.endOfFile):
+                return fail(.disconnected(port.path, nil))  // hung up
+            case .success(.transferred(let count)):
+                gotBytes = true
+                machine.received(byteCount: count)
+                decoder.feed(UnsafeRawBufferPointer(rebasing: readBuffer[..<count])) { received.append($0) }
+            case .success(.wouldBlock):
+                if !gotBytes { checkHangUp() }
+                return
+            case .failure(let errno):
+                return fail(.link(port.path, operation: "read", errno: errno))
+            }
+        }
+    }
+
+    /// Readable but nothing to read: was it POLLHUP/POLLERR?
+    private func checkHangUp() {
+        switch Sys.poll(fd, events: Int16(POLLIN), timeoutMilliseconds: 0) {
+        case .success(let revents):
+            if revents & Int16(POLLHUP | POLLERR | POLLNVAL) != 0 { fail(.disconnected(port.path, nil)) }
+        case .failure(let errno):
+            fail(.link(port.path, operation: "poll", errno: errno))
+        }
+    }
+
+    /// Received blocks, one machine step each, until one needs the owner's reaction.
+    private func handleReceived(force: Bool = false) {
+        while awaiting == nil || force, !stopping, receivedHead < received.count {
+            let event = received[receivedHead]
+            receivedHead += 1
+            step { $0.receive(event, now: $1) }
+            flush()
+        }
+        if receivedHead == received.count {
+            received.removeAll(keepingCapacity: true)
+            receivedHead = 0
+        }
+    }
+
+    /// Runs the machine, writes its bytes, collects its actions for the owner.
+    private func step(_ input: (inout LinkMachine, UInt64) -> LinkOutput) {
+        let output = input(&machine, Sys.monotonicNanoseconds())
+        if !output.bytes.isEmpty, !stopping {
+            if let error = write(output.bytes) {
+                carryOut(output.actions)
+                fail(error)
+                return carryOut(machine.writeFailed(error).actions)
+            }
+        }
+        carryOut(output.actions)
+    }
+
+    private func carryOut(_ actions: [LinkAction]) {
+        for action in actions {
+            switch action {
+            case .event(let event):
+                batch.deliveries.append(.event(event))
+                switch event {
+                case .dotDone, .metrics: break
+                default:
+                    batchNeedsAnswer = true
+                    batchHasHistory = true
+                }
+            case .handshakeFinished(let result):
+                batch.deliveries.append(.handshake(result))
+                batchNeedsAnswer = true
+            case .disarmFinished(let disarmed):
+                batch.deliveries.append(.disarmed(disarmed))
+            case .closePort:
+                stopping = true
+            case .log(let level, let message):
+                logger.log(level: level, "\(message)")
+            }
+        }
+    }
+
+    /// Sends what the steps so far collected, with the state after them; also when the credit
+    /// grew, so the owner pulls dots. An awaited batch holds the received frames.
+    private func flush() {
+        let credit = machine.dotCredit
+        let believed = lastCreditSent - (dotsTaken - dotsTakenAtLastSnapshot)
+        guard !batch.deliveries.isEmpty || credit > believed || (credit == 0 && believed > 0) else { return }
+        lastCreditSent = credit
+        dotsTakenAtLastSnapshot = dotsTaken
+        batch.snapshot = Snapshot(machine: machine, dotsTaken: dotsTaken, withHistory: batchHasHistory)
+        if batchNeedsAnswer {
+            batchNumber += 1
+            batch.awaited = batchNumber
+            awaiting = batchNumber
+        }
+        deliverToOwner(batch)
+        batch = Batch()
+        batchNeedsAnswer = false
+        batchHasHistory = false
+    }
+
+    /// The port failed: the thread stops, and the machine hears why once it has.
+    private func fail(_ error: SerialPortError) {
+        if closeReason == nil { closeReason = error }
+        stopping = true
+        pending = []
+        pendingStart = 0
+    }
+
+    /// The thread's last callback: nothing polls the descriptors any more, so they are closed,
+    /// then the machine is told and the owner gets the last batch.
+    private func exited(_ error: Errno?) {
+        if let error, closeReason == nil { closeReason = .link(port.path, operation: "poll", errno: error) }
+        thread.withLock { $0 = nil }
+        port.closeHandedOver()
+        _ = Sys.close(timerFD)
+        stopping = true
+        exitedSteps()
+    }
+
+    /// The machine hears that the port is closed, the owner gets the last batch; then the inputs
+    /// that came too late for the thread run on the closed machine.
+    private func exitedSteps() {
+        carryOut(machine.portClosed(closeReason).actions)
+        batch.snapshot = Snapshot(machine: machine, dotsTaken: dotsTaken)
+        batch.portClosed = true
+        deliverToOwner(batch)
+        batch = Batch()
+        batchNeedsAnswer = false
+        batchHasHistory = false
+        awaiting = nil
+        // Until the inbox is found empty: from then on the owner runs its late inputs itself.
+        while case let inputs = takeInputs(ending: true), !inputs.isEmpty { run(inputs) }
+    }
+
+    // MARK: Writing
+
+    private var pendingCount: Int { pending.count - pendingStart }
+
+    /// Writes all `bytes`, or keeps what the kernel did not take for POLLOUT (never blocks,
+    /// never drops, never reorders). An error other than EAGAIN is returned: the link ends.
+    private func write(_ bytes: [UInt8]) -> SerialPortError? {
+        if pendingCount > 0 {
+            pending.append(contentsOf: bytes)  // behind what is already waiting: keeps order
+            return nil
+        }
+        var offset = 0
+        while offset < bytes.count {
+            let result = bytes.withUnsafeBytes { all in
+                Sys.write(fd, from: UnsafeRawBufferPointer(rebasing: all[offset...]))
+            }
+            switch result {
+            case .success(.wouldBlock), .success(.endOfFile):
+                pending.append(contentsOf: bytes[offset...])
+                return nil
+            case .success(.transferred(let count)):
+                offset += count
+            case .failure(let errno):
+                return .link(port.path, operation: "write", errno: errno)
+            }
+        }
+        return nil
+    }
+
+    private func drainPending(_ thread: PollThread) {
+        while pendingCount > 0, !stopping {
+            let result = pending.withUnsafeBytes { all in
+                Sys.write(fd, from: UnsafeRawBufferPointer(rebasing: all[pendingStart...]))
+            }
+            switch result {
+            case .success(.wouldBlock), .success(.endOfFile):
+                if pendingStart >= Self.compactionThreshold && pendingStart * 2 >= pending.count {
+                    pending.removeFirst(pendingStart)
+                    pendingStart = 0
+                }
+                return
+            case .success(.transferred(let count)):
+                pendingStart += count
+            case .failure(let errno):
+                let error = SerialPortError.link(port.path, operation: "write", errno: errno)
+                fail(error)
+                carryOut(machine.writeFailed(error).actions)
+                flush()
+                return
+            }
+        }
+        pending = []
+        pendingStart = 0
+    }
 }

@@ -25,6 +25,20 @@ public struct LinkConfiguration: Sendable, Hashable {
     /// The minor version HELLO announces (§6.7.2: both sides follow the lower of the two). Lower
     /// only to stand in for an older host (tests); the machine reads every version alike.
     public var protocolMinor: UInt8 = ProtocolVersion.minor
+    /// Where the machine's deadlines fall (see `LinkMachine.nextDeadline`).
+    public var deadlines: DeadlineTiming = .tickGrid
+
+    /// How a driver wakes the machine.
+    public enum DeadlineTiming: Sendable, Hashable {
+        /// On a grid of ticks a quarter of the lease apart, the heartbeat on the first tick an
+        /// eighth of an interval short of it: the timing of a driver with a periodic timer.
+        case tickGrid
+        /// Each deadline at its own time, the heartbeat half the lease after the last frame
+        /// sent (every frame, a DOT too, stands in for it): the timing of a driver with a
+        /// one-shot timer (`ApplicatorLink`'s timerfd), which then wakes only when something
+        /// is due.
+        case exact
+    }
 
     public init() {}
 }
@@ -278,6 +292,11 @@ public struct LinkMachine: Sendable {
     private var lastSend: UInt64 = 0
     /// A quarter of the lease (§6.5); 25 ms until the HELLO_REPLY says the lease.
     private var heartbeatIntervalNanos: UInt64 = 25_000_000
+    /// How long after the last frame sent the heartbeat goes out: on the tick grid, the first
+    /// tick an eighth of an interval short of one interval; exact, half the lease.
+    private var heartbeatDueNanos: UInt64 {
+        configuration.deadlines == .exact ? 2 * heartbeatIntervalNanos : heartbeatIntervalNanos - heartbeatIntervalNanos / 8
+    }
     /// The tick grid (see `nextDeadline`): where it starts, and the last tick.
     private var tickOrigin: UInt64 = 0
     private var lastTickAt: UInt64?
@@ -322,18 +341,27 @@ public struct LinkMachine: Sendable {
     /// the handshake and again from the HELLO_REPLY (a quarter of the lease): the effective RTO,
     /// the four transmissions of a decision, the link-loss limit are those of a periodic tick,
     /// as the link has always had them; the machine only skips the ticks with nothing due.
+    ///
+    /// With `.exact` deadlines, no grid: the earliest of the heartbeat (half the lease after the
+    /// last send), the link-loss limit, the retransmission timeouts, each at its own time; what
+    /// was overdue at the last tick and could not be done (a retransmission behind a fence) is
+    /// tried again `minimumRetransmissionTimeout` later, never in a spin.
     public var nextDeadline: UInt64? {
         guard started, !closed else { return nil }
         var due: UInt64
         if handshaking {
             due = lastSend &+ configuration.handshakeInterval.nanoseconds
         } else {
-            due = lastSend &+ heartbeatIntervalNanos - heartbeatIntervalNanos / 8
+            due = lastSend &+ heartbeatDueNanos
             if let since = unansweredSince {
                 due = min(due, since &+ configuration.linkLossTimeout.nanoseconds &+ 1)
             }
             if let pendingCommand { due = min(due, pendingCommand.lastSent &+ rtoNanos) }
             if let oldest = oldestUnacknowledged { due = min(due, oldest.sentAt &+ rtoNanos) }
+        }
+        if configuration.deadlines == .exact {
+            if let last = lastTickAt, due <= last { return last &+ configuration.minimumRetransmissionTimeout.nanoseconds }
+            return due
         }
         // The first grid tick at or after `due`, after the last tick (what is overdue but cannot
         // be done yet, a retransmission behind a fence, waits for the next tick, never spins).
@@ -1031,8 +1059,8 @@ public struct LinkMachine: Sendable {
             metrics.retransmissionTimeoutMicroseconds = Int(rtoNanos / 1000)
             retransmit(from: oldest.seq, now: t)
         }
-        // The heartbeat (§6.5), on the first tick an eighth of an interval short of it.
-        if elapsed(t, since: lastSend) >= heartbeatIntervalNanos - heartbeatIntervalNanos / 8 {
+        // The heartbeat (§6.5): see `heartbeatDueNanos`.
+        if elapsed(t, since: lastSend) >= heartbeatDueNanos {
             send(Frame(.statusRequest), now: t)
         }
         return take()

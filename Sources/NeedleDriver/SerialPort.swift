@@ -52,6 +52,9 @@ public final class SerialPort: @unchecked Sendable {
         case closing(SerialPortError?)
         /// The fd is closed.
         case closed(SerialPortError?)
+        /// The fd belongs to a link's I/O thread (`handOver()`): this object only keeps the
+        /// emergency write, and `closeHandedOver()` closes it.
+        case handedOver
     }
     private var state: State = .idle
     private var fdIsClosed = false
@@ -253,6 +256,8 @@ public final class SerialPort: @unchecked Sendable {
         case .closed(let reason):
             onClosed(reason)
             return
+        case .handedOver:
+            preconditionFailure("SerialPort.start after handOver")
         }
         self.onBytes = onBytes
         self.onClosed = onClosed
@@ -334,6 +339,7 @@ public final class SerialPort: @unchecked Sendable {
         switch state {
         case .idle, .running: break
         case .closing(let reason), .closed(let reason): throw reason ?? .closed
+        case .handedOver: throw .closed
         }
         guard !bytes.isEmpty else { return }
         if pendingWriteCount > 0 {
@@ -385,7 +391,7 @@ public final class SerialPort: @unchecked Sendable {
     private func drainPending() {
         switch state {
         case .idle, .running: break
-        case .closing, .closed: return
+        case .closing, .closed, .handedOver: return
         }
         while pendingWriteCount > 0 {
             let result = pending.withUnsafeBytes { all in
@@ -423,7 +429,7 @@ public final class SerialPort: @unchecked Sendable {
         dispatchPrecondition(condition: .onQueue(queue))
         switch state {
         case .idle, .running: beginTeardown(reason: nil)
-        case .closing, .closed: return
+        case .closing, .closed, .handedOver: return
         }
     }
 
@@ -433,7 +439,7 @@ public final class SerialPort: @unchecked Sendable {
     private func beginTeardown(reason: SerialPortError?) {
         switch state {
         case .idle, .running: break
-        case .closing, .closed: return
+        case .closing, .closed, .handedOver: return
         }
         state = .closing(reason)
         pending = []
@@ -492,6 +498,28 @@ public final class SerialPort: @unchecked Sendable {
         _ = Sys.tcsetattr(fd, TCSANOW, restored)
         _ = Sys.clearExclusive(fd)
         _ = Sys.close(fd)  // also releases the flock
+    }
+
+    // MARK: - Handing the descriptor to a link's I/O thread
+
+    /// The descriptor, the termios to restore and the path, for a thread that polls and reads
+    /// and writes it itself (`ApplicatorLink`): no Dispatch source is ever made for it, `write`
+    /// and `close` here do nothing more, `emergencyWrite` still works until `closeHandedOver()`.
+    /// Call on `queue`, before `start` and any `write`; once.
+    func handOver() -> CInt {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard case .idle = state, pendingWriteCount == 0 else { preconditionFailure("SerialPort.handOver after use") }
+        state = .handedOver
+        fdIsClosed = true  // from here on the new owner closes it, with closeHandedOver()
+        return fd
+    }
+
+    /// Closes a handed-over descriptor as `close` would (termios restored, exclusivity and the
+    /// lock released), the emergency write first disabled. From the thread that owns it, once,
+    /// after it no longer polls it.
+    func closeHandedOver() {
+        emergencyFD.withLock { $0 = nil }
+        Self.restoreAndClose(fd: fd, original: originalTermios)
     }
 
     // MARK: - For tests and diagnostics

@@ -19,22 +19,31 @@ import Glibc
 /// descriptor is polled. Level-triggered: an owner that does not read a readable descriptor is
 /// called again at once, so it must read, or ignore it.
 ///
-/// The corresponding C functions are `pthread_create`, `poll`, `pipe2` (the wake pipe), `read`
-/// and `write`.
+/// Also the driver of a serial link (NeedleDriver's `ApplicatorLink`): `wake()` makes the thread
+/// call `onWake` (the owner's queue of commands has something), `setWritable(_:_:)` adds POLLOUT
+/// for a descriptor with output waiting, and `onReady` gets the `revents` of each ready one.
+///
+/// The corresponding C functions are `pthread_create`, `poll`, `eventfd` (the wake counter),
+/// `read` and `write`.
 package final class PollThread: @unchecked Sendable {
     private struct Control {
         var ignored: [Bool]
         var dropReported: [Bool]
+        /// POLLOUT wanted as well as POLLIN.
+        var writable: [Bool]
         var stopping = false
-        /// The wake pipe is open: cleared, and the pipe closed, by the thread as it ends.
+        /// `wake()` was called since the thread last called `onWake`.
+        var wakeRequested = false
+        /// The wake counter is open: cleared, and the counter closed, by the thread as it ends.
         var wakeOpen = true
     }
 
     private let name: String
     private let descriptors: [CInt]
-    private let wake: (readEnd: CInt, writeEnd: CInt)
+    private let wakeFD: CInt
     private let control: Locked<Control>
-    private let onReadable: @Sendable (Int) -> Void
+    private let onReady: @Sendable (PollThread, Int, Int16) -> Void
+    private let onWake: @Sendable (PollThread) -> Void
     private let onDropped: @Sendable (Int) -> Void
     private let onExit: @Sendable (Errno?) -> Void
 
@@ -48,13 +57,28 @@ package final class PollThread: @unchecked Sendable {
         onDropped: @escaping @Sendable (Int) -> Void,
         onExit: @escaping @Sendable (Errno?) -> Void
     ) -> Result<PollThread, Errno> {
-        let wake: (readEnd: CInt, writeEnd: CInt)
-        switch Sys.pipe() {
-        case .success(let ends): wake = ends
+        start(name: name, descriptors: descriptors, onReady: { _, index, _ in onReadable(index) }, onWake: { _ in },
+              onDropped: onDropped, onExit: onExit)
+    }
+
+    /// Starts the thread, as above; `onReady(thread, i, revents)`: descriptor `descriptors[i]` is
+    /// readable, writable (if `setWritable(i, true)`), in error or hung up, as `revents` says;
+    /// `onWake(thread)`: after one or more `wake()` calls, once, before the descriptors of that
+    /// pass. Both get the thread they run on, so they may stop it or change its set at once.
+    package static func start(
+        name: String, descriptors: [CInt],
+        onReady: @escaping @Sendable (PollThread, Int, Int16) -> Void,
+        onWake: @escaping @Sendable (PollThread) -> Void,
+        onDropped: @escaping @Sendable (Int) -> Void,
+        onExit: @escaping @Sendable (Errno?) -> Void
+    ) -> Result<PollThread, Errno> {
+        let wakeFD: CInt
+        switch Sys.eventDescriptor() {
+        case .success(let descriptor): wakeFD = descriptor
         case .failure(let errno): return .failure(errno)
         }
-        let thread = PollThread(name: String(name.utf8.prefix(15)) ?? "smp-poll", descriptors: descriptors, wake: wake,
-                                onReadable: onReadable,
+        let thread = PollThread(name: String(name.utf8.prefix(15)) ?? "smp-poll", descriptors: descriptors,
+                                wakeFD: wakeFD, onReady: onReady, onWake: onWake,
                                 onDropped: onDropped, onExit: onExit)
         let context = Unmanaged.passRetained(thread).toOpaque()
         var handle = pthread_t()
@@ -64,23 +88,24 @@ package final class PollThread: @unchecked Sendable {
         }, context)
         guard status == 0 else {
             Unmanaged<PollThread>.fromOpaque(context).release()
-            _ = Sys.close(wake.readEnd)
-            _ = Sys.close(wake.writeEnd)
+            _ = Sys.close(wakeFD)
             return .failure(Errno(rawValue: status))
         }
         pthread_detach(handle)
         return .success(thread)
     }
 
-    private init(name: String, descriptors: [CInt], wake: (readEnd: CInt, writeEnd: CInt),
-                 onReadable: @escaping @Sendable (Int) -> Void, onDropped: @escaping @Sendable (Int) -> Void,
-                 onExit: @escaping @Sendable (Errno?) -> Void) {
+    private init(name: String, descriptors: [CInt], wakeFD: CInt,
+                 onReady: @escaping @Sendable (PollThread, Int, Int16) -> Void,
+                 onWake: @escaping @Sendable (PollThread) -> Void,
+                 onDropped: @escaping @Sendable (Int) -> Void, onExit: @escaping @Sendable (Errno?) -> Void) {
         self.name = name
         self.descriptors = descriptors
-        self.wake = wake
-        self.control = Locked(Control(ignored: Array(repeating: false, count: descriptors.count),
-                                      dropReported: Array(repeating: false, count: descriptors.count)))
-        self.onReadable = onReadable
+        self.wakeFD = wakeFD
+        let none = Array(repeating: false, count: descriptors.count)
+        self.control = Locked(Control(ignored: none, dropReported: none, writable: none))
+        self.onReady = onReady
+        self.onWake = onWake
         self.onDropped = onDropped
         self.onExit = onExit
     }
@@ -95,6 +120,26 @@ package final class PollThread: @unchecked Sendable {
         }
     }
 
+    /// Makes the thread call `onWake` once soon (once for any number of calls before it does).
+    /// Any thread, including inside a callback; after the thread ended, nothing.
+    package func wake() {
+        control.withLock { control in
+            guard !control.wakeRequested else { return }
+            control.wakeRequested = true
+            poke(control)
+        }
+    }
+
+    /// Whether `descriptors[index]` is polled for POLLOUT as well as POLLIN, from the next pass
+    /// on (call it from a callback, or `wake()` after). Any thread.
+    package func setWritable(_ index: Int, _ writable: Bool) {
+        control.withLock { control in
+            guard control.writable[index] != writable else { return }
+            control.writable[index] = writable
+            poke(control)
+        }
+    }
+
     /// Ends the thread; `onExit(nil)` follows. Any thread, including inside a callback. Idempotent.
     package func stop() {
         control.withLock { control in
@@ -105,12 +150,11 @@ package final class PollThread: @unchecked Sendable {
     }
 
     /// Wakes the thread's `poll`; under the control lock, so never after the thread closed the
-    /// pipe (a closed descriptor's number may already be reused). The pipe is non-blocking: when
-    /// it is full, the thread is woken already.
+    /// counter (a closed descriptor's number may already be reused). The counter is
+    /// non-blocking: when it is at its maximum, the thread is woken already.
     private func poke(_ control: borrowing Control) {
         guard control.wakeOpen else { return }
-        var byte: UInt8 = 1
-        _ = withUnsafeBytes(of: &byte) { Sys.write(wake.writeEnd, from: $0) }
+        _ = Sys.signalEvent(wakeFD)
     }
 
     private func run() {
@@ -119,26 +163,32 @@ package final class PollThread: @unchecked Sendable {
         var indexOfEntry: [Int] = []
         set.reserveCapacity(descriptors.count + 1)
         indexOfEntry.reserveCapacity(descriptors.count + 1)
-        var drain = [UInt8](repeating: 0, count: 64)
         var failure: Errno?
         while true {
-            let (stopping, ignored, newlyDropped) = control.withLock { control in
+            let (stopping, woken, ignored, writable, newlyDropped) = control.withLock { control in
                 var dropped: [Int] = []
                 for index in control.ignored.indices where control.ignored[index] && !control.dropReported[index] {
                     control.dropReported[index] = true
                     dropped.append(index)
                 }
-                return (control.stopping, control.ignored, dropped)
+                let woken = control.wakeRequested
+                control.wakeRequested = false
+                return (control.stopping, woken, control.ignored, control.writable, dropped)
             }
             // Not in `poll` now: the dropped descriptors may be closed by the owner from here on.
             for index in newlyDropped { onDropped(index) }
             if stopping { break }
+            // Then on to `poll`, not back to the top: wakes that keep coming must not starve the
+            // descriptors. What `onWake` changes (stop, ignore, POLLOUT) pokes the wake counter,
+            // so that `poll` returns at once and the next pass sees it.
+            if woken { onWake(self) }
             set.removeAll(keepingCapacity: true)
             indexOfEntry.removeAll(keepingCapacity: true)
-            set.append(pollfd(fd: wake.readEnd, events: Int16(POLLIN), revents: 0))
+            set.append(pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0))
             indexOfEntry.append(-1)
             for index in descriptors.indices where !ignored[index] {
-                set.append(pollfd(fd: descriptors[index], events: Int16(POLLIN), revents: 0))
+                let events = writable[index] ? Int16(POLLIN | POLLOUT) : Int16(POLLIN)
+                set.append(pollfd(fd: descriptors[index], events: events, revents: 0))
                 indexOfEntry.append(index)
             }
             let count = nfds_t(set.count)
@@ -149,20 +199,17 @@ package final class PollThread: @unchecked Sendable {
                 failure = errno
                 break
             }
-            if set[0].revents != 0 {
-                while case .success(.transferred) = drain.withUnsafeMutableBytes({ Sys.read(wake.readEnd, into: $0) }) {}
-            }
+            if set[0].revents != 0 { _ = Sys.takeEventCount(wakeFD) }
             for entry in 1..<set.count where set[entry].revents != 0 {
                 let index = indexOfEntry[entry]
                 // Ignored meanwhile (by a callback of this pass): no more calls for it.
                 if control.withLock({ $0.ignored[index] || $0.stopping }) { continue }
-                onReadable(index)
+                onReady(self, index, set[entry].revents)
             }
         }
         control.withLock { control in
             control.wakeOpen = false
-            _ = Sys.close(wake.readEnd)
-            _ = Sys.close(wake.writeEnd)
+            _ = Sys.close(wakeFD)
         }
         onExit(failure)
     }

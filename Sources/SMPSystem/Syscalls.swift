@@ -410,6 +410,55 @@ extension Sys {
         return retryingInterrupts { smp_pipe2(&ends, O_NONBLOCK | O_CLOEXEC) }.map { _ in (ends[0], ends[1]) }
     }
 
+    /// A non-blocking, close-on-exec timer descriptor on CLOCK_MONOTONIC (the clock of
+    /// `monotonicNanoseconds` and of `DispatchTime`); readable once it has expired.
+    ///
+    /// The corresponding C function is `timerfd_create`, through `smp_timerfd_create_monotonic`.
+    package static func timerDescriptor() -> Result<CInt, Errno> {
+        retryingInterrupts { smp_timerfd_create_monotonic() }
+    }
+
+    /// Arms `fd` (from `timerDescriptor`) to expire once at `deadlineNanoseconds` of
+    /// CLOCK_MONOTONIC, an absolute time, so a late re-arm never shifts later deadlines; a
+    /// deadline already past expires at once. Nil disarms it. Replaces any earlier setting.
+    ///
+    /// The corresponding C function is `timerfd_settime` with `TFD_TIMER_ABSTIME`, through
+    /// `smp_timerfd_set_absolute`.
+    package static func setTimer(_ fd: CInt, deadlineNanoseconds: UInt64?) -> Result<Void, Errno> {
+        // 0 would disarm: a deadline of 0 (long past) is 1 ns instead.
+        let value = deadlineNanoseconds.map { max($0, 1) } ?? 0
+        return retryingInterrupts { smp_timerfd_set_absolute(fd, value) }.map { _ in () }
+    }
+
+    /// A non-blocking, close-on-exec event counter descriptor, readable while its count is
+    /// not 0: the wake-up of a thread blocked in `poll`.
+    ///
+    /// The corresponding C function is `eventfd`, through `smp_eventfd_create`.
+    package static func eventDescriptor() -> Result<CInt, Errno> {
+        retryingInterrupts { smp_eventfd_create() }
+    }
+
+    /// Adds 1 to an event counter (`eventDescriptor`): wakes its reader. `.wouldBlock` only when the counter is at its maximum (it is readable
+    /// already).
+    ///
+    /// The corresponding C function is `write` (8 bytes).
+    package static func signalEvent(_ fd: CInt) -> Result<IOResult, Errno> {
+        var one: UInt64 = 1
+        return withUnsafeBytes(of: &one) { write(fd, from: $0) }
+    }
+
+    /// Reads and resets the count of an event counter (`eventDescriptor`) or the expirations of
+    /// a timer (`timerDescriptor`): `.transferred(count)` with the count, `.wouldBlock` when it
+    /// was 0 (a timer re-armed meanwhile, or another reader took it).
+    ///
+    /// The corresponding C function is `read` (8 bytes).
+    package static func takeEventCount(_ fd: CInt) -> Result<IOResult, Errno> {
+        var count: UInt64 = 0
+        let result = withUnsafeMutableBytes(of: &count) { read(fd, into: $0) }
+        if case .success(.transferred) = result { return .success(.transferred(Int(truncatingIfNeeded: count))) }
+        return result
+    }
+
     /// Nanoseconds of CLOCK_MONOTONIC: the clock of the kernel's GPIO edge timestamps (uAPI v2,
     /// and v1 since Linux 5.7) and of Dispatch's `DispatchTime` on Linux. Cannot fail for this
     /// clock id.

@@ -20,6 +20,12 @@ int smp_pipe2(int fds[2], int flags);
 int smp_malloc_trim(void);
 /// mallopt(M_ARENA_MAX, arenas): 1 on success, 0 on error.
 int smp_malloc_arena_max(int arenas);
+/// timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC): the fd, or -1 and errno.
+int smp_timerfd_create_monotonic(void);
+/// timerfd_settime(fd, TFD_TIMER_ABSTIME, …) one-shot at `deadline_ns` of CLOCK_MONOTONIC; 0 disarms.
+int smp_timerfd_set_absolute(int fd, uint64_t deadline_ns);
+/// eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC): the fd, or -1 and errno.
+int smp_eventfd_create(void);
 /// Names the calling thread (at most 15 bytes): pthread_setname_np. 0 or an errno value.
 int smp_thread_set_name(const char *name);
 /// The calling thread's name: pthread_getname_np. 0 or an errno value.
