@@ -41,6 +41,7 @@ final class CommandOutputTests: XCTestCase {
             (["resume", "--help"], "USAGE: smpctl resume [<options>] <id>",
              ["--device <device>", "--sim", "--time-scale <time-scale>", "--baud <N>", "--record <record>", "--seed <seed>",
               "--faults <faults>", "--line-faults <spec>", "--interlock-socket <path>", "--config <path>", "--db <path>",
+              "--station", "--station-address <address>", "--station-port <port>", "--station-token <token>",
               "--ambiguous <ambiguous>",
               "--operator <name>", "--yes", "--json", "-v, --verbose", "--version", "-h, --help"]),
             (["sessions", "--help"],
