@@ -73,6 +73,13 @@ public final class ApplicatorLink: @unchecked Sendable {
         view = Snapshot(machine: LinkMachine(configuration: configuration, devicePath: port.path), dotsTaken: 0)
     }
 
+    /// An owner that lets go of a connected link without closing it: the I/O thread would keep
+    /// the device's lease alive with nobody to hear from it, so the link is closed (the device's
+    /// lease then expires and it holds, as when the link's timer went away with it before).
+    deinit {
+        io?.enqueue(.command { machine, _ in machine.close() })
+    }
+
     public var devicePath: String { port.path }
     public var hello: HelloReply? { view.hello }
     public var deviceStatus: Status? { view.deviceStatus }
