@@ -14,7 +14,8 @@ import Glibc
 /// port. The heartbeat and the retransmissions therefore go out however busy the owner's queue
 /// is, and a quiet link costs no wake-up: the timerfd is one-shot, at an absolute time
 /// (CLOCK_MONOTONIC), armed for the machine's next deadline only (`.exact` deadlines: the
-/// heartbeat half the lease after the last frame sent, a DOT standing in for it).
+/// heartbeat a quarter of the lease after the last frame sent as §6.5 says, a DOT standing in
+/// for it).
 ///
 /// The owner (the session) lives on `queue`: every method must be called on it (but
 /// `emergencyStop`), every event is delivered on it. What crosses between the two threads is
