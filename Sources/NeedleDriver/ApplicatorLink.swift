@@ -14,7 +14,8 @@ import Glibc
 /// port. The heartbeat and the retransmissions therefore go out however busy the owner's queue
 /// is, and a quiet link costs no wake-up: the timerfd is one-shot, at an absolute time
 /// (CLOCK_MONOTONIC), armed for the machine's next deadline only (`.exact` deadlines: the
-/// heartbeat half the lease after the last frame sent, a DOT standing in for it).
+/// heartbeat a quarter of the lease after the last frame sent as §6.5 says, a DOT standing in
+/// for it).
 ///
 /// The owner (the session) lives on `queue`: every method must be called on it (but
 /// `emergencyStop`), every event is delivered on it. What crosses between the two threads is
@@ -71,6 +72,13 @@ public final class ApplicatorLink: @unchecked Sendable {
         self.logger = logger
         self.configuration = configuration
         view = Snapshot(machine: LinkMachine(configuration: configuration, devicePath: port.path), dotsTaken: 0)
+    }
+
+    /// An owner that lets go of a connected link without closing it: the I/O thread would keep
+    /// the device's lease alive with nobody to hear from it, so the link is closed (the device's
+    /// lease then expires and it holds, as when the link's timer went away with it before).
+    deinit {
+        io?.enqueue(.command { machine, _ in machine.close() })
     }
 
     public var devicePath: String { port.path }

@@ -27,16 +27,21 @@ public struct LinkConfiguration: Sendable, Hashable {
     public var protocolMinor: UInt8 = ProtocolVersion.minor
     /// Where the machine's deadlines fall (see `LinkMachine.nextDeadline`).
     public var deadlines: DeadlineTiming = .tickGrid
+    /// With `.exact` deadlines, the heartbeat goes out once nothing was sent for the lease divided
+    /// by this (at least 2). §6.5 says a quarter (4): three frames in a row must be lost before the
+    /// lease expires. 2 halves the heartbeats of a quiet link, but then one lost or late frame
+    /// expires it (measured: docs/performance.md, the link's I/O thread).
+    public var heartbeatLeaseDivisor: UInt64 = 4
 
     /// How a driver wakes the machine.
     public enum DeadlineTiming: Sendable, Hashable {
         /// On a grid of ticks a quarter of the lease apart, the heartbeat on the first tick an
         /// eighth of an interval short of it: the timing of a driver with a periodic timer.
         case tickGrid
-        /// Each deadline at its own time, the heartbeat half the lease after the last frame
-        /// sent (every frame, a DOT too, stands in for it): the timing of a driver with a
-        /// one-shot timer (`ApplicatorLink`'s timerfd), which then wakes only when something
-        /// is due.
+        /// Each deadline at its own time, the heartbeat `heartbeatLeaseDivisor` of the lease
+        /// after the last frame sent (every frame, a DOT too, stands in for it): the timing of a
+        /// driver with a one-shot timer (`ApplicatorLink`'s timerfd), which then wakes only when
+        /// something is due.
         case exact
     }
 
@@ -293,9 +298,11 @@ public struct LinkMachine: Sendable {
     /// A quarter of the lease (§6.5); 25 ms until the HELLO_REPLY says the lease.
     private var heartbeatIntervalNanos: UInt64 = 25_000_000
     /// How long after the last frame sent the heartbeat goes out: on the tick grid, the first
-    /// tick an eighth of an interval short of one interval; exact, half the lease.
+    /// tick an eighth of an interval short of one interval; exact, the lease divided by
+    /// `heartbeatLeaseDivisor` (the interval is a quarter of the lease, at least 5 ms).
     private var heartbeatDueNanos: UInt64 {
-        configuration.deadlines == .exact ? 2 * heartbeatIntervalNanos : heartbeatIntervalNanos - heartbeatIntervalNanos / 8
+        guard configuration.deadlines == .exact else { return heartbeatIntervalNanos - heartbeatIntervalNanos / 8 }
+        return 4 * heartbeatIntervalNanos / max(configuration.heartbeatLeaseDivisor, 2)
     }
     /// The tick grid (see `nextDeadline`): where it starts, and the last tick.
     private var tickOrigin: UInt64 = 0
@@ -342,8 +349,8 @@ public struct LinkMachine: Sendable {
     /// the four transmissions of a decision, the link-loss limit are those of a periodic tick,
     /// as the link has always had them; the machine only skips the ticks with nothing due.
     ///
-    /// With `.exact` deadlines, no grid: the earliest of the heartbeat (half the lease after the
-    /// last send), the link-loss limit, the retransmission timeouts, each at its own time; what
+    /// With `.exact` deadlines, no grid: the earliest of the heartbeat (a quarter of the lease
+    /// after the last send, by default), the link-loss limit, the retransmission timeouts, each at its own time; what
     /// was overdue at the last tick and could not be done (a retransmission behind a fence) is
     /// tried again `minimumRetransmissionTimeout` later, never in a spin.
     public var nextDeadline: UInt64? {

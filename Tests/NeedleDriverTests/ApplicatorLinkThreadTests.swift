@@ -72,3 +72,30 @@ final class ApplicatorLinkThreadTests: XCTestCase {
         queue.sync { again.close() }
     }
 }
+
+extension ApplicatorLinkThreadTests {
+    /// A connected link its owner lets go of without closing: its I/O thread must not go on
+    /// heartbeating for nobody; it closes the port and ends.
+    func testALinkLetGoOfEndsItsThreadAndFreesThePort() throws {
+        var options = SimulatorOptions()
+        options.timeScale = 0
+        let simulator = try SimulatedApplicator.start(options, logger: logger)
+        defer { simulator.stop() }
+        let queue = DispatchQueue(label: "test.owner")
+        let threadsBefore = linkThreads()
+        let handshook = Box(false)
+        do {
+            let port = try SerialPort.open(path: simulator.devicePath, queue: queue)
+            let link = ApplicatorLink(port: port, logger: logger)
+            queue.sync { link.connect { _ in handshook.value = true } }
+            XCTAssertTrue(waitUntil { handshook.value })
+        }
+        XCTAssertTrue(waitUntil { linkThreads() == threadsBefore }, "the I/O thread has ended")
+        let path = simulator.devicePath
+        XCTAssertTrue(waitUntil {
+            guard let port = try? SerialPort.open(path: path, queue: queue) else { return false }
+            queue.sync { port.close() }
+            return true
+        }, "the port is free again")
+    }
+}

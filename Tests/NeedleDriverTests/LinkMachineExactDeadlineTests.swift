@@ -4,29 +4,31 @@ import XCTest
 @testable import NeedleDriver
 
 /// `.exact` deadlines, the timing of `ApplicatorLink`'s one-shot timerfd: no tick grid; the
-/// heartbeat half the lease after the last frame sent, any frame standing in for it; every other
-/// timeout at its own time. Virtual time only.
+/// heartbeat a quarter of the lease (§6.5; or `heartbeatLeaseDivisor`) after the last frame sent,
+/// any frame standing in for it; every other timeout at its own time. Virtual time only.
 final class LinkMachineExactDeadlineTests: XCTestCase {
     private let ms: UInt64 = 1_000_000
 
-    private func host(lease: UInt16 = 100) -> VirtualHost {
+    private func host(lease: UInt16 = 100, divisor: UInt64 = 4) -> VirtualHost {
         VirtualHost {
             $0.requestedLease = .milliseconds(Int(lease))
             $0.deadlines = .exact
+            $0.heartbeatLeaseDivisor = divisor
         }
     }
 
-    /// Nothing else to send: one STATUS_REQUEST every half lease, no wake-up between.
-    func testHeartbeatAtHalfTheLeaseAfterTheLastSend() {
-        for lease in [100, 40, 250] as [UInt16] {
-            var host = host(lease: lease)
+    /// Nothing else to send: one STATUS_REQUEST every quarter lease (or half, if asked), no
+    /// wake-up between.
+    func testHeartbeatAtAFractionOfTheLeaseAfterTheLastSend() {
+        for (lease, divisor) in [(100, 4), (40, 4), (250, 4), (100, 2), (250, 2)] as [(UInt16, UInt64)] {
+            var host = host(lease: lease, divisor: divisor)
             host.handshake(reply: .test { $0.leaseMilliseconds = lease })
             let start = host.writeTimes.count
             let end = host.now + 2_000 * ms
             var wakeUps = 0
             while host.now < end {
                 let deadline = host.machine.nextDeadline!
-                XCTAssertEqual(deadline, host.writeTimes.last! + UInt64(lease) * ms / 2, "lease \(lease): nothing earlier is due")
+                XCTAssertEqual(deadline, host.writeTimes.last! + UInt64(lease) * ms / divisor, "lease \(lease): nothing earlier is due")
                 let frames = host.advance(to: deadline)
                 wakeUps += 1
                 XCTAssertEqual(VirtualHost.types(frames), [.statusRequest], "lease \(lease)")
@@ -34,7 +36,7 @@ final class LinkMachineExactDeadlineTests: XCTestCase {
             }
             let times = host.writeTimes[(start - 1)...]
             let gaps = Set(zip(times.dropFirst(), times).map { $0 - $1 })
-            XCTAssertEqual(gaps, [UInt64(lease) * ms / 2], "lease \(lease)")
+            XCTAssertEqual(gaps, [UInt64(lease) * ms / divisor], "lease \(lease) / \(divisor)")
             XCTAssertEqual(wakeUps, times.count - 1, "one wake-up per heartbeat")
             XCTAssertNil(host.linkLoss)
         }
@@ -42,7 +44,7 @@ final class LinkMachineExactDeadlineTests: XCTestCase {
 
     /// A DOT sent is a heartbeat: the next STATUS_REQUEST waits half a lease after it.
     func testADotStandsInForTheHeartbeat() {
-        var host = host()
+        var host = host(divisor: 2)
         host.armed(dots: 0)
         host.device(.status(.test(.ready)))
         host.advance(by: 30 * ms)
@@ -58,8 +60,8 @@ final class LinkMachineExactDeadlineTests: XCTestCase {
 
     /// An RTO is acted on at its own time, not on the next grid tick.
     func testTheRetransmissionTimeoutIsExact() {
-        var host = host()
-        host.handshake()
+        var host = host(lease: 250)  // the heartbeat 62.5 ms after a send: after the RTO
+        host.handshake(reply: .test { $0.leaseMilliseconds = 250 })
         host.now += 10 * ms
         host.command { $0.arm(now: $1) }  // RTO 50 ms
         let sentAt = host.now
