@@ -599,6 +599,12 @@ public final class SimulatedApplicator: Sendable {
     private func disconnect(_ core: inout Core, at now: UInt64) {
         guard core.master != nil else { return }
         logger.notice("link disconnected", metadata: ["device": "\(core.devicePath)"])
+        // The link goes with the pty, as udev removes a device's symlink on unplug: kept, it would
+        // point at a freed /dev/pts/N that another process's new pty may get (the soak's two
+        // trials at once did: one host resumed on the other trial's simulator).
+        if options.portPath == nil, let link = options.linkPath {
+            PseudoTerminal.removeLink(link, ifPointingTo: core.devicePath)
+        }
         detach(&core)
         if !core.stopped {
             let delay = options.portPath != nil ? Self.portReopenIntervalMicroseconds : Self.reconnectDelayMicroseconds

@@ -264,6 +264,11 @@ final class RuntimeFaultTests: XCTestCase {
         XCTAssertTrue(host.read { $0.dotDones.count == 1 })
         host.send([dotFrame(2, id: 2)])
         XCTAssertTrue(host.waitForHangUp(), "the host sees the device go away")
+        // While it is away the link is gone, as udev removes an unplugged device's symlink: it
+        // must not point at a freed /dev/pts/N another process's new pty may get.
+        if simulator.devicePath == firstPath {
+            XCTAssertNil(try? FileManager.default.destinationOfSymbolicLink(atPath: link), "a link to a pty that is gone")
+        }
 
         // The device comes back as a new tty (the old one is still held open by the host here).
         let deadline = Date().addingTimeInterval(10)

@@ -33,8 +33,13 @@ final class CLITests: XCTestCase {
 
     @discardableResult
     static func smpctl(_ arguments: [String], timeout: TimeInterval = 120, extraEnvironment: [String: String] = [:]) throws -> Result {
+        try run(binary, arguments, extraEnvironment: extraEnvironment)
+    }
+
+    /// Runs a program from the repository's root with the tests' environment, stdin closed.
+    static func run(_ executable: URL, _ arguments: [String], extraEnvironment: [String: String] = [:]) throws -> Result {
         let process = Process()
-        process.executableURL = binary
+        process.executableURL = executable
         process.arguments = arguments
         process.environment = environment.merging(extraEnvironment) { $1 }
         process.currentDirectoryURL = repositoryRoot

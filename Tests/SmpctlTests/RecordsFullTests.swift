@@ -85,21 +85,7 @@ final class RecordsFullTests: XCTestCase {
 
     /// Runs `bash -c SCRIPT ARGS…` (the script sees the arguments as $0, $1, …).
     private func shell(_ script: String, _ arguments: [String]) throws -> CLITests.Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = ["-c", script] + arguments
-        process.environment = CLITests.environment
-        process.currentDirectoryURL = CLITests.repositoryRoot
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return CLITests.Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                               stderr: String(decoding: errData, as: UTF8.self))
+        try CLITests.run(URL(fileURLWithPath: "/bin/bash"), ["-c", script] + arguments)
     }
 
     private func events(_ stdout: String) -> [[String: Any]] {
