@@ -339,9 +339,8 @@ final class LinkIO: @unchecked Sendable {
     /// Decoded blocks not yet given to the machine: held while the owner has not seen a batch.
     private var received: [FrameDecoder.Event] = []
     private var receivedHead = 0
-    /// Bytes the machine gave that the kernel has not taken yet: `pending[pendingStart...]`.
-    private var pending: [UInt8] = []
-    private var pendingStart = 0
+    /// Bytes the machine gave that the kernel has not taken yet.
+    private var pending = PendingWrites()
     private var armedDeadline: UInt64?
     private var dotsTaken = 0
 
@@ -360,8 +359,6 @@ final class LinkIO: @unchecked Sendable {
     static let readBufferSize = 4096
     /// Reads per readable event before the thread looks at its other descriptors again.
     static let maxReadsPerEvent = 16
-    /// Consumed prefix of `pending` above which it is compacted.
-    static let compactionThreshold = 64 * 1024
 
     init(port: SerialPort, fd: CInt, configuration: LinkConfiguration, logger: Logger,
          deliver: @escaping @Sendable (Batch) -> Void) {
@@ -597,8 +594,7 @@ final class LinkIO: @unchecked Sendable {
     private func fail(_ error: SerialPortError) {
         if closeReason == nil { closeReason = error }
         stopping = true
-        pending = []
-        pendingStart = 0
+        pending.removeAll()
     }
 
     /// The thread's last callback: nothing polls the descriptors any more, so they are closed,
@@ -629,56 +625,24 @@ final class LinkIO: @unchecked Sendable {
 
     // MARK: Writing
 
-    private var pendingCount: Int { pending.count - pendingStart }
+    private var pendingCount: Int { pending.count }
 
     /// Writes all `bytes`, or keeps what the kernel did not take for POLLOUT (never blocks,
     /// never drops, never reorders). An error other than EAGAIN is returned: the link ends.
     private func write(_ bytes: [UInt8]) -> SerialPortError? {
-        if pendingCount > 0 {
-            pending.append(contentsOf: bytes)  // behind what is already waiting: keeps order
-            return nil
-        }
-        var offset = 0
-        while offset < bytes.count {
-            let result = bytes.withUnsafeBytes { all in
-                Sys.write(fd, from: UnsafeRawBufferPointer(rebasing: all[offset...]))
-            }
-            switch result {
-            case .success(.wouldBlock), .success(.endOfFile):
-                pending.append(contentsOf: bytes[offset...])
-                return nil
-            case .success(.transferred(let count)):
-                offset += count
-            case .failure(let errno):
-                return .link(port.path, operation: "write", errno: errno)
-            }
+        if case .failed(let errno) = pending.write(bytes, to: fd) {
+            return .link(port.path, operation: "write", errno: errno)
         }
         return nil
     }
 
     private func drainPending(_ thread: PollThread) {
-        while pendingCount > 0, !stopping {
-            let result = pending.withUnsafeBytes { all in
-                Sys.write(fd, from: UnsafeRawBufferPointer(rebasing: all[pendingStart...]))
-            }
-            switch result {
-            case .success(.wouldBlock), .success(.endOfFile):
-                if pendingStart >= Self.compactionThreshold && pendingStart * 2 >= pending.count {
-                    pending.removeFirst(pendingStart)
-                    pendingStart = 0
-                }
-                return
-            case .success(.transferred(let count)):
-                pendingStart += count
-            case .failure(let errno):
-                let error = SerialPortError.link(port.path, operation: "write", errno: errno)
-                fail(error)
-                carryOut(machine.writeFailed(error).actions)
-                flush()
-                return
-            }
+        guard !stopping else { return pending.removeAll() }  // nothing more is written once it stops
+        if case .failed(let errno) = pending.drain(to: fd) {
+            let error = SerialPortError.link(port.path, operation: "write", errno: errno)
+            fail(error)
+            carryOut(machine.writeFailed(error).actions)
+            flush()
         }
-        pending = []
-        pendingStart = 0
     }
 }

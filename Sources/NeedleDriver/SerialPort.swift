@@ -62,9 +62,8 @@ public final class SerialPort: @unchecked Sendable {
     private var writeSource: (any DispatchSourceWrite)?
     /// Whether `writeSource` is resumed (it is suspended while nothing is pending).
     private var writeSourceArmed = false
-    /// Bytes accepted by `write` but not yet taken by the kernel: `pending[pendingStart...]`.
-    private var pending: [UInt8] = []
-    private var pendingStart = 0
+    /// Bytes accepted by `write` but not yet taken by the kernel.
+    private var pending = PendingWrites()
     private var onBytes: (@Sendable (UnsafeRawBufferPointer) -> Void)?
     private var onClosed: (@Sendable (SerialPortError?) -> Void)?
     /// The fd for `emergencyWrite` from any thread; nil once the fd is about to close, so a
@@ -75,8 +74,6 @@ public final class SerialPort: @unchecked Sendable {
     /// Reads per readable event before yielding the queue to other work (level-triggered, so the
     /// source fires again if more is waiting).
     static let maxReadsPerEvent = 16
-    /// Consumed prefix of `pending` above which it is compacted.
-    static let compactionThreshold = 64 * 1024
 
     private init(path: String, baud: Int, fd: CInt, originalTermios: termios, queue: DispatchQueue) {
         self.path = path
@@ -342,34 +339,20 @@ public final class SerialPort: @unchecked Sendable {
         case .handedOver: throw .closed
         }
         guard !bytes.isEmpty else { return }
-        if pendingWriteCount > 0 {
-            pending.append(contentsOf: bytes)  // behind what is already waiting: keeps order
-            return
-        }
-        var offset = 0
-        while offset < bytes.count {
-            let result = bytes.withUnsafeBytes { all in
-                Sys.write(fd, from: UnsafeRawBufferPointer(rebasing: all[offset...]))
-            }
-            switch result {
-            case .success(.wouldBlock), .success(.endOfFile):
-                pending.append(contentsOf: bytes[offset...])
-                armWriteSource()
-                return
-            case .success(.transferred(let count)):
-                offset += count
-            case .failure(let errno):
-                let error = SerialPortError.link(path, operation: "write", errno: errno)
-                beginTeardown(reason: error)
-                throw error
-            }
+        switch pending.write(bytes, to: fd) {
+        case .written: break
+        case .waiting: armWriteSource()
+        case .failed(let errno):
+            let error = SerialPortError.link(path, operation: "write", errno: errno)
+            beginTeardown(reason: error)
+            throw error
         }
     }
 
     /// Bytes accepted by write() but not yet handed to the kernel. Read on `queue`.
     public var pendingWriteCount: Int {
         dispatchPrecondition(condition: .onQueue(queue))
-        return pending.count - pendingStart
+        return pending.count
     }
 
     private func armWriteSource() {
@@ -393,26 +376,13 @@ public final class SerialPort: @unchecked Sendable {
         case .idle, .running: break
         case .closing, .closed, .handedOver: return
         }
-        while pendingWriteCount > 0 {
-            let result = pending.withUnsafeBytes { all in
-                Sys.write(fd, from: UnsafeRawBufferPointer(rebasing: all[pendingStart...]))
-            }
-            switch result {
-            case .success(.wouldBlock), .success(.endOfFile):
-                if pendingStart >= Self.compactionThreshold && pendingStart * 2 >= pending.count {
-                    pending.removeFirst(pendingStart)
-                    pendingStart = 0
-                }
-                return  // still armed: fires again when writable
-            case .success(.transferred(let count)):
-                pendingStart += count
-            case .failure(let errno):
-                beginTeardown(reason: .link(path, operation: "write", errno: errno))
-                return
-            }
+        switch pending.drain(to: fd) {
+        case .written: break
+        case .waiting: return  // still armed: fires again when writable
+        case .failed(let errno):
+            beginTeardown(reason: .link(path, operation: "write", errno: errno))
+            return
         }
-        pending = []
-        pendingStart = 0
         if writeSourceArmed, let source = writeSource {
             writeSourceArmed = false
             source.suspend()
@@ -442,8 +412,7 @@ public final class SerialPort: @unchecked Sendable {
         case .closing, .closed, .handedOver: return
         }
         state = .closing(reason)
-        pending = []
-        pendingStart = 0
+        pending.removeAll()
         if let source = writeSource {
             source.cancel()
             if !writeSourceArmed {
