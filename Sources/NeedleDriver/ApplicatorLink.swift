@@ -56,6 +56,7 @@ public final class ApplicatorLink: @unchecked Sendable {
     private var pulling = false
     private var deferred: [() -> Void] = []
     private var io: LinkIO?
+    private var mailbox: BatchMailbox?
     /// Set once the port's descriptor is closed (and the I/O thread ended): the path may be
     /// opened again.
     private var portIsClosed = false
@@ -79,6 +80,7 @@ public final class ApplicatorLink: @unchecked Sendable {
     /// lease then expires and it holds, as when the link's timer went away with it before).
     deinit {
         io?.enqueue(.command { machine, _ in machine.close() })
+        mailbox?.cancel()
     }
 
     public var devicePath: String { port.path }
@@ -108,11 +110,10 @@ public final class ApplicatorLink: @unchecked Sendable {
         precondition(io == nil && !portIsClosed, "ApplicatorLink.connect called twice")
         handshakeCompletion = completion
         let fd = port.handOver()
+        let mailbox = BatchMailbox(queue: queue) { [weak self] batch in self?.deliver(batch) }
+        self.mailbox = mailbox
         let io = LinkIO(port: port, fd: fd, configuration: configuration, logger: logger,
-                        deliver: { [weak self] batch in
-                            guard let self else { return }
-                            self.queue.async { self.deliver(batch) }
-                        })
+                        deliver: { batch in mailbox.post(batch) })
         self.io = io
         var rng = SystemRandomNumberGenerator()
         let nonce: UInt32 = rng.next()
@@ -313,6 +314,40 @@ struct Batch: Sendable {
     var awaited: UInt64?
     /// The last batch: the thread has ended and the port's descriptor is closed.
     var portClosed = false
+}
+
+/// Batches from the I/O thread to the owner's queue, in order: a locked list and a user-data
+/// dispatch source on the queue. A burst of batches costs the owner one wake-up, and a batch
+/// costs no allocation for the hop (a closure per batch cost three: its context, the block and
+/// libdispatch's continuation; issue 16). The two lists trade places, keeping their storage.
+final class BatchMailbox: @unchecked Sendable {
+    private let posted = Locked<[Batch]>([])
+    private let source: any DispatchSourceUserDataAdd
+    /// Confined to the owner's queue (the source's handler).
+    private var taken: [Batch] = []
+
+    /// The source's handler holds the mailbox until `cancel`.
+    init(queue: DispatchQueue, deliver: @escaping @Sendable (Batch) -> Void) {
+        source = DispatchSource.makeUserDataAddSource(queue: queue)
+        source.setEventHandler { [self] in
+            var batches = self.taken
+            self.taken = []
+            self.posted.withLock { swap(&$0, &batches) }
+            for batch in batches { deliver(batch) }
+            batches.removeAll(keepingCapacity: true)
+            self.taken = batches
+        }
+        source.activate()
+    }
+
+    /// From the I/O thread.
+    func post(_ batch: Batch) {
+        posted.withLock { $0.append(batch) }
+        source.add(data: 1)
+    }
+
+    /// Batches posted after this are never delivered (the owner is gone).
+    func cancel() { source.cancel() }
 }
 
 // MARK: - The I/O thread
@@ -535,7 +570,7 @@ final class LinkIO: @unchecked Sendable {
 
     /// Runs the machine, writes its bytes, collects its actions for the owner.
     private func step(_ input: (inout LinkMachine, UInt64) -> LinkOutput) {
-        let output = input(&machine, Sys.monotonicNanoseconds())
+        var output = input(&machine, Sys.monotonicNanoseconds())
         if !output.bytes.isEmpty, !stopping {
             if let error = write(output.bytes) {
                 carryOut(output.actions)
@@ -544,6 +579,7 @@ final class LinkIO: @unchecked Sendable {
             }
         }
         carryOut(output.actions)
+        machine.recycle(&output)
     }
 
     private func carryOut(_ actions: [LinkAction]) {

@@ -1132,6 +1132,17 @@ public struct LinkMachine: Sendable {
         return out
     }
 
+    /// Hands back a step's output once its bytes are written and its actions carried out: the
+    /// next step appends into the same storage, so a step that sends a frame allocates nothing
+    /// (a fresh buffer grew three times per frame; issue 16). Optional: a driver that keeps its
+    /// outputs, or never calls this, gets the same bytes and actions.
+    public mutating func recycle(_ output: inout LinkOutput) {
+        guard out.bytes.isEmpty, out.actions.isEmpty else { return }
+        output.bytes.removeAll(keepingCapacity: true)
+        output.actions.removeAll(keepingCapacity: true)
+        swap(&out, &output)
+    }
+
     /// Serial-number arithmetic (RFC 1982) on epochs.
     static func isNotOlder(_ a: UInt16, than b: UInt16) -> Bool {
         Int16(bitPattern: a &- b) >= 0

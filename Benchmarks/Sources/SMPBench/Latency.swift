@@ -34,11 +34,12 @@ enum EstopLatency {
         let port = try SerialPort.open(path: String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self), queue: portQueue)
         let link = ApplicatorLink(port: port, logger: quietLogger("smp-bench.link"))
 
-        // Per trial: 0x00 + 2 × ESTOP straight from the interlock queue (emergencyWrite), then
-        // 2 × ESTOP again when the link latches on its own queue (ApplicatorLink.estop).
+        // Per trial: 0x00 + 2 × ESTOP straight from the interlock thread (emergencyWrite). The
+        // link is never connected, so its own latch (a step on its I/O thread, which would send
+        // ESTOP twice more) writes nothing since the link got that thread.
         var estop: [UInt8] = []
         Frame(.estop(cause: .hostEstop)).encode(into: &estop)
-        let bytesPerTrial = 1 + 4 * estop.count
+        let bytesPerTrial = 1 + 2 * estop.count
 
         let written = SampleBuffer(capacity: trials + 1)
         let arrived = SampleBuffer(capacity: trials + 1)
@@ -100,7 +101,7 @@ enum EstopLatency {
             transitionSignal.wait()
             guard lines.release(line: "estop") else { throw BenchFailure("release failed") }
             transitionSignal.wait()
-            portQueue.sync {}  // the link's own ESTOP (its latch) has been written
+            portQueue.sync {}  // the link's own latch step has run
             var spins = 0
             while received.load(ordering: .acquiring) < (index + 1) * bytesPerTrial {
                 usleep(50)
