@@ -9,7 +9,7 @@ import SMPSystem
 /// only after its commit, so the record is always ahead of what the host believes.
 ///
 /// Window of loss: a DOT_DONE received but not yet committed when the host dies (at most
-/// `flushInterval` plus one fsync). Nothing is lost from the record: the dot is still `sent`,
+/// `flushInterval` plus one fsync; a done that comes after a quiet interval is committed at once). Nothing is lost from the record: the dot is still `sent`,
 /// and on resume the device's done_count and last completed dot (HELLO reply) settle it.
 final class RecordJournal: @unchecked Sendable {
     private let recorder: (any SessionRecorder)?
@@ -23,6 +23,9 @@ final class RecordJournal: @unchecked Sendable {
     private var flushScheduled = false
     private var failed = false
     let flushInterval: DispatchTimeInterval = .milliseconds(5)
+    private static let flushIntervalNanoseconds: UInt64 = 5_000_000
+    /// When the last commit ended (CLOCK_MONOTONIC), confined to `queue`.
+    private var lastFlushEnded: UInt64 = 0
 
     /// What the session submitted and the journal's queue has not taken yet: one hop to that
     /// queue per burst of changes instead of one `async` (and a closure) per dot (issue 16).
@@ -100,8 +103,15 @@ final class RecordJournal: @unchecked Sendable {
             if entry.urgent { flush() }
         }
         if !committedLast, !flushScheduled, !pending.isEmpty {
-            flushScheduled = true
-            queue.asyncAfter(deadline: .now() + flushInterval) { self.flush() }
+            if Sys.monotonicNanoseconds() &- lastFlushEnded >= Self.flushIntervalNanoseconds {
+                // Nothing was committed for a whole interval: a slow stream (an applicator's
+                // real pace, ~10 dots/s) has nothing to group with, and the timer would cost
+                // the host two thread wake-ups per dot (issue 15's CPU at 10 dots/s).
+                flush()
+            } else {
+                flushScheduled = true
+                queue.asyncAfter(deadline: .now() + flushInterval) { self.flush() }
+            }
         }
     }
 
@@ -121,6 +131,7 @@ final class RecordJournal: @unchecked Sendable {
         guard let recorder, !pending.isEmpty, !failed else { return }
         let batch = pending
         pending = RecordBatch()
+        defer { lastFlushEnded = Sys.monotonicNanoseconds() }
         do {
             try recorder.apply(batch, session: sessionID)
             target.async { self.onCommitted(batch) }
