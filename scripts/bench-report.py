@@ -195,16 +195,24 @@ def main():
                      f"{dist(p, digits=2)} % over {fmt(d['session_seconds']['p50'])} s sessions",
                      "≤ 0.5 %", "yes" if p["p50"] <= 0.5 else "NO", command(raw, "cpu")))
 
-    for name, label in (("estop-idle", "idle"), ("estop-hog", "CPU hog"),
-                        ("estop-hog-fifo", "CPU hog; smp-bench at SCHED_FIFO 50")):
+    # Issue 15's goal is for the default install's scheduling (SCHED_FIFO 50): p99 ≤ 0.5 ms,
+    # max ≤ 2 ms, p99 ≤ 3 × cyclictest's p99 in the same run; the SCHED_OTHER rows are for comparison.
+    for name, label, fifo in (("estop-idle", "idle, SCHED_OTHER", False), ("estop-hog", "CPU hog, SCHED_OTHER", False),
+                              ("estop-idle-fifo", "idle; smp-bench at SCHED_FIFO 50", True),
+                              ("estop-hog-fifo", "CPU hog; smp-bench at SCHED_FIFO 50", True)):
         d = harness(name)
         if d and "error" not in d:
             w = d["line_to_estop_written_us"]
             c = d.get("cyclictest", {})
             ctext = f"; cyclictest p50 {fmt(c.get('p50'), 0)}, p99 {fmt(c.get('p99'), 0)}, max {fmt(c.get('max'), 0)} µs" if "p50" in c else ""
+            goal, met = "(none set)", ""
+            if fifo:
+                goal = "p99 ≤ 500 µs, max ≤ 2,000 µs, p99 ≤ 3 × cyclictest p99 (issue 15)"
+                ok = w["p99"] <= 500 and w["max"] <= 2000 and ("p99" in c and w["p99"] <= 3 * c["p99"])
+                met = "yes" if ok else "NO"
             rows.append((f"e-stop latency, line written → ESTOP written ({label}), µs",
                          dist(w, keys=("p50", "p99", "max")) + f"; to readable at the device end {dist(d['line_to_estop_readable_us'])}" + ctext,
-                         "(none set)", "", command(raw, name)))
+                         goal, met, command(raw, name)))
         elif d:
             rows.append((f"e-stop latency ({label})", d["error"], "", "", command(raw, name)))
 
