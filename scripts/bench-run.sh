@@ -5,7 +5,7 @@
 #   Benchmarks/results/latest.md     the table as markdown (what docs/performance.md quotes)
 #   Benchmarks/results/raw/          each step's own output (package-benchmark text, JSON, logs)
 #
-#   scripts/bench-run.sh              everything (about 12 minutes on 2 cores, plus the first build)
+#   scripts/bench-run.sh              everything (about 30 minutes on 2 cores, plus the first builds)
 #   BENCH_ONLY="codec fullpath" scripts/bench-run.sh    some steps: codec fullpath records allocs
 #                                                       link underruns cpu estop planload rss
 #   BENCH_QUICK=1 scripts/bench-run.sh                  fewer runs and trials (a smoke test)
