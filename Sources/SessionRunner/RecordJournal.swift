@@ -9,7 +9,7 @@ import SMPSystem
 /// only after its commit, so the record is always ahead of what the host believes.
 ///
 /// Window of loss: a DOT_DONE received but not yet committed when the host dies (at most
-/// `flushInterval` plus one fsync; a done that comes after a quiet interval is committed at once). Nothing is lost from the record: the dot is still `sent`,
+/// `flushIntervalNanoseconds` plus one fsync; a done that comes after a quiet interval is committed at once). Nothing is lost from the record: the dot is still `sent`,
 /// and on resume the device's done_count and last completed dot (HELLO reply) settle it.
 final class RecordJournal: @unchecked Sendable {
     private let recorder: (any SessionRecorder)?
@@ -22,7 +22,6 @@ final class RecordJournal: @unchecked Sendable {
     private var pending = RecordBatch()
     private var flushScheduled = false
     private var failed = false
-    let flushInterval: DispatchTimeInterval = .milliseconds(5)
     private static let flushIntervalNanoseconds: UInt64 = 5_000_000
     /// When the last commit ended (CLOCK_MONOTONIC), confined to `queue`.
     private var lastFlushEnded: UInt64 = 0
@@ -87,7 +86,7 @@ final class RecordJournal: @unchecked Sendable {
     /// change (a claim) is committed at once and ends its batch, as when every submission was
     /// its own hop: a change submitted after a claim (the end's "back to planned" for dots still
     /// being claimed) must not be applied before it, which `RecordStore.apply`'s fixed order
-    /// (status changes, then claims) would do within one batch. The rest within `flushInterval`.
+    /// (status changes, then claims) would do within one batch. The rest within `flushIntervalNanoseconds`.
     /// Done dots go first: each one's claim was committed before it could be sent.
     private func drain() {
         let taken = inbox.withLock { (inbox: inout Inbox) -> Inbox in
@@ -110,7 +109,7 @@ final class RecordJournal: @unchecked Sendable {
                 flush()
             } else {
                 flushScheduled = true
-                queue.asyncAfter(deadline: .now() + flushInterval) { self.flush() }
+                queue.asyncAfter(deadline: .now() + .nanoseconds(Int(Self.flushIntervalNanoseconds))) { self.flush() }
             }
         }
     }
