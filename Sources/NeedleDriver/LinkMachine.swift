@@ -336,7 +336,7 @@ public struct LinkMachine: Sendable {
     /// How many DOTs `send(dots:)` takes now: the window's room and the credit of the last ACK
     /// (§6.1), 0 unless streaming to a ready or running device with no fence pending.
     public var dotCredit: Int {
-        guard streaming, !fencePending, !latched, !closed, let hello else { return 0 }
+        guard streaming, !fencePending, !latched, !closed, !handshaking, let hello else { return 0 }
         guard let state = deviceStatus?.state, state == .ready || state == .running else { return 0 }
         let room = min(Int(hello.queueCapacity), lineBudget.window) - windowCount
         let credit = creditAtAck - Int(nextSeq - 1 - ackedThrough)
@@ -749,6 +749,11 @@ public struct LinkMachine: Sendable {
             return
         }
         hello = reply
+        // A new host session on the device: what it said before (a STATUS answered to an earlier
+        // HELLO's retransmission, or before the link was lost) no longer describes it. No DOT
+        // until this handshake's STATUS (found by make fuzz: a stale `ready` let DOTs out to a
+        // device that was held).
+        deviceStatus = nil
         nextSeq = 1
         ackedThrough = 0
         epoch = 0
@@ -947,7 +952,9 @@ public struct LinkMachine: Sendable {
 
         let fenced = status.state == .held || status.state.isLatched
             || (status.state == .disarmed && previous.map { $0.state != .disarmed } == true)
-        if fenced && status.needleRetracted && (windowCount > 0 || fencePending) && Self.isNotOlder(status.epoch, than: epoch) {
+        if fenced && status.needleRetracted && (windowCount > 0 || fencePending) && Self.isNotOlder(status.epoch, than: epoch)
+            && (status.state != .held || isAfterEveryDotInFlight(status))
+        {
             confirmFence(status)
         }
         if status.state == .held || status.state.isLatched {
@@ -973,6 +980,17 @@ public struct LinkMachine: Sendable {
             }
         }
         return take()
+    }
+
+    /// A held STATUS speaks for the DOTs in flight only in an epoch newer than theirs (§6.4): every
+    /// hold (HOLD, ABORT, the device's own) moves the epoch on, so a `held` in the epoch the dots
+    /// went out in was sent before the device took them: a late or repeated frame, or the state
+    /// from before the RESUME or HELLO that started the epoch. Taken as a fence, it returned dots
+    /// the device went on to inject (make fuzz, the link-machine target). A latch or a disarm
+    /// speaks for everything, whatever its epoch: nothing queued outlives either.
+    private func isAfterEveryDotInFlight(_ status: Status) -> Bool {
+        guard let newest = outstanding.last, windowCount > 0 else { return true }
+        return Self.isNewer(status.epoch, than: newest.dot.epoch)
     }
 
     /// Everything still outstanding after a confirmed fence was not executed (§6.4) — except the
@@ -1146,6 +1164,10 @@ public struct LinkMachine: Sendable {
     /// Serial-number arithmetic (RFC 1982) on epochs.
     static func isNotOlder(_ a: UInt16, than b: UInt16) -> Bool {
         Int16(bitPattern: a &- b) >= 0
+    }
+
+    static func isNewer(_ a: UInt16, than b: UInt16) -> Bool {
+        Int16(bitPattern: a &- b) > 0
     }
 
     /// Monotonic difference that never traps.

@@ -518,6 +518,52 @@ final class LinkMachineTests: XCTestCase {
         XCTAssertFalse(host.events.contains { if case .dotDone = $0 { true } else { false } })
     }
 
+    /// A `held` in the epoch the dots went out in was sent before the device took them (every hold
+    /// moves the epoch on, §6.4): here the device's answer to the handshake, arriving again late.
+    /// Taken as a fence it returned dots 1–3 as never run while the device ran them, and the
+    /// session would have sent them again. Found by make fuzz (link-machine-fuzz, the seed
+    /// Fuzz/corpus-link/stale-held-status-fence).
+    func testAHeldStatusInTheDotsOwnEpochIsNoFence() {
+        var host = VirtualHost()
+        host.handshake(state: .held)
+        host.source = (1...3).map(VirtualHost.dot)
+        XCTAssertEqual(host.command { $0.arm(now: $1) }.map(\.message), [.resume(epoch: 0, nextSeq: 1)])
+        host.command { machine, _ in machine.startStreaming() }
+        XCTAssertEqual(VirtualHost.dots(host.device(.status(.test(.ready)))).map(\.id), [1, 2, 3])
+
+        host.device(.status(.test(.held)))  // the handshake's STATUS, repeated on the line
+        XCTAssertEqual(host.machine.inFlight.map(\.dotID), [1, 2, 3], "a held STATUS from before the dots is no fence")
+        XCTAssertFalse(host.events.contains { if case .dotsReturned = $0 { true } else { false } })
+        host.device(.dotDone(DotDone(dotSeq: 1, dotID: 1, doneCount: 1, deviceTimeMicroseconds: 1)))
+        XCTAssertEqual(host.doneIDs, [1])
+
+        // The device's own hold moves the epoch on: that one fences what is left.
+        host.device(.status(.test(.held, fault: .leaseExpired, epoch: 1, ackSeq: 3, lastDoneSeq: 1, lastDoneDotID: 1, doneCount: 1)))
+        XCTAssertTrue(host.events.contains(.dotsReturned([VirtualHost.dot(2), VirtualHost.dot(3)])), "\(host.events)")
+        XCTAssertTrue(host.machine.inFlight.isEmpty)
+    }
+
+    /// A STATUS the device sent before this HELLO's reply (to an earlier HELLO, or before the
+    /// link was lost) does not describe the device in the new host session: no DOT goes out on it.
+    /// Found by make fuzz with the test above: a stale `ready` let DOTs out to a held device.
+    func testAStatusFromBeforeTheHelloReplyLetsNoDotOut() {
+        var host = VirtualHost()
+        host.command { $0.connect(nonce: VirtualHost.nonce, now: $1) }
+        host.device(.status(.test(.ready)))  // from before the reply
+        host.device(.helloReply(.test()))
+        XCTAssertNil(host.machine.deviceStatus, "forgotten with the new host session")
+        host.source = (1...3).map(VirtualHost.dot)
+        host.command { $0.arm(now: $1) }
+        host.command { machine, _ in machine.startStreaming() }
+        XCTAssertEqual(host.machine.dotCredit, 0, "no DOT before the handshake's STATUS")
+        XCTAssertTrue(VirtualHost.dots(host.written).isEmpty)
+
+        host.device(.status(.test(.held, fault: .leaseExpired)))
+        if case .success = host.handshake {} else { XCTFail("handshake: \(String(describing: host.handshake))") }
+        XCTAssertTrue(VirtualHost.dots(host.written).isEmpty, "the device is held: still no DOT")
+        XCTAssertEqual(host.machine.dotCredit, 0)
+    }
+
     func testAResumeGivenBeforeTheHoldIsConfirmedGoesOutWithTheNewEpoch() {
         var host = VirtualHost()
         host.armed(dots: 2)
