@@ -193,7 +193,14 @@ public struct LinkMachine: Sendable {
     public private(set) var hello: HelloReply?
     private var handshaking = false
     private var started = false
+    /// The nonce of the latest HELLO: each repetition has its own, and only the reply to the
+    /// latest ends that step. A reply to an earlier one would let the device's frames from before
+    /// the latest HELLO reached it (a lease expiry's `held` in an epoch that HELLO then reset) be
+    /// read as the new session's, and that HELLO still on its way restarts the device's session
+    /// behind the host's back (make fuzz: dots 1-5 returned as fenced by such a `held`, then run).
     private var handshakeNonce: UInt32 = 0
+    private var baseNonce: UInt32 = 0
+    private var helloCount: UInt32 = 0
     private var handshakeAttemptsLeft = 0
     /// The steps after HELLO_REPLY (§6.7.3), each repeated until the device confirms it: PACE
     /// (its STATUS shows the pace), SPACING (its SPACING_REPLY shows the spacing), and last a
@@ -393,7 +400,7 @@ public struct LinkMachine: Sendable {
         started = true
         tickOrigin = now
         handshaking = true
-        handshakeNonce = nonce
+        baseNonce = nonce
         handshakeAttemptsLeft = configuration.handshakeAttempts
         let start = out.bytes.count
         out.bytes.append(0)
@@ -404,6 +411,9 @@ public struct LinkMachine: Sendable {
 
     private mutating func sendHello(now: UInt64) {
         handshakeAttemptsLeft -= 1
+        // The first HELLO carries the owner's nonce; each repetition a different one.
+        handshakeNonce = baseNonce &+ helloCount &* 0x9E37_79B9
+        helloCount &+= 1
         let lease = UInt16(clamping: configuration.requestedLease.milliseconds)
         send(Frame(.hello(Hello(versionMinor: configuration.protocolMinor, requestedLeaseMilliseconds: lease,
                                 hostNonce: handshakeNonce))), now: now)

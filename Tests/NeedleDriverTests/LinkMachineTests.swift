@@ -61,6 +61,30 @@ final class LinkMachineTests: XCTestCase {
         XCTAssertNil(host.machine.hello)
     }
 
+    /// Each repeated HELLO has a nonce of its own and only the reply to the latest counts: the
+    /// device's frames before that reply may come from before the latest HELLO reached it (which
+    /// then restarts its session and resets its epoch). Found by make fuzz (link-machine-fuzz,
+    /// the seed Fuzz/corpus-link/late-hello-reply): a `held` from between the two HELLOs fenced
+    /// dots 1-5 as never run, and the device, restarted by the second HELLO, ran them.
+    func testOnlyTheReplyToTheLatestHelloEndsTheHandshake() {
+        var host = VirtualHost()
+        host.command { $0.connect(nonce: VirtualHost.nonce, now: $1) }
+        host.advance(by: 100 * ms)
+        let nonces = host.written.compactMap { if case .hello(let hello) = $0.message { hello.hostNonce } else { nil } }
+        XCTAssertEqual(nonces.count, 2)
+        XCTAssertEqual(nonces.first, VirtualHost.nonce, "the first HELLO carries the owner's nonce (the golden frame)")
+        XCTAssertNotEqual(nonces[0], nonces[1], "the repetition has its own")
+
+        XCTAssertTrue(host.device(.helloReply(.test())).isEmpty, "the reply to the first HELLO: ignored")
+        XCTAssertNil(host.machine.hello)
+        host.device(.status(.test(.held, fault: .leaseExpired, epoch: 1)))  // from before the second HELLO
+        XCTAssertEqual(VirtualHost.types(host.device(.helloReply(.test { $0.hostNonce = nonces[1] }))), [.statusRequest])
+        XCTAssertNil(host.machine.deviceStatus, "what came before the reply is not the new session's")
+        host.device(.status(.test(.held, fault: .leaseExpired)))
+        XCTAssertEqual(host.handshake, .success(.test { $0.hostNonce = nonces[1] }))
+        XCTAssertEqual(host.machine.deviceStatus, .test(.held, fault: .leaseExpired))
+    }
+
     func testHandshakeGivesUpAfterTwentyHellos() {
         var host = VirtualHost()
         let start = host.now
