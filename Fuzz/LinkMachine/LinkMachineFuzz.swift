@@ -12,7 +12,8 @@
 //  - a dot reported done at most once, only if it was sent, never after it was returned, and
 //    never returned after it was done;
 //  - without lies on the wire (the device is the real firmware): every dot reported done was
-//    injected by the firmware, and no returned dot (safe to send again) was ever injected.
+//    injected by the firmware, no returned dot (safe to send again) was ever injected, and every
+//    injected dot is done, interrupted, in doubt or still in flight (none forgotten).
 import DeviceSim
 import Foundation
 import FirmwareProtocol
@@ -80,6 +81,8 @@ struct LinkFuzzRun {
     var done: Set<UInt32> = []
     var returned: Set<UInt32> = []
     var injected: Set<UInt32> = []
+    var inDoubt: Set<UInt32> = []
+    var interrupted: Set<UInt32> = []
 
     init(script: Script) {
         self.script = script
@@ -113,6 +116,12 @@ struct LinkFuzzRun {
             precondition(done.isSubset(of: injected), "reported done, never injected: \(done.subtracting(injected).sorted())")
             precondition(returned.isDisjoint(with: injected),
                          "returned (to be sent again) but injected: \(returned.intersection(injected).sorted())")
+            // The host never loses sight of a dot the device injected: it is done, interrupted,
+            // in doubt, or still in flight (its DOT_DONE to come) — never silently forgotten,
+            // which would leave an injection out of the records.
+            let accounted = done.union(interrupted).union(inDoubt).union(machine.inFlight.map(\.dotID))
+            precondition(injected.isSubset(of: accounted),
+                         "injected but forgotten by the host: \(injected.subtracting(accounted).sorted())")
         }
     }
 
@@ -237,6 +246,10 @@ struct LinkFuzzRun {
                 precondition(!done.contains(dot.dotID), "dot \(dot.dotID) returned after it was done")
                 returned.insert(dot.dotID)
             }
+        case .dotsInDoubt(let dots):
+            for dot in dots { inDoubt.insert(dot.dotID) }
+        case .dotInterrupted(let id):
+            interrupted.insert(id)
         default:
             break
         }
