@@ -15,7 +15,8 @@
 #                and power cycles, each trial checked against the simulator's ground truth (6 min quiet, 20 busy);
 #                SOAK_QUICK=1 a ~10 s version, which `make test` runs
 #   make fuzz / golden / check-gpiod / check-layers   fuzzers (decoder, firmware, link machine, machine file),
-#                golden frames, libgpiod v1+v2 compile check, the module map (scripts/check-layers.py)
+#                golden frames, libgpiod v1+v2 compile check, the module map (scripts/check-layers.py);
+#                make fuzz-replay (CI): every fuzzer built and run once over its committed seeds
 #   make check-embedded   compiles the firmware core (FirmwareProtocol + FirmwareCore) in Embedded Swift
 #   make firmware         the Cortex-M4 firmware image (Firmware/, docs/firmware.md): the same core
 #                         sources for armv7em-none-none-eabi, section sizes printed and budget-checked
@@ -47,7 +48,7 @@ OWN_WARNING := ^$(CURDIR)/(Sources|Tests)/[^:]+:[0-9]+:[0-9]+: warning:
 SWIFT_BUILD = $(SWIFT) build --scratch-path $(SCRATCH) $(SWIFTFLAGS)
 
 .PHONY: firmware firmware-qemu firmware-test firmware-deps
-.PHONY: deps test-deps build demo test soak powercut test-tsan test-asan clean fuzz golden check-gpiod check-layers check-embedded install install-udev hil hil-selftest bench
+.PHONY: deps test-deps build demo test soak powercut test-tsan test-asan clean fuzz fuzz-build fuzz-replay golden check-gpiod check-layers check-embedded install install-udev hil hil-selftest bench
 .DEFAULT_GOAL := build
 
 deps:
@@ -223,7 +224,7 @@ PLAN_READER_FUZZ_SOURCES := $(addprefix Sources/SMPPlanReader/,PlanJSONReader.sw
 # every module coverage, not only the fuzzer's own.
 FUZZ_PKG_BUILD := cd Fuzz && $(SWIFT) build -c release --sanitize fuzzer --sanitize address -Xswiftc -sanitize=fuzzer \
                   --scratch-path ../.build-fuzz-pkg
-fuzz:
+fuzz-build:
 	@mkdir -p .build-fuzz/corpus-decoder .build-fuzz/corpus-firmware .build-fuzz/corpus-link .build-fuzz/corpus-machine
 	cp Examples/machine.toml .build-fuzz/corpus-machine/example.toml
 	cp packaging/deb/machine.toml .build-fuzz/corpus-machine/package.toml
@@ -240,6 +241,20 @@ fuzz:
 	    -emit-module-path .build-fuzz/SMPPlan.swiftmodule -emit-library -static -o .build-fuzz/libSMPPlan.a Sources/SMPPlan/*.swift
 	swiftc $(FUZZ_FLAGS) -package-name smpctl -I .build-fuzz -L .build-fuzz -lSMPPlan -lFirmwareProtocol -module-name PlanReaderFuzz \
 	    -o .build-fuzz/plan-reader-fuzz $(PLAN_READER_FUZZ_SOURCES) Fuzz/PlanReaderFuzz.swift
+
+# CI: every target built against today's sources and run once over its committed seeds (the
+# regressions of docs/reliability.md among them), no mutation: deterministic, a few minutes. A
+# target left unbuilt drifts from the code it covers (the link machine's did, fourth stop).
+fuzz-replay: fuzz-build
+	.build-fuzz/frame-decoder-fuzz -runs=0 Fuzz/corpus
+	.build-fuzz/firmware-fuzz -runs=0 Fuzz/corpus
+	.build-fuzz/plan-reader-fuzz -runs=0 -max_len=4096 Fuzz/corpus-plan
+	.build-fuzz-pkg/release/link-machine-fuzz -runs=0 -max_len=512 Fuzz/corpus-link
+	LSAN_OPTIONS=suppressions=$(CURDIR)/Fuzz/lsan-tomlkit.supp .build-fuzz-pkg/release/machine-config-fuzz \
+	    -runs=0 -detect_leaks=1 Examples/machine.toml packaging/deb/machine.toml
+	.build-fuzz-pkg/release/design-fuzz -runs=0 .build-fuzz/corpus-design
+
+fuzz: fuzz-build
 	.build-fuzz/frame-decoder-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 .build-fuzz/corpus-decoder Fuzz/corpus
 	.build-fuzz/firmware-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 .build-fuzz/corpus-firmware Fuzz/corpus
 	@mkdir -p .build-fuzz/corpus-plan

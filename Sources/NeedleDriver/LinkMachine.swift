@@ -393,8 +393,9 @@ public struct LinkMachine: Sendable {
 
     // MARK: - Handshake
 
-    /// Sends 0x00 (flushes a half-received frame in the device), then HELLO with `nonce` until a
-    /// matching reply arrives (§6.7). Ends with `handshakeFinished`.
+    /// Sends 0x00 (flushes a half-received frame in the device), then HELLO — the first with
+    /// `nonce`, each repetition with its own — until the reply to the latest arrives (§6.7).
+    /// Ends with `handshakeFinished`.
     public mutating func connect(nonce: UInt32, now: UInt64) -> LinkOutput {
         guard !started, !closed else { return take() }
         started = true
