@@ -341,7 +341,8 @@ public struct LinkMachine: Sendable {
     }
 
     /// How many DOTs `send(dots:)` takes now: the window's room and the credit of the last ACK
-    /// (§6.1), 0 unless streaming to a ready or running device with no fence pending.
+    /// (§6.1), 0 unless streaming to a ready or running device, after the handshake, with no
+    /// fence pending.
     public var dotCredit: Int {
         guard streaming, !fencePending, !latched, !closed, !handshaking, let hello else { return 0 }
         guard let state = deviceStatus?.state, state == .ready || state == .running else { return 0 }
@@ -760,8 +761,8 @@ public struct LinkMachine: Sendable {
             return
         }
         hello = reply
-        // A new host session on the device: what it said before (a STATUS answered to an earlier
-        // HELLO's retransmission, or before the link was lost) no longer describes it. No DOT
+        // A new host session on the device: what it sent before this HELLO reached it (a STATUS
+        // answered to a heartbeat or an earlier HELLO's step) no longer describes it. No DOT
         // until this handshake's STATUS (found by make fuzz: a stale `ready` let DOTs out to a
         // device that was held).
         deviceStatus = nil
