@@ -2,6 +2,7 @@ import ArgumentParser
 import DeviceSim
 import Dispatch
 import Foundation
+import SMPSystem
 
 struct Sim: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -90,6 +91,24 @@ struct Sim: ParsableCommand {
         options.linkPath = link
         options.portPath = port
         options.faults = try faultPlan()
+        // SIGINT and SIGTERM are blocked before any thread exists (all inherit the mask) and their
+        // sources made before the device path is printed: a script may signal the moment it reads
+        // that line. With `signal(SIG_IGN)` instead, one that came before libdispatch had put its
+        // own handler in place was dropped and the simulator ran on (the soak's power cycles, 1 in
+        // 60: "the simulator did not stop on SIGINT"); blocked, it waits, pending, for the source's
+        // signalfd.
+        if case .failure(let errno) = Sys.blockSignals([SIGINT, SIGTERM]) {
+            Output.err("smpctl sim: cannot route SIGINT and SIGTERM (pthread_sigmask: \(errno))")
+            throw ExitCode(ExitStatus.software)
+        }
+        let stop = DispatchSemaphore(value: 0)
+        var sources: [any DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { stop.signal() }
+            source.resume()
+            sources.append(source)
+        }
         let simulator: SimulatedApplicator
         do {
             simulator = try SimulatedApplicator.start(options, logger: CLILogging.logger(label: "smpctl.sim", verbose: verbose))
@@ -100,15 +119,6 @@ struct Sim: ParsableCommand {
         Output.out(Data((simulator.devicePath + "\n").utf8))
         if let link { Output.err("smpctl sim: \(link) → \(simulator.devicePath)") }
 
-        let stop = DispatchSemaphore(value: 0)
-        var sources: [any DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { stop.signal() }
-            source.resume()
-            sources.append(source)
-        }
         stop.wait()
         simulator.stop()
         sources.forEach { $0.cancel() }

@@ -193,6 +193,49 @@ final class CLITests: XCTestCase {
         try simAndRunCrown(simArguments: ["--faults", "corrupt=0.02,drop=0.02,duplicate=0.02,garbage=0.01", "--seed", "7"])
     }
 
+    /// Scripts signal the simulator the moment it prints its device path (scripts/soak.py's power
+    /// cycles do). Once that line is out, SIGINT and SIGTERM are blocked in every thread — so one
+    /// that arrives before libdispatch has registered its source waits, pending, for it — and each
+    /// stops the simulator. With `signal(SIG_IGN)` one in about 60 power cycles was dropped and the
+    /// simulator ran on.
+    func testTheSimulatorStopsOnASignalSentTheMomentItPrintsItsPath() throws {
+        let dir = try temporaryDirectory()
+        for (index, signal) in [SIGINT, SIGTERM, SIGINT, SIGTERM, SIGINT, SIGINT, SIGTERM, SIGINT].enumerated() {
+            let sim = Process()
+            sim.executableURL = Self.binary
+            sim.arguments = ["sim", "--link", dir.appendingPathComponent("applicator-\(index)").path, "--time-scale", "0"]
+            sim.environment = Self.environment
+            let output = Pipe()
+            sim.standardOutput = output
+            sim.standardError = FileHandle.nullDevice
+            try sim.run()
+            defer { if sim.isRunning { kill(sim.processIdentifier, SIGKILL); sim.waitUntilExit() } }
+            var line = Data()
+            while !line.contains(UInt8(ascii: "\n")) {
+                let chunk = output.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                line += chunk
+            }
+            XCTAssertTrue(String(decoding: line, as: UTF8.self).hasPrefix("/dev/pts/"), "no device path")
+            if index == 0 {
+                // Every thread the simulator has by now blocks both: none can take one and drop it.
+                let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(sim.processIdentifier)/task")
+                for task in tasks {
+                    let status = try String(contentsOfFile: "/proc/\(sim.processIdentifier)/task/\(task)/status", encoding: .utf8)
+                    let blocked = try XCTUnwrap(status.split(separator: "\n").first { $0.hasPrefix("SigBlk:") })
+                    let mask = try XCTUnwrap(UInt64(blocked.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16))
+                    XCTAssertNotEqual(mask & (1 << (UInt64(SIGINT) - 1)), 0, "thread \(task) takes SIGINT")
+                    XCTAssertNotEqual(mask & (1 << (UInt64(SIGTERM) - 1)), 0, "thread \(task) takes SIGTERM")
+                }
+            }
+            kill(sim.processIdentifier, signal)
+            let deadline = Date().addingTimeInterval(10)
+            while sim.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+            XCTAssertFalse(sim.isRunning, "signal \(signal) sent as the path was printed did not stop the simulator")
+            if !sim.isRunning { XCTAssertEqual(sim.terminationStatus, 0, "signal \(signal): a clean stop") }
+        }
+    }
+
     func simAndRunCrown(simArguments: [String]) throws {
         let dir = try temporaryDirectory()
         let link = dir.appendingPathComponent("applicator").path
