@@ -198,8 +198,9 @@ public struct LinkMachine: Sendable {
     /// the latest HELLO reached it (a lease expiry's `held` in an epoch that HELLO then reset) be
     /// read as the new session's, and that HELLO still on its way restarts the device's session
     /// behind the host's back (make fuzz: dots 1-5 returned as fenced by such a `held`, then run).
-    private var handshakeNonce: UInt32 = 0
+    private var handshakeNonce: UInt32 { baseNonce &+ (helloCount &- 1) &* 0x9E37_79B9 }
     private var baseNonce: UInt32 = 0
+    /// HELLOs sent: the first carries the owner's nonce, each repetition a different one.
     private var helloCount: UInt32 = 0
     private var handshakeAttemptsLeft = 0
     /// The steps after HELLO_REPLY (§6.7.3), each repeated until the device confirms it: PACE
@@ -413,8 +414,6 @@ public struct LinkMachine: Sendable {
 
     private mutating func sendHello(now: UInt64) {
         handshakeAttemptsLeft -= 1
-        // The first HELLO carries the owner's nonce; each repetition a different one.
-        handshakeNonce = baseNonce &+ helloCount &* 0x9E37_79B9
         helloCount &+= 1
         let lease = UInt16(clamping: configuration.requestedLease.milliseconds)
         send(Frame(.hello(Hello(versionMinor: configuration.protocolMinor, requestedLeaseMilliseconds: lease,
