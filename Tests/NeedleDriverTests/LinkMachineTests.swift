@@ -9,6 +9,26 @@ import XCTest
 final class LinkMachineTests: XCTestCase {
     private let ms: UInt64 = 1_000_000
 
+    // MARK: - Frame history
+
+    func testTheFrameHistoryDumpsBothDirectionsInTimeOrderWithEachFramesFields() {
+        var history = FrameHistory(capacity: 2)
+        history.record(.sent, frame: Frame(seq: 1, .dot(DotCommand(dotID: 7, epoch: 2, xMicrometres: -1_500, yMicrometres: 2_000,
+                                                                    depthMicrometres: 800, dwellMicroseconds: 30_000))), at: 1_000)
+        history.record(.received, frame: Frame(seq: 9, .status(.test(.estop, fault: .hostEstop, epoch: 2))), at: 3_000)
+        history.record(.sent, frame: Frame(seq: 2, .hold(epoch: 2)), at: 2_000)
+        history.record(.sent, frame: Frame(seq: 3, .estop(cause: .hostEstop)), at: 4_000)
+        let lines = history.dump().split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.count, 3, "the ring keeps two sent frames: the DOT is gone")
+        XCTAssertEqual(lines[0], "2 µs → seq 2 HOLD epoch 2")
+        XCTAssertTrue(lines[1].hasPrefix("3 µs ← seq 9 STATUS \(DeviceState.estop) \(FaultCode.hostEstop) "), lines[1])
+        XCTAssertTrue(lines[1].contains("epoch 2"), lines[1])
+        XCTAssertTrue(lines[2].hasPrefix("4 µs → seq 3 ESTOP "), lines[2])
+        XCTAssertEqual(FrameHistory.summary(of: .dot(DotCommand(dotID: 7, epoch: 2, xMicrometres: -1_500, yMicrometres: 2_000,
+                                                                 depthMicrometres: 800, dwellMicroseconds: 30_000))),
+                       "DOT id 7 epoch 2 x -1500 y 2000 µm depth 800 µm dwell 30000 µs")
+    }
+
     // MARK: - Handshake (§6.7)
 
     func testHandshakeFlushesThenHelloPaceSpacingAndEndsWithAStatus() throws {
