@@ -251,7 +251,7 @@ fuzz-replay: fuzz-build
 	.build-fuzz/plan-reader-fuzz -runs=0 -max_len=4096 Fuzz/corpus-plan
 	.build-fuzz-pkg/release/link-machine-fuzz -runs=0 -max_len=512 Fuzz/corpus-link
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Fuzz/lsan-tomlkit.supp .build-fuzz-pkg/release/machine-config-fuzz \
-	    -runs=0 -detect_leaks=1 Examples/machine.toml packaging/deb/machine.toml
+	    -runs=0 -detect_leaks=1 Examples/machine.toml packaging/deb/machine.toml Fuzz/corpus-machine/*
 	.build-fuzz-pkg/release/design-fuzz -runs=0 .build-fuzz/corpus-design
 
 fuzz: fuzz-build
@@ -266,9 +266,9 @@ fuzz: fuzz-build
 	# not 600): fuzz without it, then run the whole corpus once with it (our own leaks stay checked).
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Fuzz/lsan-tomlkit.supp .build-fuzz-pkg/release/machine-config-fuzz \
 	    -max_total_time=$(FUZZ_SECONDS) -detect_leaks=0 -dict=Fuzz/machine-config.dict -print_final_stats=1 \
-	    .build-fuzz/corpus-machine
+	    .build-fuzz/corpus-machine Fuzz/corpus-machine
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Fuzz/lsan-tomlkit.supp .build-fuzz-pkg/release/machine-config-fuzz \
-	    -runs=0 -detect_leaks=1 .build-fuzz/corpus-machine
+	    -runs=0 -detect_leaks=1 .build-fuzz/corpus-machine Fuzz/corpus-machine
 	.build-fuzz-pkg/release/design-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 .build-fuzz/corpus-design
 
 # Prints the golden frames of firmware-protocol.md §8 as the codec encodes them; paste them

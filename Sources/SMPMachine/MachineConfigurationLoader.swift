@@ -99,12 +99,12 @@ public enum MachineConfigurationLoader {
 
     /// Validates configuration text; `sourceName` names it in messages.
     public static func load(text: String, sourceName: String) throws(MachineConfigurationError) -> MachineConfiguration {
-        if let header = malformedTableHeader(in: text) {
+        if let trap = tomlppTrap(in: text) {
             throw MachineConfigurationError(file: sourceName, issues: [
                 MachineConfigurationIssue(
                     code: .syntax, keyPath: "$",
-                    message: "line \(header.line), column \(header.column): not valid TOML: a table header needs a key "
-                        + "name after \"[\", found \(PlanText.quoted(header.found))"),
+                    message: "line \(trap.line), column \(trap.column): not valid TOML: \(trap.expected), "
+                        + "found \(PlanText.quoted(trap.found))"),
             ])
         }
         let root: TOMLTable
@@ -129,13 +129,18 @@ public enum MachineConfigurationLoader {
         return configuration
     }
 
-    /// toml++ 3.4.0 (inside TOMLKit 0.6.0) aborts the whole process — an assertion, live in release
-    /// builds too, as SwiftPM does not define NDEBUG — on a table header whose first character
-    /// after "[" or "[[" and spaces is neither a key character, a quote nor "]": its
-    /// `parse_key()` asserts what `parse_table_header()` never checked (`[)` is enough; found by
-    /// `make fuzz`). So such a header is found here first, outside strings, comments and values,
-    /// and refused with its position. Conservative: what this refuses, toml++ could not parse.
-    static func malformedTableHeader(in text: String) -> (line: Int, column: Int, found: String)? {
+    /// Where toml++ 3.4.0 (inside TOMLKit 0.6.0) would abort the whole process — an assertion,
+    /// live in release builds too, as SwiftPM does not define NDEBUG — instead of refusing the
+    /// text. Two places, both found by `make fuzz`:
+    /// - a table header whose first character after "[" or "[[" and spaces is neither a key
+    ///   character, a quote nor "]": `parse_key()` asserts what `parse_table_header()` never
+    ///   checked (`[)` is enough);
+    /// - "}" where an array expects a value (after its "[" or a ",", across blanks, newlines and
+    ///   comments): `parse_array()` hands it to `parse_value()`, which asserts it is no value
+    ///   terminator (`a = [ } ]`; the other terminators the array loop refuses itself).
+    /// Found here first, outside strings and comments, and refused with the position.
+    /// Conservative: what this refuses, toml++ could not parse.
+    static func tomlppTrap(in text: String) -> (line: Int, column: Int, found: String, expected: String)? {
         enum Mode { case normal, comment, basic, literal, multiBasic, multiLiteral }
         let scalars = Array(text.unicodeScalars)
         func at(_ index: Int) -> Unicode.Scalar? { index < scalars.count ? scalars[index] : nil }
@@ -146,8 +151,11 @@ public enum MachineConfigurationLoader {
         }
         var mode = Mode.normal
         var line = 1, lineStart = 0, index = 0
-        /// Nesting of the current value's arrays and inline tables.
-        var depth = 0
+        /// The current value's open arrays ("[") and inline tables ("{"), innermost last.
+        var containers: [Unicode.Scalar] = []
+        var depth: Int { containers.count }
+        /// An array's "[" or "," was the last token: its next one must be a value or "]".
+        var arrayExpectsValue = false
         /// At depth 0 with nothing but blanks since the line began: where a header can start.
         var statementStart = true
         while index < scalars.count {
@@ -180,6 +188,10 @@ public enum MachineConfigurationLoader {
             case .normal:
                 if isBlank(scalar) || scalar == "\r" { index += 1; continue }
                 defer { statementStart = false }
+                if scalar == "}" && arrayExpectsValue {
+                    return (line, index - lineStart + 1, "}", "an array needs a value or \"]\" here")
+                }
+                if scalar != "#" { arrayExpectsValue = false }
                 switch scalar {
                 case "#":
                     mode = .comment
@@ -195,14 +207,20 @@ public enum MachineConfigurationLoader {
                     while isBlank(at(next)) { next += 1 }
                     // "]" (an empty name) and "[ [" toml++ refuses itself, with a message.
                     if let found = at(next), !startsKey(found), found != "]", found != "[" || arrayOfTables {
-                        return (line, next - lineStart + 1, String(Character(found)))
+                        return (line, next - lineStart + 1, String(Character(found)), "a table header needs a key name after \"[\"")
                     }
                     index = next
                 case "[", "{":
-                    if !statementStart { depth += 1 }
+                    if !statementStart {
+                        containers.append(scalar)
+                        arrayExpectsValue = scalar == "["
+                    }
                     index += 1
                 case "]", "}":
-                    depth = max(0, depth - 1)
+                    if !containers.isEmpty { containers.removeLast() }
+                    index += 1
+                case ",":
+                    arrayExpectsValue = containers.last == "["
                     index += 1
                 default:
                     index += 1

@@ -364,6 +364,25 @@ final class MachineConfigurationTests: XCTestCase {
         }
     }
 
+    /// `a = [ } ]` aborted smpctl (SIGABRT, exit 134): toml++ hands the "}" to `parse_value()`,
+    /// which asserts it is no value terminator (found by the machine-file fuzzer, fifth stop).
+    func testAClosingBraceWhereAnArrayExpectsAValueIsASyntaxErrorNotACrash() throws {
+        for (text, line, column) in [
+            ("a = [ } ]", 1, 7), ("a = [1, }]", 1, 9), ("a = [\n  # note\n  }\n]", 3, 3),
+            ("a = [[ } ]]", 1, 8), ("a = [ { b = 1 }, } ]", 1, 18), ("a = { b = [ } }", 1, 13),
+            ("[envelope]\nlease_ms = [\n1,\n}", 4, 1),
+        ] {
+            assertSyntax(text, mentions: ["line \(line), column \(column)", "an array needs a value or \"]\" here",
+                                          "found \"}\""])
+        }
+        // Not a trap: toml++ refuses these itself (a "}" after a value, an inline table's own
+        // "}"), or reads them ("}" in strings and comments).
+        for text in ["a = [ 1 } ]", "a = { b = 1 }\n", "a = [ { } ]\n", "a = [ \"}\", '}', # }\n]\n"] {
+            XCTAssertNil(MachineConfigurationLoader.tomlppTrap(in: text), text)
+        }
+        assertSyntax("a = [ 1 } ]", mentions: ["line 1"])
+    }
+
     func testATableHeaderWithoutAKeyIsASyntaxErrorNotACrash() throws {
         for (text, line, column, found) in [
             ("[)", 1, 2, "\")\""), ("[[)]]", 1, 3, "\")\""), ("\n  [ .a]", 2, 5, "\".\""), ("[[[a]]]", 1, 3, "\"[\""),
@@ -387,7 +406,7 @@ final class MachineConfigurationTests: XCTestCase {
         XCTAssertEqual(try load(lookAlikes).leaseMilliseconds, 100)
         // toml++ refuses these itself, with its own message (no crash): not ours to catch.
         for text in ["[]", "[[]]", "[ [a]]"] { assertSyntax(text, mentions: ["line 1"]) }
-        XCTAssertNil(MachineConfigurationLoader.malformedTableHeader(in: "a = \"\"\"\n[)\n\"\"\"\nb = '''\n[)'''\nc = [\n  [1],\n]\n"))
+        XCTAssertNil(MachineConfigurationLoader.tomlppTrap(in: "a = \"\"\"\n[)\n\"\"\"\nb = '''\n[)'''\nc = [\n  [1],\n]\n"))
     }
 
     func testRealtimePriorityIsOptionalAndWithinWhatLinuxOffers() throws {
