@@ -40,6 +40,8 @@ public final class ApplicatorLink: @unchecked Sendable {
 
     /// Called for every event, on `queue`.
     public var onEvent: (LinkEvent) -> Void = { _ in }
+    /// Batches from the I/O thread so far: each is a wake-up of the owner's queue (tests).
+    private(set) var batchesDelivered = 0
     /// Pulled whenever the window has room and streaming is allowed. Return nil when there is
     /// nothing to send now. The owner checks each dot against the envelope before returning it.
     public var dotSource: () -> DotCommand? = { nil }
@@ -201,6 +203,7 @@ public final class ApplicatorLink: @unchecked Sendable {
     /// the frames it held (the owner's commands meanwhile are ahead of the answer in the inbox).
     private func deliver(_ batch: Batch) {
         dispatchPrecondition(condition: .onQueue(queue))
+        batchesDelivered += 1
         if let snapshot = batch.snapshot {
             view = snapshot
             if let history = snapshot.history { lastHistory = history }
@@ -382,6 +385,11 @@ final class LinkIO: @unchecked Sendable {
     private var batch = Batch()
     private var batchNeedsAnswer = false
     private var batchHasHistory = false
+    /// The batch holds something the owner must have now; a batch of routine STATUS frames only
+    /// waits for the next one that goes (see `isRoutine`).
+    private var batchMustGo = false
+    /// The last STATUS put in a batch for the owner.
+    private var statusToOwner: Status?
     private var batchNumber: UInt64 = 0
     private var awaiting: UInt64?
     /// The credit in the last snapshot sent, and `dotsTaken` then: what the owner believes.
@@ -587,6 +595,12 @@ final class LinkIO: @unchecked Sendable {
             switch action {
             case .event(let event):
                 batch.deliveries.append(.event(event))
+                if case .deviceStatus(let status) = event {
+                    let routine = Self.isRoutine(status, after: statusToOwner)
+                    statusToOwner = status
+                    if routine { continue }
+                }
+                batchMustGo = true
                 switch event {
                 case .dotDone, .metrics: break
                 default:
@@ -596,8 +610,11 @@ final class LinkIO: @unchecked Sendable {
             case .handshakeFinished(let result):
                 batch.deliveries.append(.handshake(result))
                 batchNeedsAnswer = true
+                batchMustGo = true
+                statusToOwner = nil
             case .disarmFinished(let disarmed):
                 batch.deliveries.append(.disarmed(disarmed))
+                batchMustGo = true
             case .closePort:
                 stopping = true
             case .log(let level, let message):
@@ -606,12 +623,27 @@ final class LinkIO: @unchecked Sendable {
         }
     }
 
+    /// A STATUS of a device streaming as before: armed, not held (`ready` and `running` alternate
+    /// as its queue runs dry between paced dots), the same fault, epoch and pace; only its
+    /// counters, current dot and needle (down in each dwell) moved. The owner decides nothing on
+    /// it (the session acts on a state, fault or epoch that changed, and on the needle only once
+    /// held; its view of the counters comes with the next batch), so it
+    /// rides with the next batch that goes instead of costing a batch and an answer of its own:
+    /// at an applicator's pace each heartbeat's answer is such a STATUS, and each cost the owner
+    /// a wake-up and this thread another (issue 15's host CPU at 10 dots/s).
+    static func isRoutine(_ status: Status, after previous: Status?) -> Bool {
+        guard let previous else { return false }
+        return status.state.isArmedAndNotHeld && previous.state.isArmedAndNotHeld
+            && status.fault == previous.fault && status.epoch == previous.epoch
+            && status.paceMilliseconds == previous.paceMilliseconds
+    }
+
     /// Sends what the steps so far collected, with the state after them; also when the credit
     /// grew, so the owner pulls dots. An awaited batch holds the received frames.
     private func flush() {
         let credit = machine.dotCredit
         let believed = lastCreditSent - (dotsTaken - dotsTakenAtLastSnapshot)
-        guard !batch.deliveries.isEmpty || credit > believed || (credit == 0 && believed > 0) else { return }
+        guard batchMustGo || credit > believed || (credit == 0 && believed > 0) else { return }
         lastCreditSent = credit
         dotsTakenAtLastSnapshot = dotsTaken
         batch.snapshot = Snapshot(machine: machine, dotsTaken: dotsTaken, withHistory: batchHasHistory)
@@ -624,6 +656,7 @@ final class LinkIO: @unchecked Sendable {
         batch = Batch()
         batchNeedsAnswer = false
         batchHasHistory = false
+        batchMustGo = false
     }
 
     /// The port failed: the thread stops, and the machine hears why once it has.
@@ -654,6 +687,7 @@ final class LinkIO: @unchecked Sendable {
         batch = Batch()
         batchNeedsAnswer = false
         batchHasHistory = false
+        batchMustGo = false
         awaiting = nil
         // Until the inbox is found empty: from then on the owner runs its late inputs itself.
         while case let inputs = takeInputs(ending: true), !inputs.isEmpty { run(inputs) }

@@ -99,3 +99,88 @@ extension ApplicatorLinkThreadTests {
         }, "the port is free again")
     }
 }
+
+extension ApplicatorLinkThreadTests {
+    /// The heartbeat's STATUS answers of a device streaming as before (issue 15): they cost the
+    /// owner no batch of their own and the thread no wait for an answer; they reach the owner
+    /// with the next batch, in order. A STATUS that changes what the owner acts on (here `held`)
+    /// still reaches it at once, though no other frame follows it.
+    func testRoutineStatusesRideWithTheNextBatchAndAHoldArrivesAtOnce() throws {
+        var options = SimulatorOptions()
+        options.timeScale = 1  // real time: heartbeats between the dots
+        let simulator = try SimulatedApplicator.start(options, logger: logger)
+        defer { simulator.stop() }
+        let queue = DispatchQueue(label: "test.owner")
+        let port = try SerialPort.open(path: simulator.devicePath, queue: queue)
+        let link = ApplicatorLink(port: port, logger: logger)
+        let handshake = Box<Result<HelloReply, LinkLoss>?>(nil)
+        let events = Box<[LinkEvent]>([])
+        // More dots than the test waits for: the device's queue stays full, as in a session.
+        let dotCount: UInt32 = 16
+        var dots = (1...4 * dotCount).map {
+            DotCommand(dotID: $0, epoch: 0, xMicrometres: Int32($0) * 2_000, yMicrometres: 0,
+                       depthMicrometres: 800, dwellMicroseconds: 60_000)
+        }
+        queue.sync {
+            link.onEvent = { events.value.append($0) }
+            link.dotSource = { dots.isEmpty ? nil : dots.removeFirst() }
+            link.connect { handshake.value = $0 }
+        }
+        XCTAssertTrue(waitUntil { handshake.value != nil })
+        guard case .success = handshake.value else { return XCTFail("handshake: \(String(describing: handshake.value))") }
+        queue.sync {
+            link.arm()
+            link.startStreaming()
+        }
+        func done() -> [UInt32] {
+            events.value.compactMap { if case .dotDone(let id, _, _) = $0 { id } else { nil } }
+        }
+        XCTAssertTrue(waitUntil { done().count >= Int(dotCount) }, "done: \(done())")
+        XCTAssertEqual(Array(done().prefix(Int(dotCount))), Array(1...dotCount))
+        // Between the dots came the heartbeat's answers (the needle down, then up): with a batch
+        // each, the owner would have had more batches than statuses.
+        let (batches, statuses) = queue.sync {
+            (link.batchesDelivered, events.value.filter { if case .deviceStatus = $0 { true } else { false } }.count)
+        }
+        XCTAssertLessThan(batches, statuses, "routine STATUS frames had batches of their own")
+
+        // In order: no status the owner saw says fewer dots done than a DOT_DONE before it.
+        var doneSoFar: UInt32 = 0
+        for event in events.value {
+            switch event {
+            case .dotDone(_, _, let count): doneSoFar = max(doneSoFar, count)
+            case .deviceStatus(let status):
+                XCTAssertGreaterThanOrEqual(status.doneCount, doneSoFar, "a status delivered after a later DOT_DONE")
+                doneSoFar = max(doneSoFar, status.doneCount)
+            default: break
+            }
+        }
+
+        queue.sync { link.hold() }
+        XCTAssertTrue(waitUntil {
+            events.value.contains { if case .deviceStatus(let status) = $0 { status.state == .held } else { false } }
+        }, "the held STATUS reaches the owner without another frame behind it")
+        let closed = Box<Bool?>(nil)
+        queue.sync { link.disarmAndClose { closed.value = $0 } }
+        XCTAssertTrue(waitUntil { closed.value != nil })
+    }
+
+    func testOnlyAStatusOfADeviceStreamingAsBeforeIsRoutine() {
+        func status(_ state: DeviceState, fault: FaultCode = .none, epoch: UInt16 = 2, done: UInt32 = 5,
+                    retracted: Bool = true, pace: UInt16 = 84) -> Status {
+            Status(state: state, fault: fault, queueDepth: 1, freeSlots: 31, epoch: epoch, ackSeq: 3, lastDoneSeq: 2,
+                   lastDoneDotID: done, doneCount: done, currentDotID: 0, needleRetracted: retracted, paceMilliseconds: pace)
+        }
+        let running = status(.running)
+        XCTAssertTrue(LinkIO.isRoutine(status(.running, done: 9), after: running), "counters only")
+        XCTAssertTrue(LinkIO.isRoutine(status(.ready, done: 9), after: running), "the queue ran dry")
+        XCTAssertTrue(LinkIO.isRoutine(running, after: status(.ready)))
+        XCTAssertTrue(LinkIO.isRoutine(status(.running, retracted: false), after: running), "the needle down in a dwell")
+        XCTAssertFalse(LinkIO.isRoutine(running, after: nil), "the first after a handshake")
+        for changed in [status(.held), status(.estop, fault: .hostEstop), status(.disarmed), status(.running, epoch: 3),
+                        status(.running, fault: .contactLost), status(.running, pace: 100), status(.held, retracted: false)] {
+            XCTAssertFalse(LinkIO.isRoutine(changed, after: running), "\(changed)")
+            XCTAssertFalse(LinkIO.isRoutine(running, after: changed), "\(changed)")
+        }
+    }
+}
