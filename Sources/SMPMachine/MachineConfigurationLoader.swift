@@ -138,7 +138,8 @@ public enum MachineConfigurationLoader {
     /// - "}" where an array expects a value (after its "[" or a ",", across blanks, newlines and
     ///   comments): `parse_array()` hands it to `parse_value()`, which asserts it is no value
     ///   terminator (`a = [ } ]`; the other terminators the array loop refuses itself).
-    /// Found here first, outside strings and comments, and refused with the position.
+    /// (The first also behind a byte-order mark, which toml++ skips.) Found here first, outside
+    /// strings and comments, and refused with the position.
     /// Conservative: what this refuses, toml++ could not parse.
     static func tomlppTrap(in text: String) -> (line: Int, column: Int, found: String, expected: String)? {
         enum Mode { case normal, comment, basic, literal, multiBasic, multiLiteral }
@@ -150,7 +151,10 @@ public enum MachineConfigurationLoader {
                 || scalar == "_" || scalar == "-" || scalar == "\"" || scalar == "'")
         }
         var mode = Mode.normal
-        var line = 1, lineStart = 0, index = 0
+        // toml++ skips a byte-order mark at the very start: so does this scan, or a header on
+        // the first line would not be seen as one.
+        let start = scalars.first == "\u{FEFF}" ? 1 : 0
+        var line = 1, lineStart = start, index = start
         /// The current value's open arrays ("[") and inline tables ("{"), innermost last.
         var containers: [Unicode.Scalar] = []
         var depth: Int { containers.count }

@@ -387,6 +387,8 @@ final class MachineConfigurationTests: XCTestCase {
         for (text, line, column, found) in [
             ("[)", 1, 2, "\")\""), ("[[)]]", 1, 3, "\")\""), ("\n  [ .a]", 2, 5, "\".\""), ("[[[a]]]", 1, 3, "\"[\""),
             ("[\n", 1, 2, "\"\\n\""), ("[\r\n", 1, 2, "\"\\r\""), ("[envelope]\n[#x]", 2, 2, "\"#\""),
+            // Behind a byte-order mark, which toml++ skips (found by the fuzzer, fifth stop).
+            ("\u{FEFF}[[[a]]]", 1, 3, "\"[\""), ("\u{FEFF}[)", 1, 2, "\")\""),
         ] {
             assertSyntax(text, mentions: ["line \(line), column \(column)", "found \(found)"])
         }
@@ -404,6 +406,7 @@ final class MachineConfigurationTests: XCTestCase {
             """
         XCTAssertEqual(try load(lookAlikes).realtimePriority, 0)
         XCTAssertEqual(try load(lookAlikes).leaseMilliseconds, 100)
+        XCTAssertEqual(try load("\u{FEFF}" + lookAlikes).leaseMilliseconds, 100, "a file saved with a byte-order mark")
         // toml++ refuses these itself, with its own message (no crash): not ours to catch.
         for text in ["[]", "[[]]", "[ [a]]"] { assertSyntax(text, mentions: ["line 1"]) }
         XCTAssertNil(MachineConfigurationLoader.tomlppTrap(in: "a = \"\"\"\n[)\n\"\"\"\nb = '''\n[)'''\nc = [\n  [1],\n]\n"))
