@@ -13,6 +13,7 @@ import SMPRecords
 import SMPMachine
 import SMPRender
 import SMPStation
+import SMPSystem
 
 /// Where the session runs: a real applicator, or the built-in simulator.
 struct DeviceOptions: ParsableArguments {
@@ -293,6 +294,16 @@ enum SessionCommand {
         if !yes && !Output.stdinIsTerminal && !stationOptions.station {
             Output.err("smpctl: standard input is not a terminal, so the preflight cannot be confirmed: pass --yes (or use --station).")
             throw ExitCode(ExitStatus.usage)
+        }
+        // Before any thread exists (the station's, the lines' watcher, the simulator's), so that
+        // every thread inherits the mask: Ctrl-C, SIGTERM and SIGHUP then wait, pending, for the
+        // operator console's signal sources. With only `signal(SIG_IGN)` in `install()`, one that
+        // came before libdispatch had put its handler in place was dropped — with --yes the
+        // session armed though the technician had pressed Ctrl-C. (Until the console is installed
+        // they wait; the steps before it open files and lines, nothing that blocks for long.)
+        if case .failure(let errno) = Sys.blockSignals([SIGINT, SIGTERM, SIGHUP]) {
+            Output.err("smpctl: cannot route Ctrl-C to the session (pthread_sigmask: \(errno)); the session was not started.")
+            throw ExitCode(ExitStatus.software)
         }
         // Before the simulator, the lines or the device: a port in use ends the run with nothing opened.
         let station = try StationHost.start(stationOptions, plan: plan, sim: target.sim, store: store,

@@ -65,7 +65,18 @@ final class TerminationTests: XCTestCase {
         let directory = try temporaryDirectory()
         let run = try TerminalRun(hairlineArguments(directory, json: true), terminal: false)
         waitForProgress(run, done: 10)
-        kill(run.process.processIdentifier, signalNumber)
+        // Every thread blocks the three, so none can take one and drop it (the console's signal
+        // sources read them): blocked before the first thread, not after (fifth stop).
+        let pid = run.process.processIdentifier
+        for task in try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") {
+            let status = try String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8)
+            let blocked = try XCTUnwrap(status.split(separator: "\n").first { $0.hasPrefix("SigBlk:") })
+            let mask = try XCTUnwrap(UInt64(blocked.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16))
+            for (signal, signalName) in [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM"), (SIGHUP, "SIGHUP")] {
+                XCTAssertNotEqual(mask & (1 << (UInt64(signal) - 1)), 0, "thread \(task) takes \(signalName)")
+            }
+        }
+        kill(pid, signalNumber)
         let status = run.exitStatus()
         XCTAssertEqual(status, 75, run.text)
         let finished = try XCTUnwrap(run.events.last { $0["event"] as? String == "finished" }, run.text)
