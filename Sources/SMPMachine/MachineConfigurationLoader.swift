@@ -137,7 +137,11 @@ public enum MachineConfigurationLoader {
     ///   checked (`[)` is enough);
     /// - "}" where an array expects a value (after its "[" or a ",", across blanks, newlines and
     ///   comments): `parse_array()` hands it to `parse_value()`, which asserts it is no value
-    ///   terminator (`a = [ } ]`; the other terminators the array loop refuses itself).
+    ///   terminator (`a = [ } ]`; the other terminators the array loop refuses itself);
+    /// - a value of ten characters (underscores not counted) with "-" as its fifth and eighth,
+    ///   then a space, one digit and a value terminator: `parse_value()` reads on for a date-time
+    ///   with a space for its "T" and asserts the terminator after the digit is none
+    ///   (`a = 1979-05-27 1 `).
     /// (The first also behind a byte-order mark, which toml++ skips.) Found here first, outside
     /// strings and comments, and refused with the position.
     /// Conservative: what this refuses, toml++ could not parse.
@@ -146,6 +150,24 @@ public enum MachineConfigurationLoader {
         let scalars = Array(text.unicodeScalars)
         func at(_ index: Int) -> Unicode.Scalar? { index < scalars.count ? scalars[index] : nil }
         func isBlank(_ scalar: Unicode.Scalar?) -> Bool { scalar == " " || scalar == "\t" }
+        func isDigit(_ scalar: Unicode.Scalar?) -> Bool { scalar.map { ("0"..."9").contains($0) } ?? false }
+        /// toml++'s value terminators: any whitespace (line breaks too), "]", "}", ",", "#".
+        func endsValue(_ scalar: Unicode.Scalar?) -> Bool {
+            guard let scalar else { return false }
+            return scalar.properties.isWhitespace || scalar == "]" || scalar == "}" || scalar == "," || scalar == "#"
+        }
+        /// At `index`, the first digit of a value: a date, a space, one digit and a terminator?
+        func dateWithHalfATime(at index: Int) -> String? {
+            var token: [Unicode.Scalar] = []
+            var end = index
+            while let scalar = at(end), !endsValue(scalar) {
+                if scalar != "_" { token.append(scalar) }
+                end += 1
+            }
+            guard token.count == 10, token[4] == "-", token[7] == "-", at(end) == " ", isDigit(at(end + 1)),
+                  endsValue(at(end + 2)) else { return nil }
+            return String(String.UnicodeScalarView(scalars[index...(end + 1)]))
+        }
         func startsKey(_ scalar: Unicode.Scalar) -> Bool {
             scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar)
                 || scalar == "_" || scalar == "-" || scalar == "\"" || scalar == "'")
@@ -196,6 +218,10 @@ public enum MachineConfigurationLoader {
                     return (line, index - lineStart + 1, "}", "an array needs a value or \"]\" here")
                 }
                 if scalar != "#" { arrayExpectsValue = false }
+                if isDigit(scalar), index == start || endsValue(scalars[index - 1]) || "=[{".unicodeScalars.contains(scalars[index - 1]),
+                   let found = dateWithHalfATime(at: index) {
+                    return (line, index - lineStart + 1, found, "a date with a space after it needs a time (hh:mm:ss)")
+                }
                 switch scalar {
                 case "#":
                     mode = .comment

@@ -383,6 +383,25 @@ final class MachineConfigurationTests: XCTestCase {
         assertSyntax("a = [ 1 } ]", mentions: ["line 1"])
     }
 
+    /// `a = 1979-05-27 1 ` aborted smpctl: toml++ reads on after a date and a space for a
+    /// date-time and asserts that what follows one digit is no terminator (fuzzer, fifth stop).
+    func testADateWithASpaceAndOneDigitIsASyntaxErrorNotACrash() throws {
+        for (text, line, column, found) in [
+            ("a = 1979-05-27 1 ", 1, 5, "1979-05-27 1"), ("a = 1979-05-27 1#", 1, 5, "1979-05-27 1"),
+            ("a = [1979-05-27 1]", 1, 6, "1979-05-27 1"), ("a = 1979-05-27 1\n", 1, 5, "1979-05-27 1"),
+            ("a = 1979-05-27 1,", 1, 5, "1979-05-27 1"), ("\nb = 6664-12-m= 6# 2", 2, 5, "6664-12-m= 6"),
+            ("a = 1_979-05-27 1 ", 1, 5, "1_979-05-27 1"),
+        ] {
+            assertSyntax(text, mentions: ["line \(line), column \(column)", "a date with a space after it needs a time",
+                                          "found \"\(found)\""])
+        }
+        // Valid dates and date-times, and what toml++ refuses itself: not ours to catch.
+        for text in ["a = 1979-05-27\n", "a = 1979-05-27 07:32:00\n", "a = 1979-05-27 # a date\n",
+                     "a = [1979-05-27, 1]\n", "a = 1979-05-27 1", "a = \"1979-05-27 1 \"\n", "# 1979-05-27 1 \n"] {
+            XCTAssertNil(MachineConfigurationLoader.tomlppTrap(in: text), text)
+        }
+    }
+
     func testATableHeaderWithoutAKeyIsASyntaxErrorNotACrash() throws {
         for (text, line, column, found) in [
             ("[)", 1, 2, "\")\""), ("[[)]]", 1, 3, "\")\""), ("\n  [ .a]", 2, 5, "\".\""), ("[[[a]]]", 1, 3, "\"[\""),
