@@ -680,7 +680,7 @@ public final class Session: @unchecked Sendable {
     // MARK: - Link events
 
     private func handle(_ event: LinkEvent) {
-        guard outcome == nil else { return }
+        guard outcome == nil else { return returnedAfterTheEnd(event) }
         switch event {
         case .dotDone(let id, let time, let count):
             guard doneSet.insert(id).inserted else {
@@ -785,6 +785,20 @@ public final class Session: @unchecked Sendable {
             options.interlocks?.linkLost()
             end(.linkLost, reason: "\(loss)")
         }
+    }
+
+    /// After the end only one event still changes the record: dots the link gives back unsent.
+    /// The session pulls dots for the link's credit; when it ends before the link's thread has
+    /// taken them (a held STATUS read just after the ACK that gave the credit), the thread finds
+    /// no credit and returns them — before it answers the end's CLEAR, so before the record's
+    /// last batch. They never left the host: back to planned, as `end` does with the dots it
+    /// still holds. (Dropped, they stayed `sent` and every resume asked about them: the soak's
+    /// trial fault-contact-loss-at-1007, fifth stop.) A dot already counted in doubt stays so.
+    private func returnedAfterTheEnd(_ event: LinkEvent) {
+        guard case .dotsReturned(let dots) = event, !recordClosing else { return }
+        let ids = dots.map(\.dotID).filter { !doneSet.contains($0) && !inDoubt.contains($0) }
+        guard !ids.isEmpty else { return }
+        journal?.submit(urgent: true) { $0.statusChanges.append((.planned, ids)) }
     }
 
     /// A hold the applicator reports, or an ARM/RESUME it did not take: held until the operator

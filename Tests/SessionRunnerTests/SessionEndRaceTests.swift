@@ -1,0 +1,108 @@
+import FirmwareProtocol
+import Foundation
+import Logging
+import NeedleDriver
+import XCTest
+
+@testable import SessionRunner
+@testable import SMPPlan
+@testable import SMPRecords
+
+/// Found by the soak (fifth stop, trial fault-contact-loss-at-1007): a session that ended held the
+/// moment the applicator held left 11 dots recorded `sent` that had never left the host, and
+/// every `smpctl resume` after it asked for a decision (exit 64) about dots nobody could settle.
+/// The session had pulled them for the link (an ACK's credit) just before the held STATUS; the
+/// link's thread took them only after the session had ended, found no credit and returned them,
+/// and the session, already ended, dropped that event. A dot returned by the link after the end,
+/// before the record closes, is put back to `planned` as one returned before it.
+final class SessionEndRaceTests: XCTestCase {
+    let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    func temporaryPath() throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-endrace-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        return dir.appendingPathComponent("records.sqlite").path
+    }
+
+    /// Runs each DOT at once (ACK with the whole queue free, then DOT_DONE), until the one with
+    /// id `holdAt`: its answer is the ACK — credit for more — and, in the same write, a STATUS
+    /// `held` (skin contact lost, a new epoch) that fences it. CLEAR disarms.
+    func applicator(holdAt: UInt32) throws -> ScriptedApplicator {
+        nonisolated(unsafe) var state = DeviceState.disarmed
+        nonisolated(unsafe) var epoch: UInt16 = 0
+        nonisolated(unsafe) var done: UInt32 = 0
+        nonisolated(unsafe) var lastDone: UInt32 = 0
+        @Sendable func status() -> Frame {
+            Frame(.status(Status(state: state, fault: state == .held ? .contactLost : .none, queueDepth: 0, freeSlots: 32,
+                                 epoch: epoch, ackSeq: 0, lastDoneSeq: 0, lastDoneDotID: lastDone, doneCount: done,
+                                 currentDotID: 0, needleRetracted: true, paceMilliseconds: 0)))
+        }
+        return try ScriptedApplicator { frame in
+            switch frame.message {
+            case .hello(let hello):
+                var reply = ScriptedApplicator.hello
+                reply.hostNonce = hello.hostNonce
+                return [Frame(.helloReply(reply))]
+            case .arm:
+                state = .ready
+                return [status()]
+            case .dot(let dot) where state == .ready || state == .running:
+                let ack = Frame(.ack(Ack(ackSeq: frame.seq, freeSlots: 32, epoch: epoch)))
+                if dot.dotID == holdAt {
+                    state = .held
+                    epoch &+= 1
+                    return [ack, status()]
+                }
+                done += 1
+                lastDone = dot.dotID
+                return [ack, Frame(.dotDone(DotDone(dotSeq: frame.seq, dotID: dot.dotID, doneCount: done,
+                                                    deviceTimeMicroseconds: UInt64(done) * 100_000)))]
+            case .dot(let dot):
+                return [Frame(.refused(Refused(seq: frame.seq, dotID: dot.dotID, code: .held, value: 0,
+                                               state: state, fault: .contactLost)))]
+            case .clear:
+                state = .disarmed
+                return [status()]
+            default:
+                return [status()]
+            }
+        }
+    }
+
+    func testDotsTheLinkReturnsAfterAHeldEndAreRecordedPlannedNotSent() throws {
+        // The race needs the link's thread to take the pulled dots after the end: repeated.
+        for attempt in 1...6 {
+            let device = try applicator(holdAt: UInt32(20 + attempt))
+            defer { device.stop() }
+            let path = try temporaryPath()
+            let store = try RecordStore(path: path)
+            var options = SessionOptions()
+            options.recording = RecordingOptions(store: store, planPath: "/tmp/p.json", planSHA256: "h",
+                                                 operatorName: "tester", machineID: "m")
+            let dots = (0..<200).map {
+                PlanDot(id: UInt32($0 + 1), xMicrometres: Int32($0 % 20) * 1_000, yMicrometres: Int32($0 / 20) * 1_000,
+                        depthMicrometres: 700, dwellMicroseconds: 60_000, index: $0)
+            }
+            let session = Session(plan: Plan(planID: "race", dots: dots, sha256: "h"), options: options, logger: logger)
+            let box = AccountBox()
+            Thread.detachNewThread {
+                box.set(Result { try session.run(devicePath: device.path, confirm: { _ in true }, onEvent: { _ in }) })
+            }
+            guard let result = box.wait(timeout: 30) else {
+                session.requestAbort(reason: "test timeout")
+                XCTFail("the session did not end")
+                throw CancellationError()
+            }
+            let account = try result.get()
+            XCTAssertEqual(account.outcome, .held, account.reason ?? "")
+            let id = try XCTUnwrap(account.sessionID)
+            let records = try RecordStore(path: path).dots(session: id)
+            let sent = records.filter { $0.status == .sent }.map(\.dotID)
+            XCTAssertEqual(sent, [], "attempt \(attempt): dots left `sent` that never reached the applicator")
+            XCTAssertEqual(records.filter { $0.status == .done }.count, account.done.count)
+            XCTAssertEqual(Set(records.filter { $0.status == .planned }.map(\.dotID)), Set(account.notStarted),
+                           "attempt \(attempt): the record and the account disagree on what was not started")
+        }
+    }
+}
