@@ -135,9 +135,10 @@ public enum MachineConfigurationLoader {
     /// - a table header whose first character after "[" or "[[" and spaces is neither a key
     ///   character, a quote nor "]": `parse_key()` asserts what `parse_table_header()` never
     ///   checked (`[)` is enough);
-    /// - "}" where an array expects a value (after its "[" or a ",", across blanks, newlines and
-    ///   comments): `parse_array()` hands it to `parse_value()`, which asserts it is no value
-    ///   terminator (`a = [ } ]`; the other terminators the array loop refuses itself);
+    /// - "}" or a non-ASCII line break (U+0085, U+2028, U+2029: toml++'s whitespace, not TOML's
+    ///   line breaks) where an array expects a value (after its "[" or a ",", across blanks,
+    ///   newlines and comments): `parse_array()` hands it to `parse_value()`, which asserts it is
+    ///   no value terminator (`a = [ } ]`; the other terminators the array loop refuses itself);
     /// - a value of ten characters (underscores not counted) with "-" as its fifth and eighth,
     ///   then a space, one digit and a value terminator: `parse_value()` reads on for a date-time
     ///   with a space for its "T" and asserts the terminator after the digit is none
@@ -214,8 +215,8 @@ public enum MachineConfigurationLoader {
             case .normal:
                 if isBlank(scalar) || scalar == "\r" { index += 1; continue }
                 defer { statementStart = false }
-                if scalar == "}" && arrayExpectsValue {
-                    return (line, index - lineStart + 1, "}", "an array needs a value or \"]\" here")
+                if arrayExpectsValue && (scalar == "}" || scalar == "\u{85}" || scalar == "\u{2028}" || scalar == "\u{2029}") {
+                    return (line, index - lineStart + 1, String(Character(scalar)), "an array needs a value or \"]\" here")
                 }
                 if scalar != "#" { arrayExpectsValue = false }
                 if isDigit(scalar), index == start || endsValue(scalars[index - 1]) || "=[{".unicodeScalars.contains(scalars[index - 1]),

@@ -375,6 +375,10 @@ final class MachineConfigurationTests: XCTestCase {
             assertSyntax(text, mentions: ["line \(line), column \(column)", "an array needs a value or \"]\" here",
                                           "found \"}\""])
         }
+        // Line breaks toml++ counts as whitespace and TOML does not (found by the fuzzer too).
+        for text in ["a = [\u{2028}]", "a = [1,\u{2029}]", "a = [ # note\n\u{85}]"] {
+            assertSyntax(text, mentions: ["an array needs a value or \"]\" here"])
+        }
         // Not a trap: toml++ refuses these itself (a "}" after a value, an inline table's own
         // "}"), or reads them ("}" in strings and comments).
         for text in ["a = [ 1 } ]", "a = { b = 1 }\n", "a = [ { } ]\n", "a = [ \"}\", '}', # }\n]\n"] {
