@@ -691,6 +691,12 @@ public final class Session: @unchecked Sendable {
                 return
             }
             journal?.submitDone(RecordBatch.Done(dotID: id, deviceDoneCount: count))
+            // A dot done after our ARM proves the device armed and running, as a `ready` or
+            // `running` STATUS would: a resumed session on a device still armed from the run
+            // before may see none (its ARM's answer repeats the handshake's `ready`, and a 1.3
+            // device is quiet about ready ↔ running), and without this a reset or a hold of the
+            // device then ended nothing: the session waited for ever (soak, fifth stop).
+            if armedByUs { deviceRunning = true }
             if let dwell = planDotByID[id]?.dwellMicroseconds,
                let violation = paceMonitor.completed(dotID: id, dwellMicroseconds: dwell, deviceTimeMicroseconds: time),
                pendingEnd != .stopped {

@@ -105,4 +105,72 @@ final class SessionEndRaceTests: XCTestCase {
                            "attempt \(attempt): the record and the account disagree on what was not started")
         }
     }
+
+    /// Found by the soak too (trial kill-handshake-device-44, a hang): `smpctl resume` of a run
+    /// killed mid-stream, on a device still armed (`ready`). ARM's answer repeated the
+    /// handshake's STATUS, the 1.3 device said nothing about ready ↔ running, so the session never
+    /// saw the device running; when it reset (STATUS `disarmed`) or held, nothing ended the
+    /// session and it waited for ever. A dot done after our ARM now counts as seeing it run.
+    func testADeviceArmedBeforeTheSessionThatResetsOrHoldsEndsItAndNeverHangs() throws {
+        for holds in [false, true] {
+            nonisolated(unsafe) var state = DeviceState.ready  // armed by the run before, which died
+            nonisolated(unsafe) var epoch: UInt16 = 0
+            nonisolated(unsafe) var done: UInt32 = 0
+            @Sendable func status() -> Frame {
+                let fault: FaultCode = state == .held ? .contactLost : .none
+                return Frame(.status(Status(state: state, fault: fault, queueDepth: 0, freeSlots: 32, epoch: epoch, ackSeq: 0,
+                                            lastDoneSeq: 0, lastDoneDotID: 0, doneCount: done, currentDotID: 0,
+                                            needleRetracted: true, paceMilliseconds: 0)))
+            }
+            let device = try ScriptedApplicator { frame in
+                switch frame.message {
+                case .hello(let hello):
+                    var reply = ScriptedApplicator.hello
+                    reply.hostNonce = hello.hostNonce
+                    return [Frame(.helloReply(reply))]
+                case .dot(let dot) where state == .ready:
+                    let ack = Frame(.ack(Ack(ackSeq: frame.seq, freeSlots: 32, epoch: epoch)))
+                    if dot.dotID == 40 {
+                        // A reset: queue and counts gone, disarmed. Or a hold: skin contact lost.
+                        if holds { state = .held; epoch &+= 1 } else { state = .disarmed; done = 0 }
+                        return [ack, status()]
+                    }
+                    done += 1
+                    return [ack, Frame(.dotDone(DotDone(dotSeq: frame.seq, dotID: dot.dotID, doneCount: done,
+                                                        deviceTimeMicroseconds: UInt64(done) * 100_000)))]
+                case .dot(let dot):
+                    return [Frame(.refused(Refused(seq: frame.seq, dotID: dot.dotID, code: state == .held ? .held : .notArmed,
+                                                   value: 0, state: state, fault: .none)))]
+                case .clear:
+                    state = .disarmed
+                    return [status()]
+                default:  // STATUS_REQUEST, ARM (already armed: the same `ready`)
+                    return [status()]
+                }
+            }
+            defer { device.stop() }
+            let dots = (0..<200).map {
+                PlanDot(id: UInt32($0 + 1), xMicrometres: Int32($0 % 20) * 1_000, yMicrometres: Int32($0 / 20) * 1_000,
+                        depthMicrometres: 700, dwellMicroseconds: 60_000, index: $0)
+            }
+            let session = Session(plan: Plan(planID: "armed-before", dots: dots, sha256: "h"), logger: logger)
+            let box = AccountBox()
+            Thread.detachNewThread {
+                box.set(Result { try session.run(devicePath: device.path, confirm: { _ in true }, onEvent: { _ in }) })
+            }
+            guard let result = box.wait(timeout: 30) else {
+                session.requestAbort(reason: "test timeout")
+                XCTFail("holds \(holds): the session did not end")
+                throw CancellationError()
+            }
+            let account = try result.get()
+            if holds {
+                XCTAssertEqual(account.outcome, .held, account.reason ?? "")
+            } else {
+                XCTAssertEqual(account.outcome, .stopped, account.reason ?? "")
+                XCTAssertTrue(account.reason?.contains("reset") == true, account.reason ?? "")
+            }
+            XCTAssertEqual(account.done.count, 39)
+        }
+    }
 }
