@@ -209,15 +209,21 @@ class Trial:
                         do_kill()
                     time.sleep(0.005)
             threading.Thread(target=ticker, daemon=True).start()
-        for line in proc.stdout:
-            lines.append(line)
-            if kill and not killed.is_set():
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    event = None
-                if kill(event, time.monotonic() - started):
-                    do_kill()
+        def read_events():
+            for line in proc.stdout:
+                lines.append(line)
+                if kill and not killed.is_set():
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        event = None
+                    if kill(event, time.monotonic() - started):
+                        do_kill()
+
+        # Read on a thread of its own: a hung smpctl keeps its stdout open, and a read loop here
+        # would wait with it for ever instead of calling it a hang (fifth stop: 12 minutes).
+        reader_out = threading.Thread(target=read_events)
+        reader_out.start()
         try:
             status = proc.wait(timeout=PROCESS_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -225,6 +231,7 @@ class Trial:
             status = proc.wait()
             self.crashes += 1
             self.note(f"CRASH (hang): smpctl {args[0]} still running after {PROCESS_TIMEOUT} s")
+        reader_out.join()
         reader_err.join()
         err = "".join(stderr_text)
         self.killed_last = killed.is_set() and status == -signal.SIGKILL
