@@ -146,16 +146,28 @@ public enum MachineConfigurationLoader {
     /// (The first also behind a byte-order mark, which toml++ skips.) Found here first, outside
     /// strings and comments, and refused with the position.
     /// Conservative: what this refuses, toml++ could not parse.
+    /// toml++ 3.4.0's `is_whitespace`, exactly: not Unicode's White_Space (U+FEFF and U+200B are
+    /// in it, U+2028 is; the fuzzer found the difference).
+    static func isTomlppWhitespace(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x09, 0x20, 0x0A...0x0D, 0x85, 0xA0, 0x1680, 0x180E, 0x2000...0x200B, 0x2028, 0x2029, 0x202F,
+             0x205F, 0x2060, 0x3000, 0xFEFF:
+            return true
+        default:
+            return false
+        }
+    }
+
     static func tomlppTrap(in text: String) -> (line: Int, column: Int, found: String, expected: String)? {
         enum Mode { case normal, comment, basic, literal, multiBasic, multiLiteral }
         let scalars = Array(text.unicodeScalars)
         func at(_ index: Int) -> Unicode.Scalar? { index < scalars.count ? scalars[index] : nil }
         func isBlank(_ scalar: Unicode.Scalar?) -> Bool { scalar == " " || scalar == "\t" }
         func isDigit(_ scalar: Unicode.Scalar?) -> Bool { scalar.map { ("0"..."9").contains($0) } ?? false }
-        /// toml++'s value terminators: any whitespace (line breaks too), "]", "}", ",", "#".
+        /// toml++'s value terminators: its whitespace (line breaks too), "]", "}", ",", "#".
         func endsValue(_ scalar: Unicode.Scalar?) -> Bool {
             guard let scalar else { return false }
-            return scalar.properties.isWhitespace || scalar == "]" || scalar == "}" || scalar == "," || scalar == "#"
+            return isTomlppWhitespace(scalar) || scalar == "]" || scalar == "}" || scalar == "," || scalar == "#"
         }
         /// At `index`, the first digit of a value: a date, a space, one digit and a terminator?
         func dateWithHalfATime(at index: Int) -> String? {

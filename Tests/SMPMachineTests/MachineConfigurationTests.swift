@@ -395,6 +395,8 @@ final class MachineConfigurationTests: XCTestCase {
             ("a = [1979-05-27 1]", 1, 6, "1979-05-27 1"), ("a = 1979-05-27 1\n", 1, 5, "1979-05-27 1"),
             ("a = 1979-05-27 1,", 1, 5, "1979-05-27 1"), ("\nb = 6664-12-m= 6# 2", 2, 5, "6664-12-m= 6"),
             ("a = 1_979-05-27 1 ", 1, 5, "1_979-05-27 1"),
+            // toml++'s whitespace, not Unicode's: U+FEFF after the digit (fuzzer, fifth stop).
+            ("a = 1979-05-27 1\u{FEFF}", 1, 5, "1979-05-27 1"), ("a = 1979-05-27 1\u{200B}", 1, 5, "1979-05-27 1"),
         ] {
             assertSyntax(text, mentions: ["line \(line), column \(column)", "a date with a space after it needs a time",
                                           "found \"\(found)\""])
