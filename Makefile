@@ -85,7 +85,7 @@ test: test-deps check-layers check-gpiod check-embedded firmware
 	hil/firmware-qemu.sh --smpctl "$$($(SWIFT_BUILD) --show-bin-path)/smpctl" --image $(FW_ELF) --client $(FW_CLIENT)
 
 # The fault soak of issue 14 (docs/reliability.md, "Fault soak"): every simulator fault kind alone
-# and in random combinations x 10 seeds, 72 kill -9 and 30 power-cycle trials, 5,000-dot plan,
+# and in random combinations x 10 seeds, 72 kill -9 and 33 power-cycle trials, 5,000-dot plan,
 # time scale 0; every trial compared with the simulator's ground truth; prints one table (and
 # writes it to .build-soak/trials/table.md, every trial's log to trials.json). Not part of make test.
 SOAK_QUICK ?= 0
