@@ -627,10 +627,10 @@ final class LinkIO: @unchecked Sendable {
     /// as its queue runs dry between paced dots), the same fault, epoch and pace; only its
     /// counters, current dot and needle (down in each dwell) moved. The owner decides nothing on
     /// it (the session acts on a state, fault or epoch that changed, and on the needle only once
-    /// held; its view of the counters comes with the next batch), so it
-    /// rides with the next batch that goes instead of costing a batch and an answer of its own:
-    /// at an applicator's pace each heartbeat's answer is such a STATUS, and each cost the owner
-    /// a wake-up and this thread another (issue 15's host CPU at 10 dots/s).
+    /// held; its view of the counters comes with the next batch), so it rides with the next
+    /// batch that goes instead of costing a batch and an answer of its own: at an applicator's
+    /// pace each heartbeat's answer is such a STATUS, and each cost the owner a wake-up and this
+    /// thread another (issue 15's host CPU at 10 dots/s).
     static func isRoutine(_ status: Status, after previous: Status?) -> Bool {
         guard let previous else { return false }
         return status.state.isArmedAndNotHeld && previous.state.isArmedAndNotHeld
