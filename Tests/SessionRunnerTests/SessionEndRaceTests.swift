@@ -18,6 +18,21 @@ import XCTest
 final class SessionEndRaceTests: XCTestCase {
     let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 
+    /// On a thread of its own, so a session that never ends fails the test instead of hanging it.
+    func runToEnd(_ session: Session, on devicePath: String, file: StaticString = #filePath,
+                  line: UInt = #line) throws -> SessionAccount {
+        let box = AccountBox()
+        Thread.detachNewThread {
+            box.set(Result { try session.run(devicePath: devicePath, confirm: { _ in true }, onEvent: { _ in }) })
+        }
+        guard let result = box.wait(timeout: 30) else {
+            session.requestAbort(reason: "test timeout")
+            XCTFail("the session did not end", file: file, line: line)
+            throw CancellationError()
+        }
+        return try result.get()
+    }
+
     func temporaryPath() throws -> String {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-endrace-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -85,16 +100,7 @@ final class SessionEndRaceTests: XCTestCase {
                         depthMicrometres: 700, dwellMicroseconds: 60_000, index: $0)
             }
             let session = Session(plan: Plan(planID: "race", dots: dots, sha256: "h"), options: options, logger: logger)
-            let box = AccountBox()
-            Thread.detachNewThread {
-                box.set(Result { try session.run(devicePath: device.path, confirm: { _ in true }, onEvent: { _ in }) })
-            }
-            guard let result = box.wait(timeout: 30) else {
-                session.requestAbort(reason: "test timeout")
-                XCTFail("the session did not end")
-                throw CancellationError()
-            }
-            let account = try result.get()
+            let account = try runToEnd(session, on: device.path)
             XCTAssertEqual(account.outcome, .held, account.reason ?? "")
             let id = try XCTUnwrap(account.sessionID)
             let records = try RecordStore(path: path).dots(session: id)
@@ -154,16 +160,7 @@ final class SessionEndRaceTests: XCTestCase {
                         depthMicrometres: 700, dwellMicroseconds: 60_000, index: $0)
             }
             let session = Session(plan: Plan(planID: "armed-before", dots: dots, sha256: "h"), logger: logger)
-            let box = AccountBox()
-            Thread.detachNewThread {
-                box.set(Result { try session.run(devicePath: device.path, confirm: { _ in true }, onEvent: { _ in }) })
-            }
-            guard let result = box.wait(timeout: 30) else {
-                session.requestAbort(reason: "test timeout")
-                XCTFail("holds \(holds): the session did not end")
-                throw CancellationError()
-            }
-            let account = try result.get()
+            let account = try runToEnd(session, on: device.path)
             if holds {
                 XCTAssertEqual(account.outcome, .held, account.reason ?? "")
             } else {
