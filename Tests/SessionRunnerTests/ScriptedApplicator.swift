@@ -38,6 +38,13 @@ final class ScriptedApplicator: @unchecked Sendable {
                              retractMicroseconds: 15_000),
         hostNonce: 0, doneCount: 0, lastDoneDotID: 0)
 
+    /// The plausible reply to `hello`, with its nonce.
+    static func reply(to hello: Hello) -> Frame {
+        var reply = Self.hello
+        reply.hostNonce = hello.hostNonce
+        return Frame(.helloReply(reply))
+    }
+
     private func serve(_ respond: @Sendable (Frame) -> [Frame]) {
         var decoder = FrameDecoder()
         var buffer = [UInt8](repeating: 0, count: 512)

@@ -56,9 +56,7 @@ final class SessionEndRaceTests: XCTestCase {
         return try ScriptedApplicator { frame in
             switch frame.message {
             case .hello(let hello):
-                var reply = ScriptedApplicator.hello
-                reply.hostNonce = hello.hostNonce
-                return [Frame(.helloReply(reply))]
+                return [ScriptedApplicator.reply(to: hello)]
             case .arm:
                 state = .ready
                 return [status()]
@@ -131,9 +129,7 @@ final class SessionEndRaceTests: XCTestCase {
             let device = try ScriptedApplicator { frame in
                 switch frame.message {
                 case .hello(let hello):
-                    var reply = ScriptedApplicator.hello
-                    reply.hostNonce = hello.hostNonce
-                    return [Frame(.helloReply(reply))]
+                    return [ScriptedApplicator.reply(to: hello)]
                 case .dot(let dot) where state == .ready:
                     let ack = Frame(.ack(Ack(ackSeq: frame.seq, freeSlots: 32, epoch: epoch)))
                     if dot.dotID == 40 {
