@@ -129,9 +129,21 @@ public enum MachineConfigurationLoader {
         return configuration
     }
 
+    /// toml++ 3.4.0's `is_whitespace`, exactly. Not Unicode's White_Space: U+FEFF, U+200B and
+    /// U+2060 are in it (the fuzzer found the difference).
+    static func isTomlppWhitespace(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x09, 0x20, 0x0A...0x0D, 0x85, 0xA0, 0x1680, 0x180E, 0x2000...0x200B, 0x2028, 0x2029, 0x202F,
+             0x205F, 0x2060, 0x3000, 0xFEFF:
+            return true
+        default:
+            return false
+        }
+    }
+
     /// Where toml++ 3.4.0 (inside TOMLKit 0.6.0) would abort the whole process — an assertion,
     /// live in release builds too, as SwiftPM does not define NDEBUG — instead of refusing the
-    /// text. Two places, both found by `make fuzz`:
+    /// text. Three shapes, all found by `make fuzz`:
     /// - a table header whose first character after "[" or "[[" and spaces is neither a key
     ///   character, a quote nor "]": `parse_key()` asserts what `parse_table_header()` never
     ///   checked (`[)` is enough);
@@ -146,18 +158,6 @@ public enum MachineConfigurationLoader {
     /// (The first also behind a byte-order mark, which toml++ skips.) Found here first, outside
     /// strings and comments, and refused with the position.
     /// Conservative: what this refuses, toml++ could not parse.
-    /// toml++ 3.4.0's `is_whitespace`, exactly: not Unicode's White_Space (U+FEFF and U+200B are
-    /// in it, U+2028 is; the fuzzer found the difference).
-    static func isTomlppWhitespace(_ scalar: Unicode.Scalar) -> Bool {
-        switch scalar.value {
-        case 0x09, 0x20, 0x0A...0x0D, 0x85, 0xA0, 0x1680, 0x180E, 0x2000...0x200B, 0x2028, 0x2029, 0x202F,
-             0x205F, 0x2060, 0x3000, 0xFEFF:
-            return true
-        default:
-            return false
-        }
-    }
-
     static func tomlppTrap(in text: String) -> (line: Int, column: Int, found: String, expected: String)? {
         enum Mode { case normal, comment, basic, literal, multiBasic, multiLiteral }
         let scalars = Array(text.unicodeScalars)
@@ -182,7 +182,7 @@ public enum MachineConfigurationLoader {
             return String(String.UnicodeScalarView(scalars[index...(end + 1)]))
         }
         func startsKey(_ scalar: Unicode.Scalar) -> Bool {
-            scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar)
+            scalar.isASCII && (scalar.properties.isAlphabetic || isDigit(scalar)
                 || scalar == "_" || scalar == "-" || scalar == "\"" || scalar == "'")
         }
         var mode = Mode.normal
