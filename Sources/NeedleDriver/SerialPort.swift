@@ -350,6 +350,14 @@ public final class SerialPort: @unchecked Sendable {
     }
 
     /// Bytes accepted by write() but not yet handed to the kernel. Read on `queue`.
+    /// The descriptor is closed (its sources' cancel handlers have run). On `queue`; for tests
+    /// that own the descriptor and must not close it while a cancel handler still may.
+    var descriptorClosed: Bool {
+        dispatchPrecondition(condition: .onQueue(queue))
+        if case .closed = state { return true }
+        return false
+    }
+
     public var pendingWriteCount: Int {
         dispatchPrecondition(condition: .onQueue(queue))
         return pending.count

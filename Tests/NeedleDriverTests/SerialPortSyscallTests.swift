@@ -36,6 +36,18 @@ final class SerialPortSyscallTests: XCTestCase {
         close(peer)
     }
 
+    /// Closes `serial` and waits for its sources' cancel handlers, which run after `close()`
+    /// returns: one that ran after the mock was uninstalled really closed `port`, which
+    /// `tearDown` then closed again — or, the number given meanwhile to the next test's pty,
+    /// closed that (SerialPortTests.testBytesFromDeviceArriveInOrder saw its port hang up once,
+    /// fifth stop).
+    private func closeAndWait(_ serial: SerialPort) {
+        queue.sync { serial.close() }
+        let deadline = Date().addingTimeInterval(Self.timeout)
+        while !queue.sync(execute: { serial.descriptorClosed }) && Date() < deadline { usleep(1_000) }
+        XCTAssertTrue(queue.sync { serial.descriptorClosed }, "the port's descriptor was not closed")
+    }
+
     /// Makes the port's descriptor readable for good (the mock never consumes the byte), so the
     /// read source fires and SerialPort reads: what it reads is the mock's script.
     private func makeReadable() {
@@ -136,7 +148,7 @@ final class SerialPortSyscallTests: XCTestCase {
         mock.script(.write, on: port, .fails(.interrupted), .returns(2), .fails(.wouldBlock))
         try mock.withInstalled {
             let serial = try SerialPort.open(path: path, queue: queue)
-            defer { queue.sync { serial.close() } }
+            defer { closeAndWait(serial) }
             try queue.sync {
                 try serial.write([1, 2, 3, 4, 5])
                 XCTAssertEqual(serial.pendingWriteCount, 3, "EAGAIN: the rest waits, nothing is dropped")
@@ -175,7 +187,7 @@ final class SerialPortSyscallTests: XCTestCase {
         mock.script(.write, on: port, .fails(.interrupted), .returns(1), .fails(.ioError))
         try mock.withInstalled {
             let serial = try SerialPort.open(path: path, queue: queue)
-            defer { queue.sync { serial.close() } }
+            defer { closeAndWait(serial) }
             XCTAssertFalse(serial.emergencyWrite([0, 0x02]), "EIO after the first byte: reported, not retried")
             XCTAssertTrue(serial.emergencyWrite([0, 0x02]))
         }
