@@ -75,6 +75,25 @@ final class RecordStoreTests: XCTestCase {
         }
     }
 
+    /// The records' timestamps, written by hand, are the ones Foundation's ISO 8601 style wrote
+    /// (every record before issue 15's change has them): UTC, milliseconds truncated.
+    func testTimestampsAreFoundationsISO8601ToTheMillisecond() {
+        let style = Date.ISO8601FormatStyle().year().month().day().timeZone(separator: .omitted)
+            .time(includingFractionalSeconds: true).timeSeparator(.colon).dateTimeSeparator(.standard)
+        var generator = SystemRandomNumberGenerator()
+        var instants: [(seconds: Int, milliseconds: Int)] = [(0, 0), (951_782_400, 999), (1_796_601_599, 1), (4_102_444_799, 500)]
+        for _ in 0..<2_000 {
+            instants.append((Int.random(in: 0...4_102_444_799, using: &generator), Int.random(in: 0...999, using: &generator)))
+        }
+        for (seconds, milliseconds) in instants {
+            // Half a millisecond in: truncation and rounding give the same digits.
+            let date = Date(timeIntervalSince1970: Double(seconds) + (Double(milliseconds) + 0.5) / 1000)
+            XCTAssertEqual(RecordStore.timestamp(epochSeconds: seconds, milliseconds: milliseconds),
+                           date.formatted(style), "\(seconds).\(milliseconds)")
+        }
+        XCTAssertEqual(RecordStore.timestamp().count, 24)
+    }
+
     func testEveryCommitIsSynchronousFull() throws {
         let store = try RecordStore(path: try temporaryPath())
         XCTAssertEqual(try store.synchronousMode(), 2, "PRAGMA synchronous must be FULL (2)")
