@@ -8,9 +8,17 @@ import SMPSystem
 /// session's queue. The session acts on a change — sends a claimed dot, counts a done dot —
 /// only after its commit, so the record is always ahead of what the host believes.
 ///
-/// Window of loss: a DOT_DONE received but not yet committed when the host dies (at most
-/// `flushIntervalNanoseconds` plus one fsync; a done that comes after a quiet interval is committed at once). Nothing is lost from the record: the dot is still `sent`,
-/// and on resume the device's done_count and last completed dot (HELLO reply) settle it.
+/// A claim (and any change submitted `urgent`) is committed at once, with everything before it:
+/// the stream waits for it. A done dot waits at most `doneCommitLag` (250 ms) for others to share its
+/// commit: at an applicator's pace (~10 dots/s) a commit per dot was most of the host's CPU
+/// (issue 15), and a done that waits costs nothing but that wait (the dot was injected; its
+/// record says `sent` meanwhile). The last dot of the plan is committed at once.
+///
+/// Window of loss: the DOT_DONEs of the last `doneCommitLag` plus one fsync, when the host dies.
+/// Nothing is lost from the record: those dots are still `sent`, and on resume the device's
+/// done_count and last completed dot (HELLO reply) settle them; if the device lost its count too
+/// (both powered off), they are `ambiguous`, never sent again without the operator's decision —
+/// as every dot in flight then is (up to the device's queue, 32 dots: three seconds at 10 dots/s).
 final class RecordJournal: @unchecked Sendable {
     private let recorder: (any SessionRecorder)?
     private let sessionID: Int64
@@ -20,26 +28,35 @@ final class RecordJournal: @unchecked Sendable {
     private let onFailure: (RecordStoreError) -> Void
     /// Confined to `queue`.
     private var pending = RecordBatch()
-    private var flushScheduled = false
     private var failed = false
-    private static let flushIntervalNanoseconds: UInt64 = 5_000_000
-    /// When the last commit ended (CLOCK_MONOTONIC), confined to `queue`.
-    private var lastFlushEnded: UInt64 = 0
+    /// A timed flush is scheduled (`Inbox.flushDue` mirrors it for the submitting side).
+    private var flushDue = false
+    /// How long a done dot waits for others to share its commit (see the type's comment).
+    static let defaultDoneCommitLag: DispatchTimeInterval = .milliseconds(250)
+    private let doneCommitLag: DispatchTimeInterval
 
     /// What the session submitted and the journal's queue has not taken yet: one hop to that
     /// queue per burst of changes instead of one `async` (and a closure) per dot (issue 16).
     private struct Inbox: Sendable {
         var changes: [(urgent: Bool, change: @Sendable (inout RecordBatch) -> Void)] = []
         var done: [RecordBatch.Done] = []
+        /// A done to commit at once (the plan's last).
+        var doneUrgent = false
         /// A `drain` is queued and will take everything added before it runs.
         var scheduled = false
+        /// A timed flush is due on `queue` (within `doneCommitLag`) and takes what is here then:
+        /// a done added meanwhile needs no hop of its own — one wake-up of the journal per
+        /// commit instead of one per dot.
+        var flushDue = false
     }
     private let inbox = Locked(Inbox())
 
     /// `onCommitted` and `onFailure` run on `target` (the session queue).
     init(recorder: (any SessionRecorder)?, sessionID: Int64, target: DispatchQueue,
+         doneCommitLag: DispatchTimeInterval = RecordJournal.defaultDoneCommitLag,
          onCommitted: @escaping (RecordBatch) -> Void, onFailure: @escaping (RecordStoreError) -> Void) {
         self.recorder = recorder
+        self.doneCommitLag = doneCommitLag
         self.sessionID = sessionID
         self.target = target
         self.onCommitted = onCommitted
@@ -57,11 +74,12 @@ final class RecordJournal: @unchecked Sendable {
             target.async { self.onCommitted(committed) }
             return
         }
-        enqueue { $0.changes.append((urgent, change)) }
+        enqueue(urgent: urgent) { $0.changes.append((urgent, change)) }
     }
 
-    /// A dot the device reported done, for the next batch (not urgent): the per-dot path.
-    func submitDone(_ entry: RecordBatch.Done) {
+    /// A dot the device reported done: the per-dot path. It waits up to `doneCommitLag` for
+    /// others, unless `urgent` (the plan's last dot: the session completes on its commit).
+    func submitDone(_ entry: RecordBatch.Done, urgent: Bool = false) {
         guard recorder != nil else {
             var batch = RecordBatch()
             batch.done = [entry]
@@ -69,15 +87,18 @@ final class RecordJournal: @unchecked Sendable {
             target.async { self.onCommitted(committed) }
             return
         }
-        enqueue { $0.done.append(entry) }
+        enqueue(urgent: urgent) { inbox in
+            inbox.done.append(entry)
+            if urgent { inbox.doneUrgent = true }
+        }
     }
 
-    private func enqueue(_ add: (inout Inbox) -> Void) {
+    private func enqueue(urgent: Bool, _ add: (inout Inbox) -> Void) {
         let wake = inbox.withLock { (inbox: inout Inbox) -> Bool in
             add(&inbox)
-            let wake = !inbox.scheduled
+            guard !inbox.scheduled, urgent || !inbox.flushDue else { return false }
             inbox.scheduled = true
-            return wake
+            return true
         }
         if wake { queue.async { self.drain() } }
     }
@@ -86,12 +107,32 @@ final class RecordJournal: @unchecked Sendable {
     /// change (a claim) is committed at once and ends its batch, as when every submission was
     /// its own hop: a change submitted after a claim (the end's "back to planned" for dots still
     /// being claimed) must not be applied before it, which `RecordStore.apply`'s fixed order
-    /// (status changes, then claims) would do within one batch. The rest within `flushIntervalNanoseconds`.
+    /// (status changes, then claims) would do within one batch. The rest within `doneCommitLag`.
     /// Done dots go first: each one's claim was committed before it could be sent.
     private func drain() {
+        take(endingTimedFlush: false)
+        if !pending.isEmpty, !flushDue {
+            flushDue = true
+            inbox.withLock { $0.flushDue = true }
+            queue.asyncAfter(deadline: .now() + doneCommitLag) { self.timedFlush() }
+        }
+    }
+
+    private func timedFlush() {
+        flushDue = false
+        take(endingTimedFlush: true)
+        flush()
+    }
+
+    /// Takes the inbox into `pending`, committing at each urgent change (and at an urgent done).
+    private func take(endingTimedFlush: Bool) {
         let taken = inbox.withLock { (inbox: inout Inbox) -> Inbox in
             let taken = inbox
-            inbox = Inbox()
+            inbox.changes = []
+            inbox.done = []
+            inbox.doneUrgent = false
+            inbox.scheduled = false
+            if endingTimedFlush { inbox.flushDue = false }
             return taken
         }
         pending.done.append(contentsOf: taken.done)
@@ -101,17 +142,7 @@ final class RecordJournal: @unchecked Sendable {
             committedLast = entry.urgent
             if entry.urgent { flush() }
         }
-        if !committedLast, !flushScheduled, !pending.isEmpty {
-            if Sys.monotonicNanoseconds() &- lastFlushEnded >= Self.flushIntervalNanoseconds {
-                // Nothing was committed for a whole interval: a slow stream (an applicator's
-                // real pace, ~10 dots/s) has nothing to group with, and the timer would cost
-                // the host two thread wake-ups per dot (issue 15's CPU at 10 dots/s).
-                flush()
-            } else {
-                flushScheduled = true
-                queue.asyncAfter(deadline: .now() + .nanoseconds(Int(Self.flushIntervalNanoseconds))) { self.flush() }
-            }
-        }
+        if taken.doneUrgent, !committedLast { flush() }
     }
 
     /// Runs `body` on the session's queue once everything submitted before has been committed
@@ -119,18 +150,16 @@ final class RecordJournal: @unchecked Sendable {
     func afterCommit(_ body: @escaping @Sendable () -> Void) {
         guard recorder != nil else { return target.async(execute: body) }
         queue.async {
-            self.drain()
+            self.take(endingTimedFlush: false)
             self.flush()
             if !self.failed { self.target.async(execute: body) }
         }
     }
 
     private func flush() {
-        flushScheduled = false
         guard let recorder, !pending.isEmpty, !failed else { return }
         let batch = pending
         pending = RecordBatch()
-        defer { lastFlushEnded = Sys.monotonicNanoseconds() }
         do {
             try recorder.apply(batch, session: sessionID)
             target.async { self.onCommitted(batch) }

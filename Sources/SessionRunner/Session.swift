@@ -690,7 +690,9 @@ public final class Session: @unchecked Sendable {
                 end(.stopped, reason: "dot \(id) reported done twice: stopped for safety")
                 return
             }
-            journal?.submitDone(RecordBatch.Done(dotID: id, deviceDoneCount: count))
+            // The plan's last dot is committed at once: the session completes on that commit.
+            journal?.submitDone(RecordBatch.Done(dotID: id, deviceDoneCount: count),
+                                urgent: doneSet.count + skipped >= plan.dots.count)
             // A dot done after our ARM proves the device armed and running, as a `ready` or
             // `running` STATUS would: a resumed session on a device still armed from the run
             // before may see none (its ARM's answer repeats the handshake's `ready`, and a 1.3
