@@ -222,6 +222,14 @@ public struct LinkMachine: Sendable {
     private var nextSeq: UInt64 = 1
     private var ackedThrough: UInt64 = 0
     private var creditAtAck = 0
+    /// The newest DOT the last report (ACK, STATUS, NAK, HELLO_REPLY) counted: its `free_slots`
+    /// counts each DOT up to this one, not yet done, as holding a slot.
+    private var reportCovers: UInt64 = 0
+    /// DOTs up to `reportCovers` whose DOT_DONE came after the report: each freed its slot since
+    /// (the device frees a slot when the dot is done and sends DOT_DONE then, before any frame
+    /// that reports it free, §6.1). The next DOT goes with the DOT_DONE's own batch instead of
+    /// waiting for the next report (issue 15: one wake-up less per dot, each side).
+    private var freedSinceReport = 0
     private var lastFastRetransmit: UInt64 = 0
 
     // Device state as last reported
@@ -341,14 +349,14 @@ public struct LinkMachine: Sendable {
         return pendingCommand.attemptsLeft != nil || resumeQueued
     }
 
-    /// How many DOTs `send(dots:)` takes now: the window's room and the credit of the last ACK
-    /// (§6.1), 0 unless streaming to a ready or running device, after the handshake, with no
-    /// fence pending.
+    /// How many DOTs `send(dots:)` takes now: the window's room and the credit of the last report
+    /// with the slots DOT_DONEs freed since (§6.1), 0 unless streaming to a ready or running
+    /// device, after the handshake, with no fence pending.
     public var dotCredit: Int {
         guard streaming, !fencePending, !latched, !closed, !handshaking, let hello else { return 0 }
         guard let state = deviceStatus?.state, state == .ready || state == .running else { return 0 }
         let room = min(Int(hello.queueCapacity), lineBudget.window) - windowCount
-        let credit = creditAtAck - Int(nextSeq - 1 - ackedThrough)
+        let credit = creditAtAck + freedSinceReport - Int(nextSeq - 1 - ackedThrough)
         return max(0, min(room, credit))
     }
 
@@ -769,6 +777,8 @@ public struct LinkMachine: Sendable {
         ackedThrough = 0
         epoch = 0
         creditAtAck = Int(reply.queueCapacity)
+        reportCovers = 0
+        freedSinceReport = 0
         lineBudget = LineBudget(configuration: configuration, queueCapacity: Int(reply.queueCapacity),
                                 protocolMinor: min(reply.versionMinor, configuration.protocolMinor))
         if srttNanos == 0 { rtoNanos = lineBudget.initialRetransmissionTimeout.nanoseconds }
@@ -864,6 +874,8 @@ public struct LinkMachine: Sendable {
         }
         ackedThrough = seq
         creditAtAck = Int(ack.freeSlots)
+        reportCovers = seq
+        freedSinceReport = 0
     }
 
     private mutating func handleNak(_ nak: Nak, now: UInt64) {
@@ -876,6 +888,8 @@ public struct LinkMachine: Sendable {
             retransmit(from: widen(nak.expectedSeq &- 1) + 1, now: now)
         case .queueFull:
             creditAtAck = 0
+            reportCovers = ackedThrough
+            freedSinceReport = 0
         default:
             // not armed / held: the STATUS that follows the state change fences what is left.
             break
@@ -892,6 +906,9 @@ public struct LinkMachine: Sendable {
                 "DOT_DONE for dot \(done.dotID) at seq \(done.dotSeq), but that seq carried dot \(outstanding[end].dot.dotID)"))
             return
         }
+        // This dot was done after the last report (its DOT_DONE came after it). Earlier ones it
+        // confirms lost their DOT_DONE, maybe before the report: they count from the next one.
+        if outstanding[end].seq <= reportCovers { freedSinceReport += 1 }
         confirmDone(through: end, deviceTime: done.deviceTimeMicroseconds, doneCount: done.doneCount)
     }
 
@@ -921,6 +938,9 @@ public struct LinkMachine: Sendable {
         creditAtAck = Int(status.freeSlots)
         let acked = widen(status.ackSeq)
         if acked > ackedThrough && acked < nextSeq { ackedThrough = acked }
+        // Completions it reports below (lost DOT_DONEs) are in its `free_slots` already.
+        reportCovers = min(acked, ackedThrough)
+        freedSinceReport = 0
 
         // Completions the device reports that we have not seen as DOT_DONE (lost frames).
         if status.doneCount > 0, windowCount > 0, (previous.map { status.doneCount > $0.doneCount } ?? true) {

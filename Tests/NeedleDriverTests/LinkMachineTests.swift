@@ -242,6 +242,31 @@ final class LinkMachineTests: XCTestCase {
         XCTAssertTrue(host.device(.dotDone(DotDone(dotSeq: 3, dotID: 3, doneCount: 3, deviceTimeMicroseconds: 10))).isEmpty)
     }
 
+    /// A DOT_DONE frees its dot's slot (§6.1): the next DOT goes at once, not after the next
+    /// report. Only the dot it names counts: earlier ones whose DOT_DONE was lost may have been
+    /// done before the report, which counted their slots free already.
+    func testADotDoneFreesOneSlotAtOnceAndOnlyForTheDotItNames() {
+        var host = VirtualHost()
+        host.handshake(reply: .test { $0.queueCapacity = 4 })
+        host.source = (1...20).map(VirtualHost.dot)
+        host.command { $0.arm(now: $1) }
+        host.command { machine, _ in machine.startStreaming() }
+        XCTAssertEqual(VirtualHost.dots(host.device(.status(.test(.ready, freeSlots: 4)))).map(\.id), [1, 2, 3, 4])
+        XCTAssertTrue(host.device(.ack(Ack(ackSeq: 4, freeSlots: 0, epoch: 0))).isEmpty, "the queue is full")
+        XCTAssertEqual(VirtualHost.dots(host.device(.dotDone(DotDone(dotSeq: 1, dotID: 1, doneCount: 1, deviceTimeMicroseconds: 1)))).map(\.id),
+                       [5], "dot 1's slot is free: dot 5 goes with its DOT_DONE")
+        XCTAssertTrue(host.device(.ack(Ack(ackSeq: 5, freeSlots: 0, epoch: 0))).isEmpty)
+        // Dot 2's DOT_DONE is lost; dot 3's confirms both but frees one slot only.
+        XCTAssertEqual(VirtualHost.dots(host.device(.dotDone(DotDone(dotSeq: 3, dotID: 3, doneCount: 3, deviceTimeMicroseconds: 3)))).map(\.id),
+                       [6], "one slot, though two dots were confirmed")
+        XCTAssertEqual(host.doneIDs, [1, 2, 3])
+        // The next report says what is free: the window (capacity 4, dots 4–6 in flight) takes one.
+        XCTAssertEqual(VirtualHost.dots(host.device(.status(.test(.running, ackSeq: 6, freeSlots: 2, lastDoneSeq: 3,
+                                                                  lastDoneDotID: 3, doneCount: 3)))).map(\.id), [7])
+        XCTAssertLessThanOrEqual(host.machine.inFlight.count, 4, "never more than the device's queue")
+        XCTAssertEqual(host.machine.metrics.retransmissions, 0)
+    }
+
     // MARK: - RTO, RFC 6298
 
     func testRTOFollowsRFC6298WithKarnsRuleBackoffAndClamps() {
