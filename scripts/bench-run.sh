@@ -126,14 +126,18 @@ fi
 
 if want cpu; then
     step cpu "$HARNESS" cpu --plan "$PLANS/bench-paced.json" --runs "$CPU_RUNS"
+    # Beside it, the same sessions without records: what the records cost at that pace.
+    step cpu-no-records "$HARNESS" cpu --plan "$PLANS/bench-paced.json" --runs "$CPU_RUNS" --no-records
 fi
 
 if want estop; then
     step estop-idle "$HARNESS" estop --trials "$TRIALS" --cyclictest
     step estop-hog "$HARNESS" estop --trials "$TRIALS" --hog --cyclictest
     # At SCHED_FIFO 50, the default install's scheduling (the hog stays SCHED_OTHER): issue 15's rows.
-    step estop-idle-fifo chrt -f 50 "$HARNESS" estop --trials "$TRIALS" --cyclictest
-    step estop-hog-fifo chrt -f 50 "$HARNESS" estop --trials "$TRIALS" --hog --cyclictest
+    # --worst 3: the three slowest trials with their CLOCK_MONOTONIC times, to find them in a
+    # trace (docs/performance.md, sixth stop: how an outlier was traced to the VM's scheduling).
+    step estop-idle-fifo chrt -f 50 "$HARNESS" estop --trials "$TRIALS" --cyclictest --worst 3
+    step estop-hog-fifo chrt -f 50 "$HARNESS" estop --trials "$TRIALS" --hog --cyclictest --worst 3
 fi
 
 if want planload; then

@@ -127,6 +127,12 @@ enum EstopLatency {
             toArrival.append(Double(arrived[index] &- pressed[index]) / 1000)
         }
         let write = Distribution(toWrite), arrival = Distribution(toArrival)
+        // The worst trials with their CLOCK_MONOTONIC times, to find them in a trace
+        // (`perf record -k CLOCK_MONOTONIC -e 'sched:*' …`).
+        for index in toWrite.indices.sorted(by: { toWrite[$0] > toWrite[$1] }).prefix(try args.int("worst", default: 0)) {
+            note(String(format: "estop trial %d: %.1f µs, line written at %.6f s, ESTOP written at %.6f s (CLOCK_MONOTONIC)",
+                        index, toWrite[index], Double(pressed[index]) / 1e9, Double(written[index]) / 1e9))
+        }
         note(String(format: "estop%@: line written → ESTOP written p50 %.1f µs, p99 %.1f µs, max %.1f µs; → readable at the device end p50 %.1f, p99 %.1f, max %.1f; load %@",
                     hog != nil ? " (hog)" : "", write.percentile(50), write.percentile(99), write.samples.last!,
                     arrival.percentile(50), arrival.percentile(99), arrival.samples.last!, loadAverage()))

@@ -421,7 +421,8 @@ enum HostCPU {
             let directory = try TemporaryDirectory()
             defer { directory.remove() }
             let result = try runSession(plan: plan, planPath: planPath, devicePath: devicePath,
-                                        recordsDirectory: directory.path, leaseMilliseconds: lease)
+                                        recordsDirectory: args.flag("no-records") ? nil : directory.path,
+                                        leaseMilliseconds: lease)
             let share = Double(result.cpu.total) / Double(result.finished &- result.started)
             percent.append(100 * share)
             cpuMsPerSecond.append(share * 1000)
