@@ -244,6 +244,8 @@ class Trial:
             self.note(f"CRASH: smpctl {args[0]} ended with status {status}: {err[-400:]}")
         else:
             said = [line for line in err.splitlines() if line.strip() and "developer mode" not in line]
+            if not said and status != 0:  # --json: the error is the last event on stdout
+                said = [line.strip() for line in lines if line.strip()][-1:]
             self.note(f"smpctl {' '.join(args[:2])}{' --ambiguous ' + args[-1] if '--ambiguous' in args else ''}"
                       f" -> {status} {said[-1][:200] if said else ''}")
         return status, lines, err
@@ -329,8 +331,11 @@ class Trial:
                 stopped_resumes = 0
             if status == 69:
                 time.sleep(0.3)  # a disconnected link comes back after 0.5 s (disconnect-at)
-            status, _, err = self.resume(session, skip=skip)
-            self.redo_refused = skip and self.decision == "redo" and status != 0 and "ower-cycle" in err
+            status, out, err = self.resume(session, skip=skip)
+            # The refusal's reason: on stderr, or with --json in the `finished` event on stdout
+            # (sixth stop: only stderr was read, and such a trial resumed for ever, unfinished).
+            said = err + "".join(out)
+            self.redo_refused = skip and self.decision == "redo" and status != 0 and "ower-cycle" in said
         self.check_unrecorded()
         _, states = self.statuses()
         return min(states) if states else None
