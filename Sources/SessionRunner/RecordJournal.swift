@@ -9,10 +9,10 @@ import SMPSystem
 /// only after its commit, so the record is always ahead of what the host believes.
 ///
 /// A claim (and any change submitted `urgent`) is committed at once, with everything before it:
-/// the stream waits for it. A done dot waits at most `doneCommitLag` (250 ms) for others to share its
-/// commit: at an applicator's pace (~10 dots/s) a commit per dot was most of the host's CPU
-/// (issue 15), and a done that waits costs nothing but that wait (the dot was injected; its
-/// record says `sent` meanwhile). The last dot of the plan is committed at once.
+/// the stream waits for it. A done dot waits at most `doneCommitLag` (250 ms) for others to
+/// share its commit: at an applicator's pace (~10 dots/s) a commit per dot was most of the
+/// host's CPU (issue 15), and a done that waits costs nothing but that wait (the dot was
+/// injected; its record says `sent` meanwhile). The last dot of the plan is committed at once.
 ///
 /// Window of loss: the DOT_DONEs of the last `doneCommitLag` plus one fsync, when the host dies.
 /// Nothing is lost from the record: those dots are still `sent`, and on resume the device's
