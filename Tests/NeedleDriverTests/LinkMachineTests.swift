@@ -247,11 +247,8 @@ final class LinkMachineTests: XCTestCase {
     /// done before the report, which counted their slots free already.
     func testADotDoneFreesOneSlotAtOnceAndOnlyForTheDotItNames() {
         var host = VirtualHost()
-        host.handshake(reply: .test { $0.queueCapacity = 4 })
-        host.source = (1...20).map(VirtualHost.dot)
-        host.command { $0.arm(now: $1) }
-        host.command { machine, _ in machine.startStreaming() }
-        XCTAssertEqual(VirtualHost.dots(host.device(.status(.test(.ready, freeSlots: 4)))).map(\.id), [1, 2, 3, 4])
+        host.armed(reply: .test { $0.queueCapacity = 4 }, dots: 20)
+        XCTAssertEqual(VirtualHost.dots(host.written).map(\.id), [1, 2, 3, 4], "the queue's capacity")
         XCTAssertTrue(host.device(.ack(Ack(ackSeq: 4, freeSlots: 0, epoch: 0))).isEmpty, "the queue is full")
         XCTAssertEqual(VirtualHost.dots(host.device(.dotDone(DotDone(dotSeq: 1, dotID: 1, doneCount: 1, deviceTimeMicroseconds: 1)))).map(\.id),
                        [5], "dot 1's slot is free: dot 5 goes with its DOT_DONE")
