@@ -349,7 +349,6 @@ public final class SerialPort: @unchecked Sendable {
         }
     }
 
-    /// Bytes accepted by write() but not yet handed to the kernel. Read on `queue`.
     /// The descriptor is closed (its sources' cancel handlers have run). On `queue`; for tests
     /// that own the descriptor and must not close it while a cancel handler still may.
     var descriptorClosed: Bool {
@@ -358,6 +357,7 @@ public final class SerialPort: @unchecked Sendable {
         return false
     }
 
+    /// Bytes accepted by write() but not yet handed to the kernel. Read on `queue`.
     public var pendingWriteCount: Int {
         dispatchPrecondition(condition: .onQueue(queue))
         return pending.count

@@ -29,8 +29,6 @@ final class RecordJournal: @unchecked Sendable {
     /// Confined to `queue`.
     private var pending = RecordBatch()
     private var failed = false
-    /// A timed flush is scheduled (`Inbox.flushDue` mirrors it for the submitting side).
-    private var flushDue = false
     /// How long a done dot waits for others to share its commit (see the type's comment).
     static let defaultDoneCommitLag: DispatchTimeInterval = .milliseconds(250)
     private let doneCommitLag: DispatchTimeInterval
@@ -111,15 +109,16 @@ final class RecordJournal: @unchecked Sendable {
     /// Done dots go first: each one's claim was committed before it could be sent.
     private func drain() {
         take(endingTimedFlush: false)
-        if !pending.isEmpty, !flushDue {
-            flushDue = true
-            inbox.withLock { $0.flushDue = true }
-            queue.asyncAfter(deadline: .now() + doneCommitLag) { self.timedFlush() }
+        guard !pending.isEmpty else { return }
+        let schedule = inbox.withLock { (inbox: inout Inbox) -> Bool in
+            guard !inbox.flushDue else { return false }
+            inbox.flushDue = true
+            return true
         }
+        if schedule { queue.asyncAfter(deadline: .now() + doneCommitLag) { self.timedFlush() } }
     }
 
     private func timedFlush() {
-        flushDue = false
         take(endingTimedFlush: true)
         flush()
     }
