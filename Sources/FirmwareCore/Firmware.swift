@@ -350,10 +350,17 @@ public struct Firmware: Sendable {
             output.events.append(.frameDiscarded(.unknownType(MessageType.spacing.rawValue)))
             return sendNak(.badFrame)
         }
+        if frame.message.type == .heartbeat && configuration.protocolMinor < 4 {
+            // Nor does a 1.3 device know HEARTBEAT (a 1.4 host never sends it one).
+            discardedBlocks += 1
+            output.events.append(.frameDiscarded(.unknownType(MessageType.heartbeat.rawValue)))
+            return sendNak(.badFrame)
+        }
         lastValidFrameAt = now
         switch frame.message {
         case .hello(let hello): handleHello(hello)
         case .statusRequest: statusDue = true
+        case .heartbeat: break  // the lease, renewed above, is all it asks for (§6.5)
         case .arm: handleArm()
         case .clear: handleClear()
         case .pace(let milliseconds):

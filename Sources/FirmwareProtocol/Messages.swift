@@ -3,9 +3,10 @@ public enum ProtocolVersion {
     public static let major: UInt8 = 1
     /// 1.1 added PACE, capability bit 5 and STATUS `pace_ms`; 1.2 added SPACING, SPACING_REPLY,
     /// capability bit 6 and REFUSED `too_close`; 1.3 one cumulative ACK per block of DOTs and no
-    /// STATUS for ready ↔ running alone, when both sides speak it (the lower minor rules).
+    /// STATUS for ready ↔ running alone, when both sides speak it (the lower minor rules); 1.4
+    /// HEARTBEAT, a heartbeat the device does not answer, sent only to a 1.4 device.
     /// An older peer never sees what it does not know.
-    public static let minor: UInt8 = 3
+    public static let minor: UInt8 = 4
 }
 
 /// Message type identifiers (first byte of every decoded frame). Host → device below 0x80,
@@ -17,6 +18,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case clear = 0x04
     case pace = 0x05
     case spacing = 0x06
+    case heartbeat = 0x07
     case dot = 0x10
     case hold = 0x20
     case resume = 0x21
@@ -388,6 +390,9 @@ public enum Message: Sendable, Hashable {
     /// (protocol 1.2, capability `spacing`); the device keeps its own minimum if that is larger.
     /// Answered with `spacingReply`.
     case spacing(minimumSpacingMicrometres: UInt32)
+    /// Renews the lease and asks for nothing (protocol 1.4): the heartbeat of a host that has
+    /// heard from the device within the lease. Never answered.
+    case heartbeat
     case dot(DotCommand)
     case hold(epoch: UInt16)
     /// Leaves `held`; `nextSeq` is the sequence number of the next DOT the host will send, so
@@ -420,6 +425,7 @@ public enum Message: Sendable, Hashable {
         case .clear: .clear
         case .pace: .pace
         case .spacing: .spacing
+        case .heartbeat: .heartbeat
         case .dot: .dot
         case .hold: .hold
         case .resume: .resume
@@ -438,7 +444,7 @@ public enum Message: Sendable, Hashable {
     /// True for frames the device handles before its queue (GRBL-style real-time commands).
     public var isPriority: Bool {
         switch self {
-        case .hold, .resume, .abort, .estop, .statusRequest, .clear, .pace, .spacing: true
+        case .hold, .resume, .abort, .estop, .statusRequest, .clear, .pace, .spacing, .heartbeat: true
         default: false
         }
     }
@@ -459,6 +465,7 @@ extension Message {
         case .clear: .clear
         case .pace: .pace(minimumIntervalMilliseconds: 0)
         case .spacing: .spacing(minimumSpacingMicrometres: 0)
+        case .heartbeat: .heartbeat
         case .dot: .dot(DotCommand())
         case .hold: .hold(epoch: 0)
         case .resume: .resume(epoch: 0, nextSeq: 0)
@@ -478,7 +485,7 @@ extension Message {
     /// dispatch to those with one.
     mutating func walkPayload<W: WireWalker>(_ w: inout W) throws(W.Failure) {
         switch self {
-        case .statusRequest, .arm, .clear:
+        case .statusRequest, .arm, .clear, .heartbeat:
             break
         case .pace(var interval):
             try w.u16(&interval, "min_dot_interval_ms")

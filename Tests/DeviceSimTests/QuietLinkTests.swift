@@ -115,4 +115,46 @@ final class QuietLinkTests: XCTestCase {
         XCTAssertEqual(answer.statuses.last?.state, .held)
         XCTAssertTrue(answer.statuses.last?.needleRetracted == true)
     }
+
+    // MARK: - 1.4: HEARTBEAT
+
+    /// HEARTBEAT renews the lease and is never answered, in every state: an armed device kept by
+    /// HEARTBEATs alone stays ready, and without them holds at the lease as before.
+    func testAHeartbeatKeepsTheLeaseAndIsNeverAnswered() {
+        var bench = Bench()
+        bench.hello(lease: 100, minor: 4)
+        bench.send(.arm)
+        XCTAssertEqual(bench.status.state, .ready)
+        bench.heartbeat = nil
+        var answers: [Message] = []
+        for _ in 0..<40 {  // one second, a HEARTBEAT every quarter lease
+            answers += bench.run(for: 25_000)
+            answers += bench.send(.heartbeat)
+        }
+        XCTAssertEqual(answers, [], "nothing answers a HEARTBEAT")
+        XCTAssertEqual(bench.status.state, .ready, "the lease held on HEARTBEATs alone")
+        let expiry = bench.run(for: 100_000)
+        XCTAssertEqual(expiry.statuses.map(\.fault), [.leaseExpired], "without them it expires as before")
+        XCTAssertEqual(bench.send(.heartbeat), [], "held: not answered either")
+        bench.send(.estop(cause: .hostEstop))
+        XCTAssertEqual(bench.status.state, .estop)
+        XCTAssertEqual(bench.send(.heartbeat), [], "latched: no REFUSED for a HEARTBEAT")
+        XCTAssertEqual(bench.status.state, .estop, "and nothing restarted")
+    }
+
+    /// A device of 1.3 or older does not know the type: the block fails its checks (NAK bad
+    /// frame) and the lease is not renewed by it. A 1.4 host never sends it one (§6.7.2).
+    func testAnOlderDeviceDoesNotKnowHeartbeat() {
+        for minor: UInt8 in [2, 3] {
+            var bench = Bench { $0.protocolMinor = minor }
+            bench.hello(lease: 100, minor: 4)
+            bench.send(.arm)
+            bench.heartbeat = nil
+            bench.run(for: 60_000)
+            let answer = bench.send(.heartbeat)
+            XCTAssertEqual(answer.naks.map(\.reason), [.badFrame], "device 1.\(minor)")
+            bench.run(for: 50_000)
+            XCTAssertEqual(bench.status.fault, .leaseExpired, "device 1.\(minor): the lease ran from the ARM")
+        }
+    }
 }

@@ -15,11 +15,14 @@ enum GoldenExamples {
 
     static let all: [(name: String, frame: Frame)] = [
         ("HELLO", Frame(.hello(Hello(requestedLeaseMilliseconds: 100, hostNonce: 0xC0FF_EE01)))),
-        // Protocol 1.3 changed no frame; the version bytes did change (§6.7.2): a 1.2 peer's
-        // frames are kept as they were.
+        // Protocols 1.3 and 1.4 changed the version bytes (§6.7.2): an older peer's frames are
+        // kept as they were.
+        ("HELLO from a 1.3 host", Frame(.hello(Hello(versionMinor: 3, requestedLeaseMilliseconds: 100,
+                                                     hostNonce: 0xC0FF_EE01)))),
         ("HELLO from a 1.2 host", Frame(.hello(Hello(versionMinor: 2, requestedLeaseMilliseconds: 100,
                                                      hostNonce: 0xC0FF_EE01)))),
         ("STATUS_REQUEST", Frame(.statusRequest)),
+        ("HEARTBEAT (1.4)", Frame(.heartbeat)),
         ("ARM", Frame(.arm)),
         ("CLEAR", Frame(.clear)),
         ("PACE", Frame(.pace(minimumIntervalMilliseconds: 84))),
@@ -34,6 +37,11 @@ enum GoldenExamples {
         ("ESTOP", Frame(.estop(cause: .hostEstop))),
         ("ESTOP unknown cause", Frame(.estop(cause: EstopCause(rawValue: 0x77)))),
         ("HELLO_REPLY", Frame(seq: 1, .helloReply(HelloReply(
+            capabilities: [.deduplication, .epochFence, .lease, .contactSensor, .depthSensor, .pace, .spacing],
+            bootID: 0x1234_5678, firmwareID: "smp-sim 1.0", queueCapacity: 32, leaseMilliseconds: 100,
+            limits: limits, hostNonce: 0xC0FF_EE01, doneCount: 0, lastDoneDotID: 0)))),
+        ("HELLO_REPLY from a 1.3 device", Frame(seq: 1, .helloReply(HelloReply(
+            versionMinor: 3,
             capabilities: [.deduplication, .epochFence, .lease, .contactSensor, .depthSensor, .pace, .spacing],
             bootID: 0x1234_5678, firmwareID: "smp-sim 1.0", queueCapacity: 32, leaseMilliseconds: 100,
             limits: limits, hostNonce: 0xC0FF_EE01, doneCount: 0, lastDoneDotID: 0)))),

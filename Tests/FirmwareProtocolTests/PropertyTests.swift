@@ -36,6 +36,7 @@ enum RandomMessages {
         case .clear: return .clear
         case .pace: return .pace(minimumIntervalMilliseconds: u16())
         case .spacing: return .spacing(minimumSpacingMicrometres: u32())
+        case .heartbeat: return .heartbeat
         case .spacingReply: return .spacingReply(minimumSpacingMicrometres: u32(), ringSize: u8())
         case .dot:
             return .dot(DotCommand(dotID: u32(), epoch: u16(), xMicrometres: i32(), yMicrometres: i32(),
