@@ -236,6 +236,15 @@ public struct LinkMachine: Sendable {
     public private(set) var deviceStatus: Status?
     private var epoch: UInt16 = 0
     private var lastDeviceTxSeq: UInt8?
+    /// When the last valid frame from the device was handled.
+    private var lastReceivedAt: UInt64?
+    /// A frame from the device said its state changed (an ACK in another epoch, a NAK `held` or
+    /// `not_armed`) and no STATUS has come since: the heartbeat asks until one does (§6.5).
+    private var statusWanted = false
+    /// The minor version this host session follows: the lower of HELLO's and HELLO_REPLY's (§6.7.2).
+    private var protocolMinorInUse: UInt8 = 0
+    /// The lease the device granted.
+    private var leaseNanos: UInt64 = 100_000_000
 
     /// What STATUS confirms a command.
     private enum Confirmation: Sendable {
@@ -724,6 +733,7 @@ public struct LinkMachine: Sendable {
     private mutating func handle(_ frame: Frame, now: UInt64) {
         metrics.framesReceived += 1
         unansweredSince = nil
+        lastReceivedAt = now
         history.record(.received, frame: frame, at: now)
         if let last = lastDeviceTxSeq {
             let gap = Int(frame.seq &- last &- 1)
@@ -773,19 +783,21 @@ public struct LinkMachine: Sendable {
         // until this handshake's STATUS (found by make fuzz: a stale `ready` let DOTs out to a
         // device that was held).
         deviceStatus = nil
+        statusWanted = false
         nextSeq = 1
         ackedThrough = 0
         epoch = 0
         creditAtAck = Int(reply.queueCapacity)
         reportCovers = 0
         freedSinceReport = 0
+        protocolMinorInUse = min(reply.versionMinor, configuration.protocolMinor)
         lineBudget = LineBudget(configuration: configuration, queueCapacity: Int(reply.queueCapacity),
-                                protocolMinor: min(reply.versionMinor, configuration.protocolMinor))
+                                protocolMinor: protocolMinorInUse)
         if srttNanos == 0 { rtoNanos = lineBudget.initialRetransmissionTimeout.nanoseconds }
         outstanding.removeAll()
         outstandingHead = 0
-        let lease = UInt64(reply.leaseMilliseconds) * 1_000_000
-        heartbeatIntervalNanos = max(lease / 4, 5_000_000)
+        leaseNanos = UInt64(reply.leaseMilliseconds) * 1_000_000
+        heartbeatIntervalNanos = max(leaseNanos / 4, 5_000_000)
         tickOrigin = now
         advanceHandshake(after: .hello, status: nil, now: now)
     }
@@ -876,6 +888,16 @@ public struct LinkMachine: Sendable {
         creditAtAck = Int(ack.freeSlots)
         reportCovers = seq
         freedSinceReport = 0
+        if ack.epoch != epoch { wantStatus(now: now) }
+    }
+
+    /// The device is not where this host thinks (it fenced on its own, or it is not armed) and
+    /// the STATUS that said so may have been lost: ask now, and let the heartbeat ask until a
+    /// STATUS comes. At 1.3 or older every heartbeat asks anyway.
+    private mutating func wantStatus(now: UInt64) {
+        guard !statusWanted, !handshaking else { return }
+        statusWanted = true
+        if protocolMinorInUse >= 4 { send(Frame(.statusRequest), now: now) }
     }
 
     private mutating func handleNak(_ nak: Nak, now: UInt64) {
@@ -892,7 +914,7 @@ public struct LinkMachine: Sendable {
             freedSinceReport = 0
         default:
             // not armed / held: the STATUS that follows the state change fences what is left.
-            break
+            wantStatus(now: now)
         }
     }
 
@@ -928,6 +950,7 @@ public struct LinkMachine: Sendable {
     private mutating func handleStatus(_ status: Status, now: UInt64) {
         let previous = deviceStatus
         deviceStatus = status
+        statusWanted = false
         if handshaking {
             if handshakeStep == .pace, status.paceMilliseconds >= configuration.minimumDotIntervalMilliseconds {
                 advanceHandshake(after: .pace, status: status, now: now)
@@ -1117,9 +1140,24 @@ public struct LinkMachine: Sendable {
         }
         // The heartbeat (§6.5): see `heartbeatDueNanos`.
         if elapsed(t, since: lastSend) >= heartbeatDueNanos {
-            send(Frame(.statusRequest), now: t)
+            sendHeartbeat(now: t)
         }
         return take()
+    }
+
+    /// HEARTBEAT when both sides speak 1.4 and the device was heard from within the lease (at
+    /// most a quarter of the link-loss limit): it renews the lease and the device does not answer,
+    /// so a streaming link — whose ACKs and DOT_DONEs show the device alive — carries no STATUS
+    /// for it. Otherwise STATUS_REQUEST: its answer shows the device alive and says its state.
+    /// Either way the frame counts as sent and unanswered (`unansweredSince`), so a device that
+    /// falls silent is found lost as before: the first heartbeat after a lease of silence asks.
+    private mutating func sendHeartbeat(now: UInt64) {
+        let quietWindow = min(leaseNanos, configuration.linkLossTimeout.nanoseconds / 4)
+        if protocolMinorInUse >= 4, !statusWanted, let heard = lastReceivedAt, elapsed(now, since: heard) < quietWindow {
+            send(Frame(.heartbeat), now: now)
+        } else {
+            send(Frame(.statusRequest), now: now)
+        }
     }
 
     /// RFC 6298 §2 with Karn's rule (the caller passes only samples of frames sent once).
@@ -1257,6 +1295,7 @@ public struct FrameHistory: Sendable {
         case .hello(let hello):
             return "HELLO v\(hello.versionMajor).\(hello.versionMinor) lease \(hello.requestedLeaseMilliseconds) ms nonce \(hello.hostNonce)"
         case .statusRequest: return "STATUS_REQUEST"
+        case .heartbeat: return "HEARTBEAT"
         case .arm: return "ARM"
         case .clear: return "CLEAR"
         case .pace(let interval): return "PACE \(interval) ms"

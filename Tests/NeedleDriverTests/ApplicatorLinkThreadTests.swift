@@ -104,7 +104,8 @@ extension ApplicatorLinkThreadTests {
     /// The heartbeat's STATUS answers of a device streaming as before (issue 15): they cost the
     /// owner no batch of their own and the thread no wait for an answer; they reach the owner
     /// with the next batch, in order. A STATUS that changes what the owner acts on (here `held`)
-    /// still reaches it at once, though no other frame follows it.
+    /// still reaches it at once, though no other frame follows it. A 1.3 host, whose every
+    /// heartbeat is answered (a 1.4 link asks once a lease when nothing else came).
     func testRoutineStatusesRideWithTheNextBatchAndAHoldArrivesAtOnce() throws {
         var options = SimulatorOptions()
         options.timeScale = 1  // real time: heartbeats between the dots
@@ -112,7 +113,9 @@ extension ApplicatorLinkThreadTests {
         defer { simulator.stop() }
         let queue = DispatchQueue(label: "test.owner")
         let port = try SerialPort.open(path: simulator.devicePath, queue: queue)
-        let link = ApplicatorLink(port: port, logger: logger)
+        var configuration = LinkConfiguration()
+        configuration.protocolMinor = 3
+        let link = ApplicatorLink(port: port, configuration: configuration, logger: logger)
         let handshake = Box<Result<HelloReply, LinkLoss>?>(nil)
         let events = Box<[LinkEvent]>([])
         // More dots than the test waits for: the device's queue stays full, as in a session.

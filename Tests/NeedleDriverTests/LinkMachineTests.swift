@@ -37,7 +37,7 @@ final class LinkMachineTests: XCTestCase {
             $0.minimumSpacingMicrometres = 600
         }
         host.command { $0.connect(nonce: VirtualHost.nonce, now: $1) }
-        XCTAssertEqual(host.writtenBytes, [0] + hex("02 01 04 01 03 64 09 01 ee ff c0 03 95 7a 19 00"),
+        XCTAssertEqual(host.writtenBytes, [0] + hex("02 01 04 01 04 64 09 01 ee ff c0 8a 25 9f 04 00"),
                        "0x00, then the golden HELLO")
 
         // The golden HELLO_REPLY (capabilities 127: pace and spacing) → PACE.

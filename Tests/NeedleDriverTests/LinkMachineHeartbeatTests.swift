@@ -1,0 +1,146 @@
+import FirmwareProtocol
+import XCTest
+
+@testable import NeedleDriver
+
+/// Protocol 1.4's HEARTBEAT (firmware-protocol.md §6.5): the heartbeat a device does not answer,
+/// sent while the device was heard from within the lease, to a device that speaks 1.4 only.
+/// Virtual time, both deadline timings.
+final class LinkMachineHeartbeatTests: XCTestCase {
+    private let ms: UInt64 = 1_000_000
+
+    private func host(_ deadlines: LinkConfiguration.DeadlineTiming, hostMinor: UInt8 = ProtocolVersion.minor) -> VirtualHost {
+        VirtualHost {
+            $0.deadlines = deadlines
+            $0.protocolMinor = hostMinor
+        }
+    }
+
+    private let device14 = HelloReply.test { $0.versionMinor = 4 }
+
+    /// An idle link to a 1.4 device: HEARTBEATs while the last STATUS is younger than the lease,
+    /// then one STATUS_REQUEST, answered, and HEARTBEATs again. The device is heard from once a
+    /// lease and a quarter at the longest; never found lost.
+    func testAnIdleLinkAsksOnceALease() {
+        for deadlines in [LinkConfiguration.DeadlineTiming.tickGrid, .exact] {
+            var host = host(deadlines)
+            host.handshake(reply: device14)
+            var heardAt = host.now
+            var kinds: [MessageType] = []
+            let end = host.now + 3_000 * ms
+            while host.now < end {
+                let frames = host.advance(to: host.machine.nextDeadline!)
+                for frame in frames {
+                    kinds.append(frame.message.type)
+                    let sinceHeard = host.now - heardAt
+                    if frame.message.type == .heartbeat {
+                        XCTAssertLessThan(sinceHeard, 100 * ms, "\(deadlines): quiet only within the lease")
+                    } else {
+                        XCTAssertEqual(frame.message.type, .statusRequest, "\(deadlines)")
+                        XCTAssertGreaterThanOrEqual(sinceHeard, 100 * ms - 25 * ms / 8, "\(deadlines): asked only when it must")
+                        XCTAssertLessThanOrEqual(sinceHeard, 125 * ms, "\(deadlines): asked within a lease and a quarter")
+                        host.device(.status(.test(.disarmed)))
+                        heardAt = host.now
+                    }
+                }
+            }
+            XCTAssertNil(host.linkLoss, "\(deadlines)")
+            let asked = kinds.filter { $0 == .statusRequest }.count
+            let quiet = kinds.filter { $0 == .heartbeat }.count
+            XCTAssertGreaterThan(asked, 0, "\(deadlines)")
+            XCTAssertGreaterThanOrEqual(quiet, 3 * asked - 3, "\(deadlines): three quiet heartbeats to one asked (\(kinds))")
+        }
+    }
+
+    /// At an applicator's pace the device's ACKs and DOT_DONEs show it alive: every heartbeat
+    /// is a HEARTBEAT and no STATUS is asked for while the dots flow.
+    func testAStreamingLinkAsksForNoStatus() {
+        var host = host(.exact)
+        host.armed(reply: device14)
+        let start = host.written.count
+        for id in 1...20 {
+            host.source = [VirtualHost.dot(id)]
+            let sent = VirtualHost.dots(host.pull())
+            XCTAssertEqual(sent.map(\.id), [UInt32(id)])
+            guard let seq = sent.first?.seq else { return }
+            host.advance(by: 1 * ms)
+            host.device(.ack(Ack(ackSeq: seq, freeSlots: 31, epoch: 0)))
+            host.advance(by: 80 * ms)
+            host.device(.dotDone(DotDone(dotSeq: seq, dotID: UInt32(id), doneCount: UInt32(id),
+                                         deviceTimeMicroseconds: host.now / 1000)))
+            host.advance(by: 19 * ms)
+        }
+        let kinds = VirtualHost.types(Array(host.written[start...]))
+        XCTAssertFalse(kinds.contains(.statusRequest), "\(kinds)")
+        XCTAssertGreaterThanOrEqual(kinds.filter { $0 == .heartbeat }.count, 40, "\(kinds)")
+        XCTAssertEqual(host.doneIDs, (1...20).map(UInt32.init))
+        XCTAssertNil(host.linkLoss)
+    }
+
+    /// Older than 1.4 on either side: every heartbeat is a STATUS_REQUEST, as before.
+    func testAnOlderPeerGetsStatusRequests() {
+        for (hostMinor, deviceMinor) in [(ProtocolVersion.minor, UInt8(3)), (3, 4), (ProtocolVersion.minor, 2)] {
+            var host = host(.exact, hostMinor: hostMinor)
+            host.handshake(reply: .test { $0.versionMinor = deviceMinor })
+            let start = host.written.count
+            for _ in 0..<12 {
+                host.advance(to: host.machine.nextDeadline!)
+                host.device(.status(.test(.disarmed)))
+            }
+            let kinds = Set(VirtualHost.types(Array(host.written[start...])))
+            XCTAssertEqual(kinds, [.statusRequest], "host 1.\(hostMinor), device 1.\(deviceMinor)")
+        }
+    }
+
+    /// A 1.4 device that falls silent is found lost exactly when an older one is: a HEARTBEAT
+    /// is a frame sent and unanswered like any other, and the first heartbeat after a lease of
+    /// silence asks.
+    func testASilentDeviceIsFoundLostAsBefore() {
+        for deadlines in [LinkConfiguration.DeadlineTiming.tickGrid, .exact] {
+            var lostAfter: [UInt8: UInt64] = [:]
+            for deviceMinor: UInt8 in [3, 4] {
+                var host = host(deadlines)
+                host.handshake(reply: .test { $0.versionMinor = deviceMinor })
+                let heardAt = host.now
+                let start = host.written.count
+                while host.linkLoss == nil, host.now < heardAt + 2_000 * ms {
+                    host.advance(to: host.machine.nextDeadline!)
+                }
+                guard case .silent? = host.linkLoss else {
+                    XCTFail("\(deadlines), device 1.\(deviceMinor): \(String(describing: host.linkLoss))")
+                    continue
+                }
+                lostAfter[deviceMinor] = host.now - heardAt
+                let kinds = VirtualHost.types(Array(host.written[start...]))
+                XCTAssertTrue(kinds.contains(.statusRequest), "\(deadlines), device 1.\(deviceMinor): the host asked")
+            }
+            XCTAssertEqual(lostAfter[4], lostAfter[3], "\(deadlines)")
+            // The first heartbeat after the last frame heard (a quarter lease), the 500 ms limit,
+            // and on the grid the tick after it.
+            XCTAssertLessThanOrEqual(lostAfter[4] ?? .max, 550 * ms, "\(deadlines)")
+        }
+    }
+
+    /// The device held on its own and the line lost its STATUS: the ACK of the next DOT carries
+    /// the new epoch (or a NAK says `held`), and the host asks at once, then on every heartbeat
+    /// until a STATUS comes, instead of streaming on into the fence a lease at a time.
+    func testAnACKInAnotherEpochOrANAKHeldMakesTheHostAsk() {
+        for answer in ["ack", "nak"] {
+            var host = host(.exact)
+            host.armed(reply: device14)
+            host.source = [VirtualHost.dot(1)]
+            guard let seq = VirtualHost.dots(host.pull()).first?.seq else { return XCTFail(answer) }
+            host.advance(by: 1 * ms)
+            let asked = answer == "ack"
+                ? host.device(.ack(Ack(ackSeq: seq, freeSlots: 32, epoch: 1)))
+                : host.device(.nak(Nak(expectedSeq: seq, reason: .held, freeSlots: 32)))
+            XCTAssertEqual(VirtualHost.types(asked), [.statusRequest], "\(answer): asked at once")
+            // (The NAKed DOT goes again at its RTO: the fence is the STATUS's to tell.)
+            let heartbeats = VirtualHost.types(host.advance(by: 60 * ms)).filter { $0 != .dot }
+            XCTAssertEqual(Set(heartbeats), [.statusRequest], "\(answer): and on every heartbeat")
+            host.device(.status(.test(.held, fault: .contactLost, epoch: 1, ackSeq: seq, freeSlots: 32)))
+            XCTAssertEqual(host.machine.deviceStatus?.state, .held, answer)
+            XCTAssertEqual(Set(VirtualHost.types(host.advance(by: 60 * ms))), [.heartbeat], "\(answer): answered, quiet again")
+        }
+    }
+}
