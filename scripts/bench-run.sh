@@ -128,6 +128,8 @@ if want cpu; then
     step cpu "$HARNESS" cpu --plan "$PLANS/bench-paced.json" --runs "$CPU_RUNS"
     # Beside it, the same sessions without records: what the records cost at that pace.
     step cpu-no-records "$HARNESS" cpu --plan "$PLANS/bench-paced.json" --runs "$CPU_RUNS" --no-records
+    # And as a 1.3 host, whose every heartbeat the device answers: what protocol 1.4 saves.
+    step cpu-protocol-1.3 "$HARNESS" cpu --plan "$PLANS/bench-paced.json" --runs "$CPU_RUNS" --protocol-minor 3
 fi
 
 if want estop; then

@@ -115,10 +115,11 @@ func mallocCount() -> Int? {
 /// One whole session (handshake, preflight accepted at once, streaming, end) on `devicePath`.
 func runSession(plan: Plan, planPath: String, devicePath: String, recordsDirectory: String?,
                 leaseMilliseconds: Int? = nil, requireCompletion: Bool = true, lineBytesPerSecond: Int? = nil,
-                onEvent: (@Sendable (SessionEvent) -> Void)? = nil) throws -> SessionRun {
+                protocolMinor: UInt8? = nil, onEvent: (@Sendable (SessionEvent) -> Void)? = nil) throws -> SessionRun {
     var options = SessionOptions()
     if let leaseMilliseconds { options.link.requestedLease = .milliseconds(leaseMilliseconds) }
     options.link.lineBytesPerSecond = lineBytesPerSecond
+    if let protocolMinor { options.link.protocolMinor = protocolMinor }
     let commits = CommitCounter()
     options.recording = try recordingOptions(plan: plan, planPath: planPath, directory: recordsDirectory,
                                              commits: commits)

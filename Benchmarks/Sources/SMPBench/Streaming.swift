@@ -386,6 +386,11 @@ enum HostCPU {
         let planPath = try args.string("plan")
         let runs = try args.int("runs", default: 3)
         let lease = try args.int("lease-ms", default: 100)
+        // A host that speaks an older minor (the heartbeat's STATUS answers of 1.3, say).
+        let protocolMinor = try args.string("protocol-minor", default: nil).map { text in
+            guard let minor = UInt8(text) else { throw BenchFailure("--protocol-minor \(text): not a minor version") }
+            return minor
+        }
         let plan = try loadPlan(planPath)
         // The simulator: another process (spawned here), or one already running (--device).
         var child: Process?
@@ -422,19 +427,20 @@ enum HostCPU {
             defer { directory.remove() }
             let result = try runSession(plan: plan, planPath: planPath, devicePath: devicePath,
                                         recordsDirectory: args.flag("no-records") ? nil : directory.path,
-                                        leaseMilliseconds: lease)
+                                        leaseMilliseconds: lease, protocolMinor: protocolMinor)
             let share = Double(result.cpu.total) / Double(result.finished &- result.started)
             percent.append(100 * share)
             cpuMsPerSecond.append(share * 1000)
             rates.append(Double(result.account.done.count) / result.wallSeconds)
             walls.append(result.wallSeconds)
             userShare.append(Double(result.cpu.user) / Double(max(result.cpu.total, 1)))
-            note(String(format: "cpu (lease \(lease) ms) run %d: %.3f %% of a core (%.2f ms CPU per s; user %.0f %%) over %.1f s at %.1f dots/s; %d voluntary + %d involuntary switches; load %@",
+            note(String(format: "cpu (lease \(lease) ms, protocol 1.\(protocolMinor ?? SessionOptions().link.protocolMinor)) run %d: %.3f %% of a core (%.2f ms CPU per s; user %.0f %%) over %.1f s at %.1f dots/s; %d voluntary + %d involuntary switches; load %@",
                         r + 1, percent.last!, cpuMsPerSecond.last!, 100 * userShare.last!, result.wallSeconds,
                         rates.last!, result.voluntarySwitches, result.involuntarySwitches, loadAverage()))
         }
         try emit([
             "figure": "cpu", "plan": planPath, "dots": plan.dots.count, "time_scale": 1, "lease_ms": lease,
+            "protocol_minor": Int(protocolMinor ?? SessionOptions().link.protocolMinor),
             "host_cpu_percent_of_one_core": Distribution(percent).json,
             "host_cpu_ms_per_second": Distribution(cpuMsPerSecond).json,
             "cpu_user_fraction": Distribution(userShare).json,
