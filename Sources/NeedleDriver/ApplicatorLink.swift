@@ -629,8 +629,9 @@ final class LinkIO: @unchecked Sendable {
     /// it (the session acts on a state, fault or epoch that changed, and on the needle only once
     /// held; its view of the counters comes with the next batch), so it rides with the next
     /// batch that goes instead of costing a batch and an answer of its own: at an applicator's
-    /// pace each heartbeat's answer is such a STATUS, and each cost the owner a wake-up and this
-    /// thread another (issue 15's host CPU at 10 dots/s).
+    /// pace each heartbeat's answer from a 1.3 device is such a STATUS, and each cost the owner a
+    /// wake-up and this thread another (issue 15's host CPU at 10 dots/s; a 1.4 device is asked
+    /// for none while its ACKs and DOT_DONEs come, §6.5).
     static func isRoutine(_ status: Status, after previous: Status?) -> Bool {
         guard let previous else { return false }
         return status.state.isArmedAndNotHeld && previous.state.isArmedAndNotHeld
