@@ -194,18 +194,14 @@ def main():
         rows.append(("host CPU at ~10 dots/s, time scale 1, records on (% of one core)",
                      f"{dist(p, digits=2)} % over {fmt(d['session_seconds']['p50'])} s sessions",
                      "≤ 0.5 %", "yes" if p["p50"] <= 0.5 else "NO", command(raw, "cpu")))
-    d = harness("cpu-no-records")
-    if d and "error" not in d:
-        p = d["host_cpu_percent_of_one_core"]
-        rows.append(("host CPU at ~10 dots/s, the same sessions without records (comparison)",
-                     f"{dist(p, digits=2)} % over {fmt(d['session_seconds']['p50'])} s sessions",
-                     "–", "–", command(raw, "cpu-no-records")))
-    d = harness("cpu-protocol-1.3")
-    if d and "error" not in d:
-        p = d["host_cpu_percent_of_one_core"]
-        rows.append(("host CPU at ~10 dots/s, the same sessions as a 1.3 host, every heartbeat answered (comparison)",
-                     f"{dist(p, digits=2)} % over {fmt(d['session_seconds']['p50'])} s sessions",
-                     "–", "–", command(raw, "cpu-protocol-1.3")))
+    for name, what in [("cpu-no-records", "without records"),
+                       ("cpu-protocol-1.3", "as a 1.3 host, every heartbeat answered")]:
+        d = harness(name)
+        if d and "error" not in d:
+            p = d["host_cpu_percent_of_one_core"]
+            rows.append((f"host CPU at ~10 dots/s, the same sessions {what} (comparison)",
+                         f"{dist(p, digits=2)} % over {fmt(d['session_seconds']['p50'])} s sessions",
+                         "–", "–", command(raw, name)))
 
     # Issue 15's goal is for the default install's scheduling (SCHED_FIFO 50): p99 ≤ 0.5 ms,
     # max ≤ 2 ms, p99 ≤ 3 × cyclictest's p99 in the same run; the SCHED_OTHER rows are for comparison.
