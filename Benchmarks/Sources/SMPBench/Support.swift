@@ -108,9 +108,16 @@ final class CPUHog {
             processes = [p]
             description = "stress-ng --cpu \(cores)"
         } else {
+            // The fallback too: a `yes` forked from a SCHED_FIFO 50 process is FIFO 50 and, one
+            // per core, never yields to the session it was meant to load (seen: a run hung).
             for _ in 0..<cores {
                 let p = Process()
-                p.executableURL = URL(fileURLWithPath: "/usr/bin/yes")
+                if let chrt = CPUHog.which("chrt") {
+                    p.executableURL = URL(fileURLWithPath: chrt)
+                    p.arguments = ["-o", "0", "/usr/bin/yes"]
+                } else {
+                    p.executableURL = URL(fileURLWithPath: "/usr/bin/yes")
+                }
                 p.standardOutput = FileHandle.nullDevice
                 try p.run()
                 processes.append(p)

@@ -8,7 +8,7 @@
 //   smp-bench cpu       --plan P [--runs N] [--lease-ms L] [--no-records] [--protocol-minor M] [--device PATH]
 //   smp-bench estop     [--trials N] [--hog] [--cyclictest] [--worst K]
 //   smp-bench planload  --plan P [--runs N] [--smpctl PATH]
-//   smp-bench sim       [--time-scale S]        (a simulator in its own process, for `cpu`)
+//   smp-bench sim       [--time-scale S] [--no-underrun-watch]  (a simulator in its own process, for `cpu`)
 import Foundation
 
 struct Arguments {
