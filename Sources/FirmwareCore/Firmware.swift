@@ -336,6 +336,16 @@ public struct Firmware: Sendable {
 
     // MARK: - Frames
 
+    /// Whether the device this core stands in for knows `type`: SPACING came with capability
+    /// bit 6 (1.2), HEARTBEAT with 1.4 (a host sends neither to a device without it).
+    private func knows(_ type: MessageType) -> Bool {
+        switch type {
+        case .spacing: configuration.capabilities.contains(.spacing)
+        case .heartbeat: configuration.protocolMinor >= 4
+        default: true
+        }
+    }
+
     private mutating func handle(_ frame: Frame) {
         guard frame.message.type.rawValue < 0x80 else {
             ignoredFrames += 1
@@ -344,16 +354,10 @@ public struct Firmware: Sendable {
         if case .dot(let command) = frame.message, fireDeviceFaults(for: command.dotID, frame: frame) {
             return
         }
-        if frame.message.type == .spacing && !configuration.capabilities.contains(.spacing) {
-            // A 1.1 device does not know the type: the block fails its checks.
+        if !knows(frame.message.type) {
+            // An older device does not know the type: the block fails its checks.
             discardedBlocks += 1
-            output.events.append(.frameDiscarded(.unknownType(MessageType.spacing.rawValue)))
-            return sendNak(.badFrame)
-        }
-        if frame.message.type == .heartbeat && configuration.protocolMinor < 4 {
-            // Nor does a 1.3 device know HEARTBEAT (a 1.4 host never sends it one).
-            discardedBlocks += 1
-            output.events.append(.frameDiscarded(.unknownType(MessageType.heartbeat.rawValue)))
+            output.events.append(.frameDiscarded(.unknownType(frame.message.type.rawValue)))
             return sendNak(.badFrame)
         }
         lastValidFrameAt = now
