@@ -22,8 +22,9 @@ final class RecordJournalTests: XCTestCase {
     private let target = DispatchQueue(label: "RecordJournalTests.session")
 
     private func journal(_ recorder: Recorder, lag: DispatchTimeInterval,
+                         limit: Int = RecordJournal.defaultDoneCommitLimit,
                          committed: @escaping (RecordBatch) -> Void) -> RecordJournal {
-        RecordJournal(recorder: recorder, sessionID: 1, target: target, doneCommitLag: lag,
+        RecordJournal(recorder: recorder, sessionID: 1, target: target, doneCommitLag: lag, doneCommitLimit: limit,
                       onCommitted: committed, onFailure: { XCTFail("commit failed: \($0)") })
     }
 
@@ -75,6 +76,30 @@ final class RecordJournalTests: XCTestCase {
         journal.submitDone(Self.done(2), urgent: true)
         wait(for: [committed], timeout: 10)
         XCTAssertEqual(recorder.batches.withLock { $0.flatMap(\.done).map(\.dotID) }, [1, 2])
+    }
+
+    /// The lag bounds how long a done waits; the limit bounds how many wait (the window of loss
+    /// a host crash leaves to the device's count): the limit-th is committed at once with the
+    /// others, and those after it wait again.
+    func testNoMoreThanTheLimitWaitForTheLag() {
+        let recorder = Recorder()
+        let four = expectation(description: "four dots committed")
+        let journal = journal(recorder, lag: .seconds(600), limit: 4) { batch in
+            if batch.done.count == 4 { four.fulfill() }
+        }
+        for id in 1...3 as ClosedRange<UInt32> { journal.submitDone(Self.done(id)) }
+        usleep(200_000)
+        XCTAssertTrue(recorder.batches.withLock { $0.isEmpty }, "three of four waited for the lag")
+        journal.submitDone(Self.done(4))
+        wait(for: [four], timeout: 10)
+        for id in 5...7 as ClosedRange<UInt32> { journal.submitDone(Self.done(id)) }
+        usleep(200_000)
+        XCTAssertEqual(recorder.batches.withLock { $0.map { $0.done.map(\.dotID) } }, [[1, 2, 3, 4]],
+                       "the dots after the limit wait again")
+        let eight = expectation(description: "the next four committed")
+        journal.afterCommit { eight.fulfill() }
+        wait(for: [eight], timeout: 10)
+        XCTAssertEqual(recorder.batches.withLock { $0.map { $0.done.map(\.dotID) } }, [[1, 2, 3, 4], [5, 6, 7]])
     }
 
     func testAfterCommitRunsOnceTheWaitingDoneDotsAreCommitted() {
