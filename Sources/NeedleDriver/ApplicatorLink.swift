@@ -7,13 +7,13 @@ import SMPSystem
 import Glibc
 #endif
 
-/// The driver of the host link: one dedicated I/O thread per applicator, blocked in `poll(2)` on
-/// the serial fd, a timerfd and a wake eventfd (`PollThread`), runs the protocol machine
-/// (`LinkMachine`) on them — the machine decides, the thread carries out: it reads and decodes,
-/// writes the machine's bytes, sets the timerfd to the machine's next deadline, and closes the
-/// port. The heartbeat and the retransmissions therefore go out however busy the owner's queue
-/// is, and a quiet link costs no wake-up: the timerfd is one-shot, at an absolute time
-/// (CLOCK_MONOTONIC), armed for the machine's next deadline only (`.exact` deadlines: the
+/// The driver of the host link: one dedicated I/O thread per applicator, blocked in `ppoll(2)` on
+/// the serial fd and a wake eventfd (`PollThread`), runs the protocol machine (`LinkMachine`) on
+/// them — the machine decides, the thread carries out: it reads and decodes, writes the
+/// machine's bytes, times its `ppoll` out at the machine's next deadline, and closes the port.
+/// The heartbeat and the retransmissions therefore go out however busy the owner's queue is, and
+/// a quiet link costs no wake-up: the deadline is one-shot, at an absolute time
+/// (CLOCK_MONOTONIC), the machine's next deadline only (`.exact` deadlines: the
 /// heartbeat a quarter of the lease after the last frame sent as §6.5 says, a DOT standing in
 /// for it).
 ///
@@ -360,7 +360,6 @@ final class BatchMailbox: @unchecked Sendable {
 /// the thread (its callbacks), but `inbox`, which is locked.
 final class LinkIO: @unchecked Sendable {
     private static let tty = 0
-    private static let timer = 1
 
     private let port: SerialPort
     private let fd: CInt
@@ -369,7 +368,6 @@ final class LinkIO: @unchecked Sendable {
     /// The owner's inputs; `ended` once the thread has ended (inputs are then run by the caller).
     private let inbox = Locked<(items: [LinkInput], ended: Bool)>(([], false))
     private let thread = Locked<PollThread?>(nil)
-    private var timerFD: CInt = -1
 
     private var machine: LinkMachine
     private var decoder = FrameDecoder()
@@ -379,7 +377,6 @@ final class LinkIO: @unchecked Sendable {
     private var receivedHead = 0
     /// Bytes the machine gave that the kernel has not taken yet.
     private var pending = PendingWrites()
-    private var armedDeadline: UInt64?
     private var dotsTaken = 0
 
     private var batch = Batch()
@@ -415,19 +412,14 @@ final class LinkIO: @unchecked Sendable {
 
     deinit { readBuffer.deallocate() }
 
-    /// Creates the timerfd and starts the thread. On failure the port is closed and the machine
-    /// told, as for a port that failed, so the owner's handshake ends.
+    /// Starts the thread. On failure the port is closed and the machine told, as for a port that
+    /// failed, so the owner's handshake ends.
     func start() -> Result<Void, Errno> {
-        switch Sys.timerDescriptor() {
-        case .success(let descriptor): timerFD = descriptor
-        case .failure(let errno):
-            failWithoutThread(operation: "timerfd_create", errno: errno)
-            return .failure(errno)
-        }
         let started = PollThread.start(
-            name: "smp-link", descriptors: [fd, timerFD],
-            onReady: { thread, index, revents in self.ready(thread, index, revents) },
+            name: "smp-link", descriptors: [fd],
+            onReady: { thread, _, revents in self.ready(thread, revents) },
             onWake: { thread in self.takeInbox(thread) },
+            onDeadline: { thread in self.deadlineCame(thread) },
             onDropped: { _ in },
             onExit: { error in self.exited(error) })
         switch started {
@@ -436,7 +428,6 @@ final class LinkIO: @unchecked Sendable {
             pollThread.wake()
             return .success(())
         case .failure(let errno):
-            _ = Sys.close(timerFD)
             failWithoutThread(operation: "pthread_create", errno: errno)
             return .failure(errno)
         }
@@ -498,38 +489,31 @@ final class LinkIO: @unchecked Sendable {
         settleTurn(thread)
     }
 
-    private func ready(_ thread: PollThread, _ index: Int, _ revents: Int16) {
-        if index == Self.timer {
-            _ = Sys.takeEventCount(timerFD)
-            armedDeadline = nil
-            if let due = machine.nextDeadline, Sys.monotonicNanoseconds() >= due {
-                // An owner that has not answered by a deadline is late (its queue starved): the
-                // frames it holds up go to the machine now, so the device's answers are not taken
-                // for its silence; the owner sees their events late, as a busy owner would.
-                handleReceived(force: true)
-                step { $0.tick(now: $1) }
-                flush()
-            }
-        } else {
-            if revents & Int16(POLLOUT) != 0 { drainPending(thread) }
-            if revents & Int16(POLLIN | POLLHUP | POLLERR | POLLNVAL) != 0 { readAvailable() }
-            handleReceived()
+    private func ready(_ thread: PollThread, _ revents: Int16) {
+        if revents & Int16(POLLOUT) != 0 { drainPending(thread) }
+        if revents & Int16(POLLIN | POLLHUP | POLLERR | POLLNVAL) != 0 { readAvailable() }
+        handleReceived()
+        settleTurn(thread)
+    }
+
+    private func deadlineCame(_ thread: PollThread) {
+        if let due = machine.nextDeadline, Sys.monotonicNanoseconds() >= due {
+            // An owner that has not answered by a deadline is late (its queue starved): the
+            // frames it holds up go to the machine now, so the device's answers are not taken
+            // for its silence; the owner sees their events late, as a busy owner would.
+            handleReceived(force: true)
+            step { $0.tick(now: $1) }
+            flush()
         }
         settleTurn(thread)
     }
 
-    /// After each pass: stop if the port is to close, else arm the timer for the next deadline.
+    /// After each pass: stop if the port is to close, else time the thread's `ppoll` out at the
+    /// machine's next deadline (a variable set, not a system call).
     private func settleTurn(_ thread: PollThread) {
         if stopping { return thread.stop() }
         thread.setWritable(Self.tty, pendingCount > 0)
-        let deadline = machine.nextDeadline
-        guard deadline != armedDeadline else { return }
-        armedDeadline = deadline
-        if case .failure(let errno) = Sys.setTimer(timerFD, deadlineNanoseconds: deadline) {
-            // Without a timer there is no heartbeat: end the link now, its safe way.
-            fail(.link(port.path, operation: "timerfd_settime", errno: errno))
-            thread.stop()
-        }
+        thread.setDeadline(machine.nextDeadline)
     }
 
     private func readAvailable() {
@@ -673,7 +657,6 @@ final class LinkIO: @unchecked Sendable {
         if let error, closeReason == nil { closeReason = .link(port.path, operation: "poll", errno: error) }
         thread.withLock { $0 = nil }
         port.closeHandedOver()
-        _ = Sys.close(timerFD)
         stopping = true
         exitedSteps()
     }

@@ -40,7 +40,7 @@ public struct LinkConfiguration: Sendable, Hashable {
         case tickGrid
         /// Each deadline at its own time, the heartbeat `heartbeatLeaseDivisor` of the lease
         /// after the last frame sent (every frame, a DOT too, stands in for it): the timing of a
-        /// driver with a one-shot timer (`ApplicatorLink`'s timerfd), which then wakes only when
+        /// driver with a one-shot timer (`ApplicatorLink`'s `ppoll` deadline), which then wakes only when
         /// something is due.
         case exact
     }

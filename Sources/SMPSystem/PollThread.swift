@@ -21,9 +21,13 @@ import Glibc
 ///
 /// Also the driver of a serial link (NeedleDriver's `ApplicatorLink`): `wake()` makes the thread
 /// call `onWake` (the owner's queue of commands has something), `setWritable(_:_:)` adds POLLOUT
-/// for a descriptor with output waiting, and `onReady` gets the `revents` of each ready one.
+/// for a descriptor with output waiting, `onReady` gets the `revents` of each ready one, and
+/// `setDeadline(_:)` makes the thread call `onDeadline` once at an absolute time: the `ppoll`
+/// times out then, so a timer costs no descriptor and no system call to re-arm (a timerfd cost
+/// the link's thread three at each of its ~60 wake-ups a second at an applicator's pace:
+/// `timerfd_settime` at every send, its `read`, its place in every `poll`; issue 15).
 ///
-/// The corresponding C functions are `pthread_create`, `poll`, `eventfd` (the wake counter),
+/// The corresponding C functions are `pthread_create`, `ppoll`, `eventfd` (the wake counter),
 /// `read` and `write`.
 package final class PollThread: @unchecked Sendable {
     private struct Control {
@@ -46,6 +50,9 @@ package final class PollThread: @unchecked Sendable {
     private let onWake: @Sendable (PollThread) -> Void
     private let onDropped: @Sendable (Int) -> Void
     private let onExit: @Sendable (Errno?) -> Void
+    private let onDeadline: @Sendable (PollThread) -> Void
+    /// Confined to the thread (its callbacks): when `onDeadline` is due, CLOCK_MONOTONIC ns.
+    private var deadline: UInt64?
 
     /// Starts the thread, named `name` (at most 15 bytes are kept). `onReadable(i)`: descriptor
     /// `descriptors[i]` is readable (or in error/hang-up); `onDropped(i)`: after `ignore(i)`, it is
@@ -64,11 +71,14 @@ package final class PollThread: @unchecked Sendable {
     /// Starts the thread, as above; `onReady(thread, i, revents)`: descriptor `descriptors[i]` is
     /// readable, writable (if `setWritable(i, true)`), in error or hung up, as `revents` says;
     /// `onWake(thread)`: after one or more `wake()` calls, once, before the descriptors of that
-    /// pass. Both get the thread they run on, so they may stop it or change its set at once.
+    /// pass; `onDeadline(thread)`: the time `setDeadline` gave has come, once, after the
+    /// descriptors of that pass. All get the thread they run on, so they may stop it or change
+    /// its set at once.
     package static func start(
         name: String, descriptors: [CInt],
         onReady: @escaping @Sendable (PollThread, Int, Int16) -> Void,
         onWake: @escaping @Sendable (PollThread) -> Void,
+        onDeadline: @escaping @Sendable (PollThread) -> Void = { _ in },
         onDropped: @escaping @Sendable (Int) -> Void,
         onExit: @escaping @Sendable (Errno?) -> Void
     ) -> Result<PollThread, Errno> {
@@ -78,7 +88,7 @@ package final class PollThread: @unchecked Sendable {
         case .failure(let errno): return .failure(errno)
         }
         let thread = PollThread(name: String(name.utf8.prefix(15)) ?? "smp-poll", descriptors: descriptors,
-                                wakeFD: wakeFD, onReady: onReady, onWake: onWake,
+                                wakeFD: wakeFD, onReady: onReady, onWake: onWake, onDeadline: onDeadline,
                                 onDropped: onDropped, onExit: onExit)
         let context = Unmanaged.passRetained(thread).toOpaque()
         var handle = pthread_t()
@@ -97,7 +107,7 @@ package final class PollThread: @unchecked Sendable {
 
     private init(name: String, descriptors: [CInt], wakeFD: CInt,
                  onReady: @escaping @Sendable (PollThread, Int, Int16) -> Void,
-                 onWake: @escaping @Sendable (PollThread) -> Void,
+                 onWake: @escaping @Sendable (PollThread) -> Void, onDeadline: @escaping @Sendable (PollThread) -> Void,
                  onDropped: @escaping @Sendable (Int) -> Void, onExit: @escaping @Sendable (Errno?) -> Void) {
         self.name = name
         self.descriptors = descriptors
@@ -106,6 +116,7 @@ package final class PollThread: @unchecked Sendable {
         self.control = Locked(Control(ignored: none, dropReported: none, writable: none))
         self.onReady = onReady
         self.onWake = onWake
+        self.onDeadline = onDeadline
         self.onDropped = onDropped
         self.onExit = onExit
     }
@@ -138,6 +149,13 @@ package final class PollThread: @unchecked Sendable {
             control.writable[index] = writable
             poke(control)
         }
+    }
+
+    /// `onDeadline` once CLOCK_MONOTONIC reaches `nanoseconds` (at once if it has); nil: never.
+    /// Replaces the deadline before. Only from the thread's own callbacks: an absolute time, so a
+    /// pass that runs late never moves it.
+    package func setDeadline(_ nanoseconds: UInt64?) {
+        deadline = nanoseconds
     }
 
     /// Ends the thread; `onExit(nil)` follows. Any thread, including inside a callback. Idempotent.
@@ -193,7 +211,11 @@ package final class PollThread: @unchecked Sendable {
             }
             let count = nfds_t(set.count)
             let polled = set.withUnsafeMutableBufferPointer { entries in
-                Sys.retryingInterrupts { Glibc.poll(entries.baseAddress, count, -1) }
+                Sys.retryingInterrupts { () -> CInt in
+                    // The time left is taken again after an interruption: the deadline is absolute.
+                    let left = deadline.map { Int64(clamping: $0 &- min($0, Sys.monotonicNanoseconds())) } ?? -1
+                    return smp_ppoll(entries.baseAddress, UInt(count), left)
+                }
             }
             if case .failure(let errno) = polled {
                 failure = errno
@@ -205,6 +227,10 @@ package final class PollThread: @unchecked Sendable {
                 // Ignored meanwhile (by a callback of this pass): no more calls for it.
                 if control.withLock({ $0.ignored[index] || $0.stopping }) { continue }
                 onReady(self, index, set[entry].revents)
+            }
+            if let due = deadline, Sys.monotonicNanoseconds() >= due {
+                deadline = nil
+                if !control.withLock({ $0.stopping }) { onDeadline(self) }
             }
         }
         control.withLock { control in

@@ -2,7 +2,7 @@ import Foundation
 import SMPSystem
 import XCTest
 
-/// The timerfd and eventfd wrappers, and the poll thread's wake and POLLOUT: what the link's
+/// The eventfd wrapper, and the poll thread's wake, deadline and POLLOUT: what the link's
 /// I/O thread is built from. Waits are generous; nothing asserts how long anything took.
 final class TimerWakeTests: XCTestCase {
     private static let timeout: TimeInterval = 30
@@ -30,23 +30,39 @@ final class TimerWakeTests: XCTestCase {
         XCTAssertEqual(try Sys.takeEventCount(fd).get(), .wouldBlock)
     }
 
-    /// An absolute deadline already past expires at once; one in the future does not until then;
-    /// re-arming replaces it; nil disarms.
-    func testATimerExpiresOnceAtItsAbsoluteDeadline() throws {
-        let fd = try Sys.timerDescriptor().get()
-        defer { _ = Sys.close(fd) }
-        let now = Sys.monotonicNanoseconds()
-        try Sys.setTimer(fd, deadlineNanoseconds: now - 1_000).get()
-        XCTAssertEqual(try Sys.poll(fd, events: Int16(POLLIN), timeoutMilliseconds: 10_000).get() & Int16(POLLIN), Int16(POLLIN))
-        XCTAssertEqual(try Sys.takeEventCount(fd).get(), .transferred(1))
-        XCTAssertEqual(try Sys.takeEventCount(fd).get(), .wouldBlock, "one-shot: no second expiry")
-
-        try Sys.setTimer(fd, deadlineNanoseconds: now + 3_600_000_000_000).get()  // an hour from now
-        XCTAssertEqual(try Sys.poll(fd, events: Int16(POLLIN), timeoutMilliseconds: 0).get(), 0)
-        try Sys.setTimer(fd, deadlineNanoseconds: 0).get()  // long past: at once
-        XCTAssertEqual(try Sys.poll(fd, events: Int16(POLLIN), timeoutMilliseconds: 10_000).get() & Int16(POLLIN), Int16(POLLIN))
-        try Sys.setTimer(fd, deadlineNanoseconds: nil).get()  // disarmed: the expiry is gone too
-        XCTAssertEqual(try Sys.takeEventCount(fd).get(), .wouldBlock)
+    /// The poll thread's deadline: one already past comes at once, once; one an hour away does
+    /// not come; a new one replaces it; nil clears it. Set from the thread's own callbacks.
+    func testADeadlineComesOnceAtItsAbsoluteTime() throws {
+        let journal = Journal()
+        let step = Locked(0)
+        let thread = try PollThread.start(
+            name: "smp-test-time", descriptors: [],
+            onReady: { _, _, _ in },
+            onWake: { thread in
+                let now = Sys.monotonicNanoseconds()
+                switch step.withLock({ $0 += 1; return $0 }) {
+                case 1: thread.setDeadline(now - 1_000)  // past: at once
+                case 2: thread.setDeadline(now + 3_600_000_000_000)  // an hour away
+                case 3: thread.setDeadline(now + 3_600_000_000_000); thread.setDeadline(now + 20_000_000)  // replaced
+                case 4: thread.setDeadline(now + 20_000_000); thread.setDeadline(nil)  // cleared
+                default: thread.stop()
+                }
+                journal.add("wake")
+            },
+            onDeadline: { _ in journal.add("deadline \(Sys.currentThreadName())") },
+            onDropped: { _ in },
+            onExit: { journal.add("exit \($0.map { "\($0)" } ?? "nil")") }
+        ).get()
+        let deadline = "deadline smp-test-time"
+        for expected in [["wake", deadline], ["wake"], ["wake", deadline], ["wake"]] {
+            let before = journal.all.count
+            thread.wake()
+            waitUntil { journal.all.count >= before + expected.count }
+            usleep(100_000)  // long enough for a deadline that should not come to show
+            XCTAssertEqual(Array(journal.all[before...]), expected, "after wake \(step.withLock { $0 })")
+        }
+        thread.wake()
+        waitUntil { journal.all.last == "exit nil" }
     }
 
     /// `wake()` from another thread gives one `onWake` on the poll thread, which may stop it;

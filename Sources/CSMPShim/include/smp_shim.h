@@ -3,6 +3,7 @@
 #ifndef SMP_SHIM_H
 #define SMP_SHIM_H
 
+#include <poll.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -20,12 +21,11 @@ int smp_pipe2(int fds[2], int flags);
 int smp_malloc_trim(void);
 /// mallopt(M_ARENA_MAX, arenas): 1 on success, 0 on error.
 int smp_malloc_arena_max(int arenas);
-/// timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC): the fd, or -1 and errno.
-int smp_timerfd_create_monotonic(void);
-/// timerfd_settime(fd, TFD_TIMER_ABSTIME, …) one-shot at `deadline_ns` of CLOCK_MONOTONIC; 0 disarms.
-int smp_timerfd_set_absolute(int fd, uint64_t deadline_ns);
 /// eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC): the fd, or -1 and errno.
 int smp_eventfd_create(void);
+/// ppoll(fds, count, timeout, NULL) (a GNU extension of <poll.h>): waits at most `timeout_ns`
+/// nanoseconds, for ever when it is negative.
+int smp_ppoll(struct pollfd *fds, unsigned long count, int64_t timeout_ns);
 /// Names the calling thread (at most 15 bytes): pthread_setname_np. 0 or an errno value.
 int smp_thread_set_name(const char *name);
 /// The calling thread's name: pthread_getname_np. 0 or an errno value.
