@@ -11,7 +11,7 @@ bench-5k.json; SOAK_QUICK uses its first 300 dots), in three campaigns:
 
   faults        every simulator fault kind alone, and random combinations of them, x N seeds
   kill -9       smpctl killed with SIGKILL at a random moment: during the handshake, mid-stream,
-                mid-commit (a random dot count plus 0-250 ms: the group-commit window), or while a
+                mid-commit (a random dot count plus 0-1000 ms: the group-commit window), or while a
                 `resume` of the killed session runs; a third of them with a link fault rate on, a
                 third with a device fault (latch, reset, contact loss, disconnect, stall) planned
                 within 40 dots of where the kill is aimed
@@ -442,7 +442,7 @@ def kill_trial(ctx, name, seed, phase, flavour):
         elif phase == "mid-stream":
             status, _, _ = trial.run(after_count(target))
         elif phase == "mid-commit":
-            status, _, _ = trial.run(after_count(target, rng.uniform(0, 0.25)))
+            status, _, _ = trial.run(after_count(target, rng.uniform(0, 1.0)))
         else:  # resume: the run killed mid-stream, then its resume killed too
             target = target // 2 + 1
             status, _, _ = trial.run(after_count(target))
