@@ -140,6 +140,11 @@ if want estop; then
     # trace (docs/performance.md, sixth stop: how an outlier was traced to the VM's scheduling).
     step estop-idle-fifo chrt -f 50 "$HARNESS" estop --trials "$TRIALS" --cyclictest --worst 3
     step estop-hog-fifo chrt -f 50 "$HARNESS" estop --trials "$TRIALS" --hog --cyclictest --worst 3
+    # The same with the thread that writes the edge back at SCHED_OTHER: it stands in for the GPIO
+    # interrupt, which the woken watcher would preempt where it came in; an edge from a FIFO 50
+    # thread makes the watcher wake on the other (idle) CPU instead (docs/performance.md).
+    step estop-idle-fifo-edge-other chrt -f 50 "$HARNESS" estop --trials "$TRIALS" --cyclictest --worst 3 --edge-at-other
+    step estop-hog-fifo-edge-other chrt -f 50 "$HARNESS" estop --trials "$TRIALS" --hog --cyclictest --worst 3 --edge-at-other
 fi
 
 if want planload; then
