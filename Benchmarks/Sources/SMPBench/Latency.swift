@@ -96,7 +96,9 @@ enum EstopLatency {
         // then preempts it where it runs, as it would preempt whatever ordinary task the
         // interrupt came in on. An edge written from a FIFO thread of the same priority cannot
         // be preempted, so the watcher is woken on the other CPU instead, and on this VM an
-        // idle virtual CPU takes tens of microseconds to wake (docs/performance.md).
+        // idle virtual CPU takes tens of microseconds to wake (docs/performance.md). Not for
+        // --hog: an ordinary task among the hog's, the writer is itself preempted between its
+        // timestamp and its write.
         if args.flag("edge-at-other") {
             var ordinary = sched_param(sched_priority: 0)
             guard sched_setscheduler(0, SCHED_OTHER, &ordinary) == 0 else { throw BenchFailure("sched_setscheduler") }
