@@ -187,3 +187,78 @@ extension ApplicatorLinkThreadTests {
         }
     }
 }
+
+extension ApplicatorLinkThreadTests {
+    /// The I/O thread's reserve (issue 15): the owner hands over `reserveDots` more than the
+    /// device has room for, and the thread fills each slot a DOT_DONE frees from them; a hold
+    /// gives them back at once as `dotsNotSent`, in the order handed over. Every dot pulled is
+    /// then done, fenced in the device (`dotsReturned`) or never sent — and the simulator's
+    /// ground truth never saw a dot the link gave back.
+    func testTheReserveFillsFreedSlotsAndComesBackUnsentOnAHold() throws {
+        var options = SimulatorOptions()
+        options.timeScale = 1  // real time: the device's queue stays full while the test looks
+        let simulator = try SimulatedApplicator.start(options, logger: logger)
+        defer { simulator.stop() }
+        let queue = DispatchQueue(label: "test.owner")
+        let port = try SerialPort.open(path: simulator.devicePath, queue: queue)
+        let link = ApplicatorLink(port: port, logger: logger)
+        let handshake = Box<Result<HelloReply, LinkLoss>?>(nil)
+        let events = Box<[LinkEvent]>([])
+        var dots = (1...200 as ClosedRange<UInt32>).map {
+            DotCommand(dotID: $0, epoch: 0, xMicrometres: Int32($0) * 2_000, yMicrometres: 0,
+                       depthMicrometres: 800, dwellMicroseconds: 30_000)
+        }
+        let pulled = Box<[UInt32]>([])
+        queue.sync {
+            link.onEvent = { events.value.append($0) }
+            link.dotSource = {
+                guard !dots.isEmpty else { return nil }
+                let dot = dots.removeFirst()
+                pulled.value.append(dot.dotID)
+                return dot
+            }
+            link.connect { handshake.value = $0 }
+        }
+        XCTAssertTrue(waitUntil { handshake.value != nil })
+        guard case .success(let hello) = handshake.value else { return XCTFail("handshake: \(String(describing: handshake.value))") }
+        queue.sync {
+            link.arm()
+            link.startStreaming()
+        }
+        func done() -> [UInt32] {
+            events.value.compactMap { if case .dotDone(let id, _, _) = $0 { id } else { nil } }
+        }
+        XCTAssertTrue(waitUntil { done().count >= 4 }, "done: \(done())")
+        let (inFlight, holdsUnsent) = queue.sync { (link.inFlight.count, link.holdsUnsentDots) }
+        XCTAssertTrue(holdsUnsent, "the thread holds dots beyond the device's queue")
+        XCTAssertLessThanOrEqual(inFlight, Int(hello.queueCapacity))
+        XCTAssertGreaterThanOrEqual(pulled.value.count, done().count + inFlight + 1, "nothing held beyond the window")
+
+        queue.sync { link.hold() }
+        XCTAssertTrue(waitUntil {
+            events.value.contains { if case .deviceStatus(let status) = $0 { status.state == .held } else { false } }
+        }, "held")
+        queue.sync {}
+        let notSent = events.value.flatMap { event -> [UInt32] in
+            if case .dotsNotSent(let dots) = event { dots.map(\.dotID) } else { [] }
+        }
+        let returned = events.value.flatMap { event -> [UInt32] in
+            if case .dotsReturned(let dots) = event { dots.map(\.dotID) } else { [] }
+        }
+        let interrupted = events.value.compactMap { if case .dotInterrupted(let id) = $0 { id } else { nil } }
+        XCTAssertFalse(notSent.isEmpty, "the reserve came back")
+        XCTAssertEqual(notSent, Array(pulled.value.suffix(notSent.count)), "the last handed over, in order")
+        XCTAssertFalse(queue.sync { link.holdsUnsentDots })
+        // Every dot pulled, exactly once: done, fenced, cut short by the hold or never sent.
+        let settled = done() + returned + interrupted + notSent
+        XCTAssertEqual(settled.sorted(), pulled.value.sorted())
+        let inflight = Set(queue.sync { link.inFlight.map(\.dotID) })
+        let injected = Set(simulator.injectedDots.map(\.dotID))
+        XCTAssertTrue(injected.isDisjoint(with: notSent), "a dot given back unsent was injected")
+        XCTAssertTrue(inflight.isEmpty, "in flight after the hold: \(inflight)")
+
+        let closed = Box<Bool?>(nil)
+        queue.sync { link.disarmAndClose { closed.value = $0 } }
+        XCTAssertTrue(waitUntil { closed.value != nil })
+    }
+}
