@@ -30,14 +30,8 @@ import Glibc
 /// whose events may call for a reaction (anything but `dotDone` and `metrics`), the thread holds
 /// further frames until the owner has seen those events (its timer keeps running: heartbeats and
 /// retransmissions do not wait for the owner). Dots are pulled from `dotSource` on `queue`
-/// whenever the machine has credit the owner has not used yet, and `reserveDots` more: the
-/// thread holds those and sends them itself as the device's DOT_DONEs and ACKs free its queue,
-/// in the wake-up that read them — the owner's queue refills the reserve when it sees the batch,
-/// instead of the thread waking a second time for each pulled dot (issue 15: one sleep of the
-/// link's thread per dot fewer) and the device's queue waiting on the owner's. A reserve the
-/// stream can no longer take (a hold, a fence, a latch, the link closing) comes back at once as
-/// `dotsNotSent`; any dots a fence overtook in the device come back as `dotsReturned`. Neither
-/// was ever injected.
+/// whenever the machine has credit the owner has not used yet; any a fence overtook come back as
+/// `dotsReturned` (never sent).
 public final class ApplicatorLink: @unchecked Sendable {
     public let queue: DispatchQueue
     public let configuration: LinkConfiguration
@@ -71,10 +65,6 @@ public final class ApplicatorLink: @unchecked Sendable {
     private var afterPortClosed: [() -> Void] = []
 
     private static let hostEstopBytes: [UInt8] = [0] + LinkMachine.estopBytes(cause: .hostEstop)
-    /// Dots the I/O thread holds beyond the device's credit (see the type's comment): enough for
-    /// the DOT_DONEs that come between two of the owner's refills at an applicator's pace, few
-    /// enough that what a hold gives back is a handful.
-    static let reserveDots = 8
 
     /// `configuration`'s deadlines are made `.exact`: this driver's timer is one-shot.
     public init(port: SerialPort, configuration: LinkConfiguration = LinkConfiguration(), logger: Logger) {
@@ -105,9 +95,6 @@ public final class ApplicatorLink: @unchecked Sendable {
     public var history: FrameHistory { lastHistory }
     /// Dots sent and not yet confirmed done or returned, in send order.
     public var inFlight: [DotCommand] { view.inFlight }
-    /// Dots handed over and not yet sent nor given back (held by the I/O thread for credit, or
-    /// on their way to it), as of the last batch delivered.
-    public var holdsUnsentDots: Bool { dotsHandedOver > view.dotsTaken || view.reserved > 0 }
     /// True while ARM or RESUME waits for the device's answer: a `held` STATUS then is the
     /// state before the command, not a new hold.
     public var decisionPending: Bool { view.decisionPending }
@@ -250,13 +237,12 @@ public final class ApplicatorLink: @unchecked Sendable {
         }
     }
 
-    /// Keeps the device queue full from the credits in ACKs (§6.1) and the I/O thread's reserve
-    /// topped up: as many dots as the machine has credit for plus `reserveDots`, less what the
-    /// thread holds and what is on its way to it, pulled here, sent by the I/O thread (those it
-    /// has credit for at once, in one write(2)).
+    /// Keeps the device queue full from the credits in ACKs (§6.1): as many dots as the machine
+    /// has credit for and the owner has not yet handed over, pulled here, sent by the I/O thread
+    /// in one write(2).
     private func pullDots() {
         guard let io else { return }
-        let credit = view.dotRoom - (dotsHandedOver - view.dotsTaken)
+        let credit = view.dotCredit - (dotsHandedOver - view.dotsTaken)
         guard credit > 0 else { return }
         var batch: [DotCommand] = []
         pulling = true
@@ -264,10 +250,7 @@ public final class ApplicatorLink: @unchecked Sendable {
         pulling = false
         if !batch.isEmpty {
             dotsHandedOver += batch.count
-            // Dots for the reserve need no wake-up of their own: the thread takes them with its
-            // next (the device's next frame, or the heartbeat's deadline). Only when it has
-            // credit its reserve does not cover is it woken for them.
-            io.enqueue(.dots(batch), wake: view.needsDots)
+            io.enqueue(.dots(batch))
         }
         let commands = deferred
         deferred.removeAll()
@@ -291,20 +274,14 @@ struct Snapshot: Sendable {
     var metrics: LinkMetrics
     var inFlight: [DotCommand]
     var decisionPending: Bool
-    /// The dots the owner may hand over beyond those in the snapshot's `dotsTaken`: the
-    /// machine's credit and the reserve's room, or 0 when the stream takes none.
-    var dotRoom: Int
-    /// Dots the I/O thread holds in its reserve.
-    var reserved: Int
-    /// The machine has credit the reserve does not cover: dots handed over are wanted now.
-    var needsDots: Bool
-    /// Dots the I/O thread has taken from the inbox so far (into its reserve).
+    var dotCredit: Int
+    /// Dots the I/O thread has taken from the inbox so far (sent or returned).
     var dotsTaken: Int
     /// Only in batches with an event other than a dot's completion: the I/O thread's next
     /// record would otherwise copy the ring for every frame.
     var history: FrameHistory?
 
-    init(machine: borrowing LinkMachine, dotsTaken: Int, reserved: Int = 0, withHistory: Bool = true) {
+    init(machine: borrowing LinkMachine, dotsTaken: Int, withHistory: Bool = true) {
         hello = machine.hello
         deviceStatus = machine.deviceStatus
         streaming = machine.streaming
@@ -312,15 +289,9 @@ struct Snapshot: Sendable {
         metrics = machine.metrics
         inFlight = machine.inFlight
         decisionPending = machine.decisionPending
-        dotRoom = Self.room(machine: machine, reserved: reserved)
-        self.reserved = reserved
-        needsDots = machine.acceptsDots && machine.dotCredit > reserved
+        dotCredit = machine.dotCredit
         self.dotsTaken = dotsTaken
         history = withHistory ? machine.history : nil
-    }
-
-    static func room(machine: borrowing LinkMachine, reserved: Int) -> Int {
-        machine.acceptsDots ? max(0, machine.dotCredit + ApplicatorLink.reserveDots - reserved) : 0
     }
 }
 
@@ -407,10 +378,6 @@ final class LinkIO: @unchecked Sendable {
     /// Bytes the machine gave that the kernel has not taken yet.
     private var pending = PendingWrites()
     private var dotsTaken = 0
-    /// Dots taken from the inbox and not yet sent: sent as the machine's credit allows.
-    private var reserve: [DotCommand] = []
-    private var reserveHead = 0
-    private var reserved: Int { reserve.count - reserveHead }
 
     private var batch = Batch()
     private var batchNeedsAnswer = false
@@ -422,8 +389,7 @@ final class LinkIO: @unchecked Sendable {
     private var statusToOwner: Status?
     private var batchNumber: UInt64 = 0
     private var awaiting: UInt64?
-    /// The room (`Snapshot.dotRoom`) in the last snapshot sent, and `dotsTaken` then: what the
-    /// owner believes.
+    /// The credit in the last snapshot sent, and `dotsTaken` then: what the owner believes.
     private var lastCreditSent = 0
     private var dotsTakenAtLastSnapshot = 0
     /// Set once the machine asked to close the port, or the port failed: the thread stops.
@@ -467,18 +433,17 @@ final class LinkIO: @unchecked Sendable {
         }
     }
 
-    /// Any thread: adds `input` to the inbox and wakes the I/O thread — or, without `wake`,
-    /// leaves it for the thread's next pass, which takes the inbox before anything else. Once
-    /// the thread has ended, the input is run here on the closed machine (a command then only
-    /// completes, dots come back), so a completion the owner waits for still comes.
-    func enqueue(_ input: LinkInput, wake: Bool = true) {
+    /// Any thread: adds `input` to the inbox and wakes the I/O thread. Once the thread has
+    /// ended, the input is run here on the closed machine (a command then only completes, dots
+    /// come back), so a completion the owner waits for still comes.
+    func enqueue(_ input: LinkInput) {
         let late = inbox.withLock { inbox -> Bool in
             if inbox.ended { return true }
             inbox.items.append(input)
             return false
         }
         if late { return run([input]) }
-        if wake { thread.withLock { $0 }?.wake() }
+        thread.withLock { $0 }?.wake()
     }
 
     private func failWithoutThread(operation: String, errno: Errno) {
@@ -491,11 +456,6 @@ final class LinkIO: @unchecked Sendable {
 
     private func takeInputs(ending: Bool = false) -> [LinkInput] {
         inbox.withLock { inbox in
-            // Empty (most passes, now that every pass looks): nothing copied, nothing allocated.
-            if inbox.items.isEmpty {
-                if ending { inbox.ended = true }
-                return []
-            }
             let taken = inbox.items
             inbox.items.removeAll(keepingCapacity: true)
             if ending && taken.isEmpty { inbox.ended = true }
@@ -510,8 +470,7 @@ final class LinkIO: @unchecked Sendable {
                 step(input)
             case .dots(let dots):
                 dotsTaken += dots.count
-                reserve.append(contentsOf: dots)
-                feedReserve()
+                step { $0.send(dots: dots, now: $1) }
             case .delivered(let number):
                 if awaiting == number {
                     awaiting = nil
@@ -531,7 +490,6 @@ final class LinkIO: @unchecked Sendable {
     }
 
     private func ready(_ thread: PollThread, _ revents: Int16) {
-        run(takeInputs())  // what the owner left without a wake-up comes before the frames
         if revents & Int16(POLLOUT) != 0 { drainPending(thread) }
         if revents & Int16(POLLIN | POLLHUP | POLLERR | POLLNVAL) != 0 { readAvailable() }
         handleReceived()
@@ -539,7 +497,6 @@ final class LinkIO: @unchecked Sendable {
     }
 
     private func deadlineCame(_ thread: PollThread) {
-        run(takeInputs())
         if let due = machine.nextDeadline, Sys.monotonicNanoseconds() >= due {
             // An owner that has not answered by a deadline is late (its queue starved): the
             // frames it holds up go to the machine now, so the device's answers are not taken
@@ -603,36 +560,8 @@ final class LinkIO: @unchecked Sendable {
         }
     }
 
-    /// Runs the machine, writes its bytes, collects its actions for the owner; then sends from
-    /// the reserve what the step gave credit for (or gives the reserve back if the stream stopped).
+    /// Runs the machine, writes its bytes, collects its actions for the owner.
     private func step(_ input: (inout LinkMachine, UInt64) -> LinkOutput) {
-        runMachine(input)
-        feedReserve()
-    }
-
-    /// Sends as many reserved dots as the machine has credit for — not while the owner has yet
-    /// to see a batch that may call for its reaction (it may stop the stream) — or, once the
-    /// stream takes none (hold, fence, latch, closed, stopping), gives them all back.
-    private func feedReserve() {
-        guard reserved > 0 else { return }
-        if machine.acceptsDots && !stopping {
-            let count = min(machine.dotCredit, reserved)
-            guard count > 0, awaiting == nil else { return }
-            let dots = Array(reserve[reserveHead..<reserveHead + count])
-            reserveHead += count
-            runMachine { $0.send(dots: dots, now: $1) }
-        } else {
-            let dots = Array(reserve[reserveHead...])
-            reserveHead = reserve.count
-            carryOut([.event(.dotsNotSent(dots))])
-        }
-        if reserveHead == reserve.count {
-            reserve.removeAll(keepingCapacity: true)
-            reserveHead = 0
-        }
-    }
-
-    private func runMachine(_ input: (inout LinkMachine, UInt64) -> LinkOutput) {
         var output = input(&machine, Sys.monotonicNanoseconds())
         if !output.bytes.isEmpty, !stopping {
             if let error = write(output.bytes) {
@@ -697,12 +626,12 @@ final class LinkIO: @unchecked Sendable {
     /// Sends what the steps so far collected, with the state after them; also when the credit
     /// grew, so the owner pulls dots. An awaited batch holds the received frames.
     private func flush() {
-        let credit = Snapshot.room(machine: machine, reserved: reserved)
+        let credit = machine.dotCredit
         let believed = lastCreditSent - (dotsTaken - dotsTakenAtLastSnapshot)
         guard batchMustGo || credit > believed || (credit == 0 && believed > 0) else { return }
         lastCreditSent = credit
         dotsTakenAtLastSnapshot = dotsTaken
-        batch.snapshot = Snapshot(machine: machine, dotsTaken: dotsTaken, reserved: reserved, withHistory: batchHasHistory)
+        batch.snapshot = Snapshot(machine: machine, dotsTaken: dotsTaken, withHistory: batchHasHistory)
         if batchNeedsAnswer {
             batchNumber += 1
             batch.awaited = batchNumber
@@ -736,8 +665,7 @@ final class LinkIO: @unchecked Sendable {
     /// that came too late for the thread run on the closed machine.
     private func exitedSteps() {
         carryOut(machine.portClosed(closeReason).actions)
-        feedReserve()  // closed: the reserve comes back
-        batch.snapshot = Snapshot(machine: machine, dotsTaken: dotsTaken, reserved: reserved)
+        batch.snapshot = Snapshot(machine: machine, dotsTaken: dotsTaken)
         batch.portClosed = true
         deliverToOwner(batch)
         batch = Batch()

@@ -133,12 +133,6 @@ public enum LinkEvent: Sendable, Hashable {
     /// A fence (hold, abort, e-stop, device hold) discarded these dots before they started: they
     /// were not injected and may be sent again after RESUME. In send order.
     case dotsReturned([DotCommand])
-    /// Dots the owner handed over that the driver held for the device's credit and never wrote:
-    /// streaming stopped (a hold, a fence, a latch, the link closed) before there was room for
-    /// them. Never on the wire; they may be sent again. In the order handed over. Unlike
-    /// `dotsReturned` this says nothing about the device: it comes as the stream stops, before
-    /// the device has answered.
-    case dotsNotSent([DotCommand])
     /// An e-stop, fault or abort cut this dot's dwell short: partially injected, never resent.
     case dotInterrupted(dotID: UInt32)
     /// These dots were in flight when the device rebooted or the link was lost: whether they were
@@ -368,19 +362,11 @@ public struct LinkMachine: Sendable {
     /// with the slots DOT_DONEs freed since (§6.1), 0 unless streaming to a ready or running
     /// device, after the handshake, with no fence pending.
     public var dotCredit: Int {
-        guard acceptsDots, let hello else { return 0 }
+        guard streaming, !fencePending, !latched, !closed, !handshaking, let hello else { return 0 }
+        guard let state = deviceStatus?.state, state == .ready || state == .running else { return 0 }
         let room = min(Int(hello.queueCapacity), lineBudget.window) - windowCount
         let credit = creditAtAck + freedSinceReport - Int(nextSeq - 1 - ackedThrough)
         return max(0, min(room, credit))
-    }
-
-    /// Whether DOTs may go now, credit aside: streaming to a ready or running device, after the
-    /// handshake, with no fence pending, not latched, not closed. A driver that holds dots for
-    /// the credit to come gives them back once this is false: they will not go on this stream.
-    public var acceptsDots: Bool {
-        guard streaming, !fencePending, !latched, !closed, !handshaking, hello != nil else { return false }
-        guard let state = deviceStatus?.state, state == .ready || state == .running else { return false }
-        return true
     }
 
     /// When `tick` must be called next (the same clock as `now`); nil when the link is closed.

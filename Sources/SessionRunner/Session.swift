@@ -359,8 +359,7 @@ public final class Session: @unchecked Sendable {
     private func endWhenHeld(reason: String) -> Bool {
         self.reason = reason
         pendingEnd = .held
-        guard let status = lastStatus, status.state == .held, status.needleRetracted, link?.inFlight.isEmpty == true,
-              link?.holdsUnsentDots == false else {
+        guard let status = lastStatus, status.state == .held, status.needleRetracted, link?.inFlight.isEmpty == true else {
             return false
         }
         end(.held, reason: reason)
@@ -583,10 +582,7 @@ public final class Session: @unchecked Sendable {
         journal.submit(urgent: true) { $0.claims.append(contentsOf: ids) }
     }
 
-    /// Layer 2 of the envelope: every dot is checked again as it is handed to the link, which
-    /// encodes it at once or from its reserve a few dots later (`ApplicatorLink.reserveDots`;
-    /// nothing the check reads changes in between: the envelope is fixed for the session and
-    /// the spacing ledger takes the dots in the order they are handed over) — the values
+    /// Layer 2 of the envelope: every dot is checked again just before it is encoded — the values
     /// of the DOT command itself (what goes on the wire), and a dot the plan does not hold is
     /// refused (fail closed).
     private func nextDot() -> DotCommand? {
@@ -659,7 +655,7 @@ public final class Session: @unchecked Sendable {
     /// committed. A device hold now (its lease, after the last dot) does not stop the session.
     private var onlyCommitsOutstanding: Bool {
         guard let link else { return false }
-        return link.inFlight.isEmpty && !link.holdsUnsentDots && cursor >= todo.count && retry.isEmpty && claiming.isEmpty
+        return link.inFlight.isEmpty && cursor >= todo.count && retry.isEmpty && claiming.isEmpty
             && readyHead >= ready.count
     }
 
@@ -729,17 +725,6 @@ public final class Session: @unchecked Sendable {
                 // same read), so the device's final state is reported before the session ends.
                 link?.queue.async { [weak self] in self?.end(pendingEnd, reason: self?.reason) }
             }
-        case .dotsNotSent(let dots):
-            // Held by the link for the device's credit when the stream stopped: never sent. Back
-            // to planned, and first in line, in plan order (a fence's `dotsReturned` may already
-            // have put earlier dots there). Nothing about the device: no end follows from it.
-            retry.append(contentsOf: dots)
-            retry.append(contentsOf: ready[readyHead...])
-            retry.sort { (planDotByID[$0.dotID]?.index ?? .max) < (planDotByID[$1.dotID]?.index ?? .max) }
-            let ids = dots.map(\.dotID) + ready[readyHead...].map(\.dotID)
-            ready.removeAll()
-            readyHead = 0
-            journal?.submit { $0.statusChanges.append((.planned, ids)) }
         case .dotInterrupted(let id):
             interrupted.append(id)
             journal?.submit {
@@ -818,12 +803,7 @@ public final class Session: @unchecked Sendable {
     /// still holds. (Dropped, they stayed `sent` and every resume asked about them: the soak's
     /// trial fault-contact-loss-at-1007, fifth stop.) A dot already counted in doubt stays so.
     private func returnedAfterTheEnd(_ event: LinkEvent) {
-        let dots: [DotCommand]
-        switch event {
-        case .dotsReturned(let returned), .dotsNotSent(let returned): dots = returned
-        default: return
-        }
-        guard !recordClosing else { return }
+        guard case .dotsReturned(let dots) = event, !recordClosing else { return }
         let ids = dots.map(\.dotID).filter { !doneSet.contains($0) && !inDoubt.contains($0) }
         guard !ids.isEmpty else { return }
         journal?.submit(urgent: true) { $0.statusChanges.append((.planned, ids)) }
