@@ -82,7 +82,7 @@ final class RecordJournal: @unchecked Sendable {
             target.async { self.onCommitted(committed) }
             return
         }
-        enqueue(urgent: urgent) { inbox in
+        enqueue { inbox in
             inbox.changes.append((urgent, change))
             return urgent
         }
@@ -100,7 +100,7 @@ final class RecordJournal: @unchecked Sendable {
             return
         }
         let limit = doneCommitLimit
-        enqueue(urgent: urgent) { inbox in
+        enqueue { inbox in
             inbox.done.append(entry)
             inbox.doneUncommitted += 1
             if urgent || inbox.doneUncommitted >= limit { inbox.doneUrgent = true }
@@ -109,9 +109,9 @@ final class RecordJournal: @unchecked Sendable {
     }
 
     /// `add` returns whether what it added must be committed at once.
-    private func enqueue(urgent: Bool, _ add: (inout Inbox) -> Bool) {
+    private func enqueue(_ add: (inout Inbox) -> Bool) {
         let wake = inbox.withLock { (inbox: inout Inbox) -> Bool in
-            let urgent = add(&inbox) || urgent
+            let urgent = add(&inbox)
             guard !inbox.scheduled, urgent || !inbox.flushDue else { return false }
             inbox.scheduled = true
             return true
