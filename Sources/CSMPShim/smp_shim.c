@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -29,6 +30,24 @@ int smp_ppoll(struct pollfd *fds, unsigned long count, int64_t timeout_ns) {
 // pthread_setname_np is a GNU extension; names of at most 15 bytes (longer ones give ERANGE).
 int smp_thread_set_name(const char *name) { return pthread_setname_np(pthread_self(), name); }
 int smp_thread_get_name(char *name, unsigned long size) { return pthread_getname_np(pthread_self(), name, size); }
+// pthread_setaffinity_np and sched_getaffinity are GNU extensions (cpu_set_t: CPU_SETSIZE 1024).
+int smp_thread_pin_cpu(int cpu) {
+    if (cpu < 0 || cpu >= CPU_SETSIZE) return EINVAL;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+int smp_thread_cpus(int *cpus, int capacity) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+    int count = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && count < capacity; cpu++) {
+        if (CPU_ISSET(cpu, &set)) cpus[count++] = cpu;
+    }
+    return count;
+}
 
 int smp_pty_open(char *slave, unsigned long size) {
     int fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);

@@ -4,11 +4,24 @@ import Logging
 import SMPSystem
 import SystemPackage
 
-/// The input path shared by `LibgpiodBackend` and `SimulatedGPIOBackend`: one dedicated thread
-/// (`PollThread`, "smp-interlocks") blocked in `poll` on every event descriptor (a libgpiod
-/// request's fd, or the simulator's pipe), records of `smp_gpio_edge_event` read into one
-/// preallocated buffer, a `LineDebouncer` per line, one DispatchSourceTimer per line for debounce
-/// deadlines. Edges are never polled for: the thread wakes on edges, the timers on deadlines.
+/// The input path shared by `LibgpiodBackend` and `SimulatedGPIOBackend`: dedicated threads
+/// (`PollThread`, "smp-interlocks", one kept on each CPU) blocked in `poll` on every event
+/// descriptor (a libgpiod request's fd, or the simulator's pipe), records of
+/// `smp_gpio_edge_event` read into one preallocated buffer, a `LineDebouncer` per line, one
+/// DispatchSourceTimer per line for debounce deadlines. Edges are never polled for: the threads
+/// wake on edges, the timers on deadlines.
+///
+/// Why a watcher on every CPU: the kernel delivers a line's edge from the GPIO interrupt's thread
+/// (gpiolib-cdev's `edge_irq_thread`, SCHED_FIFO 50) on the CPU that took the interrupt, and a
+/// single watcher woken from there runs wherever it ran last: on another CPU, which must first be
+/// woken (an idle CPU's exit latency; on a virtual machine, a virtual CPU its host may not be
+/// running for milliseconds). With one watcher kept on each CPU, the one on the CPU the edge came
+/// in on runs as soon as that CPU is free, which it is, having just taken the interrupt: measured
+/// at SCHED_FIFO 50 on 2 CPUs, edge → ESTOP written p99 26–29 µs and max 227–255 µs under
+/// `stress-ng --cpu 2`, against 77–82 µs and 0.7–4.4 ms with one watcher; idle p99 56–62 µs
+/// against 118–144 (docs/performance.md, ninth stop). Every watcher woken by an
+/// edge enters `queue`; the first reads the records, the others find none (the descriptors are
+/// non-blocking), so each edge is handled once and in order.
 ///
 /// Health check (`healthCheckInterval`): a chip that goes away does not always wake its
 /// descriptor (see docs/machine-config.md, "A chip that disappears"), and a line that is never
@@ -26,10 +39,10 @@ import SystemPackage
 /// same edge went kernel → libdispatch's manager thread → a worker thread: two wake-ups more, each
 /// a scheduling decision on a busy machine (issue 15: the e-stop host path's tail).
 ///
-/// Lifetime: after `start`, the watcher thread and the timers hold the pipeline until `close()`
-/// has run and the thread has ended. A descriptor is released only once the thread no longer
-/// polls it: a lost stream's when the thread reports it dropped, the others when it has ended
-/// (or by `close`/`deinit` when no thread was ever started).
+/// Lifetime: after `start`, the watcher threads and the timers hold the pipeline until `close()`
+/// has run and every watcher has ended. A descriptor is released only once no watcher polls it:
+/// a lost stream's when the last watcher reports it dropped (or ended), the others when the last
+/// watcher has ended (or by `close`/`deinit` when no thread was ever started).
 ///
 /// `@unchecked Sendable`: all mutable state is touched only on `queue` (checked with
 /// `dispatchPrecondition` at the entry points; Dispatch runs the handlers on `queue`).
@@ -64,10 +77,16 @@ final class GPIOInputPipeline: @unchecked Sendable {
     private var healthTimer: (any DispatchSourceTimer)?
     /// The deadline of the next health check (CLOCK_MONOTONIC nanoseconds).
     private var nextHealthCheckNanos: UInt64 = 0
-    /// The watcher thread while it may still call back; nil before `start` and once it ended.
-    private var watcher: PollThread?
-    /// The streams the watcher polls, in its descriptor order.
+    /// The watcher threads, each while it may still call back (nil once it ended).
+    private var watchers: [PollThread?] = []
+    /// The watchers not ended yet.
+    private var watchersRunning = 0
+    /// The CPU each watcher keeps to (nil: any), in `watchers`' order; for tests.
+    private(set) var watcherCPUs: [Int?] = []
+    /// The streams the watchers poll, in their descriptor order.
     private var watched: [Int] = []
+    /// `stillPolled[w][p]`: watcher `w` polls `watched[p]` (not yet dropped, not ended).
+    private var stillPolled: [[Bool]] = []
     private var streamLost: [Bool]
     private var streamReleased: [Bool]
     private var state: State = .idle
@@ -78,6 +97,18 @@ final class GPIOInputPipeline: @unchecked Sendable {
 
     /// Reads per readable event before yielding the queue (the source is level-triggered).
     static let maxReadsPerEvent = 8
+
+    /// At most this many watchers, on the lowest CPUs this process may run on: an edge that
+    /// comes in on a CPU beyond them wakes one on another CPU, as with a single watcher.
+    static let maxWatchers = 16
+
+    /// Where the watchers run: one on each CPU the starting thread may run on (its affinity,
+    /// which a process under `taskset` narrows), at most `maxWatchers`; one anywhere if there is
+    /// a single CPU or the kernel does not say.
+    static func watcherPlacement() -> [Int?] {
+        let cpus = Sys.currentThreadCPUs()
+        return cpus.count > 1 ? cpus.prefix(maxWatchers).map { $0 } : [nil]
+    }
 
     /// `debounce[i]`: the debounce this pipeline applies to input `i` (zero where the kernel
     /// already debounces the line). `healthCheckInterval`: how often each stream is read to check
@@ -150,19 +181,32 @@ final class GPIOInputPipeline: @unchecked Sendable {
             // pipeline alive; it is broken when the thread ends (`watcherEnded`).
             let queue = self.queue
             let watched = self.watched
-            let started = PollThread.start(
-                name: "smp-interlocks", descriptors: watched.map { streams[$0].fd },
-                onReadable: { index in queue.sync { self.readable(watched[index]) } },
-                onDropped: { index in queue.async { self.releaseStream(watched[index]) } },
-                onExit: { error in queue.async { self.watcherEnded(error) } })
-            switch started {
-            case .success(let thread):
-                watcher = thread
-            case .failure(let errno):
-                for s in watched {
-                    lose(stream: s, errno: errno, operation: "starting the thread that watches the lines")
-                    guard case .running = state else { return }
+            let descriptors = watched.map { streams[$0].fd }
+            for cpu in Self.watcherPlacement() {
+                let w = watchers.count
+                let started = PollThread.start(
+                    name: "smp-interlocks", descriptors: descriptors, cpu: cpu,
+                    onReadable: { index in queue.sync { self.readable(watched[index]) } },
+                    onDropped: { index in queue.async { self.watcherDropped(w, position: index) } },
+                    onExit: { error in queue.async { self.watcherEnded(w, error) } })
+                switch started {
+                case .success(let thread):
+                    watchers.append(thread)
+                    watcherCPUs.append(cpu)
+                    stillPolled.append(Array(repeating: true, count: watched.count))
+                    watchersRunning += 1
+                    continue
+                case .failure(let errno) where !watchers.isEmpty:
+                    // Fewer watchers: edges from the other CPUs wake one of these, later.
+                    logger.warning(
+                        "GPIO lines watched from \(watchers.count) CPU(s) only: starting another watcher failed: \(errno)")
+                case .failure(let errno):
+                    for s in watched {
+                        lose(stream: s, errno: errno, operation: "starting the thread that watches the lines")
+                        guard case .running = state else { return }
+                    }
                 }
+                break
             }
         }
 
@@ -284,8 +328,10 @@ final class GPIOInputPipeline: @unchecked Sendable {
         let names = streams[s].lines.map { "\"\(inputs[$0.input].name)\"" }.joined(separator: ", ")
         logger.critical(
             "GPIO lines \(names) on \(streams[s].chip) lost while \(operation): \(errno) (errno \(errno.rawValue))")
-        // Released once the watcher no longer polls it (`releaseStream`, from its `onDropped`).
-        if let position = watched.firstIndex(of: s) { watcher?.ignore(position) }
+        // Released once no watcher polls it (`watcherDropped`, from their `onDropped`).
+        if let position = watched.firstIndex(of: s) {
+            for watcher in watchers { watcher?.ignore(position) }
+        }
     }
 
     // MARK: - Closing
@@ -314,8 +360,9 @@ final class GPIOInputPipeline: @unchecked Sendable {
         }
         healthTimer?.cancel()
         healthTimer = nil
-        if let watcher {
-            watcher.stop()  // `watcherEnded` releases the descriptors and finishes the close
+        if watchersRunning > 0 {
+            // The last `watcherEnded` releases the descriptors and finishes the close.
+            for watcher in watchers { watcher?.stop() }
             return
         }
         for s in streams.indices { releaseStream(s) }
@@ -330,19 +377,29 @@ final class GPIOInputPipeline: @unchecked Sendable {
         streams[s].release()
     }
 
-    /// The watcher thread has ended: after `close` (error nil), or because `poll` itself failed,
-    /// which loses every stream it still watched (their lines read as lost: fail closed).
-    private func watcherEnded(_ error: Errno?) {
+    /// Watcher `w` no longer polls `watched[position]`; the last one to say so releases it.
+    private func watcherDropped(_ w: Int, position: Int) {
         dispatchPrecondition(condition: .onQueue(queue))
-        watcher = nil
+        guard stillPolled[w][position] else { return }
+        stillPolled[w][position] = false
+        if !stillPolled.contains(where: { $0[position] }) { releaseStream(watched[position]) }
+    }
+
+    /// Watcher `w` has ended: after `close` (error nil), or because `poll` itself failed, which
+    /// loses every stream it still watched (their lines read as lost: fail closed; the other
+    /// watchers drop them).
+    private func watcherEnded(_ w: Int, _ error: Errno?) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        watchers[w] = nil
+        watchersRunning -= 1
         if let error, case .running = state {
             for s in watched where !streamLost[s] {
                 lose(stream: s, errno: error, operation: "waiting for edges")
                 guard case .running = state else { break }
             }
         }
-        for s in watched { releaseStream(s) }
-        if case .closing = state {
+        for position in watched.indices { watcherDropped(w, position: position) }
+        if watchersRunning == 0, case .closing = state {
             for s in streams.indices { releaseStream(s) }
             finishClose()
         }

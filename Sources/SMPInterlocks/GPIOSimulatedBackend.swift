@@ -121,6 +121,12 @@ public final class SimulatedGPIOBackend: InterlockLineBackend, @unchecked Sendab
         pipeline.start(onChange: onChange)
     }
 
+    /// The CPU each of the pipeline's watcher threads keeps to (nil: any); on `queue`, for tests.
+    var watcherCPUs: [Int?] {
+        dispatchPrecondition(condition: .onQueue(queue))
+        return pipeline.watcherCPUs
+    }
+
     public func setOutput(_ index: Int, to level: GPIOLevel) throws(GPIOError) {
         dispatchPrecondition(condition: .onQueue(queue))
         guard !closed else { throw .closed }

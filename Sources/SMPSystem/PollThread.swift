@@ -10,7 +10,10 @@ import Glibc
 /// Made for the interlock lines, whose e-stop edge must reach the applicator's serial fd at once.
 ///
 /// The thread inherits the scheduling policy of the thread that starts it (glibc's default
-/// `PTHREAD_INHERIT_SCHED`), so a session at SCHED_FIFO gets a real-time watcher.
+/// `PTHREAD_INHERIT_SCHED`), so a session at SCHED_FIFO gets a real-time watcher. Given a `cpu`,
+/// it keeps to that CPU (`pthread_setaffinity_np`; if the kernel refuses, it runs anywhere, as
+/// without one): so a wake-up from that CPU needs no other CPU to wake (the interlock watchers,
+/// one per CPU).
 ///
 /// Descriptors are the owner's: this never reads nor closes them. `ignore(_:)` takes one out of
 /// the poll set; `onDropped` then says, from the thread, that it is no longer polled, so the owner
@@ -44,6 +47,7 @@ package final class PollThread: @unchecked Sendable {
 
     private let name: String
     private let descriptors: [CInt]
+    private let cpu: Int?
     private let wakeFD: CInt
     private let control: Locked<Control>
     private let onReady: @Sendable (PollThread, Int, Int16) -> Void
@@ -59,13 +63,13 @@ package final class PollThread: @unchecked Sendable {
     /// out of the poll set; `onExit(error)`: the thread ends, after `stop()` (nil) or a failed
     /// `poll` (the error; nothing is polled any more).
     package static func start(
-        name: String, descriptors: [CInt],
+        name: String, descriptors: [CInt], cpu: Int? = nil,
         onReadable: @escaping @Sendable (Int) -> Void,
         onDropped: @escaping @Sendable (Int) -> Void,
         onExit: @escaping @Sendable (Errno?) -> Void
     ) -> Result<PollThread, Errno> {
-        start(name: name, descriptors: descriptors, onReady: { _, index, _ in onReadable(index) }, onWake: { _ in },
-              onDropped: onDropped, onExit: onExit)
+        start(name: name, descriptors: descriptors, cpu: cpu, onReady: { _, index, _ in onReadable(index) },
+              onWake: { _ in }, onDropped: onDropped, onExit: onExit)
     }
 
     /// Starts the thread, as above; `onReady(thread, i, revents)`: descriptor `descriptors[i]` is
@@ -75,7 +79,7 @@ package final class PollThread: @unchecked Sendable {
     /// descriptors of that pass. All get the thread they run on, so they may stop it or change
     /// its set at once.
     package static func start(
-        name: String, descriptors: [CInt],
+        name: String, descriptors: [CInt], cpu: Int? = nil,
         onReady: @escaping @Sendable (PollThread, Int, Int16) -> Void,
         onWake: @escaping @Sendable (PollThread) -> Void,
         onDeadline: @escaping @Sendable (PollThread) -> Void = { _ in },
@@ -88,7 +92,7 @@ package final class PollThread: @unchecked Sendable {
         case .failure(let errno): return .failure(errno)
         }
         let thread = PollThread(name: String(name.utf8.prefix(15)) ?? "smp-poll", descriptors: descriptors,
-                                wakeFD: wakeFD, onReady: onReady, onWake: onWake, onDeadline: onDeadline,
+                                cpu: cpu, wakeFD: wakeFD, onReady: onReady, onWake: onWake, onDeadline: onDeadline,
                                 onDropped: onDropped, onExit: onExit)
         let context = Unmanaged.passRetained(thread).toOpaque()
         var handle = pthread_t()
@@ -105,12 +109,13 @@ package final class PollThread: @unchecked Sendable {
         return .success(thread)
     }
 
-    private init(name: String, descriptors: [CInt], wakeFD: CInt,
+    private init(name: String, descriptors: [CInt], cpu: Int?, wakeFD: CInt,
                  onReady: @escaping @Sendable (PollThread, Int, Int16) -> Void,
                  onWake: @escaping @Sendable (PollThread) -> Void, onDeadline: @escaping @Sendable (PollThread) -> Void,
                  onDropped: @escaping @Sendable (Int) -> Void, onExit: @escaping @Sendable (Errno?) -> Void) {
         self.name = name
         self.descriptors = descriptors
+        self.cpu = cpu
         self.wakeFD = wakeFD
         let none = Array(repeating: false, count: descriptors.count)
         self.control = Locked(Control(ignored: none, dropReported: none, writable: none))
@@ -177,6 +182,7 @@ package final class PollThread: @unchecked Sendable {
 
     private func run() {
         _ = smp_thread_set_name(name)
+        if let cpu { _ = smp_thread_pin_cpu(CInt(clamping: cpu)) }
         var set: [pollfd] = []
         var indexOfEntry: [Int] = []
         set.reserveCapacity(descriptors.count + 1)
@@ -249,5 +255,16 @@ extension Sys {
         var buffer = [CChar](repeating: 0, count: 16)
         guard smp_thread_get_name(&buffer, UInt(buffer.count)) == 0 else { return "" }
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The CPUs the calling thread may run on (its affinity mask), lowest first; empty if the
+    /// kernel does not say.
+    ///
+    /// The corresponding C function is `sched_getaffinity`.
+    package static func currentThreadCPUs() -> [Int] {
+        var cpus = [CInt](repeating: 0, count: 1024)
+        let count = smp_thread_cpus(&cpus, CInt(cpus.count))
+        guard count > 0 else { return [] }
+        return cpus.prefix(Int(count)).map(Int.init)
     }
 }

@@ -236,6 +236,61 @@ final class GPIOTests: XCTestCase {
         XCTAssertEqual(threads.withLock { $0 }, ["smp-interlocks"])
     }
 
+    /// One watcher is kept on each CPU, so that an edge delivered on a CPU wakes a watcher there
+    /// (which CPU wins a race is the scheduler's: not asserted). Edges written from every CPU,
+    /// woken watchers on all of them: each edge is handled exactly once, in order, with its own
+    /// timestamp, on a watcher kept to one CPU.
+    func testAWatcherOnEachCPUHandlesEveryEdgeOnceAndInOrder() throws {
+        let cpus = Sys.currentThreadCPUs()
+        guard cpus.count > 1 else { throw XCTSkip("one CPU: one watcher, anywhere") }
+        let queue = DispatchQueue(label: "GPIOTests.backend")
+        let backend = try SimulatedGPIOBackend(inputs: lines(debounce: .zero), outputs: outputs,
+                                               initialLevels: ["estop": .inactive], healthCheckInterval: nil,
+                                               queue: queue, logger: logger)
+        defer { close(backend, queue) }
+        let changes = Changes()
+        let handlerCPUs = Locked<Set<[Int]>>([])
+        queue.sync {
+            backend.start { change in
+                if !change.isInitial { handlerCPUs.withLock { _ = $0.insert(Sys.currentThreadCPUs()) } }
+                changes.append(change)
+            }
+        }
+        XCTAssertEqual(queue.sync { backend.watcherCPUs }, cpus.prefix(GPIOInputPipeline.maxWatchers).map { $0 })
+
+        // A writer kept to each CPU in turn, 40 edges each; one edge at a time, so the order is known.
+        let perCPU = 40
+        var written: [UInt64] = []
+        for cpu in cpus.prefix(4) {
+            let done = DispatchSemaphore(value: 0)
+            let stamps = Locked<[UInt64]>([])
+            let before = changes.all.count
+            let writer = Thread {
+                XCTAssertEqual(smp_thread_pin_cpu(CInt(cpu)), 0)
+                for k in 0..<perCPU {
+                    let stamp = MonotonicClock.nowNanoseconds()
+                    stamps.withLock { $0.append(stamp) }
+                    XCTAssertTrue(backend.set(line: "estop", to: k % 2 == 0 ? .active : .inactive, timestampNanos: stamp))
+                    let delivered = changes.expectation("edge \(k) from CPU \(cpu)") { $0.count >= before + k + 1 }
+                    _ = XCTWaiter.wait(for: [delivered], timeout: Self.timeout)
+                }
+                done.signal()
+            }
+            writer.start()
+            done.wait()
+            written += stamps.withLock { $0 }
+        }
+        let edges = changes.all.filter { !$0.isInitial && $0.inputIndex == 0 }
+        XCTAssertEqual(edges.map(\.timestampNanos), written, "every edge once, in order, with its own timestamp")
+        XCTAssertEqual(edges.map(\.reading), written.indices.map { ($0 % perCPU) % 2 == 0 ? .active : .inactive })
+        let seen = handlerCPUs.withLock { $0 }
+        XCTAssertFalse(seen.isEmpty)
+        for mask in seen {
+            XCTAssertEqual(mask.count, 1, "a watcher that keeps to no single CPU handled an edge: \(mask)")
+            XCTAssertTrue(cpus.contains(mask[0]))
+        }
+    }
+
     func testBouncesShorterThanTheDebounceAreIgnored() throws {
         // The e-stop is pressed; its release bounces: released, pressed, released, pressed — all
         // within 3 ms, far less than the 50 ms debounce — and stays pressed. Then it is really
@@ -277,11 +332,17 @@ final class GPIOTests: XCTestCase {
     func testDisconnectedChipReportsItsLinesLost() throws {
         let (backend, changes, queue) = try startSimulated(initial: ["estop": .inactive, "pedal": .active])
         defer { close(backend, queue) }
+        let open = try openDescriptorCount()
         backend.disconnect(chip: "gpiochip0")
         wait(for: [changes.expectation("lost") { items in
             items.contains { $0.inputIndex == 0 && $0.reading == .lost } && items.contains { $0.inputIndex == 1 && $0.reading == .lost }
         }], timeout: Self.timeout)
         XCTAssertFalse(changes.all.contains { $0.inputIndex == 2 && $0.reading == .lost }, "gpiochip1 is still there")
+        // Its pipe is closed once every watcher (one per CPU) has stopped polling it, the
+        // backend still running.
+        let deadline = Date().addingTimeInterval(Self.timeout)
+        while try openDescriptorCount() > open - 2, Date() < deadline { usleep(1_000) }
+        XCTAssertEqual(try openDescriptorCount(), open - 2, "the lost chip's pipe (both ends) is released")
         XCTAssertFalse(backend.press(line: "estop"), "nothing can be written to a removed chip")
         // gpiochip1 still works.
         backend.press(line: "contact")

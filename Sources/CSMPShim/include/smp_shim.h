@@ -30,6 +30,11 @@ int smp_ppoll(struct pollfd *fds, unsigned long count, int64_t timeout_ns);
 int smp_thread_set_name(const char *name);
 /// The calling thread's name: pthread_getname_np. 0 or an errno value.
 int smp_thread_get_name(char *name, unsigned long size);
+/// Keeps the calling thread on one CPU: pthread_setaffinity_np. 0 or an errno value.
+int smp_thread_pin_cpu(int cpu);
+/// The CPUs the calling thread may run on, lowest first, at most `capacity` of them:
+/// sched_getaffinity(0, …). Their count, or -1 with errno set.
+int smp_thread_cpus(int *cpus, int capacity);
 /// posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC), grantpt, unlockpt and ptsname_r in one call (Swift's
 /// Glibc module does not declare them): the master's fd, the slave's path in `slave`; -1 and errno.
 int smp_pty_open(char *slave, unsigned long size);
