@@ -208,7 +208,7 @@ def main():
     for name, label, fifo in (("estop-idle", "idle, SCHED_OTHER", False), ("estop-hog", "CPU hog, SCHED_OTHER", False),
                               ("estop-idle-fifo", "idle; smp-bench at SCHED_FIFO 50", True),
                               ("estop-hog-fifo", "CPU hog; smp-bench at SCHED_FIFO 50", True),
-                              ("estop-idle-fifo-edge-other", "idle; SCHED_FIFO 50, the edge written at SCHED_OTHER", True)):
+                              ("estop-idle-fifo-edge-unpinned", "idle; SCHED_FIFO 50, the edge's writer free to move between CPUs (harness comparison)", False)):
         d = harness(name)
         if d and "error" not in d:
             w = d["line_to_estop_written_us"]

@@ -90,19 +90,16 @@ enum EstopLatency {
             },
             onTransition: { _ in transitionSignal.signal() }))
         transitionSignal.wait()  // the initial level
-        // --edge-at-other: this thread, which writes the line's edge, leaves SCHED_FIFO (the
-        // watcher, the link and the reader were started at the process's policy and keep it).
-        // It stands in for the GPIO interrupt, which runs above every task: the woken watcher
-        // then preempts it where it runs, as it would preempt whatever ordinary task the
-        // interrupt came in on. An edge written from a FIFO thread of the same priority cannot
-        // be preempted, so the watcher is woken on the other CPU instead, and on this VM an
-        // idle virtual CPU takes tens of microseconds to wake (docs/performance.md). Not for
-        // --hog: an ordinary task among the hog's, the writer is itself preempted between its
-        // timestamp and its write.
-        if args.flag("edge-at-other") {
-            var ordinary = sched_param(sched_priority: 0)
-            guard sched_setscheduler(0, SCHED_OTHER, &ordinary) == 0 else { throw BenchFailure("sched_setscheduler") }
-        }
+        // This thread writes the line's edge: it stands in for the GPIO interrupt's thread, which
+        // delivers a real line's edge (gpiolib-cdev's `edge_irq_thread`): at the process's
+        // policy (under `chrt -f 50`, SCHED_FIFO 50 as every interrupt thread), and kept to one
+        // CPU, as the kernel keeps an interrupt's thread to the interrupt's CPU
+        // (`irq_thread_check_affinity`). --edge-unpinned: free to move, as before 2026-12-07 —
+        // then the woken watcher kept to this CPU makes the scheduler push the writer to the
+        // other CPU (`check_preempt_equal_prio`) while it holds the simulated chip's lock, which
+        // the watcher needs to turn the needle off: what no interrupt thread does.
+        let edgeCPU: Int32? = args.flag("edge-unpinned") ? nil : bench_pin_thread_to_lowest_cpu()
+        if let edgeCPU, edgeCPU < 0 { throw BenchFailure("pthread_setaffinity_np: errno \(-edgeCPU)") }
 
         var rng = SystemRandomNumberGenerator()
         for index in 0..<trials {
@@ -152,7 +149,8 @@ enum EstopLatency {
 
         var result: [String: Any] = [
             "figure": "estop", "trials": trials, "hog": hog?.description ?? "none",
-            "edge_written_at": args.flag("edge-at-other") ? "SCHED_OTHER" : "the process's policy",
+            "edge_written_at": "the process's policy",
+            "edge_writer_cpu": edgeCPU.map { "\($0)" } ?? "any",
             "line_to_estop_written_us": write.json, "line_to_estop_readable_us": arrival.json,
             "load_average_after": loadAverage(),
         ]

@@ -25,6 +25,10 @@ void bench_process_cpu_ns(uint64_t *user_ns, uint64_t *system_ns);
 /// This thread's CPU time (CLOCK_THREAD_CPUTIME_ID) in nanoseconds.
 uint64_t bench_thread_cpu_ns(void);
 
+/// Keeps the calling thread to the lowest CPU it may run on (pthread_setaffinity_np): that CPU,
+/// or -errno.
+int bench_pin_thread_to_lowest_cpu(void);
+
 /// Peak resident set of this process (getrusage ru_maxrss) in KiB; of waited-for children with
 /// `children` != 0.
 long bench_max_rss_kib(int children);
