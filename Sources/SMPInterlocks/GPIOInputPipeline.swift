@@ -81,7 +81,8 @@ final class GPIOInputPipeline: @unchecked Sendable {
     private var watchers: [PollThread?] = []
     /// The watchers not ended yet.
     private var watchersRunning = 0
-    /// The CPU each watcher keeps to (nil: any), in `watchers`' order; for tests.
+    /// The CPU each watcher was started to keep to (nil: any), in `watchers`' order; for tests
+    /// (a CPU the kernel refused leaves that watcher free to run anywhere: `PollThread`).
     private(set) var watcherCPUs: [Int?] = []
     /// The streams the watchers poll, in their descriptor order.
     private var watched: [Int] = []

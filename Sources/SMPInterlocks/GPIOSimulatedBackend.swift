@@ -121,7 +121,8 @@ public final class SimulatedGPIOBackend: InterlockLineBackend, @unchecked Sendab
         pipeline.start(onChange: onChange)
     }
 
-    /// The CPU each of the pipeline's watcher threads keeps to (nil: any); on `queue`, for tests.
+    /// The CPU each of the pipeline's watcher threads was started to keep to (nil: any); on
+    /// `queue`, for tests.
     var watcherCPUs: [Int?] {
         dispatchPrecondition(condition: .onQueue(queue))
         return pipeline.watcherCPUs
