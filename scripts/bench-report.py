@@ -195,7 +195,8 @@ def main():
                      f"{dist(p, digits=2)} % over {fmt(d['session_seconds']['p50'])} s sessions",
                      "≤ 0.5 %", "yes" if p["p50"] <= 0.5 else "NO", command(raw, "cpu")))
     for name, what in [("cpu-no-records", "without records"),
-                       ("cpu-protocol-1.3", "as a 1.3 host, every heartbeat answered")]:
+                       ("cpu-protocol-1.3", "as a 1.3 host, every heartbeat answered"),
+                       ("cpu-interlocks", "with simulated interlock lines, as `smpctl run` watches them")]:
         d = harness(name)
         if d and "error" not in d:
             p = d["host_cpu_percent_of_one_core"]

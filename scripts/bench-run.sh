@@ -130,6 +130,9 @@ if want cpu; then
     step cpu-no-records "$HARNESS" cpu --plan "$PLANS/bench-paced.json" --runs "$CPU_RUNS" --no-records
     # And as a 1.3 host, whose every heartbeat the device answers: what protocol 1.4 saves.
     step cpu-protocol-1.3 "$HARNESS" cpu --plan "$PLANS/bench-paced.json" --runs "$CPU_RUNS" --protocol-minor 3
+    # And with the interlock lines a clinic session watches (simulated, as `smpctl run --sim`
+    # opens them): their chips' health check every quarter of the lease is not in the row above.
+    step cpu-interlocks "$HARNESS" cpu --plan "$PLANS/bench-paced.json" --runs "$CPU_RUNS" --interlocks
 fi
 
 if want estop; then

@@ -4,6 +4,8 @@ import FirmwareProtocol
 import Foundation
 import Logging
 import SessionRunner
+import SMPInterlocks
+import SMPMachine
 import SMPRecords
 import SMPPlanReader
 import SMPPlan
@@ -115,8 +117,10 @@ func mallocCount() -> Int? {
 /// One whole session (handshake, preflight accepted at once, streaming, end) on `devicePath`.
 func runSession(plan: Plan, planPath: String, devicePath: String, recordsDirectory: String?,
                 leaseMilliseconds: Int? = nil, requireCompletion: Bool = true, lineBytesPerSecond: Int? = nil,
-                protocolMinor: UInt8? = nil, onEvent: (@Sendable (SessionEvent) -> Void)? = nil) throws -> SessionRun {
+                protocolMinor: UInt8? = nil, interlocks: Interlocks? = nil,
+                onEvent: (@Sendable (SessionEvent) -> Void)? = nil) throws -> SessionRun {
     var options = SessionOptions()
+    options.interlocks = interlocks
     if let leaseMilliseconds { options.link.requestedLease = .milliseconds(leaseMilliseconds) }
     options.link.lineBytesPerSecond = lineBytesPerSecond
     if let protocolMinor { options.link.protocolMinor = protocolMinor }
@@ -144,6 +148,24 @@ func runSession(plan: Plan, planPath: String, devicePath: String, recordsDirecto
     return SessionRun(account: account, started: started, armed: milestones.armed, finished: finished, cpu: cpu,
                       voluntarySwitches: v1 - v0, involuntarySwitches: i1 - i0, mallocsAfterArm: mallocs,
                       recordCommits: commits.count)
+}
+
+/// Simulated interlocks as `smpctl run --sim` has them when the machine file names no lines: an
+/// e-stop, a pedal and a contact input, a needle-power output, all healthy, their chips checked
+/// every quarter of `leaseMilliseconds` as on a clinic machine.
+func simulatedInterlocks(leaseMilliseconds: Int) throws -> Interlocks {
+    let inputs = [
+        InterlockInput(name: "estop", role: .estop, chip: "gpiochip0", lineOffset: 0, activeLow: false,
+                       bias: .disabled, debounce: .zero),
+        InterlockInput(name: "pedal", role: .pedal, chip: "gpiochip0", lineOffset: 1, activeLow: false,
+                       bias: .disabled, debounce: .milliseconds(20)),
+        InterlockInput(name: "contact", role: .contact, chip: "gpiochip0", lineOffset: 2, activeLow: false,
+                       bias: .disabled, debounce: .milliseconds(5)),
+    ]
+    let needle = InterlockOutput(name: "needle", role: .needlePower, chip: "gpiochip0", lineOffset: 3, activeLow: false)
+    var configuration = MachineConfiguration(inputs: inputs, outputs: [needle])
+    configuration.leaseMilliseconds = leaseMilliseconds
+    return try Interlocks.open(configuration: configuration, simulated: true, logger: quietLogger("smp-bench.interlocks"))
 }
 
 func startSimulator(timeScale: Double, seed: UInt64) throws -> SimulatedApplicator {

@@ -427,9 +427,11 @@ enum HostCPU {
         for r in 0..<runs {
             let directory = try TemporaryDirectory()
             defer { directory.remove() }
+            // --interlocks: the lines a clinic session watches (simulated), as `smpctl run` opens them.
+            let interlocks = args.flag("interlocks") ? try simulatedInterlocks(leaseMilliseconds: lease) : nil
             let result = try runSession(plan: plan, planPath: planPath, devicePath: devicePath,
                                         recordsDirectory: args.flag("no-records") ? nil : directory.path,
-                                        leaseMilliseconds: lease, protocolMinor: protocolMinor)
+                                        leaseMilliseconds: lease, protocolMinor: protocolMinor, interlocks: interlocks)
             let share = Double(result.cpu.total) / Double(result.finished &- result.started)
             percent.append(100 * share)
             cpuMsPerSecond.append(share * 1000)
@@ -443,6 +445,7 @@ enum HostCPU {
         try emit([
             "figure": "cpu", "plan": planPath, "dots": plan.dots.count, "time_scale": 1, "lease_ms": lease,
             "protocol_minor": Int(protocolMinor ?? SessionOptions().link.protocolMinor),
+            "interlocks": args.flag("interlocks"),
             "host_cpu_percent_of_one_core": Distribution(percent).json,
             "host_cpu_ms_per_second": Distribution(cpuMsPerSecond).json,
             "cpu_user_fraction": Distribution(userShare).json,

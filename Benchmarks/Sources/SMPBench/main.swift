@@ -5,7 +5,7 @@
 //   smp-bench fullpath  --plan P [--runs N] [--no-records]
 //   smp-bench link      --plan P --baud B [--runs N] [--granularity-us G]
 //   smp-bench underruns --plan P [--time-scale S] [--runs N] [--hog]
-//   smp-bench cpu       --plan P [--runs N] [--lease-ms L] [--no-records] [--protocol-minor M] [--device PATH]
+//   smp-bench cpu       --plan P [--runs N] [--lease-ms L] [--no-records] [--protocol-minor M] [--interlocks] [--device PATH]
 //   smp-bench estop     [--trials N] [--hog] [--cyclictest] [--worst K] [--edge-unpinned]
 //   smp-bench planload  --plan P [--runs N] [--smpctl PATH]
 //   smp-bench sim       [--time-scale S] [--no-underrun-watch]  (a simulator in its own process, for `cpu`)
