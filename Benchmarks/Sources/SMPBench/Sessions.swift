@@ -150,19 +150,17 @@ func runSession(plan: Plan, planPath: String, devicePath: String, recordsDirecto
                       recordCommits: commits.count)
 }
 
-/// Simulated interlocks as `smpctl run --sim` has them when the machine file names no lines: an
-/// e-stop, a pedal and a contact input, a needle-power output, all healthy, their chips checked
-/// every quarter of `leaseMilliseconds` as on a clinic machine.
+/// Simulated interlocks as `smpctl run --sim` has them when the machine file names no lines
+/// (`HostLineFaults.simulatedMachine`): an e-stop, a pedal and a contact input and a needle-power
+/// output on one simulated chip, all healthy, the chip checked every quarter of
+/// `leaseMilliseconds` as on a clinic machine.
 func simulatedInterlocks(leaseMilliseconds: Int) throws -> Interlocks {
     let inputs = [
-        InterlockInput(name: "estop", role: .estop, chip: "gpiochip0", lineOffset: 0, activeLow: false,
-                       bias: .disabled, debounce: .zero),
-        InterlockInput(name: "pedal", role: .pedal, chip: "gpiochip0", lineOffset: 1, activeLow: false,
-                       bias: .disabled, debounce: .milliseconds(20)),
-        InterlockInput(name: "contact", role: .contact, chip: "gpiochip0", lineOffset: 2, activeLow: false,
-                       bias: .disabled, debounce: .milliseconds(5)),
+        InterlockInput(name: "estop", role: .estop, chip: "sim", lineOffset: 0, activeLow: false, bias: .asIs),
+        InterlockInput(name: "pedal", role: .pedal, chip: "sim", lineOffset: 1, activeLow: false, bias: .asIs),
+        InterlockInput(name: "contact", role: .contact, chip: "sim", lineOffset: 2, activeLow: false, bias: .asIs),
     ]
-    let needle = InterlockOutput(name: "needle", role: .needlePower, chip: "gpiochip0", lineOffset: 3, activeLow: false)
+    let needle = InterlockOutput(name: "needle-power", role: .needlePower, chip: "sim", lineOffset: 3, activeLow: false)
     var configuration = MachineConfiguration(inputs: inputs, outputs: [needle])
     configuration.leaseMilliseconds = leaseMilliseconds
     return try Interlocks.open(configuration: configuration, simulated: true, logger: quietLogger("smp-bench.interlocks"))
