@@ -79,8 +79,6 @@ final class GPIOInputPipeline: @unchecked Sendable {
     private var nextHealthCheckNanos: UInt64 = 0
     /// The watcher threads, each while it may still call back (nil once it ended).
     private var watchers: [PollThread?] = []
-    /// The watchers not ended yet.
-    private var watchersRunning = 0
     /// The CPU each watcher was started to keep to (nil: any), in `watchers`' order; for tests
     /// (a CPU the kernel refused leaves that watcher free to run anywhere: `PollThread`).
     private(set) var watcherCPUs: [Int?] = []
@@ -195,7 +193,6 @@ final class GPIOInputPipeline: @unchecked Sendable {
                     watchers.append(thread)
                     watcherCPUs.append(cpu)
                     stillPolled.append(Array(repeating: true, count: watched.count))
-                    watchersRunning += 1
                     continue
                 case .failure(let errno) where !watchers.isEmpty:
                     // Fewer watchers: edges from the other CPUs wake one of these, later.
@@ -361,7 +358,7 @@ final class GPIOInputPipeline: @unchecked Sendable {
         }
         healthTimer?.cancel()
         healthTimer = nil
-        if watchersRunning > 0 {
+        if watchers.contains(where: { $0 != nil }) {
             // The last `watcherEnded` releases the descriptors and finishes the close.
             for watcher in watchers { watcher?.stop() }
             return
@@ -392,7 +389,6 @@ final class GPIOInputPipeline: @unchecked Sendable {
     private func watcherEnded(_ w: Int, _ error: Errno?) {
         dispatchPrecondition(condition: .onQueue(queue))
         watchers[w] = nil
-        watchersRunning -= 1
         if let error, case .running = state {
             for s in watched where !streamLost[s] {
                 lose(stream: s, errno: error, operation: "waiting for edges")
@@ -400,7 +396,7 @@ final class GPIOInputPipeline: @unchecked Sendable {
             }
         }
         for position in watched.indices { watcherDropped(w, position: position) }
-        if watchersRunning == 0, case .closing = state {
+        if !watchers.contains(where: { $0 != nil }), case .closing = state {
             for s in streams.indices { releaseStream(s) }
             finishClose()
         }

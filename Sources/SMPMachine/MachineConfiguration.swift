@@ -197,3 +197,19 @@ extension Interlocks {
                  simulatedInitialLevels: simulatedInitialLevels, queue: queue, logger: logger)
     }
 }
+
+extension MachineConfiguration {
+    /// This configuration with simulated interlock lines in place of its own: an e-stop, a pedal
+    /// and a contact input and a needle-power output on one chip "sim" — what `smpctl run --sim`
+    /// watches when the machine file names no lines, and what the benchmarks' sessions open.
+    public func withSimulatedInterlockLines() -> MachineConfiguration {
+        var machine = self
+        machine.inputs = [
+            InterlockInput(name: "estop", role: .estop, chip: "sim", lineOffset: 0, activeLow: false, bias: .asIs),
+            InterlockInput(name: "pedal", role: .pedal, chip: "sim", lineOffset: 1, activeLow: false, bias: .asIs),
+            InterlockInput(name: "contact", role: .contact, chip: "sim", lineOffset: 2, activeLow: false, bias: .asIs),
+        ]
+        machine.outputs = [InterlockOutput(name: "needle-power", role: .needlePower, chip: "sim", lineOffset: 3, activeLow: false)]
+        return machine
+    }
+}

@@ -60,18 +60,6 @@ struct HostLineFaults: Sendable {
             }
         }
     }
-
-    /// The developer configuration plus simulated lines: e-stop, pedal, contact, needle power.
-    static func simulatedMachine(_ base: MachineConfiguration) -> MachineConfiguration {
-        var machine = base
-        machine.inputs = [
-            InterlockInput(name: "estop", role: .estop, chip: "sim", lineOffset: 0, activeLow: false, bias: .asIs),
-            InterlockInput(name: "pedal", role: .pedal, chip: "sim", lineOffset: 1, activeLow: false, bias: .asIs),
-            InterlockInput(name: "contact", role: .contact, chip: "sim", lineOffset: 2, activeLow: false, bias: .asIs),
-        ]
-        machine.outputs = [InterlockOutput(name: "needle-power", role: .needlePower, chip: "sim", lineOffset: 3, activeLow: false)]
-        return machine
-    }
 }
 
 private final class FiredSet: @unchecked Sendable {  // guarded by `lock`

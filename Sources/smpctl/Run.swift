@@ -337,7 +337,7 @@ enum SessionCommand {
         let interlocks: Interlocks
         do {
             // With --sim and no lines configured, a simulated e-stop, pedal and contact stand in.
-            let configuration = target.sim && machine.inputs.isEmpty ? HostLineFaults.simulatedMachine(machine) : machine
+            let configuration = target.sim && machine.inputs.isEmpty ? machine.withSimulatedInterlockLines() : machine
             interlocks = try Interlocks.open(configuration: configuration, simulated: target.sim,
                                              logger: CLILogging.logger(label: "smpctl.interlocks", verbose: verbose))
         } catch {

@@ -149,7 +149,6 @@ enum EstopLatency {
 
         var result: [String: Any] = [
             "figure": "estop", "trials": trials, "hog": hog?.description ?? "none",
-            "edge_written_at": "the process's policy",
             "edge_writer_cpu": edgeCPU.map { "\($0)" } ?? "any",
             "line_to_estop_written_us": write.json, "line_to_estop_readable_us": arrival.json,
             "load_average_after": loadAverage(),

@@ -151,17 +151,10 @@ func runSession(plan: Plan, planPath: String, devicePath: String, recordsDirecto
 }
 
 /// Simulated interlocks as `smpctl run --sim` has them when the machine file names no lines
-/// (`HostLineFaults.simulatedMachine`): an e-stop, a pedal and a contact input and a needle-power
-/// output on one simulated chip, all healthy, the chip checked every quarter of
-/// `leaseMilliseconds` as on a clinic machine.
+/// (`MachineConfiguration.withSimulatedInterlockLines`), all healthy, the chip checked every
+/// quarter of `leaseMilliseconds` as on a clinic machine.
 func simulatedInterlocks(leaseMilliseconds: Int) throws -> Interlocks {
-    let inputs = [
-        InterlockInput(name: "estop", role: .estop, chip: "sim", lineOffset: 0, activeLow: false, bias: .asIs),
-        InterlockInput(name: "pedal", role: .pedal, chip: "sim", lineOffset: 1, activeLow: false, bias: .asIs),
-        InterlockInput(name: "contact", role: .contact, chip: "sim", lineOffset: 2, activeLow: false, bias: .asIs),
-    ]
-    let needle = InterlockOutput(name: "needle-power", role: .needlePower, chip: "sim", lineOffset: 3, activeLow: false)
-    var configuration = MachineConfiguration(inputs: inputs, outputs: [needle])
+    var configuration = MachineConfiguration(inputs: [], outputs: []).withSimulatedInterlockLines()
     configuration.leaseMilliseconds = leaseMilliseconds
     return try Interlocks.open(configuration: configuration, simulated: true, logger: quietLogger("smp-bench.interlocks"))
 }
