@@ -18,16 +18,8 @@ import XCTest
 final class InterlockSessionTests: XCTestCase {
     let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 
-    var machine: MachineConfiguration {
-        var machine = MachineConfiguration()
-        machine.inputs = [
-            InterlockInput(name: "estop", role: .estop, chip: "sim", lineOffset: 0, activeLow: false, bias: .asIs),
-            InterlockInput(name: "pedal", role: .pedal, chip: "sim", lineOffset: 1, activeLow: false, bias: .asIs),
-            InterlockInput(name: "contact", role: .contact, chip: "sim", lineOffset: 2, activeLow: false, bias: .asIs),
-        ]
-        machine.outputs = [InterlockOutput(name: "needle-power", role: .needlePower, chip: "sim", lineOffset: 3, activeLow: false)]
-        return machine
-    }
+    /// The lines `smpctl run --sim` simulates.
+    var machine: MachineConfiguration { MachineConfiguration().withSimulatedInterlockLines() }
 
     func plan(_ count: Int) -> Plan {
         Plan(planID: "interlocks", dots: (0..<count).map {
