@@ -29,7 +29,12 @@ import SystemPackage
 /// applicator's lease) one line of each stream is read — one get-value ioctl through the shim,
 /// no allocation — and a stream whose read fails is lost at once, exactly as if its descriptor
 /// had reported the error: every line `.lost`, which the interlocks treat as their stop level.
-/// One timer for all streams, on absolute deadlines (a late wake-up does not push later checks).
+/// The check runs on the first watcher's `ppoll` deadline (`PollThread.setDeadline`), on absolute
+/// deadlines (a late wake-up does not push later checks): one thread wake-up per check, where a
+/// Dispatch timer cost three (libdispatch's timer thread, a worker, and back) — 40 times a second
+/// at the default lease, a clinic session's largest cost at an applicator's pace (issue 15:
+/// docs/performance.md, tenth stop). Every stream is lost if that watcher's `poll` fails, so the
+/// check never outlives the lines it checks.
 ///
 /// The latency-critical path (an edge to a line's stop level, e.g. e-stop pressed), no allocation,
 /// no thread hop: the kernel wakes the watcher thread's `poll` → `queue.sync` (a serial queue runs
@@ -74,9 +79,9 @@ final class GPIOInputPipeline: @unchecked Sendable {
     private var debouncers: [LineDebouncer]
     private var timers: [(any DispatchSourceTimer)?]
     private let healthCheckNanos: UInt64?
-    private var healthTimer: (any DispatchSourceTimer)?
-    /// The deadline of the next health check (CLOCK_MONOTONIC nanoseconds).
-    private var nextHealthCheckNanos: UInt64 = 0
+    /// The deadline of the next health check (CLOCK_MONOTONIC nanoseconds); nil: none due (no
+    /// check, or every stream lost). Read by the first watcher when `wake()`d, to time it.
+    private var nextHealthCheckNanos: UInt64?
     /// The watcher threads, each while it may still call back (nil once it ended).
     private var watchers: [PollThread?] = []
     /// The CPU each watcher was started to keep to (nil: any), in `watchers`' order; for tests
@@ -183,9 +188,18 @@ final class GPIOInputPipeline: @unchecked Sendable {
             let descriptors = watched.map { streams[$0].fd }
             for cpu in Self.watcherPlacement() {
                 let w = watchers.count
+                // The first watcher also times the health check: `wake()`d below to take its first
+                // deadline, and from each check the next.
+                let timesHealthCheck = w == 0 && healthCheckNanos != nil
                 let started = PollThread.start(
                     name: "smp-interlocks", descriptors: descriptors, cpu: cpu,
-                    onReadable: { index in queue.sync { self.readable(watched[index]) } },
+                    onReady: { _, index, _ in queue.sync { self.readable(watched[index]) } },
+                    onWake: { thread in
+                        if timesHealthCheck { thread.setDeadline(queue.sync { self.nextHealthCheckNanos }) }
+                    },
+                    onDeadline: { thread in
+                        if timesHealthCheck { thread.setDeadline(queue.sync { self.healthCheckDue() }) }
+                    },
                     onDropped: { index in queue.async { self.watcherDropped(w, position: index) } },
                     onExit: { error in queue.async { self.watcherEnded(w, error) } })
                 switch started {
@@ -208,45 +222,41 @@ final class GPIOInputPipeline: @unchecked Sendable {
             }
         }
 
-        if let interval = healthCheckNanos, !streams.isEmpty {
-            let timer = DispatchSource.makeTimerSource(queue: queue)
-            // Strong capture, as the watcher's: cancelled in `close`.
-            timer.setEventHandler { self.healthCheckDue() }
-            healthTimer = timer
+        // Only lines a watcher polls can be lost silently; the others are lost already.
+        if let interval = healthCheckNanos, let first = watchers.first ?? nil {
             nextHealthCheckNanos = Sys.monotonicNanoseconds() &+ interval
-            timer.schedule(deadline: DispatchTime(uptimeNanoseconds: nextHealthCheckNanos), leeway: healthLeeway(interval))
-            timer.activate()
+            first.wake()
         }
     }
 
     // MARK: - Health check
 
-    /// Leeway for the health timer: a tenth of the interval (2.5 ms at the default lease).
-    private func healthLeeway(_ interval: UInt64) -> DispatchTimeInterval {
-        .nanoseconds(Int(clamping: max(interval / 10, 100_000)))
-    }
-
     /// Reads one line of each stream that is not lost yet; a failed read loses the stream.
-    private func healthCheckDue() {
-        guard case .running = state, let interval = healthCheckNanos else { return }
+    /// Returns the next check's deadline, nil when none is due any more. On `queue`.
+    private func healthCheckDue() -> UInt64? {
+        guard case .running = state, let interval = healthCheckNanos, var next = nextHealthCheckNanos else {
+            nextHealthCheckNanos = nil
+            return nil
+        }
         for s in streams.indices where !streamLost[s] {
             if case .failure(let errno) = streams[s].readLevel(0) {
                 lose(stream: s, errno: errno, operation: "checking that the chip is still there")
-                guard case .running = state else { return }  // the owner may close from onChange
+                guard case .running = state else {  // the owner may close from onChange
+                    nextHealthCheckNanos = nil
+                    return nil
+                }
             }
         }
         guard streamLost.contains(false) else {
-            healthTimer?.cancel()
-            healthTimer = nil
-            return
+            nextHealthCheckNanos = nil
+            return nil
         }
-        // The next deadline on the grid of the first; missed ones (a stalled queue) are skipped.
+        // The next deadline on the grid of the first; missed ones (a stalled thread) are skipped.
         let now = Sys.monotonicNanoseconds()
-        nextHealthCheckNanos &+= interval
-        if nextHealthCheckNanos <= now {
-            nextHealthCheckNanos &+= (now - nextHealthCheckNanos) / interval * interval + interval
-        }
-        healthTimer?.schedule(deadline: DispatchTime(uptimeNanoseconds: nextHealthCheckNanos), leeway: healthLeeway(interval))
+        next &+= interval
+        if next <= now { next &+= (now - next) / interval * interval + interval }
+        nextHealthCheckNanos = next
+        return next
     }
 
     // MARK: - Edges
@@ -356,8 +366,7 @@ final class GPIOInputPipeline: @unchecked Sendable {
             timers[index]?.cancel()
             timers[index] = nil
         }
-        healthTimer?.cancel()
-        healthTimer = nil
+        nextHealthCheckNanos = nil
         if watchers.contains(where: { $0 != nil }) {
             // The last `watcherEnded` releases the descriptors and finishes the close.
             for watcher in watchers { watcher?.stop() }

@@ -373,6 +373,33 @@ final class GPIOTests: XCTestCase {
         wait(for: [changes.expectation("contact") { self.readings($0, input: 2).count >= 2 }], timeout: Self.timeout)
     }
 
+    /// The check is timed by a watcher's own `ppoll` deadline, not a Dispatch timer (three thread
+    /// wake-ups per check, 40 a second at the default lease: issue 15), so the loss it finds is
+    /// delivered on that watcher's thread; and it keeps checking the chip that is still there.
+    func testTheHealthCheckRunsOnAWatcherThreadAndGoesOnForTheOtherChip() throws {
+        let queue = DispatchQueue(label: "GPIOTests.backend")
+        let backend = try SimulatedGPIOBackend(inputs: lines(debounce: .milliseconds(50)), outputs: outputs,
+                                               initialLevels: ["estop": .inactive], healthCheckInterval: .milliseconds(25),
+                                               queue: queue, logger: logger)
+        defer { close(backend, queue) }
+        let changes = Changes()
+        let threads = Locked<[String]>([])
+        queue.sync {
+            backend.start { change in
+                if change.reading == .lost { threads.withLock { $0.append(Sys.currentThreadName()) } }
+                changes.append(change)
+            }
+        }
+        backend.vanish(chip: "gpiochip0")
+        wait(for: [changes.expectation("gpiochip0 lost") { items in
+            items.contains { $0.inputIndex == 0 && $0.reading == .lost } && items.contains { $0.inputIndex == 1 && $0.reading == .lost }
+        }], timeout: 5)
+        XCTAssertEqual(threads.withLock { $0 }, ["smp-interlocks", "smp-interlocks"])
+        backend.vanish(chip: "gpiochip1")
+        wait(for: [changes.expectation("gpiochip1 lost") { self.readings($0, input: 2).contains(.lost) }], timeout: 5)
+        XCTAssertEqual(threads.withLock { $0 }, Array(repeating: "smp-interlocks", count: 3))
+    }
+
     func testWithoutTheHealthCheckAVanishedChipIsNotNoticed() throws {
         // What the health check is for: the same removal with no check stays silent.
         let (backend, changes, queue) = try startSimulated(initial: ["estop": .inactive])
