@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <sys/ioctl.h>
 #include <sys/vfs.h>
 #include <termios.h>
@@ -22,6 +23,13 @@ int smp_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
 int smp_malloc_trim(void) { return malloc_trim(0); }
 int smp_malloc_arena_max(int arenas) { return mallopt(M_ARENA_MAX, arenas); }
 int smp_eventfd_create(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+int smp_timerfd_create_monotonic(void) { return timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC); }
+int smp_timerfd_set_absolute(int fd, uint64_t deadline_ns) {
+    struct itimerspec spec = {0};
+    spec.it_value.tv_sec = (time_t)(deadline_ns / 1000000000u);
+    spec.it_value.tv_nsec = (long)(deadline_ns % 1000000000u);
+    return timerfd_settime(fd, TFD_TIMER_ABSTIME, &spec, NULL);
+}
 int smp_ppoll(struct pollfd *fds, unsigned long count, int64_t timeout_ns) {
     if (timeout_ns < 0) return ppoll(fds, (nfds_t)count, NULL, NULL);
     struct timespec timeout = {(time_t)(timeout_ns / 1000000000), (long)(timeout_ns % 1000000000)};

@@ -63,6 +63,8 @@ public final class ApplicatorLink: @unchecked Sendable {
     /// opened again.
     private var portIsClosed = false
     private var afterPortClosed: [() -> Void] = []
+    /// Work the I/O thread carries in its passes (`carry`).
+    private var carried: (any PassDuty)?
 
     private static let hostEstopBytes: [UInt8] = [0] + LinkMachine.estopBytes(cause: .hostEstop)
 
@@ -106,6 +108,17 @@ public final class ApplicatorLink: @unchecked Sendable {
 
     // MARK: - Commands (call on queue)
 
+    /// Makes the I/O thread carry `duty` — the interlocks' health check — in the passes its
+    /// heartbeats, a quarter of the lease apart, cost anyway: at an applicator's pace a thread
+    /// wake-up is the host's main cost, and the check wanted its own 40 a second (issue 15).
+    /// The thread passes again by the time `duty` asks, and says when it starts and ends (the
+    /// duty does its work itself before and after). Call on `queue`, before `connect`.
+    package func carry(_ duty: any PassDuty) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        precondition(io == nil, "ApplicatorLink.carry after connect")
+        carried = duty
+    }
+
     /// Starts the I/O thread, sends HELLO until a matching reply arrives (§6.7). Call on `queue`.
     public func connect(completion: @escaping (Result<HelloReply, LinkLoss>) -> Void) {
         dispatchPrecondition(condition: .onQueue(queue))
@@ -114,7 +127,7 @@ public final class ApplicatorLink: @unchecked Sendable {
         let fd = port.handOver()
         let mailbox = BatchMailbox(queue: queue) { [weak self] batch in self?.deliver(batch) }
         self.mailbox = mailbox
-        let io = LinkIO(port: port, fd: fd, configuration: configuration, logger: logger,
+        let io = LinkIO(port: port, fd: fd, configuration: configuration, logger: logger, carried: carried,
                         deliver: { batch in mailbox.post(batch) })
         self.io = io
         var rng = SystemRandomNumberGenerator()
@@ -365,6 +378,7 @@ final class LinkIO: @unchecked Sendable {
     private let fd: CInt
     private let logger: Logger
     private let deliverToOwner: @Sendable (Batch) -> Void
+    private let carried: (any PassDuty)?
     /// The owner's inputs; `ended` once the thread has ended (inputs are then run by the caller).
     private let inbox = Locked<(items: [LinkInput], ended: Bool)>(([], false))
     private let thread = Locked<PollThread?>(nil)
@@ -401,8 +415,9 @@ final class LinkIO: @unchecked Sendable {
     static let maxReadsPerEvent = 16
 
     init(port: SerialPort, fd: CInt, configuration: LinkConfiguration, logger: Logger,
-         deliver: @escaping @Sendable (Batch) -> Void) {
+         carried: (any PassDuty)? = nil, deliver: @escaping @Sendable (Batch) -> Void) {
         self.port = port
+        self.carried = carried
         self.fd = fd
         self.logger = logger
         self.deliverToOwner = deliver
@@ -425,6 +440,7 @@ final class LinkIO: @unchecked Sendable {
         switch started {
         case .success(let pollThread):
             thread.withLock { $0 = pollThread }
+            carried?.carrierStarted()
             pollThread.wake()
             return .success(())
         case .failure(let errno):
@@ -508,12 +524,17 @@ final class LinkIO: @unchecked Sendable {
         settleTurn(thread)
     }
 
-    /// After each pass: stop if the port is to close, else time the thread's `ppoll` out at the
-    /// machine's next deadline (a variable set, not a system call).
+    /// After each pass: stop if the port is to close, else give the carried duty its turn and
+    /// time the thread's `ppoll` out at the earlier of the machine's next deadline and the
+    /// duty's (a variable set, not a system call).
     private func settleTurn(_ thread: PollThread) {
         if stopping { return thread.stop() }
         thread.setWritable(Self.tty, pendingCount > 0)
-        thread.setDeadline(machine.nextDeadline)
+        var deadline = machine.nextDeadline
+        if let carried, let due = carried.ride(nowNanoseconds: Sys.monotonicNanoseconds(), carrierDeadline: deadline) {
+            deadline = min(deadline ?? due, due)
+        }
+        thread.setDeadline(deadline)
     }
 
     private func readAvailable() {
@@ -656,6 +677,7 @@ final class LinkIO: @unchecked Sendable {
     private func exited(_ error: Errno?) {
         if let error, closeReason == nil { closeReason = .link(port.path, operation: "poll", errno: error) }
         thread.withLock { $0 = nil }
+        carried?.carrierEnded()
         port.closeHandedOver()
         stopping = true
         exitedSteps()

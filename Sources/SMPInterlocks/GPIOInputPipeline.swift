@@ -29,12 +29,19 @@ import SystemPackage
 /// applicator's lease) one line of each stream is read — one get-value ioctl through the shim,
 /// no allocation — and a stream whose read fails is lost at once, exactly as if its descriptor
 /// had reported the error: every line `.lost`, which the interlocks treat as their stop level.
-/// The check runs on the first watcher's `ppoll` deadline (`PollThread.setDeadline`), on absolute
-/// deadlines (a late wake-up does not push later checks): one thread wake-up per check, where a
-/// Dispatch timer cost three (libdispatch's timer thread, a worker, and back) — 40 times a second
-/// at the default lease, a clinic session's largest cost at an applicator's pace (issue 15:
-/// docs/performance.md, tenth stop). Every stream is lost if that watcher's `poll` fails, so the
-/// check never outlives the lines it checks.
+/// Who checks: during a session, the link's I/O thread, in the passes its heartbeats (a quarter
+/// of the lease apart too) cost anyway — the pipeline is a `PassDuty` it carries
+/// (`ApplicatorLink.carry`): a check in its pass when due, or earlier in a pass after which the
+/// thread would not pass again in time, so checks stay an interval apart at most without a
+/// wake-up of their own. That thread passes at least every quarter of the lease as long as it
+/// keeps the applicator's lease (its heartbeats); if its passes stopped, so would its frames,
+/// and the applicator would hold on its own. Before it starts and once it has ended, the first
+/// watcher checks, on a timer descriptor it polls, armed an interval after each check (no timer
+/// is re-armed while the link carries the check: on a virtual machine a timer programmed costs
+/// as much as the wake-up saved, measured). Before, a Dispatch timer cost three
+/// thread wake-ups per check (libdispatch's timer thread, a worker, and back), 40 a second at
+/// the default lease: a clinic session's largest cost at an applicator's pace (issue 15:
+/// docs/performance.md, tenth stop). Every stream is lost if the first watcher's `poll` fails.
 ///
 /// The latency-critical path (an edge to a line's stop level, e.g. e-stop pressed), no allocation,
 /// no thread hop: the kernel wakes the watcher thread's `poll` → `queue.sync` (a serial queue runs
@@ -79,9 +86,17 @@ final class GPIOInputPipeline: @unchecked Sendable {
     private var debouncers: [LineDebouncer]
     private var timers: [(any DispatchSourceTimer)?]
     private let healthCheckNanos: UInt64?
-    /// The deadline of the next health check (CLOCK_MONOTONIC nanoseconds); nil: none due (no
-    /// check, or every stream lost). Read by the first watcher when `wake()`d, to time it.
-    private var nextHealthCheckNanos: UInt64?
+    /// The first watcher's timer descriptor for the health check (nil: no check, or closed once
+    /// that watcher has ended).
+    private var healthTimer: CInt?
+    /// When the last health check was made (CLOCK_MONOTONIC nanoseconds).
+    private var lastHealthCheckNanos: UInt64 = 0
+    /// Carriers started and not yet ended (`PassDuty`): while any, the first watcher's timer
+    /// is disarmed.
+    private var carriers = 0
+    /// Health checks made by a carrier's passes, and by the first watcher's timer (tests).
+    private(set) var healthChecksCarried = 0
+    private(set) var healthChecksOwn = 0
     /// The watcher threads, each while it may still call back (nil once it ended).
     private var watchers: [PollThread?] = []
     /// The CPU each watcher was started to keep to (nil: any), in `watchers`' order; for tests
@@ -145,6 +160,7 @@ final class GPIOInputPipeline: @unchecked Sendable {
     deinit {
         // Only reachable without a running watcher: release what it will not.
         for s in streams.indices where !streamReleased[s] { streams[s].release() }
+        if let healthTimer { _ = Sys.close(healthTimer) }
         events.deallocate()
     }
 
@@ -180,6 +196,17 @@ final class GPIOInputPipeline: @unchecked Sendable {
         }
 
         watched = streams.indices.filter { !streamLost[$0] }
+        if !watched.isEmpty, healthCheckNanos != nil {
+            switch Sys.timerDescriptor() {
+            case .success(let descriptor):
+                healthTimer = descriptor
+            case .failure(let errno):
+                // Without its timer no chip could be found gone: fail closed.
+                loseEveryStream(errno: errno, operation: "creating the health check's timer")
+                guard case .running = state else { return }
+                watched = []
+            }
+        }
         if !watched.isEmpty {
             // Strong captures: the cycle pipeline → thread → callbacks → pipeline keeps a running
             // pipeline alive; it is broken when the thread ends (`watcherEnded`).
@@ -188,17 +215,16 @@ final class GPIOInputPipeline: @unchecked Sendable {
             let descriptors = watched.map { streams[$0].fd }
             for cpu in Self.watcherPlacement() {
                 let w = watchers.count
-                // The first watcher also times the health check: `wake()`d below to take its first
-                // deadline, and from each check the next.
-                let timesHealthCheck = w == 0 && healthCheckNanos != nil
+                // The first watcher also polls the health check's timer, after the lines.
+                let timer = w == 0 ? healthTimer : nil
                 let started = PollThread.start(
-                    name: "smp-interlocks", descriptors: descriptors, cpu: cpu,
-                    onReady: { _, index, _ in queue.sync { self.readable(watched[index]) } },
-                    onWake: { thread in
-                        if timesHealthCheck { thread.setDeadline(queue.sync { self.nextHealthCheckNanos }) }
-                    },
-                    onDeadline: { thread in
-                        if timesHealthCheck { thread.setDeadline(queue.sync { self.healthCheckDue() }) }
+                    name: "smp-interlocks", descriptors: descriptors + (timer.map { [$0] } ?? []), cpu: cpu,
+                    onReadable: { index in
+                        if index < watched.count {
+                            queue.sync { self.readable(watched[index]) }
+                        } else {
+                            queue.sync { self.healthTimerExpired() }
+                        }
                     },
                     onDropped: { index in queue.async { self.watcherDropped(w, position: index) } },
                     onExit: { error in queue.async { self.watcherEnded(w, error) } })
@@ -222,41 +248,96 @@ final class GPIOInputPipeline: @unchecked Sendable {
             }
         }
 
-        // Only lines a watcher polls can be lost silently; the others are lost already.
-        if let interval = healthCheckNanos, let first = watchers.first ?? nil {
-            nextHealthCheckNanos = Sys.monotonicNanoseconds() &+ interval
-            first.wake()
+        if let interval = healthCheckNanos, let timer = healthTimer {
+            if watchers.isEmpty {
+                // No watcher polls it: released now (the lines are lost already).
+                _ = Sys.close(timer)
+                healthTimer = nil
+            } else {
+                // The initial levels were just read: the first check is an interval from now.
+                lastHealthCheckNanos = Sys.monotonicNanoseconds()
+                if carriers == 0 { armHealthTimer(at: lastHealthCheckNanos &+ interval) }
+            }
         }
     }
 
     // MARK: - Health check
 
-    /// Reads one line of each stream that is not lost yet; a failed read loses the stream.
-    /// Returns the next check's deadline, nil when none is due any more. On `queue`.
-    private func healthCheckDue() -> UInt64? {
-        guard case .running = state, let interval = healthCheckNanos, var next = nextHealthCheckNanos else {
-            nextHealthCheckNanos = nil
-            return nil
+    /// The first watcher's timer expired: no carrier checks. On `queue`.
+    private func healthTimerExpired() {
+        guard let timer = healthTimer else { return }
+        switch Sys.takeEventCount(timer) {
+        case .success(.transferred):
+            break
+        case .success:
+            return  // disarmed meanwhile as a carrier started (`timerfd_settime` resets the count)
+        case .failure(let errno):
+            return loseEveryStream(errno: errno, operation: "reading the health check's timer")
         }
+        guard let interval = healthCheckNanos, carriers == 0, healthCheckMayGoOn else { return }
+        healthChecksOwn += 1
+        if checkHealth(at: Sys.monotonicNanoseconds()) { armHealthTimer(at: lastHealthCheckNanos &+ interval) }
+    }
+
+    /// A carrier's pass (`ride`): a check when it is due, or early when it would fall due
+    /// before the carrier's own next pass and a quarter of an interval has gone since the last
+    /// (so checks stay an interval apart at most and cost the carrier no pass of their own
+    /// — at an applicator's pace its heartbeats come an interval after each send). On `queue`.
+    private func carriedPass(nowNanoseconds now: UInt64, carrierDeadline: UInt64?) -> UInt64? {
+        guard let interval = healthCheckNanos, healthTimer != nil, healthCheckMayGoOn else { return nil }
+        let due = lastHealthCheckNanos &+ interval
+        let needsAPassOfItsOwn = carrierDeadline.map { due < $0 } ?? true
+        let early = now >= lastHealthCheckNanos &+ interval / 4 && needsAPassOfItsOwn
+        guard now >= due || early else { return due }
+        healthChecksCarried += 1
+        guard checkHealth(at: now) else { return nil }
+        return lastHealthCheckNanos &+ interval
+    }
+
+    private func startCarrying() {
+        carriers += 1
+        if carriers == 1, let timer = healthTimer { _ = Sys.setTimer(timer, deadlineNanoseconds: nil) }
+    }
+
+    /// The last carrier ended: the first watcher's timer again, at the time the next check is
+    /// due (at once if overdue).
+    private func stopCarrying() {
+        carriers -= 1
+        guard carriers == 0, let interval = healthCheckNanos, healthTimer != nil, healthCheckMayGoOn else { return }
+        armHealthTimer(at: max(lastHealthCheckNanos &+ interval, Sys.monotonicNanoseconds()))
+    }
+
+    private var healthCheckMayGoOn: Bool {
+        guard case .running = state else { return false }
+        return streamLost.contains(false)
+    }
+
+    /// Reads one line of each stream that is not lost yet; a failed read loses the stream.
+    /// False when no check is wanted any more (every stream lost, or the owner closed).
+    private func checkHealth(at now: UInt64) -> Bool {
         for s in streams.indices where !streamLost[s] {
             if case .failure(let errno) = streams[s].readLevel(0) {
                 lose(stream: s, errno: errno, operation: "checking that the chip is still there")
-                guard case .running = state else {  // the owner may close from onChange
-                    nextHealthCheckNanos = nil
-                    return nil
-                }
+                guard case .running = state else { return false }  // the owner may close from onChange
             }
         }
-        guard streamLost.contains(false) else {
-            nextHealthCheckNanos = nil
-            return nil
+        lastHealthCheckNanos = now
+        return healthCheckMayGoOn
+    }
+
+    private func armHealthTimer(at deadline: UInt64) {
+        guard let timer = healthTimer else { return }
+        if case .failure(let errno) = Sys.setTimer(timer, deadlineNanoseconds: deadline) {
+            // Cannot happen with a valid descriptor; if it did, no check would come: fail closed.
+            loseEveryStream(errno: errno, operation: "arming the health check's timer")
         }
-        // The next deadline on the grid of the first; missed ones (a stalled thread) are skipped.
-        let now = Sys.monotonicNanoseconds()
-        next &+= interval
-        if next <= now { next &+= (now - next) / interval * interval + interval }
-        nextHealthCheckNanos = next
-        return next
+    }
+
+    private func loseEveryStream(errno: Errno, operation: String) {
+        for s in streams.indices where !streamLost[s] {
+            lose(stream: s, errno: errno, operation: operation)
+            guard case .running = state else { return }
+        }
     }
 
     // MARK: - Edges
@@ -366,7 +447,7 @@ final class GPIOInputPipeline: @unchecked Sendable {
             timers[index]?.cancel()
             timers[index] = nil
         }
-        nextHealthCheckNanos = nil
+        if let timer = healthTimer { _ = Sys.setTimer(timer, deadlineNanoseconds: nil) }
         if watchers.contains(where: { $0 != nil }) {
             // The last `watcherEnded` releases the descriptors and finishes the close.
             for watcher in watchers { watcher?.stop() }
@@ -398,6 +479,11 @@ final class GPIOInputPipeline: @unchecked Sendable {
     private func watcherEnded(_ w: Int, _ error: Errno?) {
         dispatchPrecondition(condition: .onQueue(queue))
         watchers[w] = nil
+        if w == 0, let timer = healthTimer {
+            // Polled by the first watcher only: released once it no longer is.
+            _ = Sys.close(timer)
+            healthTimer = nil
+        }
         if let error, case .running = state {
             for s in watched where !streamLost[s] {
                 lose(stream: s, errno: error, operation: "waiting for edges")
@@ -416,5 +502,16 @@ final class GPIOInputPipeline: @unchecked Sendable {
         let notify = onClosed
         onClosed = nil
         notify?()
+    }
+}
+
+extension GPIOInputPipeline: PassDuty {
+    package func carrierStarted() { queue.async { self.startCarrying() } }
+    package func carrierEnded() { queue.async { self.stopCarrying() } }
+
+    /// A carrier's pass: the health check when due (see the type's comment). Not on `queue`.
+    package func ride(nowNanoseconds: UInt64, carrierDeadline: UInt64?) -> UInt64? {
+        dispatchPrecondition(condition: .notOnQueue(queue))
+        return queue.sync { carriedPass(nowNanoseconds: nowNanoseconds, carrierDeadline: carrierDeadline) }
     }
 }

@@ -164,6 +164,9 @@ public final class LibgpiodBackend: InterlockLineBackend, @unchecked Sendable {
         pipeline.start(onChange: onChange)
     }
 
+    /// The health check, for a thread that wakes anyway to carry (`GPIOInputPipeline`).
+    package var healthCheckDuty: any PassDuty { pipeline }
+
     public func setOutput(_ index: Int, to level: GPIOLevel) throws(GPIOError) {
         dispatchPrecondition(condition: .onQueue(queue))
         guard !closed else { throw .closed }

@@ -121,6 +121,16 @@ public final class SimulatedGPIOBackend: InterlockLineBackend, @unchecked Sendab
         pipeline.start(onChange: onChange)
     }
 
+    /// The health check, for a thread that wakes anyway to carry (`GPIOInputPipeline`).
+    package var healthCheckDuty: any PassDuty { pipeline }
+
+    /// Health checks made so far: in a carrier's passes, and by the first watcher's own timer;
+    /// on `queue`, for tests.
+    var healthChecks: (carried: Int, own: Int) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        return (pipeline.healthChecksCarried, pipeline.healthChecksOwn)
+    }
+
     /// The CPU each of the pipeline's watcher threads was started to keep to (nil: any); on
     /// `queue`, for tests.
     var watcherCPUs: [Int?] {

@@ -1,6 +1,7 @@
 import Dispatch
 import FirmwareProtocol
 import Logging
+import SMPSystem
 
 /// What the session gives the interlocks: how to act on the applicator. Every closure is called on
 /// the interlock queue, in the order of `InterlockActions`, AFTER the needle-power output has been
@@ -122,6 +123,17 @@ public final class Interlocks: @unchecked Sendable {
 
     /// The simulated backend, when this runs without hardware (tests, `--sim`).
     public var simulator: SimulatedGPIOBackend? { backend as? SimulatedGPIOBackend }
+
+    /// The lines' health check (a read of each chip every quarter of the lease), for the link's
+    /// I/O thread to carry in the passes its heartbeats cost anyway (`ApplicatorLink.carry`); it
+    /// checks on its own when nobody does. Nil for a backend without one.
+    package var healthCheckDuty: (any PassDuty)? {
+        switch backend {
+        case let simulated as SimulatedGPIOBackend: simulated.healthCheckDuty
+        case let libgpiod as LibgpiodBackend: libgpiod.healthCheckDuty
+        default: nil
+        }
+    }
 
     /// A runtime over an opened backend whose `inputs` and `outputs` are
     /// `wiring.gpioInputs` and `wiring.gpioOutputs`, in that order. `requiresLink`:

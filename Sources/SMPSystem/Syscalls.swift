@@ -427,8 +427,29 @@ extension Sys {
         return withUnsafeBytes(of: &one) { write(fd, from: $0) }
     }
 
-    /// Reads and resets the count of an event counter (`eventDescriptor`): `.transferred(count)`
-    /// with the count, `.wouldBlock` when it was 0 (another reader took it).
+    /// A non-blocking, close-on-exec timer descriptor on CLOCK_MONOTONIC (the clock of
+    /// `monotonicNanoseconds` and of `DispatchTime`); readable once it has expired.
+    ///
+    /// The corresponding C function is `timerfd_create`, through `smp_timerfd_create_monotonic`.
+    package static func timerDescriptor() -> Result<CInt, Errno> {
+        retryingInterrupts { smp_timerfd_create_monotonic() }
+    }
+
+    /// Arms `fd` (from `timerDescriptor`) to expire once at `deadlineNanoseconds` of
+    /// CLOCK_MONOTONIC, an absolute time, so a late re-arm never shifts later deadlines; a
+    /// deadline already past expires at once. Nil disarms it. Replaces any earlier setting.
+    ///
+    /// The corresponding C function is `timerfd_settime` with `TFD_TIMER_ABSTIME`, through
+    /// `smp_timerfd_set_absolute`.
+    package static func setTimer(_ fd: CInt, deadlineNanoseconds: UInt64?) -> Result<Void, Errno> {
+        // 0 would disarm: a deadline of 0 (long past) is 1 ns instead.
+        let value = deadlineNanoseconds.map { max($0, 1) } ?? 0
+        return retryingInterrupts { smp_timerfd_set_absolute(fd, value) }.map { _ in () }
+    }
+
+    /// Reads and resets the count of an event counter (`eventDescriptor`) or the expirations of
+    /// a timer (`timerDescriptor`): `.transferred(count)` with the count, `.wouldBlock` when it
+    /// was 0 (a timer re-armed meanwhile, or another reader took it).
     ///
     /// The corresponding C function is `read` (8 bytes).
     package static func takeEventCount(_ fd: CInt) -> Result<IOResult, Errno> {

@@ -428,6 +428,9 @@ public final class Session: @unchecked Sendable {
         }
         link.onEvent = { [weak self] event in self?.handle(event) }
         link.dotSource = { [weak self] in self?.nextDot() }
+        // The lines' health check rides the link thread's heartbeat passes (issue 15: a thread
+        // wake-up is what costs at an applicator's pace); it checks on its own when that ends.
+        if let duty = options.interlocks?.healthCheckDuty { link.carry(duty) }
         link.connect { [weak self] result in
             guard let self else { return }
             switch result {

@@ -373,10 +373,10 @@ final class GPIOTests: XCTestCase {
         wait(for: [changes.expectation("contact") { self.readings($0, input: 2).count >= 2 }], timeout: Self.timeout)
     }
 
-    /// The check is timed by a watcher's own `ppoll` deadline, not a Dispatch timer (three thread
-    /// wake-ups per check, 40 a second at the default lease: issue 15), so the loss it finds is
-    /// delivered on that watcher's thread; and it keeps checking the chip that is still there.
-    func testTheHealthCheckRunsOnAWatcherThreadAndGoesOnForTheOtherChip() throws {
+    /// With no carrier, the check is timed by the first watcher's own timer, not a Dispatch timer
+    /// (three thread wake-ups per check, 40 a second at the default lease: issue 15), so the loss
+    /// it finds is delivered on that watcher's thread; and it keeps checking the other chip.
+    func testWithoutACarrierTheHealthCheckRunsOnAWatcherThreadAndGoesOnForTheOtherChip() throws {
         let queue = DispatchQueue(label: "GPIOTests.backend")
         let backend = try SimulatedGPIOBackend(inputs: lines(debounce: .milliseconds(50)), outputs: outputs,
                                                initialLevels: ["estop": .inactive], healthCheckInterval: .milliseconds(25),
@@ -398,6 +398,99 @@ final class GPIOTests: XCTestCase {
         backend.vanish(chip: "gpiochip1")
         wait(for: [changes.expectation("gpiochip1 lost") { self.readings($0, input: 2).contains(.lost) }], timeout: 5)
         XCTAssertEqual(threads.withLock { $0 }, Array(repeating: "smp-interlocks", count: 3))
+    }
+
+    /// A carrier (the link's I/O thread in a session) makes the checks in its own passes, and
+    /// the watcher none while it carries; once the carrier has ended, the watcher's timer takes
+    /// over, and a vanished chip is still found.
+    func testACarriersPassesMakeTheChecksAndTheWatcherTakesOverWhenTheyStop() throws {
+        let queue = DispatchQueue(label: "GPIOTests.backend")
+        let backend = try SimulatedGPIOBackend(inputs: lines(debounce: .milliseconds(50)), outputs: outputs,
+                                               initialLevels: ["estop": .inactive], healthCheckInterval: .milliseconds(100),
+                                               queue: queue, logger: logger)
+        defer { close(backend, queue) }
+        let changes = Changes()
+        let lossThreads = Locked<[String]>([])
+        queue.sync {
+            backend.start { change in
+                if change.reading == .lost { lossThreads.withLock { $0.append(Sys.currentThreadName()) } }
+                changes.append(change)
+            }
+        }
+        let duty = backend.healthCheckDuty
+        let carrying = Locked(true)
+        let passes = Locked<[UInt64?]>([])
+        duty.carrierStarted()
+        let carrier = Thread {
+            _ = smp_thread_set_name("test-carrier")
+            while carrying.withLock({ $0 }) {
+                let due = duty.ride(nowNanoseconds: MonotonicClock.nowNanoseconds(), carrierDeadline: nil)
+                passes.withLock { $0.append(due) }
+                usleep(10_000)
+            }
+        }
+        carrier.start()
+        Thread.sleep(forTimeInterval: 0.6)
+        let whileCarried = queue.sync { backend.healthChecks }
+        XCTAssertGreaterThanOrEqual(whileCarried.carried, 4, "with no pass of its own planned, the carrier checks every quarter interval or more: ~20 in 0.6 s")
+        XCTAssertEqual(whileCarried.own, 0, "the watcher does not check while the carrier does")
+        XCTAssertTrue(passes.withLock { $0 }.allSatisfy { $0 != nil }, "the carrier is told when to pass again")
+        // A chip that vanishes while carried is found in a carrier's pass.
+        backend.vanish(chip: "gpiochip1")
+        wait(for: [changes.expectation("gpiochip1 lost") { self.readings($0, input: 2).contains(.lost) }], timeout: 5)
+        XCTAssertEqual(lossThreads.withLock { $0 }, ["test-carrier"])
+        // The carrier stops (the link's thread ended): the watcher's timer goes on alone.
+        carrying.withLock { $0 = false }
+        Thread.sleep(forTimeInterval: 0.05)
+        duty.carrierEnded()
+        let before = queue.sync { backend.healthChecks }
+        backend.vanish(chip: "gpiochip0")
+        wait(for: [changes.expectation("gpiochip0 lost") { items in
+            items.contains { $0.inputIndex == 0 && $0.reading == .lost } && items.contains { $0.inputIndex == 1 && $0.reading == .lost }
+        }], timeout: 5)
+        XCTAssertEqual(lossThreads.withLock { $0 }, ["test-carrier", "smp-interlocks", "smp-interlocks"])
+        XCTAssertEqual(queue.sync { backend.healthChecks }.carried, before.carried)
+        XCTAssertGreaterThan(queue.sync { backend.healthChecks }.own, 0)
+        // Every chip lost: nothing left to check, and the carrier is told so.
+        XCTAssertNil(duty.ride(nowNanoseconds: MonotonicClock.nowNanoseconds(), carrierDeadline: nil))
+    }
+
+    /// The carrier's timing, on the carrier's clock: a check when due, or early when it would
+    /// otherwise fall due before the carrier's own next pass (a quarter interval after the last
+    /// at the earliest); never more than an interval apart; a pass of its own asked for only
+    /// when a check is needed before the carrier's next and it is too soon to make it now.
+    func testACarrierChecksWhenDueOrEarlyInsteadOfAPassOfItsOwn() throws {
+        let queue = DispatchQueue(label: "GPIOTests.backend")
+        let backend = try SimulatedGPIOBackend(inputs: lines(debounce: .milliseconds(50)), outputs: outputs,
+                                               initialLevels: ["estop": .inactive], healthCheckInterval: .milliseconds(100),
+                                               queue: queue, logger: logger)
+        defer { close(backend, queue) }
+        let duty = backend.healthCheckDuty
+        duty.carrierStarted()
+        queue.sync { backend.start { _ in } }
+        let ms: UInt64 = 1_000_000
+        let t0 = MonotonicClock.nowNanoseconds()  // just after the start's check
+        func carried() -> Int { queue.sync { backend.healthChecks.carried } }
+        // Due at ~t0 + 100; the carrier passes at t0 + 30 anyway: nothing now.
+        let first = try XCTUnwrap(duty.ride(nowNanoseconds: t0 + 5 * ms, carrierDeadline: t0 + 30 * ms))
+        XCTAssertLessThanOrEqual(first, t0 + 100 * ms)
+        XCTAssertGreaterThan(first, t0 + 99 * ms)
+        XCTAssertEqual(carried(), 0)
+        // The carrier's next pass would come after the due time: the check now, early.
+        XCTAssertEqual(duty.ride(nowNanoseconds: t0 + 30 * ms, carrierDeadline: t0 + 130 * ms), t0 + 130 * ms)
+        XCTAssertEqual(carried(), 1)
+        // Again after the due time, but too soon after the last: a pass of its own, at the due time.
+        XCTAssertEqual(duty.ride(nowNanoseconds: t0 + 40 * ms, carrierDeadline: t0 + 140 * ms), t0 + 130 * ms)
+        XCTAssertEqual(carried(), 1)
+        // Due: checked, whatever the carrier plans.
+        XCTAssertEqual(duty.ride(nowNanoseconds: t0 + 130 * ms, carrierDeadline: t0 + 135 * ms), t0 + 230 * ms)
+        XCTAssertEqual(carried(), 2)
+        // No pass planned by the carrier: early as soon as a quarter interval has gone.
+        XCTAssertEqual(duty.ride(nowNanoseconds: t0 + 150 * ms, carrierDeadline: nil), t0 + 230 * ms)
+        XCTAssertEqual(duty.ride(nowNanoseconds: t0 + 155 * ms, carrierDeadline: nil), t0 + 255 * ms)
+        XCTAssertEqual(carried(), 3)
+        XCTAssertEqual(queue.sync { backend.healthChecks.own }, 0, "the watcher does not check while carried")
+        duty.carrierEnded()
     }
 
     func testWithoutTheHealthCheckAVanishedChipIsNotNoticed() throws {

@@ -3,6 +3,7 @@ import FirmwareProtocol
 import Foundation
 import Logging
 import NeedleDriver
+import SMPSystem
 import XCTest
 
 @testable import SessionRunner
@@ -59,6 +60,31 @@ final class InterlockSessionTests: XCTestCase {
         let count = rig.simulator.injectedDots.count
         Thread.sleep(forTimeInterval: 0.3)
         XCTAssertEqual(rig.simulator.injectedDots.count, count, "injected after the e-stop")
+        let done = rig.simulator.injectedDots.filter { $0.outcome == .done }.map(\.dotID)
+        XCTAssertEqual(Set(done), Set(account.done))
+        XCTAssertEqual(done.count, Set(done).count)
+    }
+
+    /// The lines' health check rides the link thread's passes during a session (issue 15); a
+    /// chip that vanishes silently mid-session is still found, as an e-stop, and nothing more is
+    /// injected.
+    func testAChipThatVanishesMidSessionIsFoundByTheCheckTheLinkCarries() throws {
+        let rig = try rig()
+        let fired = ManagedFlag()
+        let carried = Locked(0)
+        let account = try rig.session.run(devicePath: rig.simulator.devicePath, confirm: { _ in true }) { event in
+            if case .progress(let p) = event, p.done == 15, fired.setOnce() {
+                carried.withLock { $0 = rig.interlocks.queue.sync { rig.lines.healthChecks.carried } }
+                rig.lines.vanish(chip: "sim")
+            }
+        }
+        XCTAssertEqual(account.outcome, .stopped, account.reason ?? "")
+        XCTAssertGreaterThan(carried.withLock { $0 }, 0, "the link's I/O thread made the checks")
+        XCTAssertEqual(rig.simulator.status.state, .estop)
+        XCTAssertTrue(rig.simulator.status.needleRetracted)
+        let count = rig.simulator.injectedDots.count
+        Thread.sleep(forTimeInterval: 0.3)
+        XCTAssertEqual(rig.simulator.injectedDots.count, count, "injected after the chip was found gone")
         let done = rig.simulator.injectedDots.filter { $0.outcome == .done }.map(\.dotID)
         XCTAssertEqual(Set(done), Set(account.done))
         XCTAssertEqual(done.count, Set(done).count)

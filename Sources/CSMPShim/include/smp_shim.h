@@ -23,6 +23,10 @@ int smp_malloc_trim(void);
 int smp_malloc_arena_max(int arenas);
 /// eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC): the fd, or -1 and errno.
 int smp_eventfd_create(void);
+/// timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC): the fd, or -1 and errno.
+int smp_timerfd_create_monotonic(void);
+/// timerfd_settime(fd, TFD_TIMER_ABSTIME, …) one-shot at `deadline_ns` of CLOCK_MONOTONIC; 0 disarms.
+int smp_timerfd_set_absolute(int fd, uint64_t deadline_ns);
 /// ppoll(fds, count, timeout, NULL) (a GNU extension of <poll.h>): waits at most `timeout_ns`
 /// nanoseconds, for ever when it is negative.
 int smp_ppoll(struct pollfd *fds, unsigned long count, int64_t timeout_ns);
