@@ -203,6 +203,13 @@ def main():
             rows.append((f"host CPU at ~10 dots/s, the same sessions {what} (comparison)",
                          f"{dist(p, digits=2)} % over {fmt(d['session_seconds']['p50'])} s sessions",
                          "–", "–", command(raw, name)))
+    d = harness("wake-cost")
+    if d and "error" not in d:
+        rows.append(("anchor of the host CPU rows: the wake-ups a link at 10 dots/s cannot avoid, in a C loop "
+                     f"(a frame every quarter of the {d['lease_ms']} ms lease, two read per dot)",
+                     f"{dist(d['link_floor_percent_of_one_core'], digits=2)} % of one core; a timed wake-up with a write "
+                     f"{dist(d['timed_wake_and_write_us'], digits=0)} µs, a woken read {dist(d['woken_read_us'], digits=0)} µs",
+                     "–", "–", command(raw, "wake-cost")))
 
     # Issue 15's goal is for the default install's scheduling (SCHED_FIFO 50): p99 ≤ 0.5 ms,
     # max ≤ 2 ms, p99 ≤ 3 × cyclictest's p99 in the same run; the SCHED_OTHER rows are for comparison.

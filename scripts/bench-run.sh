@@ -133,6 +133,9 @@ if want cpu; then
     # And with the interlock lines a clinic session watches (simulated, as `smpctl run --sim`
     # opens them): their chips' health check every quarter of the lease is not in the row above.
     step cpu-interlocks "$HARNESS" cpu --plan "$PLANS/bench-paced.json" --runs "$CPU_RUNS" --interlocks
+    # The rows' anchor: the wake-ups a link at that pace cannot avoid, priced on this machine by
+    # a loop in C that does nothing else (a frame every quarter of the lease, two read per dot).
+    step wake-cost "$HARNESS" wake-cost --runs "$CPU_RUNS"
 fi
 
 if want estop; then

@@ -204,3 +204,71 @@ done:
     free(ring);
     return rc;
 }
+
+// MARK: - Wake-up cost (the CPU row's anchor)
+
+typedef struct {
+    int fd;
+    volatile int stop;
+    uint64_t reads;
+    uint64_t cpu_ns;
+} wake_reader;
+
+static void *wake_reader_main(void *context) {
+    wake_reader *reader = context;
+    char buffer[256];
+    uint64_t start = bench_thread_cpu_ns();
+    while (!reader->stop) {
+        struct pollfd entry = {reader->fd, POLLIN, 0};
+        int ready = poll(&entry, 1, 50);
+        if (ready < 0 && errno != EINTR) break;
+        if (ready <= 0) continue;
+        ssize_t count = read(reader->fd, buffer, sizeof buffer);
+        if (count > 0) reader->reads++;
+        else if (count == 0 || (errno != EAGAIN && errno != EINTR)) break;
+    }
+    reader->cpu_ns = bench_thread_cpu_ns() - start;
+    return NULL;
+}
+
+int bench_wake_cost(int iterations, uint64_t interval_ns, int frame_bytes,
+                    double *writer_ns_per_iteration, double *reader_ns_per_read) {
+    int master, slave;
+    char path[64];
+    int status = bench_open_pty(&master, &slave, path, sizeof path, 0);
+    if (status != 0) return status;
+    wake_reader reader = {slave, 0, 0, 0};
+    pthread_t thread;
+    int started = frame_bytes > 0 ? pthread_create(&thread, NULL, wake_reader_main, &reader) : 0;
+    if (started != 0) {
+        close(master);
+        close(slave);
+        return -started;
+    }
+    char frame[64] = {0};
+    if (frame_bytes > (int)sizeof frame) frame_bytes = (int)sizeof frame;
+    uint64_t deadline = bench_now_ns();
+    uint64_t start = bench_thread_cpu_ns();
+    for (int i = 0; i < iterations; i++) {
+        deadline += interval_ns;
+        // Times out at an absolute deadline, as the link's thread waits for its heartbeat.
+        struct pollfd entry = {master, 0, 0};
+        uint64_t now = bench_now_ns();
+        uint64_t left = deadline > now ? deadline - now : 0;
+        struct timespec timeout = {(time_t)(left / 1000000000ull), (long)(left % 1000000000ull)};
+        ppoll(&entry, 1, &timeout, NULL);
+        if (frame_bytes > 0 && write(master, frame, (size_t)frame_bytes) < 0 && errno != EAGAIN) break;
+    }
+    *writer_ns_per_iteration = (double)(bench_thread_cpu_ns() - start) / iterations;
+    if (frame_bytes > 0) {
+        bench_sleep_until_ns(bench_now_ns() + 100000000ull);
+        reader.stop = 1;
+        pthread_join(thread, NULL);
+        *reader_ns_per_read = reader.reads > 0 ? (double)reader.cpu_ns / (double)reader.reads : 0;
+    } else {
+        *reader_ns_per_read = 0;
+    }
+    close(master);
+    close(slave);
+    return 0;
+}

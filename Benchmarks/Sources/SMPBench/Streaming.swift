@@ -454,3 +454,41 @@ enum HostCPU {
         ])
     }
 }
+
+/// The anchor of the host-CPU row: what this machine charges for the wake-ups a link at an
+/// applicator's pace cannot avoid, measured by a loop in C that does nothing else (as cyclictest
+/// anchors the e-stop rows). A lease of L ms wants a frame from the host every L/4 (a DOT or a
+/// heartbeat: §6.5), each a thread woken at its deadline to write it; at 10 dots/s the device
+/// answers with an ACK and a DOT_DONE per dot, each a thread woken by the descriptor to read it.
+/// The floor: 4000/L timed wake-ups with a write, and 20 woken reads, per second.
+enum WakeCost {
+    static func run(_ args: Arguments) throws {
+        let runs = try args.int("runs", default: 3)
+        let iterations = try args.int("iterations", default: 400)
+        let lease = try args.int("lease-ms", default: 100)
+        let interval = UInt64(lease) * 1_000_000 / 4
+        var timedOnly: [Double] = [], timedWrite: [Double] = [], woken: [Double] = [], floor: [Double] = []
+        for r in 0..<runs {
+            var writer = 0.0, reader = 0.0
+            var status = bench_wake_cost(Int32(iterations), interval, 0, &writer, &reader)
+            guard status == 0 else { throw BenchFailure("bench_wake_cost: errno \(-status)") }
+            timedOnly.append(writer / 1000)
+            status = bench_wake_cost(Int32(iterations), interval, 8, &writer, &reader)
+            guard status == 0 else { throw BenchFailure("bench_wake_cost: errno \(-status)") }
+            timedWrite.append(writer / 1000)
+            woken.append(reader / 1000)
+            let framesPerSecond = 4000.0 / Double(lease)
+            floor.append((framesPerSecond * timedWrite.last! + 20 * woken.last!) / 10_000)
+            note(String(format: "wake-cost run %d: a timed ppoll wake-up %.1f µs of CPU, with an 8-byte pty write %.1f µs; a thread woken by the pty to read it %.1f µs; floor of a link at 10 dots/s, lease \(lease) ms: %.3f %% of a core; load %@",
+                        r + 1, timedOnly.last!, timedWrite.last!, woken.last!, floor.last!, loadAverage()))
+        }
+        try emit([
+            "figure": "wake-cost", "lease_ms": lease, "iterations": iterations,
+            "timed_wake_us": Distribution(timedOnly).json,
+            "timed_wake_and_write_us": Distribution(timedWrite).json,
+            "woken_read_us": Distribution(woken).json,
+            "link_floor_percent_of_one_core": Distribution(floor).json,
+            "load_average_after": loadAverage(),
+        ])
+    }
+}

@@ -6,6 +6,7 @@
 //   smp-bench link      --plan P --baud B [--runs N] [--granularity-us G]
 //   smp-bench underruns --plan P [--time-scale S] [--runs N] [--hog]
 //   smp-bench cpu       --plan P [--runs N] [--lease-ms L] [--no-records] [--protocol-minor M] [--interlocks] [--device PATH]
+//   smp-bench wake-cost [--runs N] [--iterations I] [--lease-ms L]  (the cpu row's anchor)
 //   smp-bench estop     [--trials N] [--hog] [--cyclictest] [--worst K] [--edge-unpinned]
 //   smp-bench planload  --plan P [--runs N] [--smpctl PATH]
 //   smp-bench sim       [--time-scale S] [--no-underrun-watch]  (a simulator in its own process, for `cpu`)
@@ -59,6 +60,7 @@ do {
     case "link": try LinkUtilisation.run(args)
     case "underruns": try Underruns.run(args)
     case "cpu": try HostCPU.run(args)
+    case "wake-cost": try WakeCost.run(args)
     case "sim": try SimulatorProcess.run(args)
     case "estop": try EstopLatency.run(args)
     case "planload": try PlanLoad.run(args)

@@ -55,4 +55,12 @@ typedef struct {
 int bench_relay(int in_fd, int out_fd, double bytes_per_second, uint64_t granularity_ns,
                 volatile int *stop, bench_relay_stats *stats);
 
+/// The CPU a thread costs that wakes at absolute deadlines `interval_ns` apart (a timed-out
+/// ppoll, as the link's thread waits for its heartbeat) and writes `frame_bytes` to a pty, and
+/// the CPU of a second thread that a descriptor wakes to read each (poll, then read), over
+/// `iterations`: ns per iteration of the first, ns per read of the second. `frame_bytes` 0: the
+/// timed wake-up alone (no write, no reader). 0 or -errno.
+int bench_wake_cost(int iterations, uint64_t interval_ns, int frame_bytes,
+                    double *writer_ns_per_iteration, double *reader_ns_per_read);
+
 #endif
