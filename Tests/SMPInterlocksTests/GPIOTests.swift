@@ -373,15 +373,15 @@ final class GPIOTests: XCTestCase {
         wait(for: [changes.expectation("contact") { self.readings($0, input: 2).count >= 2 }], timeout: Self.timeout)
     }
 
-    /// With no carrier, the check is timed by the first watcher's own timer, not a Dispatch timer
-    /// (three thread wake-ups per check, 40 a second at the default lease: issue 15), so the loss
-    /// it finds is delivered on that watcher's thread; and it keeps checking the other chip.
-    func testWithoutACarrierTheHealthCheckRunsOnAWatcherThreadAndGoesOnForTheOtherChip() throws {
+    /// A simulated backend with a health check every `healthCheck`, recording the thread each
+    /// `.lost` is delivered on (the thread that made the check that found it).
+    private func startRecordingLossThreads(
+        healthCheck: Duration
+    ) throws -> (SimulatedGPIOBackend, Changes, DispatchQueue, Locked<[String]>) {
         let queue = DispatchQueue(label: "GPIOTests.backend")
         let backend = try SimulatedGPIOBackend(inputs: lines(debounce: .milliseconds(50)), outputs: outputs,
-                                               initialLevels: ["estop": .inactive], healthCheckInterval: .milliseconds(25),
+                                               initialLevels: ["estop": .inactive], healthCheckInterval: healthCheck,
                                                queue: queue, logger: logger)
-        defer { close(backend, queue) }
         let changes = Changes()
         let threads = Locked<[String]>([])
         queue.sync {
@@ -390,10 +390,24 @@ final class GPIOTests: XCTestCase {
                 changes.append(change)
             }
         }
-        backend.vanish(chip: "gpiochip0")
+        return (backend, changes, queue, threads)
+    }
+
+    /// Both lines of gpiochip0 (estop, pedal) reported lost.
+    private func waitForGpiochip0Lost(_ changes: Changes) {
         wait(for: [changes.expectation("gpiochip0 lost") { items in
             items.contains { $0.inputIndex == 0 && $0.reading == .lost } && items.contains { $0.inputIndex == 1 && $0.reading == .lost }
         }], timeout: 5)
+    }
+
+    /// With no carrier, the check is timed by the first watcher's own timer, not a Dispatch timer
+    /// (three thread wake-ups per check, 40 a second at the default lease: issue 15), so the loss
+    /// it finds is delivered on that watcher's thread; and it keeps checking the other chip.
+    func testWithoutACarrierTheHealthCheckRunsOnAWatcherThreadAndGoesOnForTheOtherChip() throws {
+        let (backend, changes, queue, threads) = try startRecordingLossThreads(healthCheck: .milliseconds(25))
+        defer { close(backend, queue) }
+        backend.vanish(chip: "gpiochip0")
+        waitForGpiochip0Lost(changes)
         XCTAssertEqual(threads.withLock { $0 }, ["smp-interlocks", "smp-interlocks"])
         backend.vanish(chip: "gpiochip1")
         wait(for: [changes.expectation("gpiochip1 lost") { self.readings($0, input: 2).contains(.lost) }], timeout: 5)
@@ -404,19 +418,8 @@ final class GPIOTests: XCTestCase {
     /// the watcher none while it carries; once the carrier has ended, the watcher's timer takes
     /// over, and a vanished chip is still found.
     func testACarriersPassesMakeTheChecksAndTheWatcherTakesOverWhenTheyStop() throws {
-        let queue = DispatchQueue(label: "GPIOTests.backend")
-        let backend = try SimulatedGPIOBackend(inputs: lines(debounce: .milliseconds(50)), outputs: outputs,
-                                               initialLevels: ["estop": .inactive], healthCheckInterval: .milliseconds(100),
-                                               queue: queue, logger: logger)
+        let (backend, changes, queue, lossThreads) = try startRecordingLossThreads(healthCheck: .milliseconds(100))
         defer { close(backend, queue) }
-        let changes = Changes()
-        let lossThreads = Locked<[String]>([])
-        queue.sync {
-            backend.start { change in
-                if change.reading == .lost { lossThreads.withLock { $0.append(Sys.currentThreadName()) } }
-                changes.append(change)
-            }
-        }
         let duty = backend.healthCheckDuty
         let carrying = Locked(true)
         let passes = Locked<[UInt64?]>([])
@@ -445,9 +448,7 @@ final class GPIOTests: XCTestCase {
         duty.carrierEnded()
         let before = queue.sync { backend.healthChecks }
         backend.vanish(chip: "gpiochip0")
-        wait(for: [changes.expectation("gpiochip0 lost") { items in
-            items.contains { $0.inputIndex == 0 && $0.reading == .lost } && items.contains { $0.inputIndex == 1 && $0.reading == .lost }
-        }], timeout: 5)
+        waitForGpiochip0Lost(changes)
         XCTAssertEqual(lossThreads.withLock { $0 }, ["test-carrier", "smp-interlocks", "smp-interlocks"])
         XCTAssertEqual(queue.sync { backend.healthChecks }.carried, before.carried)
         XCTAssertGreaterThan(queue.sync { backend.healthChecks }.own, 0)

@@ -57,12 +57,20 @@ final class InterlockSessionTests: XCTestCase {
         XCTAssertEqual(rig.simulator.status.state, .estop)
         XCTAssertTrue(rig.simulator.status.needleRetracted)
         XCTAssertEqual(rig.lines.value(of: "needle-power"), .inactive)
+        assertNothingMoreInjectedAndEveryDoneDotOnceInTheRecord(rig, account, after: "the e-stop")
+    }
+
+    /// Nothing injected in the 0.3 s after the session ended; the device's done dots are the
+    /// account's, each once.
+    func assertNothingMoreInjectedAndEveryDoneDotOnceInTheRecord(
+        _ rig: Rig, _ account: SessionAccount, after what: String, line: UInt = #line
+    ) {
         let count = rig.simulator.injectedDots.count
         Thread.sleep(forTimeInterval: 0.3)
-        XCTAssertEqual(rig.simulator.injectedDots.count, count, "injected after the e-stop")
+        XCTAssertEqual(rig.simulator.injectedDots.count, count, "injected after \(what)", line: line)
         let done = rig.simulator.injectedDots.filter { $0.outcome == .done }.map(\.dotID)
-        XCTAssertEqual(Set(done), Set(account.done))
-        XCTAssertEqual(done.count, Set(done).count)
+        XCTAssertEqual(Set(done), Set(account.done), line: line)
+        XCTAssertEqual(done.count, Set(done).count, line: line)
     }
 
     /// The lines' health check rides the link thread's passes during a session (issue 15); a
@@ -82,12 +90,8 @@ final class InterlockSessionTests: XCTestCase {
         XCTAssertGreaterThan(carried.withLock { $0 }, 0, "the link's I/O thread made the checks")
         XCTAssertEqual(rig.simulator.status.state, .estop)
         XCTAssertTrue(rig.simulator.status.needleRetracted)
-        let count = rig.simulator.injectedDots.count
-        Thread.sleep(forTimeInterval: 0.3)
-        XCTAssertEqual(rig.simulator.injectedDots.count, count, "injected after the chip was found gone")
-        let done = rig.simulator.injectedDots.filter { $0.outcome == .done }.map(\.dotID)
-        XCTAssertEqual(Set(done), Set(account.done))
-        XCTAssertEqual(done.count, Set(done).count)
+        XCTAssertEqual(rig.lines.value(of: "needle-power"), .active, "the output was on the vanished chip: it could not be driven")
+        assertNothingMoreInjectedAndEveryDoneDotOnceInTheRecord(rig, account, after: "the chip was found gone")
     }
 
     func testEstopReleaseNeverRestartsWithoutTheOperatorsReset() throws {
