@@ -14,13 +14,18 @@ struct HostLineFaults: Sendable {
     enum Action: String, CaseIterable {
         case estop = "estop-at", pedalRelease = "pedal-release-at", contactLoss = "contact-loss-at"
         case cartridgeOut = "cartridge-out-at"
+        /// Every input chip vanishes without waking its descriptors, as a removed expander does
+        /// on kernel 6.1 (docs/hil.md): only the lines' health check can find it.
+        case chipVanish = "chip-vanish-at"
 
-        var role: InterlockRole {
+        /// The role of the line the action changes; nil for a whole chip.
+        var role: InterlockRole? {
             switch self {
             case .estop: .estop
             case .pedalRelease: .pedal
             case .contactLoss: .contact
             case .cartridgeOut: .cartridge
+            case .chipVanish: nil
             }
         }
     }
@@ -51,11 +56,16 @@ struct HostLineFaults: Sendable {
     func fire(afterDot dot: UInt32, on lines: SimulatedGPIOBackend, wiring: InterlockWiring) {
         guard let planned = actions[dot], fired.insert(dot) else { return }
         for action in planned {
-            for input in wiring.inputs where input.role == action.role {
+            guard let role = action.role else {
+                for chip in Set(wiring.inputs.map(\.chip)).sorted() { lines.vanish(chip: chip) }
+                continue
+            }
+            for input in wiring.inputs where input.role == role {
                 // E-stop and cartridge-out assert the stop level; pedal and contact drop theirs.
                 switch action {
                 case .estop: _ = lines.press(line: input.name)
                 case .pedalRelease, .contactLoss, .cartridgeOut: _ = lines.release(line: input.name)
+                case .chipVanish: break
                 }
             }
         }

@@ -41,7 +41,7 @@ struct DeviceOptions: ParsableArguments {
     var faults: String?
 
     @Option(help: ArgumentHelp(
-        "With --sim: act on the host's simulated interlock lines when a dot is confirmed: estop-at=DOT, pedal-release-at=DOT, contact-loss-at=DOT, cartridge-out-at=DOT (comma-separated).",
+        "With --sim: act on the host's simulated interlock lines when a dot is confirmed: estop-at=DOT, pedal-release-at=DOT, contact-loss-at=DOT, cartridge-out-at=DOT, chip-vanish-at=DOT (the chip goes without a sound: the health check must find it) (comma-separated).",
         valueName: "spec"))
     var lineFaults: String?
 

@@ -433,6 +433,28 @@ final class CommandOutputTests: XCTestCase {
         XCTAssertEqual(preflight["skipped"] as? Int, skipped)
     }
 
+    /// `--line-faults chip-vanish-at=N`: the simulated interlock chip goes without waking its
+    /// descriptors (kernel 6.1's removal); the health check the link's thread carries finds it:
+    /// e-stop, the needle-power output (on that chip) cannot be switched off, exit 71 with the
+    /// instruction to cut it by hand; the run stops within a few dots.
+    func testAChipThatVanishesSilentlyMidSessionIsFoundAndTheNeedlePowerReported() throws {
+        let directory = try temporaryDirectory()
+        let run = try CLITests.smpctl(["run", "Examples/hairline.json", "--sim", "--time-scale", "0.2", "--yes", "--json",
+                                       "--line-faults", "chip-vanish-at=30",
+                                       "--db", directory.appendingPathComponent("r.sqlite").path])
+        XCTAssertEqual(run.status, 71, run.stdout + run.stderr)
+        XCTAssertTrue(run.stderr.contains("lost while checking that the chip is still there"), run.stderr)
+        XCTAssertTrue(run.stderr.contains("CUT THE NEEDLE POWER BY HAND"), run.stderr)
+        let events = run.stdout.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        let finished = try XCTUnwrap(events.last { $0["event"] as? String == "finished" }, run.stdout)
+        let done = try XCTUnwrap(finished["done"] as? Int)
+        XCTAssertGreaterThanOrEqual(done, 30)
+        XCTAssertLessThan(done, 60, "found within a few dots of the vanishing")
+        XCTAssertNotNil(finished["needle_power_off_failed"])
+    }
+
     func testSimRefusesAnUnknownOrMalformedFaultNamingIt() throws {
         let unknown = try CLITests.smpctl(["sim", "--faults", "bogus=1"])
         XCTAssertEqual(unknown.status, 64)
