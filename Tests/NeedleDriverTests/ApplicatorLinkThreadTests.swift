@@ -33,6 +33,14 @@ final class ApplicatorLinkThreadTests: XCTestCase {
         }.count
     }
 
+    /// The link threads now, once those an earlier test let go of have ended: a link's
+    /// completion comes from its thread's last callback, so the thread may still be returning
+    /// when the next test starts (seen under ASan: a count of 1 before a connect).
+    private func linkThreadsOnceEarlierOnesEnded() -> Int {
+        _ = waitUntil { linkThreads() == 0 }
+        return linkThreads()
+    }
+
     private func waitUntil(_ condition: () -> Bool) -> Bool {
         let end = Date().addingTimeInterval(30)
         while !condition() { if Date() > end { return false }; usleep(2_000) }
@@ -47,7 +55,7 @@ final class ApplicatorLinkThreadTests: XCTestCase {
         let queue = DispatchQueue(label: "test.owner")
         let port = try SerialPort.open(path: simulator.devicePath, queue: queue)
         let link = ApplicatorLink(port: port, logger: logger)
-        let threadsBefore = linkThreads()
+        let threadsBefore = linkThreadsOnceEarlierOnesEnded()
 
         let handshake = Box<Result<HelloReply, LinkLoss>?>(nil)
         let onOwnerQueue = Box(true)
@@ -82,7 +90,7 @@ extension ApplicatorLinkThreadTests {
         let simulator = try SimulatedApplicator.start(options, logger: logger)
         defer { simulator.stop() }
         let queue = DispatchQueue(label: "test.owner")
-        let threadsBefore = linkThreads()
+        let threadsBefore = linkThreadsOnceEarlierOnesEnded()
         let handshook = Box(false)
         do {
             let port = try SerialPort.open(path: simulator.devicePath, queue: queue)
