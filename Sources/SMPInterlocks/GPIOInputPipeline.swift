@@ -239,10 +239,9 @@ final class GPIOInputPipeline: @unchecked Sendable {
                     logger.warning(
                         "GPIO lines watched from \(watchers.count) CPU(s) only: starting another watcher failed: \(errno)")
                 case .failure(let errno):
-                    for s in watched {
-                        lose(stream: s, errno: errno, operation: "starting the thread that watches the lines")
-                        guard case .running = state else { return }
-                    }
+                    // The watched streams are exactly those not lost yet.
+                    loseEveryStream(errno: errno, operation: "starting the thread that watches the lines")
+                    guard case .running = state else { return }
                 }
                 break
             }
@@ -333,6 +332,7 @@ final class GPIOInputPipeline: @unchecked Sendable {
         }
     }
 
+    /// Every stream not lost yet is lost (fail closed), stopping if the owner closes meanwhile.
     private func loseEveryStream(errno: Errno, operation: String) {
         for s in streams.indices where !streamLost[s] {
             lose(stream: s, errno: errno, operation: operation)
@@ -485,10 +485,8 @@ final class GPIOInputPipeline: @unchecked Sendable {
             healthTimer = nil
         }
         if let error, case .running = state {
-            for s in watched where !streamLost[s] {
-                lose(stream: s, errno: error, operation: "waiting for edges")
-                guard case .running = state else { break }
-            }
+            // Every stream not lost yet is a watched one.
+            loseEveryStream(errno: error, operation: "waiting for edges")
         }
         for position in watched.indices { watcherDropped(w, position: position) }
         if !watchers.contains(where: { $0 != nil }), case .closing = state {
