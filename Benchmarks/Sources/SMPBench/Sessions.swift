@@ -23,6 +23,7 @@ final class Milestones: Sendable {
         var lastProgress: UInt64 = 0
         var progressEvents = 0
         var mallocsAtArm: Int?
+        var cpuAtArm: CPUTimes?
     }
     private let state = Mutex(State())
 
@@ -33,6 +34,7 @@ final class Milestones: Sendable {
             case .armed:
                 s.armed = now
                 s.mallocsAtArm = mallocCount()
+                s.cpuAtArm = CPUTimes.process()
             case .progress:
                 if s.firstProgress == 0 { s.firstProgress = now }
                 s.lastProgress = now
@@ -44,6 +46,7 @@ final class Milestones: Sendable {
 
     var armed: UInt64 { state.withLock { $0.armed } }
     var mallocsAtArm: Int? { state.withLock { $0.mallocsAtArm } }
+    var cpuAtArm: CPUTimes? { state.withLock { $0.cpuAtArm } }
     var firstProgress: UInt64 { state.withLock { $0.firstProgress } }
     var lastProgress: UInt64 { state.withLock { $0.lastProgress } }
 }
@@ -54,6 +57,8 @@ struct SessionRun {
     var armed: UInt64
     var finished: UInt64
     var cpu: CPUTimes
+    /// CPU from the start of `run` to ARM (handshake, record creation, preflight), within `cpu`.
+    var cpuBeforeArm: CPUTimes?
     var voluntarySwitches: Int
     var involuntarySwitches: Int
     /// Allocations in this process from ARM to the end, when run under the malloc counter
@@ -146,6 +151,7 @@ func runSession(plan: Plan, planPath: String, devicePath: String, recordsDirecto
     }
     let mallocs = mallocCount().flatMap { end in milestones.mallocsAtArm.map { end - $0 } }
     return SessionRun(account: account, started: started, armed: milestones.armed, finished: finished, cpu: cpu,
+                      cpuBeforeArm: milestones.cpuAtArm.map { $0 - cpu0 },
                       voluntarySwitches: v1 - v0, involuntarySwitches: i1 - i0, mallocsAfterArm: mallocs,
                       recordCommits: commits.count)
 }

@@ -438,9 +438,13 @@ enum HostCPU {
             rates.append(Double(result.account.done.count) / result.wallSeconds)
             walls.append(result.wallSeconds)
             userShare.append(Double(result.cpu.user) / Double(max(result.cpu.total, 1)))
-            note(String(format: "cpu (lease \(lease) ms, protocol 1.\(protocolMinor ?? SessionOptions().link.protocolMinor)) run %d: %.3f %% of a core (%.2f ms CPU per s; user %.0f %%) over %.1f s at %.1f dots/s; %d voluntary + %d involuntary switches; load %@",
+            // The start (handshake, record creation, preflight) apart from the streaming and end.
+            let beforeArm = result.cpuBeforeArm.map { Double($0.total) / 1e6 } ?? .nan
+            let afterArmSeconds = Double(result.finished &- result.armed) / 1e9
+            let afterArm = result.cpuBeforeArm.map { Double((result.cpu - $0).total) / 1e6 / afterArmSeconds } ?? .nan
+            note(String(format: "cpu (lease \(lease) ms, protocol 1.\(protocolMinor ?? SessionOptions().link.protocolMinor)) run %d: %.3f %% of a core (%.2f ms CPU per s; user %.0f %%) over %.1f s at %.1f dots/s; %.2f ms CPU before ARM, %.2f ms per s from ARM; %d voluntary + %d involuntary switches; load %@",
                         r + 1, percent.last!, cpuMsPerSecond.last!, 100 * userShare.last!, result.wallSeconds,
-                        rates.last!, result.voluntarySwitches, result.involuntarySwitches, loadAverage()))
+                        rates.last!, beforeArm, afterArm, result.voluntarySwitches, result.involuntarySwitches, loadAverage()))
         }
         try emit([
             "figure": "cpu", "plan": planPath, "dots": plan.dots.count, "time_scale": 1, "lease_ms": lease,

@@ -40,7 +40,7 @@ enum Clock {
     static func seconds(since start: UInt64) -> Double { Double(bench_now_ns() &- start) / 1e9 }
 }
 
-struct CPUTimes {
+struct CPUTimes: Sendable {
     var user: UInt64
     var system: UInt64
     static func process() -> CPUTimes {
