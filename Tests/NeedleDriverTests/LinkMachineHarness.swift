@@ -14,6 +14,8 @@ struct VirtualHost {
     var writtenBytes: [UInt8] = []
     /// When each write happened.
     var writeTimes: [UInt64] = []
+    /// When each frame of `written` was written.
+    var writtenTimes: [UInt64] = []
     var events: [LinkEvent] = []
     var handshake: Result<HelloReply, LinkLoss>?
     var disarmed: Bool?
@@ -42,6 +44,7 @@ struct VirtualHost {
             frames.append(frame)
         }
         written += frames
+        writtenTimes += frames.map { _ in now }
         for action in output.actions {
             switch action {
             case .event(let event): events.append(event)

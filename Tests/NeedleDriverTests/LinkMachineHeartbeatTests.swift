@@ -20,7 +20,8 @@ final class LinkMachineHeartbeatTests: XCTestCase {
 
     /// An idle link to a 1.4 device: HEARTBEATs while the last STATUS is younger than the lease,
     /// then one STATUS_REQUEST, answered, and HEARTBEATs again. The device is heard from once a
-    /// lease and a quarter at the longest; never found lost.
+    /// lease and a heartbeat interval at the longest (a quarter on the grid, a third paired);
+    /// never found lost.
     func testAnIdleLinkAsksOnceALease() {
         for deadlines in [LinkConfiguration.DeadlineTiming.tickGrid, .exact] {
             var host = host(deadlines)
@@ -38,7 +39,8 @@ final class LinkMachineHeartbeatTests: XCTestCase {
                     } else {
                         XCTAssertEqual(frame.message.type, .statusRequest, "\(deadlines)")
                         XCTAssertGreaterThanOrEqual(sinceHeard, 100 * ms - 25 * ms / 8, "\(deadlines): asked only when it must")
-                        XCTAssertLessThanOrEqual(sinceHeard, 125 * ms, "\(deadlines): asked within a lease and a quarter")
+                        XCTAssertLessThanOrEqual(sinceHeard, deadlines == .exact ? 100 * ms + 100 * ms / 3 : 125 * ms,
+                                                 "\(deadlines): asked within a lease and a heartbeat interval")
                         host.device(.status(.test(.disarmed)))
                         heardAt = host.now
                     }
@@ -114,9 +116,11 @@ final class LinkMachineHeartbeatTests: XCTestCase {
                 let kinds = VirtualHost.types(Array(host.written[start...]))
                 XCTAssertTrue(kinds.contains(.statusRequest), "\(deadlines), device 1.\(deviceMinor): the host asked")
             }
-            XCTAssertEqual(lostAfter[4], lostAfter[3], "\(deadlines)")
-            // The first heartbeat after the last frame heard (a quarter lease), the 500 ms limit,
+            // The silence counts from the first heartbeat after the last frame heard: a quarter
+            // lease on the grid and to a 1.3 device, a third paired (1.4); then the 500 ms limit,
             // and on the grid the tick after it.
+            let pairedLater = deadlines == .exact ? 4 * (25 * ms) / 3 - 25 * ms : 0
+            XCTAssertEqual(lostAfter[4], lostAfter[3].map { $0 + pairedLater }, "\(deadlines)")
             XCTAssertLessThanOrEqual(lostAfter[4] ?? .max, 550 * ms, "\(deadlines)")
         }
     }
@@ -135,12 +139,80 @@ final class LinkMachineHeartbeatTests: XCTestCase {
                 ? host.device(.ack(Ack(ackSeq: seq, freeSlots: 32, epoch: 1)))
                 : host.device(.nak(Nak(expectedSeq: seq, reason: .held, freeSlots: 32)))
             XCTAssertEqual(VirtualHost.types(asked), [.statusRequest], "\(answer): asked at once")
-            // (The NAKed DOT goes again at its RTO: the fence is the STATUS's to tell.)
+            // (The NAKed DOT goes again at its RTO: the fence is the STATUS's to tell.) Each
+            // heartbeat asks, its paired HEARTBEAT does not ask twice.
             let heartbeats = VirtualHost.types(host.advance(by: 60 * ms)).filter { $0 != .dot }
-            XCTAssertEqual(Set(heartbeats), [.statusRequest], "\(answer): and on every heartbeat")
+            XCTAssertFalse(heartbeats.isEmpty, answer)
+            XCTAssertEqual(heartbeats, Array(repeating: [MessageType.statusRequest, .heartbeat], count: heartbeats.count / 2).flatMap { $0 },
+                           "\(answer): and on every heartbeat")
             host.device(.status(.test(.held, fault: .contactLost, epoch: 1, ackSeq: seq, freeSlots: 32)))
             XCTAssertEqual(host.machine.deviceStatus?.state, .held, answer)
             XCTAssertEqual(Set(VirtualHost.types(host.advance(by: 60 * ms))), [.heartbeat], "\(answer): answered, quiet again")
+        }
+    }
+
+    /// Paired (1.4 on both sides, the default): the heartbeat goes a third of the lease after the
+    /// last frame sent, as two frames in one write, the second a HEARTBEAT. To a 1.3 device, or
+    /// with `pairedHeartbeat` off: one frame a quarter of the lease after it, as before.
+    func testAPairedHeartbeatGoesAThirdOfTheLeaseAfterTheLastFrameAsTwoFramesInOneWrite() {
+        for (deviceMinor, paired) in [(UInt8(4), true), (4, false), (3, true)] {
+            var host = VirtualHost {
+                $0.deadlines = .exact
+                $0.pairedHeartbeat = paired
+            }
+            host.handshake(reply: .test { $0.versionMinor = deviceMinor })
+            let label = "device 1.\(deviceMinor), pairedHeartbeat \(paired)"
+            let expectPairs = paired && deviceMinor >= 4
+            var lastWrite = host.now
+            for _ in 0..<12 {
+                let writesBefore = host.writeTimes.count
+                let frames = host.advance(to: host.machine.nextDeadline!)
+                XCTAssertEqual(host.writeTimes.count, writesBefore + 1, "\(label): one write")
+                XCTAssertEqual(host.now - lastWrite, expectPairs ? 100 * ms / 3 : 25 * ms, label)
+                lastWrite = host.now
+                if expectPairs {
+                    XCTAssertEqual(frames.count, 2, label)
+                    XCTAssertEqual(frames.last?.message.type, .heartbeat, label)
+                } else {
+                    XCTAssertEqual(frames.count, 1, label)
+                }
+                host.device(.status(.test(.disarmed)))
+            }
+            XCTAssertNil(host.linkLoss, label)
+        }
+    }
+
+    /// At an applicator's pace (10 dots/s, a 100 ms lease) paired heartbeats keep §6.5's promise
+    /// — any two frames the line loses in a row, the next still comes inside the lease, a third
+    /// of it to spare — with two heartbeat writes a dot instead of three (issue 15: a timed
+    /// wake-up is the host's main cost at this pace).
+    func testAtAnApplicatorsPaceAnyTwoLostFramesLeaveTheLeaseHeldWithFewerWrites() {
+        for paired in [true, false] {
+            var host = VirtualHost {
+                $0.deadlines = .exact
+                $0.pairedHeartbeat = paired
+            }
+            host.armed(reply: device14)
+            let start = host.written.count, writesAtStart = host.writeTimes.count
+            for id in 1...20 {
+                host.source = [VirtualHost.dot(id)]
+                guard let seq = VirtualHost.dots(host.pull()).first?.seq else { return XCTFail("dot \(id)") }
+                host.advance(by: 1 * ms)
+                host.device(.ack(Ack(ackSeq: seq, freeSlots: 31, epoch: 0)))
+                host.advance(by: 98 * ms)
+                // Each dot 99 ms, the next DOT sent as the last one's DOT_DONE comes.
+                host.device(.dotDone(DotDone(dotSeq: seq, dotID: UInt32(id), doneCount: UInt32(id),
+                                             deviceTimeMicroseconds: host.now / 1000)))
+            }
+            let times = Array(host.writtenTimes[start...])
+            var widest: UInt64 = 0
+            for i in 0..<(times.count - 3) { widest = max(widest, times[i + 3] - times[i]) }
+            XCTAssertLessThanOrEqual(widest, paired ? 67 * ms : 75 * ms, "paired \(paired): two lost in a row")
+            let writes = host.writeTimes.count - writesAtStart
+            // 20 DOTs and their heartbeats: 2 a dot paired, 3 a dot single.
+            XCTAssertEqual(writes, paired ? 60 : 80, "paired \(paired)")
+            XCTAssertEqual(host.doneIDs, (1...20).map(UInt32.init))
+            XCTAssertNil(host.linkLoss)
         }
     }
 }
