@@ -14,8 +14,8 @@ import Glibc
 /// The heartbeat and the retransmissions therefore go out however busy the owner's queue is, and
 /// a quiet link costs no wake-up: the deadline is one-shot, at an absolute time
 /// (CLOCK_MONOTONIC), the machine's next deadline only (`.exact` deadlines: the
-/// heartbeat a quarter of the lease after the last frame sent as §6.5 says, a DOT standing in
-/// for it).
+/// heartbeat a third of the lease after the last frame sent, paired, as §6.5 lets a 1.4 host —
+/// a quarter, single, to an older device — a DOT standing in for it).
 ///
 /// The owner (the session) lives on `queue`: every method must be called on it (but
 /// `emergencyStop`), every event is delivered on it. What crosses between the two threads is
@@ -109,7 +109,7 @@ public final class ApplicatorLink: @unchecked Sendable {
     // MARK: - Commands (call on queue)
 
     /// Makes the I/O thread carry `duty` — the interlocks' health check — in the passes its
-    /// heartbeats, a quarter of the lease apart, cost anyway: at an applicator's pace a thread
+    /// heartbeats, a third of the lease apart, cost anyway: at an applicator's pace a thread
     /// wake-up is the host's main cost, and the check wanted its own 40 a second (issue 15).
     /// The thread passes again by the time `duty` asks, and says when it starts and ends (the
     /// duty does its work itself before and after). Call on `queue`, before `connect`.

@@ -162,7 +162,7 @@ public final class Interlocks: @unchecked Sendable {
     /// `SimulatedGPIOBackend` whose inputs start at `simulatedInitialLevels` (default: every input
     /// healthy — e-stop released, pedal pressed, contact made, cartridge present). Outputs are
     /// inactive (needle power off) from the moment they are opened. Every input chip is read
-    /// every `healthCheckInterval(leaseMilliseconds:)` (a quarter of the lease), so a chip that
+    /// every `healthCheckInterval(leaseMilliseconds:)` (a third of the lease), so a chip that
     /// disappears without waking its descriptor is noticed inside the lease (`GPIOInputPipeline`).
     public static func open(
         wiring: InterlockWiring, simulated: Bool, requiresLink: Bool = true,
@@ -185,10 +185,12 @@ public final class Interlocks: @unchecked Sendable {
         return Interlocks(wiring: wiring, backend: backend, requiresLink: requiresLink, logger: logger)
     }
 
-    /// How often the input chips are checked: a quarter of the applicator's lease (25 ms at the
-    /// default 100 ms), so a chip that vanished is found, and the machine stopped, inside it.
+    /// How often the input chips are checked: a third of the applicator's lease (33.3 ms at the
+    /// default 100 ms), so a chip that vanished is found, and the machine stopped, inside it. A
+    /// third, as the link's paired heartbeat (§6.5) whose passes carry the check: at a quarter
+    /// the check would want a wake-up of its own between two heartbeats (issue 15).
     public static func healthCheckInterval(leaseMilliseconds: Int) -> Duration {
-        .microseconds(max(leaseMilliseconds, 4) * 1000 / 4)
+        .microseconds(max(leaseMilliseconds, 3) * 1000 / 3)
     }
 
     // MARK: - Starting and stopping

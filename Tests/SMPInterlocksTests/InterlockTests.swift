@@ -489,8 +489,8 @@ final class InterlockTests: XCTestCase {
 
     func testChipThatVanishesSilentlyIsAnEstopInsideTheLease() throws {
         // The kernel (6.1) does not wake a removed chip's descriptors: only the health check, a
-        // read every lease/4, can see it. Armed, needle power on; the chip vanishes.
-        XCTAssertEqual(Interlocks.healthCheckInterval(leaseMilliseconds: 100), .milliseconds(25))
+        // read every lease/3, can see it. Armed, needle power on; the chip vanishes.
+        XCTAssertEqual(Interlocks.healthCheckInterval(leaseMilliseconds: 100), .microseconds(33_333))
         let (interlocks, observed) = try start()
         defer { closeAndWait(interlocks) }
         expect(observed, "armed", after: { interlocks.operatorReset() }) { $0.to == .armed }
