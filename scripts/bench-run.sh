@@ -131,10 +131,10 @@ if want cpu; then
     # And as a 1.3 host, whose every heartbeat the device answers: what protocol 1.4 saves.
     step cpu-protocol-1.3 "$HARNESS" cpu --plan "$PLANS/bench-paced.json" --runs "$CPU_RUNS" --protocol-minor 3
     # And with the interlock lines a clinic session watches (simulated, as `smpctl run --sim`
-    # opens them): their chips' health check every quarter of the lease is not in the row above.
+    # opens them): their chips' health check every third of the lease is not in the row above.
     step cpu-interlocks "$HARNESS" cpu --plan "$PLANS/bench-paced.json" --runs "$CPU_RUNS" --interlocks
     # The rows' anchor: the wake-ups a link at that pace cannot avoid, priced on this machine by
-    # a loop in C that does nothing else (a frame every quarter of the lease, two read per dot).
+    # a loop in C that does nothing else (a write every third of the lease, two reads per dot).
     step wake-cost "$HARNESS" wake-cost --runs "$CPU_RUNS"
 fi
 

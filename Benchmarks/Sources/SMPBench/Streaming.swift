@@ -442,9 +442,10 @@ enum HostCPU {
             let beforeArm = result.cpuBeforeArm.map { Double($0.total) / 1e6 } ?? .nan
             let afterArmSeconds = Double(result.finished &- result.armed) / 1e9
             let afterArm = result.cpuBeforeArm.map { Double((result.cpu - $0).total) / 1e6 / afterArmSeconds } ?? .nan
-            note(String(format: "cpu (lease \(lease) ms, protocol 1.\(protocolMinor ?? SessionOptions().link.protocolMinor)) run %d: %.3f %% of a core (%.2f ms CPU per s; user %.0f %%) over %.1f s at %.1f dots/s; %.2f ms CPU before ARM, %.2f ms per s from ARM; %d voluntary + %d involuntary switches; load %@",
+            note(String(format: "cpu (lease \(lease) ms, protocol 1.\(protocolMinor ?? SessionOptions().link.protocolMinor)) run %d: %.3f %% of a core (%.2f ms CPU per s; user %.0f %%) over %.1f s at %.1f dots/s; %.2f ms CPU before ARM, %.2f ms per s from ARM; %d record commits; %d voluntary + %d involuntary switches; load %@",
                         r + 1, percent.last!, cpuMsPerSecond.last!, 100 * userShare.last!, result.wallSeconds,
-                        rates.last!, beforeArm, afterArm, result.voluntarySwitches, result.involuntarySwitches, loadAverage()))
+                        rates.last!, beforeArm, afterArm, result.recordCommits, result.voluntarySwitches,
+                        result.involuntarySwitches, loadAverage()))
         }
         try emit([
             "figure": "cpu", "plan": planPath, "dots": plan.dots.count, "time_scale": 1, "lease_ms": lease,
@@ -461,37 +462,47 @@ enum HostCPU {
 
 /// The anchor of the host-CPU row: what this machine charges for the wake-ups a link at an
 /// applicator's pace cannot avoid, measured by a loop in C that does nothing else (as cyclictest
-/// anchors the e-stop rows). A lease of L ms wants a frame from the host every L/4 (a DOT or a
-/// heartbeat: §6.5), each a thread woken at its deadline to write it; at 10 dots/s the device
-/// answers with an ACK and a DOT_DONE per dot, each a thread woken by the descriptor to read it.
-/// The floor: 4000/L timed wake-ups with a write, and 20 woken reads, per second.
+/// anchors the e-stop rows). A lease of L ms wants a write from the host every L/3 (a DOT, or a
+/// paired heartbeat: §6.5), each a thread woken at its deadline to write it; at 10 dots/s the
+/// device answers with an ACK and a DOT_DONE per dot, each a thread woken by the descriptor to
+/// read it. The floor: 3000/L timed wake-ups with a write, and 20 woken reads, per second; and,
+/// beside it, with single heartbeats a quarter apart as before the pairing (4000/L).
 enum WakeCost {
     static func run(_ args: Arguments) throws {
         let runs = try args.int("runs", default: 3)
         let iterations = try args.int("iterations", default: 400)
         let lease = try args.int("lease-ms", default: 100)
-        let interval = UInt64(lease) * 1_000_000 / 4
+        // The heartbeat as smpctl sends it to a 1.4 device: paired, a third of the lease after the
+        // last send (two 8-byte frames in one write); and single a quarter apart, as before.
+        let quarter = UInt64(lease) * 1_000_000 / 4, third = UInt64(lease) * 1_000_000 / 3
         var timedOnly: [Double] = [], timedWrite: [Double] = [], woken: [Double] = [], floor: [Double] = []
+        var pairedWrite: [Double] = [], pairedFloor: [Double] = []
         for r in 0..<runs {
             var writer = 0.0, reader = 0.0
-            var status = bench_wake_cost(Int32(iterations), interval, 0, &writer, &reader)
+            var status = bench_wake_cost(Int32(iterations), quarter, 0, &writer, &reader)
             guard status == 0 else { throw BenchFailure("bench_wake_cost: errno \(-status)") }
             timedOnly.append(writer / 1000)
-            status = bench_wake_cost(Int32(iterations), interval, 8, &writer, &reader)
+            status = bench_wake_cost(Int32(iterations), quarter, 8, &writer, &reader)
             guard status == 0 else { throw BenchFailure("bench_wake_cost: errno \(-status)") }
             timedWrite.append(writer / 1000)
             woken.append(reader / 1000)
-            let framesPerSecond = 4000.0 / Double(lease)
-            floor.append((framesPerSecond * timedWrite.last! + 20 * woken.last!) / 10_000)
-            note(String(format: "wake-cost run %d: a timed ppoll wake-up %.1f µs of CPU, with an 8-byte pty write %.1f µs; a thread woken by the pty to read it %.1f µs; floor of a link at 10 dots/s, lease \(lease) ms: %.3f %% of a core; load %@",
-                        r + 1, timedOnly.last!, timedWrite.last!, woken.last!, floor.last!, loadAverage()))
+            floor.append((4000.0 / Double(lease) * timedWrite.last! + 20 * woken.last!) / 10_000)
+            status = bench_wake_cost(Int32(iterations), third, 16, &writer, &reader)
+            guard status == 0 else { throw BenchFailure("bench_wake_cost: errno \(-status)") }
+            pairedWrite.append(writer / 1000)
+            pairedFloor.append((3000.0 / Double(lease) * pairedWrite.last! + 20 * reader / 1000) / 10_000)
+            note(String(format: "wake-cost run %d: a timed ppoll wake-up %.1f µs of CPU, with an 8-byte pty write %.1f µs, with a 16-byte one %.1f µs; a thread woken by the pty to read %.1f µs; floor of a link at 10 dots/s, lease \(lease) ms: %.3f %% of a core paired, %.3f %% single a quarter apart; load %@",
+                        r + 1, timedOnly.last!, timedWrite.last!, pairedWrite.last!, woken.last!, pairedFloor.last!,
+                        floor.last!, loadAverage()))
         }
         try emit([
             "figure": "wake-cost", "lease_ms": lease, "iterations": iterations,
             "timed_wake_us": Distribution(timedOnly).json,
             "timed_wake_and_write_us": Distribution(timedWrite).json,
             "woken_read_us": Distribution(woken).json,
-            "link_floor_percent_of_one_core": Distribution(floor).json,
+            "timed_wake_and_paired_write_us": Distribution(pairedWrite).json,
+            "link_floor_percent_of_one_core": Distribution(pairedFloor).json,
+            "link_floor_quarter_percent_of_one_core": Distribution(floor).json,
             "load_average_after": loadAverage(),
         ])
     }
