@@ -21,7 +21,11 @@ import SMPSystem
 /// `sent`, and on resume the device's done_count and last completed dot (HELLO reply) settle them;
 /// if the device lost its count too (both powered off), they are `ambiguous`, never sent again
 /// without the operator's decision — as every dot in flight then is (up to the device's queue, 32
-/// dots: three seconds at 10 dots/s), so the limit bounds what the lag adds to that: 16 dots.
+/// dots: three seconds at 10 dots/s), so at an applicator's pace the limit bounds what the lag
+/// adds to that: 16 dots. Faster than commits land (time scale 0), dones that arrive while a
+/// commit is being written wait for the next, so the window is the commit's latency times the
+/// rate: one `make soak` power-cycle trial, killed 0.6 s in, left 162 (docs/performance.md,
+/// eleventh stop).
 final class RecordJournal: @unchecked Sendable {
     private let recorder: (any SessionRecorder)?
     private let sessionID: Int64
