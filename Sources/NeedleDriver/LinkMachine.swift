@@ -39,8 +39,8 @@ public struct LinkConfiguration: Sendable, Hashable {
     /// independent frame loss the lease holds better than with single frames a quarter apart,
     /// and a link at an applicator's pace wakes once fewer per lease (issue 15's host CPU). What
     /// it gives up: a burst that takes both frames counts as one lost slot, and a late host
-    /// thread has two thirds of the lease, not three quarters (8 ms less at 100 ms). False: single frames
-    /// `heartbeatLeaseDivisor` apart, as with a 1.3 device (no HEARTBEAT frame).
+    /// thread has two thirds of the lease, not three quarters (8 ms less at 100 ms). False:
+    /// single frames `heartbeatLeaseDivisor` apart, as with a 1.3 device (no HEARTBEAT frame).
     public var pairedHeartbeat = true
 
     /// How a driver wakes the machine.
@@ -392,7 +392,8 @@ public struct LinkMachine: Sendable {
     /// as the link has always had them; the machine only skips the ticks with nothing due.
     ///
     /// With `.exact` deadlines, no grid: the earliest of the heartbeat (a third of the lease
-    /// after the last send, paired, by default), the link-loss limit, the retransmission timeouts, each at its own time; what
+    /// after the last send, paired, by default), the link-loss limit, the retransmission
+    /// timeouts, each at its own time; what
     /// was overdue at the last tick and could not be done (a retransmission behind a fence) is
     /// tried again `minimumRetransmissionTimeout` later, never in a spin.
     public var nextDeadline: UInt64? {

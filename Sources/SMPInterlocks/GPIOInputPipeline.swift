@@ -30,12 +30,12 @@ import SystemPackage
 /// no allocation — and a stream whose read fails is lost at once, exactly as if its descriptor
 /// had reported the error: every line `.lost`, which the interlocks treat as their stop level.
 /// Who checks: during a session, the link's I/O thread, in the passes its heartbeats (a third
-/// of the lease apart too, paired; a quarter to a 1.3 device) cost anyway — the pipeline is a `PassDuty` it carries
-/// (`ApplicatorLink.carry`): a check in its pass when due, or earlier in a pass after which the
-/// thread would not pass again in time, so checks stay an interval apart at most without a
-/// wake-up of their own. That thread passes at least every third of the lease as long as it
-/// keeps the applicator's lease (its heartbeats); if its passes stopped, so would its frames,
-/// and the applicator would hold on its own. Before it starts and once it has ended, the first
+/// of the lease apart too, paired; a quarter to a 1.3 device) cost anyway — the pipeline is a
+/// `PassDuty` it carries (`ApplicatorLink.carry`): a check in its pass when due, or earlier in
+/// a pass after which the thread would not pass again in time, so checks stay an interval apart
+/// at most without a wake-up of their own. That thread passes at least every third of the
+/// lease as long as it keeps the applicator's lease (its heartbeats); if its passes stopped, so
+/// would its frames, and the applicator would hold on its own. Before it starts and once it has ended, the first
 /// watcher checks, on a timer descriptor it polls, armed an interval after each check (disarmed
 /// while the link carries the check: re-armed at every carried check as a backstop, it cost the
 /// link's thread as much CPU as the wake-up saved, measured). Before, a Dispatch timer cost three
