@@ -35,10 +35,10 @@ import SystemPackage
 /// a pass after which the thread would not pass again in time, so checks stay an interval apart
 /// at most without a wake-up of their own. That thread passes at least every third of the
 /// lease as long as it keeps the applicator's lease (its heartbeats); if its passes stopped, so
-/// would its frames, and the applicator would hold on its own. Before it starts and once it has ended, the first
-/// watcher checks, on a timer descriptor it polls, armed an interval after each check (disarmed
-/// while the link carries the check: re-armed at every carried check as a backstop, it cost the
-/// link's thread as much CPU as the wake-up saved, measured). Before, a Dispatch timer cost three
+/// would its frames, and the applicator would hold on its own. Before it starts and once it has
+/// ended, the first watcher checks, on a timer descriptor it polls, armed an interval after each
+/// check (disarmed while the link carries the check: re-armed at every carried check as a
+/// backstop, it cost the link's thread as much CPU as the wake-up saved, measured). Before, a Dispatch timer cost three
 /// thread wake-ups per check (libdispatch's timer thread, a worker, and back), 40 a second at
 /// the default lease: a clinic session's largest cost at an applicator's pace (issue 15:
 /// docs/performance.md, tenth stop). Every stream is lost if the first watcher's `poll` fails.
