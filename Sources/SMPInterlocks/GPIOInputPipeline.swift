@@ -23,25 +23,25 @@ import SystemPackage
 /// edge enters `queue`; the first reads the records, the others find none (the descriptors are
 /// non-blocking), so each edge is handled once and in order.
 ///
-/// Health check (`healthCheckInterval`): a chip that goes away does not always wake its
-/// descriptor (see docs/machine-config.md, "A chip that disappears"), and a line that is never
-/// read again would look healthy for ever. So every `healthCheckInterval` (a third of the
-/// applicator's lease) one line of each stream is read — one get-value ioctl through the shim,
-/// no allocation — and a stream whose read fails is lost at once, exactly as if its descriptor
-/// had reported the error: every line `.lost`, which the interlocks treat as their stop level.
-/// Who checks: during a session, the link's I/O thread, in the passes its heartbeats (a third
-/// of the lease apart too, paired; a quarter to a 1.3 device) cost anyway — the pipeline is a
-/// `PassDuty` it carries (`ApplicatorLink.carry`): a check in its pass when due, or earlier in
-/// a pass after which the thread would not pass again in time, so checks stay an interval apart
-/// at most without a wake-up of their own. That thread passes at least every third of the
-/// lease as long as it keeps the applicator's lease (its heartbeats); if its passes stopped, so
-/// would its frames, and the applicator would hold on its own. Before it starts and once it has
-/// ended, the first watcher checks, on a timer descriptor it polls, armed an interval after each
-/// check (disarmed while the link carries the check: re-armed at every carried check as a
-/// backstop, it cost the link's thread as much CPU as the wake-up saved, measured). Before, a Dispatch timer cost three
-/// thread wake-ups per check (libdispatch's timer thread, a worker, and back), 40 a second at
-/// the default lease: a clinic session's largest cost at an applicator's pace (issue 15:
-/// docs/performance.md, tenth stop). Every stream is lost if the first watcher's `poll` fails.
+/// Health check (`healthCheckInterval`): a chip that goes away does not always wake its descriptor
+/// (see docs/machine-config.md, "A chip that disappears"), and a line that is never read again
+/// would look healthy for ever. So every `healthCheckInterval` (a third of the applicator's lease)
+/// one line of each stream is read — one get-value ioctl through the shim, no allocation — and a
+/// stream whose read fails is lost at once, exactly as if its descriptor had reported the error:
+/// every line `.lost`, which the interlocks treat as their stop level. Who checks: during a
+/// session, the link's I/O thread, in the passes its heartbeats (a third of the lease apart too,
+/// paired; a quarter to a 1.3 device) cost anyway — the pipeline is a `PassDuty` it carries
+/// (`ApplicatorLink.carry`): a check in its pass when due, or earlier in a pass after which the
+/// thread would not pass again in time, so checks stay an interval apart at most without a wake-up
+/// of their own. That thread passes at least every third of the lease as long as it keeps the
+/// applicator's lease (its heartbeats); if its passes stopped, so would its frames, and the
+/// applicator would hold on its own. Before it starts and once it has ended, the first watcher
+/// checks, on a timer descriptor it polls, armed an interval after each check (disarmed while the
+/// link carries the check: re-armed at every carried check as a backstop, it cost the link's thread
+/// as much CPU as the wake-up saved, measured). Before, a Dispatch timer cost three thread wake-ups
+/// per check (libdispatch's timer thread, a worker, and back), 40 a second at the default lease: a
+/// clinic session's largest cost at an applicator's pace (issue 15: docs/performance.md, tenth
+/// stop). Every stream is lost if the first watcher's `poll` fails.
 ///
 /// The latency-critical path (an edge to a line's stop level, e.g. e-stop pressed), no allocation,
 /// no thread hop: the kernel wakes the watcher thread's `poll` → `queue.sync` (a serial queue runs
