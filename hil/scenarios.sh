@@ -576,7 +576,7 @@ write_machine_toml() {
 
 # The chip carrying the interlock inputs is removed (configfs `live` = 0) after 40 dots, while the
 # session runs. The kernel does not wake the line requests' descriptors (see the probe above), so
-# only smpctl's health check (a get-value every lease/4) can notice. Expected: the e-stop line is
+# only smpctl's health check (a get-value every lease/3) can notice. Expected: the e-stop line is
 # lost → e-stop (ESTOP to the applicator, needle power off), inside the lease (250 ms here).
 #   power-elsewhere: needle power on the main chip, which stays: read back 0 after; exit 75.
 #   power-on-removed: needle power on the removed chip: it cannot be switched off (nor read
