@@ -34,13 +34,16 @@ public struct LinkConfiguration: Sendable, Hashable {
     /// heartbeat is paired (`pairedHeartbeat`).
     public var heartbeatLeaseDivisor: UInt64 = 4
     /// With `.exact` deadlines, when both sides speak 1.4: the heartbeat goes out once nothing was
-    /// sent for a third of the lease, as two frames in one write, the second a HEARTBEAT, which
-    /// the device does not answer (§6.5). A slot is lost only when both frames are, so under
-    /// independent frame loss the lease holds better than with single frames a quarter apart,
-    /// and a link at an applicator's pace wakes once fewer per lease (issue 15's host CPU). What
-    /// it gives up: a burst that takes both frames counts as one lost slot, and a late host
-    /// thread has two thirds of the lease, not three quarters (8 ms less at 100 ms). False:
-    /// single frames `heartbeatLeaseDivisor` apart, as with a 1.3 device (no HEARTBEAT frame).
+    /// sent for a third of the lease (never later than three quarters of the lease after the
+    /// third frame from last), as two frames in one write, the second a HEARTBEAT, which the
+    /// device does not answer (§6.5). Any two frames lost in a row still leave the next at most
+    /// three quarters of the lease after the last received; a heartbeat is lost only when both
+    /// its frames are, so under independent frame loss the lease holds better than with single
+    /// frames a quarter apart; and a link at an applicator's pace wakes once fewer per lease
+    /// (issue 15's host CPU). What it gives up: a burst that takes both frames counts as one
+    /// lost heartbeat, and a late host thread has two thirds of the lease, not three quarters
+    /// (8 ms less at 100 ms). False: single frames `heartbeatLeaseDivisor` apart, as with a 1.3
+    /// device (no HEARTBEAT frame).
     public var pairedHeartbeat = true
 
     /// How a driver wakes the machine.
@@ -330,16 +333,32 @@ public struct LinkMachine: Sendable {
     /// queue blocked by a long write, its process starved) cannot blame the device for quiet.
     private var unansweredSince: UInt64?
     private var lastSend: UInt64 = 0
+    /// When the last three frames were sent, oldest first (nil until three were): a paired
+    /// heartbeat never comes later than three quarters of the lease after the oldest (see
+    /// `heartbeatDueAt`).
+    private var lastThreeSends: (UInt64?, UInt64?, UInt64?) = (nil, nil, nil)
     /// A quarter of the lease (§6.5); 25 ms until the HELLO_REPLY says the lease.
     private var heartbeatIntervalNanos: UInt64 = 25_000_000
-    /// How long after the last frame sent the heartbeat goes out: on the tick grid, the first
-    /// tick an eighth of an interval short of one interval; exact, a third of the lease when
-    /// paired, else the lease divided by `heartbeatLeaseDivisor` (the interval is a quarter of
-    /// the lease, at least 5 ms).
-    private var heartbeatDueNanos: UInt64 {
-        guard configuration.deadlines == .exact else { return heartbeatIntervalNanos - heartbeatIntervalNanos / 8 }
-        if heartbeatPaired { return 4 * heartbeatIntervalNanos / 3 }
-        return 4 * heartbeatIntervalNanos / max(configuration.heartbeatLeaseDivisor, 2)
+    /// When the heartbeat goes out: on the tick grid, the first tick an eighth of an interval
+    /// short of one interval after the last frame sent; exact, the lease divided by
+    /// `heartbeatLeaseDivisor` after it (the interval is a quarter of the lease, at least 5 ms);
+    /// paired, a third of the lease after it, but never later than three quarters of the lease
+    /// after the third frame from last. So any two frames lost in a row, the next comes at most
+    /// three quarters of the lease after the last one received, as with single heartbeats a
+    /// quarter apart, whatever the DOTs' pace: without the bound, lone DOTs a little under a third
+    /// of the lease apart (each standing in for a heartbeat) would leave no time to spare
+    /// (`LinkMachineHeartbeatTests`: every DOT period from 5 to 200 ms). At an applicator's pace
+    /// the bound never comes first.
+    private var heartbeatDueAt: UInt64 {
+        guard configuration.deadlines == .exact else {
+            return lastSend &+ (heartbeatIntervalNanos - heartbeatIntervalNanos / 8)
+        }
+        guard heartbeatPaired else {
+            return lastSend &+ 4 * heartbeatIntervalNanos / max(configuration.heartbeatLeaseDivisor, 2)
+        }
+        let third = lastSend &+ 4 * heartbeatIntervalNanos / 3
+        guard let oldest = lastThreeSends.0 else { return third }
+        return min(third, oldest &+ 3 * heartbeatIntervalNanos)
     }
     /// See `LinkConfiguration.pairedHeartbeat`: 1.4 on both sides (HEARTBEAT), one-shot deadlines.
     private var heartbeatPaired: Bool {
@@ -402,7 +421,7 @@ public struct LinkMachine: Sendable {
         if handshaking {
             due = lastSend &+ configuration.handshakeInterval.nanoseconds
         } else {
-            due = lastSend &+ heartbeatDueNanos
+            due = heartbeatDueAt
             if let since = unansweredSince {
                 due = min(due, since &+ configuration.linkLossTimeout.nanoseconds &+ 1)
             }
@@ -689,6 +708,7 @@ public struct LinkMachine: Sendable {
     private mutating func sent(from start: Int, frames: Int, now: UInt64) {
         metrics.framesSent += frames
         metrics.bytesSent += out.bytes.count - start
+        for _ in 0..<min(frames, 3) { lastThreeSends = (lastThreeSends.1, lastThreeSends.2, now) }
         lastSend = now
         if unansweredSince == nil { unansweredSince = now }
     }
@@ -1155,8 +1175,8 @@ public struct LinkMachine: Sendable {
             metrics.retransmissionTimeoutMicroseconds = Int(rtoNanos / 1000)
             retransmit(from: oldest.seq, now: t)
         }
-        // The heartbeat (§6.5): see `heartbeatDueNanos`.
-        if elapsed(t, since: lastSend) >= heartbeatDueNanos {
+        // The heartbeat (§6.5): see `heartbeatDueAt`.
+        if t >= heartbeatDueAt {
             sendHeartbeat(now: t)
         }
         return take()

@@ -182,37 +182,66 @@ final class LinkMachineHeartbeatTests: XCTestCase {
         }
     }
 
+    /// A stream of `dots` DOTs each `period` apart (the next sent as the last one's DOT_DONE
+    /// comes, its ACK a millisecond after it): when each frame was written, and the writes.
+    private func stream(period: UInt64, paired: Bool, dots: Int = 20) -> (times: [UInt64], writes: Int, host: VirtualHost) {
+        var host = VirtualHost {
+            $0.deadlines = .exact
+            $0.pairedHeartbeat = paired
+        }
+        host.armed(reply: device14)
+        let start = host.written.count, writesAtStart = host.writeTimes.count
+        for id in 1...dots {
+            host.source = [VirtualHost.dot(id)]
+            guard let seq = VirtualHost.dots(host.pull()).first?.seq else {
+                XCTFail("period \(period): dot \(id) not sent")
+                break
+            }
+            let ackAfter = min(1 * ms, period / 2)
+            host.advance(by: ackAfter)
+            host.device(.ack(Ack(ackSeq: seq, freeSlots: 31, epoch: 0)))
+            host.advance(by: period - ackAfter)
+            host.device(.dotDone(DotDone(dotSeq: seq, dotID: UInt32(id), doneCount: UInt32(id),
+                                         deviceTimeMicroseconds: host.now / 1000)))
+        }
+        return (Array(host.writtenTimes[start...]), host.writeTimes.count - writesAtStart, host)
+    }
+
+    /// The widest span of four frames in a row: two lost between them, the lease must outlast it.
+    private func widestSpanOfFour(_ times: [UInt64]) -> UInt64 {
+        guard times.count > 3 else { return 0 }
+        return (0..<(times.count - 3)).map { times[$0 + 3] - times[$0] }.max() ?? 0
+    }
+
     /// At an applicator's pace (10 dots/s, a 100 ms lease) paired heartbeats keep §6.5's promise
     /// — any two frames the line loses in a row, the next still comes inside the lease, a third
     /// of it to spare — with two heartbeat writes a dot instead of three (issue 15: a timed
     /// wake-up is the host's main cost at this pace).
     func testAtAnApplicatorsPaceAnyTwoLostFramesLeaveTheLeaseHeldWithFewerWrites() {
         for paired in [true, false] {
-            var host = VirtualHost {
-                $0.deadlines = .exact
-                $0.pairedHeartbeat = paired
-            }
-            host.armed(reply: device14)
-            let start = host.written.count, writesAtStart = host.writeTimes.count
-            for id in 1...20 {
-                host.source = [VirtualHost.dot(id)]
-                guard let seq = VirtualHost.dots(host.pull()).first?.seq else { return XCTFail("dot \(id)") }
-                host.advance(by: 1 * ms)
-                host.device(.ack(Ack(ackSeq: seq, freeSlots: 31, epoch: 0)))
-                host.advance(by: 98 * ms)
-                // Each dot 99 ms, the next DOT sent as the last one's DOT_DONE comes.
-                host.device(.dotDone(DotDone(dotSeq: seq, dotID: UInt32(id), doneCount: UInt32(id),
-                                             deviceTimeMicroseconds: host.now / 1000)))
-            }
-            let times = Array(host.writtenTimes[start...])
-            var widest: UInt64 = 0
-            for i in 0..<(times.count - 3) { widest = max(widest, times[i + 3] - times[i]) }
-            XCTAssertLessThanOrEqual(widest, paired ? 67 * ms : 75 * ms, "paired \(paired): two lost in a row")
-            let writes = host.writeTimes.count - writesAtStart
+            let (times, writes, host) = stream(period: 99 * ms, paired: paired)
+            XCTAssertLessThanOrEqual(widestSpanOfFour(times), paired ? 67 * ms : 75 * ms, "paired \(paired): two lost in a row")
             // 20 DOTs and their heartbeats: 2 a dot paired, 3 a dot single.
             XCTAssertEqual(writes, paired ? 60 : 80, "paired \(paired)")
             XCTAssertEqual(host.doneIDs, (1...20).map(UInt32.init))
             XCTAssertNil(host.linkLoss)
+        }
+    }
+
+    /// Whatever the DOTs' pace, two frames lost in a row leave the next at most three quarters of
+    /// the lease after the last received, paired as single: DOTs a little under a third of the
+    /// lease apart stand in for every heartbeat, and without the quarter after two lone frames in
+    /// a row four of them would span the whole lease (99.9 ms at a 33.3 ms period).
+    func testAtAnyPaceTwoLostFramesInARowLeaveTheLeaseAQuarterToSpare() {
+        var periods: [UInt64] = Array(stride(from: 5 * ms, through: 200 * ms, by: Int(ms)))
+        periods += [25 * ms + ms / 2, 33 * ms + ms / 3, 33 * ms + ms / 2, 66 * ms + 2 * ms / 3]
+        for paired in [true, false] {
+            var worst: (span: UInt64, period: UInt64) = (0, 0)
+            for period in periods {
+                let span = widestSpanOfFour(stream(period: period, paired: paired, dots: 12).times)
+                if span > worst.span { worst = (span, period) }
+            }
+            XCTAssertLessThanOrEqual(worst.span, 75 * ms, "paired \(paired): at a period of \(worst.period / 1000) µs")
         }
     }
 }
