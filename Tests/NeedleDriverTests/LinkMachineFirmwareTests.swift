@@ -75,6 +75,27 @@ final class LinkMachineFirmwareTests: XCTestCase {
         XCTAssertEqual(older.host.machine.metrics.retransmissions, 0)
     }
 
+    /// A session at an applicator's pace (the device's own pace, 100 ms between dots: DOTs a
+    /// lease apart and paired heartbeats between them) over a wire that loses two host frames in
+    /// a row every few frames, at every offset: the device's lease never expires (§6.5: three in
+    /// a row must be lost), and every dot is injected once. The real firmware core judges it.
+    func testTwoHostFramesLostInARowAtAnApplicatorsPaceNeverExpireTheLease() {
+        for offset in 0..<7 {
+            var loop = Loop(seed: 11, dots: 40, dropRate: 0, corruptRate: 0, device: {
+                $0.timeScale = 1
+                $0.minimumDotIntervalMicroseconds = 100_000
+            })
+            loop.dropToDevice = { index in index >= offset && (index - offset) % 7 < 2 }
+            loop.run()
+            let label = "offset \(offset)"
+            XCTAssertNil(loop.failure, label)
+            XCTAssertGreaterThan(loop.framesToDeviceSinceArm, 100, "\(label): the stream was long enough to lose some")
+            XCTAssertEqual(loop.leaseExpiries, 0, "\(label): the lease held")
+            XCTAssertEqual(loop.injected.filter { $0.outcome == .done }.map(\.dotID).sorted(), (1...40).map(UInt32.init), label)
+            XCTAssertEqual(loop.host.disarmed, true, label)
+        }
+    }
+
     /// The session as the owner would run it: arm after the handshake, put returned dots back
     /// first, resume a device that held on its own (a lost heartbeat can let its lease expire),
     /// CLEAR once every dot is done.
@@ -91,6 +112,11 @@ final class LinkMachineFirmwareTests: XCTestCase {
         var failure: String?
         /// ACK frames the device sent.
         var acksToHost = 0
+        /// Host → device frames sent since ARM, and which of them the wire loses (by that count).
+        var framesToDeviceSinceArm = 0
+        var dropToDevice: ((Int) -> Bool)?
+        /// Every STATUS the host was told of whose fault was a lease that expired.
+        var leaseExpiries = 0
         /// A UART's byte rate both ways (nil: frames arrive one by one after `latency`): each
         /// write's bytes leave after the ones before it and arrive together (one read).
         let bytesPerSecond: Int?
@@ -183,6 +209,7 @@ final class LinkMachineFirmwareTests: XCTestCase {
                 case .dotsReturned(let dots): host.source.insert(contentsOf: dots, at: 0)
                 case .dotsInDoubt, .dotInterrupted, .refused, .linkLost: failure = "\(event)"
                 case .deviceStatus(let status) where status.state == .held && status.needleRetracted && !ending:
+                    if status.fault == .leaseExpired { leaseExpiries += 1 }
                     if !host.machine.decisionPending { host.command { $0.resume(now: $1) } }
                 case .notTaken(.resume, _):
                     host.command { $0.resume(now: $1) }
@@ -212,6 +239,10 @@ final class LinkMachineFirmwareTests: XCTestCase {
             }
             for var frame in bytes.split(separator: 0, omittingEmptySubsequences: false).dropLast().map(Array.init) {
                 frame.append(0)
+                if toDevice, armed {
+                    framesToDeviceSinceArm += 1
+                    if dropToDevice?(framesToDeviceSinceArm - 1) == true { continue }
+                }
                 if rng.nextUnit() < dropRate { continue }
                 if rng.nextUnit() < corruptRate, frame.count > 1 {
                     frame[rng.nextInt(below: frame.count - 1)] ^= UInt8(1 + rng.nextInt(below: 255))
