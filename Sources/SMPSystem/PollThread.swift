@@ -41,7 +41,8 @@ package final class PollThread: @unchecked Sendable {
         var stopping = false
         /// `wake()` was called since the thread last called `onWake`.
         var wakeRequested = false
-        /// The wake counter is open: cleared, and the counter closed, by the thread as it ends.
+        /// The thread polls the wake counter: cleared by the thread as it ends (a poke after
+        /// that would wake nothing).
         var wakeOpen = true
     }
 
@@ -101,8 +102,8 @@ package final class PollThread: @unchecked Sendable {
             return nil
         }, context)
         guard status == 0 else {
+            // The last reference goes with this scope: `deinit` closes the counter.
             Unmanaged<PollThread>.fromOpaque(context).release()
-            _ = Sys.close(wakeFD)
             return .failure(Errno(rawValue: status))
         }
         pthread_detach(handle)
@@ -129,30 +130,30 @@ package final class PollThread: @unchecked Sendable {
     /// Takes `descriptors[index]` out of the poll set; `onDropped(index)` follows. Any thread,
     /// including inside a callback. Idempotent.
     package func ignore(_ index: Int) {
-        control.withLock { control in
-            guard !control.ignored[index] else { return }
+        poke { control in
+            guard !control.ignored[index] else { return false }
             control.ignored[index] = true
-            poke(control)
+            return true
         }
     }
 
     /// Makes the thread call `onWake` once soon (once for any number of calls before it does).
     /// Any thread, including inside a callback; after the thread ended, nothing.
     package func wake() {
-        control.withLock { control in
-            guard !control.wakeRequested else { return }
+        poke { control in
+            guard !control.wakeRequested else { return false }
             control.wakeRequested = true
-            poke(control)
+            return true
         }
     }
 
     /// Whether `descriptors[index]` is polled for POLLOUT as well as POLLIN, from the next pass
     /// on (call it from a callback, or `wake()` after). Any thread.
     package func setWritable(_ index: Int, _ writable: Bool) {
-        control.withLock { control in
-            guard control.writable[index] != writable else { return }
+        poke { control in
+            guard control.writable[index] != writable else { return false }
             control.writable[index] = writable
-            poke(control)
+            return true
         }
     }
 
@@ -165,20 +166,28 @@ package final class PollThread: @unchecked Sendable {
 
     /// Ends the thread; `onExit(nil)` follows. Any thread, including inside a callback. Idempotent.
     package func stop() {
-        control.withLock { control in
-            guard !control.stopping else { return }
+        poke { control in
+            guard !control.stopping else { return false }
             control.stopping = true
-            poke(control)
+            return true
         }
     }
 
-    /// Wakes the thread's `poll`; under the control lock, so never after the thread closed the
-    /// counter (a closed descriptor's number may already be reused). The counter is
-    /// non-blocking: when it is at its maximum, the thread is woken already.
-    private func poke(_ control: borrowing Control) {
-        guard control.wakeOpen else { return }
-        _ = Sys.signalEvent(wakeFD)
+    /// Changes the control under its lock and, if `change` says so, wakes the thread's `poll` —
+    /// after the lock is released: signalled under it, the woken thread (at once, on the same
+    /// CPU, more often than not) blocked on the lock the signaller still held and had to be woken
+    /// again, two switches of each thread per hand-over (issue 15: one dot's DOT, handed from the
+    /// session to the link's thread, cost the link three wake-ups instead of one). The thread reads
+    /// the control after it wakes, so a signal that lands after it already saw the change costs
+    /// at most one empty pass. The counter is closed only in `deinit`: never while a caller,
+    /// holding this object, may still signal it (a closed descriptor's number may be reused).
+    /// The counter is non-blocking: when it is at its maximum, the thread is woken already.
+    private func poke(_ change: (inout Control) -> Bool) {
+        let signal = control.withLock { control in change(&control) && control.wakeOpen }
+        if signal { _ = Sys.signalEvent(wakeFD) }
     }
+
+    deinit { _ = Sys.close(wakeFD) }
 
     private func run() {
         _ = smp_thread_set_name(name)
@@ -239,10 +248,7 @@ package final class PollThread: @unchecked Sendable {
                 if !control.withLock({ $0.stopping }) { onDeadline(self) }
             }
         }
-        control.withLock { control in
-            control.wakeOpen = false
-            _ = Sys.close(wakeFD)
-        }
+        control.withLock { $0.wakeOpen = false }
         onExit(failure)
     }
 }
