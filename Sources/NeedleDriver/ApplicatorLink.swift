@@ -252,11 +252,12 @@ public final class ApplicatorLink: @unchecked Sendable {
 
     /// Keeps the device queue full from the credits in ACKs (§6.1): as many dots as the machine
     /// has credit for and the owner has not yet handed over, pulled here, sent by the I/O thread
-    /// in one write(2).
+    /// in one write(2) — once the credit reaches the machine's refill threshold (at an
+    /// applicator's pace, a quarter of the queue: `LinkConfiguration.dotRefillFloor`).
     private func pullDots() {
         guard let io else { return }
         let credit = view.dotCredit - (dotsHandedOver - view.dotsTaken)
-        guard credit > 0 else { return }
+        guard credit > 0, credit >= view.dotRefillThreshold else { return }
         var batch: [DotCommand] = []
         pulling = true
         while batch.count < credit, let dot = dotSource() { batch.append(dot) }
@@ -288,6 +289,7 @@ struct Snapshot: Sendable {
     var inFlight: [DotCommand]
     var decisionPending: Bool
     var dotCredit: Int
+    var dotRefillThreshold: Int
     /// Dots the I/O thread has taken from the inbox so far (sent or returned).
     var dotsTaken: Int
     /// Only in batches with an event other than a dot's completion: the I/O thread's next
@@ -303,6 +305,7 @@ struct Snapshot: Sendable {
         inFlight = machine.inFlight
         decisionPending = machine.decisionPending
         dotCredit = machine.dotCredit
+        dotRefillThreshold = machine.dotRefillThreshold
         self.dotsTaken = dotsTaken
         history = withHistory ? machine.history : nil
     }

@@ -45,6 +45,14 @@ public struct LinkConfiguration: Sendable, Hashable {
     /// (8 ms less at 100 ms). False: single frames `heartbeatLeaseDivisor` apart, as with a 1.3
     /// device (no HEARTBEAT frame).
     public var pairedHeartbeat = true
+    /// While the device's queue holds at least this much work at the pace its DOT_DONEs arrive
+    /// (the host's clock), its owner lets up to a quarter of the queue free before refilling it,
+    /// all in one write (`LinkMachine.dotRefillThreshold`); faster, or before two DOT_DONEs have
+    /// come, every freed slot is refilled at once. At an applicator's pace a DOT sent for each
+    /// DOT_DONE cost the link's thread two wake-ups a dot — the owner's hand-over and the
+    /// device's ACK — for a queue that holds three seconds of work anyway (issue 15's host CPU).
+    /// nil: every freed slot at once.
+    public var dotRefillFloor: Duration? = .seconds(1)
 
     /// How a driver wakes the machine.
     public enum DeadlineTiming: Sendable, Hashable {
@@ -244,6 +252,10 @@ public struct LinkMachine: Sendable {
     /// waiting for the next report (issue 15: one wake-up less per dot, each side).
     private var freedSinceReport = 0
     private var lastFastRetransmit: UInt64 = 0
+    /// When the last DOT_DONE arrived, and the two intervals before it (0: not known), on the
+    /// host's clock: the simulator's device time is simulated time, not the queue's wall pace.
+    private var lastDoneArrival: UInt64?
+    private var doneArrivalIntervals: (UInt64, UInt64) = (0, 0)
 
     // Device state as last reported
     public private(set) var deviceStatus: Status?
@@ -402,6 +414,21 @@ public struct LinkMachine: Sendable {
         let room = min(Int(hello.queueCapacity), lineBudget.window) - windowCount
         let credit = creditAtAck + freedSinceReport - Int(nextSeq - 1 - ackedThrough)
         return max(0, min(room, credit))
+    }
+
+    /// How much `dotCredit` the owner lets build up before it sends more (`dotCredit` at least
+    /// this, or none): 1 — every freed slot at once — unless the device's queue would still hold
+    /// `LinkConfiguration.dotRefillFloor` of work at the pace of the last DOT_DONEs (the faster of
+    /// the last two intervals between them); then as many as leave that much queued, at most a
+    /// quarter of the queue. Never more than the device's queue can free: the stream never waits
+    /// on a credit that cannot come.
+    public var dotRefillThreshold: Int {
+        guard let floor = configuration.dotRefillFloor, let hello else { return 1 }
+        let interval = min(doneArrivalIntervals.0, doneArrivalIntervals.1)
+        guard interval > 0 else { return 1 }
+        let depth = min(Int(hello.queueCapacity), lineBudget.window)
+        let queuedForFloor = Int(clamping: (floor.nanoseconds + interval - 1) / interval)
+        return max(1, min(depth / 4, depth - queuedForFloor))
     }
 
     /// When `tick` must be called next (the same clock as `now`); nil when the link is closed.
@@ -796,6 +823,24 @@ public struct LinkMachine: Sendable {
         default:
             lost(.protocolViolation("host-only message \(frame.message.type) received"))
         }
+        heartbeatWhileAwake(now: now)
+    }
+
+    /// With one-shot deadlines, a heartbeat more than half-way to due goes with the pass that
+    /// handles a frame from the device instead of waking the driver's thread on its own a little
+    /// later — unless the owner is about to send DOTs (its credit reached `dotRefillThreshold`),
+    /// which stand in for it. At an applicator's pace, the queue refilled a quarter at a time,
+    /// DOT_DONEs come about a lease apart with no DOT after them, and the heartbeat due just
+    /// after each was a wake-up of its own (issue 15). A frame sent earlier than due only brings
+    /// the next one earlier: every bound of `heartbeatDueAt` holds. An answer to the heartbeat
+    /// itself comes well within half the wait, so this never feeds on its own answers.
+    private mutating func heartbeatWhileAwake(now: UInt64) {
+        guard configuration.deadlines == .exact, started, !closed, !handshaking else { return }
+        let credit = dotCredit
+        guard credit == 0 || credit < dotRefillThreshold else { return }
+        let due = heartbeatDueAt
+        guard due > lastSend, elapsed(now, since: lastSend) >= (due - lastSend) / 2 else { return }
+        sendHeartbeat(now: now)
     }
 
     private mutating func handleHelloReply(_ reply: HelloReply, now: UInt64) {
@@ -968,6 +1013,8 @@ public struct LinkMachine: Sendable {
         // This dot was done after the last report (its DOT_DONE came after it). Earlier ones it
         // confirms lost their DOT_DONE, maybe before the report: they count from the next one.
         if outstanding[end].seq <= reportCovers { freedSinceReport += 1 }
+        if let last = lastDoneArrival { doneArrivalIntervals = (doneArrivalIntervals.1, elapsed(now, since: last)) }
+        lastDoneArrival = now
         confirmDone(through: end, deviceTime: done.deviceTimeMicroseconds, doneCount: done.doneCount)
     }
 

@@ -96,6 +96,32 @@ final class LinkMachineFirmwareTests: XCTestCase {
         }
     }
 
+    /// At an applicator's pace the owner refills the device's queue a quarter at a time
+    /// (`LinkConfiguration.dotRefillFloor`): against the real firmware core, every dot is
+    /// injected once, the queue never runs dry, and the device ACKs (and the host writes DOTs)
+    /// a fraction as often as when every freed slot is refilled at once.
+    func testRefillingAQuarterOfTheQueueAtATimeInjectsEveryDotOnceAndNeverRunsDry() {
+        var runs: [(acks: Int, dotWrites: Int)] = []
+        for floor in [Duration?.none, .seconds(1)] {
+            // A UART at 115200 baud: each write arrives as one read, its DOTs ACKed together.
+            var loop = Loop(seed: 5, dots: 80, dropRate: 0, corruptRate: 0, bytesPerSecond: 11_520, device: {
+                $0.timeScale = 1
+                $0.minimumDotIntervalMicroseconds = 100_000
+            }, link: { $0.deadlines = .exact; $0.dotRefillFloor = floor })
+            loop.run()
+            let label = "floor \(String(describing: floor))"
+            XCTAssertNil(loop.failure, label)
+            XCTAssertEqual(loop.injected.filter { $0.outcome == .done }.map(\.dotID).sorted(), (1...80).map(UInt32.init), label)
+            XCTAssertEqual(loop.firmware.underruns, 0, "\(label): the queue never ran dry")
+            XCTAssertEqual(loop.leaseExpiries, 0, label)
+            let dotTimes = Set(zip(loop.host.written, loop.host.writtenTimes).filter { $0.0.message.type == .dot }.map(\.1))
+            runs.append((loop.acksToHost, dotTimes.count))
+        }
+        XCTAssertGreaterThanOrEqual(runs[0].dotWrites, 80 - 32, "every freed slot at once: a write per DOT_DONE: \(runs)")
+        XCTAssertLessThanOrEqual(runs[1].dotWrites, 2 + (80 - 32) / 8 + 2, "a quarter at a time")
+        XCTAssertLessThan(runs[1].acks * 3, runs[0].acks, "the device ACKs a fraction as often: \(runs)")
+    }
+
     /// The session as the owner would run it: arm after the handshake, put returned dots back
     /// first, resume a device that held on its own (a lost heartbeat can let its lease expire),
     /// CLEAR once every dot is done.

@@ -61,11 +61,12 @@ struct VirtualHost {
         return frames
     }
 
-    /// The owner's turn after an input: as many dots as the machine takes.
+    /// The owner's turn after an input: as many dots as the machine takes, once its credit
+    /// reaches the refill threshold (as `ApplicatorLink` pulls).
     @discardableResult
     mutating func pull() -> [Frame] {
         let credit = machine.dotCredit
-        guard credit > 0, !source.isEmpty else { return [] }
+        guard credit > 0, credit >= machine.dotRefillThreshold, !source.isEmpty else { return [] }
         let batch = Array(source.prefix(credit))
         source.removeFirst(batch.count)
         return absorb(machine.send(dots: batch, now: now))
