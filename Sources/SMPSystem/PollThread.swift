@@ -176,10 +176,10 @@ package final class PollThread: @unchecked Sendable {
     /// Changes the control under its lock and, if `change` says so, wakes the thread's `poll` —
     /// after the lock is released: signalled under it, the woken thread (at once, on the same
     /// CPU, more often than not) blocked on the lock the signaller still held and had to be woken
-    /// again, two switches of each thread per hand-over (issue 15: one dot's DOT, handed from the
-    /// session to the link's thread, cost the link three wake-ups instead of one). The thread reads
-    /// the control after it wakes, so a signal that lands after it already saw the change costs
-    /// at most one empty pass. The counter is closed only in `deinit`: never while a caller,
+    /// again, two switches of each thread per hand-over where one would do (issue 15: a DOT
+    /// handed from the session to the link's thread, once a dot at an applicator's pace). The
+    /// thread reads the control after it wakes, so a signal that lands after it already saw the
+    /// change costs at most one empty pass. The counter is closed only in `deinit`: never while a caller,
     /// holding this object, may still signal it (a closed descriptor's number may be reused).
     /// The counter is non-blocking: when it is at its maximum, the thread is woken already.
     private func poke(_ change: (inout Control) -> Bool) {

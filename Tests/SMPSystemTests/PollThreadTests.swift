@@ -125,4 +125,30 @@ final class PollThreadTests: XCTestCase {
         wait(for: [journal.when { $0.contains("exit") }], timeout: Self.timeout)
         XCTAssertEqual(journal.all, ["readable 0", "dropped 0", "exit"])
     }
+    /// The wake counter is closed once nobody holds the thread any more (it is signalled outside
+    /// the lock, so it cannot be closed while a holder may still signal it): a process that
+    /// starts and ends a thread per session — the station, all day — does not keep one open for
+    /// each. libdispatch opens eventfds of its own now and then, hence the slack.
+    func testAThreadLetGoOfClosesItsWakeCounter() throws {
+        let eventfds = { try self.openDescriptors().filter { $0.contains("eventfd") }.count }
+        let before = try eventfds()
+        let pipe = try Sys.pipe().get()
+        defer { _ = Sys.close(pipe.readEnd); _ = Sys.close(pipe.writeEnd) }
+        for round in 0..<40 {
+            let journal = Journal()
+            let thread = try PollThread.start(
+                name: "smp-test-fd", descriptors: [pipe.readEnd],
+                onReadable: { _ in }, onDropped: { _ in }, onExit: { _ in journal.add("exit") }
+            ).get()
+            thread.wake()
+            thread.stop()
+            thread.wake()  // after the stop: harmless, whichever comes first
+            wait(for: [journal.when { $0.contains("exit") }], timeout: Self.timeout)
+            XCTAssertEqual(journal.all, ["exit"], "round \(round)")
+        }
+        // The thread's own last reference goes just after its exit callback.
+        let deadline = Date().addingTimeInterval(Self.timeout)
+        while try eventfds() > before + 5, Date() < deadline { usleep(10_000) }
+        XCTAssertLessThanOrEqual(try eventfds(), before + 5, "40 threads started and let go")
+    }
 }
