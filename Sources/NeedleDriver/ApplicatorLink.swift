@@ -257,7 +257,7 @@ public final class ApplicatorLink: @unchecked Sendable {
     private func pullDots() {
         guard let io else { return }
         let credit = view.dotCredit - (dotsHandedOver - view.dotsTaken)
-        guard credit > 0, credit >= view.dotRefillThreshold else { return }
+        guard credit >= view.dotRefillThreshold else { return }  // at least 1
         var batch: [DotCommand] = []
         pulling = true
         while batch.count < credit, let dot = dotSource() { batch.append(dot) }

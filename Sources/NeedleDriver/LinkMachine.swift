@@ -836,10 +836,10 @@ public struct LinkMachine: Sendable {
     /// itself comes well within half the wait, so this never feeds on its own answers.
     private mutating func heartbeatWhileAwake(now: UInt64) {
         guard configuration.deadlines == .exact, started, !closed, !handshaking else { return }
-        let credit = dotCredit
-        guard credit == 0 || credit < dotRefillThreshold else { return }
+        // Timing first: while DOTs stream it already says no (the last send was just now).
         let due = heartbeatDueAt
         guard due > lastSend, elapsed(now, since: lastSend) >= (due - lastSend) / 2 else { return }
+        guard dotCredit < dotRefillThreshold else { return }  // the threshold is at least 1
         sendHeartbeat(now: now)
     }
 

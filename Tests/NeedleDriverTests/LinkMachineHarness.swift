@@ -66,7 +66,7 @@ struct VirtualHost {
     @discardableResult
     mutating func pull() -> [Frame] {
         let credit = machine.dotCredit
-        guard credit > 0, credit >= machine.dotRefillThreshold, !source.isEmpty else { return [] }
+        guard credit >= machine.dotRefillThreshold, !source.isEmpty else { return [] }
         let batch = Array(source.prefix(credit))
         source.removeFirst(batch.count)
         return absorb(machine.send(dots: batch, now: now))
