@@ -287,48 +287,101 @@ def latency(args):
 
 # ---- gpio-edges ---------------------------------------------------------------------------------------
 
+class _LineReader:
+    """Lines from a pipe with a timeout each. Reads the fd itself: a buffered reader can hold a
+    second line that `select` then never reports."""
+
+    def __init__(self, fd):
+        self.fd, self.buffer, self.eof = fd, b"", False
+
+    def next(self, timeout):
+        deadline = monotonic() + timeout
+        while b"\n" not in self.buffer and not self.eof:
+            left = deadline - monotonic()
+            if left <= 0:
+                return None
+            if select.select([self.fd], [], [], left)[0]:
+                chunk = os.read(self.fd, 4096)
+                self.eof = not chunk
+                self.buffer += chunk
+        if b"\n" not in self.buffer:
+            return None
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode("utf-8", "replace").strip()
+
+
+def _edge_interrupt_requested(consumer):
+    """Whether /proc/interrupts lists an interrupt whose handler is `consumer`'s. The kernel marks
+    a line used (gpioinfo's "[used]") before it requests the line's edge interrupt
+    (lineevent_create / edge_detector_setup), so "[used]" alone does not say an edge would be seen."""
+    try:
+        with open("/proc/interrupts") as handle:
+            return any(line.split()[-1:] == [consumer] for line in handle)
+    except OSError:
+        return False
+
+
 def gpio_edges(args):
     """Starts `gpiomon` (the given command), then writes pull-up / pull-down to the line's sysfs
-    `pull` file and times each edge from the write to the line gpiomon prints for it."""
+    `pull` file and times each edge from the write to the line gpiomon prints for it. Stops at the
+    first edge not reported (or reported as the wrong kind): the ones after it would pair wrongly.
+    On failure the last line on stderr says which edge and why."""
+    with open(args.pull, "w") as handle:  # the first edge is a rising one, whatever came before
+        handle.write("pull-down")
     monitor = subprocess.Popen(args.command[1:] if args.command[0] == "--" else args.command,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # gpiomon must have requested the line before the first edge: wait until gpioinfo says so.
-    deadline = monotonic() + args.settle
-    while monotonic() < deadline:
+    reader = _LineReader(monitor.stdout.fileno())
+
+    def finish(results, failure):
+        if monitor.poll() is None:
+            monitor.kill()
+        monitor.wait()
+        json.dump(results, sys.stdout, indent=1)
+        print()
+        if failure:
+            stderr = monitor.stderr.read().decode("utf-8", "replace").strip().replace("\n", " / ")
+            print(f"gpio-edges: {failure}; gpiomon exit status {monitor.returncode}"
+                  + (f", its stderr: {stderr}" if stderr else ", nothing on its stderr"), file=sys.stderr)
+        return 1 if failure else 0
+
+    # Ready when the line is used and its edge interrupt requested (both, see above).
+    started = monotonic()
+    while True:
         info = subprocess.run(["gpioinfo", args.chip], capture_output=True, text=True).stdout
         line = next((l for l in info.splitlines() if re.match(rf"\s*line\s+{args.line}:", l)), "")
-        if "[used" in line:
+        if "[used" in line and _edge_interrupt_requested(args.consumer):
             break
-        time.sleep(0.1)
-    else:
-        print(f"gpio-edges: gpiomon did not request line {args.line} of {args.chip} within {args.settle} s",
-              file=sys.stderr)
+        if monitor.poll() is not None:
+            return finish([], f"gpiomon exited before it requested line {args.line} of {args.chip}")
+        if monotonic() - started > args.settle:
+            return finish([], f"line {args.line} of {args.chip} not used with its edge interrupt "
+                              f"requested by {args.consumer!r} within {args.settle:.0f} s "
+                              f"(gpioinfo: {line.strip()!r})")
+        time.sleep(0.05)
     results = []
-    for value in ["pull-up", "pull-down"] * args.cycles:
+    expected = {"pull-up": "1", "pull-down": "0"}  # gpiomon %e: 1 rising, 0 falling
+    edges = ["pull-up", "pull-down"] * args.cycles
+    for index, value in enumerate(edges, start=1):
         t_write = monotonic()
         with open(args.pull, "w") as handle:
             handle.write(value)
-        ready, _, _ = select.select([monitor.stdout], [], [], 5)
-        if not ready:
-            results.append({"pull": value, "seen": False})
-            continue
-        line = monitor.stdout.readline().decode("utf-8", "replace").strip()
+        line = reader.next(args.edge_timeout)
         t_seen = monotonic()
+        if line is None:
+            results.append({"pull": value, "seen": False})
+            why = "gpiomon's output ended" if reader.eof else f"nothing within {args.edge_timeout:.0f} s"
+            return finish(results, f"edge {index} of {len(edges)} ({value}): {why}")
         entry = {"pull": value, "seen": True, "line": line, "write_to_userspace_ms": (t_seen - t_write) * 1000}
         match = re.search(r"(\d+)\s+(\d+)\s*$", line)  # gpiomon --format '%e %s %n'
         if match:
             kernel_ts = int(match.group(1)) + int(match.group(2)) / 1e9
             entry["write_to_kernel_timestamp_ms"] = (kernel_ts - t_write) * 1000
         results.append(entry)
+        if line.split()[:1] != [expected[value]]:
+            return finish(results, f"edge {index} of {len(edges)} ({value}): gpiomon printed {line!r}, "
+                                   f"want event type {expected[value]} first")
         time.sleep(args.gap)
-    monitor.kill()
-    monitor.wait()
-    json.dump(results, sys.stdout, indent=1)
-    print()
-    seen = [r for r in results if r["seen"]]
-    expected = ["1", "0"] * args.cycles  # gpiomon %e: 1 rising, 0 falling
-    ok = len(seen) == len(results) and all(r["line"].split()[0] == e for r, e in zip(results, expected))
-    return 0 if ok else 1
+    return finish(results, None)
 
 
 # ---- gpio-remove-probe -----------------------------------------------------------------------------
@@ -496,7 +549,10 @@ def main():
     p.add_argument("--cycles", type=int, default=3)
     p.add_argument("--chip", required=True)
     p.add_argument("--line", type=int, default=0)
-    p.add_argument("--settle", type=float, default=15.0, help="at most this long for gpiomon to start")
+    p.add_argument("--consumer", default="gpiomon", help="the monitor's consumer label (its interrupt's name)")
+    p.add_argument("--settle", type=float, default=30.0, help="at most this long for gpiomon to start")
+    p.add_argument("--edge-timeout", type=float, default=20.0,
+                   help="at most this long for each edge (a stall under emulation delays, never loses, one)")
     p.add_argument("--gap", type=float, default=0.2)
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(run=gpio_edges)

@@ -368,7 +368,8 @@ scenario_gpio() {
     local pull=/sys/devices/platform/$device/$chip/sim_gpio0/pull
     if $PY "$HELPER" gpio-edges --pull "$pull" --chip "$chip" --line 0 --cycles 5 -- \
             setpriv --reuid="$TECH_UID" --regid="$TECH_UID" --groups "$SMP_GID" --reset-env \
-            stdbuf -oL gpiomon --num-events=10 --format='%e %s %n' "$chip" 0 > "$WORK/gpio-edges.json" 2>&1; then
+            stdbuf -oL gpiomon --num-events=10 --format='%e %s %n' "$chip" 0 \
+            > "$WORK/gpio-edges.json" 2> "$WORK/gpio-edges.err"; then
         pass "gpio: libgpiod (gpiomon as smptech) sees every rising and falling edge of 'estop' driven from sysfs pull"
         figure "$($PY - "$WORK/gpio-edges.json" <<'EOF'
 import json, sys
@@ -382,7 +383,8 @@ print(text)
 EOF
 )"
     else
-        fail "gpio: gpiomon did not see the edges"; show "$WORK/gpio-edges.json"; return 1
+        fail "gpio: gpiomon did not see the edges: $(tail -n 1 "$WORK/gpio-edges.err")"
+        show "$WORK/gpio-edges.err" "$WORK/gpio-edges.json"; return 1
     fi
     GPIO_DEVICE=$device
     if ! wants gpio-estop; then
