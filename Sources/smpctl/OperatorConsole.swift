@@ -33,7 +33,8 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
     private let interlocks: Interlocks?
     private let reporter: RunReporter
     private let interactive: Bool
-    private let readLine: @Sendable () -> String?
+    private let readLine: @Sendable () -> PromptInput
+    private let inputIsTerminal: @Sendable () -> Bool
     private let lock = NSLock()
     private var question = Question.none
     private var interrupts = 0
@@ -58,10 +59,14 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
     private var signalSources: [any DispatchSourceSignal] = []
     private let queue = DispatchQueue(label: "smpctl.operator")
 
-    /// - Parameter readLine: where answers come from; standard input by default.
+    /// - Parameters:
+    ///   - readLine: where answers come from; standard input by default.
+    ///   - inputIsTerminal: whether an end of file there was Ctrl-D typed at a terminal that is
+    ///     still there (the keyboard can still answer) rather than the end of the input.
     init(session: Session, interlocks: Interlocks?, reporter: RunReporter, interactive: Bool,
          station: StationState? = nil, readsStandardInput: Bool = true,
-         readLine: @escaping @Sendable () -> String? = { Prompt.readLine() }) {
+         readLine: @escaping @Sendable () -> PromptInput = { Prompt.readLine() },
+         inputIsTerminal: @escaping @Sendable () -> Bool = { Prompt.inputIsTerminal() }) {
         self.session = session
         self.interlocks = interlocks
         self.reporter = reporter
@@ -69,6 +74,7 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
         self.station = station
         self.readsStandardInput = readsStandardInput
         self.readLine = readLine
+        self.inputIsTerminal = inputIsTerminal
         keyboard = interactive ? OperatorKeyboard() : nil
     }
 
@@ -242,12 +248,39 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
     }
 
     private func readAnswers() {
-        while let line = readLine() {
-            answered(line)
+        while true {
+            switch readLine() {
+            case .line(let line):
+                answered(line)
+            case .endOfFile where inputIsTerminal():
+                endOfFileTyped()
+                // Each Ctrl-D is a key pressed; should a terminal ever report end of file
+                // without one, this keeps the loop from spinning. Nothing typed is lost.
+                Thread.sleep(forTimeInterval: 0.05)
+            case .endOfFile, .closed:
+                lock.withLock { answerArm(false) }  // no more input: nobody said yes
+                // End of input: nobody can answer any more. An open "end?" stays unanswered
+                // (= no); a hold stays held, and the session ends held only through Ctrl-C or
+                // the usual paths.
+                return
+            }
         }
-        lock.withLock { answerArm(false) }  // no more input: nobody said yes
-        // End of input: nobody can answer any more. An open "end?" stays unanswered (= no); a
-        // hold stays held, and the session ends held only through Ctrl-C or the usual paths.
+    }
+
+    /// Ctrl-D at the terminal: never a yes and never a resume, and the keyboard still answers
+    /// afterwards (it once stopped reading here, leaving a hold that Enter could not end).
+    private func endOfFileTyped() {
+        switch openQuestion {
+        case .none:
+            return
+        case .arm:
+            lock.withLock { answerArm(false) }
+        case .endSession:
+            answered("")  // as Enter alone: stay held
+        case .resume:
+            reporter.ask("Ctrl-D does not resume: still held. Press Enter to resume (every interlock must be healthy), "
+                         + "or Ctrl-C to end the session.")
+        }
     }
 
     /// One line typed by the operator.

@@ -461,20 +461,40 @@ enum SessionCommand {
     }
 }
 
+/// What one read of the operator's input gave.
+enum PromptInput: Equatable, Sendable {
+    case line(String)
+    /// read(2) gave 0 bytes: at a terminal, Ctrl-D on an empty line — the keyboard is still
+    /// there; on a pipe or file, the end of it.
+    case endOfFile
+    /// read(2) failed (EIO: the terminal is gone).
+    case closed
+}
+
 enum Prompt {
     /// A line from standard input read with read(2), not stdio: a thread blocked in stdio's
     /// getline holds stdin's FILE lock, and `fflush(NULL)` — which ConsoleKit's terminal calls
     /// on every redraw here (see `LiveLine`) — takes every stream's lock, so the redraw, and the
-    /// session queue reporting through it, would wait for the operator to type.
-    static func readLine() -> String? {
+    /// session queue reporting through it, would wait for the operator to type. Text before an
+    /// end of file or a failure comes as a line; the end itself with the next read.
+    static func readLine() -> PromptInput {
         var bytes: [UInt8] = []
         var byte: UInt8 = 0
         while true {
             let count = read(STDIN_FILENO, &byte, 1)
             if count < 0 && errno == EINTR { continue }
-            guard count == 1 else { return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self) }
-            if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
+            guard count == 1 else {
+                if !bytes.isEmpty { return .line(String(decoding: bytes, as: UTF8.self)) }
+                return count == 0 ? .endOfFile : .closed
+            }
+            if byte == UInt8(ascii: "\n") { return .line(String(decoding: bytes, as: UTF8.self)) }
             bytes.append(byte)
         }
     }
+
+    /// Whether standard input is (still) a terminal: after a hang-up its ioctls fail, so this
+    /// says no.
+    ///
+    /// The corresponding C function is `isatty`.
+    static func inputIsTerminal() -> Bool { isatty(STDIN_FILENO) == 1 }
 }

@@ -107,6 +107,8 @@ final class TerminalSessionTests: XCTestCase {
     }
 
     static let ctrlC = "\u{03}"
+    /// Ctrl-D: at a terminal in canonical mode, on an empty line, read(2) gives 0 bytes.
+    static let ctrlD = "\u{04}"
     /// ConsoleKit's erase of the previous progress line: cursor up, erase line.
     static let consoleKitErase = "\u{1B}[1A\u{1B}[2K"
 
@@ -188,6 +190,48 @@ final class TerminalSessionTests: XCTestCase {
         let status = run.exitStatus()
         XCTAssertEqual(status, 75, run.text)
         XCTAssertTrue(run.text.contains("ended by the operator (Ctrl-C three times)"), run.text)
+    }
+
+    /// Ctrl-D at the hold's question and at "end the session?": neither resumes nor ends, and
+    /// the keyboard still answers afterwards. It used to stop the one reader of the terminal,
+    /// leaving a hold that no Enter could end (only Ctrl-C, then `smpctl resume`).
+    func testCtrlDNeitherResumesNorEndsAndEnterStillResumes() throws {
+        let (run, record) = try hairlineRun(try temporaryDirectory())
+        run.waitFor("Dots [")
+        run.type(Self.ctrlC)
+        run.waitFor("Held. Press Enter to resume")
+        run.type(Self.ctrlD)
+        run.waitFor("Ctrl-D does not resume: still held.")
+        run.type(Self.ctrlC)
+        run.waitFor("End the session now?")
+        run.type(Self.ctrlD)
+        run.waitFor("Not ended.")
+        XCTAssertFalse(run.text.contains("Resuming"), "Ctrl-D resumed the hold:\n\(run.text)")
+        run.type("\n")
+        run.waitFor("Resumed.")
+        let status = run.exitStatus()
+        let screen = run.text
+        XCTAssertEqual(status, 0, screen)
+        XCTAssertTrue(screen.contains("Session complete: all 191 dots confirmed done"), screen)
+        let truth = try groundTruth(record)
+        XCTAssertEqual(truth.count, 191)
+        XCTAssertEqual(Set(truth.map { $0.dot }).count, 191, "a dot was injected twice")
+    }
+
+    /// Ctrl-D at the preflight's question is a no: nothing armed, nothing injected.
+    func testCtrlDAtThePreflightQuestionArmsNothing() throws {
+        let directory = try temporaryDirectory()
+        let record = directory.appendingPathComponent("record.ndjson").path
+        let run = try TerminalRun([
+            "run", "Examples/hairline.json", "--sim", "--time-scale", "0", "--record", record,
+            "--db", directory.appendingPathComponent("records.sqlite").path,
+        ])
+        run.waitFor("Arm the applicator and start 191 dots?")
+        run.type(Self.ctrlD)
+        let status = run.exitStatus()
+        XCTAssertEqual(status, 75, run.text)
+        XCTAssertTrue(run.text.contains("Not started."), run.text)
+        XCTAssertTrue(try groundTruth(record).isEmpty, "dots were injected:\n\(run.text)")
     }
 
     /// Keys typed while dots stream are not echoed into the progress line, and an Enter typed
