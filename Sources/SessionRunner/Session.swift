@@ -165,6 +165,10 @@ public final class Session: @unchecked Sendable {
     private struct Handle {
         var link: ApplicatorLink?
         var earlyEnd: String?
+        /// Set by `armAndStream` in the same critical section that finds no `earlyEnd`: an end
+        /// requested before arming is seen by arming, or the request sees the arming — never
+        /// neither (a Ctrl-C in that moment once printed "nothing was armed" and then armed).
+        var armed = false
     }
     private let handle = Locked(Handle())
     /// The link for requests from any thread (they then hop to its queue).
@@ -371,21 +375,33 @@ public final class Session: @unchecked Sendable {
     /// armed. After, it holds (the dot in the skin finishes, the needle retracts) and then ends
     /// held, resumable. It never cuts a dot short and never overrides a stop already under way.
     public func requestEnd(reason: String) {
-        let link = handle.withLock { handle -> ApplicatorLink? in
-            if handle.link == nil, handle.earlyEnd == nil { handle.earlyEnd = reason }
-            return handle.link
-        }
-        guard let link else { return }  // `run` has not opened the port yet: it ends at once
+        guard !endUnlessArmed(reason: reason), let link = requestLink else { return }
         link.queue.async {
             guard self.outcome == nil else { return }
-            guard self.armedByUs else {
-                self.end(.declined, reason: "\(reason); nothing was armed")
-                return
-            }
             guard self.pendingEnd == nil else { return }  // an abort, e-stop or end already ends it
             self.audit("end-requested", ["reason": reason])
             if !self.endWhenHeld(reason: reason) { self.requestHold() }
         }
+    }
+
+    /// Ends the session if it has not armed, from any thread, decided at once and atomically
+    /// with arming: true — it will not arm and ends (declined, "nothing was armed"); false — it
+    /// had armed already, and nothing was done. For the operator's "stop before it starts"
+    /// (Ctrl-C at the preflight): the caller's own idea of whether the session armed lags by an
+    /// event, so only this answer may back the words "nothing was armed".
+    public func endUnlessArmed(reason: String) -> Bool {
+        let (link, ends) = handle.withLock { handle -> (ApplicatorLink?, Bool) in
+            guard !handle.armed else { return (handle.link, false) }
+            if handle.earlyEnd == nil { handle.earlyEnd = reason }
+            return (handle.link, true)
+        }
+        guard ends else { return false }
+        // Without a link `run` has not opened the port yet: it ends at once, from `earlyEnd`.
+        link?.queue.async {
+            guard self.outcome == nil else { return }
+            self.end(.declined, reason: "\(reason); nothing was armed")
+        }
+        return true
     }
 
     /// E-stop from the host (interlock or operator), from any thread: the ESTOP bytes go straight
@@ -519,6 +535,14 @@ public final class Session: @unchecked Sendable {
     /// ARM and start streaming: the preflight was confirmed and the interlocks (if any) armed.
     private func armAndStream() {
         guard outcome == nil, let link, !armedByUs else { return }
+        let endRequested = handle.withLock { handle -> String? in
+            if handle.earlyEnd == nil { handle.armed = true }
+            return handle.earlyEnd
+        }
+        if let endRequested {  // its own end is queued behind this; end here, before any ARM
+            end(.declined, reason: "\(endRequested); nothing was armed")
+            return
+        }
         armedByUs = true
         audit("armed", [:])
         link.arm()

@@ -184,19 +184,8 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
             interrupts += 1
             return (interrupts, question, streaming)
         }
-        if !armed {
-            // Nothing is armed yet: there is nothing to hold, and no question about ending to
-            // ask — the run ends here, nothing sent. Decided under the lock, so an arm answer
-            // typed a moment later cannot be taken.
-            let first = lock.withLock { () -> Bool in
-                defer { endedBeforeArming = true }
-                answerArm(false)
-                return !endedBeforeArming
-            }
-            if first {
-                reporter.note("Ctrl-C before arming: ending the session; nothing was armed.")
-                session.requestEnd(reason: "ended by the operator (Ctrl-C before arming)")
-            }
+        if !armed && endBeforeArming(reason: "ended by the operator (Ctrl-C before arming)",
+                                     note: "Ctrl-C before arming: ending the session; nothing was armed.") {
             return
         }
         if count == 1 {
@@ -209,6 +198,27 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
             reporter.note(interactive ? "Ctrl-C again: ending the session now." : "Ctrl-C again: ending the session (no terminal to confirm at).")
             endSession(reason: interactive ? "ended by the operator (Ctrl-C three times)" : "ended by the operator (Ctrl-C twice, no terminal)")
         }
+    }
+
+    /// Ctrl-C or the station's End before the `.armed` event reached the console: nothing is
+    /// armed yet, nothing to hold, no question about ending to ask — the run ends, nothing sent.
+    /// The console's `streaming` lags the session, so the session decides (`endUnlessArmed`);
+    /// false when it had armed a moment before: then the caller goes on as for a streaming
+    /// session. An arm answer typed a moment later cannot be taken (decided under the lock).
+    private func endBeforeArming(reason: String, note: String) -> Bool {
+        let first = lock.withLock { () -> Bool in
+            defer { endedBeforeArming = true }
+            answerArm(false)
+            return !endedBeforeArming
+        }
+        guard first else { return true }  // the first one ended it, or found it armed and went on
+        guard session.endUnlessArmed(reason: reason) else {
+            lock.withLock { endedBeforeArming = false }
+            reporter.note("The applicator had just been armed.")
+            return false
+        }
+        reporter.note(note)
+        return true
     }
 
     /// Call with `lock` held. Echo follows the question: on while one is open, off while streaming.
@@ -341,17 +351,8 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
                 guard isHeld, open == .resume else { return }
                 resumeIfHealthy()
             case .end:
-                guard armed else {
-                    // As Ctrl-C before arming: the run ends, nothing armed, nothing sent.
-                    let first = lock.withLock { () -> Bool in
-                        defer { endedBeforeArming = true }
-                        answerArm(false)
-                        return !endedBeforeArming
-                    }
-                    if first {
-                        reporter.note("Ended from the station before arming; nothing was armed.")
-                        session.requestEnd(reason: "ended by the operator (station, before arming)")
-                    }
+                if !armed && endBeforeArming(reason: "ended by the operator (station, before arming)",
+                                             note: "Ended from the station before arming; nothing was armed.") {
                     return
                 }
                 reporter.note("Ending the session from the station, needle retracted.")
