@@ -121,6 +121,18 @@ final class TerminalSessionTests: XCTestCase {
         return (run, record)
     }
 
+    /// The hairline plan without --yes, once the preflight asks "Arm the applicator?".
+    func preflightRun(timeScale: String, file: StaticString = #filePath, line: UInt = #line) throws -> (TerminalRun, record: String) {
+        let directory = try temporaryDirectory()
+        let record = directory.appendingPathComponent("record.ndjson").path
+        let run = try TerminalRun([
+            "run", "Examples/hairline.json", "--sim", "--time-scale", timeScale, "--record", record,
+            "--db", directory.appendingPathComponent("records.sqlite").path,
+        ])
+        run.waitFor("Arm the applicator and start 191 dots?", file: file, line: line)
+        return (run, record)
+    }
+
     func temporaryDirectory() throws -> URL {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("smpctl-tty-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
@@ -135,6 +147,21 @@ final class TerminalSessionTests: XCTestCase {
         run.waitFor("Held. Press Enter to resume", file: file, line: line)
         run.type(Self.ctrlC)
         run.waitFor("End the session now?", file: file, line: line)
+    }
+
+    /// After the Enter that resumes: the session shows "Resumed.", completes (exit 0) and the
+    /// simulator injected every dot once. Returns the screen.
+    func resumedToTheEnd(_ run: TerminalRun, record: String, file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        run.waitFor("Resumed.", file: file, line: line)
+        let status = run.exitStatus()
+        let screen = run.text
+        XCTAssertEqual(status, 0, screen, file: file, line: line)
+        XCTAssertTrue(screen.contains("Session complete: all 191 dots confirmed done"), screen, file: file, line: line)
+        let truth = try groundTruth(record)
+        XCTAssertEqual(truth.count, 191, file: file, line: line)
+        XCTAssertEqual(Set(truth.map { $0.dot }).count, 191, "a dot was injected twice", file: file, line: line)
+        XCTAssertTrue(truth.allSatisfy { $0.outcome == "done" }, file: file, line: line)
+        return screen
     }
 
     /// Dot ids in the simulator's ground truth, each with its outcome.
@@ -153,17 +180,9 @@ final class TerminalSessionTests: XCTestCase {
         run.type("n\n")
         run.waitFor("Not ended.")
         run.type("\n")
-        run.waitFor("Resumed.")
-        let status = run.exitStatus()
-        let screen = run.text
-        XCTAssertEqual(status, 0, screen)
-        XCTAssertTrue(screen.contains("Session complete: all 191 dots confirmed done"), screen)
+        let screen = try resumedToTheEnd(run, record: record)
         XCTAssertTrue(screen.contains(Self.consoleKitErase + "Dots ["), "the progress line is not redrawn in place:\n\(screen)")
         XCTAssertTrue(screen.contains("interlocks \u{1B}[0;32marmed"), "interlock state not shown in colour:\n\(screen)")
-        let truth = try groundTruth(record)
-        XCTAssertEqual(truth.count, 191)
-        XCTAssertEqual(Set(truth.map { $0.dot }).count, 191, "a dot was injected twice")
-        XCTAssertTrue(truth.allSatisfy { $0.outcome == "done" })
     }
 
     /// "y" at the question ends the session held and resumable: exit 75, no dot twice.
@@ -208,25 +227,12 @@ final class TerminalSessionTests: XCTestCase {
         run.waitFor("Not ended.")
         XCTAssertFalse(run.text.contains("Resuming"), "Ctrl-D resumed the hold:\n\(run.text)")
         run.type("\n")
-        run.waitFor("Resumed.")
-        let status = run.exitStatus()
-        let screen = run.text
-        XCTAssertEqual(status, 0, screen)
-        XCTAssertTrue(screen.contains("Session complete: all 191 dots confirmed done"), screen)
-        let truth = try groundTruth(record)
-        XCTAssertEqual(truth.count, 191)
-        XCTAssertEqual(Set(truth.map { $0.dot }).count, 191, "a dot was injected twice")
+        _ = try resumedToTheEnd(run, record: record)
     }
 
     /// Ctrl-D at the preflight's question is a no: nothing armed, nothing injected.
     func testCtrlDAtThePreflightQuestionArmsNothing() throws {
-        let directory = try temporaryDirectory()
-        let record = directory.appendingPathComponent("record.ndjson").path
-        let run = try TerminalRun([
-            "run", "Examples/hairline.json", "--sim", "--time-scale", "0", "--record", record,
-            "--db", directory.appendingPathComponent("records.sqlite").path,
-        ])
-        run.waitFor("Arm the applicator and start 191 dots?")
+        let (run, record) = try preflightRun(timeScale: "0")
         run.type(Self.ctrlD)
         let status = run.exitStatus()
         XCTAssertEqual(status, 75, run.text)
@@ -257,13 +263,7 @@ final class TerminalSessionTests: XCTestCase {
     /// before arming ends the run with nothing armed and nothing sent, whatever is typed next.
     func testCtrlCAtThePreflightQuestionEndsTheRunWithNothingArmed() throws {
         for trial in 1...3 {
-            let directory = try temporaryDirectory()
-            let record = directory.appendingPathComponent("record.ndjson").path
-            let run = try TerminalRun([
-                "run", "Examples/hairline.json", "--sim", "--time-scale", "0.2", "--record", record,
-                "--db", directory.appendingPathComponent("records.sqlite").path,
-            ])
-            run.waitFor("Arm the applicator and start 191 dots?")
+            let (run, record) = try preflightRun(timeScale: "0.2")
             run.type(Self.ctrlC)
             Thread.sleep(forTimeInterval: 0.2)
             run.type(Self.ctrlC)
@@ -279,13 +279,7 @@ final class TerminalSessionTests: XCTestCase {
 
     /// "y" typed at the preflight question arms, through the same single reader.
     func testYesAtThePreflightQuestionArmsAndRuns() throws {
-        let directory = try temporaryDirectory()
-        let record = directory.appendingPathComponent("record.ndjson").path
-        let run = try TerminalRun([
-            "run", "Examples/hairline.json", "--sim", "--time-scale", "0", "--record", record,
-            "--db", directory.appendingPathComponent("records.sqlite").path,
-        ])
-        run.waitFor("Arm the applicator and start 191 dots?")
+        let (run, record) = try preflightRun(timeScale: "0")
         run.type("y\n")
         XCTAssertEqual(run.exitStatus(), 0, run.text)
         XCTAssertEqual(try groundTruth(record).count, 191)
