@@ -211,7 +211,7 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
             answerArm(false)
             return !endedBeforeArming
         }
-        guard first else { return true }  // the first one ended it, or found it armed and went on
+        guard first else { return true }  // an earlier one ended it (one found it armed resets the flag)
         guard session.endUnlessArmed(reason: reason) else {
             lock.withLock { endedBeforeArming = false }
             reporter.note("The applicator had just been armed.")
