@@ -17,6 +17,7 @@ import SMPStation
 /// - Ctrl-C again: asks whether to end the session; only "y" ends it. A third Ctrl-C while that
 ///   question is open is taken as the answer: end now.
 /// - While held: Enter resumes, when every interlock is healthy (else it says what blocks it).
+/// - Ctrl-Z does not suspend smpctl during a session: it holds, as the first Ctrl-C.
 ///
 /// One reader thread owns standard input for the whole run, so the preflight's "Arm?", the
 /// hold's "Enter resumes" and the "end the session?" question never compete for the same line:
@@ -82,7 +83,8 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
     /// mid-dot) for the session's duration.
     func install() {
         for (number, handler) in [(SIGINT, interrupted), (SIGTERM, { self.terminated("SIGTERM") }),
-                                  (SIGHUP, { self.terminated("SIGHUP: the terminal was closed") })] {
+                                  (SIGHUP, { self.terminated("SIGHUP: the terminal was closed") }),
+                                  (SIGTSTP, suspendRefused)] {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
             source.setEventHandler(handler: handler)
@@ -105,7 +107,23 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
         // close) must not turn it into 130 or 143 for the script that reads it, so they stay
         // ignored until exit rather than going back to their default.
         for number in [SIGINT, SIGTERM, SIGHUP, SIGPIPE] { signal(number, SIG_IGN) }
+        signal(SIGTSTP, SIG_DFL)  // the session is over: nothing is left unattended by a suspend
         lock.withLock { keyboard?.restore() }
+    }
+
+    /// Ctrl-Z (SIGTSTP, called on `queue`). A suspended smpctl would leave the applicator to
+    /// hold on its lease, unattended, behind a shell prompt; during a session Ctrl-Z holds
+    /// instead, as the first Ctrl-C does (the next Ctrl-C asks whether to end).
+    func suspendRefused() {
+        let (armed, isHeld) = lock.withLock { (streaming, held) }
+        guard armed, !isHeld else {
+            reporter.note("Ctrl-Z: smpctl is not suspended during a session.")
+            return
+        }
+        lock.withLock { interrupts = max(interrupts, 1) }
+        reporter.note("Ctrl-Z: smpctl is not suspended during a session; holding instead — the dot in progress "
+                      + "finishes, the needle retracts, the place is kept.")
+        session.requestHold()
     }
 
     /// SIGTERM or SIGHUP (called on `queue`).

@@ -134,7 +134,8 @@ struct Run: ParsableCommand {
             preflight summary is shown and you are asked to confirm (--yes skips the question). \
             Every session is recorded (--db). Ctrl-C once holds the session (the dot in the skin \
             finishes, needle retracted, queue flushed; Enter resumes); Ctrl-C again asks whether \
-            to end it (resumable later with `smpctl resume`). SIGTERM, a closed terminal or closed \
+            to end it (resumable later with `smpctl resume`); Ctrl-Z holds too, it does not \
+            suspend smpctl during a session. SIGTERM, a closed terminal or closed \
             output end the session held as soon as the dot in the skin is done. A machine \
             configuration named with --config must exist and load (66 missing or unreadable, 78 \
             invalid); only the default /etc/smpctl/machine.toml may be absent, meaning developer \

@@ -56,6 +56,7 @@ final class HelpTests: XCTestCase {
             "--yes", "--json", "--override-clinical <reason>", "-v, --verbose", "--version", "-h, --help",
         ])
         for promise in ["Ctrl-C once holds the session", "Ctrl-C again asks whether to end it",
+                        "Ctrl-Z holds too, it does not suspend smpctl during a session",
                         "With --station the session is also shown and driven", "stays up after the end until Ctrl-C",
                         "SIGTERM, a closed terminal or closed output end the session held", "75 held or stopped",
                         "configuration named with --config must exist and load (66 missing or unreadable, 78 invalid)"] {

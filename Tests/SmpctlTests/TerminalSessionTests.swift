@@ -109,6 +109,8 @@ final class TerminalSessionTests: XCTestCase {
     static let ctrlC = "\u{03}"
     /// Ctrl-D: at a terminal in canonical mode, on an empty line, read(2) gives 0 bytes.
     static let ctrlD = "\u{04}"
+    /// Ctrl-Z: SIGTSTP from the terminal's line discipline.
+    static let ctrlZ = "\u{1A}"
     /// ConsoleKit's erase of the previous progress line: cursor up, erase line.
     static let consoleKitErase = "\u{1B}[1A\u{1B}[2K"
 
@@ -226,6 +228,18 @@ final class TerminalSessionTests: XCTestCase {
         run.type(Self.ctrlD)
         run.waitFor("Not ended.")
         XCTAssertFalse(run.text.contains("Resuming"), "Ctrl-D resumed the hold:\n\(run.text)")
+        run.type("\n")
+        _ = try resumedToTheEnd(run, record: record)
+    }
+
+    /// Ctrl-Z while dots stream: smpctl is not suspended (which would leave the applicator to
+    /// hold on its lease behind a shell prompt); it holds, and Enter resumes to the end.
+    func testCtrlZHoldsInsteadOfSuspendingAndEnterResumes() throws {
+        let (run, record) = try hairlineRun(try temporaryDirectory())
+        run.waitFor("Dots [")
+        run.type(Self.ctrlZ)
+        run.waitFor("Ctrl-Z: smpctl is not suspended during a session; holding instead")
+        run.waitFor("Held. Press Enter to resume")
         run.type("\n")
         _ = try resumedToTheEnd(run, record: record)
     }
