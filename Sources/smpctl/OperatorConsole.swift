@@ -63,11 +63,12 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
     /// - Parameters:
     ///   - readLine: where answers come from; standard input by default.
     ///   - inputIsTerminal: whether an end of file there was Ctrl-D typed at a terminal that is
-    ///     still there (the keyboard can still answer) rather than the end of the input.
+    ///     still there (the keyboard can still answer) rather than the end of the input; `isatty`
+    ///     says no after a hang-up (the terminal's ioctls fail).
     init(session: Session, interlocks: Interlocks?, reporter: RunReporter, interactive: Bool,
          station: StationState? = nil, readsStandardInput: Bool = true,
          readLine: @escaping @Sendable () -> PromptInput = { Prompt.readLine() },
-         inputIsTerminal: @escaping @Sendable () -> Bool = { Prompt.inputIsTerminal() }) {
+         inputIsTerminal: @escaping @Sendable () -> Bool = { Output.stdinIsTerminal }) {
         self.session = session
         self.interlocks = interlocks
         self.reporter = reporter
@@ -120,9 +121,15 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
             reporter.note("Ctrl-Z: smpctl is not suspended during a session.")
             return
         }
+        holdAsFirstInterrupt(note: "Ctrl-Z: smpctl is not suspended during a session; holding instead — the dot "
+                             + "in progress finishes, the needle retracts, the place is kept.")
+    }
+
+    /// A hold that counts as the first Ctrl-C (Ctrl-Z, the station's Hold): the next Ctrl-C at
+    /// the terminal asks whether to end.
+    private func holdAsFirstInterrupt(note: String) {
         lock.withLock { interrupts = max(interrupts, 1) }
-        reporter.note("Ctrl-Z: smpctl is not suspended during a session; holding instead — the dot in progress "
-                      + "finishes, the needle retracts, the place is kept.")
+        reporter.note(note)
         session.requestHold()
     }
 
@@ -361,10 +368,7 @@ final class OperatorConsole: @unchecked Sendable {  // mutable state guarded by 
                 lock.withLock { answerArm(command == .arm) }  // only while the preflight asks
             case .hold:
                 guard armed, !isHeld else { return }
-                // As the first Ctrl-C: the next Ctrl-C at the terminal asks whether to end.
-                lock.withLock { interrupts = max(interrupts, 1) }
-                reporter.note("Hold from the station: the dot in progress finishes, the needle retracts, the place is kept.")
-                session.requestHold()
+                holdAsFirstInterrupt(note: "Hold from the station: the dot in progress finishes, the needle retracts, the place is kept.")
             case .resume:
                 guard isHeld, open == .resume else { return }
                 resumeIfHealthy()

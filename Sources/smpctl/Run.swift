@@ -492,10 +492,4 @@ enum Prompt {
             bytes.append(byte)
         }
     }
-
-    /// Whether standard input is (still) a terminal: after a hang-up its ioctls fail, so this
-    /// says no.
-    ///
-    /// The corresponding C function is `isatty`.
-    static func inputIsTerminal() -> Bool { isatty(STDIN_FILENO) == 1 }
 }
